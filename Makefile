@@ -1,0 +1,42 @@
+# gfa: every target that compiles installs libtorch first (scripts/setup-libtorch.sh, cached).
+SHELL := /bin/bash
+CARGO ?= cargo
+GFA := target/release/gfa
+export GFA_DATA_DIR ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg75/cifar-10-batches-bin data/cifar-10-batches-bin))
+
+.PHONY: setup build test quick reproduce bench fixtures lint clean
+
+setup:
+	@bash scripts/setup-libtorch.sh
+
+build: setup
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# CPU-scale study: experiments/quick.toml -> results/quick/ (tables, figures, CSVs).
+quick: build
+	$(GFA) run experiments/quick.toml --results results
+	$(GFA) report results/quick
+	$(GFA) plot results/quick
+
+# GPU-scale study of the paper (CUDA when present): experiments/paper.toml -> results/paper/.
+reproduce: build
+	$(GFA) run experiments/paper.toml --results results
+	$(GFA) report results/paper
+	$(GFA) plot results/paper
+
+bench: build
+	bash scripts/bench.sh
+
+# Golden fixtures (needs PyTorch from PyPI; CI does not run this).
+fixtures:
+	bash scripts/make-fixtures.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,21 @@
+//! The error type of gfa-attacks.
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttackError {
+    #[error("input out of range: {0}")]
+    InputOutOfRange(String),
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    ShapeMismatch { what: String, expected: String, got: String },
+    #[error("attack {attack} does not support the {norm} threat model")]
+    UnsupportedNorm { attack: String, norm: String },
+    #[error("invalid eps '{text}': {reason}")]
+    BadEps { text: String, reason: String },
+    #[error("invalid attack configuration: {0}")]
+    Config(String),
+    #[error("attack output failed validation: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Tch(#[from] tch::TchError),
+}
+
+pub type Result<T> = std::result::Result<T, AttackError>;

@@ -1,0 +1,24 @@
+//! gfa-attacks: batched adversarial attacks on [`gfa_core::Classifier`] models.
+//!
+//! # The attack contract
+//! - Inputs `x` are NCHW `Kind::Float` in `[0, 1]` on the model's device; labels `y` are `Int64`.
+//! - The model is evaluated with `train = false` and is never changed: no weight, no BatchNorm
+//!   statistic, no `.grad` of a parameter. Input gradients come from
+//!   `Tensor::run_backward(&[loss], &[x], false, false)` (see [`grad`]), never `loss.backward()`.
+//! - Attacks are plain config values (serde, `Default` citing the reference); the model, the
+//!   budget `eps` and the seeded generator come in at call time.
+//! - Every attack returns one [`AttackOutput`]; [`attack::validate`] re-runs the model on `x_adv`
+//!   and checks box, budget and NaN before any number is reported. A point counts as a success
+//!   only if it is misclassified AND inside the budget; clean-misclassified points are successes.
+//! - Fixed-budget attacks (FGSM, PGD, APGD, Square, AutoAttack) answer "is there an adversarial
+//!   example within `eps`?"; minimum-norm attacks (DeepFool, CW, EAD, FAB) return the smallest
+//!   perturbation they found, and accuracy at any `eps` is derived by thresholding its norm.
+
+pub mod attack;
+pub mod error;
+pub mod grad;
+pub mod threat;
+
+pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
+pub use error::{AttackError, Result};
+pub use threat::{Eps, Norm, ThreatModel};

@@ -1,0 +1,24 @@
+//! The error type of gfa-core.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Data(#[from] gfa_data::DataError),
+    #[error(transparent)]
+    Tch(#[from] tch::TchError),
+}
+
+pub type Result<T> = std::result::Result<T, CoreError>;

@@ -1,0 +1,24 @@
+//! gfa-core: models with named taps, the Gradient-Feature Alignment (GFA) regularizer and the
+//! trainer.
+//!
+//! # Data flow
+//! `gfa_data` batches (`f32` pixels in `[0, 1]`) → [`Classifier`] (its first layer normalizes)
+//! → logits and, on request, the activations at every named *tap* (`input`, `conv1`, …). The
+//! regularizer differentiates the task loss with respect to all taps in one autograd call
+//! (double backprop) and penalizes the misalignment between each tap and its gradient.
+//!
+//! # Contracts
+//! - Inputs are NCHW `Kind::Float` in `[0, 1]`; labels are `Int64`.
+//! - Normalization is the model's first layer and is saved with its weights.
+//! - Everything random is seeded from one run seed through [`seed`].
+
+pub mod classifier;
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod seed;
+
+pub use classifier::{Classifier, TapForward, TapPoint};
+pub use device::DeviceChoice;
+pub use error::{CoreError, Result};
+pub use models::ModelSpec;

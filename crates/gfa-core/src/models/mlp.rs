@@ -1,0 +1,41 @@
+//! Multi-layer perceptron: flatten → `fc1` … `fcK` with ReLU → `head`. Taps `fc1` … `fcK`.
+use tch::{Tensor, nn};
+
+use super::ModelSpec;
+use crate::classifier::{Network, Taps, record_tap};
+
+#[derive(Debug)]
+pub struct Mlp {
+    hidden: Vec<nn::Linear>,
+    head: nn::Linear,
+}
+
+impl Mlp {
+    pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
+        let mut hidden = Vec::new();
+        let mut d_in = 3 * 32 * 32;
+        for (i, w) in spec.widths.iter().enumerate() {
+            let d = spec.scaled(*w);
+            hidden.push(nn::linear(p / format!("fc{}", i + 1), d_in, d, Default::default()));
+            d_in = d;
+        }
+        let head = nn::linear(p / "head", d_in, spec.num_classes, Default::default());
+        Self { hidden, head }
+    }
+}
+
+impl Network for Mlp {
+    fn forward(&self, x: &Tensor, _train: bool, mut taps: Option<&mut Taps>) -> Tensor {
+        let mut h = x.flatten(1, -1);
+        for fc in &self.hidden {
+            let pre = h.apply(fc);
+            h = pre.relu();
+            record_tap(&mut taps, &pre, &h);
+        }
+        h.apply(&self.head)
+    }
+
+    fn tap_names(&self) -> Vec<String> {
+        (1..=self.hidden.len()).map(|i| format!("fc{i}")).collect()
+    }
+}

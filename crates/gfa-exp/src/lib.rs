@@ -1,0 +1,1 @@
+//! gfa-exp: experiment grids, runs, CSV records, tables and figures.
