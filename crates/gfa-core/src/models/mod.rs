@@ -212,3 +212,34 @@ pub fn catalog() -> Vec<ModelInfo> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_are_the_config_names() {
+        for &arch in Arch::ALL {
+            let json = serde_json::to_string(&arch).unwrap();
+            assert_eq!(json, format!("\"{}\"", arch.name()));
+            assert_eq!(serde_json::from_str::<Arch>(&json).unwrap(), arch);
+            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
+        }
+        let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
+        assert!(err.contains("resnet50") && err.contains("wrn_28_10"), "{err}");
+    }
+
+    #[test]
+    fn width_scales_every_residual_network() {
+        let count = |arch, width| {
+            let spec = ModelSpec { width, ..ModelSpec::of(arch) };
+            Classifier::new(&spec, Device::Cpu).unwrap().num_parameters()
+        };
+        for arch in [Arch::ResNet18, Arch::PreActResNet18, Arch::Wrn28x10] {
+            let (small, smaller) = (count(arch, 0.0625), count(arch, 0.03125));
+            // Conv weights dominate and scale with width², so halving width divides by ~4.
+            let ratio = small as f64 / smaller as f64;
+            assert!((3.0..4.5).contains(&ratio), "{arch}: {small} / {smaller}");
+        }
+    }
+}

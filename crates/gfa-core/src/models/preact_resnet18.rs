@@ -12,7 +12,7 @@
 //! final BN after its ReLU). A pre-activation block has no activation of its own at its output,
 //! so for `conv1` and the stages both [`TapPoint`](crate::TapPoint)s read the same tensor; for
 //! `bn` the pre-activation tap is the BN output before the ReLU.
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 use super::ModelSpec;

@@ -12,7 +12,7 @@
 //! Taps: `conv1` (stem after its ReLU), `layer1` … `layer4` (each stage's output, after the last
 //! block's ReLU). With [`TapPoint::PreActivation`](crate::TapPoint) they read the tensors before
 //! those ReLUs (stem: the `bn1` output; stages: the residual sum).
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 use super::ModelSpec;

@@ -247,7 +247,7 @@ fn eval_mode_leaves_batch_norm_statistics_untouched() {
     for &arch in Arch::ALL.iter().filter(|a| a.has_batch_norm()) {
         seed_all(1);
         let model = Classifier::new(&tiny(arch), Device::Cpu).unwrap();
-        tch::no_grad(|| model.logits(&x, true)); // non-trivial running statistics
+        let _ = tch::no_grad(|| model.logits(&x, true)); // non-trivial running statistics
         let before = buffers(&model);
         assert!(before.keys().any(|k| k.ends_with("running_var")), "{arch}: has BN buffers");
 
@@ -262,7 +262,7 @@ fn eval_mode_leaves_batch_norm_statistics_untouched() {
         }
 
         // A train-mode forward does update them, so the check above can fail.
-        tch::no_grad(|| model.logits(&x, true));
+        let _ = tch::no_grad(|| model.logits(&x, true));
         let trained = buffers(&model);
         let changed = before
             .iter()
@@ -285,7 +285,7 @@ fn save_then_load_gives_identical_logits() {
         let spec = tiny(arch);
         seed_all(2);
         let a = Classifier::new(&spec, Device::Cpu).unwrap();
-        tch::no_grad(|| a.logits(&x, true)); // BN statistics away from their initial values
+        let _ = tch::no_grad(|| a.logits(&x, true)); // BN statistics away from their initial values
         let path = dir.path().join(format!("{arch}.safetensors"));
         a.vs.save(&path).unwrap();
 
@@ -365,7 +365,8 @@ fn catalog_lists_every_arch_with_full_size_parameter_counts() {
             row.parameters, meta.full_size_parameters[arch.name()],
             "{arch}: gfa vs PyTorch twin"
         );
-        let model = Classifier::new(&tiny(arch), Device::Cpu).unwrap();
+        let spec = ModelSpec { width: tiny(arch).width, ..ModelSpec::of(arch) };
+        let model = Classifier::new(&spec, Device::Cpu).unwrap();
         assert_eq!(row.taps, model.tap_names(), "{arch}: taps do not depend on width");
         assert!(!row.description.is_empty());
     }
