@@ -34,7 +34,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pytorch_models as pm  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "gfa-core", "tests", "fixtures")
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "crates", "gfa-core", "tests", "fixtures")
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2471, 0.2435, 0.2616]
@@ -98,7 +99,8 @@ def main():
                 io[f"train.{bn_name}.num_batches_tracked"] = bn.num_batches_tracked.clone()
                 model.eval()
         save_file(state, os.path.join(OUT, f"models_{name}_state.safetensors"))
-        save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, f"models_{name}_io.safetensors"))
+        io = {k: v.contiguous() for k, v in io.items()}
+        save_file(io, os.path.join(OUT, f"models_{name}_io.safetensors"))
         meta["cases"][name] = {
             "spec": model.spec,
             "bn_checked_in_train": bn_name,

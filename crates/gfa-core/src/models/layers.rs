@@ -96,7 +96,12 @@ pub fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, init: ConvI
 pub fn linear(p: nn::Path, d_in: i64, d_out: i64, zero_bias: bool) -> nn::Linear {
     let init = torch_default_init(d_in);
     let bs_init = if zero_bias { Init::Const(0.0) } else { init };
-    nn::linear(p, d_in, d_out, nn::LinearConfig { ws_init: init, bs_init: Some(bs_init), bias: true })
+    nn::linear(
+        p,
+        d_in,
+        d_out,
+        nn::LinearConfig { ws_init: init, bs_init: Some(bs_init), bias: true },
+    )
 }
 
 /// Global average pooling; equals PyTorch's `F.avg_pool2d(out, 4)` (ResNets) and
@@ -121,13 +126,7 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            [
-                "bn.bias",
-                "bn.num_batches_tracked",
-                "bn.running_mean",
-                "bn.running_var",
-                "bn.weight"
-            ]
+            ["bn.bias", "bn.num_batches_tracked", "bn.running_mean", "bn.running_var", "bn.weight"]
         );
         assert_eq!(vs.trainable_variables().len(), 2);
         let x = Tensor::randn([4, 3, 2, 2], (Kind::Float, Device::Cpu));

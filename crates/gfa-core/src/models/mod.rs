@@ -69,8 +69,10 @@ impl Arch {
         match self {
             Arch::Linear => "one affine map on the flattened image (closed-form tests)",
             Arch::Mlp => "flatten -> hidden `widths` with ReLU -> classes (paper MLP)",
-            Arch::Cnn => "conv64 x2 -> pool -> conv128 x2 -> pool -> fc256 x2 -> fc, no BatchNorm \
-                          (paper-style CNN)",
+            Arch::Cnn => {
+                "conv64 x2 -> pool -> conv128 x2 -> pool -> fc256 x2 -> fc, no BatchNorm \
+                          (paper-style CNN)"
+            }
             Arch::PreActResNet18 => {
                 "PreAct ResNet-18 for 32x32 (Wong et al. 2020, Rice et al. 2020), BatchNorm"
             }

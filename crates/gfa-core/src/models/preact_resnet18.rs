@@ -12,8 +12,8 @@
 //! final BN after its ReLU). A pre-activation block has no activation of its own at its output,
 //! so for `conv1` and the stages both [`TapPoint`](crate::TapPoint)s read the same tensor; for
 //! `bn` the pre-activation tap is the BN output before the ReLU.
-use tch::nn;
 use tch::Tensor;
+use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};

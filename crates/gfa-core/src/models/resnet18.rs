@@ -12,8 +12,8 @@
 //! Taps: `conv1` (stem after its ReLU), `layer1` … `layer4` (each stage's output, after the last
 //! block's ReLU). With [`TapPoint::PreActivation`](crate::TapPoint) they read the tensors before
 //! those ReLUs (stem: the `bn1` output; stages: the residual sum).
-use tch::nn;
 use tch::Tensor;
+use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
@@ -36,7 +36,10 @@ impl BasicBlock {
     fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
         let shortcut = (stride != 1 || c_in != c_out).then(|| {
             let s = &p / "shortcut";
-            (conv(&s / "0", c_in, c_out, 1, stride, ConvInit::Torch), BatchNorm2d::new(&s / "1", c_out))
+            (
+                conv(&s / "0", c_in, c_out, 1, stride, ConvInit::Torch),
+                BatchNorm2d::new(&s / "1", c_out),
+            )
         });
         Self {
             conv1: conv(&p / "conv1", c_in, c_out, 3, stride, ConvInit::Torch),

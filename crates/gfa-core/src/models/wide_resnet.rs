@@ -15,8 +15,8 @@
 //! Taps: `conv1` (stem output), `block1` … `block3` (each group's residual sum) and `bn1` (the
 //! final BN after its ReLU). As in PreAct ResNet, both [`TapPoint`](crate::TapPoint)s read the
 //! same tensor at `conv1` and the groups; at `bn1` the pre-activation tap is the BN output.
-use tch::nn;
 use tch::Tensor;
+use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};

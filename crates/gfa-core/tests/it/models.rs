@@ -310,7 +310,10 @@ fn parameters_by_formula(arch: Arch) -> i64 {
         Arch::Mlp => fc(3072, 1024) + fc(1024, 512) + fc(512, 256) + fc(256, classes),
         Arch::Cnn => {
             let cb = |c_in, c_out| conv(3, c_in, c_out) + c_out;
-            cb(3, 64) + cb(64, 64) + cb(64, 128) + cb(128, 128)
+            cb(3, 64)
+                + cb(64, 64)
+                + cb(64, 128)
+                + cb(128, 128)
                 + fc(128 * 8 * 8, 256)
                 + fc(256, 256)
                 + fc(256, classes)
@@ -346,7 +349,10 @@ fn parameters_by_formula(arch: Arch) -> i64 {
                 bn(c_in) + conv(3, c_in, c_out) + bn(c_out) + conv(3, c_out, c_out) + sc
             };
             let group = |c_in: i64, c_out: i64| block(c_in, c_out) + 3 * block(c_out, c_out);
-            conv(3, 3, 16) + group(16, 160) + group(160, 320) + group(320, 640)
+            conv(3, 3, 16)
+                + group(16, 160)
+                + group(160, 320)
+                + group(320, 640)
                 + bn(640)
                 + fc(640, classes)
         }
@@ -357,12 +363,16 @@ fn parameters_by_formula(arch: Arch) -> i64 {
 fn catalog_lists_every_arch_with_full_size_parameter_counts() {
     let meta = meta();
     let rows = catalog();
-    assert_eq!(rows.iter().map(|r| r.name).collect::<Vec<_>>(), Arch::ALL.iter().map(|a| a.name()).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.name).collect::<Vec<_>>(),
+        Arch::ALL.iter().map(|a| a.name()).collect::<Vec<_>>()
+    );
     for (row, &arch) in rows.iter().zip(Arch::ALL) {
         let by_formula = parameters_by_formula(arch);
         assert_eq!(row.parameters, by_formula, "{arch}: built model vs layer formula");
         assert_eq!(
-            row.parameters, meta.full_size_parameters[arch.name()],
+            row.parameters,
+            meta.full_size_parameters[arch.name()],
             "{arch}: gfa vs PyTorch twin"
         );
         let spec = ModelSpec { width: tiny(arch).width, ..ModelSpec::of(arch) };
@@ -375,7 +385,8 @@ fn catalog_lists_every_arch_with_full_size_parameter_counts() {
 #[test]
 fn linear_model_is_the_closed_form_affine_map() {
     seed_all(4);
-    let spec = ModelSpec { mean: [0.4, 0.5, 0.6], std: [0.2, 0.3, 0.25], ..ModelSpec::of(Arch::Linear) };
+    let spec =
+        ModelSpec { mean: [0.4, 0.5, 0.6], std: [0.2, 0.3, 0.25], ..ModelSpec::of(Arch::Linear) };
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let vars = model.vs.variables();
     let x = Tensor::rand([3, 3, 32, 32], (Kind::Float, Device::Cpu));
