@@ -156,7 +156,7 @@ impl ModelSpec {
         if self.num_classes < 2 {
             return bad(format!("model.num_classes must be at least 2, got {}", self.num_classes));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return bad(format!("model.std must be positive, got {:?}", self.std));
         }
         if self.arch == Arch::Mlp && (self.widths.is_empty() || self.widths.iter().any(|w| *w < 1))
