@@ -1,0 +1,3 @@
+mod checkpoint;
+mod regularizer;
+mod train;
