@@ -74,7 +74,6 @@ fn mse_to_one_hot(z: &Tensor, y: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Kind;
 
     fn batch() -> (Tensor, Tensor) {
         let logits = Tensor::from_slice(&[1.0f32, -0.5, 2.0, 0.3, 0.0, -1.0]).view([2, 3]);
