@@ -99,7 +99,11 @@ pub fn load_weights(model: &mut Classifier, path: &Path) -> Result<()> {
         if src.size() != var.size() {
             return Err(ck_err(
                 path,
-                format!("tensor \"{name}\" has shape {:?}, the model expects {:?}", src.size(), var.size()),
+                format!(
+                    "tensor \"{name}\" has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    var.size()
+                ),
             ));
         }
         tch::no_grad(|| var.f_copy_(src)).map_err(|e| ck_err(path, e.to_string()))?;
@@ -168,10 +172,17 @@ pub fn load(dir: &Path, weights: &str, device: Device) -> Result<(Classifier, Ch
 }
 
 /// Restore weights and optimizer state of a run in progress (resume).
-pub fn restore(dir: &Path, model: &mut Classifier, optimizer: &mut Optimizer) -> Result<CheckpointMeta> {
+pub fn restore(
+    dir: &Path,
+    model: &mut Classifier,
+    optimizer: &mut Optimizer,
+) -> Result<CheckpointMeta> {
     let meta = read_meta(dir)?;
     if meta.model != model.spec {
-        return Err(ck_err(&dir.join(SIDECAR), "the checkpoint's model spec differs from the run's"));
+        return Err(ck_err(
+            &dir.join(SIDECAR),
+            "the checkpoint's model spec differs from the run's",
+        ));
     }
     load_weights(model, &dir.join(LAST))?;
     let path = dir.join(OPTIMIZER);

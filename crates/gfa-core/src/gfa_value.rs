@@ -57,7 +57,11 @@ pub fn gfa_value(
     let mut start = 0;
     while start < n {
         let len = cfg.batch_size.min(n - start);
-        let index = Tensor::arange_start(start as i64, (start + len) as i64, (Kind::Int64, tch::Device::Cpu));
+        let index = Tensor::arange_start(
+            start as i64,
+            (start + len) as i64,
+            (Kind::Int64, tch::Device::Cpu),
+        );
         let (x, y) = data.batch(&index, device);
         let fwd = model.forward_taps(&x, false, cfg.tap);
         let loss = cfg.task_loss.sum(&fwd.logits, &y);

@@ -37,7 +37,9 @@ impl TaskLoss {
     /// `logits`: `[N, C]` float, `y`: `[N]` int64 → `[N]`.
     pub fn per_sample(self, logits: &Tensor, y: &Tensor) -> Tensor {
         match self {
-            TaskLoss::Ce => logits.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0),
+            TaskLoss::Ce => {
+                logits.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
+            }
             TaskLoss::MseSoftmax => {
                 let p = logits.softmax(-1, logits.kind());
                 mse_to_one_hot(&p, y)

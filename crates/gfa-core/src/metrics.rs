@@ -9,7 +9,11 @@ use crate::{CoreError, Result};
 ///
 /// # Shapes
 /// → `[N]` int64 on the model's device.
-pub fn predictions(model: &Classifier, data: &gfa_data::Dataset, batch_size: usize) -> Result<Tensor> {
+pub fn predictions(
+    model: &Classifier,
+    data: &gfa_data::Dataset,
+    batch_size: usize,
+) -> Result<Tensor> {
     if batch_size == 0 {
         return Err(CoreError::Config("evaluation batch_size must be at least 1".into()));
     }
@@ -30,7 +34,11 @@ pub fn predictions(model: &Classifier, data: &gfa_data::Dataset, batch_size: usi
             start += len;
         }
     });
-    Ok(if out.is_empty() { Tensor::zeros([0], (Kind::Int64, device)) } else { Tensor::cat(&out, 0) })
+    Ok(if out.is_empty() {
+        Tensor::zeros([0], (Kind::Int64, device))
+    } else {
+        Tensor::cat(&out, 0)
+    })
 }
 
 /// Fraction of `data` classified correctly (eval mode). `NaN` for an empty set.

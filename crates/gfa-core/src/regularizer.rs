@@ -225,7 +225,10 @@ impl RegularizerConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CoreError::Config(m));
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return bad(format!("regularizer.lambda must be a finite number ≥ 0, got {}", self.lambda));
+            return bad(format!(
+                "regularizer.lambda must be a finite number ≥ 0, got {}",
+                self.lambda
+            ));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
             return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));

@@ -2,11 +2,14 @@
 //! flip (torchvision `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()`), seeded, batched on
 //! the tensor with `gather`, no per-image tensor op.
 //!
-//! Kept in gfa-core until `gfa_data::AugmentConfig` replaces it; the TOML keys are the same.
+//! Kept in gfa-core until `gfa_data::AugmentConfig` replaces it: same TOML keys, same
+//! `apply(&x, &mut rng) -> Result<Tensor>` signature, so the swap is the `use` in `train/mod.rs`.
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use crate::{CoreError, Result};
 
 /// The `[train.augment]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,8 +38,14 @@ impl AugmentConfig {
     ///
     /// # Shapes
     /// `x`: `[N, C, H, W]` → `[N, C, H, W]`.
-    pub fn apply(&self, x: &Tensor, rng: &mut StdRng) -> Tensor {
-        let (n, c, h, w) = x.size4().expect("augment expects NCHW");
+    pub fn apply(&self, x: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
+        let (n, c, h, w) = x.size4()?;
+        if self.crop_padding < 0 {
+            return Err(CoreError::Config(format!(
+                "train.augment.crop_padding must be ≥ 0, got {}",
+                self.crop_padding
+            )));
+        }
         let device = x.device();
         let mut out = x.shallow_clone();
         let p = self.crop_padding;
@@ -57,7 +66,7 @@ impl AugmentConfig {
             let mask = Tensor::from_slice(&flips).to_device(device).view([n, 1, 1, 1]);
             out = out.flip([3]).where_self(&mask, &out);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -71,25 +80,26 @@ mod tests {
         let x = Tensor::arange(2 * 3 * 8 * 8, (Kind::Float, Device::Cpu)).view([2, 3, 8, 8]) + 1.0;
         let mut rng = crate::seed::rng_for(1, "augment");
         let cfg = AugmentConfig { crop_padding: 2, flip: false };
-        let y = cfg.apply(&x, &mut rng);
+        let y = cfg.apply(&x, &mut rng).unwrap();
         assert_eq!(y.size(), x.size());
         // Every output pixel is either padding (0) or an input pixel of the same image.
         for i in 0..2 {
             let yi = y.get(i);
             let nz = yi.masked_select(&yi.ne(0.0));
             let xi = x.get(i);
-            let found = nz.unsqueeze(1).eq_tensor(&xi.flatten(0, -1).unsqueeze(0)).any_dim(1, false);
+            let found =
+                nz.unsqueeze(1).eq_tensor(&xi.flatten(0, -1).unsqueeze(0)).any_dim(1, false);
             assert!(bool::try_from(found.all()).unwrap());
         }
         let flip = AugmentConfig { crop_padding: 0, flip: true };
-        let z = flip.apply(&x, &mut crate::seed::rng_for(3, "augment"));
+        let z = flip.apply(&x, &mut crate::seed::rng_for(3, "augment")).unwrap();
         for i in 0..2 {
             let same = z.get(i).equal(&x.get(i));
             let mirrored = z.get(i).equal(&x.get(i).flip([2]));
             assert!(same || mirrored);
         }
-        let a = cfg.apply(&x, &mut crate::seed::rng_for(5, "augment"));
-        let b = cfg.apply(&x, &mut crate::seed::rng_for(5, "augment"));
+        let a = cfg.apply(&x, &mut crate::seed::rng_for(5, "augment")).unwrap();
+        let b = cfg.apply(&x, &mut crate::seed::rng_for(5, "augment")).unwrap();
         assert!(a.equal(&b), "same seed, same augmentation");
     }
 }

@@ -50,7 +50,8 @@ fn frac<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
         Num(f64),
         Text(String),
     }
-    let bad = |s: &str| serde::de::Error::custom(format!("expected a number or \"a/b\", got \"{s}\""));
+    let bad =
+        |s: &str| serde::de::Error::custom(format!("expected a number or \"a/b\", got \"{s}\""));
     match NumOrText::deserialize(d)? {
         NumOrText::Num(v) => Ok(v),
         NumOrText::Text(s) => match s.split_once('/') {
@@ -337,7 +338,12 @@ fn epoch_torch_seed(seed: u64, epoch: usize) -> u64 {
 }
 
 /// The hash that ties a checkpoint to its run.
-pub fn run_hash(model: &Classifier, cfg: &TrainConfig, reg: &RegularizerConfig, seed: u64) -> String {
+pub fn run_hash(
+    model: &Classifier,
+    cfg: &TrainConfig,
+    reg: &RegularizerConfig,
+    seed: u64,
+) -> String {
     checkpoint::config_hash(&(&model.spec, cfg, reg.resolved(), seed))
 }
 
@@ -407,7 +413,7 @@ pub fn train(
             }
             let index = Tensor::from_slice(chunk);
             let (x, y) = data.batch(&index, device);
-            let x = cfg.augment.apply(&x, &mut augment_rng);
+            let x = cfg.augment.apply(&x, &mut augment_rng)?;
             let out = step_loss(
                 &cfg.method,
                 &reg,
@@ -420,7 +426,11 @@ pub fn train(
             )?;
             let total = out.total.double_value(&[]);
             if !total.is_finite() {
-                return Err(CoreError::NonFinite { what: "loss".into(), epoch: epoch + 1, step: step + 1 });
+                return Err(CoreError::NonFinite {
+                    what: "loss".into(),
+                    epoch: epoch + 1,
+                    step: step + 1,
+                });
             }
             optimizer.zero_grad();
             out.total.backward();

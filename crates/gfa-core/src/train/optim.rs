@@ -67,13 +67,17 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd { momentum, weight_decay, nesterov, .. } => {
                 if !(0.0..1.0).contains(momentum) {
-                    return bad(format!("train.optimizer.momentum must be in [0, 1), got {momentum}"));
+                    return bad(format!(
+                        "train.optimizer.momentum must be in [0, 1), got {momentum}"
+                    ));
                 }
                 if *nesterov && *momentum == 0.0 {
                     return bad("train.optimizer.nesterov needs momentum > 0".into());
                 }
                 if !(*weight_decay >= 0.0) {
-                    return bad(format!("train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"));
+                    return bad(format!(
+                        "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
+                    ));
                 }
             }
             OptimizerConfig::Adam { betas, eps, weight_decay, .. } => {
@@ -84,7 +88,9 @@ impl OptimizerConfig {
                     return bad(format!("train.optimizer.eps must be positive, got {eps}"));
                 }
                 if !(*weight_decay >= 0.0) {
-                    return bad(format!("train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"));
+                    return bad(format!(
+                        "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
+                    ));
                 }
             }
         }

@@ -14,7 +14,12 @@ fn save_then_load_gives_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_cnn(3);
     let cfg = TrainConfig { method: Method::Gfa, ..quick(1) };
-    let opts = TrainOptions { seed: 3, run_id: "abc".into(), checkpoint_dir: Some(dir.path().into()), ..Default::default() };
+    let opts = TrainOptions {
+        seed: 3,
+        run_id: "abc".into(),
+        checkpoint_dir: Some(dir.path().into()),
+        ..Default::default()
+    };
     train(&mut model, &data, &cfg, &RegularizerConfig::gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
     for f in [checkpoint::LAST, checkpoint::FINAL, checkpoint::OPTIMIZER, checkpoint::SIDECAR] {
         assert!(dir.path().join(f).is_file(), "{f}");
@@ -33,7 +38,10 @@ fn save_then_load_gives_identical_logits() {
     assert_eq!(meta.metrics.len(), 1);
     assert!(!meta.git_revision.is_empty() && meta.config_hash.len() == 16);
     let names: Vec<String> = weights(&loaded).into_iter().map(|(n, _)| n).collect();
-    assert!(names.contains(&"normalize.mean".to_string()) && names.contains(&"normalize.std".to_string()));
+    assert!(
+        names.contains(&"normalize.mean".to_string())
+            && names.contains(&"normalize.std".to_string())
+    );
     let x = Tensor::rand([5, 3, 32, 32], (Kind::Float, Device::Cpu));
     let a = model.logits(&x, false);
     let b = loaded.logits(&x, false);

@@ -14,7 +14,7 @@
 use gfa_core::checkpoint::load_weights;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, Penalty, RegKind, Regularizer, RegularizerConfig, cosine};
-use gfa_core::{Classifier, TaskLoss, TapPoint};
+use gfa_core::{Classifier, TapPoint, TaskLoss};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -57,21 +57,68 @@ fn max_abs(t: &Tensor) -> f64 {
 fn penalty_and_parameter_gradients_match_pytorch() {
     let model = twin();
     let cases = Tensor::read_safetensors(fixture("gfa_cases.safetensors")).unwrap();
-    let get = |k: &str| cases.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone();
+    let get = |k: &str| {
+        cases.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone()
+    };
     let (x, y) = (get("x"), get("y"));
     let mut checked = 0;
     for (name, cfg) in [
-        ("gfa.one_minus_cos.first", Penalty::OneMinusCos, Layers::First, TapPoint::PostActivation, TaskLoss::Ce),
-        ("gfa.one_minus_cos.deep", Penalty::OneMinusCos, Layers::Deep, TapPoint::PostActivation, TaskLoss::Ce),
-        ("gfa.one_minus_abs_cos.first", Penalty::OneMinusAbsCos, Layers::First, TapPoint::PostActivation, TaskLoss::Ce),
-        ("gfa.one_minus_abs_cos.deep", Penalty::OneMinusAbsCos, Layers::Deep, TapPoint::PostActivation, TaskLoss::Ce),
+        (
+            "gfa.one_minus_cos.first",
+            Penalty::OneMinusCos,
+            Layers::First,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_cos.deep",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_abs_cos.first",
+            Penalty::OneMinusAbsCos,
+            Layers::First,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_abs_cos.deep",
+            Penalty::OneMinusAbsCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
         ("gfa.sin2.first", Penalty::Sin2, Layers::First, TapPoint::PostActivation, TaskLoss::Ce),
         ("gfa.sin2.deep", Penalty::Sin2, Layers::Deep, TapPoint::PostActivation, TaskLoss::Ce),
-        ("gfa.one_minus_cos.deep.pre", Penalty::OneMinusCos, Layers::Deep, TapPoint::PreActivation, TaskLoss::Ce),
-        ("gfa.one_minus_cos.deep.mse_softmax", Penalty::OneMinusCos, Layers::Deep, TapPoint::PostActivation, TaskLoss::MseSoftmax),
+        (
+            "gfa.one_minus_cos.deep.pre",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PreActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_cos.deep.mse_softmax",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::MseSoftmax,
+        ),
     ]
     .map(|(n, penalty, layers, tap, task_loss)| {
-        (n, RegularizerConfig { penalty, layers: Some(layers), tap, task_loss, ..RegularizerConfig::gfa(1.0) })
+        (
+            n,
+            RegularizerConfig {
+                penalty,
+                layers: Some(layers),
+                tap,
+                task_loss,
+                ..RegularizerConfig::gfa(1.0)
+            },
+        )
     })
     .into_iter()
     .chain([("gnr.first", RegularizerConfig::gnr(1.0))])
@@ -82,7 +129,10 @@ fn penalty_and_parameter_gradients_match_pytorch() {
         f.reg.backward();
         let want_r = get(&format!("{name}/R")).double_value(&[0]);
         let got_r = f.reg.double_value(&[]);
-        assert!((got_r - want_r).abs() <= 1e-5 * want_r.abs().max(1e-12), "{name}: R {got_r} vs {want_r}");
+        assert!(
+            (got_r - want_r).abs() <= 1e-5 * want_r.abs().max(1e-12),
+            "{name}: R {got_r} vs {want_r}"
+        );
         for (pname, p) in params(&model) {
             let want = get(&format!("{name}/grad/{pname}"));
             let got = p.grad();
@@ -122,8 +172,11 @@ fn gradient_of_r_matches_finite_differences() {
         // Directional derivative along a random direction over every parameter.
         let ps = params(&model);
         let dirs: Vec<Tensor> = ps.iter().map(|(_, p)| p.randn_like()).collect();
-        let analytic: f64 =
-            ps.iter().zip(&dirs).map(|((_, p), d)| (p.grad() * d).sum(Kind::Double).double_value(&[])).sum();
+        let analytic: f64 = ps
+            .iter()
+            .zip(&dirs)
+            .map(|((_, p), d)| (p.grad() * d).sum(Kind::Double).double_value(&[]))
+            .sum();
         let h = 1e-6;
         let shift = |s: f64| {
             tch::no_grad(|| {
@@ -140,7 +193,11 @@ fn gradient_of_r_matches_finite_differences() {
         shift(h);
         let numeric = (plus - minus) / (2.0 * h);
         let tol = 1e-5 * analytic.abs().max(numeric.abs()).max(1e-8);
-        assert!((numeric - analytic).abs() <= tol, "{:?}: fd {numeric} vs autograd {analytic}", cfg.kind);
+        assert!(
+            (numeric - analytic).abs() <= tol,
+            "{:?}: fd {numeric} vs autograd {analytic}",
+            cfg.kind
+        );
     }
 }
 
@@ -202,8 +259,10 @@ fn gfa_value_does_not_depend_on_batching_and_leaves_the_model_alone() {
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let data = super::train::synthetic(10, 7);
     let before: Vec<Tensor> = params(&model).into_iter().map(|(_, p)| p.detach().copy()).collect();
-    let a = gfa_value(&model, &data, &GfaValueConfig { batch_size: 3, ..Default::default() }).unwrap();
-    let b = gfa_value(&model, &data, &GfaValueConfig { batch_size: 10, ..Default::default() }).unwrap();
+    let a =
+        gfa_value(&model, &data, &GfaValueConfig { batch_size: 3, ..Default::default() }).unwrap();
+    let b =
+        gfa_value(&model, &data, &GfaValueConfig { batch_size: 10, ..Default::default() }).unwrap();
     assert_eq!(a.len(), model.tap_names().len());
     for (u, v) in a.iter().zip(&b) {
         assert_eq!(u.tap, v.tap);
