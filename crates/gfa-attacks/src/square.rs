@@ -168,7 +168,7 @@ impl Square {
         if h < 5 || w < 5 {
             return Err(AttackError::Config("square (L2) needs images of at least 5x5".into()));
         }
-        let mut delta_init = x.zeros_like();
+        let delta_init = x.zeros_like();
         let s0 = h / 5;
         let sp_init = (h - s0 * 5) / 2;
         let mut vh = sp_init;
@@ -196,7 +196,7 @@ impl Square {
             }
             let m = idx.numel() as i64;
             let (xc, xbc, yc) = (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
-            let mut delta = &xbc - &xc;
+            let delta = &xbc - &xc;
             let p = self.p_selection(i);
             let mut s = ((p * (h * w) as f64).sqrt().round() as i64).max(3);
             if s % 2 == 0 {

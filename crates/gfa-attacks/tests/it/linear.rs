@@ -78,7 +78,7 @@ fn attacks_cross_the_boundary_just_beyond_its_distance_and_never_before() {
         (Norm::Linf, json!({"kind": "fgsm"})),
         (Norm::Linf, json!({"kind": "pgd", "steps": 10})),
         (Norm::Linf, json!({"kind": "apgd-ce", "n_iter": 20})),
-        (Norm::L2, json!({"kind": "pgd", "norm": "l2", "steps": 10})),
+        (Norm::L2, json!({"kind": "pgd", "norm": "l2", "steps": 40})),
         (Norm::L2, json!({"kind": "apgd-ce", "norm": "l2", "n_iter": 50})),
     ];
     for (norm, s) in cases {

@@ -6,7 +6,7 @@ mod invariants;
 mod linear;
 mod ordering;
 
-/// The golden fixture's trained model and its 256 points.
+/// The golden fixture's trained model and its 128 points.
 pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {
     golden::model_and_data()
 }
