@@ -34,8 +34,10 @@ pub fn dlr(logits: &Tensor, y: &Tensor) -> Tensor {
     let (sorted, ind) = logits.sort(1, true);
     let top = |k: i64| sorted.select(1, k);
     let y_is_top = ind.select(1, 0).eq_tensor(y).to_kind(Kind::Float);
-    let other = top(1) * &y_is_top + top(0) * (1.0 - &y_is_top);
-    -(pick(logits, y) - other) / (top(0) - top(2) + DLR_EPS)
+    let other: Tensor = top(1) * &y_is_top + top(0) * (1.0 - &y_is_top);
+    let num: Tensor = pick(logits, y) - other;
+    let den: Tensor = top(0) - top(2) + DLR_EPS;
+    -(num / den)
 }
 
 /// Targeted DLR: `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`. Needs C ≥ 4.
@@ -45,7 +47,9 @@ pub fn dlr(logits: &Tensor, y: &Tensor) -> Tensor {
 pub fn dlr_targeted(logits: &Tensor, y: &Tensor, target: &Tensor) -> Tensor {
     let (sorted, _) = logits.sort(1, true);
     let top = |k: i64| sorted.select(1, k);
-    -(pick(logits, y) - pick(logits, target)) / (top(0) - (top(2) + top(3)) * 0.5 + DLR_EPS)
+    let num: Tensor = pick(logits, y) - pick(logits, target);
+    let den: Tensor = top(0) - (top(2) + top(3)) * 0.5 + DLR_EPS;
+    -(num / den)
 }
 
 /// CW margin `z_y - max_{j != y} z_j`: positive iff the sample is classified as `y`.

@@ -11,8 +11,10 @@ use tch::{Kind, Tensor};
 use super::common::{batch, linear, predicted, spec};
 use super::golden_data;
 
+/// Half the fixture's Linf budget and the budget itself.
 fn eps_list() -> Vec<Eps> {
-    vec!["2/255".parse().unwrap(), "4/255".parse().unwrap()]
+    let e = super::golden::eps("eps_linf");
+    vec![Eps::new(e / 2.0), Eps::new(e)]
 }
 
 #[test]

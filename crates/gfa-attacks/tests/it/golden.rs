@@ -5,8 +5,8 @@
 //! torchattacks.FGSM(model, eps=8/255)(x[:32], y[:32])
 //! torchattacks.PGD(model, eps=8/255, alpha=2/255, steps=10, random_start=False)(x[:32], y[:32])
 //! torchattacks.PGDL2(model, eps=0.5, alpha=0.1, steps=10, random_start=False)(x[:32], y[:32])
-//! APGDAttack(model, norm="Linf", eps=4/255, n_iter=100, loss="ce", seed=s).perturb(x, y)  # s=0..2
-//! AutoAttack(model, "Linf", eps=4/255, version="custom", attacks_to_run=["apgd-ce", "apgd-t", "square"])
+//! APGDAttack(model, norm="Linf", eps=EPS_LINF, n_iter=100, loss="ce", seed=s).perturb(x, y)  # s=0..2
+//! AutoAttack(model, "Linf", eps=EPS_LINF, version="custom", attacks_to_run=["apgd-ce", "apgd-t", "square"])
 //! ```
 //!
 //! Deterministic attacks must match to 1e-6; randomized ones must leave a robust count within
@@ -79,6 +79,11 @@ fn robust_count(a: &dyn Attack, eps: f64) -> i64 {
     out.success.logical_not().sum(Kind::Int64).int64_value(&[])
 }
 
+/// The fixture's budget `eps_linf` or `eps_l2`.
+pub fn eps(key: &str) -> f64 {
+    golden()[key].double_value(&[0])
+}
+
 fn within_seed_range(s: serde_json::Value, key: &str, eps: f64) {
     let g = golden();
     let counts: Vec<i64> = Vec::try_from(&g[key]).unwrap();
@@ -90,42 +95,48 @@ fn within_seed_range(s: serde_json::Value, key: &str, eps: f64) {
     );
 }
 
-const LINF: f64 = 4.0 / 255.0;
+fn linf() -> f64 {
+    eps("eps_linf")
+}
+
+fn l2() -> f64 {
+    eps("eps_l2")
+}
 
 #[test]
 fn apgd_ce_linf_matches_auto_attack() {
-    within_seed_range(json!({"kind": "apgd-ce"}), "apgd_ce_linf_robust", LINF);
+    within_seed_range(json!({"kind": "apgd-ce"}), "apgd_ce_linf_robust", linf());
 }
 
 #[test]
 fn apgd_dlr_linf_matches_auto_attack() {
-    within_seed_range(json!({"kind": "apgd-dlr"}), "apgd_dlr_linf_robust", LINF);
+    within_seed_range(json!({"kind": "apgd-dlr"}), "apgd_dlr_linf_robust", linf());
 }
 
 #[test]
 fn apgd_ce_l2_matches_auto_attack() {
-    within_seed_range(json!({"kind": "apgd-ce", "norm": "l2"}), "apgd_ce_l2_robust", 0.25);
+    within_seed_range(json!({"kind": "apgd-ce", "norm": "l2"}), "apgd_ce_l2_robust", l2());
 }
 
 #[test]
 fn apgd_dlr_l2_matches_auto_attack() {
-    within_seed_range(json!({"kind": "apgd-dlr", "norm": "l2"}), "apgd_dlr_l2_robust", 0.25);
+    within_seed_range(json!({"kind": "apgd-dlr", "norm": "l2"}), "apgd_dlr_l2_robust", l2());
 }
 
 #[test]
 fn apgd_t_linf_matches_auto_attack() {
-    within_seed_range(json!({"kind": "apgd-t"}), "apgd_t_linf_robust", LINF);
+    within_seed_range(json!({"kind": "apgd-t"}), "apgd_t_linf_robust", linf());
 }
 
 #[test]
 fn square_linf_matches_auto_attack() {
-    within_seed_range(json!({"kind": "square", "n_queries": 300}), "square_linf_robust", LINF);
+    within_seed_range(json!({"kind": "square", "n_queries": 300}), "square_linf_robust", linf());
 }
 
 #[test]
 fn square_l2_matches_auto_attack() {
     let s = json!({"kind": "square", "norm": "l2", "n_queries": 300});
-    within_seed_range(s, "square_l2_robust", 0.25);
+    within_seed_range(s, "square_l2_robust", l2());
 }
 
 #[test]
@@ -133,7 +144,7 @@ fn autoattack_custom_matches_auto_attack() {
     let s = json!({"kind": "autoattack", "version": "custom", "attacks": [
         {"kind": "apgd-ce"}, {"kind": "apgd-t"}, {"kind": "square", "n_queries": 300}
     ]});
-    within_seed_range(s, "aa_custom_linf_robust", LINF);
+    within_seed_range(s, "aa_custom_linf_robust", linf());
 }
 
 /// The fixture model and its points, for other test modules.

@@ -88,7 +88,7 @@ fn model_and_input_are_untouched() {
         for spec in cheap_specs(norm) {
             let a = spec.build().unwrap();
             let mut rng = StdRng::seed_from_u64(0);
-            a.perturb(&model, &x, &y, eps_for(norm), &mut rng).unwrap();
+            let _ = a.perturb(&model, &x, &y, eps_for(norm), &mut rng).unwrap();
             let vars = model.vs.variables();
             for (k, before, rg) in &params {
                 let now = &vars[k];

@@ -1,7 +1,7 @@
 //! Integration tests of gfa-attacks (CPU, tiny models, seconds).
 mod common;
 mod eval;
-mod golden;
+pub mod golden;
 mod invariants;
 mod linear;
 mod ordering;

@@ -17,7 +17,7 @@ fn robust_acc(a: &dyn Attack, eps: f64) -> f64 {
 
 #[test]
 fn pgd_beats_fgsm_and_apgd_beats_pgd() {
-    let eps = 4.0 / 255.0;
+    let eps = super::golden::eps("eps_linf");
     let fgsm = robust_acc(spec(json!({"kind": "fgsm"})).build().unwrap().as_ref(), eps);
     let pgd = robust_acc(
         spec(json!({"kind": "pgd", "preset": "torchattacks"})).build().unwrap().as_ref(),
