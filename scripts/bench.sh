@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make bench`: gfa against the Python references, measured in one run on this machine.
+# Writes results/bench/train_step.{jsonl,md}. The PyTorch side uses a cached venv
+# (~/.cache/gfa-pyenv, torch==2.11.0 — the same libtorch build gfa links); it is created on
+# first use. Rounds alternate gfa and PyTorch so machine drift hits both alike.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+VENV="${GFA_PYENV:-${XDG_CACHE_HOME:-$HOME/.cache}/gfa-pyenv}"
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.11.0 torchattacks==3.5.1 safetensors numpy
+fi
+OUT=results/bench
+mkdir -p "$OUT"
+ROUNDS="${BENCH_ROUNDS:-3}"
+WIDTH="${BENCH_WIDTH:-0.25}"
+BATCH="${BENCH_BATCH:-128}"
+STEPS="${BENCH_STEPS:-20}"
+cargo build --release -p gfa-core --example bench_train_step
+BIN=target/release/examples/bench_train_step
+raw="$OUT/train_step.jsonl"
+: > "$raw.tmp"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r/$ROUNDS" >&2
+  "$BIN" "$WIDTH" "$BATCH" "$STEPS" | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
+  "$VENV/bin/python" scripts/bench_pytorch.py --width "$WIDTH" --batch "$BATCH" --steps "$STEPS" \
+    | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
+done
+mv "$raw.tmp" "$raw"
+python3 scripts/bench_report.py "$raw" > "$OUT/train_step.md.tmp"
+mv "$OUT/train_step.md.tmp" "$OUT/train_step.md"
+cat "$OUT/train_step.md"
