@@ -241,7 +241,7 @@ pub fn parse_meta(bytes: &[u8], path: &Path) -> Result<Vec<String>> {
 /// `bytes.len() == n * 3073` → images `[n, 3, 32, 32]`, labels `[n]`.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Tensor, Tensor)> {
     let len = bytes.len();
-    if len == 0 || len % RECORD_BYTES != 0 {
+    if len == 0 || !len.is_multiple_of(RECORD_BYTES) {
         return Err(DataError::BadFileSize { path: path.to_path_buf(), len: len as u64 });
     }
     let n = (len / RECORD_BYTES) as i64;
