@@ -102,7 +102,12 @@ impl ExperimentSpec {
     }
 
     /// An error at file path `path`, attributed to an override when one wrote that path.
-    fn error_at(&self, path: &[String], message: String, suggestion: Option<String>) -> ConfigError {
+    fn error_at(
+        &self,
+        path: &[String],
+        message: String,
+        suggestion: Option<String>,
+    ) -> ConfigError {
         let over = self.overrides.iter().rev().find(|o| {
             let n = o.path.len().min(path.len());
             o.path[..n] == path[..n]
@@ -168,7 +173,11 @@ impl ExperimentSpec {
             None => {}
             Some(Value::Table(t)) => self.base = t.clone(),
             Some(v) => {
-                return Err(self.error_at(&p(&["base"]), format!("expected a table, got {v}"), None));
+                return Err(self.error_at(
+                    &p(&["base"]),
+                    format!("expected a table, got {v}"),
+                    None,
+                ));
             }
         }
         if let Some(v) = root.get("grid") {
@@ -232,7 +241,11 @@ impl ExperimentSpec {
         self.zips.retain(|z| !z.is_empty());
         if let Some(v) = root.get("attacks") {
             let Value::Array(list) = v else {
-                return Err(self.error_at(&p(&["attacks"]), "expected [[attacks]] tables".into(), None));
+                return Err(self.error_at(
+                    &p(&["attacks"]),
+                    "expected [[attacks]] tables".into(),
+                    None,
+                ));
             };
             for (i, a) in list.iter().enumerate() {
                 let origin = vec!["attacks".to_string(), i.to_string()];
@@ -240,7 +253,11 @@ impl ExperimentSpec {
                     return Err(self.error_at(&origin, "expected a table".into(), None));
                 };
                 let entry = AttackEntry::from_table(t).map_err(|e| self.field_error(&origin, e))?;
-                if let Some(j) = self.attacks.iter().position(|b| b.name == entry.name && b.preset == entry.preset) {
+                if let Some(j) = self
+                    .attacks
+                    .iter()
+                    .position(|b| b.name == entry.name && b.preset == entry.preset)
+                {
                     return Err(self.error_at(
                         &origin,
                         format!(
@@ -425,7 +442,9 @@ fn set_key(t: &mut Table, key: &[String], v: Value) -> Result<(), String> {
     }
     match t.entry(head.clone()).or_insert_with(|| Value::Table(Table::new())) {
         Value::Table(sub) => set_key(sub, rest, v),
-        other => Err(format!("`{head}` is {}, so `{}` cannot be set", other.type_str(), dotted(key))),
+        other => {
+            Err(format!("`{head}` is {}, so `{}` cannot be set", other.type_str(), dotted(key)))
+        }
     }
 }
 

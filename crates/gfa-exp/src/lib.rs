@@ -49,7 +49,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
             println!("{}", out.markdown);
-            eprintln!("wrote {}", out.written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "wrote {}",
+                out.written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
             Ok(0)
         }
         Command::Plot(args) => {
@@ -85,7 +88,11 @@ pub fn load(file: &Path, set: &[String]) -> Result<(ExperimentSpec, Vec<RunSpec>
 }
 
 /// Write the manifest and each run's config snapshot; refuses a run folder whose config differs.
-pub fn write_plan(spec: &ExperimentSpec, runs: &[RunSpec], results: &Path) -> Result<ExperimentDir> {
+pub fn write_plan(
+    spec: &ExperimentSpec,
+    runs: &[RunSpec],
+    results: &Path,
+) -> Result<ExperimentDir> {
     let exp = ExperimentDir::new(results, &spec.name);
     for r in runs {
         let dir = exp.run(&r.run_id);
@@ -114,9 +121,11 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
     for r in runs {
         let mut row = vec![r.index.to_string(), r.run_id.clone(), r.seed.to_string()];
         for k in &keys {
-            row.push(r.axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default());
+            row.push(
+                r.axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default(),
+            );
         }
-        row.push(format!("{:.2}", grid::estimate_cost(r)));
+        row.push(fmt_cost(grid::estimate_cost(r)));
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -131,20 +140,39 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
     out
 }
 
+/// A cost with about three significant digits.
+fn fmt_cost(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
 fn plan(args: &PlanArgs) -> Result<()> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
     print!("{}", plan_table(&runs));
     let total: f64 = runs.iter().map(grid::estimate_cost).sum();
     println!(
-        "{} runs of experiment `{}` ({} attacks each); total est. cost {total:.2} M image-gradients",
+        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients",
         runs.len(),
         spec.name,
-        spec.attacks.len()
+        spec.attacks.len(),
+        fmt_cost(total)
     );
     println!("wrote {}", exp.manifest().display());
     if args.emit == Some(Emit::Slurm) {
-        let script = slurm_script(&spec, &runs, &args.grid.file, &args.grid.set, &args.grid.results, args.tasks)?;
+        let script = slurm_script(
+            &spec,
+            &runs,
+            &args.grid.file,
+            &args.grid.set,
+            &args.grid.results,
+            args.tasks,
+        )?;
         let p = exp.root.join("slurm.sh");
         write_atomic(&p, script.as_bytes())?;
         println!("wrote {}", p.display());
@@ -184,7 +212,8 @@ pub fn slurm_script(
         None => runs.len(),
     };
     let _ = writeln!(out, "#!/bin/bash");
-    let _ = writeln!(out, "# gfa experiment `{}`: {} runs in {n} array tasks.", spec.name, runs.len());
+    let _ =
+        writeln!(out, "# gfa experiment `{}`: {} runs in {n} array tasks.", spec.name, runs.len());
     let _ = writeln!(out, "#SBATCH --job-name=gfa-{}", spec.name);
     let _ = writeln!(out, "#SBATCH --array=1-{n}");
     let _ = writeln!(out, "#SBATCH --output={}/%x-%a.log", results.join(&spec.name).display());
@@ -224,4 +253,3 @@ pub fn git_rev() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
-

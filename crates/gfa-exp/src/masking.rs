@@ -164,13 +164,20 @@ pub fn masking_checks(
 
     // 1. PGD <= FGSM + 1 pt.
     let c1 = worst(&pts, |n, e| {
-        Some((min_acc(rows, n, e, kind("pgd"))?, min_acc(rows, n, e, kind("fgsm"))? + ITERATIVE_TOL))
+        Some((
+            min_acc(rows, n, e, kind("pgd"))?,
+            min_acc(rows, n, e, kind("fgsm"))? + ITERATIVE_TOL,
+        ))
     });
     b.push(
         1,
         "iterative_beats_single_step",
         c1.map(|(pgd, thr, at)| {
-            let d = format!("{at}: PGD {} vs FGSM {} (+1 pt allowed)", pct(pgd), pct(thr - ITERATIVE_TOL));
+            let d = format!(
+                "{at}: PGD {} vs FGSM {} (+1 pt allowed)",
+                pct(pgd),
+                pct(thr - ITERATIVE_TOL)
+            );
             (pgd > thr, pgd, thr, d)
         }),
     );
@@ -299,7 +306,8 @@ pub fn masking_checks(
     );
 
     let flagged = |r: &CheckRow| r.result == "flag";
-    let masking: Vec<&str> = b.rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
+    let masking: Vec<&str> =
+        b.rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
     let verdict = if flagged(&b.rows[8]) {
         Verdict::Collapsed
     } else if !masking.is_empty() {

@@ -54,7 +54,8 @@ impl Override {
             (p, Some(key.clone()))
         } else {
             let all = TOP_KEYS.iter().chain(RUN_SECTIONS.iter()).copied();
-            let hint = closest(head, all).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+            let hint =
+                closest(head, all).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
             return Err(format!(
                 "--set '{text}': unknown key `{head}`: a key starts with one of {} or a run \
                  section ({}){hint}",
@@ -129,8 +130,7 @@ mod tests {
 
     #[test]
     fn indexes_arrays_and_rejects_unknown_heads() {
-        let mut root: Table =
-            toml::from_str("[[attacks]]\nkind = \"pgd\"\nsteps = 10\n").unwrap();
+        let mut root: Table = toml::from_str("[[attacks]]\nkind = \"pgd\"\nsteps = 10\n").unwrap();
         Override::parse("attacks.0.steps=20").unwrap().apply(&mut root).unwrap();
         assert_eq!(root["attacks"][0]["steps"], Value::Integer(20));
         assert!(Override::parse("attacks.3.steps=1").unwrap().apply(&mut root).is_err());

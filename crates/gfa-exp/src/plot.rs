@@ -95,10 +95,15 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
     let pts = c.series.iter().flat_map(|(_, p)| p.iter());
     let (xs, ys): (Vec<f64>, Vec<f64>) = pts.cloned().unzip();
     let fold = |v: &[f64]| {
-        (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+        (
+            v.iter().cloned().fold(f64::INFINITY, f64::min),
+            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        )
     };
     let (x0, x1) = if xs.is_empty() { (0.0, 1.0) } else { pad_range(fold(&xs).0, fold(&xs).1) };
-    let (y0, y1) = c.y_range.unwrap_or_else(|| if ys.is_empty() { (0.0, 1.0) } else { pad_range(fold(&ys).0, fold(&ys).1) });
+    let (y0, y1) = c.y_range.unwrap_or_else(|| {
+        if ys.is_empty() { (0.0, 1.0) } else { pad_range(fold(&ys).0, fold(&ys).1) }
+    });
     let mut chart = ChartBuilder::on(&root)
         .caption(&c.title, (FONT_NAME, 22))
         .margin(16)
@@ -188,7 +193,8 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &HeatMap) -> R
         v
     };
     let (xs, ys) = (uniq(|p| p.0), uniq(|p| p.1));
-    let step = |v: &[f64]| if v.len() > 1 { (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64 } else { 1.0 };
+    let step =
+        |v: &[f64]| if v.len() > 1 { (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64 } else { 1.0 };
     let (dx, dy) = (step(&xs), step(&ys));
     let zs: Vec<f64> = h.points.iter().map(|p| p.2).filter(|z| z.is_finite()).collect();
     let (z0, z1) = (
@@ -196,8 +202,10 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &HeatMap) -> R
         zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
     );
     let (main, bar) = root.split_horizontally(W - 110);
-    let x_range = xs.first().copied().unwrap_or(0.0) - dx / 2.0..xs.last().copied().unwrap_or(1.0) + dx / 2.0;
-    let y_range = ys.first().copied().unwrap_or(0.0) - dy / 2.0..ys.last().copied().unwrap_or(1.0) + dy / 2.0;
+    let x_range =
+        xs.first().copied().unwrap_or(0.0) - dx / 2.0..xs.last().copied().unwrap_or(1.0) + dx / 2.0;
+    let y_range =
+        ys.first().copied().unwrap_or(0.0) - dy / 2.0..ys.last().copied().unwrap_or(1.0) + dy / 2.0;
     let mut chart = ChartBuilder::on(&main)
         .caption(&h.title, (FONT_NAME, 20))
         .margin(16)
@@ -266,7 +274,9 @@ pub fn save_heat(stem: &Path, format: PlotFormat, h: &HeatMap) -> Result<Vec<Pat
     Ok(out)
 }
 
-fn label_map(rows: impl Iterator<Item = crate::records::RunKey>) -> BTreeMap<(String, String), String> {
+fn label_map(
+    rows: impl Iterator<Item = crate::records::RunKey>,
+) -> BTreeMap<(String, String), String> {
     labels(&rows.collect::<Vec<_>>())
 }
 
@@ -279,14 +289,19 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
     let lm = label_map(eval.iter().map(EvalRow::key));
     let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
     // (protocol, attack, norm) -> series -> eps -> per-run values
-    let mut figs: BTreeMap<(String, String, String), BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>> =
-        BTreeMap::new();
+    let mut figs: BTreeMap<
+        (String, String, String),
+        BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>,
+    > = BTreeMap::new();
     let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
     for r in eval {
         let p = protocol(&r.preset, &r.subset);
-        let name = series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
+        let name =
+            series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
         clean.entry((p.clone(), name.clone())).or_default().insert(r.run_id.clone(), r.clean_acc);
-        let (Some(e), Some(acc), "individual") = (r.eps, r.robust_acc, r.mode.as_str()) else { continue };
+        let (Some(e), Some(acc), "individual") = (r.eps, r.robust_acc, r.mode.as_str()) else {
+            continue;
+        };
         let k = (e * 1e9).round() as i64;
         figs.entry((p, r.attack.clone(), r.norm.clone()))
             .or_default()
@@ -343,7 +358,8 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Resu
             y_label: "β (tangential)".into(),
             points: rs.iter().map(|r| (r.alpha, r.beta, r.loss)).collect(),
         };
-        let stem = out.join(format!("f2_landscape_{}_{}_seed{}_{run}", slug(label), r0.model, r0.seed));
+        let stem =
+            out.join(format!("f2_landscape_{}_{}_seed{}_{run}", slug(label), r0.model, r0.seed));
         files.extend(save_heat(&stem, format, &h)?);
     }
     Ok(files)
@@ -355,7 +371,8 @@ pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<
     let mut worst: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
     for r in eval {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
-        let k = (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
+        let k =
+            (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
         let e = worst.entry(k).or_insert((r.clean_acc, acc));
         e.1 = e.1.min(acc);
     }
@@ -388,7 +405,14 @@ pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<
             series: vec![("clean".into(), clean), ("worst-case robust".into(), robust)],
             y_range: Some((0.0, 100.0)),
         };
-        let stem = out.join(format!("tradeoff_{}_{}_{}_{}_{}", slug(&model), slug(&method), slug(&p), norm, slug(&eps)));
+        let stem = out.join(format!(
+            "tradeoff_{}_{}_{}_{}_{}",
+            slug(&model),
+            slug(&method),
+            slug(&p),
+            norm,
+            slug(&eps)
+        ));
         files.extend(save_lines(&stem, format, &chart)?);
     }
     Ok(files)
@@ -403,13 +427,25 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: PlotFormat) -> Re
     let models: BTreeSet<&str> = train.iter().map(|r| r.model.as_str()).collect();
     let mut files = Vec::new();
     for (metric, title, ylab, scale, get) in [
-        ("train_loss", "training loss", "loss", 1.0, (|r: &TrainRow| Some(r.train_loss)) as fn(&TrainRow) -> Option<f64>),
-        ("test_acc", "test accuracy during training", "accuracy (%)", 100.0, |r: &TrainRow| r.test_acc),
+        (
+            "train_loss",
+            "training loss",
+            "loss",
+            1.0,
+            (|r: &TrainRow| Some(r.train_loss)) as fn(&TrainRow) -> Option<f64>,
+        ),
+        ("test_acc", "test accuracy during training", "accuracy (%)", 100.0, |r: &TrainRow| {
+            r.test_acc
+        }),
     ] {
         let mut series: BTreeMap<String, BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
         for r in train {
             let Some(v) = get(r) else { continue };
-            let name = series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
+            let name = series_name(
+                &r.model,
+                &lm[&(r.method.clone(), r.method_params.clone())],
+                models.len(),
+            );
             series.entry(name).or_default().entry(r.epoch).or_default().push(v * scale);
         }
         if series.is_empty() {
@@ -421,7 +457,14 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: PlotFormat) -> Re
             y_label: ylab.into(),
             series: series
                 .into_iter()
-                .map(|(n, by)| (n, by.into_iter().map(|(e, xs)| (e as f64, Stat::of(&xs).expect("non-empty").mean)).collect()))
+                .map(|(n, by)| {
+                    (
+                        n,
+                        by.into_iter()
+                            .map(|(e, xs)| (e as f64, Stat::of(&xs).expect("non-empty").mean))
+                            .collect(),
+                    )
+                })
                 .collect(),
             y_range: None,
         };
@@ -431,7 +474,11 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: PlotFormat) -> Re
 }
 
 /// Histograms (as outlines) of per-sample perturbation norms of successful points.
-pub fn norm_distributions(rows: &[NormRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+pub fn norm_distributions(
+    rows: &[NormRow],
+    out: &Path,
+    format: PlotFormat,
+) -> Result<Vec<PathBuf>> {
     let lm = label_map(rows.iter().map(NormRow::key));
     let mut files = Vec::new();
     let mut groups: BTreeMap<(String, String, &str), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
@@ -439,7 +486,12 @@ pub fn norm_distributions(rows: &[NormRow], out: &Path, format: PlotFormat) -> R
         let label = lm[&(r.method.clone(), r.method_params.clone())].clone();
         for (norm, v) in [("l1", r.l1), ("l2", r.l2), ("linf", r.linf)] {
             if let Some(v) = v {
-                groups.entry((r.attack.clone(), r.preset.clone(), norm)).or_default().entry(label.clone()).or_default().push(v);
+                groups
+                    .entry((r.attack.clone(), r.preset.clone(), norm))
+                    .or_default()
+                    .entry(label.clone())
+                    .or_default()
+                    .push(v);
             }
         }
     }

@@ -105,7 +105,11 @@ pub fn protocol(preset: &str, subset: &str) -> String {
 pub fn labels(keys: &[RunKey]) -> BTreeMap<(String, String), String> {
     let mut configs: BTreeSet<(String, Option<String>, String)> = BTreeSet::new();
     for k in keys {
-        configs.insert((k.method.clone(), k.lambda.map(|l| format!("{l}")), k.method_params.clone()));
+        configs.insert((
+            k.method.clone(),
+            k.lambda.map(|l| format!("{l}")),
+            k.method_params.clone(),
+        ));
     }
     let mut out = BTreeMap::new();
     let mut count: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
@@ -168,7 +172,10 @@ impl Results {
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
         };
         if r.eval.is_empty() && r.train.is_empty() && r.gfa_value.is_empty() {
-            bail!("{}: no results yet (no eval.csv, train.csv or gfa_value.csv rows)", dir.display());
+            bail!(
+                "{}: no results yet (no eval.csv, train.csv or gfa_value.csv rows)",
+                dir.display()
+            );
         }
         Ok(r)
     }
@@ -187,7 +194,8 @@ fn worst_cases(eval: &[EvalRow]) -> BTreeMap<(String, String, String, String), f
     let mut out: BTreeMap<(String, String, String, String), f64> = BTreeMap::new();
     for r in eval.iter().filter(|r| r.mode == "cumulative") {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
-        let k = (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
+        let k =
+            (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
         let e = out.entry(k).or_insert(acc);
         *e = e.min(acc);
     }
@@ -203,7 +211,10 @@ struct Ctx {
 
 impl Ctx {
     fn label(&self, method: &str, params: &str) -> String {
-        self.labels.get(&(method.to_string(), params.to_string())).cloned().unwrap_or_else(|| method.into())
+        self.labels
+            .get(&(method.to_string(), params.to_string()))
+            .cloned()
+            .unwrap_or_else(|| method.into())
     }
     fn group_of(&self, r: &EvalRow) -> Group {
         (r.model.clone(), self.label(&r.method, &r.method_params))
@@ -386,7 +397,8 @@ fn pct(xs: &[f64]) -> String {
 }
 
 fn table_t1(res: &Results, ctx: &Ctx) -> String {
-    let mut s = String::from("## T1: GFA value per tap (mean cosine between tap and loss gradient)\n\n");
+    let mut s =
+        String::from("## T1: GFA value per tap (mean cosine between tap and loss gradient)\n\n");
     if res.gfa_value.is_empty() {
         s.push_str("No `gfa_value.csv` rows in this results folder.\n");
         return s;
@@ -423,14 +435,18 @@ fn eval_cells(res: &Results, ctx: &Ctx) -> BTreeMap<(Group, CellKey), Vec<f64>> 
     let mut cells: BTreeMap<(Group, CellKey), Vec<f64>> = BTreeMap::new();
     for r in res.eval.iter().filter(|r| r.mode == "individual" && !r.eps_text.is_empty()) {
         let Some(acc) = r.robust_acc else { continue };
-        let k = (protocol(&r.preset, &r.subset), r.attack.clone(), r.norm.clone(), r.eps_text.clone());
+        let k =
+            (protocol(&r.preset, &r.subset), r.attack.clone(), r.norm.clone(), r.eps_text.clone());
         cells.entry((ctx.group_of(r), k)).or_default().push(acc);
     }
     cells
 }
 
 /// Per group and protocol: clean accuracies (one per run) and n.
-fn clean_by_group(res: &Results, ctx: &Ctx) -> BTreeMap<(Group, String), (Vec<f64>, BTreeSet<usize>)> {
+fn clean_by_group(
+    res: &Results,
+    ctx: &Ctx,
+) -> BTreeMap<(Group, String), (Vec<f64>, BTreeSet<usize>)> {
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut out: BTreeMap<(Group, String), (Vec<f64>, BTreeSet<usize>)> = BTreeMap::new();
     for r in &res.eval {
@@ -445,8 +461,13 @@ fn clean_by_group(res: &Results, ctx: &Ctx) -> BTreeMap<(Group, String), (Vec<f6
 }
 
 fn protocols(res: &Results) -> Vec<String> {
-    let mut ps: Vec<String> =
-        res.eval.iter().map(|r| protocol(&r.preset, &r.subset)).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut ps: Vec<String> = res
+        .eval
+        .iter()
+        .map(|r| protocol(&r.preset, &r.subset))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     // paper first, then standard, then the rest.
     ps.sort_by_key(|p| match p.as_str() {
         "paper" => (0, p.clone()),
@@ -454,10 +475,6 @@ fn protocols(res: &Results) -> Vec<String> {
         _ => (2, p.clone()),
     });
     ps
-}
-
-fn eps_order(a: &CellKey) -> (String, String, String, String) {
-    a.clone()
 }
 
 fn table_t2(res: &Results, ctx: &Ctx) -> String {
@@ -478,20 +495,31 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
         .collect();
     for p in protocols(res) {
         let _ = writeln!(s, "### Protocol: {p}\n");
-        let mut cols: Vec<CellKey> =
-            cells.keys().filter(|(_, k)| k.0 == p).map(|(_, k)| k.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut cols: Vec<CellKey> = cells
+            .keys()
+            .filter(|(_, k)| k.0 == p)
+            .map(|(_, k)| k.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         cols.sort_by(|a, b| {
-            let ev = |k: &CellKey| eps_value.get(&(k.2.clone(), k.3.clone())).copied().unwrap_or(0.0);
-            (a.1.clone(), a.2.clone()).cmp(&(b.1.clone(), b.2.clone())).then(ev(a).total_cmp(&ev(b)))
+            let ev =
+                |k: &CellKey| eps_value.get(&(k.2.clone(), k.3.clone())).copied().unwrap_or(0.0);
+            (a.1.clone(), a.2.clone())
+                .cmp(&(b.1.clone(), b.2.clone()))
+                .then(ev(a).total_cmp(&ev(b)))
         });
-        let _ = eps_order;
-        let wc_cols: Vec<(String, String)> = wc
+        let mut wc_cols: Vec<(String, String)> = wc
             .keys()
             .filter(|k| k.1 == p)
             .map(|k| (k.2.clone(), k.3.clone()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        wc_cols.sort_by(|a, b| {
+            let ev = |k: &(String, String)| eps_value.get(k).copied().unwrap_or(0.0);
+            a.0.cmp(&b.0).then(ev(a).total_cmp(&ev(b)))
+        });
         let groups: BTreeSet<Group> =
             clean.keys().filter(|(_, pp)| *pp == p).map(|(g, _)| g.clone()).collect();
         let mut header = vec!["model".to_string(), "method".into(), "n".into(), "clean".into()];
@@ -512,7 +540,9 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
             for (n, e) in &wc_cols {
                 let xs: Vec<f64> = wc
                     .iter()
-                    .filter(|(k, _)| k.1 == p && &k.2 == n && &k.3 == e && run_group.get(&k.0) == Some(g))
+                    .filter(|(k, _)| {
+                        k.1 == p && &k.2 == n && &k.3 == e && run_group.get(&k.0) == Some(g)
+                    })
                     .map(|(_, v)| *v)
                     .collect();
                 row.push(pct(&xs));
@@ -527,13 +557,16 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
             let kind_of: BTreeMap<&str, &str> =
                 res.eval.iter().map(|r| (r.attack.as_str(), r.kind.as_str())).collect();
             for c in cols.iter().filter(|c| kind_of.get(c.1.as_str()) == Some(&kind)) {
-                for g in groups.iter().filter(|g| g.1.starts_with("gfa") && !g.1.starts_with("gfa+")) {
+                for g in
+                    groups.iter().filter(|g| g.1.starts_with("gfa") && !g.1.starts_with("gfa+"))
+                {
                     let adv = groups.iter().find(|a| a.0 == g.0 && a.1.starts_with("pgd_at"));
                     let (Some(adv), Some(gx)) = (adv, cells.get(&(g.clone(), c.clone()))) else {
                         continue;
                     };
                     let Some(ax) = cells.get(&(adv.clone(), c.clone())) else { continue };
-                    let (gm, am) = (Stat::of(gx).expect("non-empty"), Stat::of(ax).expect("non-empty"));
+                    let (gm, am) =
+                        (Stat::of(gx).expect("non-empty"), Stat::of(ax).expect("non-empty"));
                     diff_rows.push(vec![
                         format!("{} − {}", g.1, adv.1),
                         g.0.clone(),
@@ -548,11 +581,19 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
             }
         }
         if !diff_rows.is_empty() {
-            let header: Vec<String> =
-                ["GFA − ADV", "model", "attack", "eps", "GFA", "ADV", "GFA − ADV (pts)", "paper (pts)"]
-                    .iter()
-                    .map(|x| x.to_string())
-                    .collect();
+            let header: Vec<String> = [
+                "GFA − ADV",
+                "model",
+                "attack",
+                "eps",
+                "GFA",
+                "ADV",
+                "GFA − ADV (pts)",
+                "paper (pts)",
+            ]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
             s.push_str(&md_table(&header, &diff_rows));
             s.push('\n');
         }
@@ -654,7 +695,8 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
     let cells = eval_cells(res, ctx);
     let clean = clean_by_group(res, ctx);
     // AutoAttack and transfer, standard protocol first.
-    let kind_of: BTreeMap<&str, &str> = res.eval.iter().map(|r| (r.attack.as_str(), r.kind.as_str())).collect();
+    let kind_of: BTreeMap<&str, &str> =
+        res.eval.iter().map(|r| (r.attack.as_str(), r.kind.as_str())).collect();
     let cols: Vec<CellKey> = cells
         .keys()
         .map(|(_, k)| k.clone())
@@ -671,7 +713,10 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
             .map(|g| {
                 let mut row = vec![g.0.clone(), g.1.clone()];
                 for c in &cols {
-                    row.push(pct(cells.get(&(g.clone(), c.clone())).map(Vec::as_slice).unwrap_or(&[])));
+                    row.push(pct(cells
+                        .get(&(g.clone(), c.clone()))
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])));
                 }
                 row
             })
@@ -694,8 +739,10 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
                 *e.1.entry(r.check.clone()).or_default() += 1;
             }
         }
-        let header: Vec<String> =
-            ["model", "method", "verdict (runs)", "flagged checks (runs)"].iter().map(|x| x.to_string()).collect();
+        let header: Vec<String> = ["model", "method", "verdict (runs)", "flagged checks (runs)"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
         let rows: Vec<Vec<String>> = by
             .iter()
             .map(|(g, (verdicts, flags, runs))| {
@@ -703,7 +750,11 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
                 for v in verdicts {
                     *counts.entry(v.as_str()).or_default() += 1;
                 }
-                let v = counts.iter().map(|(k, c)| format!("{k} ({c}/{})", runs.len())).collect::<Vec<_>>().join(", ");
+                let v = counts
+                    .iter()
+                    .map(|(k, c)| format!("{k} ({c}/{})", runs.len()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let f = if flags.is_empty() {
                     "none".to_string()
                 } else {
@@ -718,27 +769,45 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
     }
     // Trade-off over λ: clean vs worst-case robust accuracy per method with a λ, standard first.
     let wc = worst_cases(&res.eval);
-    let run_info: BTreeMap<String, (String, String, Option<f64>)> =
-        res.eval.iter().map(|r| (r.run_id.clone(), (r.model.clone(), r.method.clone(), r.lambda))).collect();
-    let mut trade: BTreeMap<(String, String, String, String, String), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let run_info: BTreeMap<String, (String, String, Option<f64>)> = res
+        .eval
+        .iter()
+        .map(|r| (r.run_id.clone(), (r.model.clone(), r.method.clone(), r.lambda)))
+        .collect();
+    let mut trade: BTreeMap<(String, String, String, String, String), (Vec<f64>, Vec<f64>)> =
+        BTreeMap::new();
     for ((run, p, norm, eps), acc) in &wc {
         let Some((model, method, Some(l))) = run_info.get(run) else { continue };
-        let clean_acc = res.eval.iter().find(|r| &r.run_id == run && protocol(&r.preset, &r.subset) == *p).map(|r| r.clean_acc);
+        let clean_acc = res
+            .eval
+            .iter()
+            .find(|r| &r.run_id == run && protocol(&r.preset, &r.subset) == *p)
+            .map(|r| r.clean_acc);
         let e = trade
-            .entry((model.clone(), method.clone(), p.clone(), format!("{norm} {eps}"), format!("{l}")))
+            .entry((
+                model.clone(),
+                method.clone(),
+                p.clone(),
+                format!("{norm} {eps}"),
+                format!("{l}"),
+            ))
             .or_default();
         e.0.extend(clean_acc);
         e.1.push(*acc);
     }
     if !trade.is_empty() {
-        let header: Vec<String> = ["model", "method", "protocol", "eps", "λ", "clean", "worst-case robust"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let header: Vec<String> =
+            ["model", "method", "protocol", "eps", "λ", "clean", "worst-case robust"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
         let mut rows: Vec<(f64, Vec<String>)> = trade
             .iter()
             .map(|((m, me, p, e, l), (c, r))| {
-                (l.parse().unwrap_or(0.0), vec![m.clone(), me.clone(), p.clone(), e.clone(), l.clone(), pct(c), pct(r)])
+                (
+                    l.parse().unwrap_or(0.0),
+                    vec![m.clone(), me.clone(), p.clone(), e.clone(), l.clone(), pct(c), pct(r)],
+                )
             })
             .collect();
         rows.sort_by(|a, b| (&a.1[..4]).cmp(&b.1[..4]).then(a.0.total_cmp(&b.0)));
@@ -781,7 +850,8 @@ mod tests {
             method_params: p.into(),
             ..Default::default()
         };
-        let l = labels(&[k("standard", None, "a"), k("gfa", Some(0.1), "b"), k("gfa", Some(0.1), "c")]);
+        let l =
+            labels(&[k("standard", None, "a"), k("gfa", Some(0.1), "b"), k("gfa", Some(0.1), "c")]);
         assert_eq!(l[&("standard".into(), "a".into())], "standard");
         assert_eq!(l[&("gfa".into(), "b".into())], "gfa λ=0.1 #1");
         assert_eq!(l[&("gfa".into(), "c".into())], "gfa λ=0.1 #2");

@@ -93,11 +93,14 @@ pub fn run_grid(
 ) -> Result<RunSummary> {
     for id in &opts.only {
         if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
-            return Err(anyhow!("--only {id}: no run of this expansion has that id (see gfa plan)"));
+            return Err(anyhow!(
+                "--only {id}: no run of this expansion has that id (see gfa plan)"
+            ));
         }
     }
     let selected = select(runs, opts);
-    let bar = if opts.progress { ProgressBar::new(selected.len() as u64) } else { ProgressBar::hidden() };
+    let bar =
+        if opts.progress { ProgressBar::new(selected.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed_precise}] {msg}")
             .expect("valid template"),
@@ -114,6 +117,7 @@ pub fn run_grid(
             bar.inc(1);
             continue;
         };
+        remove_stale_temp_files(&dir);
         if dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)) {
             summary.already_done.push(run.run_id.clone());
             bar.inc(1);
@@ -146,6 +150,18 @@ pub fn run_grid(
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Temporary files a killed writer left behind (`.<name>.tmp.<pid>`); safe to remove while the
+/// run's lock is held.
+fn remove_stale_temp_files(dir: &RunDir) {
+    let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp.") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Regenerate every experiment-level CSV from the runs' files.
@@ -184,7 +200,11 @@ fn work_run(run: &RunSpec, dir: &RunDir, stages: &mut dyn Stages) -> Result<()> 
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .flatten();
-        let gh = gh.map(|g| GradHealth { zero_frac: g.zero_frac, nonfinite_frac: g.nonfinite_frac, n: g.n });
+        let gh = gh.map(|g| GradHealth {
+            zero_frac: g.zero_frac,
+            nonfinite_frac: g.nonfinite_frac,
+            n: g.n,
+        });
         let rows = stages.checks(run, &eval, gh).context("masking checks")?;
         write_rows(&dir.file("checks.csv"), &rows)?;
         dir.mark(Stage::Checked)?;

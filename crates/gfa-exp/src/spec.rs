@@ -70,11 +70,7 @@ impl std::error::Error for ConfigError {}
 pub fn dotted(path: &[String]) -> String {
     path.iter()
         .map(|s| {
-            if s.is_empty() || s.contains(['.', ' ', '"']) {
-                format!("\"{s}\"")
-            } else {
-                s.clone()
-            }
+            if s.is_empty() || s.contains(['.', ' ', '"']) { format!("\"{s}\"") } else { s.clone() }
         })
         .collect::<Vec<_>>()
         .join(".")
@@ -449,13 +445,15 @@ impl AttackEntry {
                 Some(v) => Err(err(key, format!("expected a string, got {v}"), None)),
             }
         };
-        let kind = string("kind")?.ok_or_else(|| {
-            err("kind", "missing `kind` (e.g. kind = \"pgd\")".into(), None)
-        })?;
+        let kind = string("kind")?
+            .ok_or_else(|| err("kind", "missing `kind` (e.g. kind = \"pgd\")".into(), None))?;
         if !ATTACK_KINDS.contains(&kind.as_str()) {
             return Err(err(
                 "kind",
-                format!("unknown attack kind '{kind}': expected one of {}", ATTACK_KINDS.join(", ")),
+                format!(
+                    "unknown attack kind '{kind}': expected one of {}",
+                    ATTACK_KINDS.join(", ")
+                ),
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
@@ -564,7 +562,8 @@ mod tests {
 
     #[test]
     fn attack_entry_parses_eps_text() {
-        let t: Table = toml::from_str("kind = \"pgd\"\neps = [\"8/255\", 0.5]\nsteps = 20\n").unwrap();
+        let t: Table =
+            toml::from_str("kind = \"pgd\"\neps = [\"8/255\", 0.5]\nsteps = 20\n").unwrap();
         let a = AttackEntry::from_table(&t).unwrap();
         assert_eq!(a.eps[0].text, "8/255");
         assert!((a.eps[0].value - 8.0 / 255.0).abs() < 1e-15);
