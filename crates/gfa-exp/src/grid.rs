@@ -63,7 +63,7 @@ impl ExperimentSpec {
     /// Read and check an experiment file, applying `--set` overrides first.
     pub fn load(path: &Path, overrides: &[String]) -> Result<ExperimentSpec, ConfigError> {
         let text = fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
+            file: path.into(),
             line: None,
             from_override: None,
             path: String::new(),
@@ -125,7 +125,7 @@ impl ExperimentSpec {
         for k in root.keys() {
             if !TOP_KEYS.contains(&k.as_str()) {
                 return Err(self.error_at(
-                    &[k.clone()],
+                    std::slice::from_ref(k),
                     format!("unknown top-level key (expected one of {})", TOP_KEYS.join(", ")),
                     closest(k, TOP_KEYS.iter().copied()),
                 ));
@@ -591,7 +591,7 @@ fn int_at(t: &Table, key: &str) -> Option<f64> {
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     let c = &run.config;
-    let n_train = int_at(&c.data, "n_train").unwrap_or(50_000.0);
+    let n_train = c.data.n_train.unwrap_or(50_000) as f64;
     let epochs = int_at(&c.train, "epochs").unwrap_or(1.0);
     let per_step = match c.method.as_str() {
         "standard" => 1.0,

@@ -91,10 +91,10 @@ fn is_white_box(kind: &str) -> bool {
 fn eps_points(rows: &[EvalRow]) -> Vec<(String, f64, String)> {
     let mut pts: Vec<(String, f64, String)> = Vec::new();
     for r in rows {
-        if let (Some(e), Some(_)) = (r.eps, r.robust_acc) {
-            if !pts.iter().any(|(n, v, _)| *n == r.norm && (v - e).abs() < EPS_TOL) {
-                pts.push((r.norm.clone(), e, r.eps_text.clone()));
-            }
+        if let (Some(e), Some(_)) = (r.eps, r.robust_acc)
+            && !pts.iter().any(|(n, v, _)| *n == r.norm && (v - e).abs() < EPS_TOL)
+        {
+            pts.push((r.norm.clone(), e, r.eps_text.clone()));
         }
     }
     pts.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));

@@ -810,7 +810,7 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
                 )
             })
             .collect();
-        rows.sort_by(|a, b| (&a.1[..4]).cmp(&b.1[..4]).then(a.0.total_cmp(&b.0)));
+        rows.sort_by(|a, b| a.1[..4].cmp(&b.1[..4]).then(a.0.total_cmp(&b.0)));
         s.push_str("### Clean versus robust accuracy over λ\n\n");
         s.push_str(&md_table(&header, &rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()));
         s.push('\n');

@@ -31,9 +31,9 @@ use toml::{Table, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
     /// The experiment file.
-    pub file: PathBuf,
+    pub file: Box<Path>,
     /// 1-based line in `file`, when the value comes from the file.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// The `--set` override the value came from, if any.
     pub from_override: Option<String>,
     /// Dotted TOML path of the offending key (as written in the file).
@@ -133,13 +133,16 @@ impl SourceMap {
     }
 
     /// 1-based line of byte `offset`.
-    pub fn line_of_offset(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count()
-            + 1
+    pub fn line_of_offset(&self, offset: usize) -> u32 {
+        let newlines = self.text.as_bytes()[..offset.min(self.text.len())]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        u32::try_from(newlines + 1).unwrap_or(u32::MAX)
     }
 
     /// Line of the deepest existing prefix of `path` (numeric segments index arrays).
-    pub fn line_of(&self, path: &[String]) -> Option<usize> {
+    pub fn line_of(&self, path: &[String]) -> Option<u32> {
         let doc = self.doc.as_ref()?;
         let span = span_of(doc.as_item(), path)?;
         Some(self.line_of_offset(span.start))
@@ -148,7 +151,7 @@ impl SourceMap {
     /// An error at TOML path `path` of this file.
     pub fn error(&self, path: &[String], message: impl Into<String>) -> ConfigError {
         ConfigError {
-            file: self.file.clone(),
+            file: self.file.clone().into_boxed_path(),
             line: self.line_of(path),
             from_override: None,
             path: dotted(path),
@@ -277,10 +280,11 @@ pub fn typed<T: serde::de::DeserializeOwned>(table: &Table) -> Result<T, FieldEr
         }
         // An unknown-field span covers the key itself; serde names it too, so append it when
         // the span only reached the enclosing table.
-        if let Some(name) = unknown_name(&message) {
-            if message.contains("unknown field") && path.last() != Some(&name) {
-                path.push(name);
-            }
+        if let Some(name) = unknown_name(&message)
+            && message.contains("unknown field")
+            && path.last() != Some(&name)
+        {
+            path.push(name);
         }
         let suggestion = unknown_name(&message)
             .and_then(|n| closest(&n, expected_names(&message).iter().map(String::as_str)));
@@ -339,14 +343,42 @@ impl Default for EvalConfig {
     }
 }
 
+/// Where the images come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// CIFAR-10 in the official binary layout, from `dir` (else `$GFA_DATA_DIR`, else `data/`).
+    #[default]
+    Cifar10,
+    /// `gfa-data`'s deterministic CIFAR-shaped toy set (tests, smoke grids).
+    Synthetic,
+}
+
+/// The `[data]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// Folder holding `cifar-10-batches-bin` (part of the run's identity when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Train on the first `n_train` training points only (all when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_train: Option<usize>,
+    /// Measure test accuracy on the first `n_test` test points only (all when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_test: Option<usize>,
+}
+
 /// One run's sections, typed. This is the seam where the library crates' config types plug in:
 /// `data`, `regularizer` and `train` are checked by their own crates' types when those exist in
-/// this build, and kept as tables (no key check, no defaults) until then.
+/// this build, and kept as tables (no key check, no defaults) until then; `data` and `eval` are
+/// this crate's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     #[serde(default)]
-    pub data: Table,
+    pub data: DataConfig,
     #[serde(default)]
     pub model: ModelSpec,
     /// One of [`METHODS`].

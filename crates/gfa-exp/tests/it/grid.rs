@@ -45,6 +45,7 @@ fn small_grid_expands_in_order() {
     assert_eq!(runs[6].config.train.get("schedule"), Some(&Value::String("step".into())));
     assert_eq!(runs[6].config.model.width, 0.25);
     assert_eq!(runs[6].config.eval.n, 64);
+    assert_eq!(runs[6].config.data.n_train, Some(256));
     assert_eq!(runs[0].attacks.len(), 2);
     assert_eq!(runs[0].attacks[1].eps[0].text, "2/255");
     // Ids are distinct, 12 hex digits, and the BLAKE3 hash of the canonical spec.
@@ -69,7 +70,7 @@ fn canonical_spec_is_pinned() {
     let c = canonical_spec(&runs[0].config, 0, &attacks);
     let want = concat!(
         r#"{"attacks":[{"eps":["8/255"],"kind":"fgsm","name":"fgsm","norm":"linf","preset":"reference"}],"#,
-        r#""config":{"data":{},"eval":{"batch_size":250,"individual":true,"n":1000,"subset":"all"},"#,
+        r#""config":{"data":{"source":"cifar10"},"eval":{"batch_size":250,"individual":true,"n":1000,"subset":"all"},"#,
         r#""method":"standard","model":{"arch":"linear","bias":true,"mean":[0.5,0.5,0.5],"#,
         r#""normalize":true,"num_classes":10,"std":[0.5,0.5,0.5],"width":1.0,"widths":[1024,512,256]},"#,
         r#""regularizer":{},"train":{}},"seed":0}"#
