@@ -1,10 +1,13 @@
-//! In-memory image datasets.
+//! In-memory image datasets: `u8` NCHW storage, `f32` `[0, 1]` batches.
 use tch::{Device, Kind, Tensor};
+
+use crate::error::{DataError, Result};
 
 /// A labelled image set held in memory.
 ///
 /// # Shapes
-/// `images`: `[N, 3, 32, 32]` `u8`; `labels`: `[N]` `i64`.
+/// `images`: `[N, C, H, W]` `u8` (`[N, 3, 32, 32]` for CIFAR-10); `labels`: `[N]` `i64` in
+/// `0..classes.len()`.
 #[derive(Debug)]
 pub struct Dataset {
     pub images: Tensor,
@@ -20,6 +23,27 @@ pub struct Splits {
 }
 
 impl Dataset {
+    /// A dataset from its parts, checking kinds and shapes (labels are not range-checked here:
+    /// the readers do that where the bytes come in).
+    pub fn new(images: Tensor, labels: Tensor, classes: Vec<String>) -> Result<Self> {
+        let (xs, ys) = (images.size(), labels.size());
+        if images.kind() != Kind::Uint8 || xs.len() != 4 {
+            return Err(DataError::BadShape {
+                what: "dataset images",
+                expected: "u8 [N, C, H, W]".into(),
+                got: format!("{:?} {xs:?}", images.kind()),
+            });
+        }
+        if labels.kind() != Kind::Int64 || ys.len() != 1 || ys[0] != xs[0] {
+            return Err(DataError::BadShape {
+                what: "dataset labels",
+                expected: format!("i64 [{}]", xs[0]),
+                got: format!("{:?} {ys:?}", labels.kind()),
+            });
+        }
+        Ok(Dataset { images, labels, classes })
+    }
+
     pub fn len(&self) -> usize {
         self.labels.size()[0] as usize
     }
@@ -38,10 +62,54 @@ impl Dataset {
         }
     }
 
+    /// Number of records of each class, indexed by label.
+    pub fn class_counts(&self) -> Vec<i64> {
+        let counts = self.labels.bincount::<Tensor>(None, self.classes.len() as i64);
+        Vec::<i64>::try_from(&counts).expect("bincount of i64 labels is an i64 vector")
+    }
+
     /// Records `index` (an `i64` tensor of positions), images as `f32` in `[0, 1]` on `device`.
+    ///
+    /// # Shapes
+    /// `index`: `[B]` → `x`: `[B, C, H, W]` `f32`, `y`: `[B]` `i64`.
     pub fn batch(&self, index: &Tensor, device: Device) -> (Tensor, Tensor) {
+        // Select and move as u8 (4× less traffic than f32), convert on the device.
         let x = self.images.index_select(0, index).to_device(device).to_kind(Kind::Float) / 255.0;
         let y = self.labels.index_select(0, index).to_device(device);
         (x, y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_wrong_kinds_and_lengths() {
+        let x = Tensor::zeros([4, 3, 2, 2], (Kind::Uint8, Device::Cpu));
+        let y = Tensor::zeros([4], (Kind::Int64, Device::Cpu));
+        assert!(Dataset::new(x.shallow_clone(), y.shallow_clone(), vec![]).is_ok());
+        let xf = x.to_kind(Kind::Float);
+        assert!(matches!(
+            Dataset::new(xf, y.shallow_clone(), vec![]),
+            Err(DataError::BadShape { what: "dataset images", .. })
+        ));
+        let y3 = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
+        assert!(matches!(
+            Dataset::new(x, y3, vec![]),
+            Err(DataError::BadShape { what: "dataset labels", .. })
+        ));
+    }
+
+    #[test]
+    fn batch_scales_to_unit_interval_and_counts_classes() {
+        let x = Tensor::from_slice(&[0u8, 255, 51, 102]).view([4, 1, 1, 1]);
+        let y = Tensor::from_slice(&[1i64, 0, 1, 1]);
+        let d = Dataset::new(x, y, vec!["a".into(), "b".into(), "c".into()]).unwrap();
+        assert_eq!(d.class_counts(), [1, 3, 0]);
+        let (xb, yb) = d.batch(&Tensor::from_slice(&[1i64, 2]), Device::Cpu);
+        assert_eq!(xb.kind(), Kind::Float);
+        assert_eq!(Vec::<f32>::try_from(&xb.flatten(0, -1)).unwrap(), [1.0, 0.2]);
+        assert_eq!(Vec::<i64>::try_from(&yb).unwrap(), [0, 1]);
     }
 }

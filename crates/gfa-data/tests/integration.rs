@@ -1,1 +1,2 @@
-//! Integration tests.
+//! Integration tests of gfa-data (one test binary; the modules live in `tests/it/`).
+mod it;

@@ -4,20 +4,28 @@
 //! Tensor names follow PyTorch `state_dict` naming of the twins in `scripts/pytorch_models.py`
 //! (see `docs/models.md`), so weights move between gfa and PyTorch as safetensors.
 use serde::{Deserialize, Serialize};
-use tch::nn;
+use tch::{Device, nn};
 
-use crate::classifier::Network;
+use crate::classifier::{Classifier, Network};
 use crate::{CoreError, Result};
 
 mod cnn;
+pub mod layers;
 mod linear;
 mod mlp;
 mod normalize;
+mod preact_resnet18;
+mod resnet18;
+mod wide_resnet;
 
 pub use cnn::Cnn;
+pub use layers::BatchNorm2d;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use normalize::Normalize;
+pub use preact_resnet18::PreActResNet18;
+pub use resnet18::ResNet18;
+pub use wide_resnet::WideResNet28x10;
 
 /// Architectures gfa can build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,17 +37,72 @@ pub enum Arch {
     Mlp,
     /// The classic robustness CNN: conv64 ×2 → pool → conv128 ×2 → pool → fc256 → fc256 → fc.
     Cnn,
+    /// PreAct ResNet-18 of the adversarial-training literature (BatchNorm).
+    #[serde(rename = "preact_resnet18")]
+    PreActResNet18,
+    /// WideResNet-28-10 as in the TRADES / RobustBench code (BatchNorm).
+    #[serde(rename = "wrn_28_10")]
+    Wrn28x10,
+    /// The CIFAR ResNet-18 of kuangliu/pytorch-cifar, with its PyTorch tensor names.
+    #[serde(rename = "resnet18")]
+    ResNet18,
 }
 
 impl Arch {
-    pub const ALL: &[Arch] = &[Arch::Linear, Arch::Mlp, Arch::Cnn];
+    pub const ALL: &[Arch] =
+        &[Arch::Linear, Arch::Mlp, Arch::Cnn, Arch::PreActResNet18, Arch::Wrn28x10, Arch::ResNet18];
 
+    /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Arch::Linear => "linear",
             Arch::Mlp => "mlp",
             Arch::Cnn => "cnn",
+            Arch::PreActResNet18 => "preact_resnet18",
+            Arch::Wrn28x10 => "wrn_28_10",
+            Arch::ResNet18 => "resnet18",
         }
+    }
+
+    /// One line for `gfa list models`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Arch::Linear => "one affine map on the flattened image (closed-form tests)",
+            Arch::Mlp => "flatten -> hidden `widths` with ReLU -> classes (paper MLP)",
+            Arch::Cnn => {
+                "conv64 x2 -> pool -> conv128 x2 -> pool -> fc256 x2 -> fc, no BatchNorm \
+                          (paper-style CNN)"
+            }
+            Arch::PreActResNet18 => {
+                "PreAct ResNet-18 for 32x32 (Wong et al. 2020, Rice et al. 2020), BatchNorm"
+            }
+            Arch::Wrn28x10 => "WideResNet-28-10 as in TRADES / RobustBench, BatchNorm",
+            Arch::ResNet18 => {
+                "CIFAR ResNet-18 of kuangliu/pytorch-cifar with its PyTorch tensor names, BatchNorm"
+            }
+        }
+    }
+
+    /// Whether the network has BatchNorm layers (train mode then mixes the samples of a batch).
+    pub fn has_batch_norm(self) -> bool {
+        matches!(self, Arch::PreActResNet18 | Arch::Wrn28x10 | Arch::ResNet18)
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Arch::ALL.iter().copied().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+            CoreError::Config(format!("unknown model `{s}`; known models: {}", names.join(", ")))
+        })
     }
 }
 
@@ -50,7 +113,8 @@ impl Arch {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSpec {
     pub arch: Arch,
-    /// Channel/unit multiplier (`cnn`, `mlp`); 0.25 is the CPU-quick `cnn`.
+    /// Channel/unit multiplier of every architecture except `linear` (each count is rounded,
+    /// never below 1); 0.25 is the CPU-quick `cnn`.
     pub width: f64,
     /// Hidden widths of `mlp` (before `width` scaling).
     pub widths: Vec<i64>,
@@ -92,7 +156,7 @@ impl ModelSpec {
         if self.num_classes < 2 {
             return bad(format!("model.num_classes must be at least 2, got {}", self.num_classes));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return bad(format!("model.std must be positive, got {:?}", self.std));
         }
         if self.arch == Arch::Mlp && (self.widths.is_empty() || self.widths.iter().any(|w| *w < 1))
@@ -114,6 +178,70 @@ impl ModelSpec {
             Arch::Linear => Box::new(Linear::new(root, self)),
             Arch::Mlp => Box::new(Mlp::new(root, self)),
             Arch::Cnn => Box::new(Cnn::new(root, self)),
+            Arch::PreActResNet18 => Box::new(PreActResNet18::new(root, self)),
+            Arch::Wrn28x10 => Box::new(WideResNet28x10::new(root, self)),
+            Arch::ResNet18 => Box::new(ResNet18::new(root, self)),
         })
+    }
+}
+
+/// One row of the model catalog (`gfa list models`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    pub name: &'static str,
+    /// Tap names, `input` first.
+    pub taps: Vec<String>,
+    /// Trainable scalars at the default spec ([`ModelSpec::of`]).
+    pub parameters: i64,
+    pub description: &'static str,
+}
+
+/// Every architecture with its taps and parameter count at the default spec. The numbers come
+/// from building each model on the CPU (WideResNet-28-10 alone allocates ~150 MB for a moment),
+/// so they cannot drift from the code.
+pub fn catalog() -> Vec<ModelInfo> {
+    Arch::ALL
+        .iter()
+        .map(|&arch| {
+            let model = Classifier::new(&ModelSpec::of(arch), Device::Cpu)
+                .expect("default model specs are valid");
+            ModelInfo {
+                name: arch.name(),
+                taps: model.tap_names(),
+                parameters: model.num_parameters(),
+                description: arch.description(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_are_the_config_names() {
+        for &arch in Arch::ALL {
+            let json = serde_json::to_string(&arch).unwrap();
+            assert_eq!(json, format!("\"{}\"", arch.name()));
+            assert_eq!(serde_json::from_str::<Arch>(&json).unwrap(), arch);
+            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
+        }
+        let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
+        assert!(err.contains("resnet50") && err.contains("wrn_28_10"), "{err}");
+    }
+
+    #[test]
+    fn width_scales_every_residual_network() {
+        let count = |arch, width| {
+            let spec = ModelSpec { width, ..ModelSpec::of(arch) };
+            Classifier::new(&spec, Device::Cpu).unwrap().num_parameters()
+        };
+        for arch in [Arch::ResNet18, Arch::PreActResNet18, Arch::Wrn28x10] {
+            let (small, smaller) = (count(arch, 0.0625), count(arch, 0.03125));
+            // Conv weights dominate and scale with width², so halving width divides by ~4.
+            let ratio = small as f64 / smaller as f64;
+            assert!((3.0..4.5).contains(&ratio), "{arch}: {small} / {smaller}");
+        }
     }
 }

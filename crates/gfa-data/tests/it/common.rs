@@ -1,0 +1,82 @@
+//! Hand-made CIFAR-10 files for the tests.
+use std::io::Write;
+use std::path::Path;
+
+use gfa_data::cifar10::{META_FILE, PIXEL_BYTES, TEST_FILE, TRAIN_FILES};
+
+/// The official class names, in label order.
+pub const CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// The official `batches.meta.txt` (names, then a blank line).
+pub fn meta_text() -> String {
+    CLASSES.iter().map(|c| format!("{c}\n")).collect::<String>() + "\n"
+}
+
+/// Pixel byte `k` (0..3072) of the record with global id `id`.
+pub fn pixel(id: usize, k: usize) -> u8 {
+    ((id * 31 + k * 7 + k / 1024) % 256) as u8
+}
+
+/// Label of the record with global id `id`.
+pub fn label(id: usize) -> u8 {
+    ((id * 3 + 1) % 10) as u8
+}
+
+/// The bytes of a batch file of records `ids`.
+pub fn batch_bytes(ids: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(label(id));
+        out.extend((0..PIXEL_BYTES).map(|k| pixel(id, k)));
+    }
+    out
+}
+
+/// The files of a copy whose batches hold `per_file` records each: train file `f` holds ids
+/// `f*per_file ..`, the test file ids `5*per_file ..`.
+pub fn layout(per_file: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files: Vec<(&'static str, Vec<u8>)> = TRAIN_FILES
+        .iter()
+        .enumerate()
+        .map(|(f, n)| (*n, batch_bytes(f * per_file..(f + 1) * per_file)))
+        .collect();
+    files.push((TEST_FILE, batch_bytes(5 * per_file..6 * per_file)));
+    files.push((META_FILE, meta_text().into_bytes()));
+    files
+}
+
+/// Writes `files` into `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// A `.tar.gz` holding `files` under `cifar-10-batches-bin/`, plus a `readme.html` first as in
+/// the official archive.
+pub fn archive_bytes(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), bytes).unwrap();
+    };
+    add("readme.html", b"<html>CIFAR-10</html>");
+    for (name, bytes) in files {
+        add(name, bytes);
+    }
+    let mut gz = tar.into_inner().unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+/// Lowercase hex MD5 of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
