@@ -26,7 +26,7 @@ pub mod store;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::cli::{Cli, Command, DataCommand, Emit, ListWhat, PlanArgs};
 use crate::grid::{ExperimentSpec, RunSpec};
@@ -70,8 +70,23 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Eval(_) => not_available("gfa eval", "the gfa-attacks evaluation"),
         Command::GfaValue(_) => not_available("gfa gfa-value", "the GFA value computation"),
         Command::Landscape(_) => not_available("gfa landscape", "the loss-landscape computation"),
-        Command::Data { command: DataCommand::Fetch { .. } } => {
-            not_available("gfa data fetch", "the gfa-data downloader")
+        Command::Data { command: DataCommand::Fetch { dir } } => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
+                    .expect("valid template"),
+            );
+            bar.set_message("CIFAR-10");
+            let out = gfa_data::fetch::fetch_official(&dir, |done, total| {
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            let out = out.with_context(|| format!("fetching CIFAR-10 into {}", dir.display()))?;
+            println!("CIFAR-10 is in {}", out.display());
+            Ok(0)
         }
     }
 }

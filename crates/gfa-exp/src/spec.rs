@@ -403,6 +403,11 @@ impl RunConfig {
     /// Type-check a run's sections and fill in defaults.
     pub fn from_table(t: &Table) -> Result<RunConfig, FieldError> {
         let cfg: RunConfig = typed(t)?;
+        cfg.model.validate().map_err(|e| FieldError {
+            path: vec!["model".into()],
+            message: e.to_string(),
+            suggestion: None,
+        })?;
         if !METHODS.contains(&cfg.method.as_str()) {
             return Err(FieldError {
                 path: vec!["method".into()],

@@ -108,12 +108,16 @@ fn missing_pieces_say_so() {
         &["eval", "x"],
         &["gfa-value", "x"],
         &["landscape", "x"],
-        &["data", "fetch"],
     ] {
         let o = gfa(dir.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(text(&o).1.contains("not available in this build"), "{args:?}: {}", text(&o).1);
     }
+    // `data fetch` refuses a non-empty destination before any download.
+    write(dir.path(), "keep.txt", "x");
+    let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("fetching CIFAR-10 into ."), "{}", text(&o).1);
     let o = gfa(dir.path(), &["list", "methods"]);
     assert!(o.status.success());
     assert!(text(&o).0.lines().any(|l| l == "gfa+pgd_at"));
