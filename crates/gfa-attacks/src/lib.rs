@@ -14,11 +14,24 @@
 //!   example within `eps`?"; minimum-norm attacks (DeepFool, CW, EAD, FAB) return the smallest
 //!   perturbation they found, and accuracy at any `eps` is derived by thresholding its norm.
 
+pub mod apgd;
 pub mod attack;
+pub mod autoattack;
+pub mod checks;
 pub mod error;
+pub mod eval;
+pub mod fgsm;
 pub mod grad;
+pub mod loss;
+pub mod pgd;
+pub mod preset;
+pub mod registry;
+pub mod repeated;
+pub mod square;
 pub mod threat;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
+pub use preset::{Configured, Preset};
+pub use registry::AttackSpec;
 pub use error::{AttackError, Result};
 pub use threat::{Eps, Norm, ThreatModel};

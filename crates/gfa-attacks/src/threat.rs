@@ -10,9 +10,10 @@ use tch::{Device, Kind, Tensor};
 use crate::{AttackError, Result};
 
 /// The norm of a perturbation budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
+    #[default]
     Linf,
     L2,
     L1,

@@ -15,6 +15,8 @@ pub enum CoreError {
     Device(String),
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    #[error("training diverged: non-finite {what} at epoch {epoch}, step {step}")]
+    NonFinite { what: String, epoch: usize, step: usize },
     #[error(transparent)]
     Data(#[from] gfa_data::DataError),
     #[error(transparent)]

@@ -12,13 +12,23 @@
 //! - Normalization is the model's first layer and is saved with its weights.
 //! - Everything random is seeded from one run seed through [`seed`].
 
+pub mod checkpoint;
 pub mod classifier;
 pub mod device;
 pub mod error;
+pub mod gfa_value;
+pub mod losses;
+pub mod metrics;
 pub mod models;
+pub mod regularizer;
 pub mod seed;
+pub mod train;
 
 pub use classifier::{Classifier, TapForward, TapPoint};
 pub use device::DeviceChoice;
 pub use error::{CoreError, Result};
+pub use gfa_value::{GfaValue, GfaValueConfig, gfa_value};
+pub use losses::TaskLoss;
 pub use models::ModelSpec;
+pub use regularizer::{RegKind, Regularizer, RegularizerConfig};
+pub use train::{EpochRecord, Method, TrainConfig, TrainOptions, TrainOutcome, train};

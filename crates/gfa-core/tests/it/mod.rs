@@ -1,1 +1,4 @@
+mod checkpoint;
 mod models;
+mod regularizer;
+mod train;

@@ -1,0 +1,172 @@
+//! PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks"
+//! (ICLR 2018, arXiv 1706.06083), Linf and L2, on the cross-entropy.
+//!
+//! Defaults (ATTACKS.md §4.2, §4.3, §10):
+//! - `reference`: 20 steps, step `eps/4` (Linf; 2/255 at 8/255) or `eps/5` (L2; 0.1 at 0.5),
+//!   uniform random start, 1 restart, and any misclassified iterate counts ("PGD-any").
+//! - `torchattacks` 3.5.1 `PGD`/`PGDL2`: 10 steps, absolute step 2/255 (Linf) or 0.2 (L2), random
+//!   start, the last iterate is returned ("PGD-last").
+use gfa_core::Classifier;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::attack::{Attack, Family};
+use crate::preset::{Configured, Preset};
+use crate::repeated::{predict, run_restarts};
+use crate::threat::{ThreatModel, per_sample};
+use crate::{AttackError, Norm, Result, grad, loss};
+
+/// Which iterate an iterative attack returns for a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The latest misclassified iterate if there is one (auto-attack's `x_best_adv`).
+    #[default]
+    Any,
+    /// The last iterate (torchattacks, foolbox).
+    Last,
+}
+
+/// PGD settings. `Default` is the reference Linf preset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgdConfig {
+    pub norm: Norm,
+    pub preset: Preset,
+    pub steps: usize,
+    /// Absolute step size; when absent the step is `rel_step * eps`.
+    pub step_size: Option<f64>,
+    pub rel_step: f64,
+    pub random_start: bool,
+    /// Runs on the points not fooled yet (1 = a single run).
+    pub restarts: usize,
+    pub keep: Keep,
+}
+
+impl Default for PgdConfig {
+    /// Reference PGD-Linf: 20 steps of `eps/4`, random start, 1 restart, any iterate
+    /// (Madry et al. evaluate with 20 steps of 2/255 at 8/255; ATTACKS.md §10.1).
+    fn default() -> Self {
+        Self::preset_for(Preset::Reference, Norm::Linf)
+    }
+}
+
+impl Configured for PgdConfig {
+    fn preset_for(preset: Preset, norm: Norm) -> Self {
+        match preset {
+            Preset::Reference => Self {
+                norm,
+                preset,
+                steps: 20,
+                step_size: None,
+                rel_step: if norm == Norm::L2 { 0.2 } else { 0.25 },
+                random_start: true,
+                restarts: 1,
+                keep: Keep::Any,
+            },
+            // torchattacks 3.5.1: PGD(alpha=2/255, steps=10), PGDL2(alpha=0.2, steps=10).
+            Preset::Torchattacks => Self {
+                norm,
+                preset,
+                steps: 10,
+                step_size: Some(if norm == Norm::L2 { 0.2 } else { 2.0 / 255.0 }),
+                rel_step: if norm == Norm::L2 { 0.2 } else { 0.25 },
+                random_start: true,
+                restarts: 1,
+                keep: Keep::Last,
+            },
+        }
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::Linf, Norm::L2]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pgd {
+    pub config: PgdConfig,
+}
+
+impl Pgd {
+    pub fn new(config: PgdConfig) -> Result<Self> {
+        if !PgdConfig::norms().contains(&config.norm) {
+            return Err(AttackError::UnsupportedNorm {
+                attack: "pgd".into(),
+                norm: config.norm.to_string(),
+            });
+        }
+        if config.steps == 0 || config.restarts == 0 {
+            return Err(AttackError::Config("pgd: steps and restarts must be at least 1".into()));
+        }
+        Ok(Self { config })
+    }
+
+    /// One PGD run on every point of the batch.
+    fn single(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut StdRng,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let tm = ThreatModel::new(c.norm, eps);
+        let alpha = c.step_size.unwrap_or(c.rel_step * eps);
+        let mut xa = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
+        let mut best = xa.copy();
+        let mut fooled = Tensor::zeros([x.size()[0]], (Kind::Bool, x.device()));
+        for _ in 0..c.steps {
+            let (_, g, logits) = grad::input_grad(model, &xa, |z| loss::ce(z, y));
+            if c.keep == Keep::Any {
+                let mis = logits.argmax(1, false).ne_tensor(y);
+                best = xa.where_self(&per_sample(&mis, &xa), &best);
+                fooled = fooled.logical_or(&mis);
+            }
+            xa = tm.project(&tm.step(&xa, &g, alpha), x);
+        }
+        let out = match c.keep {
+            Keep::Last => xa,
+            Keep::Any => {
+                let mis = predict(model, &xa).ne_tensor(y);
+                best = xa.where_self(&per_sample(&mis, &xa), &best);
+                fooled = fooled.logical_or(&mis);
+                best.where_self(&per_sample(&fooled, &xa), &xa)
+            }
+        };
+        let q = Tensor::full([x.size()[0]], c.steps as i64, (Kind::Int64, x.device()));
+        Ok((out, q))
+    }
+}
+
+impl Attack for Pgd {
+    fn name(&self) -> &'static str {
+        "pgd"
+    }
+    fn family(&self) -> Family {
+        Family::FixedBudget
+    }
+    fn norm(&self) -> Norm {
+        self.config.norm
+    }
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_default()
+    }
+    fn perturb(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut StdRng,
+    ) -> Result<(Tensor, Tensor)> {
+        // torchattacks semantics: one run on every point, the last iterate as is.
+        if self.config.keep == Keep::Last && self.config.restarts == 1 {
+            return self.single(model, x, y, eps, rng);
+        }
+        run_restarts(model, x, y, self.config.restarts, rng, |xs, ys, r| {
+            self.single(model, xs, ys, eps, r)
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Robust evaluation: clean accuracy, individual vs cumulative, eps lists, subsets, and the
+//! thresholding of minimum-norm attacks.
+use gfa_attacks::attack::{Attack, Family};
+use gfa_attacks::eval::{EvalOptions, Mode, SuiteEntry, Subset, evaluate, evaluate_suite};
+use gfa_attacks::{Eps, Norm, Result};
+use gfa_core::Classifier;
+use rand::rngs::StdRng;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::common::{batch, linear, predicted, spec};
+use super::golden_data;
+
+/// Half the fixture's Linf budget and the budget itself.
+fn eps_list() -> Vec<Eps> {
+    let e = super::golden::eps("eps_linf");
+    vec![Eps::new(e / 2.0), Eps::new(e)]
+}
+
+#[test]
+fn cumulative_is_the_worst_case_of_the_individual_attacks() {
+    let (m, x, y) = golden_data();
+    let (x, y) = (x.narrow(0, 0, 96), y.narrow(0, 0, 96));
+    let suite = vec![
+        spec(json!({"kind": "fgsm"})),
+        spec(json!({"kind": "pgd", "steps": 5, "random_start": false})),
+        spec(json!({"kind": "apgd-ce", "n_iter": 10})),
+    ];
+    let opts = EvalOptions { batch_size: 40, ..EvalOptions::default() };
+    let mut calls = 0;
+    let recs = evaluate(&m, &x, &y, None, &suite, &eps_list(), &opts, &mut |_| calls += 1).unwrap();
+    assert!(calls > 0);
+    // clean + 2 eps x 3 attacks x 2 modes.
+    assert_eq!(recs.len(), 1 + 2 * 3 * 2);
+    let clean = tch::no_grad(|| m.logits(&x, false)).argmax(1, false).eq_tensor(&y);
+    let clean = clean.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!((recs[0].robust_acc - clean).abs() < 1e-12 && recs[0].mode == Mode::Clean);
+    for e in eps_list() {
+        let of = |mode| recs.iter().filter(|r| r.mode == mode && r.eps_text == e.text).collect::<Vec<_>>();
+        let (ind, cum) = (of(Mode::Individual), of(Mode::Cumulative));
+        assert_eq!(ind.len(), 3);
+        for (i, c) in cum.iter().enumerate() {
+            assert!(c.robust_acc <= clean);
+            if i > 0 {
+                assert!(c.robust_acc <= cum[i - 1].robust_acc, "cumulative must not rise");
+            }
+            // FGSM and PGD without random start are deterministic: exact; APGD within noise.
+            for (j, r) in ind.iter().enumerate().take(i + 1) {
+                let tol = if j == 2 { 2.0 / 96.0 } else { 1e-12 };
+                assert!(c.robust_acc <= r.robust_acc + tol, "{} after {}: {} > {}", e.text, r.attack, c.robust_acc, r.robust_acc);
+            }
+            assert_eq!(c.n, 96);
+            assert_eq!(c.eps, e.value);
+        }
+    }
+}
+
+#[test]
+fn all_correct_subset_uses_the_mask() {
+    let (m, x, y) = golden_data();
+    let (x, y) = (x.narrow(0, 0, 20), y.narrow(0, 0, 20));
+    let mask = Tensor::arange(20, (Kind::Int64, tch::Device::Cpu)).remainder(2).eq(0);
+    let opts = EvalOptions { subset: Subset::AllCorrect, batch_size: 8, ..EvalOptions::default() };
+    let suite = vec![spec(json!({"kind": "fgsm"}))];
+    let recs = evaluate(&m, &x, &y, Some(&mask), &suite, &eps_list(), &opts, &mut |_| {}).unwrap();
+    assert!(recs.iter().all(|r| r.n == 10));
+    let err = evaluate(&m, &x, &y, None, &suite, &eps_list(), &opts, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("all_correct"), "{err}");
+}
+
+/// A minimum-norm attack with a closed form on a 2-class linear model: the boundary point along
+/// `sign(w_k - w_y)` at 1.001 times the Linf distance `d*`.
+#[derive(Debug)]
+struct ExactBoundary;
+
+impl Attack for ExactBoundary {
+    fn name(&self) -> &'static str {
+        "exact-boundary"
+    }
+    fn family(&self) -> Family {
+        Family::MinimumNorm
+    }
+    fn norm(&self) -> Norm {
+        Norm::Linf
+    }
+    fn config_json(&self) -> String {
+        "{}".into()
+    }
+    fn perturb(&self, m: &Classifier, x: &Tensor, y: &Tensor, _eps: f64, _r: &mut StdRng) -> Result<(Tensor, Tensor)> {
+        let (d, dir) = boundary(m, x, y);
+        let x_adv = (x + dir * d.view([-1, 1, 1, 1]) * 1.001).clamp(0.0, 1.0);
+        Ok((x_adv, Tensor::ones([x.size()[0]], (Kind::Int64, x.device()))))
+    }
+}
+
+/// Linf distance to the boundary and the direction `sign(2 (w_other - w_y))`.
+fn boundary(m: &Classifier, x: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
+    let w = m.vs.variables()["fc.weight"].detach();
+    let z = tch::no_grad(|| m.logits(x, false));
+    let margin = (z.select(1, 0) - z.select(1, 1)).abs();
+    let dw = (w.get(1) - w.get(0)) * 2.0; // gradient of z_1 - z_0
+    let sign_y = (y.to_kind(Kind::Float) * 2.0 - 1.0).neg(); // y=1 → move towards class 0
+    let dir = dw.sign().view([1, 3, 32, 32]) * sign_y.view([-1, 1, 1, 1]);
+    (margin / dw.abs().sum(Kind::Float), dir)
+}
+
+#[test]
+fn minimum_norm_attacks_are_thresholded_at_every_eps() {
+    let m = linear(5, 2);
+    let (x, _) = batch(30, 5, 0.4, 0.6);
+    let y = predicted(&m, &x);
+    let (d, _) = boundary(&m, &x, &y);
+    let found = &d * 1.001;
+    // Budgets spread over the distances.
+    let (lo, hi) = (found.min().double_value(&[]), found.max().double_value(&[]));
+    let eps: Vec<Eps> = [0.25, 0.5, 0.75].iter().map(|f| Eps::new(lo + (hi - lo) * f)).collect();
+    let suite = vec![SuiteEntry { attack: Box::new(ExactBoundary), preset: "reference".into() }];
+    let opts = EvalOptions { batch_size: 7, cumulative: false, ..EvalOptions::default() };
+    let recs = evaluate_suite(&m, &x, &y, None, &suite, &eps, &opts, &mut |_| {}).unwrap();
+    let mut sorted: Vec<f64> = Vec::try_from(&found).unwrap();
+    sorted.sort_by(f64::total_cmp);
+    let median = (sorted[14] + sorted[15]) / 2.0;
+    for (r, e) in recs.iter().skip(1).zip(&eps) {
+        let fooled = found.le(e.value + 1e-5).sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(r.robust_acc, (30 - fooled) as f64 / 30.0, "eps {}", e.text);
+        assert_eq!(r.success_rate, Some(fooled as f64 / 30.0));
+        // Norm statistics are over every successful point of the single run.
+        assert!((r.median_norm.unwrap() - median).abs() < 1e-6);
+        assert_eq!(r.family, Some(Family::MinimumNorm));
+    }
+}

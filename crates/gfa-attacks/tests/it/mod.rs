@@ -1,0 +1,12 @@
+//! Integration tests of gfa-attacks (CPU, tiny models, seconds).
+mod common;
+mod eval;
+pub mod golden;
+mod invariants;
+mod linear;
+mod ordering;
+
+/// The golden fixture's trained model and its 128 points.
+pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {
+    golden::model_and_data()
+}

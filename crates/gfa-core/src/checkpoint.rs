@@ -1,0 +1,198 @@
+//! Checkpoints: safetensors weights (normalization included) + optimizer state + a JSON
+//! sidecar (STYLE §1.14).
+//!
+//! A checkpoint directory holds `last.safetensors` (the weights after the last finished
+//! epoch), `optimizer.safetensors` (the optimizer state, PyTorch slot names), optionally
+//! `final.safetensors` (the weights at the end of training), and `checkpoint.json` with the
+//! model spec, epoch, config hash, git revision, run id and the per-epoch metrics. Every file is
+//! written to a temporary file in the same directory and renamed; the sidecar goes last, so a
+//! sidecar always describes complete weight files. Loading rebuilds the model from the spec.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::classifier::Classifier;
+use crate::models::ModelSpec;
+use crate::train::EpochRecord;
+use crate::train::optim::Optimizer;
+use crate::{CoreError, Result};
+
+pub const LAST: &str = "last.safetensors";
+pub const FINAL: &str = "final.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const SIDECAR: &str = "checkpoint.json";
+/// Version of the sidecar layout.
+pub const FORMAT: u32 = 1;
+
+/// The contents of `checkpoint.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub model: ModelSpec,
+    /// Finished epochs.
+    pub epoch: usize,
+    /// Hash of everything that determines the run (model, train and regularizer configs, seed).
+    pub config_hash: String,
+    pub git_revision: String,
+    pub run_id: String,
+    /// Test accuracy after the last finished epoch, when measured.
+    pub clean_acc: Option<f64>,
+    /// One record per finished epoch.
+    pub metrics: Vec<EpochRecord>,
+}
+
+fn ck_err(path: &Path, reason: impl Into<String>) -> CoreError {
+    CoreError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> CoreError {
+    CoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// A temporary name next to `path` (same directory, so the rename is atomic).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Write through a temporary file and rename it over `path`.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temp_path(path);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Write named tensors as safetensors, atomically.
+pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_atomic(path, |tmp| {
+        let contiguous: Vec<(String, Tensor)> =
+            tensors.iter().map(|(n, t)| (n.clone(), t.detach().contiguous())).collect();
+        Tensor::write_safetensors(&contiguous, tmp).map_err(|e| ck_err(path, e.to_string()))
+    })
+}
+
+/// Every variable of the model (trainable or not, normalization included), in name order.
+pub fn named_weights(model: &Classifier) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Save the model's weights to `path` (safetensors, atomically).
+pub fn save_weights(model: &Classifier, path: &Path) -> Result<()> {
+    write_tensors(path, &named_weights(model))
+}
+
+/// Load weights saved by [`save_weights`] (or PyTorch with the same names) into `model`; every
+/// variable must be present with its shape.
+pub fn load_weights(model: &mut Classifier, path: &Path) -> Result<()> {
+    let named = Tensor::read_safetensors(path).map_err(|e| ck_err(path, e.to_string()))?;
+    for (name, mut var) in named_weights(model) {
+        let src = named.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| {
+            ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
+        })?;
+        if src.size() != var.size() {
+            return Err(ck_err(
+                path,
+                format!(
+                    "tensor \"{name}\" has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    var.size()
+                ),
+            ));
+        }
+        tch::no_grad(|| var.f_copy_(src)).map_err(|e| ck_err(path, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `git rev-parse HEAD` of the working directory, or `"unknown"`.
+pub fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Save `last.safetensors`, the optimizer state (when given) and then the sidecar.
+pub fn save(
+    dir: &Path,
+    model: &Classifier,
+    optimizer: Option<&Optimizer>,
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    save_weights(model, &dir.join(LAST))?;
+    if let Some(opt) = optimizer {
+        write_tensors(&dir.join(OPTIMIZER), &opt.state_tensors())?;
+    }
+    write_meta(dir, meta)
+}
+
+/// Write `checkpoint.json` atomically.
+pub fn write_meta(dir: &Path, meta: &CheckpointMeta) -> Result<()> {
+    let path = dir.join(SIDECAR);
+    let text = serde_json::to_string_pretty(meta).map_err(|e| ck_err(&path, e.to_string()))?;
+    write_atomic(&path, |tmp| std::fs::write(tmp, text + "\n").map_err(|e| io_err(tmp, e)))
+}
+
+/// Read `checkpoint.json`.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
+    let path = dir.join(SIDECAR);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| ck_err(&path, format!("unreadable: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(ck_err(&path, format!("format {} is not the supported {FORMAT}", meta.format)));
+    }
+    Ok(meta)
+}
+
+/// Whether `dir` holds a complete checkpoint (the sidecar is written last).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(SIDECAR).is_file()
+}
+
+/// Rebuild the model from the sidecar's spec and load `weights` (`LAST` or `FINAL`) into it.
+pub fn load(dir: &Path, weights: &str, device: Device) -> Result<(Classifier, CheckpointMeta)> {
+    let meta = read_meta(dir)?;
+    let mut model = Classifier::new(&meta.model, device)?;
+    load_weights(&mut model, &dir.join(weights))?;
+    Ok((model, meta))
+}
+
+/// Restore weights and optimizer state of a run in progress (resume).
+pub fn restore(
+    dir: &Path,
+    model: &mut Classifier,
+    optimizer: &mut Optimizer,
+) -> Result<CheckpointMeta> {
+    let meta = read_meta(dir)?;
+    if meta.model != model.spec {
+        return Err(ck_err(
+            &dir.join(SIDECAR),
+            "the checkpoint's model spec differs from the run's",
+        ));
+    }
+    load_weights(model, &dir.join(LAST))?;
+    let path = dir.join(OPTIMIZER);
+    let state = Tensor::read_safetensors(&path).map_err(|e| ck_err(&path, e.to_string()))?;
+    optimizer.load_state(&state).map_err(|e| ck_err(&path, e.to_string()))?;
+    Ok(meta)
+}
+
+/// Short hash of a serializable value (canonical JSON, blake3, 16 hex digits).
+pub fn config_hash<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).expect("configs serialize");
+    blake3::hash(&json).to_hex()[..16].to_string()
+}

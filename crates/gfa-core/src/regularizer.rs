@@ -1,0 +1,489 @@
+//! The Gradient-Feature Alignment (GFA) regularizer and the input-gradient-norm penalty (GNR).
+//!
+//! GFA: "DeepDefense: Layer-Wise Gradient-Feature Alignment for Building Robust Neural Networks"
+//! (Lin, Yeap, Kiringa, Zhang; arXiv 2511.13749), as restated in SPEC §2:
+//!
+//! ```text
+//! g_{k,i} = ∂(Σ_j ℓ_j)/∂h_{k,i}                         (double backprop)
+//! c_{k,i} = <g_{k,i}, h_{k,i}> / (‖g_{k,i}‖ ‖h_{k,i}‖ + ε)
+//! R       = Σ_{k∈S} w_k · mean_i φ(c_{k,i})
+//! ```
+//!
+//! GNR (double backprop, Drucker & LeCun 1992; Ross & Doshi-Velez, arXiv 1711.09404) uses the
+//! same gradients with the term mean_i ‖g_{k,i}‖² instead of φ(c); its default tap set is the
+//! input tap `input` alone (the classic input-gradient-norm penalty), GFA's is every tap.
+//!
+//! The gradients of all taps come from ONE `run_backward` call (`create_graph = true` when the
+//! penalty is trained on); the caller then runs one backward of `mean_i ℓ_i + λ·R`. The loss is
+//! summed for the tap gradients so that g_{k,i} does not depend on the batch size, which makes
+//! GNR batch-size independent; the cosine is scale invariant anyway.
+//!
+//! Defaults are SPEC §2's table; `eps = 1e-8` as PyTorch's `cosine_similarity`.
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::classifier::{Classifier, TapPoint};
+use crate::losses::TaskLoss;
+use crate::{CoreError, Result};
+
+/// Which regularizer is added to the task loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegKind {
+    /// No regularizer.
+    #[default]
+    None,
+    /// Gradient-Feature Alignment.
+    Gfa,
+    /// Squared gradient norm at the taps (input only by default).
+    Gnr,
+}
+
+/// The tap set S.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "LayersRepr", into = "LayersRepr")]
+pub enum Layers {
+    /// `input` only (S = {0}).
+    First,
+    /// Every tap of the model.
+    Deep,
+    /// These taps, in this order (the order of `weights` when it is a list).
+    Names(Vec<String>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum LayersRepr {
+    Word(String),
+    Names(Vec<String>),
+}
+
+impl TryFrom<LayersRepr> for Layers {
+    type Error = String;
+    fn try_from(r: LayersRepr) -> std::result::Result<Self, String> {
+        match r {
+            LayersRepr::Word(w) if w == "first" => Ok(Layers::First),
+            LayersRepr::Word(w) if w == "deep" => Ok(Layers::Deep),
+            LayersRepr::Word(w) => Err(format!(
+                "regularizer.layers must be \"first\", \"deep\" or a list of tap names, got \"{w}\""
+            )),
+            LayersRepr::Names(n) => Ok(Layers::Names(n)),
+        }
+    }
+}
+
+impl From<Layers> for LayersRepr {
+    fn from(l: Layers) -> Self {
+        match l {
+            Layers::First => LayersRepr::Word("first".into()),
+            Layers::Deep => LayersRepr::Word("deep".into()),
+            Layers::Names(n) => LayersRepr::Names(n),
+        }
+    }
+}
+
+/// φ, the penalty applied to each cosine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Penalty {
+    /// 1 − c: pushes the gradient to point along the feature.
+    #[default]
+    OneMinusCos,
+    /// 1 − |c|: along or against the feature.
+    OneMinusAbsCos,
+    /// 1 − c² (= sin²): along or against the feature, smooth at c = 0.
+    Sin2,
+}
+
+impl Penalty {
+    /// φ(c), elementwise.
+    pub fn apply(self, c: &Tensor) -> Tensor {
+        match self {
+            Penalty::OneMinusCos => c.neg() + 1.0,
+            Penalty::OneMinusAbsCos => c.abs().neg() + 1.0,
+            Penalty::Sin2 => c.square().neg() + 1.0,
+        }
+    }
+}
+
+/// The tap weights w_k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WeightsRepr", into = "WeightsRepr")]
+pub enum Weights {
+    /// 1/|S| each.
+    Uniform,
+    /// One weight per tap of S, in S's order.
+    List(Vec<f64>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WeightsRepr {
+    Word(String),
+    List(Vec<f64>),
+}
+
+impl TryFrom<WeightsRepr> for Weights {
+    type Error = String;
+    fn try_from(r: WeightsRepr) -> std::result::Result<Self, String> {
+        match r {
+            WeightsRepr::Word(w) if w == "uniform" => Ok(Weights::Uniform),
+            WeightsRepr::Word(w) => Err(format!(
+                "regularizer.weights must be \"uniform\" or a list of numbers, got \"{w}\""
+            )),
+            WeightsRepr::List(v) => Ok(Weights::List(v)),
+        }
+    }
+}
+
+impl From<Weights> for WeightsRepr {
+    fn from(w: Weights) -> Self {
+        match w {
+            Weights::Uniform => WeightsRepr::Word("uniform".into()),
+            Weights::List(v) => WeightsRepr::List(v),
+        }
+    }
+}
+
+/// The `[regularizer]` table of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegularizerConfig {
+    pub kind: RegKind,
+    /// λ ≥ 0. With `kind = "gfa"` and λ = 0 the run trains exactly like plain training and
+    /// still logs the per-tap cosines.
+    pub lambda: f64,
+    /// The tap set; when absent, `deep` for GFA and `first` for GNR (see [`Self::layers`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Layers>,
+    pub penalty: Penalty,
+    pub weights: Weights,
+    pub task_loss: TaskLoss,
+    pub tap: TapPoint,
+    /// λ ramps linearly over the first k epochs: epoch e (0-based) uses λ·min(1, (e+1)/k).
+    pub lambda_warmup_epochs: usize,
+    /// ε in the cosine's denominator.
+    pub eps: f64,
+}
+
+impl Default for RegularizerConfig {
+    /// SPEC §2 defaults: no regularizer, λ = 0, `layers` by kind (GFA `deep`, GNR `first`),
+    /// φ = 1 − c, uniform weights, cross-entropy, post-activation taps, no warm-up,
+    /// ε = 1e-8 (PyTorch `cosine_similarity`'s default).
+    fn default() -> Self {
+        Self {
+            kind: RegKind::None,
+            lambda: 0.0,
+            layers: None,
+            penalty: Penalty::OneMinusCos,
+            weights: Weights::Uniform,
+            task_loss: TaskLoss::Ce,
+            tap: TapPoint::PostActivation,
+            lambda_warmup_epochs: 0,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl RegularizerConfig {
+    /// GFA with weight λ and defaults otherwise.
+    pub fn gfa(lambda: f64) -> Self {
+        Self { kind: RegKind::Gfa, lambda, ..Self::default() }
+    }
+
+    /// GNR with weight λ and defaults otherwise.
+    pub fn gnr(lambda: f64) -> Self {
+        Self { kind: RegKind::Gnr, lambda, ..Self::default() }
+    }
+
+    /// The tap set with the kind's default filled in.
+    pub fn layers(&self) -> Layers {
+        match (&self.layers, self.kind) {
+            (Some(l), _) => l.clone(),
+            (None, RegKind::Gnr) => Layers::First,
+            (None, _) => Layers::Deep,
+        }
+    }
+
+    /// The config with every default made explicit (for records and hashes).
+    pub fn resolved(&self) -> Self {
+        Self { layers: Some(self.layers()), ..self.clone() }
+    }
+
+    /// λ used in epoch `epoch` (0-based), after the warm-up ramp.
+    pub fn lambda_at(&self, epoch: usize) -> f64 {
+        if self.kind == RegKind::None {
+            return 0.0;
+        }
+        match self.lambda_warmup_epochs {
+            0 => self.lambda,
+            k => self.lambda * ((epoch + 1) as f64 / k as f64).min(1.0),
+        }
+    }
+
+    /// Checks values that do not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(CoreError::Config(m));
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad(format!(
+                "regularizer.lambda must be a finite number ≥ 0, got {}",
+                self.lambda
+            ));
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));
+        }
+        if let Weights::List(w) = &self.weights {
+            if w.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
+                return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
+            }
+        }
+        if let Layers::Names(n) = self.layers() {
+            if n.is_empty() {
+                return bad("regularizer.layers is an empty list; name at least one tap".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// c_i = <g_i, h_i> / (‖g_i‖ ‖h_i‖ + ε) over the flattened sample.
+///
+/// # Shapes
+/// `g`, `h`: `[N, ...]` → `[N]`.
+pub fn cosine(g: &Tensor, h: &Tensor, eps: f64) -> Tensor {
+    let g = g.flatten(1, -1);
+    let h = h.flatten(1, -1);
+    let dot = (&g * &h).sum_dim_intlist(1, false, h.kind());
+    let gn = g.norm_scalaropt_dim(2, 1, false);
+    let hn = h.norm_scalaropt_dim(2, 1, false);
+    dot / (gn * hn + eps)
+}
+
+/// The regularizer of one run, bound to a model's tap names.
+#[derive(Debug, Clone)]
+pub struct Regularizer {
+    pub cfg: RegularizerConfig,
+    /// Positions of S in the model's tap list.
+    index: Vec<usize>,
+    names: Vec<String>,
+    weights: Vec<f64>,
+}
+
+/// One batch through the model and the regularizer.
+#[derive(Debug)]
+pub struct RegForward {
+    pub logits: Tensor,
+    /// mean_i ℓ_i (with graph).
+    pub loss: Tensor,
+    /// R, a scalar; with graph to the parameters when computed with `create_graph`; zero when
+    /// the kind is `none`.
+    pub reg: Tensor,
+    /// Mean cosine per tap of S, `[|S|]`, detached (empty for kind `none`).
+    pub cos: Tensor,
+    /// Mean penalty term per tap of S (before weighting), `[|S|]`, detached.
+    pub terms: Tensor,
+}
+
+impl Regularizer {
+    /// Resolve the tap set against the model's `tap_names`; an unknown name is an error naming
+    /// it and the valid ones.
+    pub fn new(cfg: &RegularizerConfig, tap_names: &[String]) -> Result<Self> {
+        cfg.validate()?;
+        let names: Vec<String> = match cfg.kind {
+            RegKind::None => Vec::new(),
+            _ => match cfg.layers() {
+                Layers::First => vec![tap_names[0].clone()],
+                Layers::Deep => tap_names.to_vec(),
+                Layers::Names(n) => n,
+            },
+        };
+        let mut index = Vec::with_capacity(names.len());
+        for n in &names {
+            match tap_names.iter().position(|t| t == n) {
+                Some(i) if index.contains(&i) => {
+                    return Err(CoreError::Config(format!(
+                        "regularizer.layers lists tap \"{n}\" twice"
+                    )));
+                }
+                Some(i) => index.push(i),
+                None => {
+                    return Err(CoreError::Config(format!(
+                        "regularizer.layers: unknown tap \"{n}\"; this model's taps are {}",
+                        tap_names.join(", ")
+                    )));
+                }
+            }
+        }
+        let weights = match &cfg.weights {
+            Weights::Uniform => vec![1.0 / names.len().max(1) as f64; names.len()],
+            Weights::List(w) if cfg.kind == RegKind::None => w.clone(),
+            Weights::List(w) if w.len() != names.len() => {
+                return Err(CoreError::Config(format!(
+                    "regularizer.weights has {} entries but the tap set ({}) has {}",
+                    w.len(),
+                    names.join(", "),
+                    names.len()
+                )));
+            }
+            Weights::List(w) => w.clone(),
+        };
+        Ok(Self { cfg: cfg.clone(), index, names, weights })
+    }
+
+    /// Names of the taps in S.
+    pub fn tap_names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// The taps of S out of a full tap list (as returned by `Classifier::forward_taps`).
+    pub fn select(&self, taps: &[Tensor]) -> Vec<Tensor> {
+        self.index.iter().map(|&i| taps[i].shallow_clone()).collect()
+    }
+
+    /// R and its per-tap parts, given the taps of S and the loss gradients at them.
+    /// Returns `(R, mean cosine per tap, mean term per tap)`; R keeps whatever graph `taps` and
+    /// `grads` carry, the two vectors `[|S|]` are detached.
+    pub fn penalty(&self, taps: &[Tensor], grads: &[Tensor]) -> (Tensor, Tensor, Tensor) {
+        assert_eq!(taps.len(), grads.len(), "one gradient per tap");
+        let device = taps.first().map(|t| t.device()).unwrap_or(tch::Device::Cpu);
+        let kind = taps.first().map(|t| t.kind()).unwrap_or(Kind::Float);
+        let mut reg = Tensor::zeros([], (kind, device));
+        let mut cos = Vec::with_capacity(taps.len());
+        let mut terms = Vec::with_capacity(taps.len());
+        for ((h, g), w) in taps.iter().zip(grads).zip(&self.weights) {
+            let c = cosine(g, h, self.cfg.eps);
+            let term = match self.cfg.kind {
+                RegKind::Gnr => g.flatten(1, -1).square().sum_dim_intlist(1, false, kind),
+                _ => self.cfg.penalty.apply(&c),
+            }
+            .mean(kind);
+            reg = reg + &term * *w;
+            cos.push(c.detach().mean(kind));
+            terms.push(term.detach());
+        }
+        let stack = |v: Vec<Tensor>| {
+            if v.is_empty() { Tensor::zeros([0], (kind, device)) } else { Tensor::stack(&v, 0) }
+        };
+        (reg, stack(cos), stack(terms))
+    }
+
+    /// Forward `x` (pixels in `[0, 1]`), the task loss, and R.
+    ///
+    /// `create_graph` keeps R differentiable with respect to the parameters (training with
+    /// λ > 0); without it R and the cosines are only measured. For kind `none` this is a plain
+    /// forward and R is zero.
+    ///
+    /// # Shapes
+    /// `x`: `[N, 3, 32, 32]`, `y`: `[N]` → logits `[N, C]`, scalars, `[|S|]`.
+    pub fn forward(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        train: bool,
+        create_graph: bool,
+    ) -> RegForward {
+        let loss_fn = self.cfg.task_loss;
+        if self.cfg.kind == RegKind::None {
+            let logits = model.logits(x, train);
+            let loss = loss_fn.mean(&logits, y);
+            let empty = Tensor::zeros([0], (Kind::Float, x.device()));
+            let reg = Tensor::zeros([], (Kind::Float, x.device()));
+            return RegForward { logits, loss, reg, cos: empty.shallow_clone(), terms: empty };
+        }
+        let fwd = model.forward_taps(x, train, self.cfg.tap);
+        let per_sample = loss_fn.per_sample(&fwd.logits, y);
+        let taps = self.select(&fwd.taps);
+        // One autograd call for all taps; the graph is kept for the caller's backward.
+        let grads =
+            Tensor::run_backward(&[per_sample.sum(per_sample.kind())], &taps, true, create_graph);
+        let (reg, cos, terms) = self.penalty(&taps, &grads);
+        let reg = if create_graph { reg } else { reg.detach() };
+        RegForward { logits: fwd.logits, loss: per_sample.mean(per_sample.kind()), reg, cos, terms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        ["input", "conv1", "fc1"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn layers_parse_words_and_lists() {
+        #[derive(Deserialize)]
+        struct W {
+            regularizer: RegularizerConfig,
+        }
+        let w: W =
+            toml::from_str("[regularizer]\nkind = \"gfa\"\nlayers = [\"input\", \"fc1\"]").unwrap();
+        assert_eq!(w.regularizer.layers(), Layers::Names(vec!["input".into(), "fc1".into()]));
+        let w: W = toml::from_str("[regularizer]\nlayers = \"first\"").unwrap();
+        assert_eq!(w.regularizer.layers(), Layers::First);
+        let e = toml::from_str::<W>("[regularizer]\nlayers = \"frist\"").err().unwrap();
+        assert!(e.to_string().contains("frist"), "{e}");
+        let e = toml::from_str::<W>("[regularizer]\nlamda = 1.0").err().unwrap();
+        assert!(e.to_string().contains("lamda"), "{e}");
+    }
+
+    #[test]
+    fn default_layers_depend_on_kind() {
+        assert_eq!(RegularizerConfig::gfa(1.0).layers(), Layers::Deep);
+        assert_eq!(RegularizerConfig::gnr(1.0).layers(), Layers::First);
+        let r = Regularizer::new(&RegularizerConfig::gfa(1.0), &names()).unwrap();
+        assert_eq!(r.tap_names(), &names()[..]);
+        assert_eq!(r.weights(), &[1.0 / 3.0; 3]);
+    }
+
+    #[test]
+    fn unknown_tap_is_named_with_the_valid_ones() {
+        let cfg = RegularizerConfig {
+            layers: Some(Layers::Names(vec!["conv9".into()])),
+            ..RegularizerConfig::gfa(1.0)
+        };
+        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        assert!(e.contains("conv9") && e.contains("input, conv1, fc1"), "{e}");
+    }
+
+    #[test]
+    fn weight_count_must_match_taps() {
+        let cfg = RegularizerConfig {
+            weights: Weights::List(vec![1.0, 2.0]),
+            ..RegularizerConfig::gfa(1.0)
+        };
+        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        assert!(e.contains("2 entries") && e.contains("has 3"), "{e}");
+    }
+
+    #[test]
+    fn warmup_ramps_linearly() {
+        let cfg = RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::gfa(2.0) };
+        let l: Vec<f64> = (0..6).map(|e| cfg.lambda_at(e)).collect();
+        assert_eq!(l, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
+        assert_eq!(RegularizerConfig::default().lambda_at(3), 0.0);
+    }
+
+    #[test]
+    fn cosine_and_penalties_closed_form() {
+        // Rows: parallel, orthogonal, anti-parallel.
+        let h = Tensor::from_slice(&[1.0f32, 2.0, 1.0, 0.0, 3.0, 4.0]).view([3, 2]);
+        let g = Tensor::from_slice(&[2.0f32, 4.0, 0.0, 5.0, -6.0, -8.0]).view([3, 2]);
+        let c = cosine(&g, &h, 1e-8);
+        let want = [1.0, 0.0, -1.0];
+        for (i, w) in want.iter().enumerate() {
+            assert!((c.double_value(&[i as i64]) - w).abs() < 1e-6);
+        }
+        let v = |p: Penalty| Vec::<f64>::try_from(p.apply(&c)).unwrap();
+        let close = |a: Vec<f64>, b: [f64; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(v(Penalty::OneMinusCos), [0.0, 1.0, 2.0]));
+        assert!(close(v(Penalty::OneMinusAbsCos), [0.0, 1.0, 0.0]));
+        assert!(close(v(Penalty::Sin2), [0.0, 1.0, 0.0]));
+    }
+}

@@ -1,0 +1,99 @@
+//! Checkpoints: save → load gives identical logits; files are complete and named; bad files
+//! are reported with their path.
+use gfa_core::checkpoint::{self, CheckpointMeta};
+use gfa_core::regularizer::RegularizerConfig;
+use gfa_core::train::{Method, TrainOptions, train};
+use gfa_core::{Classifier, TrainConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::train::{quick, splits, tiny_cnn, weights};
+
+#[test]
+fn save_then_load_gives_identical_logits() {
+    let data = splits(16, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = tiny_cnn(3);
+    let cfg = TrainConfig { method: Method::Gfa, ..quick(1) };
+    let opts = TrainOptions {
+        seed: 3,
+        run_id: "abc".into(),
+        checkpoint_dir: Some(dir.path().into()),
+        ..Default::default()
+    };
+    train(&mut model, &data, &cfg, &RegularizerConfig::gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
+    for f in [checkpoint::LAST, checkpoint::FINAL, checkpoint::OPTIMIZER, checkpoint::SIDECAR] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+
+    let (loaded, meta) = checkpoint::load(dir.path(), checkpoint::LAST, Device::Cpu).unwrap();
+    assert_eq!(meta.epoch, 1);
+    assert_eq!(meta.run_id, "abc");
+    assert_eq!(meta.model, model.spec);
+    assert_eq!(meta.metrics.len(), 1);
+    assert!(!meta.git_revision.is_empty() && meta.config_hash.len() == 16);
+    let names: Vec<String> = weights(&loaded).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"normalize.mean".to_string())
+            && names.contains(&"normalize.std".to_string())
+    );
+    let x = Tensor::rand([5, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let a = model.logits(&x, false);
+    let b = loaded.logits(&x, false);
+    assert!(a.equal(&b), "logits differ after save/load");
+}
+
+#[test]
+fn normalization_is_saved_with_the_weights() {
+    let mut spec = tiny_cnn(1).spec.clone();
+    spec.mean = [0.1, 0.2, 0.3];
+    spec.std = [0.9, 0.8, 0.7];
+    let model = Classifier::new(&spec, Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    checkpoint::save_weights(&model, &path).unwrap();
+    // Loading into a model built with the default normalization restores the saved one.
+    let mut other = tiny_cnn(2);
+    checkpoint::load_weights(&mut other, &path).unwrap();
+    let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    assert!(model.logits(&x, false).equal(&other.logits(&x, false)));
+}
+
+#[test]
+fn mismatched_or_corrupt_files_are_reported_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    checkpoint::save_weights(&tiny_cnn(1), &path).unwrap();
+    let mut wider = {
+        let spec = gfa_core::ModelSpec { width: 0.125, ..tiny_cnn(1).spec.clone() };
+        Classifier::new(&spec, Device::Cpu).unwrap()
+    };
+    let e = checkpoint::load_weights(&mut wider, &path).unwrap_err().to_string();
+    assert!(e.contains("w.safetensors") && e.contains("shape"), "{e}");
+
+    std::fs::write(dir.path().join(checkpoint::SIDECAR), "{ not json").unwrap();
+    let e = checkpoint::read_meta(dir.path()).unwrap_err().to_string();
+    assert!(e.contains(checkpoint::SIDECAR), "{e}");
+}
+
+#[test]
+fn sidecar_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT,
+        model: tiny_cnn(1).spec.clone(),
+        epoch: 7,
+        config_hash: "0123456789abcdef".into(),
+        git_revision: checkpoint::git_revision(),
+        run_id: "run".into(),
+        clean_acc: Some(0.5),
+        metrics: vec![],
+    };
+    checkpoint::write_meta(dir.path(), &meta).unwrap();
+    assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), meta);
+}

@@ -1,0 +1,282 @@
+//! The GFA/GNR regularizer against PyTorch, finite differences and closed forms.
+//!
+//! Golden fixtures come from `tests/fixtures/gen_gfa_fixtures.py` (PyTorch 2.11): a
+//! name-for-name twin of `cnn` at width 0.0625 with its normalization layer. Per case:
+//!
+//! ```python
+//! logits, taps = model.forward_taps(x, pre=(tap == "pre"))
+//! loss = F.cross_entropy(logits, y, reduction="sum")           # or the summed MSE variants
+//! S = taps[:1] if layers == "first" else taps
+//! grads = torch.autograd.grad(loss, S, create_graph=True)
+//! R = sum(1/len(S) * phi(cosine(g, h)).mean() for g, h in zip(grads, S))   # gnr: ‖g‖² per sample
+//! R.backward()                                                  # fixture: R and p.grad per parameter
+//! ```
+use gfa_core::checkpoint::load_weights;
+use gfa_core::models::{Arch, ModelSpec};
+use gfa_core::regularizer::{Layers, Penalty, RegKind, Regularizer, RegularizerConfig, cosine};
+use gfa_core::{Classifier, TapPoint, TaskLoss};
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn twin() -> Classifier {
+    let spec = ModelSpec {
+        width: 0.0625,
+        mean: [0.4914, 0.4822, 0.4465],
+        std: [0.2470, 0.2435, 0.2616],
+        ..ModelSpec::of(Arch::Cnn)
+    };
+    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
+    load_weights(&mut model, &fixture("gfa_model.safetensors")).unwrap();
+    model
+}
+
+fn params(model: &Classifier) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> =
+        model.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn zero_grads(model: &Classifier) {
+    for (_, p) in params(model) {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+#[test]
+fn penalty_and_parameter_gradients_match_pytorch() {
+    let model = twin();
+    let cases = Tensor::read_safetensors(fixture("gfa_cases.safetensors")).unwrap();
+    let get = |k: &str| {
+        cases.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone()
+    };
+    let (x, y) = (get("x"), get("y"));
+    let mut checked = 0;
+    for (name, cfg) in [
+        (
+            "gfa.one_minus_cos.first",
+            Penalty::OneMinusCos,
+            Layers::First,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_cos.deep",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_abs_cos.first",
+            Penalty::OneMinusAbsCos,
+            Layers::First,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_abs_cos.deep",
+            Penalty::OneMinusAbsCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::Ce,
+        ),
+        ("gfa.sin2.first", Penalty::Sin2, Layers::First, TapPoint::PostActivation, TaskLoss::Ce),
+        ("gfa.sin2.deep", Penalty::Sin2, Layers::Deep, TapPoint::PostActivation, TaskLoss::Ce),
+        (
+            "gfa.one_minus_cos.deep.pre",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PreActivation,
+            TaskLoss::Ce,
+        ),
+        (
+            "gfa.one_minus_cos.deep.mse_softmax",
+            Penalty::OneMinusCos,
+            Layers::Deep,
+            TapPoint::PostActivation,
+            TaskLoss::MseSoftmax,
+        ),
+    ]
+    .map(|(n, penalty, layers, tap, task_loss)| {
+        (
+            n,
+            RegularizerConfig {
+                penalty,
+                layers: Some(layers),
+                tap,
+                task_loss,
+                ..RegularizerConfig::gfa(1.0)
+            },
+        )
+    })
+    .into_iter()
+    .chain([("gnr.first", RegularizerConfig::gnr(1.0))])
+    {
+        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        zero_grads(&model);
+        let f = reg.forward(&model, &x, &y, true, true);
+        f.reg.backward();
+        let want_r = get(&format!("{name}/R")).double_value(&[0]);
+        let got_r = f.reg.double_value(&[]);
+        assert!(
+            (got_r - want_r).abs() <= 1e-5 * want_r.abs().max(1e-12),
+            "{name}: R {got_r} vs {want_r}"
+        );
+        for (pname, p) in params(&model) {
+            let want = get(&format!("{name}/grad/{pname}"));
+            let got = p.grad();
+            let err = max_abs(&(&got - &want));
+            let scale = max_abs(&want);
+            assert!(scale > 0.0, "{name}/{pname}: the fixture gradient must not vanish");
+            assert!(err <= 1e-4 * scale, "{name}/{pname}: max |Δ| {err:e} vs max |g| {scale:e}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * 14);
+}
+
+/// A tiny double-precision MLP for finite differences.
+fn mlp64(seed: i64) -> Classifier {
+    tch::manual_seed(seed);
+    let spec = ModelSpec { widths: vec![12, 8], num_classes: 4, ..ModelSpec::of(Arch::Mlp) };
+    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
+    model.vs.double();
+    model
+}
+
+#[test]
+fn gradient_of_r_matches_finite_differences() {
+    for cfg in [
+        RegularizerConfig { penalty: Penalty::Sin2, ..RegularizerConfig::gfa(1.0) },
+        RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(1.0) },
+        RegularizerConfig::gnr(1.0),
+    ] {
+        let model = mlp64(3);
+        let x = Tensor::rand([5, 3, 32, 32], (Kind::Double, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3, 1]);
+        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let r_of = || reg.forward(&model, &x, &y, true, true).reg;
+        zero_grads(&model);
+        r_of().backward();
+        // Directional derivative along a random direction over every parameter.
+        let ps = params(&model);
+        let dirs: Vec<Tensor> = ps.iter().map(|(_, p)| p.randn_like()).collect();
+        let analytic: f64 = ps
+            .iter()
+            .zip(&dirs)
+            .map(|((_, p), d)| (p.grad() * d).sum(Kind::Double).double_value(&[]))
+            .sum();
+        let h = 1e-6;
+        let shift = |s: f64| {
+            tch::no_grad(|| {
+                for ((_, p), d) in ps.iter().zip(&dirs) {
+                    let mut p = p.shallow_clone();
+                    let _ = p.g_add_(&(d * s));
+                }
+            })
+        };
+        shift(h);
+        let plus = r_of().double_value(&[]);
+        shift(-2.0 * h);
+        let minus = r_of().double_value(&[]);
+        shift(h);
+        let numeric = (plus - minus) / (2.0 * h);
+        let tol = 1e-5 * analytic.abs().max(numeric.abs()).max(1e-8);
+        assert!(
+            (numeric - analytic).abs() <= tol,
+            "{:?}: fd {numeric} vs autograd {analytic}",
+            cfg.kind
+        );
+    }
+}
+
+#[test]
+fn gfa_penalty_is_invariant_to_rescaling_the_loss_and_gnr_is_not() {
+    let model = mlp64(5);
+    let x = Tensor::rand([4, 3, 32, 32], (Kind::Double, Device::Cpu));
+    let y = Tensor::from_slice(&[3i64, 2, 1, 0]);
+    for (kind, factor) in [(RegKind::Gfa, 1.0), (RegKind::Gnr, 7.5f64.powi(2))] {
+        let cfg = RegularizerConfig { kind, lambda: 1.0, ..Default::default() };
+        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let r_at = |scale: f64| {
+            let f = model.forward_taps(&x, true, TapPoint::PostActivation);
+            let taps = reg.select(&f.taps);
+            let loss = TaskLoss::Ce.sum(&f.logits, &y) * scale;
+            let grads = Tensor::run_backward(&[loss], &taps, false, false);
+            reg.penalty(&taps, &grads).0.double_value(&[])
+        };
+        let (r1, r2) = (r_at(1.0), r_at(7.5));
+        assert!((r2 - factor * r1).abs() <= 1e-9 * r2.abs().max(1e-12), "{kind:?}: {r1} {r2}");
+    }
+}
+
+#[test]
+fn input_cosine_of_a_linear_model_matches_the_closed_form() {
+    // Bias-free linear model: ∂ℓ_i/∂h_0 = Wᵀ(softmax(W h_i) − e_{y_i}).
+    tch::manual_seed(11);
+    let spec = ModelSpec { bias: false, ..ModelSpec::of(Arch::Linear) };
+    let model = Classifier::new(&spec, Device::Cpu).unwrap();
+    let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
+    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let f = reg.forward(&model, &x, &y, false, false);
+    let w = model.vs.variables()["fc.weight"].detach();
+    let h = ((&x - 0.5) / 0.5).flatten(1, -1);
+    let p = h.matmul(&w.tr()).softmax(-1, Kind::Float);
+    let g = (p - y.one_hot(10).to_kind(Kind::Float)).matmul(&w);
+    let c = (&g * &h).sum_dim_intlist(1, false, Kind::Float)
+        / (g.norm_scalaropt_dim(2, 1, false) * h.norm_scalaropt_dim(2, 1, false) + 1e-8);
+    let want = c.mean(Kind::Float).double_value(&[]);
+    let got = f.cos.double_value(&[0]);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    assert!((f.reg.double_value(&[]) - (1.0 - want)).abs() < 1e-5);
+    // and the cosine helper agrees with the same closed form sample by sample
+    let g_auto = {
+        let t = model.forward_taps(&x, false, TapPoint::PostActivation);
+        let l = TaskLoss::Ce.sum(&t.logits, &y);
+        Tensor::run_backward(&[l], &t.taps, false, false).remove(0)
+    };
+    let c_auto = cosine(&g_auto, &h.view([6, 3, 32, 32]), 1e-8);
+    assert!(max_abs(&(c_auto - c)) < 1e-5);
+}
+
+#[test]
+fn gfa_value_does_not_depend_on_batching_and_leaves_the_model_alone() {
+    use gfa_core::{GfaValueConfig, gfa_value};
+    tch::manual_seed(2);
+    let spec = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::Cnn) };
+    let model = Classifier::new(&spec, Device::Cpu).unwrap();
+    let data = super::train::synthetic(10, 7);
+    let before: Vec<Tensor> = params(&model).into_iter().map(|(_, p)| p.detach().copy()).collect();
+    let a =
+        gfa_value(&model, &data, &GfaValueConfig { batch_size: 3, ..Default::default() }).unwrap();
+    let b =
+        gfa_value(&model, &data, &GfaValueConfig { batch_size: 10, ..Default::default() }).unwrap();
+    assert_eq!(a.len(), model.tap_names().len());
+    for (u, v) in a.iter().zip(&b) {
+        assert_eq!(u.tap, v.tap);
+        assert_eq!(u.n, 10);
+        assert!((u.mean_cos - v.mean_cos).abs() < 1e-5, "{u:?} {v:?}");
+        assert!(u.mean_abs_cos >= u.mean_cos.abs() - 1e-9);
+    }
+    // The input-tap value equals the regularizer's cosine on the whole set.
+    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let (x, y) = data.batch(&Tensor::arange(10, (Kind::Int64, Device::Cpu)), Device::Cpu);
+    let f = reg.forward(&model, &x, &y, false, false);
+    assert!((f.cos.double_value(&[0]) - a[0].mean_cos).abs() < 1e-5);
+    for ((_, p), q) in params(&model).into_iter().zip(before) {
+        assert!(p.equal(&q));
+        assert!(!p.grad().defined(), "no parameter gradient may be accumulated");
+    }
+}
