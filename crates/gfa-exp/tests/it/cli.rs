@@ -103,12 +103,7 @@ fn config_errors_exit_2_with_location() {
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["train", "x"][..],
-        &["eval", "x"],
-        &["gfa-value", "x"],
-        &["landscape", "x"],
-    ] {
+    for args in [&["train", "x"][..], &["eval", "x"], &["gfa-value", "x"], &["landscape", "x"]] {
         let o = gfa(dir.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(text(&o).1.contains("not available in this build"), "{args:?}: {}", text(&o).1);
