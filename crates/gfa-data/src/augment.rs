@@ -80,7 +80,8 @@ impl AugmentConfig {
             flip: Vec::with_capacity(n),
         };
         for _ in 0..n {
-            let (dy, dx) = if p > 0 { (rng.gen_range(0..=2 * p), rng.gen_range(0..=2 * p)) } else { (0, 0) };
+            let (dy, dx) =
+                if p > 0 { (rng.gen_range(0..=2 * p), rng.gen_range(0..=2 * p)) } else { (0, 0) };
             d.dy.push(dy);
             d.dx.push(dx);
             d.flip.push(self.flip && rng.gen_bool(0.5));
@@ -178,7 +179,8 @@ mod tests {
         }
         let flips = a.flip.iter().filter(|&&f| f).count();
         assert!((150..350).contains(&flips), "{flips} flips out of 500");
-        let none = AugmentConfig { crop_padding: 0, flip: false }.draw(10, &mut StdRng::seed_from_u64(3));
+        let none =
+            AugmentConfig { crop_padding: 0, flip: false }.draw(10, &mut StdRng::seed_from_u64(3));
         assert!(none.dy.iter().chain(&none.dx).all(|&o| o == 0) && none.flip.iter().all(|f| !f));
     }
 

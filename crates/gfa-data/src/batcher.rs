@@ -75,11 +75,8 @@ impl<'a> Batcher<'a> {
     }
 
     fn epoch(&self, order: Vec<i64>) -> Epoch<'a> {
-        let end = if self.drop_last {
-            order.len() - order.len() % self.batch_size
-        } else {
-            order.len()
-        };
+        let end =
+            if self.drop_last { order.len() - order.len() % self.batch_size } else { order.len() };
         Epoch {
             data: self.data,
             order,
@@ -139,7 +136,8 @@ mod tests {
     use tch::Kind;
 
     fn numbered(n: i64) -> Dataset {
-        let x = Tensor::arange(n, (Kind::Int64, Device::Cpu)).to_kind(Kind::Uint8).view([n, 1, 1, 1]);
+        let x =
+            Tensor::arange(n, (Kind::Int64, Device::Cpu)).to_kind(Kind::Uint8).view([n, 1, 1, 1]);
         Dataset::new(x, Tensor::arange(n, (Kind::Int64, Device::Cpu)), vec![]).unwrap()
     }
 

@@ -29,8 +29,13 @@ pub const PIXEL_BYTES: usize = 3 * 32 * 32;
 /// Number of classes (labels are `0..NUM_CLASSES`).
 pub const NUM_CLASSES: usize = 10;
 /// The train batch files, in the order their records are concatenated.
-pub const TRAIN_FILES: [&str; 5] =
-    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
 /// The test batch file.
 pub const TEST_FILE: &str = "test_batch.bin";
 /// The class-name file.
@@ -173,8 +178,10 @@ pub fn load_archive(archive: &Path) -> Result<Splits> {
 /// that also reads to the end of the gzip stream so its CRC is checked.
 pub(crate) fn read_archive_members(archive: &Path) -> Result<HashMap<&'static str, Vec<u8>>> {
     let file = File::open(archive).map_err(|e| DataError::reading(archive, e))?;
-    let corrupt =
-        |e: std::io::Error| DataError::CorruptArchive { path: archive.to_path_buf(), reason: e.to_string() };
+    let corrupt = |e: std::io::Error| DataError::CorruptArchive {
+        path: archive.to_path_buf(),
+        reason: e.to_string(),
+    };
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut tar = tar::Archive::new(gz);
     let mut members = HashMap::new();
@@ -234,7 +241,7 @@ pub fn parse_meta(bytes: &[u8], path: &Path) -> Result<Vec<String>> {
 /// `bytes.len() == n * 3073` → images `[n, 3, 32, 32]`, labels `[n]`.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Tensor, Tensor)> {
     let len = bytes.len();
-    if len == 0 || len % RECORD_BYTES != 0 {
+    if len == 0 || !len.is_multiple_of(RECORD_BYTES) {
         return Err(DataError::BadFileSize { path: path.to_path_buf(), len: len as u64 });
     }
     let n = (len / RECORD_BYTES) as i64;

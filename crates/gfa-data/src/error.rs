@@ -66,9 +66,7 @@ pub enum DataError {
     BadMeta { path: PathBuf, reason: String },
 
     /// A `.tar.gz` that cannot be decompressed or read to the end.
-    #[error(
-        "archive {path} is truncated or corrupt ({reason}); delete it and {REFETCH_HINT}"
-    )]
+    #[error("archive {path} is truncated or corrupt ({reason}); delete it and {REFETCH_HINT}")]
     CorruptArchive { path: PathBuf, reason: String },
 
     /// The downloaded bytes do not have the expected MD5 digest.

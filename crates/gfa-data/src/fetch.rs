@@ -137,5 +137,14 @@ fn download_to(
         return Err(http(format!("the body ended after {done} of {t} bytes")));
     }
     file.flush().map_err(|e| io_err(path, e))?;
-    Ok(md5.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&md5.finalize()))
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

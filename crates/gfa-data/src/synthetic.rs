@@ -84,12 +84,9 @@ fn generate(patterns: &Tensor, n: usize, rng: &mut StdRng) -> (Tensor, Tensor) {
     let shape = [n, 3, SIDE, SIDE];
     let y = Tensor::from_slice(&labels);
     let signal = patterns.index_select(0, &y) * Tensor::from_slice(&contrast).view([n, 1, 1, 1]);
-    let noise = (Tensor::from_slice(&noise).view(shape).to_kind(Kind::Double) - 127.5)
-        * (NOISE / 127.5);
-    let x = signal * AMPLITUDE
-        + Tensor::from_slice(&brightness).view([n, 1, 1, 1])
-        + noise
-        + 127.5;
+    let noise =
+        (Tensor::from_slice(&noise).view(shape).to_kind(Kind::Double) - 127.5) * (NOISE / 127.5);
+    let x = signal * AMPLITUDE + Tensor::from_slice(&brightness).view([n, 1, 1, 1]) + noise + 127.5;
     (x.round().clamp(0.0, 255.0).to_kind(Kind::Uint8), y)
 }
 
@@ -115,7 +112,8 @@ mod tests {
         let s = synthetic(1000, 500, 4);
         let x = s.train.images.to_kind(Kind::Float).flatten(1, -1);
         let onehot = s.train.labels.one_hot(10).to_kind(Kind::Float); // [N, 10]
-        let means = onehot.tr().matmul(&x) / onehot.sum_dim_intlist(0, false, Kind::Float).view([10, 1]);
+        let means =
+            onehot.tr().matmul(&x) / onehot.sum_dim_intlist(0, false, Kind::Float).view([10, 1]);
         let xt = s.test.images.to_kind(Kind::Float).flatten(1, -1);
         let d = xt.unsqueeze(1) - means.unsqueeze(0); // [M, 10, D]
         let pred = d.square().sum_dim_intlist(2, false, Kind::Float).argmin(1, false);

@@ -1,1 +1,270 @@
-//! gfa-exp: experiment grids, runs, CSV records, tables and figures.
+//! gfa-exp: experiment grids → runs → CSV records → tables and figures; the `gfa` command line.
+//!
+//! # Data flow
+//! 1. [`grid::ExperimentSpec::load`] reads `experiments/foo.toml`, applies `--set` overrides
+//!    ([`overrides`]) on the TOML tree and checks every key ([`spec`]); errors name the file,
+//!    line and TOML path, with the closest valid key.
+//! 2. [`grid::ExperimentSpec::expand`] gives one [`grid::RunSpec`] per combination of `[grid]`
+//!    values, `[[zip]]` rows and seeds, each with a stable `run_id` (BLAKE3 of its canonical
+//!    spec). `gfa plan` prints them and snapshots each run's `config.toml` ([`store`]).
+//! 3. [`runner::run_grid`] works each pending run (train → evaluate → masking checks), writing
+//!    each stage's CSV atomically with a marker, so runs resume after a kill ([`records`]).
+//! 4. [`report`] aggregates over seeds into `summary.csv` and the Markdown tables T1–T4;
+//!    [`plot`] draws the figures. Both read only CSVs.
+
+pub mod cli;
+pub mod grid;
+pub mod masking;
+pub mod overrides;
+pub mod plot;
+pub mod records;
+pub mod report;
+pub mod runner;
+pub mod spec;
+pub mod store;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{Cli, Command, DataCommand, Emit, ListWhat, PlanArgs};
+use crate::grid::{ExperimentSpec, RunSpec};
+use crate::records::{ManifestRow, write_rows};
+use crate::store::{ExperimentDir, write_atomic};
+
+/// Run a parsed command line; the value is the process exit code (1 when some runs failed).
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Plan(args) => plan(&args).map(|_| 0),
+        Command::Run(args) => {
+            let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+            let exp = write_plan(&spec, &runs, &args.grid.results)?;
+            let _ = exp;
+            not_available(
+                "gfa run",
+                "the training and attack stages (gfa-core trainer, gfa-attacks evaluation)",
+            )
+        }
+        Command::Report(args) => {
+            let out = report::report(&args.dir)?;
+            println!("{}", out.markdown);
+            eprintln!(
+                "wrote {}",
+                out.written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            Ok(0)
+        }
+        Command::Plot(args) => {
+            let files = plot::plot_dir(&args.dir, args.format)?;
+            for f in &files {
+                println!("{}", f.display());
+            }
+            Ok(0)
+        }
+        Command::List(args) => {
+            list(args.what);
+            Ok(0)
+        }
+        Command::Train(_) => not_available("gfa train", "the gfa-core trainer"),
+        Command::Eval(_) => not_available("gfa eval", "the gfa-attacks evaluation"),
+        Command::GfaValue(_) => not_available("gfa gfa-value", "the GFA value computation"),
+        Command::Landscape(_) => not_available("gfa landscape", "the loss-landscape computation"),
+        Command::Data { command: DataCommand::Fetch { dir } } => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
+                    .expect("valid template"),
+            );
+            bar.set_message("CIFAR-10");
+            let out = gfa_data::fetch::fetch_official(&dir, |done, total| {
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            let out = out.with_context(|| format!("fetching CIFAR-10 into {}", dir.display()))?;
+            println!("CIFAR-10 is in {}", out.display());
+            Ok(0)
+        }
+    }
+}
+
+fn not_available(cmd: &str, what: &str) -> Result<i32> {
+    bail!("`{cmd}` is not available in this build: it needs {what}, which this build lacks")
+}
+
+/// Load and expand an experiment file.
+pub fn load(file: &Path, set: &[String]) -> Result<(ExperimentSpec, Vec<RunSpec>)> {
+    let spec = ExperimentSpec::load(file, set)?;
+    let runs = spec.expand()?;
+    Ok((spec, runs))
+}
+
+/// Write the manifest and each run's config snapshot; refuses a run folder whose config differs.
+pub fn write_plan(
+    spec: &ExperimentSpec,
+    runs: &[RunSpec],
+    results: &Path,
+) -> Result<ExperimentDir> {
+    let exp = ExperimentDir::new(results, &spec.name);
+    for r in runs {
+        let dir = exp.run(&r.run_id);
+        dir.write_config(&r.config_toml())?;
+        write_atomic(&dir.file("overrides.toml"), r.overrides_toml().as_bytes())?;
+    }
+    let rows: Vec<ManifestRow> = runs.iter().map(RunSpec::manifest_row).collect();
+    write_rows(&exp.manifest(), &rows)?;
+    Ok(exp)
+}
+
+/// The numbered table `gfa plan` prints.
+pub fn plan_table(runs: &[RunSpec]) -> String {
+    let mut keys: Vec<String> = Vec::new();
+    for r in runs {
+        for (k, _) in &r.axes {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    let mut header = vec!["#".to_string(), "run_id".into(), "seed".into()];
+    header.extend(keys.iter().cloned());
+    header.push("est. cost (M grad)".into());
+    let mut rows = vec![header];
+    for r in runs {
+        let mut row = vec![r.index.to_string(), r.run_id.clone(), r.seed.to_string()];
+        for k in &keys {
+            row.push(
+                r.axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default(),
+            );
+        }
+        row.push(fmt_cost(grid::estimate_cost(r)));
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+/// A cost with about three significant digits.
+fn fmt_cost(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+fn plan(args: &PlanArgs) -> Result<()> {
+    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
+    print!("{}", plan_table(&runs));
+    let total: f64 = runs.iter().map(grid::estimate_cost).sum();
+    println!(
+        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients",
+        runs.len(),
+        spec.name,
+        spec.attacks.len(),
+        fmt_cost(total)
+    );
+    println!("wrote {}", exp.manifest().display());
+    if args.emit == Some(Emit::Slurm) {
+        let script = slurm_script(
+            &spec,
+            &runs,
+            &args.grid.file,
+            &args.grid.set,
+            &args.grid.results,
+            args.tasks,
+        )?;
+        let p = exp.root.join("slurm.sh");
+        write_atomic(&p, script.as_bytes())?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// An sbatch job-array script running the plan's runs.
+pub fn slurm_script(
+    spec: &ExperimentSpec,
+    runs: &[RunSpec],
+    file: &Path,
+    set: &[String],
+    results: &Path,
+    tasks: Option<usize>,
+) -> Result<String> {
+    let mut common = format!(
+        "gfa run {} --results {} --quiet",
+        shell_quote(&file.display().to_string()),
+        shell_quote(&results.display().to_string())
+    );
+    for s in set {
+        let _ = write!(common, " --set {}", shell_quote(s));
+    }
+    let mut out = String::new();
+    let n = match tasks {
+        Some(0) => bail!("--tasks must be at least 1"),
+        Some(t) => t.min(runs.len().max(1)),
+        None => runs.len(),
+    };
+    let _ = writeln!(out, "#!/bin/bash");
+    let _ =
+        writeln!(out, "# gfa experiment `{}`: {} runs in {n} array tasks.", spec.name, runs.len());
+    let _ = writeln!(out, "#SBATCH --job-name=gfa-{}", spec.name);
+    let _ = writeln!(out, "#SBATCH --array=1-{n}");
+    let _ = writeln!(out, "#SBATCH --output={}/%x-%a.log", results.join(&spec.name).display());
+    let _ = writeln!(out, "set -euo pipefail");
+    if tasks.is_some() {
+        let _ = writeln!(out, "{common} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
+    } else {
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        let _ = writeln!(out, "IDS=({})", ids.join(" "));
+        let _ = writeln!(out, "{common} --only \"${{IDS[$((SLURM_ARRAY_TASK_ID - 1))]}}\"");
+    }
+    Ok(out)
+}
+
+fn list(what: ListWhat) {
+    match what {
+        ListWhat::Models => {
+            for a in gfa_core::models::Arch::ALL {
+                println!("{}", a.name());
+            }
+        }
+        ListWhat::Methods => spec::METHODS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Attacks => spec::ATTACK_KINDS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Presets => spec::PRESETS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Sections => spec::RUN_SECTIONS.iter().for_each(|m| println!("{m}")),
+    }
+}
+
+/// Short git revision of the working directory's repository (`unknown` outside one).
+pub fn git_rev() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -8,8 +8,16 @@ use tch::{Device, Kind, Tensor};
 /// Pads one `[C, H, W]` image (row-major `Vec`) with `p` zeros, crops at `(dy, dx)`, then
 /// mirrors left–right when `flip`: the torchvision RandomCrop + HorizontalFlip steps, one image
 /// at a time.
-fn naive(img: &[f32], c: usize, h: usize, w: usize, p: usize, dy: usize, dx: usize, flip: bool)
--> Vec<f32> {
+fn naive(
+    img: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    dy: usize,
+    dx: usize,
+    flip: bool,
+) -> Vec<f32> {
     let (hp, wp) = (h + 2 * p, w + 2 * p);
     let mut padded = vec![0f32; c * hp * wp];
     for ch in 0..c {
@@ -35,7 +43,8 @@ fn naive(img: &[f32], c: usize, h: usize, w: usize, p: usize, dy: usize, dx: usi
 #[test]
 fn crop_and_flip_match_the_per_image_reference() {
     let (n, c, h, w, p) = (6usize, 2usize, 5usize, 7usize, 3i64);
-    let x = Tensor::rand([n as i64, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu)) + 0.5;
+    let x =
+        Tensor::rand([n as i64, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu)) + 0.5;
     let cfg = AugmentConfig { crop_padding: p, flip: true };
     let mut rng = StdRng::seed_from_u64(11);
     let draw = cfg.draw(n, &mut rng);

@@ -45,7 +45,8 @@ fn load_accepts_the_folder_its_parent_and_the_archive() {
     let archive = tmp.path().join("elsewhere").join("cifar-10-binary.tar.gz");
     std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
     std::fs::write(&archive, archive_bytes(&files)).unwrap();
-    for path in [&inner, &tmp.path().to_path_buf(), &archive, &archive.parent().unwrap().to_path_buf()]
+    for path in
+        [&inner, &tmp.path().to_path_buf(), &archive, &archive.parent().unwrap().to_path_buf()]
     {
         let s = gfa_data::load_cifar10(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_records(&s.train, 0..15);

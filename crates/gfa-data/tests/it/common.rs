@@ -10,7 +10,7 @@ pub const CLASSES: [&str; 10] =
 
 /// The official `batches.meta.txt` (names, then a blank line).
 pub fn meta_text() -> String {
-    CLASSES.iter().map(|c| format!("{c}\n")).collect::<String>() + "\n"
+    CLASSES.join("\n") + "\n\n"
 }
 
 /// Pixel byte `k` (0..3072) of the record with global id `id`.
@@ -78,5 +78,9 @@ pub fn archive_bytes(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 /// Lowercase hex MD5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    Md5::digest(bytes).iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

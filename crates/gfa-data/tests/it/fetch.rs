@@ -12,8 +12,12 @@ use super::common::{CLASSES, archive_bytes, layout, md5_hex};
 
 /// Serves `status` + `body` (announcing `content_length`) to at most `max_conns` connections,
 /// on 127.0.0.1, for at most 20 seconds. Returns the URL and the server thread.
-fn serve(status: &'static str, body: Vec<u8>, content_length: usize, max_conns: usize)
--> (String, JoinHandle<()>) {
+fn serve(
+    status: &'static str,
+    body: Vec<u8>,
+    content_length: usize,
+    max_conns: usize,
+) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/cifar-10-binary.tar.gz", listener.local_addr().unwrap());
     listener.set_nonblocking(true).unwrap();

@@ -1,0 +1,650 @@
+//! Expansion of an experiment into runs: `[base]` × `[grid]` axes × `[[zip]]` groups × seeds.
+//!
+//! The order is fixed: grid axes in sorted key order (outermost first), then zip groups in file
+//! order, then seeds (innermost), so run numbers are stable. Each run's sections are type-checked
+//! ([`RunConfig::from_table`]), and its `run_id` is the first 12 hex digits of the BLAKE3 hash of
+//! the canonical run spec (sorted keys, defaults filled, the attack suite included): the same
+//! run gets the same id whatever the file's key order or the grid it came from.
+
+use std::fs;
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use crate::overrides::{Override, TOP_KEYS};
+use crate::records::{ManifestRow, RunKey, SCHEMA_VERSION};
+use crate::spec::{
+    AttackEntry, ConfigError, FieldError, RunConfig, SourceMap, closest, dotted, split_dotted,
+    to_table,
+};
+
+/// One varying key and its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    /// Key inside a run (`regularizer.lambda`).
+    pub key: Vec<String>,
+    pub values: Vec<Value>,
+    /// Where the list is written in the file (`grid."regularizer.lambda"`).
+    pub origin: Vec<String>,
+}
+
+/// An experiment file after overrides, before expansion.
+#[derive(Debug)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub description: String,
+    pub source: SourceMap,
+    pub seeds: Vec<u64>,
+    pub base: Table,
+    pub axes: Vec<Axis>,
+    /// Each group's axes vary together (equal-length lists).
+    pub zips: Vec<Vec<Axis>>,
+    pub attacks: Vec<AttackEntry>,
+    pub overrides: Vec<Override>,
+}
+
+/// One run of the expansion ("high-level" form).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub experiment: String,
+    /// 1-based position in the expansion.
+    pub index: usize,
+    pub run_id: String,
+    pub seed: u64,
+    pub config: RunConfig,
+    pub attacks: Vec<AttackEntry>,
+    /// The varying axis values (`key`, value as text), seed excluded.
+    pub axes: Vec<(String, String)>,
+    /// The `--set` overrides in effect.
+    pub overrides: Vec<String>,
+}
+
+impl ExperimentSpec {
+    /// Read and check an experiment file, applying `--set` overrides first.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<ExperimentSpec, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.into(),
+            line: None,
+            from_override: None,
+            path: String::new(),
+            message: format!("cannot read the experiment file: {e}"),
+            suggestion: None,
+        })?;
+        Self::parse(path, &text, overrides)
+    }
+
+    /// As [`ExperimentSpec::load`], from the file's text.
+    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let source = SourceMap::new(path, text);
+        let mut root: Table = toml::from_str(text).map_err(|e| ConfigError {
+            line: e.span().map(|s| source.line_of_offset(s.start)),
+            ..source.error(&[], format!("invalid TOML: {}", e.message().trim()))
+        })?;
+        let mut ovs = Vec::new();
+        for o in overrides {
+            let ov = Override::parse(o).map_err(|m| source.error(&[], m))?;
+            ov.apply(&mut root).map_err(|m| source.error(&[], m))?;
+            ovs.push(ov);
+        }
+        let mut spec = ExperimentSpec {
+            name: String::new(),
+            description: String::new(),
+            source,
+            seeds: vec![0],
+            base: Table::new(),
+            axes: vec![],
+            zips: vec![],
+            attacks: vec![],
+            overrides: ovs,
+        };
+        spec.read_root(path, root)?;
+        Ok(spec)
+    }
+
+    /// An error at file path `path`, attributed to an override when one wrote that path.
+    fn error_at(
+        &self,
+        path: &[String],
+        message: String,
+        suggestion: Option<String>,
+    ) -> ConfigError {
+        let over = self.overrides.iter().rev().find(|o| {
+            let n = o.path.len().min(path.len());
+            o.path[..n] == path[..n]
+        });
+        let mut e = self.source.error(path, message);
+        e.suggestion = suggestion;
+        if let Some(o) = over {
+            e.from_override = Some(o.text.clone());
+        }
+        e
+    }
+
+    fn read_root(&mut self, path: &Path, root: Table) -> Result<(), ConfigError> {
+        let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        for k in root.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                return Err(self.error_at(
+                    std::slice::from_ref(k),
+                    format!("unknown top-level key (expected one of {})", TOP_KEYS.join(", ")),
+                    closest(k, TOP_KEYS.iter().copied()),
+                ));
+            }
+        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.name = match root.get("experiment") {
+            None => stem,
+            Some(Value::String(s)) if valid_name(s) => s.clone(),
+            Some(v) => {
+                return Err(self.error_at(
+                    &p(&["experiment"]),
+                    format!("expected a folder name of letters, digits, '-', '_' or '.', got {v}"),
+                    None,
+                ));
+            }
+        };
+        if let Some(v) = root.get("description") {
+            self.description = v.as_str().unwrap_or_default().to_string();
+        }
+        if let Some(v) = root.get("seeds") {
+            let bad = |s: &Self, m: &str| s.error_at(&p(&["seeds"]), m.to_string(), None);
+            let Value::Array(a) = v else {
+                return Err(bad(self, "expected a list of seeds, e.g. seeds = [0, 1, 2]"));
+            };
+            let mut seeds = Vec::new();
+            for x in a {
+                match x.as_integer() {
+                    Some(i) if i >= 0 => seeds.push(i as u64),
+                    _ => return Err(bad(self, &format!("seeds must be integers >= 0, got {x}"))),
+                }
+            }
+            if seeds.is_empty() {
+                return Err(bad(self, "empty seed list"));
+            }
+            let mut sorted = seeds.clone();
+            sorted.sort();
+            sorted.dedup();
+            if sorted.len() != seeds.len() {
+                return Err(bad(self, "a seed appears twice"));
+            }
+            self.seeds = seeds;
+        }
+        match root.get("base") {
+            None => {}
+            Some(Value::Table(t)) => self.base = t.clone(),
+            Some(v) => {
+                return Err(self.error_at(
+                    &p(&["base"]),
+                    format!("expected a table, got {v}"),
+                    None,
+                ));
+            }
+        }
+        if let Some(v) = root.get("grid") {
+            let Value::Table(t) = v else {
+                return Err(self.error_at(&p(&["grid"]), "expected a table".into(), None));
+            };
+            self.axes = self.flatten_axes(t, &p(&["grid"]))?;
+        }
+        if let Some(v) = root.get("zip") {
+            let Value::Array(groups) = v else {
+                return Err(self.error_at(&p(&["zip"]), "expected [[zip]] tables".into(), None));
+            };
+            for (i, g) in groups.iter().enumerate() {
+                let origin = vec!["zip".to_string(), i.to_string()];
+                let Value::Table(t) = g else {
+                    return Err(self.error_at(&origin, "expected a table".into(), None));
+                };
+                let axes = self.flatten_axes(t, &origin)?;
+                if let Some(a0) = axes.first() {
+                    for a in &axes {
+                        if a.values.len() != a0.values.len() {
+                            return Err(self.error_at(
+                                &a.origin,
+                                format!(
+                                    "zipped lists must have equal lengths: `{}` has {} values, \
+                                     `{}` has {}",
+                                    dotted(&a.key),
+                                    a.values.len(),
+                                    dotted(&a0.key),
+                                    a0.values.len()
+                                ),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                self.zips.push(axes);
+            }
+        }
+        // A key may vary in one place only.
+        let mut seen: Vec<&Axis> = Vec::new();
+        for a in self.axes.iter().chain(self.zips.iter().flatten()) {
+            if let Some(b) = seen.iter().find(|b| overlaps(&a.key, &b.key)) {
+                return Err(self.error_at(
+                    &a.origin,
+                    format!("`{}` already varies at `{}`", dotted(&a.key), dotted(&b.origin)),
+                    None,
+                ));
+            }
+            seen.push(a);
+        }
+        // `--set section.key=…` pins the key: drop axes that would vary it.
+        for o in &self.overrides {
+            if let Some(pin) = &o.pins {
+                self.axes.retain(|a| !overlaps(&a.key, pin));
+                for z in &mut self.zips {
+                    z.retain(|a| !overlaps(&a.key, pin));
+                }
+            }
+        }
+        self.zips.retain(|z| !z.is_empty());
+        if let Some(v) = root.get("attacks") {
+            let Value::Array(list) = v else {
+                return Err(self.error_at(
+                    &p(&["attacks"]),
+                    "expected [[attacks]] tables".into(),
+                    None,
+                ));
+            };
+            for (i, a) in list.iter().enumerate() {
+                let origin = vec!["attacks".to_string(), i.to_string()];
+                let Value::Table(t) = a else {
+                    return Err(self.error_at(&origin, "expected a table".into(), None));
+                };
+                let entry = AttackEntry::from_table(t).map_err(|e| self.field_error(&origin, e))?;
+                if let Some(j) = self
+                    .attacks
+                    .iter()
+                    .position(|b| b.name == entry.name && b.preset == entry.preset)
+                {
+                    return Err(self.error_at(
+                        &origin,
+                        format!(
+                            "attack name '{}' ({}) is also used by attacks.{j}; give one a distinct \
+                             `name`",
+                            entry.name, entry.preset
+                        ),
+                        None,
+                    ));
+                }
+                self.attacks.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn field_error(&self, origin: &[String], e: FieldError) -> ConfigError {
+        let mut path = origin.to_vec();
+        path.extend(e.path);
+        self.error_at(&path, e.message, e.suggestion)
+    }
+
+    /// Leaves of a `[grid]`/`[[zip]]` table: each a list of values under a (dotted) run key.
+    fn flatten_axes(&self, t: &Table, origin: &[String]) -> Result<Vec<Axis>, ConfigError> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(Vec<String>, Vec<String>, &Table)> = vec![(vec![], origin.to_vec(), t)];
+        while let Some((key, org, table)) = stack.pop() {
+            for (k, v) in table {
+                let mut org = org.clone();
+                org.push(k.clone());
+                let mut key = key.clone();
+                key.extend(split_dotted(k).map_err(|m| self.error_at(&org, m, None))?);
+                match v {
+                    Value::Table(sub) => stack.push((key, org, sub)),
+                    Value::Array(values) if !values.is_empty() => {
+                        let section = key[0].as_str();
+                        if !crate::spec::RUN_SECTIONS.contains(&section) {
+                            return Err(self.error_at(
+                                &org,
+                                format!(
+                                    "`{}` is not a run key: it must start with one of {}",
+                                    dotted(&key),
+                                    crate::spec::RUN_SECTIONS.join(", ")
+                                ),
+                                closest(section, crate::spec::RUN_SECTIONS.iter().copied()),
+                            ));
+                        }
+                        out.push(Axis { key, values: values.clone(), origin: org });
+                    }
+                    _ => {
+                        return Err(self.error_at(
+                            &org,
+                            format!("expected a non-empty list of values, got {v}"),
+                            None,
+                        ));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.origin.cmp(&b.origin));
+        Ok(out)
+    }
+
+    /// Number of runs the expansion gives.
+    pub fn len(&self) -> usize {
+        let g: usize = self.axes.iter().map(|a| a.values.len()).product();
+        let z: usize = self.zips.iter().map(|z| z[0].values.len()).product();
+        g * z * self.seeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Expand into runs, type-checking each. The first bad run is reported with the place
+    /// (file line, `--set`) its offending value came from.
+    pub fn expand(&self) -> Result<Vec<RunSpec>, ConfigError> {
+        // Each dimension is a list of choices; a choice sets one or more (axis, value index).
+        let mut dims: Vec<Vec<Vec<(&Axis, usize)>>> = Vec::new();
+        for a in &self.axes {
+            dims.push((0..a.values.len()).map(|i| vec![(a, i)]).collect());
+        }
+        for z in &self.zips {
+            dims.push((0..z[0].values.len()).map(|i| z.iter().map(|a| (a, i)).collect()).collect());
+        }
+        let mut combos: Vec<Vec<(&Axis, usize)>> = vec![vec![]];
+        for d in &dims {
+            let mut next = Vec::with_capacity(combos.len() * d.len());
+            for c in &combos {
+                for choice in d {
+                    let mut c2 = c.clone();
+                    c2.extend(choice.iter().copied());
+                    next.push(c2);
+                }
+            }
+            combos = next;
+        }
+        let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
+        let mut runs = Vec::new();
+        for combo in &combos {
+            let mut table = self.base.clone();
+            let mut axes = Vec::new();
+            for (axis, i) in combo {
+                let v = axis.values[*i].clone();
+                set_key(&mut table, &axis.key, v.clone())
+                    .map_err(|m| self.error_at(&axis.origin, m, None))?;
+                axes.push((dotted(&axis.key), value_text(&v)));
+            }
+            let config = RunConfig::from_table(&table).map_err(|e| self.locate(combo, e))?;
+            for &seed in &self.seeds {
+                let canonical = canonical_spec(&config, seed, &attacks);
+                let run_id = run_id_of(&canonical);
+                runs.push(RunSpec {
+                    experiment: self.name.clone(),
+                    index: runs.len() + 1,
+                    run_id,
+                    seed,
+                    config: config.clone(),
+                    attacks: self.attacks.clone(),
+                    axes: axes.clone(),
+                    overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
+                });
+            }
+        }
+        let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(self.source.error(
+                &[],
+                format!(
+                    "two runs of the expansion are identical (run id {}): a grid value repeats \
+                     or sets a key to its default twice",
+                    w[0]
+                ),
+            ));
+        }
+        Ok(runs)
+    }
+
+    /// Map a run-level typing error to the file path its value came from.
+    fn locate(&self, combo: &[(&Axis, usize)], e: FieldError) -> ConfigError {
+        let from_axis = combo.iter().find(|(a, _)| e.path.starts_with(&a.key));
+        let path = match from_axis {
+            Some((a, i)) => {
+                let mut p = a.origin.clone();
+                // Inside the grid list the value sits at index `i`.
+                p.push(i.to_string());
+                p.extend(e.path[a.key.len()..].iter().cloned());
+                p
+            }
+            None => {
+                let mut p = vec!["base".to_string()];
+                p.extend(e.path.iter().cloned());
+                p
+            }
+        };
+        let mut err = self.error_at(&path, e.message, e.suggestion);
+        // Report the path as the user thinks of it: the run key inside `[base]`/`[grid]`.
+        if from_axis.is_some() {
+            err.path = format!("{} (run key {})", dotted(&path), dotted(&e.path));
+        }
+        err
+    }
+}
+
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn set_key(t: &mut Table, key: &[String], v: Value) -> Result<(), String> {
+    let (head, rest) = key.split_first().expect("non-empty key");
+    if rest.is_empty() {
+        t.insert(head.clone(), v);
+        return Ok(());
+    }
+    match t.entry(head.clone()).or_insert_with(|| Value::Table(Table::new())) {
+        Value::Table(sub) => set_key(sub, rest, v),
+        other => {
+            Err(format!("`{head}` is {}, so `{}` cannot be set", other.type_str(), dotted(key)))
+        }
+    }
+}
+
+/// A value as shown in tables and the manifest (strings without quotes).
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Canonical JSON-like text of a TOML value: sorted keys, shortest round-trip floats.
+pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("string to JSON")),
+        Value::Integer(i) => out.push_str(&i.to_string()),
+        Value::Float(f) => out.push_str(&format!("{f:?}")),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Datetime(d) => out.push_str(&serde_json::to_string(&d.to_string()).expect("json")),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        Value::Table(t) => {
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).expect("json"));
+                out.push(':');
+                write_canonical(&t[*k], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The canonical run spec that `run_id` hashes.
+pub fn canonical_spec(config: &RunConfig, seed: u64, attacks: &[Value]) -> String {
+    let mut t = Table::new();
+    t.insert("config".into(), Value::Table(to_table(config)));
+    t.insert("seed".into(), Value::Integer(seed as i64));
+    t.insert("attacks".into(), Value::Array(attacks.to_vec()));
+    canonical(&Value::Table(t))
+}
+
+/// First 12 hex digits of the BLAKE3 hash.
+pub fn run_id_of(canonical: &str) -> String {
+    blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
+}
+
+impl RunSpec {
+    /// The identifying columns of this run's CSV rows.
+    pub fn key(&self) -> RunKey {
+        let mut mp = Table::new();
+        mp.insert("method".into(), Value::String(self.config.method.clone()));
+        mp.insert("regularizer".into(), Value::Table(self.config.regularizer.clone()));
+        RunKey {
+            experiment: self.experiment.clone(),
+            run_id: self.run_id.clone(),
+            seed: self.seed,
+            model: self.config.model.arch.name().to_string(),
+            method: self.config.method.clone(),
+            lambda: self.config.lambda(),
+            method_params: canonical(&Value::Table(mp)),
+        }
+    }
+
+    /// The `config.toml` snapshot: everything needed to redo the run.
+    pub fn config_toml(&self) -> String {
+        let mut t = to_table(&self.config);
+        t.insert("run_id".into(), Value::String(self.run_id.clone()));
+        t.insert("seed".into(), Value::Integer(self.seed as i64));
+        t.insert(
+            "attacks".into(),
+            Value::Array(self.attacks.iter().map(|a| Value::Table(a.to_table())).collect()),
+        );
+        format!(
+            "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",
+            self.run_id,
+            self.experiment,
+            toml::to_string(&t).expect("a TOML table prints")
+        )
+    }
+
+    /// The `overrides.toml` record.
+    pub fn overrides_toml(&self) -> String {
+        let mut t = Table::new();
+        t.insert(
+            "set".into(),
+            Value::Array(self.overrides.iter().map(|o| Value::String(o.clone())).collect()),
+        );
+        toml::to_string(&t).expect("a TOML table prints")
+    }
+
+    /// Axis values as `key=value; …`.
+    pub fn axes_text(&self) -> String {
+        self.axes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    pub fn manifest_row(&self) -> ManifestRow {
+        let k = self.key();
+        ManifestRow {
+            schema_version: SCHEMA_VERSION,
+            experiment: self.experiment.clone(),
+            index: self.index,
+            run_id: self.run_id.clone(),
+            seed: self.seed,
+            model: k.model,
+            method: k.method,
+            lambda: k.lambda,
+            axes: self.axes_text(),
+            est_cost_mgrad: estimate_cost(self),
+        }
+    }
+}
+
+fn int_at(t: &Table, key: &str) -> Option<f64> {
+    match t.get(key) {
+        Some(Value::Integer(i)) => Some(*i as f64),
+        Some(Value::Float(f)) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
+/// image): training epochs × training points × the method's gradients per step, plus for each
+/// attack the evaluated points × its gradients (or queries) per point × eps values.
+/// Only for comparing runs of a plan; architecture size is not included.
+pub fn estimate_cost(run: &RunSpec) -> f64 {
+    let c = &run.config;
+    let n_train = c.data.n_train.unwrap_or(50_000) as f64;
+    let epochs = int_at(&c.train, "epochs").unwrap_or(1.0);
+    let per_step = match c.method.as_str() {
+        "standard" => 1.0,
+        "gfa" | "gnr" => 3.0, // double backprop
+        "pgd_at" | "trades" => 11.0,
+        "fast_at" => 2.0,
+        "gradalign" => 4.0,
+        "gfa+pgd_at" => 13.0,
+        _ => 1.0,
+    };
+    let mut total = n_train * epochs * per_step;
+    let n_eval = c.eval.n as f64;
+    for a in &run.attacks {
+        let compat = a.preset == "torchattacks";
+        let steps = int_at(&a.config, "steps");
+        let restarts = int_at(&a.config, "restarts").unwrap_or(1.0);
+        let per_point = match a.kind.as_str() {
+            "fgsm" => 1.0,
+            "pgd" => steps.unwrap_or(if compat { 10.0 } else { 20.0 }) * restarts,
+            "apgd" => steps.unwrap_or(if compat { 10.0 } else { 100.0 }) * restarts,
+            "apgd_t" | "fab" => 9.0 * steps.unwrap_or(if compat { 10.0 } else { 100.0 }),
+            "square" => int_at(&a.config, "queries").unwrap_or(5000.0) / 3.0,
+            "autoattack" => 100.0 + 900.0 + 900.0 + 5000.0 / 3.0,
+            "deepfool" => 10.0 * steps.unwrap_or(50.0),
+            "cw" | "ead" => 9.0 * steps.unwrap_or(if compat { 100.0 } else { 1000.0 }),
+            "noise" => 10.0,
+            "transfer" => 100.0,
+            _ => 1.0,
+        };
+        let per_eps = if crate::spec::MIN_NORM_KINDS.contains(&a.kind.as_str()) && a.kind != "fab" {
+            1.0
+        } else {
+            a.eps.len().max(1) as f64
+        };
+        total += n_eval * per_point * per_eps;
+    }
+    total / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_sorts_keys_and_keeps_float_type() {
+        let a: Table = toml::from_str("b = 1\na = 0.1\nc = [1.0, \"x\"]").unwrap();
+        assert_eq!(canonical(&Value::Table(a)), r#"{"a":0.1,"b":1,"c":[1.0,"x"]}"#);
+    }
+
+    #[test]
+    fn run_id_is_12_hex_digits_of_blake3() {
+        let id = run_id_of("abc");
+        assert_eq!(id, blake3::hash(b"abc").to_hex()[..12].to_string());
+        assert_eq!(id.len(), 12);
+    }
+}

@@ -1,0 +1,567 @@
+//! `gfa plot DIR`: figures from a results folder's CSVs (never from a model), as SVG and PNG.
+//!
+//! One function per figure kind, each writing `figures/<name>.{svg,png}`:
+//! - [`robust_vs_eps`] (F1): robust accuracy vs eps, one figure per (protocol, attack, norm),
+//!   one line per method configuration (mean over seeds; eps 0 is the clean accuracy);
+//! - [`landscapes`] (F2): loss heat map over (α radial, β tangential) per run, from
+//!   `landscape.csv`;
+//! - [`tradeoff`]: clean and worst-case robust accuracy over λ, per (model, method, eps);
+//! - [`training_curves`]: training loss and test accuracy per epoch;
+//! - [`norm_distributions`]: histograms of the per-sample perturbation norms of minimum-norm
+//!   attacks, from `norms.csv`.
+//!
+//! PNG text is drawn with the bundled DejaVu Sans (assets/, Bitstream Vera license) through
+//! plotters' `ab_glyph` backend, so no system font or fontconfig is needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::cli::PlotFormat;
+use crate::records::{EvalRow, LandscapeRow, NormRow, TrainRow, read_rows};
+use crate::report::{Results, Stat, labels, protocol};
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+const FONT_NAME: &str = "sans-serif";
+const W: u32 = 800;
+const H: u32 = 560;
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("the bundled DejaVu Sans font is valid"));
+    });
+}
+
+/// File-name form of a label.
+pub fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' })
+        .collect();
+    while out.contains("__") {
+        out = out.replace("__", "_");
+    }
+    out.trim_matches('_').to_string()
+}
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e}")
+}
+
+/// Series colors (Okabe–Ito, distinguishable with color-vision deficiencies).
+fn color(i: usize) -> RGBColor {
+    const C: [(u8, u8, u8); 8] = [
+        (0, 114, 178),
+        (213, 94, 0),
+        (0, 158, 115),
+        (204, 121, 167),
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 0, 0),
+        (240, 228, 66),
+    ];
+    let (r, g, b) = C[i % C.len()];
+    RGBColor(r, g, b)
+}
+
+/// A line chart: named series of (x, y) points.
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Fixed y range (e.g. 0–100 for accuracies).
+    pub y_range: Option<(f64, f64)>,
+}
+
+fn pad_range(lo: f64, hi: f64) -> (f64, f64) {
+    if (hi - lo).abs() < 1e-12 {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        let p = 0.05 * (hi - lo);
+        (lo - p, hi + p)
+    }
+}
+
+fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let pts = c.series.iter().flat_map(|(_, p)| p.iter());
+    let (xs, ys): (Vec<f64>, Vec<f64>) = pts.cloned().unzip();
+    let fold = |v: &[f64]| {
+        (
+            v.iter().cloned().fold(f64::INFINITY, f64::min),
+            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    let (x0, x1) = if xs.is_empty() { (0.0, 1.0) } else { pad_range(fold(&xs).0, fold(&xs).1) };
+    let (y0, y1) = c.y_range.unwrap_or_else(|| {
+        if ys.is_empty() { (0.0, 1.0) } else { pad_range(fold(&ys).0, fold(&ys).1) }
+    });
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, (FONT_NAME, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .label_style((FONT_NAME, 15))
+        .axis_desc_style((FONT_NAME, 17))
+        .draw()
+        .map_err(err)?;
+    for (i, (name, pts)) in c.series.iter().enumerate() {
+        let col = color(i);
+        chart
+            .draw_series(LineSeries::new(pts.iter().cloned(), col.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled()))).map_err(err)?;
+    }
+    if !c.series.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT_NAME, 15))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Draw a line chart to `stem.svg` / `stem.png`.
+pub fn save_lines(stem: &Path, format: PlotFormat, c: &LineChart) -> Result<Vec<PathBuf>> {
+    register_font();
+    let mut out = Vec::new();
+    if matches!(format, PlotFormat::Svg | PlotFormat::Both) {
+        let p = stem.with_extension("svg");
+        draw_lines(SVGBackend::new(&p, (W, H)).into_drawing_area(), c)?;
+        out.push(p);
+    }
+    if matches!(format, PlotFormat::Png | PlotFormat::Both) {
+        let p = stem.with_extension("png");
+        draw_lines(BitMapBackend::new(&p, (W, H)).into_drawing_area(), c)?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Viridis-like color for t in [0, 1].
+fn heat(t: f64) -> RGBColor {
+    const A: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 1.0 };
+    let x = t * (A.len() - 1) as f64;
+    let i = (x.floor() as usize).min(A.len() - 2);
+    let f = x - i as f64;
+    let lerp = |a: f64, b: f64| (a + f * (b - a)).round() as u8;
+    RGBColor(lerp(A[i].0, A[i + 1].0), lerp(A[i].1, A[i + 1].1), lerp(A[i].2, A[i + 1].2))
+}
+
+/// A heat map of z over a regular (x, y) grid.
+pub struct HeatMap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &HeatMap) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let uniq = |f: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = h.points.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
+        v
+    };
+    let (xs, ys) = (uniq(|p| p.0), uniq(|p| p.1));
+    let step =
+        |v: &[f64]| if v.len() > 1 { (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64 } else { 1.0 };
+    let (dx, dy) = (step(&xs), step(&ys));
+    let zs: Vec<f64> = h.points.iter().map(|p| p.2).filter(|z| z.is_finite()).collect();
+    let (z0, z1) = (
+        zs.iter().cloned().fold(f64::INFINITY, f64::min),
+        zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (main, bar) = root.split_horizontally(W - 110);
+    let x_range =
+        xs.first().copied().unwrap_or(0.0) - dx / 2.0..xs.last().copied().unwrap_or(1.0) + dx / 2.0;
+    let y_range =
+        ys.first().copied().unwrap_or(0.0) - dy / 2.0..ys.last().copied().unwrap_or(1.0) + dy / 2.0;
+    let mut chart = ChartBuilder::on(&main)
+        .caption(&h.title, (FONT_NAME, 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_range, y_range)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(h.x_label.as_str())
+        .y_desc(h.y_label.as_str())
+        .label_style((FONT_NAME, 15))
+        .axis_desc_style((FONT_NAME, 17))
+        .draw()
+        .map_err(err)?;
+    let span = if z1 > z0 { z1 - z0 } else { 1.0 };
+    chart
+        .draw_series(h.points.iter().map(|&(x, y, z)| {
+            Rectangle::new(
+                [(x - dx / 2.0, y - dy / 2.0), (x + dx / 2.0, y + dy / 2.0)],
+                heat((z - z0) / span).filled(),
+            )
+        }))
+        .map_err(err)?;
+    // Color bar with the loss range.
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(60)
+        .margin_bottom(64)
+        .margin_right(8)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..1.0, z0.min(z1)..z1.max(z0 + 1e-9))
+        .map_err(err)?;
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc("loss")
+        .label_style((FONT_NAME, 13))
+        .axis_desc_style((FONT_NAME, 15))
+        .draw()
+        .map_err(err)?;
+    let n = 64;
+    cb.draw_series((0..n).map(|i| {
+        let a = z0 + span * i as f64 / n as f64;
+        let b = z0 + span * (i + 1) as f64 / n as f64;
+        Rectangle::new([(0.0, a), (1.0, b)], heat(i as f64 / (n - 1) as f64).filled())
+    }))
+    .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+pub fn save_heat(stem: &Path, format: PlotFormat, h: &HeatMap) -> Result<Vec<PathBuf>> {
+    register_font();
+    let mut out = Vec::new();
+    if matches!(format, PlotFormat::Svg | PlotFormat::Both) {
+        let p = stem.with_extension("svg");
+        draw_heat(SVGBackend::new(&p, (W, H)).into_drawing_area(), h)?;
+        out.push(p);
+    }
+    if matches!(format, PlotFormat::Png | PlotFormat::Both) {
+        let p = stem.with_extension("png");
+        draw_heat(BitMapBackend::new(&p, (W, H)).into_drawing_area(), h)?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn label_map(
+    rows: impl Iterator<Item = crate::records::RunKey>,
+) -> BTreeMap<(String, String), String> {
+    labels(&rows.collect::<Vec<_>>())
+}
+
+fn series_name(model: &str, label: &str, models: usize) -> String {
+    if models > 1 { format!("{label} ({model})") } else { label.to_string() }
+}
+
+/// F1: robust accuracy (%) vs eps per (protocol, attack, norm); eps 0 is the clean accuracy.
+pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+    let lm = label_map(eval.iter().map(EvalRow::key));
+    let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
+    // (protocol, attack, norm) -> series -> eps -> per-run values
+    let mut figs: BTreeMap<
+        (String, String, String),
+        BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>,
+    > = BTreeMap::new();
+    let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    for r in eval {
+        let p = protocol(&r.preset, &r.subset);
+        let name =
+            series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
+        clean.entry((p.clone(), name.clone())).or_default().insert(r.run_id.clone(), r.clean_acc);
+        let (Some(e), Some(acc), "individual") = (r.eps, r.robust_acc, r.mode.as_str()) else {
+            continue;
+        };
+        let k = (e * 1e9).round() as i64;
+        figs.entry((p, r.attack.clone(), r.norm.clone()))
+            .or_default()
+            .entry(name)
+            .or_default()
+            .entry(k)
+            .or_insert((e, vec![]))
+            .1
+            .push(acc);
+    }
+    let mut files = Vec::new();
+    for ((p, attack, norm), series) in figs {
+        let series: Vec<(String, Vec<(f64, f64)>)> = series
+            .into_iter()
+            .map(|(name, by_eps)| {
+                let mut pts = Vec::new();
+                if let Some(c) = clean.get(&(p.clone(), name.clone())) {
+                    let xs: Vec<f64> = c.values().cloned().collect();
+                    pts.push((0.0, 100.0 * Stat::of(&xs).expect("non-empty").mean));
+                }
+                for (_, (e, xs)) in by_eps {
+                    pts.push((e, 100.0 * Stat::of(&xs).expect("non-empty").mean));
+                }
+                (name, pts)
+            })
+            .collect();
+        let chart = LineChart {
+            title: format!("{attack} ({norm}, {p} protocol)"),
+            x_label: format!("eps ({norm}, [0,1] pixels)"),
+            y_label: "robust accuracy (%)".into(),
+            series,
+            y_range: Some((0.0, 100.0)),
+        };
+        let stem = out.join(format!("f1_robust_vs_eps_{}_{}_{}", slug(&p), slug(&attack), norm));
+        files.extend(save_lines(&stem, format, &chart)?);
+    }
+    Ok(files)
+}
+
+/// F2: loss-landscape heat maps, one per run.
+pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+    let lm = label_map(rows.iter().map(LandscapeRow::key));
+    let mut by_run: BTreeMap<String, Vec<&LandscapeRow>> = BTreeMap::new();
+    for r in rows {
+        by_run.entry(r.run_id.clone()).or_default().push(r);
+    }
+    let mut files = Vec::new();
+    for (run, rs) in by_run {
+        let r0 = rs[0];
+        let label = &lm[&(r0.method.clone(), r0.method_params.clone())];
+        let h = HeatMap {
+            title: format!("loss landscape: {label}, {} seed {} ({run})", r0.model, r0.seed),
+            x_label: "α (radial)".into(),
+            y_label: "β (tangential)".into(),
+            points: rs.iter().map(|r| (r.alpha, r.beta, r.loss)).collect(),
+        };
+        let stem =
+            out.join(format!("f2_landscape_{}_{}_seed{}_{run}", slug(label), r0.model, r0.seed));
+        files.extend(save_heat(&stem, format, &h)?);
+    }
+    Ok(files)
+}
+
+/// Clean and worst-case robust accuracy over λ, per (model, method, protocol, norm, eps).
+pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+    // Per run: worst case over the suite at each eps (min over all rows: cumulative <= individual).
+    let mut worst: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
+    for r in eval {
+        let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
+        let k =
+            (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
+        let e = worst.entry(k).or_insert((r.clean_acc, acc));
+        e.1 = e.1.min(acc);
+    }
+    let info: BTreeMap<&str, &EvalRow> = eval.iter().map(|r| (r.run_id.as_str(), r)).collect();
+    type Fig = (String, String, String, String, String);
+    let mut figs: BTreeMap<Fig, BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>> = BTreeMap::new();
+    for ((run, p, norm, eps), (c, w)) in worst {
+        let r = info[run.as_str()];
+        let Some(l) = r.lambda else { continue };
+        let e = figs
+            .entry((r.model.clone(), r.method.clone(), p, norm, eps))
+            .or_default()
+            .entry((l * 1e9).round() as i64)
+            .or_insert((l, vec![], vec![]));
+        e.1.push(c);
+        e.2.push(w);
+    }
+    let mut files = Vec::new();
+    for ((model, method, p, norm, eps), pts) in figs {
+        if pts.len() < 2 {
+            continue;
+        }
+        let mean = |xs: &[f64]| 100.0 * Stat::of(xs).map(|s| s.mean).unwrap_or(f64::NAN);
+        let clean: Vec<(f64, f64)> = pts.values().map(|(l, c, _)| (*l, mean(c))).collect();
+        let robust: Vec<(f64, f64)> = pts.values().map(|(l, _, w)| (*l, mean(w))).collect();
+        let chart = LineChart {
+            title: format!("{method} on {model}: trade-off over λ ({p}, {norm} {eps})"),
+            x_label: "λ".into(),
+            y_label: "accuracy (%)".into(),
+            series: vec![("clean".into(), clean), ("worst-case robust".into(), robust)],
+            y_range: Some((0.0, 100.0)),
+        };
+        let stem = out.join(format!(
+            "tradeoff_{}_{}_{}_{}_{}",
+            slug(&model),
+            slug(&method),
+            slug(&p),
+            norm,
+            slug(&eps)
+        ));
+        files.extend(save_lines(&stem, format, &chart)?);
+    }
+    Ok(files)
+}
+
+/// Training loss and test accuracy per epoch (mean over seeds), one line per configuration.
+pub fn training_curves(train: &[TrainRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+    if train.is_empty() {
+        return Ok(vec![]);
+    }
+    let lm = label_map(train.iter().map(TrainRow::key));
+    let models: BTreeSet<&str> = train.iter().map(|r| r.model.as_str()).collect();
+    let mut files = Vec::new();
+    for (metric, title, ylab, scale, get) in [
+        (
+            "train_loss",
+            "training loss",
+            "loss",
+            1.0,
+            (|r: &TrainRow| Some(r.train_loss)) as fn(&TrainRow) -> Option<f64>,
+        ),
+        ("test_acc", "test accuracy during training", "accuracy (%)", 100.0, |r: &TrainRow| {
+            r.test_acc
+        }),
+    ] {
+        let mut series: BTreeMap<String, BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
+        for r in train {
+            let Some(v) = get(r) else { continue };
+            let name = series_name(
+                &r.model,
+                &lm[&(r.method.clone(), r.method_params.clone())],
+                models.len(),
+            );
+            series.entry(name).or_default().entry(r.epoch).or_default().push(v * scale);
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let chart = LineChart {
+            title: title.into(),
+            x_label: "epoch".into(),
+            y_label: ylab.into(),
+            series: series
+                .into_iter()
+                .map(|(n, by)| {
+                    (
+                        n,
+                        by.into_iter()
+                            .map(|(e, xs)| (e as f64, Stat::of(&xs).expect("non-empty").mean))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            y_range: None,
+        };
+        files.extend(save_lines(&out.join(format!("train_{metric}")), format, &chart)?);
+    }
+    Ok(files)
+}
+
+/// Histograms (as outlines) of per-sample perturbation norms of successful points.
+pub fn norm_distributions(
+    rows: &[NormRow],
+    out: &Path,
+    format: PlotFormat,
+) -> Result<Vec<PathBuf>> {
+    let lm = label_map(rows.iter().map(NormRow::key));
+    let mut files = Vec::new();
+    let mut groups: BTreeMap<(String, String, &str), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.success) {
+        let label = lm[&(r.method.clone(), r.method_params.clone())].clone();
+        for (norm, v) in [("l1", r.l1), ("l2", r.l2), ("linf", r.linf)] {
+            if let Some(v) = v {
+                groups
+                    .entry((r.attack.clone(), r.preset.clone(), norm))
+                    .or_default()
+                    .entry(label.clone())
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    for ((attack, preset, norm), series) in groups {
+        let hi = series.values().flatten().cloned().fold(0.0f64, f64::max);
+        if hi <= 0.0 {
+            continue;
+        }
+        let bins = 30;
+        let w = hi / bins as f64;
+        let series: Vec<(String, Vec<(f64, f64)>)> = series
+            .into_iter()
+            .map(|(name, xs)| {
+                let mut counts = vec![0usize; bins];
+                for x in &xs {
+                    counts[((x / w) as usize).min(bins - 1)] += 1;
+                }
+                let pts = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ((i as f64 + 0.5) * w, *c as f64 / xs.len() as f64))
+                    .collect();
+                (name, pts)
+            })
+            .collect();
+        let chart = LineChart {
+            title: format!("{attack} ({preset}): {norm} norm of successful perturbations"),
+            x_label: format!("{norm} norm"),
+            y_label: "fraction of points".into(),
+            series,
+            y_range: None,
+        };
+        let stem = out.join(format!("norms_{}_{}_{norm}", slug(&attack), slug(&preset)));
+        files.extend(save_lines(&stem, format, &chart)?);
+    }
+    Ok(files)
+}
+
+/// Every figure of a results folder, into `DIR/figures/`.
+pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
+    let res = Results::load(dir)?;
+    let out = dir.join("figures");
+    std::fs::create_dir_all(&out)?;
+    let mut files = robust_vs_eps(&res.eval, &out, format)?;
+    files.extend(tradeoff(&res.eval, &out, format)?);
+    files.extend(training_curves(&res.train, &out, format)?);
+    let land = dir.join("landscape.csv");
+    if land.is_file() {
+        files.extend(landscapes(&read_rows(&land)?, &out, format)?);
+    }
+    let norms = dir.join("norms.csv");
+    if norms.is_file() {
+        files.extend(norm_distributions(&read_rows(&norms)?, &out, format)?);
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_is_file_safe() {
+        assert_eq!(slug("gfa λ=0.1 #2"), "gfa_0.1_2");
+        assert_eq!(slug("apgd-ce"), "apgd-ce");
+    }
+
+    #[test]
+    fn heat_endpoints() {
+        assert_eq!(heat(0.0), RGBColor(68, 1, 84));
+        assert_eq!(heat(1.0), RGBColor(253, 231, 37));
+    }
+}

@@ -1,0 +1,392 @@
+//! CSV records: one serde struct per CSV kind, all long-format, all carrying `schema_version`.
+//!
+//! Every row repeats the identifying columns of its run ([`RunKey`]: experiment, run id, seed,
+//! model, method, λ and the method's parameters) so that any CSV can be filtered and grouped on
+//! its own. Missing values are empty cells (`Option::None`), never sentinels such as −1.
+//! Accuracies are fractions in `[0, 1]`; perturbation norms are in `[0, 1]`-pixel units.
+//! `docs/csv-schema.md` documents every column; bump [`SCHEMA_VERSION`] when a column changes.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::store::write_atomic;
+
+/// Version of every CSV layout written by this crate.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The identifying columns every row repeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunKey {
+    pub experiment: String,
+    pub run_id: String,
+    pub seed: u64,
+    /// Model architecture name (`cnn`, `mlp`, …).
+    pub model: String,
+    /// Training method (`standard`, `gfa`, `pgd_at`, …).
+    pub method: String,
+    /// Regularization weight λ of the method, empty when it has none.
+    pub lambda: Option<f64>,
+    /// The method and regularizer sections as compact JSON (sorted keys).
+    pub method_params: String,
+}
+
+/// Defines a row struct whose first columns are `schema_version` and the [`RunKey`] columns.
+/// (The `csv` crate cannot serialize `#[serde(flatten)]`, so the columns are spelled out.)
+macro_rules! keyed_row {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            pub schema_version: u32,
+            pub experiment: String,
+            pub run_id: String,
+            pub seed: u64,
+            pub model: String,
+            pub method: String,
+            pub lambda: Option<f64>,
+            pub method_params: String,
+            $($(#[$fm])* pub $f: $t,)*
+        }
+
+        impl $name {
+            /// A row with the identifying columns of `key` and every other column empty/zero.
+            pub fn keyed(key: &RunKey) -> Self {
+                Self {
+                    schema_version: SCHEMA_VERSION,
+                    experiment: key.experiment.clone(),
+                    run_id: key.run_id.clone(),
+                    seed: key.seed,
+                    model: key.model.clone(),
+                    method: key.method.clone(),
+                    lambda: key.lambda,
+                    method_params: key.method_params.clone(),
+                    ..Default::default()
+                }
+            }
+
+            /// The identifying columns of this row.
+            pub fn key(&self) -> RunKey {
+                RunKey {
+                    experiment: self.experiment.clone(),
+                    run_id: self.run_id.clone(),
+                    seed: self.seed,
+                    model: self.model.clone(),
+                    method: self.method.clone(),
+                    lambda: self.lambda,
+                    method_params: self.method_params.clone(),
+                }
+            }
+        }
+    };
+}
+
+/// `manifest.csv`: one row per run of the expansion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    pub schema_version: u32,
+    pub experiment: String,
+    /// 1-based position in the expansion (the number `gfa plan` prints).
+    pub index: usize,
+    pub run_id: String,
+    pub seed: u64,
+    pub model: String,
+    pub method: String,
+    pub lambda: Option<f64>,
+    /// The varying axis values, `key=value` joined by `; ` (seed excluded).
+    pub axes: String,
+    /// Rough cost estimate in millions of image-gradient evaluations (see `grid::estimate_cost`).
+    pub est_cost_mgrad: f64,
+}
+
+keyed_row! {
+    /// `train.csv`: one row per epoch.
+    pub struct TrainRow {
+        pub epoch: usize,
+        pub lr: f64,
+        pub train_loss: f64,
+        /// Mean regularizer value R of the epoch (empty for methods without one).
+        pub train_reg: Option<f64>,
+        pub train_acc: f64,
+        pub test_acc: Option<f64>,
+        pub seconds: f64,
+        pub device: String,
+        pub git_rev: String,
+    }
+}
+
+keyed_row! {
+    /// `eval.csv`: one row per (run, attack, preset, eps, mode).
+    pub struct EvalRow {
+        /// Attack label (the `[[attacks]]` entry's `name`, else its `kind`).
+        pub attack: String,
+        /// Registry kind of the attack (`fgsm`, `pgd`, `apgd`, `square`, `deepfool`, …).
+        pub kind: String,
+        /// `reference` or `torchattacks` (defaults of the original code vs. of torchattacks).
+        pub preset: String,
+        /// Full attack configuration as compact JSON.
+        pub attack_config: String,
+        /// `linf`, `l2` or `l1`.
+        pub norm: String,
+        /// eps as written in the TOML (`8/255`); empty for a min-norm summary row.
+        pub eps_text: String,
+        pub eps: Option<f64>,
+        /// `individual` (this attack alone) or `cumulative` (worst case over the suite so far).
+        pub mode: String,
+        /// `all` or `all_correct` (only points every compared model classifies correctly).
+        pub subset: String,
+        /// Number of evaluated points.
+        pub n: usize,
+        pub clean_acc: f64,
+        pub robust_acc: Option<f64>,
+        /// Fraction of clean-correct points the attack fooled (min-norm: at any norm).
+        pub success_rate: Option<f64>,
+        pub median_l0: Option<f64>,
+        pub median_l1: Option<f64>,
+        pub median_l2: Option<f64>,
+        pub median_linf: Option<f64>,
+        pub mean_l0: Option<f64>,
+        pub mean_l1: Option<f64>,
+        pub mean_l2: Option<f64>,
+        pub mean_linf: Option<f64>,
+        pub queries: Option<f64>,
+        pub seconds: f64,
+        pub device: String,
+        pub git_rev: String,
+    }
+}
+
+keyed_row! {
+    /// `checks.csv`: one row per gradient-masking check (SPEC §6) plus one `verdict` row.
+    pub struct CheckRow {
+        /// SPEC §6 number (1–9); empty for the verdict row.
+        pub number: Option<u32>,
+        /// Check code (`iterative_beats_single_step`, …, `verdict`).
+        pub check: String,
+        /// `pass`, `flag` or `skip` (inputs missing); for `verdict` see `masking::Verdict`.
+        pub result: String,
+        /// The measured quantity (e.g. PGD robust accuracy).
+        pub value: Option<f64>,
+        /// What it is compared with (e.g. FGSM robust accuracy + 0.01).
+        pub threshold: Option<f64>,
+        /// Human-readable numbers behind the result.
+        pub detail: String,
+    }
+}
+
+keyed_row! {
+    /// `gfa_value.csv`: mean cosine between tap and loss gradient (the paper's Table 1).
+    pub struct GfaValueRow {
+        /// `train` or `test`.
+        pub split: String,
+        pub tap: String,
+        pub value: f64,
+        pub n: usize,
+    }
+}
+
+keyed_row! {
+    /// `norms.csv`: per-sample perturbation norms of minimum-norm attacks (distributions).
+    pub struct NormRow {
+        pub attack: String,
+        pub preset: String,
+        /// Index of the point in the evaluated subset.
+        pub index: usize,
+        pub success: bool,
+        pub l0: Option<f64>,
+        pub l1: Option<f64>,
+        pub l2: Option<f64>,
+        pub linf: Option<f64>,
+    }
+}
+
+keyed_row! {
+    /// `landscape.csv`: loss on the grid `x + α·u_radial + β·u_tangential` (figure F2).
+    pub struct LandscapeRow {
+        pub alpha: f64,
+        pub beta: f64,
+        pub loss: f64,
+    }
+}
+
+/// CSV bytes of `rows` with a header line (also when `rows` is empty).
+pub fn to_csv_bytes<T: Serialize + Default>(rows: &[T]) -> Result<Vec<u8>> {
+    if rows.is_empty() {
+        let mut h = header_for::<T>().join(",");
+        h.push('\n');
+        return Ok(h.into_bytes());
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Write rows atomically to `path` (all rows or none appear).
+pub fn write_rows<T: Serialize + Default>(path: &Path, rows: &[T]) -> Result<()> {
+    write_atomic(path, &to_csv_bytes(rows)?)
+}
+
+/// Read all rows of a CSV file, checking its `schema_version`.
+pub fn read_rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = r.headers()?.clone();
+    if let Some(i) = headers.iter().position(|h| h == "schema_version") {
+        for rec in r.records() {
+            let rec = rec.with_context(|| format!("reading {}", path.display()))?;
+            let v = rec.get(i).unwrap_or("");
+            if v != SCHEMA_VERSION.to_string() {
+                bail!(
+                    "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION}; \
+                     regenerate the file with this version of gfa",
+                    path.display()
+                );
+            }
+        }
+    } else {
+        bail!("{}: no `schema_version` column; not a gfa CSV", path.display());
+    }
+    let mut r = csv::Reader::from_path(path)?;
+    let mut out = Vec::new();
+    for (i, row) in r.deserialize().enumerate() {
+        out.push(row.with_context(|| format!("{}: row {}", path.display(), i + 2))?);
+    }
+    Ok(out)
+}
+
+/// Concatenate per-run CSV files (all with the same header) into `out`, atomically.
+/// Files that do not exist are skipped; a header mismatch is an error.
+pub fn concat_csv(inputs: &[std::path::PathBuf], out: &Path) -> Result<usize> {
+    let mut header: Option<String> = None;
+    let mut body = Vec::new();
+    let mut rows = 0;
+    for p in inputs {
+        if !p.exists() {
+            continue;
+        }
+        let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let mut lines = text.split_inclusive('\n');
+        let Some(h) = lines.next() else { continue };
+        match &header {
+            None => header = Some(h.to_string()),
+            Some(h0) if h0 != h => bail!(
+                "{}: CSV header differs from the other runs' ({} vs {}); \
+                 was it written by another gfa version?",
+                p.display(),
+                h.trim_end(),
+                h0.trim_end()
+            ),
+            _ => {}
+        }
+        for l in lines {
+            if l.trim().is_empty() {
+                continue;
+            }
+            body.write_all(l.as_bytes())?;
+            if !l.ends_with('\n') {
+                body.push(b'\n');
+            }
+            rows += 1;
+        }
+    }
+    let Some(h) = header else {
+        if out.exists() {
+            fs::remove_file(out)?;
+        }
+        return Ok(0);
+    };
+    let mut all = h.into_bytes();
+    all.extend_from_slice(&body);
+    write_atomic(out, &all)?;
+    Ok(rows)
+}
+
+/// Header of an empty file of each kind (serde cannot derive it without a row).
+pub fn header_for<T: Serialize + Default>() -> Vec<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(T::default()).expect("a default row serializes");
+    let bytes = w.into_inner().expect("writing to a Vec cannot fail");
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().next().unwrap_or("").split(',').map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> RunKey {
+        RunKey {
+            experiment: "e".into(),
+            run_id: "abc".into(),
+            seed: 3,
+            model: "cnn".into(),
+            method: "gfa".into(),
+            lambda: Some(0.5),
+            method_params: "{\"lambda\":0.5}".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_with_empty_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let rows = vec![TrainRow {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: 2.0,
+            train_reg: None,
+            train_acc: 0.3,
+            test_acc: Some(0.25),
+            seconds: 1.5,
+            device: "cpu".into(),
+            git_rev: "x".into(),
+            ..TrainRow::keyed(&key())
+        }];
+        write_rows(&p, &rows).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.contains(",,"), "None must be an empty cell: {text}");
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn empty_file_has_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("checks.csv");
+        write_rows::<CheckRow>(&p, &[]).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("schema_version,experiment,run_id,seed,"), "{text}");
+        assert!(read_rows::<CheckRow>(&p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_schema_version_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.csv");
+        fs::write(&p, "schema_version,a\n999,1\n").unwrap();
+        let e = read_rows::<serde_json::Value>(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("schema_version"));
+    }
+
+    #[test]
+    fn concat_keeps_one_header_and_all_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let b = dir.path().join("b.csv");
+        fs::write(&a, "h1,h2\n1,2\n3,4\n").unwrap();
+        fs::write(&b, "h1,h2\n5,6").unwrap();
+        let out = dir.path().join("all.csv");
+        let n = concat_csv(&[a, dir.path().join("missing.csv"), b.clone()], &out).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(fs::read_to_string(&out).unwrap(), "h1,h2\n1,2\n3,4\n5,6\n");
+        fs::write(&b, "h1,h3\n5,6\n").unwrap();
+        assert!(concat_csv(&[dir.path().join("a.csv"), b], &out).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! `gfa run`: works the pending runs of an expansion, one at a time, stage by stage.
+//!
+//! Per run: take its lock → train (+ checkpoint) → evaluate → masking checks. Each stage writes
+//! its CSV atomically and then its marker (see `store`), so a rerun after a kill skips finished
+//! stages and redoes an interrupted one from its start, never duplicating rows. A failing run
+//! (error or panic) gets `status = failed` and its error text; the grid goes on. The stages
+//! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use anyhow::{Context, Result, anyhow};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::grid::RunSpec;
+use crate::masking::{GradHealth, masking_checks};
+use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
+use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status, write_atomic};
+
+/// What the evaluation stage produces.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOutput {
+    pub eval: Vec<EvalRow>,
+    pub norms: Vec<NormRow>,
+    pub gfa_value: Vec<GfaValueRow>,
+    pub grad_health: Option<GradHealth>,
+}
+
+/// The work of one run, stage by stage.
+pub trait Stages {
+    /// Train the run's model, save its checkpoint under `dir`, return one row per epoch.
+    fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>>;
+    /// Evaluate the trained model (loaded from `dir`) with the run's attack suite.
+    fn evaluate(&mut self, run: &RunSpec, dir: &RunDir) -> Result<EvalOutput>;
+    /// The masking checks of SPEC §6 from the eval rows (a pure function by default).
+    fn checks(
+        &mut self,
+        run: &RunSpec,
+        eval: &[EvalRow],
+        grad: Option<GradHealth>,
+    ) -> Result<Vec<CheckRow>> {
+        Ok(masking_checks(&run.key(), eval, grad, run.config.model.num_classes as usize))
+    }
+}
+
+/// Which runs to work.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these run ids (all when empty).
+    pub only: Vec<String>,
+    pub shard: Option<Shard>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What `run_grid` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// Runs finished by this call.
+    pub done: Vec<String>,
+    /// Runs already finished before this call.
+    pub already_done: Vec<String>,
+    /// Runs that failed: (run id, error).
+    pub failed: Vec<(String, String)>,
+    /// Runs another process holds.
+    pub locked: Vec<String>,
+}
+
+/// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
+pub fn select<'a>(runs: &'a [RunSpec], opts: &RunOptions) -> Vec<&'a RunSpec> {
+    runs.iter()
+        .enumerate()
+        .filter(|(k, _)| opts.shard.is_none_or(|s| s.contains(*k)))
+        .filter(|(_, r)| opts.only.is_empty() || opts.only.iter().any(|o| r.run_id.starts_with(o)))
+        .map(|(_, r)| r)
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct GradHealthFile {
+    zero_frac: f64,
+    nonfinite_frac: f64,
+    n: usize,
+}
+
+/// Work every selected run. Errors of single runs are recorded, not returned; the result is
+/// an error only when the results folder itself cannot be written.
+pub fn run_grid(
+    exp: &ExperimentDir,
+    runs: &[RunSpec],
+    stages: &mut dyn Stages,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
+    for id in &opts.only {
+        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
+            return Err(anyhow!(
+                "--only {id}: no run of this expansion has that id (see gfa plan)"
+            ));
+        }
+    }
+    let selected = select(runs, opts);
+    let bar =
+        if opts.progress { ProgressBar::new(selected.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed_precise}] {msg}")
+            .expect("valid template"),
+    );
+    let mut summary = RunSummary::default();
+    for run in selected {
+        bar.set_message(format!("{} {}", run.run_id, run.axes_text()));
+        let dir = exp.run(&run.run_id);
+        dir.write_config(&run.config_toml())?;
+        write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
+        let Some(_lock) = dir.try_lock()? else {
+            bar.println(format!("run {}: another process is working it; skipped", run.run_id));
+            summary.locked.push(run.run_id.clone());
+            bar.inc(1);
+            continue;
+        };
+        remove_stale_temp_files(&dir);
+        if dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)) {
+            summary.already_done.push(run.run_id.clone());
+            bar.inc(1);
+            continue;
+        }
+        dir.set_status(&Status::Running)?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| work_run(run, &dir, stages)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(anyhow!("panicked: {msg}"))
+            });
+        match outcome {
+            Ok(()) => {
+                dir.set_status(&Status::Done)?;
+                summary.done.push(run.run_id.clone());
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                bar.println(format!("run {} failed: {text}", run.run_id));
+                dir.set_status(&Status::Failed(text.clone()))?;
+                summary.failed.push((run.run_id.clone(), text));
+            }
+        }
+        collect_all(exp)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Temporary files a killed writer left behind (`.<name>.tmp.<pid>`); safe to remove while the
+/// run's lock is held.
+fn remove_stale_temp_files(dir: &RunDir) {
+    let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp.") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Regenerate every experiment-level CSV from the runs' files.
+pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
+    for name in RUN_CSVS {
+        exp.collect(name).with_context(|| format!("collecting {name}"))?;
+    }
+    Ok(())
+}
+
+fn work_run(run: &RunSpec, dir: &RunDir, stages: &mut dyn Stages) -> Result<()> {
+    if !dir.has(Stage::Trained) {
+        // Later stages belong to the previous model, if any.
+        dir.unmark_from(Stage::Trained)?;
+        let rows = stages.train(run, dir).context("training")?;
+        write_rows(&dir.file("train.csv"), &rows)?;
+        dir.mark(Stage::Trained)?;
+    }
+    if !dir.has(Stage::Evaluated) {
+        dir.unmark_from(Stage::Evaluated)?;
+        let out = stages.evaluate(run, dir).context("evaluation")?;
+        write_rows(&dir.file("eval.csv"), &out.eval)?;
+        write_rows(&dir.file("norms.csv"), &out.norms)?;
+        write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
+        let gh = out.grad_health.map(|g| GradHealthFile {
+            zero_frac: g.zero_frac,
+            nonfinite_frac: g.nonfinite_frac,
+            n: g.n,
+        });
+        write_atomic(&dir.file("grad_health.json"), serde_json::to_string(&gh)?.as_bytes())?;
+        dir.mark(Stage::Evaluated)?;
+    }
+    if !dir.has(Stage::Checked) {
+        let eval: Vec<EvalRow> = read_rows(&dir.file("eval.csv"))?;
+        let gh: Option<GradHealthFile> = std::fs::read_to_string(dir.file("grad_health.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .flatten();
+        let gh = gh.map(|g| GradHealth {
+            zero_frac: g.zero_frac,
+            nonfinite_frac: g.nonfinite_frac,
+            n: g.n,
+        });
+        let rows = stages.checks(run, &eval, gh).context("masking checks")?;
+        write_rows(&dir.file("checks.csv"), &rows)?;
+        dir.mark(Stage::Checked)?;
+    }
+    Ok(())
+}

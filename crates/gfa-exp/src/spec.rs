@@ -1,0 +1,625 @@
+//! Experiment TOML as written ("low-level" form) and the typed run sections.
+//!
+//! An experiment file has these top-level keys (GUIDE.md has worked examples):
+//!
+//! | key | what |
+//! | --- | --- |
+//! | `experiment` | name of the results folder (default: the file stem) |
+//! | `description` | free text |
+//! | `seeds` | list of run seeds, always its own axis (default `[0]`) |
+//! | `[base]` | a complete run: `data`, `model`, `method`, `regularizer`, `train`, `eval` |
+//! | `[grid]` | dotted run key → list of values; the expansion is the cartesian product |
+//! | `[[zip]]` | keys whose lists vary together (one axis per table) |
+//! | `[[attacks]]` | the evaluation suite: `kind`, `preset`, `eps = ["8/255", …]`, config keys |
+//!
+//! Each run's sections are checked by deserializing them into [`RunConfig`], whose fields are
+//! `#[serde(default, deny_unknown_fields)]` types: a typo is an error, a missing key its default.
+//! Errors name the file, the line and the TOML path, and suggest the closest valid key
+//! ([`ConfigError`]). Typing happens on the `toml::Value` tree after `--set` overrides and grid
+//! substitution, and every error is traced back to where the offending value was written.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use gfa_attacks::Eps;
+use gfa_core::ModelSpec;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// A configuration error located in the experiment file (or in a `--set` override).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The experiment file.
+    pub file: Box<Path>,
+    /// 1-based line in `file`, when the value comes from the file.
+    pub line: Option<u32>,
+    /// The `--set` override the value came from, if any.
+    pub from_override: Option<String>,
+    /// Dotted TOML path of the offending key (as written in the file).
+    pub path: String,
+    pub message: String,
+    /// The closest valid key or value.
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(o) = &self.from_override {
+            write!(f, " (--set {o})")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)?;
+        } else {
+            write!(f, ": `{}`: {}", self.path, self.message)?;
+        }
+        if let Some(s) = &self.suggestion {
+            write!(f, "; did you mean `{s}`?")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Join path segments as a dotted TOML path (quoting segments that contain dots).
+pub fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|s| {
+            if s.is_empty() || s.contains(['.', ' ', '"']) { format!("\"{s}\"") } else { s.clone() }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Split a dotted key (`a.b."c.d"`) into segments.
+pub fn split_dotted(key: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => {
+                if cur.is_empty() && !was_quoted {
+                    return Err(format!("empty segment in key '{key}'"));
+                }
+                out.push(std::mem::take(&mut cur));
+                was_quoted = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("unbalanced quote in key '{key}'"));
+    }
+    if cur.is_empty() && !was_quoted {
+        return Err(format!("empty segment in key '{key}'"));
+    }
+    out.push(cur);
+    Ok(out.into_iter().map(|s| s.trim().to_string()).collect())
+}
+
+/// The closest candidate to `word` (Damerau–Levenshtein similarity ≥ 0.5), if any.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
+        .filter(|(s, _)| *s >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_string())
+}
+
+/// Line lookup in the experiment file's text, by TOML path, via `toml_edit` spans.
+#[derive(Debug)]
+pub struct SourceMap {
+    pub file: PathBuf,
+    text: String,
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+impl SourceMap {
+    pub fn new(file: &Path, text: &str) -> Self {
+        let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
+        Self { file: file.to_path_buf(), text: text.to_string(), doc }
+    }
+
+    /// 1-based line of byte `offset`.
+    pub fn line_of_offset(&self, offset: usize) -> u32 {
+        let newlines = self.text.as_bytes()[..offset.min(self.text.len())]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        u32::try_from(newlines + 1).unwrap_or(u32::MAX)
+    }
+
+    /// Line of the deepest existing prefix of `path` (numeric segments index arrays).
+    pub fn line_of(&self, path: &[String]) -> Option<u32> {
+        let doc = self.doc.as_ref()?;
+        let span = span_of(doc.as_item(), path)?;
+        Some(self.line_of_offset(span.start))
+    }
+
+    /// An error at TOML path `path` of this file.
+    pub fn error(&self, path: &[String], message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone().into_boxed_path(),
+            line: self.line_of(path),
+            from_override: None,
+            path: dotted(path),
+            message: message.into(),
+            suggestion: None,
+        }
+    }
+}
+
+/// Span of the deepest item along `path` that exists (key span preferred).
+fn span_of(item: &toml_edit::Item, path: &[String]) -> Option<Range<usize>> {
+    let Some((head, rest)) = path.split_first() else { return item.span() };
+    let child_span = |key: Option<&toml_edit::Key>, child: &toml_edit::Item| {
+        span_of(child, rest).or_else(|| key.and_then(|k| k.span())).or_else(|| child.span())
+    };
+    match item {
+        toml_edit::Item::Table(t) => {
+            let (k, v) = t.get_key_value(head)?;
+            child_span(Some(k), v)
+        }
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+            let (k, v) = t.get_key_value(head)?;
+            child_span(Some(k), v)
+        }
+        toml_edit::Item::Value(toml_edit::Value::Array(a)) => {
+            let v = a.get(head.parse::<usize>().ok()?)?;
+            let item = toml_edit::Item::Value(v.clone());
+            span_of(&item, rest).or_else(|| v.span())
+        }
+        toml_edit::Item::ArrayOfTables(a) => {
+            let t = a.get(head.parse::<usize>().ok()?)?;
+            let item = toml_edit::Item::Table(t.clone());
+            span_of(&item, rest).or_else(|| t.span())
+        }
+        _ => None,
+    }
+    .or_else(|| item.span())
+}
+
+/// The deepest TOML path whose key or value span contains `offset` (inverse of `span_of`).
+fn path_at(item: &toml_edit::Item, offset: usize, path: &mut Vec<String>) {
+    let contains = |r: Option<Range<usize>>| r.is_some_and(|r| r.start <= offset && offset < r.end);
+    let visit = |key: &str, k: Option<&toml_edit::Key>, v: &toml_edit::Item, p: &mut Vec<_>| {
+        if contains(k.and_then(|k| k.span())) {
+            p.push(key.to_string());
+            return true;
+        }
+        let mut sub = vec![key.to_string()];
+        path_at(v, offset, &mut sub);
+        if sub.len() > 1 || contains(v.span()) {
+            p.extend(sub);
+            return true;
+        }
+        false
+    };
+    match item {
+        toml_edit::Item::Table(t) => {
+            for (key, _) in t.iter() {
+                let (k, v) = t.get_key_value(key).expect("key from iter");
+                if visit(key, Some(k), v, path) {
+                    return;
+                }
+            }
+        }
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+            for (key, _) in t.iter() {
+                let (k, v) = t.get_key_value(key).expect("key from iter");
+                if visit(key, Some(k), v, path) {
+                    return;
+                }
+            }
+        }
+        toml_edit::Item::Value(toml_edit::Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                if visit(&i.to_string(), None, &toml_edit::Item::Value(v.clone()), path) {
+                    return;
+                }
+            }
+        }
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                if visit(&i.to_string(), None, &toml_edit::Item::Table(t.clone()), path) {
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Parse the candidates out of serde's "expected one of `a`, `b`" / "expected `a`" messages.
+fn expected_names(message: &str) -> Vec<String> {
+    let Some(i) = message.find("expected") else { return vec![] };
+    message[i..].split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// The name in serde's "unknown field `x`" / "unknown variant `x`" messages.
+fn unknown_name(message: &str) -> Option<String> {
+    let i = message.find("unknown field `").or_else(|| message.find("unknown variant `"))?;
+    message[i..].split('`').nth(1).map(str::to_string)
+}
+
+/// A typing error inside one run's sections: path relative to the run, serde's message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: Vec<String>,
+    pub message: String,
+    pub suggestion: Option<String>,
+}
+
+/// Deserialize a TOML table into `T` and report the failing path and a suggestion.
+///
+/// The table is printed as TOML and re-parsed, because `toml`'s deserializer reports a span for
+/// the failing key or value, which `toml_edit` maps back to a path.
+pub fn typed<T: serde::de::DeserializeOwned>(table: &Table) -> Result<T, FieldError> {
+    let text = toml::to_string(table).map_err(|e| FieldError {
+        path: vec![],
+        message: format!("cannot print the configuration as TOML: {e}"),
+        suggestion: None,
+    })?;
+    toml::from_str::<T>(&text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        let mut path = Vec::new();
+        if let (Some(span), Ok(doc)) = (e.span(), toml_edit::ImDocument::parse(text.as_str())) {
+            path_at(doc.as_item(), span.start, &mut path);
+        }
+        // An unknown-field span covers the key itself; serde names it too, so append it when
+        // the span only reached the enclosing table.
+        if let Some(name) = unknown_name(&message)
+            && message.contains("unknown field")
+            && path.last() != Some(&name)
+        {
+            path.push(name);
+        }
+        let suggestion = unknown_name(&message)
+            .and_then(|n| closest(&n, expected_names(&message).iter().map(String::as_str)));
+        FieldError { path, message, suggestion }
+    })
+}
+
+/// Serialize a typed value back to a TOML table (defaults filled in).
+pub fn to_table<T: Serialize>(v: &T) -> Table {
+    match Value::try_from(v) {
+        Ok(Value::Table(t)) => t,
+        _ => Table::new(),
+    }
+}
+
+/// Training methods of SPEC §4.
+pub const METHODS: &[&str] =
+    &["standard", "gfa", "pgd_at", "fast_at", "trades", "gradalign", "gnr", "gfa+pgd_at"];
+
+/// `subset` of the evaluation protocol (SPEC §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subset {
+    /// Every test point (the standard protocol).
+    #[default]
+    All,
+    /// Only test points every compared model classifies correctly (the paper's protocol).
+    AllCorrect,
+}
+
+impl Subset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subset::All => "all",
+            Subset::AllCorrect => "all_correct",
+        }
+    }
+}
+
+/// The `[eval]` section: which points the attack suite runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Number of test points (the first `n` of the test split).
+    pub n: usize,
+    pub subset: Subset,
+    pub batch_size: usize,
+    /// Also run each attack on its own (`individual` rows), not only cumulatively.
+    pub individual: bool,
+}
+
+impl Default for EvalConfig {
+    /// 1000 points as in RobustBench's quick evaluations; both modes.
+    fn default() -> Self {
+        Self { n: 1000, subset: Subset::All, batch_size: 250, individual: true }
+    }
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// CIFAR-10 in the official binary layout, from `dir` (else `$GFA_DATA_DIR`, else `data/`).
+    #[default]
+    Cifar10,
+    /// `gfa-data`'s deterministic CIFAR-shaped toy set (tests, smoke grids).
+    Synthetic,
+}
+
+/// The `[data]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// Folder holding `cifar-10-batches-bin` (part of the run's identity when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Train on the first `n_train` training points only (all when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_train: Option<usize>,
+    /// Measure test accuracy on the first `n_test` test points only (all when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_test: Option<usize>,
+}
+
+/// One run's sections, typed. This is the seam where the library crates' config types plug in:
+/// `data`, `regularizer` and `train` are checked by their own crates' types when those exist in
+/// this build, and kept as tables (no key check, no defaults) until then; `data` and `eval` are
+/// this crate's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// One of [`METHODS`].
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub regularizer: Table,
+    #[serde(default)]
+    pub train: Table,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+fn default_method() -> String {
+    "standard".into()
+}
+
+/// Names of the sections of a run (the keys allowed in `[base]`).
+pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "regularizer", "train", "eval"];
+
+impl RunConfig {
+    /// Type-check a run's sections and fill in defaults.
+    pub fn from_table(t: &Table) -> Result<RunConfig, FieldError> {
+        let cfg: RunConfig = typed(t)?;
+        cfg.model.validate().map_err(|e| FieldError {
+            path: vec!["model".into()],
+            message: e.to_string(),
+            suggestion: None,
+        })?;
+        if !METHODS.contains(&cfg.method.as_str()) {
+            return Err(FieldError {
+                path: vec!["method".into()],
+                message: format!(
+                    "unknown method '{}': expected one of {}",
+                    cfg.method,
+                    METHODS.join(", ")
+                ),
+                suggestion: closest(&cfg.method, METHODS.iter().copied()),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Regularization weight λ (`regularizer.lambda`), if the run has one.
+    pub fn lambda(&self) -> Option<f64> {
+        match self.regularizer.get("lambda") {
+            Some(Value::Float(f)) => Some(*f),
+            Some(Value::Integer(i)) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+/// Attack kinds of the evaluation suite (ATTACKS.md §10); the registry's `kind` tags.
+pub const ATTACK_KINDS: &[&str] = &[
+    "fgsm",
+    "pgd",
+    "apgd",
+    "apgd_t",
+    "fab",
+    "square",
+    "autoattack",
+    "deepfool",
+    "cw",
+    "ead",
+    "noise",
+    "transfer",
+];
+
+/// Kinds that report per-sample minimum norms rather than success at a budget.
+pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
+
+/// Attack presets: the original authors' defaults, or torchattacks 3.5.1's.
+pub const PRESETS: &[&str] = &["reference", "torchattacks"];
+
+/// One `[[attacks]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttackEntry {
+    /// Label in result rows (default: `kind`).
+    pub name: String,
+    pub kind: String,
+    pub preset: String,
+    pub norm: String,
+    pub eps: Vec<Eps>,
+    /// The remaining keys (the attack's own configuration).
+    pub config: Table,
+}
+
+impl AttackEntry {
+    /// Parse entry `index` of `[[attacks]]`; errors carry the path inside the entry.
+    pub fn from_table(t: &Table) -> Result<AttackEntry, FieldError> {
+        let err = |key: &str, message: String, suggestion: Option<String>| FieldError {
+            path: vec![key.to_string()],
+            message,
+            suggestion,
+        };
+        let string = |key: &str| -> Result<Option<String>, FieldError> {
+            match t.get(key) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(v) => Err(err(key, format!("expected a string, got {v}"), None)),
+            }
+        };
+        let kind = string("kind")?
+            .ok_or_else(|| err("kind", "missing `kind` (e.g. kind = \"pgd\")".into(), None))?;
+        if !ATTACK_KINDS.contains(&kind.as_str()) {
+            return Err(err(
+                "kind",
+                format!(
+                    "unknown attack kind '{kind}': expected one of {}",
+                    ATTACK_KINDS.join(", ")
+                ),
+                closest(&kind, ATTACK_KINDS.iter().copied()),
+            ));
+        }
+        let preset = string("preset")?.unwrap_or_else(|| "reference".into());
+        if !PRESETS.contains(&preset.as_str()) {
+            return Err(err(
+                "preset",
+                format!("unknown preset '{preset}': expected one of {}", PRESETS.join(", ")),
+                closest(&preset, PRESETS.iter().copied()),
+            ));
+        }
+        let norm = string("norm")?.unwrap_or_else(|| "linf".into());
+        if !["linf", "l2", "l1"].contains(&norm.as_str()) {
+            return Err(err(
+                "norm",
+                format!("unknown norm '{norm}': expected linf, l2 or l1"),
+                closest(&norm, ["linf", "l2", "l1"]),
+            ));
+        }
+        let name = string("name")?.unwrap_or_else(|| kind.clone());
+        let mut eps = Vec::new();
+        match t.get("eps") {
+            None => {}
+            Some(Value::Array(a)) => {
+                for (i, v) in a.iter().enumerate() {
+                    let parsed = match v {
+                        Value::String(s) => s.parse::<Eps>().map_err(|e| e.to_string()),
+                        Value::Float(f) => Ok(Eps::new(*f)),
+                        Value::Integer(i) => Ok(Eps::new(*i as f64)),
+                        other => Err(format!("expected a string like \"8/255\", got {other}")),
+                    };
+                    eps.push(parsed.map_err(|m| FieldError {
+                        path: vec!["eps".into(), i.to_string()],
+                        message: m,
+                        suggestion: None,
+                    })?);
+                }
+            }
+            Some(v) => {
+                return Err(err("eps", format!("expected a list like [\"8/255\"], got {v}"), None));
+            }
+        }
+        if eps.is_empty() && !MIN_NORM_KINDS.contains(&kind.as_str()) {
+            return Err(err(
+                "eps",
+                format!("attack '{name}' ({kind}) needs an eps list, e.g. eps = [\"8/255\"]"),
+                None,
+            ));
+        }
+        let mut config = t.clone();
+        for k in ["kind", "preset", "name", "eps", "norm"] {
+            config.remove(k);
+        }
+        Ok(AttackEntry { name, kind, preset, norm, eps, config })
+    }
+
+    /// The entry as a TOML table (the form stored in `config.toml` and hashed).
+    pub fn to_table(&self) -> Table {
+        let mut t = self.config.clone();
+        t.insert("kind".into(), Value::String(self.kind.clone()));
+        t.insert("name".into(), Value::String(self.name.clone()));
+        t.insert("preset".into(), Value::String(self.preset.clone()));
+        t.insert("norm".into(), Value::String(self.norm.clone()));
+        t.insert(
+            "eps".into(),
+            Value::Array(self.eps.iter().map(|e| Value::String(e.text.clone())).collect()),
+        );
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_round_trip() {
+        assert_eq!(split_dotted("a.b").unwrap(), vec!["a", "b"]);
+        assert_eq!(split_dotted("grid.\"model.arch\"").unwrap(), vec!["grid", "model.arch"]);
+        assert!(split_dotted("a..b").is_err());
+        assert_eq!(dotted(&["grid".into(), "model.arch".into()]), "grid.\"model.arch\"");
+    }
+
+    #[test]
+    fn typed_reports_path_and_suggestion() {
+        let t: Table = toml::from_str("[model]\narch = \"cnn\"\nwidht = 0.5\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["model", "widht"]);
+        assert_eq!(e.suggestion.as_deref(), Some("width"));
+        let t: Table = toml::from_str("[eval]\nn = \"many\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "n"], "{e:?}");
+        let t: Table = toml::from_str("[model]\narch = \"cnnn\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["model", "arch"], "{e:?}");
+        assert_eq!(e.suggestion.as_deref(), Some("cnn"));
+    }
+
+    #[test]
+    fn defaults_are_filled() {
+        let cfg = RunConfig::from_table(&Table::new()).unwrap();
+        assert_eq!(cfg.method, "standard");
+        assert_eq!(cfg.eval, EvalConfig::default());
+        assert_eq!(cfg.model, ModelSpec::default());
+    }
+
+    #[test]
+    fn attack_entry_parses_eps_text() {
+        let t: Table =
+            toml::from_str("kind = \"pgd\"\neps = [\"8/255\", 0.5]\nsteps = 20\n").unwrap();
+        let a = AttackEntry::from_table(&t).unwrap();
+        assert_eq!(a.eps[0].text, "8/255");
+        assert!((a.eps[0].value - 8.0 / 255.0).abs() < 1e-15);
+        assert_eq!(a.preset, "reference");
+        assert_eq!(a.config.get("steps"), Some(&Value::Integer(20)));
+        let t: Table = toml::from_str("kind = \"pgd\"\neps = [\"8/0\"]\n").unwrap();
+        assert_eq!(AttackEntry::from_table(&t).unwrap_err().path, vec!["eps", "0"]);
+        let t: Table = toml::from_str("kind = \"pdg\"\neps = [\"8/255\"]\n").unwrap();
+        assert_eq!(AttackEntry::from_table(&t).unwrap_err().suggestion.as_deref(), Some("pgd"));
+    }
+
+    #[test]
+    fn source_map_finds_lines() {
+        let text = "seeds = [0]\n[base.model]\narch = \"cnn\"\n\n[grid]\n\"regularizer.lambda\" = [0.0, 1.0]\n\n[[attacks]]\nkind = \"pgd\"\n";
+        let sm = SourceMap::new(Path::new("x.toml"), text);
+        assert_eq!(sm.line_of(&["base".into(), "model".into(), "arch".into()]), Some(3));
+        assert_eq!(sm.line_of(&["grid".into(), "regularizer.lambda".into()]), Some(6));
+        assert_eq!(sm.line_of(&["attacks".into(), "0".into(), "kind".into()]), Some(9));
+        // A missing leaf falls back to its deepest existing parent.
+        assert_eq!(sm.line_of(&["base".into(), "model".into(), "nope".into()]), Some(2));
+    }
+}

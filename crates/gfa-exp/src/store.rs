@@ -1,0 +1,322 @@
+//! Results layout, atomic writes, stage markers, status files and per-run locks.
+//!
+//! ```text
+//! results/<experiment>/
+//!   manifest.csv  train.csv  eval.csv  checks.csv  …   (regenerated from the runs' files)
+//!   <run_id>/
+//!     config.toml  overrides.toml                     (snapshot, written by `gfa plan`)
+//!     status                                          (pending | running | done | failed + error)
+//!     trained  evaluated  checked                     (stage markers)
+//!     train.csv  eval.csv  checks.csv  …              (each written once, when its stage ends)
+//!     checkpoints/                                    (model weights)
+//!     lock                                            (held while a process works the run)
+//! ```
+//!
+//! Every file is written to a temporary file in the same folder and renamed, so a kill at any
+//! moment leaves either the old or the new file, never half of one. A stage's CSV is renamed
+//! into place before its marker, so a marker implies complete rows; a stage killed before its
+//! marker is redone and its CSV replaced, never appended to (no duplicated rows).
+//! Experiment-level CSVs are concatenations of the per-run files, regenerated at will.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use fs2::FileExt;
+
+/// Write `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// A stage of a run; each completed stage leaves a marker file of this name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Trained,
+    Evaluated,
+    Checked,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Trained, Stage::Evaluated, Stage::Checked];
+
+    pub fn marker(self) -> &'static str {
+        match self {
+            Stage::Trained => "trained",
+            Stage::Evaluated => "evaluated",
+            Stage::Checked => "checked",
+        }
+    }
+}
+
+/// What a run's `status` file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Running,
+    Done,
+    Failed(String),
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Done => "done",
+            Status::Failed(_) => "failed",
+        }
+    }
+}
+
+/// `--shard i/n` (1-based): this process works runs whose 0-based index `k` has `k % n == i-1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("bad shard '{s}': expected i/n with 1 <= i <= n, e.g. --shard 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) =
+            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether the run at 0-based position `k` of the expansion belongs to this shard.
+    pub fn contains(&self, k: usize) -> bool {
+        k % self.count == self.index - 1
+    }
+}
+
+/// The folder of one experiment's results.
+#[derive(Debug, Clone)]
+pub struct ExperimentDir {
+    pub root: PathBuf,
+}
+
+impl ExperimentDir {
+    pub fn new(results: &Path, experiment: &str) -> Self {
+        Self { root: results.join(experiment) }
+    }
+
+    pub fn run(&self, run_id: &str) -> RunDir {
+        RunDir { path: self.root.join(run_id) }
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("manifest.csv")
+    }
+
+    /// All run folders (those holding a `config.toml`), sorted by name.
+    pub fn runs(&self) -> Result<Vec<RunDir>> {
+        let mut out = Vec::new();
+        let entries =
+            fs::read_dir(&self.root).with_context(|| format!("reading {}", self.root.display()))?;
+        for e in entries {
+            let p = e?.path();
+            if p.join("config.toml").is_file() {
+                out.push(RunDir { path: p });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Regenerate the experiment-level CSV `name` from every run's file of that name.
+    pub fn collect(&self, name: &str) -> Result<usize> {
+        let inputs: Vec<PathBuf> = self.runs()?.iter().map(|r| r.path.join(name)).collect();
+        crate::records::concat_csv(&inputs, &self.root.join(name))
+    }
+}
+
+/// Per-run CSV files that `collect_all` concatenates to the experiment level.
+pub const RUN_CSVS: [&str; 6] =
+    ["train.csv", "eval.csv", "checks.csv", "gfa_value.csv", "norms.csv", "landscape.csv"];
+
+/// The folder of one run.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn id(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn has(&self, stage: Stage) -> bool {
+        self.path.join(stage.marker()).is_file()
+    }
+
+    pub fn mark(&self, stage: Stage) -> Result<()> {
+        write_atomic(&self.path.join(stage.marker()), b"")
+    }
+
+    /// Remove the markers of `stage` and every later stage (their results are redone).
+    pub fn unmark_from(&self, stage: Stage) -> Result<()> {
+        let from = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        for s in &Stage::ALL[from..] {
+            let p = self.path.join(s.marker());
+            if p.exists() {
+                fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> Status {
+        let Ok(text) = fs::read_to_string(self.path.join("status")) else {
+            return Status::Pending;
+        };
+        let (head, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        match head.trim() {
+            "running" => Status::Running,
+            "done" => Status::Done,
+            "failed" => Status::Failed(rest.trim().to_string()),
+            _ => Status::Pending,
+        }
+    }
+
+    pub fn set_status(&self, status: &Status) -> Result<()> {
+        let text = match status {
+            Status::Failed(e) => format!("failed\n{e}\n"),
+            s => format!("{}\n", s.label()),
+        };
+        write_atomic(&self.path.join("status"), text.as_bytes())
+    }
+
+    /// Try to take the run's lock; `None` when another process holds it. The lock is released
+    /// when the guard drops or the process dies (kernel `flock`), so a killed run never stays
+    /// locked.
+    pub fn try_lock(&self) -> Result<Option<RunLock>> {
+        fs::create_dir_all(&self.path)?;
+        let p = self.path.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        match f.try_lock_exclusive() {
+            Ok(()) => Ok(Some(RunLock { file: f })),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Write the config snapshot, or check that an existing one is identical.
+    pub fn write_config(&self, config_toml: &str) -> Result<()> {
+        let p = self.path.join("config.toml");
+        if let Ok(old) = fs::read_to_string(&p) {
+            if old != config_toml {
+                bail!(
+                    "{} exists with a different configuration; this folder belongs to another \
+                     expansion (same run id, different config: was gfa upgraded?). Move it away \
+                     or use another --results folder",
+                    p.display()
+                );
+            }
+            return Ok(());
+        }
+        write_atomic(&p, config_toml.as_bytes())
+    }
+}
+
+/// Held while a process works a run (see [`RunDir::try_lock`]).
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing_and_partition() {
+        assert!("0/2".parse::<Shard>().is_err());
+        assert!("3/2".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+        let shards: Vec<Shard> = (1..=3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for k in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.contains(k)).count(), 1, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn status_round_trip_and_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().join("r1") };
+        assert_eq!(run.status(), Status::Pending);
+        run.set_status(&Status::Failed("boom\nline 2".into())).unwrap();
+        assert_eq!(run.status(), Status::Failed("boom\nline 2".into()));
+        run.mark(Stage::Trained).unwrap();
+        run.mark(Stage::Evaluated).unwrap();
+        assert!(run.has(Stage::Trained) && run.has(Stage::Evaluated));
+        run.unmark_from(Stage::Evaluated).unwrap();
+        assert!(run.has(Stage::Trained) && !run.has(Stage::Evaluated));
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().join("r1") };
+        let g = run.try_lock().unwrap().expect("first lock");
+        assert!(run.try_lock().unwrap().is_none(), "second lock must fail");
+        drop(g);
+        assert!(run.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn config_snapshot_refuses_a_different_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().join("r1") };
+        run.write_config("a = 1\n").unwrap();
+        run.write_config("a = 1\n").unwrap();
+        let e = run.write_config("a = 2\n").unwrap_err();
+        assert!(format!("{e:#}").contains("different configuration"));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

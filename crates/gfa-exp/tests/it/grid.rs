@@ -1,0 +1,180 @@
+//! Golden expansions of small TOMLs, run-id stability, overrides and error messages.
+use std::path::Path;
+
+use gfa_exp::grid::{ExperimentSpec, canonical_spec, run_id_of};
+use toml::Value;
+
+use super::SMALL;
+
+fn parse(text: &str, set: &[&str]) -> Result<ExperimentSpec, gfa_exp::spec::ConfigError> {
+    let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+    ExperimentSpec::parse(Path::new("exp.toml"), text, &set)
+}
+
+fn err(text: &str, set: &[&str]) -> String {
+    match parse(text, set).and_then(|s| s.expand()) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn small_grid_expands_in_order() {
+    let spec = parse(SMALL, &[]).unwrap();
+    assert_eq!(spec.name, "small");
+    assert_eq!(spec.len(), 8);
+    let runs = spec.expand().unwrap();
+    let got: Vec<(usize, u64, String)> =
+        runs.iter().map(|r| (r.index, r.seed, r.axes_text())).collect();
+    let lam = |l: &str, lr: &str, s: &str| {
+        format!("regularizer.lambda={l}; train.lr={lr}; train.schedule={s}")
+    };
+    let want = vec![
+        (1, 0, lam("0.1", "0.1", "cosine")),
+        (2, 1, lam("0.1", "0.1", "cosine")),
+        (3, 0, lam("0.1", "0.01", "step")),
+        (4, 1, lam("0.1", "0.01", "step")),
+        (5, 0, lam("1.0", "0.1", "cosine")),
+        (6, 1, lam("1.0", "0.1", "cosine")),
+        (7, 0, lam("1.0", "0.01", "step")),
+        (8, 1, lam("1.0", "0.01", "step")),
+    ];
+    assert_eq!(got, want);
+    // Values land in the typed config.
+    assert_eq!(runs[6].config.lambda(), Some(1.0));
+    assert_eq!(runs[6].config.train.get("schedule"), Some(&Value::String("step".into())));
+    assert_eq!(runs[6].config.model.width, 0.25);
+    assert_eq!(runs[6].config.eval.n, 64);
+    assert_eq!(runs[6].config.data.n_train, Some(256));
+    assert_eq!(runs[0].attacks.len(), 2);
+    assert_eq!(runs[0].attacks[1].eps[0].text, "2/255");
+    // Ids are distinct, 12 hex digits, and the BLAKE3 hash of the canonical spec.
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8);
+    let attacks: Vec<Value> = runs[0].attacks.iter().map(|a| Value::Table(a.to_table())).collect();
+    for r in &runs {
+        assert_eq!(r.run_id, run_id_of(&canonical_spec(&r.config, r.seed, &attacks)));
+    }
+}
+
+/// The canonical form hashed into run ids: sorted keys, every default filled in. Changing it
+/// changes every run id (and orphans existing results folders), so it is pinned here.
+#[test]
+fn canonical_spec_is_pinned() {
+    let text =
+        "[base]\nmodel = { arch = \"linear\" }\n[[attacks]]\nkind = \"fgsm\"\neps = [\"8/255\"]\n";
+    let runs = parse(text, &[]).unwrap().expand().unwrap();
+    let attacks: Vec<Value> = runs[0].attacks.iter().map(|a| Value::Table(a.to_table())).collect();
+    let c = canonical_spec(&runs[0].config, 0, &attacks);
+    let want = concat!(
+        r#"{"attacks":[{"eps":["8/255"],"kind":"fgsm","name":"fgsm","norm":"linf","preset":"reference"}],"#,
+        r#""config":{"data":{"source":"cifar10"},"eval":{"batch_size":250,"individual":true,"n":1000,"subset":"all"},"#,
+        r#""method":"standard","model":{"arch":"linear","bias":true,"mean":[0.5,0.5,0.5],"#,
+        r#""normalize":true,"num_classes":10,"std":[0.5,0.5,0.5],"width":1.0,"widths":[1024,512,256]},"#,
+        r#""regularizer":{},"train":{}},"seed":0}"#
+    );
+    assert_eq!(c, want);
+    assert_eq!(runs[0].run_id, blake3::hash(want.as_bytes()).to_hex()[..12]);
+}
+
+#[test]
+fn run_id_is_stable_across_key_order_defaults_and_grids() {
+    let a = "seeds = [3]\n[base]\nmethod = \"gfa\"\nregularizer = { lambda = 0.5 }\nmodel = { arch = \"cnn\", width = 0.25 }\n";
+    // Same run: other key order, a default written out, and reached through a grid.
+    let b = "[base.model]\nnum_classes = 10\nwidth = 0.25\n[base]\nmethod = \"gfa\"\n[grid]\nregularizer.lambda = [0.25, 0.5]\n[grid.eval]\nn = [1000]\n";
+    let ra = parse(a, &[]).unwrap().expand().unwrap();
+    let rb = parse(b, &["seeds=[3]"]).unwrap().expand().unwrap();
+    assert_eq!(rb.len(), 2);
+    assert_eq!(ra[0].run_id, rb[1].run_id);
+    assert_ne!(ra[0].run_id, rb[0].run_id);
+    // The seed and the attack suite are part of the identity.
+    let rc = parse(a, &["seeds=[4]"]).unwrap().expand().unwrap();
+    assert_ne!(ra[0].run_id, rc[0].run_id);
+    let with_attack = format!("{a}[[attacks]]\nkind = \"fgsm\"\neps = [\"8/255\"]\n");
+    let rd = parse(&with_attack, &[]).unwrap().expand().unwrap();
+    assert_ne!(ra[0].run_id, rd[0].run_id);
+}
+
+#[test]
+fn overrides_apply_before_expansion_and_pin_axes() {
+    let spec = parse(SMALL, &["regularizer.lambda=0.3", "train.epochs=2", "seeds=[7]"]).unwrap();
+    let runs = spec.expand().unwrap();
+    // The λ axis is pinned away: 2 zip rows × 1 seed.
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.config.lambda() == Some(0.3) && r.seed == 7));
+    assert_eq!(runs[0].config.train.get("epochs"), Some(&Value::Integer(2)));
+    assert!(!runs[0].axes_text().contains("lambda"));
+    assert!(runs[0].overrides_toml().contains("train.epochs=2"));
+    // Overriding a grid list itself.
+    let runs =
+        parse(SMALL, &["grid.\"regularizer.lambda\"=[0.5, 2.0, 4.0]"]).unwrap().expand().unwrap();
+    assert_eq!(runs.len(), 12);
+    // Bare strings need no quotes.
+    let runs = parse(SMALL, &["model.arch=mlp"]).unwrap().expand().unwrap();
+    assert_eq!(runs[0].config.model.arch.name(), "mlp");
+    // A different value gives different ids.
+    let base = parse(SMALL, &[]).unwrap().expand().unwrap();
+    let other = parse(SMALL, &["train.epochs=2"]).unwrap().expand().unwrap();
+    assert_ne!(base[0].run_id, other[0].run_id);
+}
+
+#[test]
+fn unknown_key_names_file_line_path_and_suggestion() {
+    let text = SMALL.replace("width = 0.25", "widht = 0.25");
+    let line = text.lines().position(|l| l.starts_with("widht")).unwrap() + 1;
+    let e = err(&text, &[]);
+    assert!(e.starts_with(&format!("exp.toml:{line}: `base.model.widht`")), "{e}");
+    assert!(e.contains("unknown field `widht`"), "{e}");
+    assert!(e.ends_with("did you mean `width`?"), "{e}");
+}
+
+#[test]
+fn bad_values_are_located_in_base_grid_and_attacks() {
+    // A bad value inside a grid list points at the grid entry.
+    let text = SMALL.replace(
+        "\"train.lr\" = [0.1, 0.01]",
+        "\"train.lr\" = [0.1, 0.01]\n\"eval.n\" = [10, \"many\"]",
+    );
+    let line = text.lines().position(|l| l.starts_with("\"eval.n\"")).unwrap() + 1;
+    let e = err(&text, &[]);
+    assert!(
+        e.starts_with(&format!("exp.toml:{line}: `zip.0.\"eval.n\".1.n`"))
+            || e.starts_with(&format!("exp.toml:{line}: `zip.0.\"eval.n\".1")),
+        "{e}"
+    );
+    assert!(e.contains("run key eval.n"), "{e}");
+    // Unknown attack kind, with suggestion.
+    let text = SMALL.replace("kind = \"pgd\"", "kind = \"pdg\"");
+    let line = text.lines().position(|l| l == "kind = \"pdg\"").unwrap() + 1;
+    let e = err(&text, &[]);
+    assert!(e.starts_with(&format!("exp.toml:{line}: `attacks.1.kind`")), "{e}");
+    assert!(e.ends_with("did you mean `pgd`?"), "{e}");
+    // Bad eps text.
+    let text = SMALL.replace("\"2/255\"", "\"2/0\"");
+    let e = err(&text, &[]);
+    assert!(e.contains("`attacks.1.eps.0`") && e.contains("2/0"), "{e}");
+    // Unknown method, with suggestion.
+    let e = err(&SMALL.replace("method = \"gfa\"", "method = \"pgd-at\""), &[]);
+    assert!(e.contains("`base.method`") && e.ends_with("did you mean `pgd_at`?"), "{e}");
+    // Unknown top-level key and unknown section.
+    let e = err(&format!("sedes = [1]\n{SMALL}"), &[]);
+    assert!(e.starts_with("exp.toml:1: `sedes`") && e.ends_with("did you mean `seeds`?"), "{e}");
+    let e = err(&SMALL.replace("[base.eval]", "[base.evl]"), &[]);
+    assert!(e.contains("`base.evl`") && e.ends_with("did you mean `eval`?"), "{e}");
+    // Values the model rejects.
+    let e = err(&SMALL.replace("width = 0.25", "width = -1.0"), &[]);
+    assert!(e.contains("`base.model`") && e.contains("width"), "{e}");
+    // Zip lists of different lengths.
+    let e = err(&SMALL.replace("[\"cosine\", \"step\"]", "[\"cosine\"]"), &[]);
+    assert!(e.contains("equal lengths"), "{e}");
+}
+
+#[test]
+fn override_errors_name_the_override() {
+    let e = err(SMALL, &["model.widht=1"]);
+    assert!(e.contains("(--set model.widht=1)") && e.ends_with("did you mean `width`?"), "{e}");
+    let e = err(SMALL, &["modle.width=1"]);
+    assert!(e.contains("did you mean `model`?"), "{e}");
+}

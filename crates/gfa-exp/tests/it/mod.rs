@@ -1,0 +1,48 @@
+mod cli;
+mod grid;
+mod report;
+mod store;
+
+use std::path::{Path, PathBuf};
+
+/// Write `text` to `dir/name` and return the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A small grid: 2 λ × a 2-row zip × 2 seeds = 8 runs, two attacks.
+pub const SMALL: &str = r#"experiment = "small"
+seeds = [0, 1]
+
+[base]
+method = "gfa"
+data = { source = "synthetic", n_train = 256 }
+train = { epochs = 1 }
+regularizer = { lambda = 0.0 }
+
+[base.model]
+arch = "cnn"
+width = 0.25
+
+[base.eval]
+n = 64
+
+[grid]
+"regularizer.lambda" = [0.1, 1.0]
+
+[[zip]]
+"train.lr" = [0.1, 0.01]
+"train.schedule" = ["cosine", "step"]
+
+[[attacks]]
+kind = "fgsm"
+eps = ["8/255"]
+
+[[attacks]]
+kind = "pgd"
+preset = "torchattacks"
+eps = ["2/255", "8/255"]
+steps = 10
+"#;
