@@ -233,15 +233,15 @@ impl RegularizerConfig {
         if !(self.eps > 0.0 && self.eps.is_finite()) {
             return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));
         }
-        if let Weights::List(w) = &self.weights {
-            if w.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
-                return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
-            }
+        if let Weights::List(w) = &self.weights
+            && w.iter().any(|v| !(*v >= 0.0 && v.is_finite()))
+        {
+            return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
         }
-        if let Layers::Names(n) = self.layers() {
-            if n.is_empty() {
-                return bad("regularizer.layers is an empty list; name at least one tap".into());
-            }
+        if let Layers::Names(n) = self.layers()
+            && n.is_empty()
+        {
+            return bad("regularizer.layers is an empty list; name at least one tap".into());
         }
         Ok(())
     }
