@@ -362,7 +362,11 @@ impl Regularizer {
                 _ => self.cfg.penalty.apply(&c),
             }
             .mean(kind);
-            reg = reg + &term * *w;
+            // Out of place on purpose: an in-place `+=` on the zero leaf breaks the autograd graph.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                reg = reg + &term * *w;
+            }
             cos.push(c.detach().mean(kind));
             terms.push(term.detach());
         }
