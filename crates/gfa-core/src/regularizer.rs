@@ -233,15 +233,15 @@ impl RegularizerConfig {
         if !(self.eps > 0.0 && self.eps.is_finite()) {
             return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));
         }
-        if let Weights::List(w) = &self.weights {
-            if w.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
-                return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
-            }
+        if let Weights::List(w) = &self.weights
+            && w.iter().any(|v| !(*v >= 0.0 && v.is_finite()))
+        {
+            return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
         }
-        if let Layers::Names(n) = self.layers() {
-            if n.is_empty() {
-                return bad("regularizer.layers is an empty list; name at least one tap".into());
-            }
+        if let Layers::Names(n) = self.layers()
+            && n.is_empty()
+        {
+            return bad("regularizer.layers is an empty list; name at least one tap".into());
         }
         Ok(())
     }
@@ -362,7 +362,11 @@ impl Regularizer {
                 _ => self.cfg.penalty.apply(&c),
             }
             .mean(kind);
-            reg = reg + &term * *w;
+            // Out of place on purpose: an in-place `+=` on the zero leaf breaks the autograd graph.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                reg = reg + &term * *w;
+            }
             cos.push(c.detach().mean(kind));
             terms.push(term.detach());
         }

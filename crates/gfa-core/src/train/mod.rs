@@ -258,13 +258,13 @@ impl TrainConfig {
                 serde_json::to_value(reg.kind).unwrap().as_str().unwrap_or("?"),
             ));
         }
-        if let Some(inner) = self.method.inner() {
-            if !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite()) {
-                return bad(format!(
-                    "train.method: eps and step must be finite and ≥ 0, got {} and {}",
-                    inner.eps, inner.step
-                ));
-            }
+        if let Some(inner) = self.method.inner()
+            && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
+        {
+            return bad(format!(
+                "train.method: eps and step must be finite and ≥ 0, got {} and {}",
+                inner.eps, inner.step
+            ));
         }
         Ok(())
     }
@@ -316,7 +316,7 @@ pub struct TrainOptions<'a> {
     pub progress: bool,
     /// Inner maximization of the adversarial methods; [`LinfPgd`] when absent.
     pub perturbation: Option<&'a dyn TrainPerturbation>,
-    /// Stop after this many optimizer steps of the first epoch run (tests, profiling).
+    /// Cut every epoch after this many optimizer steps (tests, profiling).
     pub max_steps: Option<usize>,
 }
 
@@ -364,23 +364,23 @@ pub fn train(
 
     let mut records = Vec::new();
     let mut start = 0;
-    if let (true, Some(dir)) = (opts.resume, &opts.checkpoint_dir) {
-        if checkpoint::exists(dir) {
-            let meta = checkpoint::read_meta(dir)?;
-            if meta.config_hash != hash {
-                return Err(CoreError::Checkpoint {
-                    path: dir.join(checkpoint::SIDECAR),
-                    reason: format!(
-                        "written by a different configuration (hash {} vs {hash}); \
-                         use a new directory or drop --resume",
-                        meta.config_hash
-                    ),
-                });
-            }
-            let meta = checkpoint::restore(dir, model, &mut optimizer)?;
-            start = meta.epoch;
-            records = meta.metrics;
+    if let (true, Some(dir)) = (opts.resume, &opts.checkpoint_dir)
+        && checkpoint::exists(dir)
+    {
+        let meta = checkpoint::read_meta(dir)?;
+        if meta.config_hash != hash {
+            return Err(CoreError::Checkpoint {
+                path: dir.join(checkpoint::SIDECAR),
+                reason: format!(
+                    "written by a different configuration (hash {} vs {hash}); \
+                     use a new directory or drop --resume",
+                    meta.config_hash
+                ),
+            });
         }
+        let meta = checkpoint::restore(dir, model, &mut optimizer)?;
+        start = meta.epoch;
+        records = meta.metrics;
     }
     let resumed_epochs = start;
     let perturbation: &dyn TrainPerturbation = opts.perturbation.unwrap_or(&LinfPgd);

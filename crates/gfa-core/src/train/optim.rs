@@ -74,7 +74,7 @@ impl OptimizerConfig {
                 if *nesterov && *momentum == 0.0 {
                     return bad("train.optimizer.nesterov needs momentum > 0".into());
                 }
-                if !(*weight_decay >= 0.0) {
+                if weight_decay.is_nan() || *weight_decay < 0.0 {
                     return bad(format!(
                         "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
                     ));
@@ -84,10 +84,10 @@ impl OptimizerConfig {
                 if betas.iter().any(|b| !(0.0..1.0).contains(b)) {
                     return bad(format!("train.optimizer.betas must be in [0, 1), got {betas:?}"));
                 }
-                if !(*eps > 0.0) {
+                if eps.is_nan() || *eps <= 0.0 {
                     return bad(format!("train.optimizer.eps must be positive, got {eps}"));
                 }
-                if !(*weight_decay >= 0.0) {
+                if weight_decay.is_nan() || *weight_decay < 0.0 {
                     return bad(format!(
                         "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
                     ));

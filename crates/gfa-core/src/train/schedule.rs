@@ -35,12 +35,12 @@ impl Schedule {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if let Schedule::Step { gamma, .. } = self {
-            if !(*gamma > 0.0 && gamma.is_finite()) {
-                return Err(CoreError::Config(format!(
-                    "train.schedule.gamma must be a positive number, got {gamma}"
-                )));
-            }
+        if let Schedule::Step { gamma, .. } = self
+            && !(*gamma > 0.0 && gamma.is_finite())
+        {
+            return Err(CoreError::Config(format!(
+                "train.schedule.gamma must be a positive number, got {gamma}"
+            )));
         }
         Ok(())
     }
