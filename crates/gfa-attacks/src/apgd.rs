@@ -192,7 +192,8 @@ fn apgd_single(
     let k_dec = ((0.03 * n_iter as f64) as usize).max(1);
     let mut step = Tensor::full([n], p.step_init * p.eps, (Kind::Float, dev));
     let mut x_prev = xa.copy();
-    let mut history: Vec<Tensor> = (0..n_iter).map(|_| Tensor::zeros([n], (Kind::Float, dev))).collect();
+    let mut history: Vec<Tensor> =
+        (0..n_iter).map(|_| Tensor::zeros([n], (Kind::Float, dev))).collect();
     let mut since_check = 0;
     let mut loss_best_last = loss_best.copy();
     let mut reduced_last = Tensor::ones([n], (Kind::Bool, dev));
@@ -231,7 +232,8 @@ fn apgd_single(
                 rises += history[cur as usize].gt_tensor(&history[prev]).to_kind(Kind::Float);
             }
             let oscillating = rises.le(k as f64 * p.rho);
-            let stalled = reduced_last.logical_not().logical_and(&loss_best_last.ge_tensor(&loss_best));
+            let stalled =
+                reduced_last.logical_not().logical_and(&loss_best_last.ge_tensor(&loss_best));
             let reduce = oscillating.logical_or(&stalled);
             reduced_last = reduce.copy();
             loss_best_last = loss_best.copy();
@@ -383,7 +385,8 @@ impl Attack for ApgdT {
                 let (adv, fooled) = apgd_single(model, &xs, &ys, p, &f, rng);
                 let merged = adv.where_self(&per_sample(&fooled, &adv), &xs);
                 x_adv = x_adv.index_copy(0, &idx, &merged);
-                let q = Tensor::full([xs.size()[0]], p.n_iter as i64 + 1, (Kind::Int64, x.device()));
+                let q =
+                    Tensor::full([xs.size()[0]], p.n_iter as i64 + 1, (Kind::Int64, x.device()));
                 queries = queries.index_add(0, &idx, &q);
                 robust = robust.index_copy(0, &idx, &fooled.logical_not());
             }

@@ -196,3 +196,33 @@ impl Attack for AutoAttack {
         Ok((x_adv, q))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_without_fab_t_is_a_clear_error() {
+        // Until a `fab-t` kind is registered the standard version must refuse, naming the fix.
+        if AttackSpec::KINDS.contains(&"fab-t") {
+            let aa = AutoAttack::new(AutoAttackConfig::default()).unwrap();
+            let names: Vec<_> = aa.components.iter().map(|c| c.name()).collect();
+            assert_eq!(names.len(), 4);
+            assert_eq!((names[0], names[1], names[3]), ("apgd-ce", "apgd-t", "square"));
+        } else {
+            let e = AutoAttack::new(AutoAttackConfig::default()).unwrap_err().to_string();
+            assert!(e.contains("fab-t") && e.contains("custom"), "{e}");
+        }
+    }
+
+    #[test]
+    fn custom_components_must_share_the_norm() {
+        let cfg = AutoAttackConfig {
+            version: AaVersion::Custom,
+            attacks: vec![AttackSpec::ApgdCe(ApgdConfig::preset_for(Preset::Reference, Norm::L2))],
+            ..AutoAttackConfig::default()
+        };
+        let e = AutoAttack::new(cfg).unwrap_err().to_string();
+        assert!(e.contains("l2"), "{e}");
+    }
+}

@@ -61,7 +61,8 @@ pub fn check_logits(model: &Classifier, x: &Tensor) -> Vec<Check> {
 pub fn check_gradients(model: &Classifier, x: &Tensor, y: &Tensor) -> Vec<Check> {
     let mut out = Vec::new();
     let n = x.size()[0];
-    let losses: [(&str, fn(&Tensor, &Tensor) -> Tensor); 2] = [("ce", loss::ce), ("dlr", loss::dlr)];
+    let losses: [(&str, fn(&Tensor, &Tensor) -> Tensor); 2] =
+        [("ce", loss::ce), ("dlr", loss::dlr)];
     for (name, f) in losses {
         if name == "dlr" && model.num_classes() < 3 {
             continue;
@@ -137,7 +138,10 @@ pub fn check_records(records: &[EvalRecord]) -> Vec<Check> {
     // FGSM stronger than an iterative attack.
     let ind = |name: &str, r0: &EvalRecord| {
         records.iter().find(|r| {
-            r.mode == Mode::Individual && r.attack == name && r.eps_text == r0.eps_text && r.norm == r0.norm
+            r.mode == Mode::Individual
+                && r.attack == name
+                && r.eps_text == r0.eps_text
+                && r.norm == r0.norm
         })
     };
     for f in records.iter().filter(|r| r.mode == Mode::Individual && r.attack == "fgsm") {
@@ -157,4 +161,41 @@ pub fn check_records(records: &[EvalRecord]) -> Vec<Check> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gfa_core::models::Arch;
+    use gfa_core::{ModelSpec, seed};
+    use tch::Device;
+
+    fn codes(v: &[Check]) -> Vec<&str> {
+        v.iter().map(|c| c.code.as_str()).collect()
+    }
+
+    #[test]
+    fn output_violations_are_reported() {
+        let x = Tensor::full([2, 3, 4, 4], 0.5, (Kind::Float, Device::Cpu));
+        assert!(check_output("pgd", Norm::Linf, 0.1, &x, &(&x + 0.05)).is_empty());
+        assert_eq!(
+            codes(&check_output("pgd", Norm::Linf, 0.1, &x, &(&x + 0.2))),
+            ["budget_violation"]
+        );
+        let over = &x + 0.6;
+        assert_eq!(codes(&check_output("pgd", Norm::Linf, 1.0, &x, &over)), ["box_violation"]);
+        let nan = (&x * f64::NAN).shallow_clone();
+        assert_eq!(codes(&check_output("pgd", Norm::Linf, 1.0, &x, &nan)), ["nan_output"]);
+    }
+
+    #[test]
+    fn a_linear_model_has_healthy_gradients_and_logits() {
+        seed::seed_all(0);
+        let spec = ModelSpec { arch: Arch::Linear, ..ModelSpec::default() };
+        let m = Classifier::new(&spec, Device::Cpu).unwrap();
+        let x = Tensor::full([3, 3, 32, 32], 0.5, (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2]);
+        assert!(check_logits(&m, &x).is_empty());
+        assert!(check_gradients(&m, &x, &y).is_empty());
+    }
 }

@@ -252,8 +252,11 @@ pub fn evaluate_suite(
         correct.push(pred.eq_tensor(&ys).to_device(Device::Cpu));
         done += len;
     }
-    let correct =
-        if correct.is_empty() { Tensor::zeros([0], (Kind::Bool, Device::Cpu)) } else { Tensor::cat(&correct, 0) };
+    let correct = if correct.is_empty() {
+        Tensor::zeros([0], (Kind::Bool, Device::Cpu))
+    } else {
+        Tensor::cat(&correct, 0)
+    };
     let clean_acc = frac(&correct, n);
     let base = |attack: &str, preset: &str, config: String| EvalRecord {
         attack: attack.into(),
@@ -274,7 +277,10 @@ pub fn evaluate_suite(
         queries: None,
         seconds: 0.0,
     };
-    let mut records = vec![EvalRecord { seconds: start.elapsed().as_secs_f64(), ..base("clean", "", "{}".into()) }];
+    let mut records = vec![EvalRecord {
+        seconds: start.elapsed().as_secs_f64(),
+        ..base("clean", "", "{}".into())
+    }];
     let correct_idx = indices(&correct);
 
     let max_eps = eps.iter().map(|e| e.value).fold(0.0, f64::max);
@@ -284,7 +290,13 @@ pub fn evaluate_suite(
     let mut min_norm: Vec<Option<PointResults>> = Vec::new();
     for entry in suite {
         min_norm.push(if entry.attack.family() == Family::MinimumNorm {
-            Some(ctx.run(entry.attack.as_ref(), &correct_idx, &max_eps, Mode::Individual, progress)?)
+            Some(ctx.run(
+                entry.attack.as_ref(),
+                &correct_idx,
+                &max_eps,
+                Mode::Individual,
+                progress,
+            )?)
         } else {
             None
         });
@@ -319,9 +331,8 @@ pub fn evaluate_suite(
         }
     };
     // A min-norm result thresholded at `e`: fooled and inside the budget.
-    let threshold = |r: &PointResults, e: &Eps| {
-        r.success.logical_and(&r.norm.le(e.value + BUDGET_TOL))
-    };
+    let threshold =
+        |r: &PointResults, e: &Eps| r.success.logical_and(&r.norm.le(e.value + BUDGET_TOL));
 
     for e in eps {
         if opts.individual {
@@ -338,7 +349,13 @@ pub fn evaluate_suite(
                         (pr, s)
                     }
                     None => {
-                        let r = ctx.run(entry.attack.as_ref(), &correct_idx, e, Mode::Individual, progress)?;
+                        let r = ctx.run(
+                            entry.attack.as_ref(),
+                            &correct_idx,
+                            e,
+                            Mode::Individual,
+                            progress,
+                        )?;
                         let s = r.success.shallow_clone();
                         (r, s)
                     }
@@ -365,7 +382,8 @@ pub fn evaluate_suite(
                         (pr, s)
                     }
                     None => {
-                        let r = ctx.run(entry.attack.as_ref(), &idx, e, Mode::Cumulative, progress)?;
+                        let r =
+                            ctx.run(entry.attack.as_ref(), &idx, e, Mode::Cumulative, progress)?;
                         let s = r.success.shallow_clone();
                         (r, s)
                     }

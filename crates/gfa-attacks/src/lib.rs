@@ -31,7 +31,7 @@ pub mod square;
 pub mod threat;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
+pub use error::{AttackError, Result};
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;
-pub use error::{AttackError, Result};
 pub use threat::{Eps, Norm, ThreatModel};

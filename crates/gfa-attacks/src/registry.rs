@@ -54,7 +54,8 @@ fn info<T: Configured + Serialize>(kind: &'static str, family: Family) -> Attack
         family,
         norms: T::norms().to_vec(),
         presets: Preset::ALL.to_vec(),
-        defaults: serde_json::to_string(&T::preset_for(Preset::Reference, norm)).unwrap_or_default(),
+        defaults: serde_json::to_string(&T::preset_for(Preset::Reference, norm))
+            .unwrap_or_default(),
     }
 }
 
@@ -148,7 +149,9 @@ impl AttackSpec {
         let field = |key: &str| obj.get(key).cloned();
         let preset: Preset = match field("preset") {
             Some(p) => serde_json::from_value(p).map_err(|e| {
-                AttackError::Config(format!("attack \"{kind}\": preset: {e} (reference | torchattacks)"))
+                AttackError::Config(format!(
+                    "attack \"{kind}\": preset: {e} (reference | torchattacks)"
+                ))
             })?,
             None => Preset::Reference,
         };
@@ -212,7 +215,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("stpes") && e.contains("pgd"), "{e}");
-        let e = AttackSpec::from_value(serde_json::json!({ "kind": "pgdd" })).unwrap_err().to_string();
+        let e =
+            AttackSpec::from_value(serde_json::json!({ "kind": "pgdd" })).unwrap_err().to_string();
         assert!(e.contains("pgdd") && e.contains("apgd-ce"), "{e}");
         let e = AttackSpec::from_value(serde_json::json!({ "kind": "fgsm", "norm": "l2" }))
             .unwrap_err()

@@ -140,16 +140,28 @@ impl Square {
             if idx.numel() == 0 {
                 break;
             }
-            let (xc, xbc, yc) = (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
+            let (xc, xbc, yc) =
+                (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
             let p = self.p_selection(i);
             let s = (((p * (h * w) as f64).sqrt().round() as i64).max(1)).min(h.min(w));
             let (vh, vw) = (rand_below(h - s, rng), rand_below(w - s, rng));
             let window = window_mask(h, w, vh, vw, s, x);
             let signs = random_sign(&[1, c, 1, 1], rng, x) * (2.0 * eps);
-            let x_new = (&xbc + window * signs).maximum(&(&xc - eps)).minimum(&(&xc + eps)).clamp(0.0, 1.0);
+            let x_new =
+                (&xbc + window * signs).maximum(&(&xc - eps)).minimum(&(&xc + eps)).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
-            self.accept(&idx, &x_new, &xbc, &margin, &margin, &mut x_best, &mut margin_min, &mut loss_min);
-            queries = queries.index_add(0, &idx, &Tensor::ones([idx.numel() as i64], (Kind::Int64, dev)));
+            self.accept(
+                &idx,
+                &x_new,
+                &xbc,
+                &margin,
+                &margin,
+                &mut x_best,
+                &mut margin_min,
+                &mut loss_min,
+            );
+            queries =
+                queries.index_add(0, &idx, &Tensor::ones([idx.numel() as i64], (Kind::Int64, dev)));
         }
         Ok((x_best, queries))
     }
@@ -195,7 +207,8 @@ impl Square {
                 break;
             }
             let m = idx.numel() as i64;
-            let (xc, xbc, yc) = (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
+            let (xc, xbc, yc) =
+                (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
             let delta = &xbc - &xc;
             let p = self.p_selection(i);
             let mut s = ((p * (h * w) as f64).sqrt().round() as i64).max(3);
@@ -208,7 +221,8 @@ impl Square {
             let mask1 = window_mask(h, w, vh, vw, s, x);
             let mask2 = window_mask(h, w, vh2, vw2, s, x);
             let win1 = delta.narrow(2, vh, s).narrow(3, vw, s);
-            let norm_win1 = win1.square().sum_dim_intlist(&[-2i64, -1][..], true, Kind::Float).sqrt();
+            let norm_win1 =
+                win1.square().sum_dim_intlist(&[-2i64, -1][..], true, Kind::Float).sqrt();
             let norm_image = per_sample(&per_sample_norm(&delta, Norm::L2), &delta);
             let norm_windows =
                 per_sample(&per_sample_norm(&(&delta * mask1.maximum(&mask2)), Norm::L2), &delta);
@@ -224,7 +238,16 @@ impl Square {
             delta.narrow(2, vh, s).narrow(3, vw, s).copy_(&new);
             let x_new = (&xc + unit_l2(&delta) * eps).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
-            self.accept(&idx, &x_new, &xbc, &margin, &margin, &mut x_best, &mut margin_min, &mut loss_min);
+            self.accept(
+                &idx,
+                &x_new,
+                &xbc,
+                &margin,
+                &margin,
+                &mut x_best,
+                &mut margin_min,
+                &mut loss_min,
+            );
             queries = queries.index_add(0, &idx, &Tensor::ones([m], (Kind::Int64, dev)));
         }
         Ok((x_best, queries))
@@ -352,7 +375,8 @@ mod tests {
         // ATTACKS.md §4.7: Linf side s on 32x32 with p_init 0.8, resc_schedule=False.
         let sq = Square::new(SquareConfig::default()).unwrap();
         let side = |i| ((sq.p_selection(i) * 1024.0).sqrt().round() as i64).max(1);
-        let want = [(0, 29), (11, 20), (51, 14), (201, 10), (501, 7), (1001, 5), (2001, 4), (4001, 3)];
+        let want =
+            [(0, 29), (11, 20), (51, 14), (201, 10), (501, 7), (1001, 5), (2001, 4), (4001, 3)];
         for (i, s) in want {
             assert_eq!(side(i), s, "iteration {i}");
         }

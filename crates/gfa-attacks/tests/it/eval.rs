@@ -1,7 +1,7 @@
 //! Robust evaluation: clean accuracy, individual vs cumulative, eps lists, subsets, and the
 //! thresholding of minimum-norm attacks.
 use gfa_attacks::attack::{Attack, Family};
-use gfa_attacks::eval::{EvalOptions, Mode, SuiteEntry, Subset, evaluate, evaluate_suite};
+use gfa_attacks::eval::{EvalOptions, Mode, Subset, SuiteEntry, evaluate, evaluate_suite};
 use gfa_attacks::{Eps, Norm, Result};
 use gfa_core::Classifier;
 use rand::rngs::StdRng;
@@ -36,7 +36,9 @@ fn cumulative_is_the_worst_case_of_the_individual_attacks() {
     let clean = clean.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((recs[0].robust_acc - clean).abs() < 1e-12 && recs[0].mode == Mode::Clean);
     for e in eps_list() {
-        let of = |mode| recs.iter().filter(|r| r.mode == mode && r.eps_text == e.text).collect::<Vec<_>>();
+        let of = |mode| {
+            recs.iter().filter(|r| r.mode == mode && r.eps_text == e.text).collect::<Vec<_>>()
+        };
         let (ind, cum) = (of(Mode::Individual), of(Mode::Cumulative));
         assert_eq!(ind.len(), 3);
         for (i, c) in cum.iter().enumerate() {
@@ -47,7 +49,14 @@ fn cumulative_is_the_worst_case_of_the_individual_attacks() {
             // FGSM and PGD without random start are deterministic: exact; APGD within noise.
             for (j, r) in ind.iter().enumerate().take(i + 1) {
                 let tol = if j == 2 { 2.0 / 96.0 } else { 1e-12 };
-                assert!(c.robust_acc <= r.robust_acc + tol, "{} after {}: {} > {}", e.text, r.attack, c.robust_acc, r.robust_acc);
+                assert!(
+                    c.robust_acc <= r.robust_acc + tol,
+                    "{} after {}: {} > {}",
+                    e.text,
+                    r.attack,
+                    c.robust_acc,
+                    r.robust_acc
+                );
             }
             assert_eq!(c.n, 96);
             assert_eq!(c.eps, e.value);
@@ -86,7 +95,14 @@ impl Attack for ExactBoundary {
     fn config_json(&self) -> String {
         "{}".into()
     }
-    fn perturb(&self, m: &Classifier, x: &Tensor, y: &Tensor, _eps: f64, _r: &mut StdRng) -> Result<(Tensor, Tensor)> {
+    fn perturb(
+        &self,
+        m: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        _eps: f64,
+        _r: &mut StdRng,
+    ) -> Result<(Tensor, Tensor)> {
         let (d, dir) = boundary(m, x, y);
         let x_adv = (x + dir * d.view([-1, 1, 1, 1]) * 1.001).clamp(0.0, 1.0);
         Ok((x_adv, Tensor::ones([x.size()[0]], (Kind::Int64, x.device()))))

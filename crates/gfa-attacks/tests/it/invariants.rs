@@ -1,8 +1,8 @@
 //! Contract invariants for every fixed-budget attack: budget and box, eps = 0, determinism by
 //! seed, and an untouched model and input.
+use gfa_attacks::Norm;
 use gfa_attacks::attack::{self, BUDGET_TOL};
 use gfa_attacks::threat::per_sample_norm;
-use gfa_attacks::Norm;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tch::Tensor;
@@ -77,12 +77,8 @@ fn model_and_input_are_untouched() {
     let (x, _) = batch(4, 4, 0.0, 1.0);
     let y = predicted(&model, &x);
     let x_before = x.copy();
-    let params: Vec<(String, Tensor, bool)> = model
-        .vs
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.copy(), v.requires_grad()))
-        .collect();
+    let params: Vec<(String, Tensor, bool)> =
+        model.vs.variables().into_iter().map(|(k, v)| (k, v.copy(), v.requires_grad())).collect();
     let logits_before = tch::no_grad(|| model.logits(&x, false));
     for norm in [Norm::Linf, Norm::L2] {
         for spec in cheap_specs(norm) {
