@@ -15,9 +15,14 @@
 //!   perturbation they found, and accuracy at any `eps` is derived by thresholding its norm.
 
 pub mod attack;
+pub mod cw;
+pub mod deepfool;
+pub mod ead;
+pub mod fab;
 pub mod error;
 pub mod grad;
 pub mod threat;
+pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
