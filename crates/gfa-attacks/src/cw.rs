@@ -56,7 +56,7 @@ pub(crate) fn cw_margin(z: &Tensor, y: &Tensor, kappa: f64, form: MarginForm) ->
     let (real, other) = match form {
         MarginForm::Exact => (exact_real, exact_other),
         MarginForm::TorchattacksCw => {
-            ((&onehot * z).amax(1, false), ((1.0 - &onehot) * z).amax(1, false))
+            ((&onehot * z).amax(1, false), (onehot.neg().g_add_scalar(1.0) * z).amax(1, false))
         }
         MarginForm::TorchattacksEad => ((&onehot * z).amax(1, false), exact_other),
     };
@@ -231,7 +231,8 @@ impl Attack for Cw {
         let n = x.size()[0];
         let dev = x.device();
         let x0 = x.detach();
-        let form = if cfg.torchattacks_margin { MarginForm::TorchattacksCw } else { MarginForm::Exact };
+        let form =
+            if cfg.torchattacks_margin { MarginForm::TorchattacksCw } else { MarginForm::Exact };
         let w0 = ((&x0 * 2.0 - 1.0) * cfg.tanh_shrink).clamp(-1.0, 1.0).atanh();
         let opts = (Kind::Float, dev);
         let mut c = Tensor::full([n], cfg.initial_const, opts);
@@ -257,8 +258,8 @@ impl Attack for Cw {
                 let l2 = (&xa - &x0).square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float);
                 let f = cw_margin(&z, y, cfg.kappa, form);
                 let loss = &l2 + &c * &f;
-                let g = Tensor::run_backward(&[loss.sum(Kind::Float)], &[&wv], false, false)
-                    .remove(0);
+                let g =
+                    Tensor::run_backward(&[loss.sum(Kind::Float)], &[&wv], false, false).remove(0);
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
                 queries += active.to_kind(Kind::Int64);

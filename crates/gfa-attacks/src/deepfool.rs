@@ -82,7 +82,10 @@ pub struct DeepFool {
 impl DeepFool {
     pub fn new(config: DeepFoolConfig) -> Result<Self> {
         if config.norm == Norm::L1 {
-            return Err(AttackError::UnsupportedNorm { attack: "deepfool".into(), norm: "l1".into() });
+            return Err(AttackError::UnsupportedNorm {
+                attack: "deepfool".into(),
+                norm: "l1".into(),
+            });
         }
         if config.candidates < 2 {
             return Err(AttackError::Config(format!(

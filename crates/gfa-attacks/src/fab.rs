@@ -115,8 +115,7 @@ impl Fab {
 /// `t`, `w`: `[m, D]`; `b`: `[m]` → `[m, D]`.
 pub fn project_hyperplane(t: &Tensor, w: &Tensor, b: &Tensor, norm: Norm) -> Tensor {
     let kind = t.kind();
-    let (t, w, b) =
-        (t.to_kind(Kind::Double), w.to_kind(Kind::Double), b.to_kind(Kind::Double));
+    let (t, w, b) = (t.to_kind(Kind::Double), w.to_kind(Kind::Double), b.to_kind(Kind::Double));
     // Orient w so that the hyperplane is reached by decreasing <w, z>: c = <w, t> - b >= 0.
     let c = (&w * &t).sum_dim_intlist(1, false, Kind::Double) - &b;
     let sgn = c.ge(0.0).to_kind(Kind::Double) * 2.0 - 1.0;
@@ -134,9 +133,8 @@ pub fn project_hyperplane(t: &Tensor, w: &Tensor, b: &Tensor, norm: Norm) -> Ten
     };
     // Breakpoint of each coordinate (where it hits the box); dead coordinates never move.
     let bp = (&cap / s.clamp_min(1e-300)).where_self(&live, &Tensor::zeros_like(&cap));
-    let g_of = |lam: &Tensor| {
-        (&a * (&s * lam).minimum(&cap)).sum_dim_intlist(1, true, Kind::Double)
-    };
+    let g_of =
+        |lam: &Tensor| (&a * (&s * lam).minimum(&cap)).sum_dim_intlist(1, true, Kind::Double);
     let mut lo = Tensor::zeros_like(&c);
     let mut hi = bp.amax(1, true);
     let reachable = g_of(&hi).ge_tensor(&c);
@@ -194,13 +192,15 @@ fn single_run(
         // df: [n, K] logit differences to y; dg: [n, K, D] their gradients.
         let (df, dg) = match target {
             Some(t) => {
-                let diff = z.gather(1, &t.unsqueeze(1), false) - z.gather(1, &y.unsqueeze(1), false);
-                let g = Tensor::run_backward(&[diff.sum(Kind::Float)], &[&xv], false, false)
-                    .remove(0);
+                let diff =
+                    z.gather(1, &t.unsqueeze(1), false) - z.gather(1, &y.unsqueeze(1), false);
+                let g =
+                    Tensor::run_backward(&[diff.sum(Kind::Float)], &[&xv], false, false).remove(0);
                 (diff.detach(), g.flatten(1, -1).unsqueeze(1))
             }
             None => {
-                let all = Tensor::arange(nc, (Kind::Int64, dev)).unsqueeze(0).expand([n, nc], false);
+                let all =
+                    Tensor::arange(nc, (Kind::Int64, dev)).unsqueeze(0).expand([n, nc], false);
                 let jac = logit_jacobian(&xv, &z, &all).flatten(2, -1).transpose(0, 1);
                 let zd = z.detach();
                 let gy =
@@ -232,7 +232,8 @@ fn single_run(
         let alpha = (&a1 / (&a1 + &a2)).clamp(0.0, cfg.alpha_max).unsqueeze(1);
         let d1 = d3.narrow(0, 0, n);
         let d2 = d3.narrow(0, n, n);
-        let x1n = ((&x1f + d1 * cfg.eta) * (1.0 - &alpha) + (&x0f + d2 * cfg.eta) * &alpha)
+        let x1n = ((&x1f + d1 * cfg.eta) * alpha.neg().g_add_scalar(1.0)
+            + (&x0f + d2 * cfg.eta) * &alpha)
             .clamp(0.0, 1.0)
             .view(shape.as_slice());
         let pred = tch::no_grad(|| model.logits(&x1n, false)).argmax(1, false);
@@ -346,8 +347,7 @@ mod tests {
         let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
         assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.2).abs() < 1e-6, "{d:?}");
         // Linf: every coordinate moves by c / ||w||_1 = 0.5 / 3 in the direction of sign(w).
-        let d: Vec<f32> =
-            project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
+        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
         assert!((d[0] - 1.0 / 6.0).abs() < 1e-6 && (d[1] - 1.0 / 6.0).abs() < 1e-6, "{d:?}");
     }
 
