@@ -1,2 +1,2 @@
-//! Integration tests.
+//! Integration tests (one binary; modules under `tests/it/`).
 mod it;

@@ -10,3 +10,5 @@ mod ordering;
 pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {
     golden::model_and_data()
 }
+mod minnorm;
+mod minnorm_golden;
