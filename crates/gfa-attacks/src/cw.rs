@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::preset::Preset;
 use crate::threat::per_sample;
 use crate::{Attack, AttackError, Family, Norm, Result};
 
@@ -85,7 +86,7 @@ pub(crate) fn update_const(succ: &Tensor, c: &mut Tensor, lo: &mut Tensor, hi: &
 
 /// Is iteration `it` an early-abort check point (every tenth of `steps`)?
 pub(crate) fn is_check_point(it: usize, steps: usize) -> bool {
-    it % (steps / 10).max(1) == 0
+    it.is_multiple_of((steps / 10).max(1))
 }
 
 /// Adam (Kingma & Ba) on one tensor, with PyTorch's update rule and defaults
@@ -120,6 +121,8 @@ impl Adam {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CwConfig {
+    /// The preset these settings started from (recorded in result rows).
+    pub preset: Preset,
     /// Binary-search steps over `c` (1 = fixed `c`).
     pub binary_search_steps: usize,
     /// Adam iterations per binary-search step.
@@ -144,6 +147,7 @@ impl Default for CwConfig {
     /// 0.9999), `arctanh(... * 1.999999)`.
     fn default() -> Self {
         Self {
+            preset: Preset::Reference,
             binary_search_steps: 9,
             steps: 10000,
             initial_const: 1e-3,
@@ -162,6 +166,7 @@ impl CwConfig {
     /// torchattacks 3.5.1 `CW(c=1, kappa=0, steps=50, lr=0.01)` with its quirks.
     pub fn torchattacks() -> Self {
         Self {
+            preset: Preset::Torchattacks,
             binary_search_steps: 1,
             steps: 50,
             initial_const: 1.0,

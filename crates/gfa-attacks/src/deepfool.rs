@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::preset::Preset;
 use crate::threat::{per_sample, per_sample_norm};
 use crate::{Attack, AttackError, Family, Norm, Result};
 
@@ -40,6 +41,8 @@ pub enum Overshoot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeepFoolConfig {
+    /// The preset these settings started from (recorded in result rows).
+    pub preset: Preset,
     /// `l2` or `linf`.
     pub norm: Norm,
     /// Maximum number of linearization steps.
@@ -56,6 +59,7 @@ impl Default for DeepFoolConfig {
     /// the total perturbation.
     fn default() -> Self {
         Self {
+            preset: Preset::Reference,
             norm: Norm::L2,
             steps: 50,
             overshoot: 0.02,
@@ -69,7 +73,12 @@ impl DeepFoolConfig {
     /// torchattacks 3.5.1 `DeepFool(steps=50, overshoot=0.02)`: every class is a candidate and
     /// the overshoot multiplies each step.
     pub fn torchattacks() -> Self {
-        Self { candidates: i64::MAX, overshoot_mode: Overshoot::PerStep, ..Self::default() }
+        Self {
+            preset: Preset::Torchattacks,
+            candidates: i64::MAX,
+            overshoot_mode: Overshoot::PerStep,
+            ..Self::default()
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::cw::{AbortScope, MarginForm, cw_margin, is_adversarial, is_check_point, update_const};
+use crate::preset::Preset;
 use crate::threat::per_sample;
 use crate::{Attack, AttackError, Family, Norm, Result};
 
@@ -43,6 +44,8 @@ pub enum EadRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EadConfig {
+    /// The preset these settings started from (recorded in result rows).
+    pub preset: Preset,
     pub rule: EadRule,
     /// Weight of the L1 term (and the soft-threshold level).
     pub beta: f64,
@@ -69,6 +72,7 @@ impl Default for EadConfig {
     /// binary step; 1000 iterations as in the paper's experiments.
     fn default() -> Self {
         Self {
+            preset: Preset::Reference,
             rule: EadRule::En,
             beta: 1e-3,
             binary_search_steps: 9,
@@ -91,6 +95,7 @@ impl EadConfig {
     /// (`max_iterations=100`) and their quirks.
     pub fn torchattacks(rule: EadRule) -> Self {
         Self {
+            preset: Preset::Torchattacks,
             rule,
             steps: 100,
             abort_tolerance: 0.999999,

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::deepfool::logit_jacobian;
+use crate::preset::Preset;
 use crate::threat::{normal, per_sample, per_sample_norm, uniform};
 use crate::{Attack, AttackError, Family, Norm, Result};
 
@@ -40,6 +41,8 @@ use crate::{Attack, AttackError, Family, Norm, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FabConfig {
+    /// The preset these settings started from (recorded in result rows).
+    pub preset: Preset,
     /// `linf` or `l2`.
     pub norm: Norm,
     pub n_iter: usize,
@@ -58,6 +61,7 @@ impl Default for FabConfig {
     /// `alpha_max=0.1`, `eta=1.05`, `beta=0.9`, untargeted.
     fn default() -> Self {
         Self {
+            preset: Preset::Reference,
             norm: Norm::Linf,
             n_iter: 100,
             n_restarts: 1,
@@ -78,7 +82,7 @@ impl FabConfig {
 
     /// torchattacks 3.5.1 `FAB(norm='Linf', steps=10, n_restarts=1, multi_targeted=False)`.
     pub fn torchattacks() -> Self {
-        Self { n_iter: 10, ..Self::default() }
+        Self { preset: Preset::Torchattacks, n_iter: 10, ..Self::default() }
     }
 }
 

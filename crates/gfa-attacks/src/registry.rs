@@ -11,6 +11,10 @@ use serde_json::{Map, Value};
 use crate::apgd::{Apgd, ApgdConfig, ApgdLoss, ApgdT, ApgdTConfig};
 use crate::attack::{Attack, Family};
 use crate::autoattack::{AutoAttack, AutoAttackConfig};
+use crate::cw::{Cw, CwConfig};
+use crate::deepfool::{DeepFool, DeepFoolConfig};
+use crate::ead::{Ead, EadConfig, EadRule};
+use crate::fab::{Fab, FabConfig};
 use crate::fgsm::{Fgsm, FgsmConfig};
 use crate::pgd::{Pgd, PgdConfig};
 use crate::preset::{Configured, Preset};
@@ -32,9 +36,11 @@ pub struct AttackInfo {
 fn merge<T: Configured + Serialize + DeserializeOwned>(
     kind: &str,
     preset: Preset,
-    norm: Norm,
-    rest: Map<String, Value>,
+    norm: Option<Norm>,
+    mut rest: Map<String, Value>,
 ) -> Result<T> {
+    // An attack defined for one norm only (CW: L2, EAD: L1) need not name it.
+    let norm = norm.unwrap_or(T::norms()[0]);
     if !T::norms().contains(&norm) {
         return Err(AttackError::UnsupportedNorm { attack: kind.into(), norm: norm.to_string() });
     }
@@ -42,6 +48,9 @@ fn merge<T: Configured + Serialize + DeserializeOwned>(
         Ok(Value::Object(m)) => m,
         _ => return Err(AttackError::Config(format!("attack {kind}: defaults do not serialize"))),
     };
+    if !base.contains_key("norm") {
+        rest.remove("norm");
+    }
     base.extend(rest);
     serde_json::from_value(Value::Object(base))
         .map_err(|e| AttackError::Config(format!("attack \"{kind}\": {e}")))
@@ -75,7 +84,7 @@ macro_rules! registry {
             fn from_parts(
                 kind: &str,
                 preset: Preset,
-                norm: Norm,
+                norm: Option<Norm>,
                 rest: Map<String, Value>,
             ) -> Result<Self> {
                 match kind {
@@ -127,6 +136,111 @@ registry! {
         |c| Ok(Box::new(Square::new(c.clone())?));
     "autoattack" => AutoAttack(AutoAttackConfig), Family::FixedBudget,
         |c| Ok(Box::new(AutoAttack::new(c.clone())?));
+    "deepfool" => DeepFool(DeepFoolConfig), Family::MinimumNorm,
+        |c| Ok(Box::new(DeepFool::new(c.clone())?));
+    "cw" => Cw(CwConfig), Family::MinimumNorm,
+        |c| Ok(Box::new(Cw::new(c.clone())?));
+    "ead-en" => EadEn(EadEnConfig), Family::MinimumNorm,
+        |c| Ok(Box::new(Ead::new(c.0.clone())?));
+    "ead-l1" => EadL1(EadL1Config), Family::MinimumNorm,
+        |c| Ok(Box::new(Ead::new(c.0.clone())?));
+    "fab" => Fab(FabConfig), Family::MinimumNorm,
+        |c| Ok(Box::new(Fab::new(c.clone())?));
+    "fab-t" => FabT(FabTConfig), Family::MinimumNorm,
+        |c| Ok(Box::new(Fab::new(c.0.clone())?));
+}
+
+/// EAD with the elastic-net decision rule (`kind = "ead-en"`, torchattacks' `EADEN`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EadEnConfig(pub EadConfig);
+
+/// EAD with the L1 decision rule (`kind = "ead-l1"`, torchattacks' `EADL1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EadL1Config(pub EadConfig);
+
+/// FAB-T, the targeted FAB of AutoAttack standard (`kind = "fab-t"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FabTConfig(pub FabConfig);
+
+impl Configured for DeepFoolConfig {
+    fn preset_for(preset: Preset, norm: Norm) -> Self {
+        let base = match preset {
+            Preset::Reference => Self::default(),
+            Preset::Torchattacks => Self::torchattacks(),
+        };
+        Self { norm, ..base }
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::L2, Norm::Linf]
+    }
+}
+
+impl Configured for CwConfig {
+    fn preset_for(preset: Preset, _norm: Norm) -> Self {
+        match preset {
+            Preset::Reference => Self::default(),
+            Preset::Torchattacks => Self::torchattacks(),
+        }
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::L2]
+    }
+}
+
+fn ead_for(preset: Preset, rule: EadRule) -> EadConfig {
+    match preset {
+        Preset::Reference => EadConfig { rule, ..EadConfig::default() },
+        Preset::Torchattacks => EadConfig::torchattacks(rule),
+    }
+}
+
+impl Configured for EadEnConfig {
+    fn preset_for(preset: Preset, _norm: Norm) -> Self {
+        Self(ead_for(preset, EadRule::En))
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::L1]
+    }
+}
+
+impl Configured for EadL1Config {
+    fn preset_for(preset: Preset, _norm: Norm) -> Self {
+        Self(ead_for(preset, EadRule::L1))
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::L1]
+    }
+}
+
+impl Configured for FabConfig {
+    fn preset_for(preset: Preset, norm: Norm) -> Self {
+        let base = match preset {
+            Preset::Reference => Self::default(),
+            Preset::Torchattacks => Self::torchattacks(),
+        };
+        Self { norm, ..base }
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::Linf, Norm::L2]
+    }
+}
+
+impl Configured for FabTConfig {
+    /// Reference: AutoAttack standard's FAB-T; torchattacks: `FAB(multi_targeted=True,
+    /// steps=10)` as its AutoAttack builds it.
+    fn preset_for(preset: Preset, norm: Norm) -> Self {
+        let base = match preset {
+            Preset::Reference => FabConfig::fab_t(norm),
+            Preset::Torchattacks => FabConfig { targeted: true, ..FabConfig::torchattacks() },
+        };
+        Self(FabConfig { norm, ..base })
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::Linf, Norm::L2]
+    }
 }
 
 impl AttackSpec {
@@ -155,11 +269,11 @@ impl AttackSpec {
             })?,
             None => Preset::Reference,
         };
-        let norm: Norm = match field("norm") {
-            Some(n) => serde_json::from_value(n).map_err(|e| {
+        let norm: Option<Norm> = match field("norm") {
+            Some(n) => Some(serde_json::from_value(n).map_err(|e| {
                 AttackError::Config(format!("attack \"{kind}\": norm: {e} (linf | l2 | l1)"))
-            })?,
-            None => Norm::Linf,
+            })?),
+            None => None,
         };
         Self::from_parts(&kind, preset, norm, obj)
     }
@@ -180,7 +294,12 @@ impl AttackSpec {
 
     /// The threat model of the config.
     pub fn norm(&self) -> Norm {
-        self.field("norm").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
+        match self.build() {
+            Ok(a) => a.norm(),
+            Err(_) => {
+                self.field("norm").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
+            }
+        }
     }
 }
 

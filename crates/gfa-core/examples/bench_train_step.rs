@@ -7,17 +7,18 @@
 //! `cargo run --release -p gfa-core --example bench_train_step -- [width] [batch] [steps] [threads]`
 use std::time::Instant;
 
+use gfa_core::Classifier;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, Regularizer, RegularizerConfig};
 use gfa_core::seed::seed_all;
 use gfa_core::train::{Optimizer, OptimizerConfig};
-use gfa_core::Classifier;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: f64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let (width, batch, steps, threads) = (arg(0, 0.25), arg(1, 128.0) as i64, arg(2, 20.0), arg(3, 0.0));
+    let (width, batch, steps, threads) =
+        (arg(0, 0.25), arg(1, 128.0) as i64, arg(2, 20.0), arg(3, 0.0));
     if threads > 0.0 {
         tch::set_num_threads(threads as i32);
     }
@@ -31,11 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let model = Classifier::new(&spec, Device::Cpu)?;
         let cfg = match case {
             "plain" => RegularizerConfig::default(),
-            "first" => RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(0.3) },
+            "first" => {
+                RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(0.3) }
+            }
             _ => RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::gfa(0.3) },
         };
         let reg = Regularizer::new(&cfg, &model.tap_names())?;
-        let opt_cfg = OptimizerConfig::Adam { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
+        let opt_cfg =
+            OptimizerConfig::Adam { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
         let mut opt = Optimizer::new(&opt_cfg, &model)?;
         let mut times = Vec::new();
         for i in 0..(warmup + steps as usize) {

@@ -32,12 +32,11 @@ use crate::regularizer::{RegKind, Regularizer, RegularizerConfig};
 use crate::seed::{rng_for, seed_all};
 use crate::{CoreError, Result, metrics};
 
-pub mod augment;
 pub mod optim;
 pub mod perturb;
 pub mod schedule;
 
-pub use augment::AugmentConfig;
+pub use gfa_data::AugmentConfig;
 pub use optim::{Optimizer, OptimizerConfig};
 pub use perturb::{InnerLoss, InnerMax, LinfPgd, Start, TrainPerturbation};
 pub use schedule::Schedule;
