@@ -212,7 +212,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
-    /// Until gfa-data's `AugmentConfig` is wired in, the local [`AugmentConfig`] (same keys).
+    /// Random crop and flip (`gfa_data::AugmentConfig`).
     pub augment: AugmentConfig,
     pub method: Method,
     /// Batch size of the per-epoch test accuracy.
