@@ -115,5 +115,5 @@ fn missing_pieces_say_so() {
     assert!(text(&o).1.contains("fetching CIFAR-10 into ."), "{}", text(&o).1);
     let o = gfa(dir.path(), &["list", "methods"]);
     assert!(o.status.success());
-    assert!(text(&o).0.lines().any(|l| l == "gfa+pgd_at"));
+    assert!(text(&o).0.lines().any(|l| l == "gfa_pgd_at"));
 }
