@@ -21,6 +21,7 @@ pub mod records;
 pub mod report;
 pub mod runner;
 pub mod spec;
+pub mod stages;
 pub mod store;
 
 use std::fmt::Write as _;
@@ -40,11 +41,25 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(args) => {
             let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
             let exp = write_plan(&spec, &runs, &args.grid.results)?;
-            let _ = exp;
-            not_available(
-                "gfa run",
-                "the training and attack stages (gfa-core trainer, gfa-attacks evaluation)",
-            )
+            let device = cli.device.resolve()?;
+            let mut stages = stages::TorchStages { device };
+            let opts = runner::RunOptions {
+                only: args.only.clone(),
+                shard: args.shard,
+                progress: !args.quiet,
+            };
+            let summary = runner::run_grid(&exp, &runs, &mut stages, &opts)?;
+            println!(
+                "{} runs done, {} already done, {} failed, {} locked by another process",
+                summary.done.len(),
+                summary.already_done.len(),
+                summary.failed.len(),
+                summary.locked.len()
+            );
+            for (id, e) in &summary.failed {
+                println!("failed {id}: {e}");
+            }
+            Ok(if summary.failed.is_empty() { 0 } else { 1 })
         }
         Command::Report(args) => {
             let out = report::report(&args.dir)?;

@@ -1,6 +1,7 @@
 mod cli;
 mod grid;
 mod report;
+mod run;
 mod store;
 
 use std::path::{Path, PathBuf};
