@@ -13,6 +13,7 @@
 //!    [`plot`] draws the figures. Both read only CSVs.
 
 pub mod cli;
+pub mod commands;
 pub mod grid;
 pub mod masking;
 pub mod overrides;
@@ -81,9 +82,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             list(args.what);
             Ok(0)
         }
-        Command::Train(_) => not_available("gfa train", "the gfa-core trainer"),
-        Command::Eval(_) => not_available("gfa eval", "the gfa-attacks evaluation"),
-        Command::GfaValue(_) => not_available("gfa gfa-value", "the GFA value computation"),
+        Command::Train(args) => commands::train(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
+        Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(_) => not_available("gfa landscape", "the loss-landscape computation"),
         Command::Data { command: DataCommand::Fetch { dir } } => {
             let bar = indicatif::ProgressBar::new(0);
@@ -261,12 +262,29 @@ pub fn slurm_script(
 fn list(what: ListWhat) {
     match what {
         ListWhat::Models => {
-            for a in gfa_core::models::Arch::ALL {
-                println!("{}", a.name());
+            for m in gfa_core::models::catalog() {
+                println!(
+                    "{:<16} {:>11} params  taps: {}  ({})",
+                    m.name,
+                    m.parameters,
+                    m.taps.join(","),
+                    m.description
+                );
             }
         }
         ListWhat::Methods => spec::METHODS.iter().for_each(|m| println!("{m}")),
-        ListWhat::Attacks => spec::ATTACK_KINDS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Attacks => {
+            for a in gfa_attacks::registry::list() {
+                let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
+                println!(
+                    "{:<11} {:?} norms: {}  defaults: {}",
+                    a.kind,
+                    a.family,
+                    norms.join(","),
+                    a.defaults
+                );
+            }
+        }
         ListWhat::Presets => spec::PRESETS.iter().for_each(|m| println!("{m}")),
         ListWhat::Sections => spec::RUN_SECTIONS.iter().for_each(|m| println!("{m}")),
     }
