@@ -50,8 +50,8 @@ pub enum Command {
     /// Compute the GFA value (mean tap-gradient cosine per tap) of a trained model.
     #[command(name = "gfa-value")]
     GfaValue(GfaValueArgs),
-    /// Compute the loss landscape along radial/tangential directions of a trained run.
-    Landscape(RunDirArgs),
+    /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
+    Landscape(LandscapeArgs),
     /// Dataset utilities.
     Data {
         #[command(subcommand)]
@@ -289,6 +289,31 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Append the rows to this CSV (eval.csv layout).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LandscapeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of test points the loss is averaged over.
+    #[arg(long, default_value_t = 256)]
+    pub n: usize,
+    /// α and β range over [-radius, radius] (L∞ pixel units, "a/b" accepted).
+    #[arg(long, default_value = "8/255")]
+    pub radius: String,
+    /// Grid points per axis (odd, so that 0 is on the grid).
+    #[arg(long, default_value_t = 21)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Seed of the tangential direction.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output CSV (default: landscape.csv in the checkpoint folder).
     #[arg(long)]
     pub csv: Option<PathBuf>,
 }

@@ -1,4 +1,4 @@
-//! The single-model commands: `gfa train`, `gfa eval`, `gfa gfa-value`.
+//! The single-model commands: `gfa train`, `gfa eval`, `gfa gfa-value`, `gfa landscape`.
 //!
 //! They build the same typed [`RunConfig`] as an experiment run (from flags or a run TOML), so
 //! every value goes through the same checks, and use the same stages as `gfa run`
@@ -10,13 +10,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use gfa_core::{Classifier, ModelSpec, checkpoint};
-use tch::Device;
+use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, EvalArgs, GfaValueArgs, LayersArg, ModelArgs, OptimizerKind, TrainArgs,
+    DataArgs, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs, OptimizerKind, TrainArgs,
 };
-use crate::records::{EvalRow, RunKey, read_rows, write_rows};
+use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
 use crate::stages;
 use crate::store::write_atomic;
@@ -304,5 +304,104 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         write_rows(csv, &all)?;
         println!("appended to {}", csv.display());
     }
+    Ok(())
+}
+
+/// The key of rows about a loaded model.
+fn model_key(model: &Classifier, run: Option<&RunConfig>, m: &ModelArgs, seed: u64) -> RunKey {
+    let path = m.checkpoint.clone().or_else(|| m.weights.clone()).unwrap_or_default();
+    match run {
+        Some(r) => key_for(r, &path, seed),
+        None => RunKey {
+            run_id: path.display().to_string(),
+            seed,
+            model: model.spec.arch.name().to_string(),
+            method: "unknown".into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Mean cross-entropy of `model` on `x` (eval mode, no gradient), in batches.
+fn mean_loss(model: &Classifier, x: &Tensor, y: &Tensor, batch: i64) -> f64 {
+    tch::no_grad(|| {
+        let n = x.size()[0];
+        let mut sum = 0.0;
+        let mut i = 0;
+        while i < n {
+            let len = batch.min(n - i);
+            let logits = model.logits(&x.narrow(0, i, len), false);
+            let l = logits.cross_entropy_for_logits(&y.narrow(0, i, len));
+            sum += l.double_value(&[]) * len as f64;
+            i += len;
+        }
+        sum / n.max(1) as f64
+    })
+}
+
+/// `gfa landscape`: u_radial = sign(∇ₓL) per point; u_tangential = a seeded random sign
+/// vector with its component along u_radial removed (per point), rescaled to u_radial's L2
+/// norm. Both directions are fixed per point; the grid points are clamped to [0, 1].
+pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
+    if a.steps < 2 {
+        bail!("--steps must be at least 2, got {}", a.steps);
+    }
+    let radius: gfa_attacks::Eps =
+        a.radius.parse().map_err(|e| anyhow!("--radius {}: {e}", a.radius))?;
+    let (model, run) = load_model(&a.model, device)?;
+    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let n = a.n.min(data.test.len());
+    let (x, y) = stages::head_tensors(&data.test, n);
+    let (x, y) = (x.to_device(device), y.to_device(device));
+    // Radial: the sign of the input gradient of the summed loss.
+    let xg = x.detach().set_requires_grad(true);
+    let loss = model.logits(&xg, false).cross_entropy_loss::<Tensor>(
+        &y,
+        None,
+        tch::Reduction::Sum,
+        -100,
+        0.0,
+    );
+    let g = Tensor::run_backward(&[loss], &[&xg], false, false).remove(0);
+    let u_r = g.sign();
+    // Tangential: seeded Rademacher, orthogonalized against u_r per point.
+    let mut rng = gfa_core::seed::rng_for(a.seed, "landscape/tangential");
+    let numel = x.numel();
+    let signs: Vec<f32> =
+        (0..numel).map(|_| if rand::Rng::r#gen::<bool>(&mut rng) { 1.0 } else { -1.0 }).collect();
+    let r = Tensor::from_slice(&signs).reshape(x.size()).to_device(device);
+    let flat = |t: &Tensor| t.reshape([n as i64, -1]);
+    let dims: &[i64] = &[1];
+    let rr = flat(&u_r).square().sum_dim_intlist(dims, true, tch::Kind::Float).clamp_min(1e-12);
+    let proj = (flat(&r) * flat(&u_r)).sum_dim_intlist(dims, true, tch::Kind::Float) / &rr;
+    let t = flat(&r) - &proj * flat(&u_r);
+    let tn = t.square().sum_dim_intlist(dims, true, tch::Kind::Float).sqrt().clamp_min(1e-12);
+    let u_t = (t / tn * rr.sqrt()).reshape(x.size());
+
+    let key = model_key(&model, run.as_ref(), &a.model, a.seed);
+    let k = a.steps as f64 - 1.0;
+    let coords: Vec<f64> =
+        (0..a.steps).map(|i| -radius.value + 2.0 * radius.value * i as f64 / k).collect();
+    let mut rows = Vec::with_capacity(a.steps * a.steps);
+    for &alpha in &coords {
+        for &beta in &coords {
+            let xp = (&x + &u_r * alpha + &u_t * beta).clamp(0.0, 1.0);
+            let loss = mean_loss(&model, &xp, &y, a.batch_size.max(1) as i64);
+            rows.push(LandscapeRow { alpha, beta, loss, ..LandscapeRow::keyed(&key) });
+        }
+    }
+    let csv = match (&a.csv, &a.model.checkpoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(d)) => d.join("landscape.csv"),
+        (None, None) => bail!("--csv FILE is needed with --weights"),
+    };
+    write_rows(&csv, &rows)?;
+    let centre = rows[rows.len() / 2].loss;
+    let max = rows.iter().map(|r| r.loss).fold(f64::MIN, f64::max);
+    println!(
+        "{} × {} grid over ±{} on {n} points: loss {centre:.4} at the centre, max {max:.4}",
+        a.steps, a.steps, radius.text
+    );
+    println!("wrote {}", csv.display());
     Ok(())
 }

@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Train(args) => commands::train(&args, cli.device.resolve()?).map(|_| 0),
         Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
-        Command::Landscape(_) => not_available("gfa landscape", "the loss-landscape computation"),
+        Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
         Command::Data { command: DataCommand::Fetch { dir } } => {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -105,10 +105,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn not_available(cmd: &str, what: &str) -> Result<i32> {
-    bail!("`{cmd}` is not available in this build: it needs {what}, which this build lacks")
 }
 
 /// Load and expand an experiment file.

@@ -103,9 +103,10 @@ fn config_errors_exit_2_with_location() {
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    let o = gfa(dir.path(), &["landscape", "x"]);
+    // A model command without a model says what to give.
+    let o = gfa(dir.path(), &["landscape", "--synthetic"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("not available in this build"), "{}", text(&o).1);
+    assert!(text(&o).1.contains("give --checkpoint DIR or --weights FILE"), "{}", text(&o).1);
     // `data fetch` refuses a non-empty destination before any download.
     write(dir.path(), "keep.txt", "x");
     let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
@@ -190,6 +191,23 @@ fn train_then_gfa_value_and_eval_from_flags() {
     // 2 attacks × 2 eps × 2 modes, then 1 × 1 × 2 appended.
     assert_eq!(rows.len(), 8 + 2);
     assert!(rows.iter().all(|r| r.n == 32 && r.method == "gfa"));
+    // Landscape: 5 × 5 over ±1/255; along the radial (gradient-sign) direction the loss rises
+    // on one side of x and falls on the other (first order), and `gfa plot` draws it.
+    run(&["landscape", "--checkpoint", "m", "--n", "32", "--steps", "5", "--radius", "1/255"]);
+    let land: Vec<gfa_exp::records::LandscapeRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/landscape.csv")).unwrap();
+    assert_eq!(land.len(), 25);
+    let at = |a: f64, b: f64| {
+        land.iter().find(|r| (r.alpha - a).abs() < 1e-9 && (r.beta - b).abs() < 1e-9).unwrap().loss
+    };
+    let r = 1.0 / 255.0;
+    assert!(at(r, 0.0) > at(0.0, 0.0) && at(0.0, 0.0) > at(-r, 0.0), "{land:?}");
+    fs::create_dir_all(dir.path().join("p")).unwrap();
+    for f in ["train.csv", "landscape.csv"] {
+        fs::copy(dir.path().join("m").join(f), dir.path().join("p").join(f)).unwrap();
+    }
+    let out = run(&["plot", "p", "--format", "svg"]);
+    assert!(out.contains("f2_landscape"), "{out}");
     // A typo in an attack kind is named, with a suggestion.
     let o = gfa(dir.path(), &["eval", "--checkpoint", "m", "--attacks", "pdg", "--synthetic"]);
     assert!(!o.status.success() && text(&o).1.contains("did you mean `pgd`"), "{}", text(&o).1);
