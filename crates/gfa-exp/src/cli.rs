@@ -43,15 +43,15 @@ pub enum Command {
     Plot(PlotArgs),
     /// List what a TOML may name: models, methods, attacks, presets, sections.
     List(ListArgs),
-    /// Train one run from its config.toml (as `gfa run` does for each run).
-    Train(RunDirArgs),
-    /// Evaluate one trained run with its attack suite.
-    Eval(RunDirArgs),
-    /// Compute the GFA value (mean tap-gradient cosine per tap) of a trained run.
+    /// Train one model from flags or a run TOML; writes train.csv and checkpoints into --out.
+    Train(TrainArgs),
+    /// Attack a trained model: print a table, optionally append eval.csv rows.
+    Eval(EvalArgs),
+    /// Compute the GFA value (mean tap-gradient cosine per tap) of a trained model.
     #[command(name = "gfa-value")]
-    GfaValue(RunDirArgs),
-    /// Compute the loss landscape along radial/tangential directions of a trained run.
-    Landscape(RunDirArgs),
+    GfaValue(GfaValueArgs),
+    /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
+    Landscape(LandscapeArgs),
     /// Dataset utilities.
     Data {
         #[command(subcommand)]
@@ -156,4 +156,164 @@ pub struct ListArgs {
 pub struct RunDirArgs {
     /// A run folder, results/<experiment>/<run_id> (holding config.toml).
     pub run_dir: PathBuf,
+}
+
+/// Where the images come from (flags shared by train, eval and gfa-value).
+#[derive(Debug, Clone, Args, Default)]
+pub struct DataArgs {
+    /// CIFAR-10 folder (else $GFA_DATA_DIR, else data/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use gfa-data's deterministic synthetic set instead of CIFAR-10.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Use only the first N training points.
+    #[arg(long)]
+    pub n_train: Option<usize>,
+    /// Use only the first N test points.
+    #[arg(long)]
+    pub n_test: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayersArg {
+    First,
+    Deep,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A run TOML (sections data, model, regularizer, train; e.g. a run's config.toml);
+    /// the model/method flags are then not used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Architecture (gfa list models).
+    #[arg(long, default_value = "cnn")]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// standard, gfa, gnr, pgd_at, fast_at, trades, gradalign or gfa_pgd_at (gfa list methods).
+    #[arg(long, default_value = "standard")]
+    pub method: String,
+    /// λ of the gfa/gnr regularizer.
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// The regularizer's tap set (default: deep for gfa, first for gnr).
+    #[arg(long, value_enum)]
+    pub layers: Option<LayersArg>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (default 0.1 for SGD, 1e-3 for Adam).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output folder: train.csv, run.toml and the checkpoint files.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+/// A trained model: a checkpoint folder, or a weights file plus its model flags.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A checkpoint folder (as written by gfa train --out or gfa run).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// A .safetensors weights file (needs --model, --width).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value = "cnn")]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct GfaValueArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// Number of points (the first n of the split).
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated attack kinds (gfa list attacks).
+    #[arg(long, default_value = "apgd-ce,square")]
+    pub attacks: String,
+    /// Comma-separated budgets, e.g. 2/255,8/255.
+    #[arg(long, default_value = "8/255")]
+    pub eps: String,
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    #[arg(long, default_value = "reference")]
+    pub preset: String,
+    #[arg(long, default_value = "linf")]
+    pub norm: String,
+    #[arg(long, default_value_t = 250)]
+    pub batch_size: usize,
+    /// Seed of the attacks' random generators.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Append the rows to this CSV (eval.csv layout).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LandscapeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of test points the loss is averaged over.
+    #[arg(long, default_value_t = 256)]
+    pub n: usize,
+    /// α and β range over [-radius, radius] (L∞ pixel units, "a/b" accepted).
+    #[arg(long, default_value = "8/255")]
+    pub radius: String,
+    /// Grid points per axis (odd, so that 0 is on the grid).
+    #[arg(long, default_value_t = 21)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Seed of the tangential direction.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output CSV (default: landscape.csv in the checkpoint folder).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
 }

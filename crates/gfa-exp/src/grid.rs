@@ -515,14 +515,14 @@ impl RunSpec {
     /// The identifying columns of this run's CSV rows.
     pub fn key(&self) -> RunKey {
         let mut mp = Table::new();
-        mp.insert("method".into(), Value::String(self.config.method.clone()));
-        mp.insert("regularizer".into(), Value::Table(self.config.regularizer.clone()));
+        mp.insert("method".into(), Value::Table(to_table(&self.config.train.method)));
+        mp.insert("regularizer".into(), Value::Table(to_table(&self.config.regularizer)));
         RunKey {
             experiment: self.experiment.clone(),
             run_id: self.run_id.clone(),
             seed: self.seed,
             model: self.config.model.arch.name().to_string(),
-            method: self.config.method.clone(),
+            method: self.config.method().to_string(),
             lambda: self.config.lambda(),
             method_params: canonical(&Value::Table(mp)),
         }
@@ -592,14 +592,14 @@ fn int_at(t: &Table, key: &str) -> Option<f64> {
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     let c = &run.config;
     let n_train = c.data.n_train.unwrap_or(50_000) as f64;
-    let epochs = int_at(&c.train, "epochs").unwrap_or(1.0);
-    let per_step = match c.method.as_str() {
+    let epochs = c.train.epochs as f64;
+    let per_step = match c.method() {
         "standard" => 1.0,
         "gfa" | "gnr" => 3.0, // double backprop
         "pgd_at" | "trades" => 11.0,
         "fast_at" => 2.0,
         "gradalign" => 4.0,
-        "gfa+pgd_at" => 13.0,
+        "gfa_pgd_at" => 13.0,
         _ => 1.0,
     };
     let mut total = n_train * epochs * per_step;
@@ -611,8 +611,8 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
         let per_point = match a.kind.as_str() {
             "fgsm" => 1.0,
             "pgd" => steps.unwrap_or(if compat { 10.0 } else { 20.0 }) * restarts,
-            "apgd" => steps.unwrap_or(if compat { 10.0 } else { 100.0 }) * restarts,
-            "apgd_t" | "fab" => 9.0 * steps.unwrap_or(if compat { 10.0 } else { 100.0 }),
+            "apgd-ce" | "apgd-dlr" => steps.unwrap_or(if compat { 10.0 } else { 100.0 }) * restarts,
+            "apgd-t" => 9.0 * steps.unwrap_or(if compat { 10.0 } else { 100.0 }),
             "square" => int_at(&a.config, "queries").unwrap_or(5000.0) / 3.0,
             "autoattack" => 100.0 + 900.0 + 900.0 + 5000.0 / 3.0,
             "deepfool" => 10.0 * steps.unwrap_or(50.0),

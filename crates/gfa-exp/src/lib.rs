@@ -13,6 +13,7 @@
 //!    [`plot`] draws the figures. Both read only CSVs.
 
 pub mod cli;
+pub mod commands;
 pub mod grid;
 pub mod masking;
 pub mod overrides;
@@ -21,6 +22,7 @@ pub mod records;
 pub mod report;
 pub mod runner;
 pub mod spec;
+pub mod stages;
 pub mod store;
 
 use std::fmt::Write as _;
@@ -40,11 +42,25 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(args) => {
             let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
             let exp = write_plan(&spec, &runs, &args.grid.results)?;
-            let _ = exp;
-            not_available(
-                "gfa run",
-                "the training and attack stages (gfa-core trainer, gfa-attacks evaluation)",
-            )
+            let device = cli.device.resolve()?;
+            let mut stages = stages::TorchStages { device };
+            let opts = runner::RunOptions {
+                only: args.only.clone(),
+                shard: args.shard,
+                progress: !args.quiet,
+            };
+            let summary = runner::run_grid(&exp, &runs, &mut stages, &opts)?;
+            println!(
+                "{} runs done, {} already done, {} failed, {} locked by another process",
+                summary.done.len(),
+                summary.already_done.len(),
+                summary.failed.len(),
+                summary.locked.len()
+            );
+            for (id, e) in &summary.failed {
+                println!("failed {id}: {e}");
+            }
+            Ok(if summary.failed.is_empty() { 0 } else { 1 })
         }
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
@@ -66,10 +82,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             list(args.what);
             Ok(0)
         }
-        Command::Train(_) => not_available("gfa train", "the gfa-core trainer"),
-        Command::Eval(_) => not_available("gfa eval", "the gfa-attacks evaluation"),
-        Command::GfaValue(_) => not_available("gfa gfa-value", "the GFA value computation"),
-        Command::Landscape(_) => not_available("gfa landscape", "the loss-landscape computation"),
+        Command::Train(args) => commands::train(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
+        Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
         Command::Data { command: DataCommand::Fetch { dir } } => {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -89,10 +105,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn not_available(cmd: &str, what: &str) -> Result<i32> {
-    bail!("`{cmd}` is not available in this build: it needs {what}, which this build lacks")
 }
 
 /// Load and expand an experiment file.
@@ -246,12 +258,29 @@ pub fn slurm_script(
 fn list(what: ListWhat) {
     match what {
         ListWhat::Models => {
-            for a in gfa_core::models::Arch::ALL {
-                println!("{}", a.name());
+            for m in gfa_core::models::catalog() {
+                println!(
+                    "{:<16} {:>11} params  taps: {}  ({})",
+                    m.name,
+                    m.parameters,
+                    m.taps.join(","),
+                    m.description
+                );
             }
         }
         ListWhat::Methods => spec::METHODS.iter().for_each(|m| println!("{m}")),
-        ListWhat::Attacks => spec::ATTACK_KINDS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Attacks => {
+            for a in gfa_attacks::registry::list() {
+                let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
+                println!(
+                    "{:<11} {:?} norms: {}  defaults: {}",
+                    a.kind,
+                    a.family,
+                    norms.join(","),
+                    a.defaults
+                );
+            }
+        }
         ListWhat::Presets => spec::PRESETS.iter().for_each(|m| println!("{m}")),
         ListWhat::Sections => spec::RUN_SECTIONS.iter().for_each(|m| println!("{m}")),
     }

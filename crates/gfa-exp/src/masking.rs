@@ -249,7 +249,9 @@ pub fn masking_checks(
     let c6 = pts
         .iter()
         .filter_map(|(n, e, t)| {
-            let it = |r: &EvalRow| indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd");
+            let it = |r: &EvalRow| {
+                indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
+            };
             let ce = min_acc(rows, n, *e, |r| it(r) && loss_of(r) == Some("ce"))?;
             let mg = min_acc(rows, n, *e, |r| it(r) && loss_of(r) == Some("margin"))?;
             Some((ce, mg, format!("{n} eps={t}")))
@@ -266,7 +268,9 @@ pub fn masking_checks(
 
     // 7. Noise must not beat PGD (iterative white-box).
     let c7 = worst(&pts, |n, e| {
-        let pgd = min_acc(rows, n, e, |r| indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd"))?;
+        let pgd = min_acc(rows, n, e, |r| {
+            indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
+        })?;
         Some((pgd, min_acc(rows, n, e, kind("noise"))?))
     });
     b.push(

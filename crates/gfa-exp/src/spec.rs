@@ -22,8 +22,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use gfa_attacks::Eps;
-use gfa_core::ModelSpec;
+use gfa_attacks::{AttackSpec, Eps};
+use gfa_core::{ModelSpec, RegKind, RegularizerConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -300,9 +300,9 @@ pub fn to_table<T: Serialize>(v: &T) -> Table {
     }
 }
 
-/// Training methods of SPEC §4.
+/// Training methods of SPEC §4 (the `kind` of `train.method`).
 pub const METHODS: &[&str] =
-    &["standard", "gfa", "pgd_at", "fast_at", "trades", "gradalign", "gnr", "gfa+pgd_at"];
+    &["standard", "gfa", "gnr", "pgd_at", "fast_at", "trades", "gradalign", "gfa_pgd_at"];
 
 /// `subset` of the evaluation protocol (SPEC §5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,10 +370,9 @@ pub struct DataConfig {
     pub n_test: Option<usize>,
 }
 
-/// One run's sections, typed. This is the seam where the library crates' config types plug in:
-/// `data`, `regularizer` and `train` are checked by their own crates' types when those exist in
-/// this build, and kept as tables (no key check, no defaults) until then; `data` and `eval` are
-/// this crate's own.
+/// One run's sections, typed by the crates that own them: `model` is `gfa_core::ModelSpec`,
+/// `train` is `gfa_core::TrainConfig` (the method lives in `train.method`), `regularizer` is
+/// `gfa_core::RegularizerConfig`; `data` and `eval` are this crate's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -381,23 +380,16 @@ pub struct RunConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub model: ModelSpec,
-    /// One of [`METHODS`].
-    #[serde(default = "default_method")]
-    pub method: String,
     #[serde(default)]
-    pub regularizer: Table,
+    pub regularizer: RegularizerConfig,
     #[serde(default)]
-    pub train: Table,
+    pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
 }
 
-fn default_method() -> String {
-    "standard".into()
-}
-
 /// Names of the sections of a run (the keys allowed in `[base]`).
-pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "regularizer", "train", "eval"];
+pub const RUN_SECTIONS: &[&str] = &["data", "model", "regularizer", "train", "eval"];
 
 impl RunConfig {
     /// Type-check a run's sections and fill in defaults.
@@ -408,45 +400,27 @@ impl RunConfig {
             message: e.to_string(),
             suggestion: None,
         })?;
-        if !METHODS.contains(&cfg.method.as_str()) {
-            return Err(FieldError {
-                path: vec!["method".into()],
-                message: format!(
-                    "unknown method '{}': expected one of {}",
-                    cfg.method,
-                    METHODS.join(", ")
-                ),
-                suggestion: closest(&cfg.method, METHODS.iter().copied()),
-            });
-        }
+        cfg.train.validate(&cfg.regularizer).map_err(|e| FieldError {
+            path: vec!["train".into(), "method".into()],
+            message: e.to_string(),
+            suggestion: None,
+        })?;
         Ok(cfg)
     }
 
-    /// Regularization weight λ (`regularizer.lambda`), if the run has one.
+    /// The method label of result rows (`standard`, `gfa`, `pgd_at`, …).
+    pub fn method(&self) -> &'static str {
+        self.train.method.name()
+    }
+
+    /// Regularization weight λ, when the run trains with a regularizer.
     pub fn lambda(&self) -> Option<f64> {
-        match self.regularizer.get("lambda") {
-            Some(Value::Float(f)) => Some(*f),
-            Some(Value::Integer(i)) => Some(*i as f64),
-            _ => None,
-        }
+        (self.regularizer.kind != RegKind::None).then_some(self.regularizer.lambda)
     }
 }
 
-/// Attack kinds of the evaluation suite (ATTACKS.md §10); the registry's `kind` tags.
-pub const ATTACK_KINDS: &[&str] = &[
-    "fgsm",
-    "pgd",
-    "apgd",
-    "apgd_t",
-    "fab",
-    "square",
-    "autoattack",
-    "deepfool",
-    "cw",
-    "ead",
-    "noise",
-    "transfer",
-];
+/// Attack kinds of the evaluation suite: the `gfa_attacks` registry's kinds.
+pub const ATTACK_KINDS: &[&str] = AttackSpec::KINDS;
 
 /// Kinds that report per-sample minimum norms rather than success at a budget.
 pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
@@ -465,6 +439,8 @@ pub struct AttackEntry {
     pub eps: Vec<Eps>,
     /// The remaining keys (the attack's own configuration).
     pub config: Table,
+    /// The checked configuration: preset defaults with `config` merged over them.
+    pub spec: AttackSpec,
 }
 
 impl AttackEntry {
@@ -544,7 +520,21 @@ impl AttackEntry {
         for k in ["kind", "preset", "name", "eps", "norm"] {
             config.remove(k);
         }
-        Ok(AttackEntry { name, kind, preset, norm, eps, config })
+        // The registry checks the attack's own keys (unknown key, wrong type, unsupported norm).
+        let mut full = config.clone();
+        full.insert("kind".into(), Value::String(kind.clone()));
+        full.insert("preset".into(), Value::String(preset.clone()));
+        full.insert("norm".into(), Value::String(norm.clone()));
+        let json = serde_json::to_value(&full).map_err(|e| err("kind", e.to_string(), None))?;
+        let spec = AttackSpec::from_value(json).map_err(|e| {
+            let message = e.to_string();
+            let key = unknown_name(&message);
+            let suggestion = key
+                .as_deref()
+                .and_then(|k| closest(k, expected_names(&message).iter().map(String::as_str)));
+            FieldError { path: key.into_iter().collect(), message, suggestion }
+        })?;
+        Ok(AttackEntry { name, kind, preset, norm, eps, config, spec })
     }
 
     /// The entry as a TOML table (the form stored in `config.toml` and hashed).
@@ -592,7 +582,8 @@ mod tests {
     #[test]
     fn defaults_are_filled() {
         let cfg = RunConfig::from_table(&Table::new()).unwrap();
-        assert_eq!(cfg.method, "standard");
+        assert_eq!(cfg.method(), "standard");
+        assert_eq!(cfg.lambda(), None);
         assert_eq!(cfg.eval, EvalConfig::default());
         assert_eq!(cfg.model, ModelSpec::default());
     }
@@ -610,6 +601,12 @@ mod tests {
         assert_eq!(AttackEntry::from_table(&t).unwrap_err().path, vec!["eps", "0"]);
         let t: Table = toml::from_str("kind = \"pdg\"\neps = [\"8/255\"]\n").unwrap();
         assert_eq!(AttackEntry::from_table(&t).unwrap_err().suggestion.as_deref(), Some("pgd"));
+        // The attack's own keys are checked by the registry.
+        let t: Table = toml::from_str("kind = \"pgd\"\neps = [\"8/255\"]\nstesp = 3\n").unwrap();
+        let e = AttackEntry::from_table(&t).unwrap_err();
+        assert!(e.message.contains("stesp"), "{e:?}");
+        let AttackSpec::Pgd(c) = a.spec else { panic!("{:?}", a.spec) };
+        assert_eq!(c.steps, 20);
     }
 
     #[test]

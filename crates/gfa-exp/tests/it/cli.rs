@@ -103,11 +103,10 @@ fn config_errors_exit_2_with_location() {
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["train", "x"][..], &["eval", "x"], &["gfa-value", "x"], &["landscape", "x"]] {
-        let o = gfa(dir.path(), args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(text(&o).1.contains("not available in this build"), "{args:?}: {}", text(&o).1);
-    }
+    // A model command without a model says what to give.
+    let o = gfa(dir.path(), &["landscape", "--synthetic"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("give --checkpoint DIR or --weights FILE"), "{}", text(&o).1);
     // `data fetch` refuses a non-empty destination before any download.
     write(dir.path(), "keep.txt", "x");
     let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
@@ -115,5 +114,101 @@ fn missing_pieces_say_so() {
     assert!(text(&o).1.contains("fetching CIFAR-10 into ."), "{}", text(&o).1);
     let o = gfa(dir.path(), &["list", "methods"]);
     assert!(o.status.success());
-    assert!(text(&o).0.lines().any(|l| l == "gfa+pgd_at"));
+    assert!(text(&o).0.lines().any(|l| l == "gfa_pgd_at"));
+}
+
+/// `gfa train` from flags, then `gfa-value` and `eval` on its checkpoint.
+#[test]
+fn train_then_gfa_value_and_eval_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--device", "cpu"];
+        all.extend_from_slice(args);
+        let o = gfa(dir.path(), &all);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        out
+    };
+    let data = ["--synthetic", "--n-train", "128", "--n-test", "32"];
+    let mut args = vec!["train", "--width", "0.125", "--method", "gfa", "--lambda", "0.3"];
+    args.extend(["--epochs", "2", "--batch-size", "64", "--out", "m", "--seed", "3"]);
+    args.extend(data);
+    run(&args);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(
+        rows.iter().all(|r| r.method == "gfa" && r.lambda == Some(0.3) && r.train_reg.is_some())
+    );
+    // A second train into the same folder needs --resume; with it, nothing is retrained.
+    let o = gfa(dir.path(), &args);
+    assert!(!o.status.success() && text(&o).1.contains("--resume"), "{}", text(&o).1);
+    args.push("--resume");
+    run(&args);
+    let again: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
+        rows.iter().map(|r| r.train_loss).collect::<Vec<_>>()
+    );
+
+    let out = run(&["gfa-value", "--checkpoint", "m", "--n", "32", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let taps: Vec<&str> =
+        v.as_array().unwrap().iter().map(|t| t["tap"].as_str().unwrap()).collect();
+    assert_eq!(taps[0], "input");
+    assert!(v.as_array().unwrap().iter().all(|t| t["n"] == 32));
+
+    let out = run(&[
+        "eval",
+        "--checkpoint",
+        "m",
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "2/255,8/255",
+        "--n",
+        "32",
+        "--csv",
+        "e.csv",
+    ]);
+    assert!(out.lines().next().unwrap().starts_with("attack"), "{out}");
+    run(&[
+        "eval",
+        "--checkpoint",
+        "m",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "8/255",
+        "--n",
+        "32",
+        "--csv",
+        "e.csv",
+    ]);
+    let rows: Vec<gfa_exp::records::EvalRow> =
+        gfa_exp::records::read_rows(&dir.path().join("e.csv")).unwrap();
+    // 2 attacks × 2 eps × 2 modes, then 1 × 1 × 2 appended.
+    assert_eq!(rows.len(), 8 + 2);
+    assert!(rows.iter().all(|r| r.n == 32 && r.method == "gfa"));
+    // Landscape: 5 × 5 over ±1/255; along the radial (gradient-sign) direction the loss rises
+    // on one side of x and falls on the other (first order), and `gfa plot` draws it.
+    run(&["landscape", "--checkpoint", "m", "--n", "32", "--steps", "5", "--radius", "1/255"]);
+    let land: Vec<gfa_exp::records::LandscapeRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/landscape.csv")).unwrap();
+    assert_eq!(land.len(), 25);
+    let at = |a: f64, b: f64| {
+        land.iter().find(|r| (r.alpha - a).abs() < 1e-9 && (r.beta - b).abs() < 1e-9).unwrap().loss
+    };
+    let r = 1.0 / 255.0;
+    assert!(at(r, 0.0) > at(0.0, 0.0) && at(0.0, 0.0) > at(-r, 0.0), "{land:?}");
+    fs::create_dir_all(dir.path().join("p")).unwrap();
+    for f in ["train.csv", "landscape.csv"] {
+        fs::copy(dir.path().join("m").join(f), dir.path().join("p").join(f)).unwrap();
+    }
+    let out = run(&["plot", "p", "--format", "svg"]);
+    assert!(out.contains("f2_landscape"), "{out}");
+    // A typo in an attack kind is named, with a suggestion.
+    let o = gfa(dir.path(), &["eval", "--checkpoint", "m", "--attacks", "pdg", "--synthetic"]);
+    assert!(!o.status.success() && text(&o).1.contains("did you mean `pgd`"), "{}", text(&o).1);
 }

@@ -27,22 +27,22 @@ fn small_grid_expands_in_order() {
     let got: Vec<(usize, u64, String)> =
         runs.iter().map(|r| (r.index, r.seed, r.axes_text())).collect();
     let lam = |l: &str, lr: &str, s: &str| {
-        format!("regularizer.lambda={l}; train.lr={lr}; train.schedule={s}")
+        format!("regularizer.lambda={l}; train.optimizer.lr={lr}; train.schedule.kind={s}")
     };
     let want = vec![
         (1, 0, lam("0.1", "0.1", "cosine")),
         (2, 1, lam("0.1", "0.1", "cosine")),
-        (3, 0, lam("0.1", "0.01", "step")),
-        (4, 1, lam("0.1", "0.01", "step")),
+        (3, 0, lam("0.1", "0.01", "constant")),
+        (4, 1, lam("0.1", "0.01", "constant")),
         (5, 0, lam("1.0", "0.1", "cosine")),
         (6, 1, lam("1.0", "0.1", "cosine")),
-        (7, 0, lam("1.0", "0.01", "step")),
-        (8, 1, lam("1.0", "0.01", "step")),
+        (7, 0, lam("1.0", "0.01", "constant")),
+        (8, 1, lam("1.0", "0.01", "constant")),
     ];
     assert_eq!(got, want);
     // Values land in the typed config.
     assert_eq!(runs[6].config.lambda(), Some(1.0));
-    assert_eq!(runs[6].config.train.get("schedule"), Some(&Value::String("step".into())));
+    assert_eq!(runs[6].config.train.schedule, gfa_core::train::Schedule::Constant);
     assert_eq!(runs[6].config.model.width, 0.25);
     assert_eq!(runs[6].config.eval.n, 64);
     assert_eq!(runs[6].config.data.n_train, Some(256));
@@ -71,9 +71,14 @@ fn canonical_spec_is_pinned() {
     let want = concat!(
         r#"{"attacks":[{"eps":["8/255"],"kind":"fgsm","name":"fgsm","norm":"linf","preset":"reference"}],"#,
         r#""config":{"data":{"source":"cifar10"},"eval":{"batch_size":250,"individual":true,"n":1000,"subset":"all"},"#,
-        r#""method":"standard","model":{"arch":"linear","bias":true,"mean":[0.5,0.5,0.5],"#,
+        r#""model":{"arch":"linear","bias":true,"mean":[0.5,0.5,0.5],"#,
         r#""normalize":true,"num_classes":10,"std":[0.5,0.5,0.5],"width":1.0,"widths":[1024,512,256]},"#,
-        r#""regularizer":{},"train":{}},"seed":0}"#
+        r#""regularizer":{"eps":1e-8,"kind":"none","lambda":0.0,"lambda_warmup_epochs":0,"#,
+        r#""penalty":"one_minus_cos","tap":"post_activation","task_loss":"ce","weights":"uniform"},"#,
+        r#""train":{"augment":{"crop_padding":4,"flip":true},"batch_size":128,"epochs":100,"#,
+        r#""eval_batch_size":500,"method":{"kind":"standard"},"#,
+        r#""optimizer":{"kind":"sgd","lr":0.1,"momentum":0.9,"nesterov":false,"weight_decay":0.0005},"#,
+        r#""schedule":{"kind":"cosine"}}},"seed":0}"#
     );
     assert_eq!(c, want);
     assert_eq!(runs[0].run_id, blake3::hash(want.as_bytes()).to_hex()[..12]);
@@ -81,9 +86,9 @@ fn canonical_spec_is_pinned() {
 
 #[test]
 fn run_id_is_stable_across_key_order_defaults_and_grids() {
-    let a = "seeds = [3]\n[base]\nmethod = \"gfa\"\nregularizer = { lambda = 0.5 }\nmodel = { arch = \"cnn\", width = 0.25 }\n";
+    let a = "seeds = [3]\n[base]\ntrain.method.kind = \"gfa\"\nregularizer = { kind = \"gfa\", lambda = 0.5 }\nmodel = { arch = \"cnn\", width = 0.25 }\n";
     // Same run: other key order, a default written out, and reached through a grid.
-    let b = "[base.model]\nnum_classes = 10\nwidth = 0.25\n[base]\nmethod = \"gfa\"\n[grid]\nregularizer.lambda = [0.25, 0.5]\n[grid.eval]\nn = [1000]\n";
+    let b = "[base.model]\nnum_classes = 10\nwidth = 0.25\n[base]\ntrain.method.kind = \"gfa\"\nregularizer.kind = \"gfa\"\n[grid]\nregularizer.lambda = [0.25, 0.5]\n[grid.eval]\nn = [1000]\n";
     let ra = parse(a, &[]).unwrap().expand().unwrap();
     let rb = parse(b, &["seeds=[3]"]).unwrap().expand().unwrap();
     assert_eq!(rb.len(), 2);
@@ -104,7 +109,7 @@ fn overrides_apply_before_expansion_and_pin_axes() {
     // The λ axis is pinned away: 2 zip rows × 1 seed.
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| r.config.lambda() == Some(0.3) && r.seed == 7));
-    assert_eq!(runs[0].config.train.get("epochs"), Some(&Value::Integer(2)));
+    assert_eq!(runs[0].config.train.epochs, 2);
     assert!(!runs[0].axes_text().contains("lambda"));
     assert!(runs[0].overrides_toml().contains("train.epochs=2"));
     // Overriding a grid list itself.
@@ -134,8 +139,8 @@ fn unknown_key_names_file_line_path_and_suggestion() {
 fn bad_values_are_located_in_base_grid_and_attacks() {
     // A bad value inside a grid list points at the grid entry.
     let text = SMALL.replace(
-        "\"train.lr\" = [0.1, 0.01]",
-        "\"train.lr\" = [0.1, 0.01]\n\"eval.n\" = [10, \"many\"]",
+        "\"train.optimizer.lr\" = [0.1, 0.01]",
+        "\"train.optimizer.lr\" = [0.1, 0.01]\n\"eval.n\" = [10, \"many\"]",
     );
     let line = text.lines().position(|l| l.starts_with("\"eval.n\"")).unwrap() + 1;
     let e = err(&text, &[]);
@@ -156,8 +161,15 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
     let e = err(&text, &[]);
     assert!(e.contains("`attacks.1.eps.0`") && e.contains("2/0"), "{e}");
     // Unknown method, with suggestion.
-    let e = err(&SMALL.replace("method = \"gfa\"", "method = \"pgd-at\""), &[]);
-    assert!(e.contains("`base.method`") && e.ends_with("did you mean `pgd_at`?"), "{e}");
+    let e =
+        err(&SMALL.replace("method = { kind = \"gfa\" }", "method = { kind = \"pgd-at\" }"), &[]);
+    assert!(e.contains("`base.train.method") && e.contains("pgd_at"), "{e}");
+    // A method without its regularizer.
+    let e = err(&SMALL.replace("kind = \"gfa\", lambda", "kind = \"none\", lambda"), &[]);
+    assert!(e.contains("needs regularizer.kind"), "{e}");
+    // An attack's own keys are checked.
+    let e = err(&SMALL.replace("steps = 10", "stesp = 10"), &[]);
+    assert!(e.contains("attacks.1") && e.contains("stesp"), "{e}");
     // Unknown top-level key and unknown section.
     let e = err(&format!("sedes = [1]\n{SMALL}"), &[]);
     assert!(e.starts_with("exp.toml:1: `sedes`") && e.ends_with("did you mean `seeds`?"), "{e}");
@@ -167,7 +179,7 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
     let e = err(&SMALL.replace("width = 0.25", "width = -1.0"), &[]);
     assert!(e.contains("`base.model`") && e.contains("width"), "{e}");
     // Zip lists of different lengths.
-    let e = err(&SMALL.replace("[\"cosine\", \"step\"]", "[\"cosine\"]"), &[]);
+    let e = err(&SMALL.replace("[\"cosine\", \"constant\"]", "[\"cosine\"]"), &[]);
     assert!(e.contains("equal lengths"), "{e}");
 }
 

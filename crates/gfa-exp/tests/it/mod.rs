@@ -1,6 +1,7 @@
 mod cli;
 mod grid;
 mod report;
+mod run;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -17,10 +18,9 @@ pub const SMALL: &str = r#"experiment = "small"
 seeds = [0, 1]
 
 [base]
-method = "gfa"
 data = { source = "synthetic", n_train = 256 }
-train = { epochs = 1 }
-regularizer = { lambda = 0.0 }
+train = { epochs = 1, method = { kind = "gfa" }, schedule = { kind = "cosine" }, optimizer = { kind = "sgd", lr = 0.1 } }
+regularizer = { kind = "gfa", lambda = 0.0 }
 
 [base.model]
 arch = "cnn"
@@ -33,8 +33,8 @@ n = 64
 "regularizer.lambda" = [0.1, 1.0]
 
 [[zip]]
-"train.lr" = [0.1, 0.01]
-"train.schedule" = ["cosine", "step"]
+"train.optimizer.lr" = [0.1, 0.01]
+"train.schedule.kind" = ["cosine", "constant"]
 
 [[attacks]]
 kind = "fgsm"

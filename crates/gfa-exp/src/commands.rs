@@ -1,0 +1,407 @@
+//! The single-model commands: `gfa train`, `gfa eval`, `gfa gfa-value`, `gfa landscape`.
+//!
+//! They build the same typed [`RunConfig`] as an experiment run (from flags or a run TOML), so
+//! every value goes through the same checks, and use the same stages as `gfa run`
+//! ([`crate::stages`]). `gfa train --out DIR` writes `DIR/run.toml` (the typed config, defaults
+//! filled in) next to the checkpoint, so `eval` and `gfa-value` find the run's data settings.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gfa_core::{Classifier, ModelSpec, checkpoint};
+use tch::{Device, Tensor};
+use toml::{Table, Value};
+
+use crate::cli::{
+    DataArgs, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs, OptimizerKind, TrainArgs,
+};
+use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
+use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
+use crate::stages;
+use crate::store::write_atomic;
+
+/// The file `gfa train` writes next to its checkpoint.
+pub const RUN_TOML: &str = "run.toml";
+
+fn table(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn data_table(d: &DataArgs) -> Table {
+    let mut t = Table::new();
+    let source = if d.synthetic { "synthetic" } else { "cifar10" };
+    t.insert("source".into(), Value::String(source.into()));
+    if let Some(dir) = &d.data {
+        t.insert("dir".into(), Value::String(dir.display().to_string()));
+    }
+    if let Some(n) = d.n_train {
+        t.insert("n_train".into(), Value::Integer(n as i64));
+    }
+    if let Some(n) = d.n_test {
+        t.insert("n_test".into(), Value::Integer(n as i64));
+    }
+    t
+}
+
+fn type_check(t: &Table, origin: &str) -> Result<RunConfig> {
+    RunConfig::from_table(t).map_err(|e| {
+        let mut msg = format!("{origin}: `{}`: {}", crate::spec::dotted(&e.path), e.message);
+        if let Some(s) = e.suggestion {
+            let _ = write!(msg, "; did you mean `{s}`?");
+        }
+        anyhow!(msg)
+    })
+}
+
+/// The run configuration `gfa train`'s flags describe, and its seed.
+pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
+    if let Some(path) = &a.config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut t: Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let seed = match t.remove("seed") {
+            Some(Value::Integer(s)) => s as u64,
+            _ => a.seed.unwrap_or(0),
+        };
+        // A run's config.toml also records its id and attack suite.
+        t.remove("run_id");
+        t.remove("attacks");
+        let mut cfg = type_check(&t, &path.display().to_string())?;
+        if a.data.synthetic || a.data.data.is_some() {
+            cfg.data = type_check(
+                &[("data".to_string(), Value::Table(data_table(&a.data)))].into_iter().collect(),
+                "--data/--synthetic",
+            )?
+            .data;
+        }
+        return Ok((cfg, a.seed.unwrap_or(seed)));
+    }
+    let mut model = Table::new();
+    model.insert("arch".into(), Value::String(a.model.clone()));
+    if let Some(w) = a.width {
+        model.insert("width".into(), Value::Float(w));
+    }
+    let reg_kind = match a.method.as_str() {
+        "gfa" | "gfa_pgd_at" | "gfa+pgd_at" => "gfa",
+        "gnr" => "gnr",
+        _ => "none",
+    };
+    let mut reg = Table::new();
+    reg.insert("kind".into(), Value::String(reg_kind.into()));
+    if let Some(l) = a.lambda {
+        if reg_kind == "none" {
+            bail!("--lambda: method `{}` has no regularizer (use gfa or gnr)", a.method);
+        }
+        reg.insert("lambda".into(), Value::Float(l));
+    }
+    if let Some(layers) = a.layers {
+        let w = if layers == LayersArg::First { "first" } else { "deep" };
+        reg.insert("layers".into(), Value::String(w.into()));
+    }
+    let optimizer = match a.optimizer {
+        OptimizerKind::Sgd => table(vec![
+            ("kind", Value::String("sgd".into())),
+            ("lr", Value::Float(a.lr.unwrap_or(0.1))),
+            ("momentum", Value::Float(0.9)),
+            ("weight_decay", Value::Float(5e-4)),
+        ]),
+        OptimizerKind::Adam => table(vec![
+            ("kind", Value::String("adam".into())),
+            ("lr", Value::Float(a.lr.unwrap_or(1e-3))),
+        ]),
+    };
+    let mut train = Table::new();
+    train.insert("method".into(), table(vec![("kind", Value::String(a.method.clone()))]));
+    train.insert("optimizer".into(), optimizer);
+    if let Some(e) = a.epochs {
+        train.insert("epochs".into(), Value::Integer(e as i64));
+    }
+    if let Some(b) = a.batch_size {
+        train.insert("batch_size".into(), Value::Integer(b as i64));
+    }
+    let mut t = Table::new();
+    t.insert("model".into(), Value::Table(model));
+    t.insert("regularizer".into(), Value::Table(reg));
+    t.insert("train".into(), Value::Table(train));
+    t.insert("data".into(), Value::Table(data_table(&a.data)));
+    Ok((type_check(&t, "flags")?, a.seed.unwrap_or(0)))
+}
+
+fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
+    let mut mp = Table::new();
+    mp.insert("method".into(), Value::Table(to_table(&cfg.train.method)));
+    mp.insert("regularizer".into(), Value::Table(to_table(&cfg.regularizer)));
+    RunKey {
+        experiment: String::new(),
+        run_id: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        seed,
+        model: cfg.model.arch.name().to_string(),
+        method: cfg.method().to_string(),
+        lambda: cfg.lambda(),
+        method_params: crate::grid::canonical(&Value::Table(mp)),
+    }
+}
+
+/// `gfa train`.
+pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
+    let (cfg, seed) = train_config(a)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut snapshot = to_table(&cfg);
+    snapshot.insert("seed".into(), Value::Integer(seed as i64));
+    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
+    if !a.resume && checkpoint::exists(&a.out) {
+        bail!(
+            "{} already holds a checkpoint; pass --resume to continue it or pick another --out",
+            a.out.display()
+        );
+    }
+    let splits = stages::load_data(&cfg.data)?;
+    let run_id = key_for(&cfg, &a.out, seed).run_id;
+    let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
+    let dev = gfa_core::device::device_name(device);
+    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &cfg, &records, &dev);
+    write_rows(&a.out.join("train.csv"), &rows)?;
+    println!("epoch  lr        train_loss  train_reg  train_acc  test_acc");
+    for r in &rows {
+        println!(
+            "{:<5}  {:<8.4}  {:<10.4}  {:<9}  {:<9.4}  {}",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_reg.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            r.train_acc,
+            r.test_acc.map(|v| format!("{v:.4}")).unwrap_or_default()
+        );
+    }
+    println!("wrote {} and the checkpoint", a.out.join("train.csv").display());
+    Ok(())
+}
+
+/// The model of `--checkpoint` / `--weights`, and the data settings of its run when known.
+fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunConfig>)> {
+    if let Some(dir) = &m.checkpoint {
+        let (model, _) = checkpoint::load(dir, checkpoint::FINAL, device)
+            .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
+            .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
+        let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
+            let mut t: Table = toml::from_str(&text).ok()?;
+            t.remove("seed");
+            RunConfig::from_table(&t).ok()
+        });
+        return Ok((model, run));
+    }
+    let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
+    let mut t = Table::new();
+    t.insert("arch".into(), Value::String(m.model.clone()));
+    if let Some(width) = m.width {
+        t.insert("width".into(), Value::Float(width));
+    }
+    let spec: ModelSpec =
+        crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))?;
+    let mut model = Classifier::new(&spec, device)?;
+    checkpoint::load_weights(&mut model, w)
+        .with_context(|| format!("loading weights from {}", w.display()))?;
+    Ok((model, None))
+}
+
+fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> Result<DataConfig> {
+    let given = flags.synthetic || flags.data.is_some() || flags.n_test.is_some();
+    match run {
+        Some(r) if !given => Ok(r.data.clone()),
+        _ => Ok(DataConfig {
+            source: if flags.synthetic { DataSource::Synthetic } else { DataSource::Cifar10 },
+            dir: flags.data.as_ref().map(|d| d.display().to_string()),
+            n_train: flags.n_train,
+            n_test: flags.n_test,
+        }),
+    }
+}
+
+/// `gfa gfa-value`.
+pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
+    let (model, run) = load_model(&a.model, device)?;
+    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (split, name) = match a.split {
+        crate::cli::SplitArg::Train => (data.train, "train"),
+        crate::cli::SplitArg::Test => (data.test, "test"),
+    };
+    let n = a.n.min(split.len());
+    let values = gfa_core::gfa_value(&model, &split.head(n), &Default::default())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&values)?);
+    } else {
+        println!("{name} split, n = {n}");
+        println!("{:<12}  {:>10}  {:>12}", "tap", "mean_cos", "mean_abs_cos");
+        for v in &values {
+            println!("{:<12}  {:>10.6}  {:>12.6}", v.tap, v.mean_cos, v.mean_abs_cos);
+        }
+    }
+    Ok(())
+}
+
+/// `gfa eval`.
+pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
+    let (model, run) = load_model(&a.model, device)?;
+    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let eps: Vec<Value> = a.eps.split(',').map(|e| Value::String(e.trim().to_string())).collect();
+    let mut attacks = Vec::new();
+    for kind in a.attacks.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let mut t = Table::new();
+        t.insert("kind".into(), Value::String(kind.into()));
+        t.insert("preset".into(), Value::String(a.preset.clone()));
+        t.insert("norm".into(), Value::String(a.norm.clone()));
+        t.insert("eps".into(), Value::Array(eps.clone()));
+        let entry = AttackEntry::from_table(&t).map_err(|e| {
+            let mut msg = format!("--attacks {kind}: {}", e.message);
+            if let Some(s) = e.suggestion {
+                let _ = write!(msg, "; did you mean `{s}`?");
+            }
+            anyhow!(msg)
+        })?;
+        attacks.push(entry);
+    }
+    if attacks.is_empty() {
+        bail!("--attacks: name at least one attack (gfa list attacks)");
+    }
+    let n = a.n.min(data.test.len());
+    let (x, y) = stages::head_tensors(&data.test, n);
+    let ecfg = EvalConfig { n, subset: Subset::All, batch_size: a.batch_size, individual: true };
+    let out_dir =
+        a.model.checkpoint.clone().or_else(|| a.model.weights.clone()).unwrap_or_default();
+    let key = match &run {
+        Some(r) => key_for(r, &out_dir, a.seed),
+        None => RunKey {
+            run_id: out_dir.display().to_string(),
+            seed: a.seed,
+            model: model.spec.arch.name().to_string(),
+            method: "unknown".into(),
+            ..Default::default()
+        },
+    };
+    let dev = gfa_core::device::device_name(device);
+    let rows = stages::eval_rows(&model, &x, &y, &attacks, &ecfg, a.seed, &key, &dev)?;
+    println!(
+        "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
+        "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"
+    );
+    for r in &rows {
+        println!(
+            "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9.4}  {:>10.4}",
+            r.attack,
+            r.preset,
+            r.eps_text,
+            r.mode,
+            r.n,
+            r.clean_acc,
+            r.robust_acc.unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(csv) = &a.csv {
+        let mut all: Vec<EvalRow> = if csv.exists() { read_rows(csv)? } else { vec![] };
+        all.extend(rows);
+        write_rows(csv, &all)?;
+        println!("appended to {}", csv.display());
+    }
+    Ok(())
+}
+
+/// The key of rows about a loaded model.
+fn model_key(model: &Classifier, run: Option<&RunConfig>, m: &ModelArgs, seed: u64) -> RunKey {
+    let path = m.checkpoint.clone().or_else(|| m.weights.clone()).unwrap_or_default();
+    match run {
+        Some(r) => key_for(r, &path, seed),
+        None => RunKey {
+            run_id: path.display().to_string(),
+            seed,
+            model: model.spec.arch.name().to_string(),
+            method: "unknown".into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Mean cross-entropy of `model` on `x` (eval mode, no gradient), in batches.
+fn mean_loss(model: &Classifier, x: &Tensor, y: &Tensor, batch: i64) -> f64 {
+    tch::no_grad(|| {
+        let n = x.size()[0];
+        let mut sum = 0.0;
+        let mut i = 0;
+        while i < n {
+            let len = batch.min(n - i);
+            let logits = model.logits(&x.narrow(0, i, len), false);
+            let l = logits.cross_entropy_for_logits(&y.narrow(0, i, len));
+            sum += l.double_value(&[]) * len as f64;
+            i += len;
+        }
+        sum / n.max(1) as f64
+    })
+}
+
+/// `gfa landscape`: u_radial = sign(∇ₓL) per point; u_tangential = a seeded random sign
+/// vector with its component along u_radial removed (per point), rescaled to u_radial's L2
+/// norm. Both directions are fixed per point; the grid points are clamped to [0, 1].
+pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
+    if a.steps < 2 {
+        bail!("--steps must be at least 2, got {}", a.steps);
+    }
+    let radius: gfa_attacks::Eps =
+        a.radius.parse().map_err(|e| anyhow!("--radius {}: {e}", a.radius))?;
+    let (model, run) = load_model(&a.model, device)?;
+    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let n = a.n.min(data.test.len());
+    let (x, y) = stages::head_tensors(&data.test, n);
+    let (x, y) = (x.to_device(device), y.to_device(device));
+    // Radial: the sign of the input gradient of the summed loss.
+    let xg = x.detach().set_requires_grad(true);
+    let loss = model.logits(&xg, false).cross_entropy_loss::<Tensor>(
+        &y,
+        None,
+        tch::Reduction::Sum,
+        -100,
+        0.0,
+    );
+    let g = Tensor::run_backward(&[loss], &[&xg], false, false).remove(0);
+    let u_r = g.sign();
+    // Tangential: seeded Rademacher, orthogonalized against u_r per point.
+    let mut rng = gfa_core::seed::rng_for(a.seed, "landscape/tangential");
+    let numel = x.numel();
+    let signs: Vec<f32> =
+        (0..numel).map(|_| if rand::Rng::r#gen::<bool>(&mut rng) { 1.0 } else { -1.0 }).collect();
+    let r = Tensor::from_slice(&signs).reshape(x.size()).to_device(device);
+    let flat = |t: &Tensor| t.reshape([n as i64, -1]);
+    let dims: &[i64] = &[1];
+    let rr = flat(&u_r).square().sum_dim_intlist(dims, true, tch::Kind::Float).clamp_min(1e-12);
+    let proj = (flat(&r) * flat(&u_r)).sum_dim_intlist(dims, true, tch::Kind::Float) / &rr;
+    let t = flat(&r) - &proj * flat(&u_r);
+    let tn = t.square().sum_dim_intlist(dims, true, tch::Kind::Float).sqrt().clamp_min(1e-12);
+    let u_t = (t / tn * rr.sqrt()).reshape(x.size());
+
+    let key = model_key(&model, run.as_ref(), &a.model, a.seed);
+    let k = a.steps as f64 - 1.0;
+    let coords: Vec<f64> =
+        (0..a.steps).map(|i| -radius.value + 2.0 * radius.value * i as f64 / k).collect();
+    let mut rows = Vec::with_capacity(a.steps * a.steps);
+    for &alpha in &coords {
+        for &beta in &coords {
+            let xp = (&x + &u_r * alpha + &u_t * beta).clamp(0.0, 1.0);
+            let loss = mean_loss(&model, &xp, &y, a.batch_size.max(1) as i64);
+            rows.push(LandscapeRow { alpha, beta, loss, ..LandscapeRow::keyed(&key) });
+        }
+    }
+    let csv = match (&a.csv, &a.model.checkpoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(d)) => d.join("landscape.csv"),
+        (None, None) => bail!("--csv FILE is needed with --weights"),
+    };
+    write_rows(&csv, &rows)?;
+    let centre = rows[rows.len() / 2].loss;
+    let max = rows.iter().map(|r| r.loss).fold(f64::MIN, f64::max);
+    println!(
+        "{} × {} grid over ±{} on {n} points: loss {centre:.4} at the centre, max {max:.4}",
+        a.steps, a.steps, radius.text
+    );
+    println!("wrote {}", csv.display());
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The real stages of a run: data → `gfa_core::train::train` (checkpointed, resumable) →
+//! `gfa_attacks::eval::evaluate` over the run's attack suite → GFA value per tap.
+//!
+//! Randomness comes from the run seed only: `seed_all(seed)` before the weights are built, the
+//! trainer's per-epoch generators, and the evaluation's `rng_for(seed, …)` per attack batch.
+//! Synthetic data is drawn with seed 0 for every run, so the runs of a grid share their data.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use gfa_attacks::eval::{EvalOptions, EvalRecord, Mode, Subset as EvalSubset};
+use gfa_attacks::{AttackSpec, Eps, Norm};
+use gfa_core::checkpoint;
+use gfa_core::seed::seed_all;
+use gfa_core::{Classifier, GfaValueConfig, RegKind, TrainOptions};
+use gfa_data::{Dataset, Splits};
+use tch::{Device, Kind, Tensor};
+
+use crate::grid::RunSpec;
+use crate::records::{EvalRow, GfaValueRow, RunKey, TrainRow};
+use crate::runner::{EvalOutput, Stages};
+use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset};
+use crate::store::RunDir;
+
+/// Default sizes of the synthetic set when `data.n_train` / `data.n_test` are absent.
+pub const SYNTHETIC_TRAIN: usize = 1000;
+pub const SYNTHETIC_TEST: usize = 500;
+
+/// Load the run's data and cut it to `n_train` / `n_test`.
+pub fn load_data(cfg: &DataConfig) -> Result<Splits> {
+    let splits = match cfg.source {
+        DataSource::Synthetic => gfa_data::synthetic(
+            cfg.n_train.unwrap_or(SYNTHETIC_TRAIN),
+            cfg.n_test.unwrap_or(SYNTHETIC_TEST),
+            0,
+        ),
+        DataSource::Cifar10 => {
+            let dir = gfa_data::resolve_data_dir(cfg.dir.as_deref().map(Path::new)).context(
+                "locating CIFAR-10 (data.dir, $GFA_DATA_DIR or data/; `gfa data fetch`)",
+            )?;
+            gfa_data::load_cifar10(&dir)
+                .with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?
+        }
+    };
+    let cut = |d: Dataset, n: Option<usize>| match n {
+        Some(n) if n < d.len() => d.head(n),
+        _ => d,
+    };
+    Ok(Splits { train: cut(splits.train, cfg.n_train), test: cut(splits.test, cfg.n_test) })
+}
+
+/// Where a run keeps its checkpoints.
+pub fn checkpoint_dir(dir: &RunDir) -> PathBuf {
+    dir.file("checkpoints")
+}
+
+/// One `train.csv` row per epoch record.
+pub fn train_rows(
+    key: &RunKey,
+    cfg: &RunConfig,
+    records: &[gfa_core::EpochRecord],
+    device: &str,
+) -> Vec<TrainRow> {
+    let git = crate::git_rev();
+    records
+        .iter()
+        .map(|r| TrainRow {
+            epoch: r.epoch,
+            lr: r.lr,
+            train_loss: r.train_loss,
+            train_reg: (cfg.regularizer.kind != RegKind::None).then_some(r.train_reg),
+            train_acc: r.train_acc,
+            test_acc: r.test_acc,
+            seconds: r.seconds,
+            device: device.to_string(),
+            git_rev: git.clone(),
+            ..TrainRow::keyed(key)
+        })
+        .collect()
+}
+
+/// Train `cfg`'s model with `seed`, checkpointing into `ckpt` and resuming from it.
+pub fn train_model(
+    cfg: &RunConfig,
+    splits: &Splits,
+    seed: u64,
+    run_id: &str,
+    ckpt: &Path,
+    resume: bool,
+    device: Device,
+) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    seed_all(seed);
+    let mut model = Classifier::new(&cfg.model, device)?;
+    let opts = TrainOptions {
+        seed,
+        run_id: run_id.to_string(),
+        checkpoint_dir: Some(ckpt.to_path_buf()),
+        resume,
+        progress: false,
+        ..Default::default()
+    };
+    let out =
+        gfa_core::train(&mut model, splits, &cfg.train, &cfg.regularizer, &opts, &mut |_| Ok(()))?;
+    Ok((model, out.records))
+}
+
+/// The first `n` points of `data` as `[0, 1]` floats on the CPU.
+pub fn head_tensors(data: &Dataset, n: usize) -> (Tensor, Tensor) {
+    let n = n.min(data.len());
+    let index = Tensor::arange(n as i64, (Kind::Int64, Device::Cpu));
+    data.batch(&index, Device::Cpu)
+}
+
+/// Every eps of the suite, in first-seen order (the evaluation runs the suite at each).
+fn eps_union(attacks: &[AttackEntry]) -> Vec<Eps> {
+    let mut out: Vec<Eps> = Vec::new();
+    for a in attacks {
+        for e in &a.eps {
+            if !out.iter().any(|o| o.text == e.text) {
+                out.push(e.clone());
+            }
+        }
+    }
+    out
+}
+
+fn norm_name(n: Norm) -> String {
+    serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows.
+///
+/// `subset = "all_correct"` keeps the points this model classifies correctly (with one model
+/// per run, "every compared model" is this one; cross-run intersections are a report concern).
+#[allow(clippy::too_many_arguments)]
+pub fn eval_rows(
+    model: &Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    attacks: &[AttackEntry],
+    eval: &EvalConfig,
+    seed: u64,
+    key: &RunKey,
+    device: &str,
+) -> Result<Vec<EvalRow>> {
+    let eps = eps_union(attacks);
+    if eps.is_empty() {
+        return Ok(vec![]);
+    }
+    let suite: Vec<AttackSpec> = attacks.iter().map(|a| a.spec.clone()).collect();
+    let mask = match eval.subset {
+        Subset::All => None,
+        Subset::AllCorrect => Some(tch::no_grad(|| {
+            let logits = model.logits(&x.to_device(model.device()), false);
+            logits.argmax(-1, false).to_device(Device::Cpu).eq_tensor(y)
+        })),
+    };
+    let opts = EvalOptions {
+        batch_size: eval.batch_size as i64,
+        subset: match eval.subset {
+            Subset::All => EvalSubset::All,
+            Subset::AllCorrect => EvalSubset::AllCorrect,
+        },
+        individual: eval.individual,
+        cumulative: true,
+        seed,
+    };
+    let records =
+        gfa_attacks::eval::evaluate(model, x, y, mask.as_ref(), &suite, &eps, &opts, &mut |_| {})?;
+    // Records come as: clean, then per eps the individual passes and the cumulative passes,
+    // each in suite order.
+    let attacked: Vec<&EvalRecord> = records.iter().filter(|r| r.mode != Mode::Clean).collect();
+    let per_eps = attacks.len() * (usize::from(opts.individual) + 1);
+    if attacked.len() != per_eps * eps.len() {
+        bail!(
+            "the evaluation returned {} records, expected {} ({} attacks × {} eps)",
+            attacked.len(),
+            per_eps * eps.len(),
+            attacks.len(),
+            eps.len()
+        );
+    }
+    let git = crate::git_rev();
+    let mut rows = Vec::new();
+    for (k, rec) in attacked.iter().enumerate() {
+        let entry = &attacks[(k % per_eps) % attacks.len()];
+        // An individual pass at an eps this entry did not ask for is not reported.
+        if rec.mode == Mode::Individual && !entry.eps.iter().any(|e| e.text == rec.eps_text) {
+            continue;
+        }
+        let norm = rec.norm.map(norm_name).unwrap_or_else(|| entry.norm.clone());
+        let mut row = EvalRow {
+            attack: entry.name.clone(),
+            kind: entry.kind.clone(),
+            preset: entry.preset.clone(),
+            attack_config: rec.config.clone(),
+            norm: norm.clone(),
+            eps_text: rec.eps_text.clone(),
+            eps: Some(rec.eps),
+            mode: match rec.mode {
+                Mode::Individual => "individual",
+                _ => "cumulative",
+            }
+            .into(),
+            subset: eval.subset.name().into(),
+            n: rec.n as usize,
+            clean_acc: rec.clean_acc,
+            robust_acc: Some(rec.robust_acc),
+            success_rate: rec.success_rate,
+            queries: rec.queries,
+            seconds: rec.seconds,
+            device: device.to_string(),
+            git_rev: git.clone(),
+            ..EvalRow::keyed(key)
+        };
+        match norm.as_str() {
+            "l2" => (row.median_l2, row.mean_l2) = (rec.median_norm, rec.mean_norm),
+            "l1" => (row.median_l1, row.mean_l1) = (rec.median_norm, rec.mean_norm),
+            _ => (row.median_linf, row.mean_linf) = (rec.median_norm, rec.mean_norm),
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// GFA value rows (mean cosine per tap) on `data`.
+pub fn gfa_value_rows(
+    model: &Classifier,
+    data: &Dataset,
+    split: &str,
+    key: &RunKey,
+) -> Result<Vec<GfaValueRow>> {
+    let values = gfa_core::gfa_value(model, data, &GfaValueConfig::default())?;
+    Ok(values
+        .into_iter()
+        .map(|v| GfaValueRow {
+            split: split.into(),
+            tap: v.tap,
+            value: v.mean_cos,
+            n: v.n,
+            ..GfaValueRow::keyed(key)
+        })
+        .collect())
+}
+
+/// The stages `gfa run` works: real training and evaluation on `device`.
+pub struct TorchStages {
+    pub device: Device,
+}
+
+impl Stages for TorchStages {
+    fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>> {
+        let splits = load_data(&run.config.data)?;
+        let ckpt = checkpoint_dir(dir);
+        let (_, records) =
+            train_model(&run.config, &splits, run.seed, &run.run_id, &ckpt, true, self.device)?;
+        let device = gfa_core::device::device_name(self.device);
+        Ok(train_rows(&run.key(), &run.config, &records, &device))
+    }
+
+    fn evaluate(&mut self, run: &RunSpec, dir: &RunDir) -> Result<EvalOutput> {
+        let ckpt = checkpoint_dir(dir);
+        let (model, _) = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
+            .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
+        let splits = load_data(&run.config.data)?;
+        let n = run.config.eval.n.min(splits.test.len());
+        let (x, y) = head_tensors(&splits.test, n);
+        let key = run.key();
+        let device = gfa_core::device::device_name(self.device);
+        let eval =
+            eval_rows(&model, &x, &y, &run.attacks, &run.config.eval, run.seed, &key, &device)?;
+        let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
+        Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health: None })
+    }
+}
