@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use crate::attack::{Attack, Family};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{predict, run_restarts};
-use crate::threat::{ThreatModel, per_sample};
+use crate::threat::{ThreatModel, per_sample, per_sample_norm};
 use crate::{AttackError, Norm, Result, grad, loss};
 
 /// Which iterate an iterative attack returns for a point.
@@ -124,7 +124,16 @@ impl Pgd {
                 best = xa.where_self(&per_sample(&mis, &xa), &best);
                 fooled = fooled.logical_or(&mis);
             }
-            xa = tm.project(&tm.step(&xa, &g, alpha), x);
+            let stepped = if c.preset == Preset::Torchattacks && c.norm == Norm::L2 {
+                // torchattacks' PGDL2 differentiates the batch-mean CE and divides by
+                // `‖g‖ + 1e-10`: points whose gradient is tiny move less than a full step.
+                let g = &g / x.size()[0] as f64;
+                let n = per_sample_norm(&g, Norm::L2) + 1e-10;
+                &xa + &g / per_sample(&n, &g) * alpha
+            } else {
+                tm.step(&xa, &g, alpha)
+            };
+            xa = tm.project(&stepped, x);
         }
         let out = match c.keep {
             Keep::Last => xa,

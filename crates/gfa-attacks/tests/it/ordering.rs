@@ -1,5 +1,7 @@
 //! Attack strength ordering on the trained fixture model (the golden fixture's `cnn`): iterative
-//! attacks are at least as strong as FGSM, APGD at least as strong as PGD-10, within noise.
+//! attacks are at least as strong as FGSM, APGD at least as strong as PGD, within noise. PGD is
+//! the reference preset (20 steps of eps/4): torchattacks' fixed 2/255 step cannot cross the
+//! fixture's large budget in 10 steps, so it may legitimately lose to FGSM there.
 use gfa_attacks::{Attack, attack};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -19,14 +21,11 @@ fn robust_acc(a: &dyn Attack, eps: f64) -> f64 {
 fn pgd_beats_fgsm_and_apgd_beats_pgd() {
     let eps = super::golden::eps("eps_linf");
     let fgsm = robust_acc(spec(json!({"kind": "fgsm"})).build().unwrap().as_ref(), eps);
-    let pgd = robust_acc(
-        spec(json!({"kind": "pgd", "preset": "torchattacks"})).build().unwrap().as_ref(),
-        eps,
-    );
+    let pgd = robust_acc(spec(json!({"kind": "pgd"})).build().unwrap().as_ref(), eps);
     let apgd = robust_acc(spec(json!({"kind": "apgd-ce"})).build().unwrap().as_ref(), eps);
     let noise = 2.0 / 128.0;
-    assert!(pgd <= fgsm + noise, "PGD-10 {pgd} vs FGSM {fgsm}");
-    assert!(apgd <= pgd + noise, "APGD-CE {apgd} vs PGD-10 {pgd}");
+    assert!(pgd <= fgsm + noise, "PGD-20 {pgd} vs FGSM {fgsm}");
+    assert!(apgd <= pgd + noise, "APGD-CE {apgd} vs PGD-20 {pgd}");
     // The model is not trivially broken or trivially robust at this budget.
     assert!(fgsm > apgd || fgsm > 0.05, "fgsm {fgsm}, apgd {apgd}");
 }
