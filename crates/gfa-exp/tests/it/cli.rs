@@ -212,3 +212,28 @@ fn train_then_gfa_value_and_eval_from_flags() {
     let o = gfa(dir.path(), &["eval", "--checkpoint", "m", "--attacks", "pdg", "--synthetic"]);
     assert!(!o.status.success() && text(&o).1.contains("did you mean `pgd`"), "{}", text(&o).1);
 }
+
+/// Every committed experiment file plans without error (typos in keys, attack settings or eps
+/// strings in `experiments/*.toml` fail here, not hours into a run).
+#[test]
+fn committed_experiments_plan() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut planned = 0;
+    for entry in fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let results = tmp.path().join("results");
+        let o = gfa(
+            tmp.path(),
+            &["plan", path.to_str().unwrap(), "--results", results.to_str().unwrap()],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{}: {err}", path.display());
+        assert!(out.contains("runs of experiment"), "{}: {out}", path.display());
+        planned += 1;
+    }
+    assert!(planned >= 4, "expected smoke, quick, paper and ablation; planned {planned}");
+}
