@@ -17,8 +17,15 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 WIDTH="${BENCH_WIDTH:-0.25}"
 BATCH="${BENCH_BATCH:-128}"
 STEPS="${BENCH_STEPS:-20}"
-cargo build --release -p gfa-core --example bench_train_step
-BIN=target/release/examples/bench_train_step
+# BENCH_PROFILE=dev reuses the test build (the compute is libtorch's either way).
+PROFILE="${BENCH_PROFILE:-release}"
+if [ "$PROFILE" = dev ]; then
+  cargo build -p gfa-core --example bench_train_step
+  BIN=target/debug/examples/bench_train_step
+else
+  cargo build --release -p gfa-core --example bench_train_step
+  BIN=target/release/examples/bench_train_step
+fi
 raw="$OUT/train_step.jsonl"
 : > "$raw.tmp"
 for r in $(seq "$ROUNDS"); do
@@ -28,6 +35,6 @@ for r in $(seq "$ROUNDS"); do
     | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
 done
 mv "$raw.tmp" "$raw"
-python3 scripts/bench_report.py "$raw" > "$OUT/train_step.md.tmp"
+python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/train_step.md.tmp"
 mv "$OUT/train_step.md.tmp" "$OUT/train_step.md"
 cat "$OUT/train_step.md"

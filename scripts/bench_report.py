@@ -23,7 +23,7 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def main(path):
+def main(path, profile="release"):
     rows = [json.loads(l) for l in open(path) if l.strip()]
     t = defaultdict(list)
     meta = {}
@@ -34,7 +34,7 @@ def main(path):
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
-          f"libtorch/torch 2.11.0 on both sides; git {rev or 'unknown'}.")
+          f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
     print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs; "
           f"median step over {meta.get('steps')} steps, median over {len(t[('gfa', 'plain')])} alternating rounds. "
           f"Raw: `results/bench/train_step.jsonl`.\n")
@@ -50,4 +50,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
