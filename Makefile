@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 GFA := target/release/gfa
-export GFA_DATA_DIR ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg75/cifar-10-batches-bin data/cifar-10-batches-bin))
+# The real-data tests run when a CIFAR-10 copy is found (absolute path: tests run in crate dirs).
+DATA_GUESS := $(abspath $(firstword $(wildcard ../shared/data/cifar10-jpeg75/cifar-10-batches-bin data/cifar-10-batches-bin)))
+ifneq ($(DATA_GUESS),)
+export GFA_DATA_DIR ?= $(DATA_GUESS)
+endif
 
 .PHONY: setup build test quick reproduce bench fixtures lint clean
 
