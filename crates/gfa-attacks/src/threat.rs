@@ -48,17 +48,7 @@ impl FromStr for Eps {
     fn from_str(s: &str) -> Result<Self> {
         let text = s.trim().to_string();
         let bad = |reason: &str| AttackError::BadEps { text: text.clone(), reason: reason.into() };
-        let num = |t: &str| t.trim().parse::<f64>().map_err(|_| bad("expected a number or a/b"));
-        let value = match text.split_once('/') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if b == 0.0 {
-                    return Err(bad("division by zero"));
-                }
-                a / b
-            }
-            None => num(&text)?,
-        };
+        let value = gfa_core::rational::parse_rational(&text).map_err(|r| bad(&r))?;
         if !value.is_finite() || value < 0.0 {
             return Err(bad("must be a finite number >= 0"));
         }

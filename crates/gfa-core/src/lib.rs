@@ -20,6 +20,7 @@ pub mod gfa_value;
 pub mod losses;
 pub mod metrics;
 pub mod models;
+pub mod rational;
 pub mod regularizer;
 pub mod seed;
 pub mod train;

@@ -49,18 +49,11 @@ fn frac<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
         Num(f64),
         Text(String),
     }
-    let bad =
-        |s: &str| serde::de::Error::custom(format!("expected a number or \"a/b\", got \"{s}\""));
     match NumOrText::deserialize(d)? {
         NumOrText::Num(v) => Ok(v),
-        NumOrText::Text(s) => match s.split_once('/') {
-            Some((a, b)) => {
-                let a: f64 = a.trim().parse().map_err(|_| bad(&s))?;
-                let b: f64 = b.trim().parse().map_err(|_| bad(&s))?;
-                if b == 0.0 { Err(bad(&s)) } else { Ok(a / b) }
-            }
-            None => s.trim().parse().map_err(|_| bad(&s)),
-        },
+        NumOrText::Text(s) => crate::rational::parse_rational(&s).map_err(|why| {
+            serde::de::Error::custom(format!("expected a number or \"a/b\", got \"{s}\": {why}"))
+        }),
     }
 }
 
