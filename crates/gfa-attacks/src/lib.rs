@@ -26,7 +26,9 @@ pub mod eval;
 pub mod fab;
 pub mod fgsm;
 pub mod grad;
+pub mod inner;
 pub mod loss;
+pub mod noise;
 pub mod pgd;
 pub mod preset;
 pub mod registry;
@@ -37,6 +39,7 @@ pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
+pub use inner::InnerPgd;
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;
 pub use threat::{Eps, Norm, ThreatModel};

@@ -25,6 +25,16 @@ pub fn ce(logits: &Tensor, y: &Tensor) -> Tensor {
     -pick(&logits.log_softmax(1, Kind::Float), y)
 }
 
+/// Per-sample `KL(p ‖ softmax(logits))` to fixed probabilities `p` (TRADES' inner loss, with `p`
+/// the clean prediction).
+///
+/// # Shapes
+/// `logits`, `p`: `[N, C]` → `[N]`.
+pub fn kl_from(logits: &Tensor, p: &Tensor) -> Tensor {
+    let logq = logits.log_softmax(1, Kind::Float);
+    (p * (p.clamp_min(1e-30).log() - logq)).sum_dim_intlist(1, false, Kind::Float)
+}
+
 /// Untargeted DLR: `-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12)`, `pi` sorting the logits
 /// in descending order. Invariant to shifting and positive scaling of the logits. Needs C ≥ 3.
 ///

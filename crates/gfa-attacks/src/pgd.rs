@@ -113,12 +113,29 @@ impl Pgd {
     ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
+        let start = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
+        self.iterate(model, x, y, eps, start, &|z| loss::ce(z, y))
+    }
+
+    /// `steps` ascent steps on the per-sample `loss` from `start`, projected onto the ball
+    /// around `x` and the box; returns the iterate `keep` asks for and the queries.
+    pub(crate) fn iterate(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        start: Tensor,
+        loss: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let tm = ThreatModel::new(c.norm, eps);
         let alpha = c.step_size.unwrap_or(c.rel_step * eps);
-        let mut xa = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
+        let mut xa = start;
         let mut best = xa.copy();
         let mut fooled = Tensor::zeros([x.size()[0]], (Kind::Bool, x.device()));
         for _ in 0..c.steps {
-            let (_, g, logits) = grad::input_grad(model, &xa, |z| loss::ce(z, y));
+            let (_, g, logits) = grad::input_grad(model, &xa, loss);
             if c.keep == Keep::Any {
                 let mis = logits.argmax(1, false).ne_tensor(y);
                 best = xa.where_self(&per_sample(&mis, &xa), &best);

@@ -16,6 +16,7 @@ use crate::deepfool::{DeepFool, DeepFoolConfig};
 use crate::ead::{Ead, EadConfig, EadRule};
 use crate::fab::{Fab, FabConfig};
 use crate::fgsm::{Fgsm, FgsmConfig};
+use crate::noise::{Noise, NoiseConfig};
 use crate::pgd::{Pgd, PgdConfig};
 use crate::preset::{Configured, Preset};
 use crate::square::{Square, SquareConfig};
@@ -148,6 +149,8 @@ registry! {
         |c| Ok(Box::new(Fab::new(c.clone())?));
     "fab-t" => FabT(FabTConfig), Family::MinimumNorm,
         |c| Ok(Box::new(Fab::new(c.0.clone())?));
+    "noise" => Noise(NoiseConfig), Family::FixedBudget,
+        |c| Ok(Box::new(Noise::new(c.clone())?));
 }
 
 /// EAD with the elastic-net decision rule (`kind = "ead-en"`, torchattacks' `EADEN`).

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::write_atomic;
 
 /// Version of every CSV layout written by this crate.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The identifying columns every row repeats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -113,6 +113,18 @@ keyed_row! {
         pub train_reg: Option<f64>,
         pub train_acc: f64,
         pub test_acc: Option<f64>,
+        /// λ in force this epoch (below the configured λ during `lambda_warmup_epochs`).
+        pub lambda_now: Option<f64>,
+        /// Mean cosine per tap, `tap=value` joined by `;` (empty without a regularizer).
+        pub tap_cos: String,
+        /// Mean regularizer term per tap, `tap=value` joined by `;`.
+        pub tap_reg: String,
+        /// TRADES: mean KL(p(x) ‖ p(x')) (its adversarial term).
+        pub kl: Option<f64>,
+        /// GradAlign: mean 1 − cos of the input gradients (its alignment term).
+        pub align: Option<f64>,
+        /// Training accuracy still below 1.5× chance after the second epoch.
+        pub collapse: bool,
         pub seconds: f64,
         pub device: String,
         pub git_rev: String,

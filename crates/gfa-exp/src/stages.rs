@@ -17,6 +17,7 @@ use gfa_data::{Dataset, Splits};
 use tch::{Device, Kind, Tensor};
 
 use crate::grid::RunSpec;
+use crate::masking::GradHealth;
 use crate::records::{EvalRow, GfaValueRow, RunKey, TrainRow};
 use crate::runner::{EvalOutput, Stages};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset};
@@ -71,12 +72,23 @@ pub fn train_rows(
             train_reg: (cfg.regularizer.kind != RegKind::None).then_some(r.train_reg),
             train_acc: r.train_acc,
             test_acc: r.test_acc,
+            lambda_now: (cfg.regularizer.kind != RegKind::None).then_some(r.lambda),
+            tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
+            tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
+            kl: r.terms.get("kl").copied(),
+            align: r.terms.get("align").copied(),
+            collapse: r.collapse,
             seconds: r.seconds,
             device: device.to_string(),
             git_rev: git.clone(),
             ..TrainRow::keyed(key)
         })
         .collect()
+}
+
+/// `tap=value` pairs joined by `;` (values to 6 significant digits).
+fn join_taps<'a>(taps: impl Iterator<Item = (&'a String, f64)>) -> String {
+    taps.map(|(t, v)| format!("{t}={v:.6}")).collect::<Vec<_>>().join(";")
 }
 
 /// Train `cfg`'s model with `seed`, checkpointing into `ckpt` and resuming from it.
@@ -97,6 +109,7 @@ pub fn train_model(
         checkpoint_dir: Some(ckpt.to_path_buf()),
         resume,
         progress: false,
+        perturbation: Some(&gfa_attacks::InnerPgd),
         ..Default::default()
     };
     let out =
@@ -112,16 +125,20 @@ pub fn head_tensors(data: &Dataset, n: usize) -> (Tensor, Tensor) {
 }
 
 /// Every eps of the suite, in first-seen order (the evaluation runs the suite at each).
-fn eps_union(attacks: &[AttackEntry]) -> Vec<Eps> {
-    let mut out: Vec<Eps> = Vec::new();
+/// The evaluation passes of a suite: per threat model (norm) and eps, in the order they first
+/// appear, the entries that list that eps. An attack runs only at the budgets it asks for, and
+/// the cumulative worst case at a budget is over the attacks of that norm which ask for it.
+fn passes(attacks: &[AttackEntry]) -> Vec<(Eps, Vec<&AttackEntry>)> {
+    let mut out: Vec<(String, Eps, Vec<&AttackEntry>)> = Vec::new();
     for a in attacks {
         for e in &a.eps {
-            if !out.iter().any(|o| o.text == e.text) {
-                out.push(e.clone());
+            match out.iter_mut().find(|(n, o, _)| *n == a.norm && o.text == e.text) {
+                Some((_, _, entries)) => entries.push(a),
+                None => out.push((a.norm.clone(), e.clone(), vec![a])),
             }
         }
     }
-    out
+    out.into_iter().map(|(_, e, entries)| (e, entries)).collect()
 }
 
 fn norm_name(n: Norm) -> String {
@@ -143,11 +160,6 @@ pub fn eval_rows(
     key: &RunKey,
     device: &str,
 ) -> Result<Vec<EvalRow>> {
-    let eps = eps_union(attacks);
-    if eps.is_empty() {
-        return Ok(vec![]);
-    }
-    let suite: Vec<AttackSpec> = attacks.iter().map(|a| a.spec.clone()).collect();
     let mask = match eval.subset {
         Subset::All => None,
         Subset::AllCorrect => Some(tch::no_grad(|| {
@@ -165,29 +177,48 @@ pub fn eval_rows(
         cumulative: true,
         seed,
     };
-    let records =
-        gfa_attacks::eval::evaluate(model, x, y, mask.as_ref(), &suite, &eps, &opts, &mut |_| {})?;
-    // Records come as: clean, then per eps the individual passes and the cumulative passes,
-    // each in suite order.
+    let mut rows = Vec::new();
+    for (eps, entries) in passes(attacks) {
+        let suite: Vec<AttackSpec> = entries.iter().map(|a| a.spec.clone()).collect();
+        let eps = [eps];
+        let records = gfa_attacks::eval::evaluate(
+            model,
+            x,
+            y,
+            mask.as_ref(),
+            &suite,
+            &eps,
+            &opts,
+            &mut |_| {},
+        )?;
+        rows.extend(pass_rows(&records, &entries, &opts, eval, key, device)?);
+    }
+    Ok(rows)
+}
+
+/// `eval.csv` rows of one pass (one eps, its entries): the individual records, then the
+/// cumulative ones, each in suite order, after the clean record.
+fn pass_rows(
+    records: &[EvalRecord],
+    attacks: &[&AttackEntry],
+    opts: &EvalOptions,
+    eval: &EvalConfig,
+    key: &RunKey,
+    device: &str,
+) -> Result<Vec<EvalRow>> {
     let attacked: Vec<&EvalRecord> = records.iter().filter(|r| r.mode != Mode::Clean).collect();
     let per_eps = attacks.len() * (usize::from(opts.individual) + 1);
-    if attacked.len() != per_eps * eps.len() {
+    if attacked.len() != per_eps {
         bail!(
-            "the evaluation returned {} records, expected {} ({} attacks × {} eps)",
+            "the evaluation returned {} records, expected {per_eps} ({} attacks at one eps)",
             attacked.len(),
-            per_eps * eps.len(),
             attacks.len(),
-            eps.len()
         );
     }
     let git = crate::git_rev();
     let mut rows = Vec::new();
     for (k, rec) in attacked.iter().enumerate() {
-        let entry = &attacks[(k % per_eps) % attacks.len()];
-        // An individual pass at an eps this entry did not ask for is not reported.
-        if rec.mode == Mode::Individual && !entry.eps.iter().any(|e| e.text == rec.eps_text) {
-            continue;
-        }
+        let entry = attacks[k % attacks.len()];
         let norm = rec.norm.map(norm_name).unwrap_or_else(|| entry.norm.clone());
         let mut row = EvalRow {
             attack: entry.name.clone(),
@@ -221,6 +252,27 @@ pub fn eval_rows(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Masking check 8: the fraction of points whose cross-entropy input gradient (at the clean
+/// point, eval mode) is exactly zero or has a non-finite entry.
+pub fn grad_health(model: &Classifier, x: &Tensor, y: &Tensor, batch: i64) -> GradHealth {
+    let n = x.size()[0];
+    let (mut zero, mut nonfinite) = (0i64, 0i64);
+    for start in (0..n).step_by(batch.max(1) as usize) {
+        let len = batch.min(n - start);
+        let xb = x.narrow(0, start, len).to_device(model.device());
+        let yb = y.narrow(0, start, len).to_device(model.device());
+        let (_, g, _) =
+            gfa_attacks::grad::input_grad(model, &xb, |z| gfa_attacks::loss::ce(z, &yb));
+        let g = g.flatten(1, -1);
+        let bad = g.isfinite().logical_not().any_dim(1, false);
+        let zeros = g.abs().amax([1i64], false).eq(0.0).logical_and(&bad.logical_not());
+        zero += zeros.sum(Kind::Int64).int64_value(&[]);
+        nonfinite += bad.sum(Kind::Int64).int64_value(&[]);
+    }
+    let frac = |k: i64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    GradHealth { zero_frac: frac(zero), nonfinite_frac: frac(nonfinite), n: n as usize }
 }
 
 /// GFA value rows (mean cosine per tap) on `data`.
@@ -270,6 +322,54 @@ impl Stages for TorchStages {
         let eval =
             eval_rows(&model, &x, &y, &run.attacks, &run.config.eval, run.seed, &key, &device)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
-        Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health: None })
+        let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
+        Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(src: &str) -> AttackEntry {
+        AttackEntry::from_table(&src.parse::<toml::Table>().unwrap()).unwrap()
+    }
+
+    /// Each attack runs only at its own budgets, and a cumulative pass never mixes norms, even
+    /// where an L2 and an Linf budget share nothing but the suite.
+    #[test]
+    fn passes_group_by_norm_and_eps() {
+        let suite = [
+            entry(
+                r#"kind = "fgsm"
+                     eps = ["2/255", "8/255"]"#,
+            ),
+            entry(
+                r#"kind = "deepfool"
+                     norm = "l2"
+                     eps = ["0.5"]"#,
+            ),
+            entry(
+                r#"kind = "pgd"
+                     eps = ["8/255"]"#,
+            ),
+            entry(
+                r#"kind = "pgd"
+                     norm = "l2"
+                     eps = ["8/255"]"#,
+            ),
+        ];
+        let got: Vec<(String, Vec<String>)> = passes(&suite)
+            .into_iter()
+            .map(|(e, es)| (e.text, es.iter().map(|a| format!("{}:{}", a.kind, a.norm)).collect()))
+            .collect();
+        let want = [
+            ("2/255", vec!["fgsm:linf"]),
+            ("8/255", vec!["fgsm:linf", "pgd:linf"]),
+            ("0.5", vec!["deepfool:l2"]),
+            ("8/255", vec!["pgd:l2"]),
+        ]
+        .map(|(e, v)| (e.to_string(), v.into_iter().map(String::from).collect::<Vec<_>>()));
+        assert_eq!(got, want);
     }
 }

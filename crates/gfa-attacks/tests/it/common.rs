@@ -50,6 +50,7 @@ pub fn cheap_specs(norm: Norm) -> Vec<AttackSpec> {
         spec(json!({"kind": "apgd-t", "norm": norm, "n_iter": 4, "n_target_classes": 2})),
         spec(json!({"kind": "square", "norm": norm, "n_queries": 30})),
         spec(json!({"kind": "square", "norm": norm, "preset": "torchattacks", "n_queries": 30})),
+        spec(json!({"kind": "noise", "norm": norm, "samples": 3})),
         spec(json!({"kind": "autoattack", "norm": norm, "version": "custom", "attacks": [
             {"kind": "apgd-ce", "norm": norm, "n_iter": 3},
             {"kind": "apgd-t", "norm": norm, "n_iter": 3, "n_target_classes": 2},

@@ -24,7 +24,7 @@ use std::time::Instant;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Deserializer, Serialize};
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::classifier::Classifier;
@@ -35,6 +35,7 @@ use crate::{CoreError, Result, metrics};
 pub mod optim;
 pub mod perturb;
 pub mod schedule;
+pub mod terms;
 
 pub use gfa_data::AugmentConfig;
 pub use optim::{Optimizer, OptimizerConfig};
@@ -281,7 +282,7 @@ pub struct EpochRecord {
     pub train_reg: f64,
     /// Per tap of S.
     pub taps: Vec<TapRecord>,
-    /// Method terms (`kl` for TRADES, `align` for GradAlign, `clean_loss` for AT methods).
+    /// Method terms (`kl` for TRADES, `align` for GradAlign).
     pub terms: BTreeMap<String, f64>,
     /// Accuracy on the inputs trained on.
     pub train_acc: f64,
@@ -586,13 +587,7 @@ fn step_loss(
             let logits = model.logits(x, true);
             let logits_adv = model.logits(&x_adv, true);
             let natural = task.mean(&logits, y);
-            let n = x.size()[0] as f64;
-            // KL(p(x) ‖ p(x')) summed and divided by the batch ("batchmean"), as TRADES.
-            let kl = logits_adv.log_softmax(-1, Kind::Float).kl_div(
-                &logits.softmax(-1, Kind::Float),
-                Reduction::Sum,
-                false,
-            ) / n;
+            let kl = terms::trades_kl(&logits, &logits_adv);
             let total = &natural + &kl * *beta;
             let empty = Tensor::zeros([0], (Kind::Float, x.device()));
             Ok(StepOut {
@@ -610,16 +605,8 @@ fn step_loss(
             let x_adv = perturbation.perturb(model, x, y, &inner, rng)?;
             let logits_adv = model.logits(&x_adv, true);
             let loss = task.mean(&logits_adv, y);
-            // ∇ₓℓ at x (detached, as the reference code) and at x + η with graph.
-            let x1 = x.detach().set_requires_grad(true);
-            let l1 = task.sum(&model.logits(&x1, true), y);
-            let g1 = Tensor::run_backward(&[l1], &[&x1], false, false).remove(0);
             let eta = (x.rand_like() * 2.0 - 1.0) * *eps;
-            let x2 = (x + eta).clamp(0.0, 1.0).detach().set_requires_grad(true);
-            let l2 = task.sum(&model.logits(&x2, true), y);
-            let g2 = Tensor::run_backward(&[l2], &[&x2], true, true).remove(0);
-            let cos = crate::regularizer::cosine(&g1, &g2, 1e-8);
-            let align = cos.neg().mean(Kind::Float) + 1.0;
+            let align = terms::gradalign_penalty(model, x, y, &eta, task, true);
             let total = &loss + &align * *align_lambda;
             let empty = Tensor::zeros([0], (Kind::Float, x.device()));
             Ok(StepOut {

@@ -1,4 +1,5 @@
 mod checkpoint;
+mod methods;
 mod models;
 mod regularizer;
 mod train;

@@ -1,0 +1,159 @@
+//! gfa-attacks as the inner maximization of adversarial training.
+//!
+//! [`InnerPgd`] implements gfa-core's [`TrainPerturbation`] with this crate's [`Pgd`]: the same
+//! threat model, random start (drawn from the trainer's seeded generator), signed steps and
+//! projection as the `pgd` attack with `keep = "last"` and one restart, so a model is trained
+//! against the PGD it is evaluated with. It covers every adversarial method of the trainer:
+//! PGD-AT and GFA+PGD-AT (uniform start, CE), fast AT (one step from a uniform start), GradAlign
+//! (one FGSM step from x) and TRADES (start `x + 0.001·N(0, 1)`, KL to the clean prediction).
+use gfa_core::Classifier;
+use gfa_core::train::{InnerLoss, InnerMax, Start, TrainPerturbation};
+use rand::rngs::StdRng;
+use tch::{Kind, Tensor};
+
+use crate::pgd::{Keep, Pgd, PgdConfig};
+use crate::threat::{Norm, ThreatModel, normal};
+use crate::{Preset, loss};
+
+/// The trainer's inner maximization, computed by [`Pgd`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InnerPgd;
+
+impl InnerPgd {
+    /// The `pgd` attack configuration that `spec` runs (L∞, absolute step, last iterate).
+    pub fn config(spec: &InnerMax) -> PgdConfig {
+        PgdConfig {
+            norm: Norm::Linf,
+            preset: Preset::Reference,
+            steps: spec.steps,
+            step_size: Some(spec.step),
+            rel_step: 0.25,
+            random_start: spec.start == Start::Uniform,
+            restarts: 1,
+            keep: Keep::Last,
+        }
+    }
+}
+
+impl TrainPerturbation for InnerPgd {
+    fn name(&self) -> &str {
+        "gfa-attacks/pgd"
+    }
+
+    fn perturb(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        spec: &InnerMax,
+        rng: &mut StdRng,
+    ) -> gfa_core::Result<Tensor> {
+        let x = x.detach();
+        let pgd = Pgd { config: Self::config(spec) };
+        let tm = ThreatModel::new(Norm::Linf, spec.eps);
+        let start = match spec.start {
+            Start::Zero => x.copy(),
+            Start::Uniform => tm.random_init(&x, rng),
+            Start::Normal(sigma) => {
+                tm.project(&(&x + normal(&x.size(), rng, x.device()) * sigma), &x)
+            }
+        };
+        if spec.steps == 0 {
+            return Ok(start);
+        }
+        let run = match spec.loss {
+            InnerLoss::Ce => pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::ce(z, y)),
+            InnerLoss::KlToClean => {
+                let p = tch::no_grad(|| model.logits(&x, false).softmax(-1, Kind::Float));
+                pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::kl_from(z, &p))
+            }
+        };
+        let (x_adv, _queries) =
+            run.map_err(|e| gfa_core::CoreError::Config(format!("inner maximization: {e}")))?;
+        Ok(x_adv.detach())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Attack;
+    use gfa_core::models::{Arch, ModelSpec};
+    use gfa_core::seed::rng_for;
+    use gfa_core::train::Method;
+
+    fn setup() -> (Classifier, Tensor, Tensor) {
+        gfa_core::seed::seed_all(3);
+        let spec = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::Cnn) };
+        let model = Classifier::new(&spec, tch::Device::Cpu).unwrap();
+        let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
+        (model, x, y)
+    }
+
+    /// The inner PGD of `pgd_at` (Madry defaults) is gfa-attacks' `pgd` for the same seed.
+    #[test]
+    fn pgd_at_inner_equals_the_pgd_attack() {
+        let (model, x, y) = setup();
+        let method: Method = serde_json::from_str(r#"{"kind": "pgd_at"}"#).unwrap();
+        let inner = method.inner().unwrap();
+        assert_eq!((inner.steps, inner.start), (10, Start::Uniform));
+        let mut rng = rng_for(7, "perturb/0");
+        let trained_on = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+
+        let attack = Pgd::new(PgdConfig {
+            steps: 10,
+            step_size: Some(2.0 / 255.0),
+            keep: Keep::Last,
+            ..PgdConfig::default()
+        })
+        .unwrap();
+        let mut rng = rng_for(7, "perturb/0");
+        let (evaluated, _) = attack.perturb(&model, &x, &y, 8.0 / 255.0, &mut rng).unwrap();
+        assert_eq!(trained_on, evaluated);
+        assert!((&trained_on - &x).abs().max().double_value(&[]) > 7.0 / 255.0);
+    }
+
+    /// With a start at x, the trainer's built-in L∞ PGD (gfa-core alone) computes the same.
+    #[test]
+    fn agrees_with_the_built_in_pgd_from_x() {
+        let (model, x, y) = setup();
+        let inner = InnerMax {
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            steps: 5,
+            start: Start::Zero,
+            loss: InnerLoss::Ce,
+        };
+        let mut rng = rng_for(0, "t");
+        let ours = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        let built_in = gfa_core::train::LinfPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        // The two project in a different order of float operations: equal up to rounding.
+        let diff = (&ours - &built_in).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "max |Δ| {diff}");
+    }
+
+    /// TRADES' inner maximization stays in the ball and box and raises the KL to the clean
+    /// prediction; no parameter gradient is written.
+    #[test]
+    fn trades_inner_raises_the_kl() {
+        let (model, x, y) = setup();
+        let inner = InnerMax {
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            steps: 5,
+            start: Start::Normal(0.001),
+            loss: InnerLoss::KlToClean,
+        };
+        let mut rng = rng_for(0, "t");
+        let xa = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        assert!((&xa - &x).abs().max().double_value(&[]) <= 8.0 / 255.0 + 1e-6);
+        assert!(xa.min().double_value(&[]) >= 0.0 && xa.max().double_value(&[]) <= 1.0);
+        let p = model.logits(&x, false).softmax(-1, Kind::Float);
+        let kl = loss::kl_from(&model.logits(&xa, false), &p).sum(Kind::Float);
+        assert!(kl.double_value(&[]) > 1e-6, "KL {}", kl.double_value(&[]));
+        for v in model.vs.trainable_variables() {
+            assert!(!v.grad().defined());
+        }
+    }
+}

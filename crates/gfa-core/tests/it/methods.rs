@@ -1,0 +1,106 @@
+//! TRADES' loss and GradAlign's penalty against PyTorch.
+//!
+//! Fixtures from `tests/fixtures/gen_method_fixtures.py` (PyTorch 2.11): the `cnn` twin of
+//! width 0.0625 (weights doubled), a batch x, y, an adversarial batch x′ and a noise η, and
+//!
+//! ```python
+//! kl = F.kl_div(F.log_softmax(f(x_adv), 1), F.softmax(f(x), 1), reduction="sum") / N
+//! total = F.cross_entropy(f(x), y) + 6 * kl                        # TRADES, total.backward()
+//! g1 = grad(CE(f(x)), x).detach(); g2 = grad(CE(f(x + eta)), x + eta, create_graph=True)
+//! penalty = 1 - cos(g1, g2)[both non-zero].mean()                  # GradAlign, penalty.backward()
+//! ```
+use gfa_core::checkpoint::load_weights;
+use gfa_core::models::{Arch, ModelSpec};
+use gfa_core::train::terms::{gradalign_penalty, trades_kl};
+use gfa_core::{Classifier, TaskLoss};
+use tch::{Device, Tensor};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn twin() -> Classifier {
+    let spec = ModelSpec {
+        width: 0.0625,
+        mean: [0.4914, 0.4822, 0.4465],
+        std: [0.2470, 0.2435, 0.2616],
+        ..ModelSpec::of(Arch::Cnn)
+    };
+    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
+    load_weights(&mut model, &fixture("method_model.safetensors")).unwrap();
+    model
+}
+
+struct Cases(Vec<(String, Tensor)>);
+
+impl Cases {
+    fn load() -> Self {
+        Self(Tensor::read_safetensors(fixture("method_cases.safetensors")).unwrap())
+    }
+    fn get(&self, k: &str) -> Tensor {
+        self.0.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone()
+    }
+    fn scalar(&self, k: &str) -> f64 {
+        self.get(k).double_value(&[0])
+    }
+}
+
+fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
+    assert!((got - want).abs() <= tol * want.abs(), "{what}: {got} vs {want}");
+}
+
+/// Every parameter's `.grad` equals the fixture's `{prefix}/grad/{name}` within 1e-4 of its scale.
+fn assert_param_grads(model: &Classifier, cases: &Cases, prefix: &str) {
+    let mut checked = 0;
+    for (name, p) in model.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()) {
+        let want = cases.get(&format!("{prefix}/grad/{name}"));
+        let scale = want.abs().max().double_value(&[]);
+        let err = (p.grad() - &want).abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{prefix}/{name}: the fixture gradient must not vanish");
+        assert!(err <= 1e-4 * scale, "{prefix}/{name}: max |Δ| {err:e} vs max |g| {scale:e}");
+        checked += 1;
+    }
+    assert_eq!(checked, 14);
+}
+
+#[test]
+fn trades_loss_and_its_gradients_match_pytorch() {
+    let model = twin();
+    let c = Cases::load();
+    let (x, y, x_adv) = (c.get("x"), c.get("y"), c.get("x_adv"));
+    let logits = model.logits(&x, true);
+    let natural = TaskLoss::Ce.mean(&logits, &y);
+    let kl = trades_kl(&logits, &model.logits(&x_adv, true));
+    let total = &natural + &kl * 6.0;
+    total.backward();
+    assert_rel(kl.double_value(&[]), c.scalar("trades/kl"), 1e-4, "KL");
+    assert_rel(total.double_value(&[]), c.scalar("trades/total"), 1e-5, "total");
+    assert_param_grads(&model, &c, "trades");
+}
+
+#[test]
+fn gradalign_penalty_and_its_gradients_match_pytorch() {
+    let model = twin();
+    let c = Cases::load();
+    let (x, y, eta) = (c.get("x"), c.get("y"), c.get("eta"));
+    let penalty = gradalign_penalty(&model, &x, &y, &eta, TaskLoss::Ce, true);
+    penalty.backward();
+    assert_rel(penalty.double_value(&[]), c.scalar("gradalign/penalty"), 1e-4, "penalty");
+    assert_param_grads(&model, &c, "gradalign");
+}
+
+/// A model whose input gradients all vanish has no penalty (the reference drops such points
+/// from the mean instead of counting them as cos = 0).
+#[test]
+fn gradalign_penalty_is_zero_without_input_gradients() {
+    let dead = twin();
+    tch::no_grad(|| {
+        for mut v in dead.vs.trainable_variables() {
+            let _ = v.zero_();
+        }
+    });
+    let c = Cases::load();
+    let (x, y, eta) = (c.get("x"), c.get("y"), c.get("eta"));
+    let none = gradalign_penalty(&dead, &x, &y, &eta, TaskLoss::Ce, true);
+    assert_eq!(none.double_value(&[]), 0.0);
+}
