@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: gfa against the Python references, measured in one run on this machine.
-# Writes results/bench/train_step.{jsonl,md}. The PyTorch side uses a cached venv
+# Writes results/bench/train_step.{jsonl,md}, then (with a CIFAR-10 copy in GFA_DATA_DIR)
+# scripts/bench_attacks.sh and scripts/bench_methods.sh write attacks.* and methods.*. The PyTorch side uses a cached venv
 # (~/.cache/gfa-pyenv, torch==2.11.0 — the same libtorch build gfa links); it is created on
 # first use. Rounds alternate gfa and PyTorch so machine drift hits both alike.
 set -euo pipefail
@@ -38,3 +39,10 @@ mv "$raw.tmp" "$raw"
 python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/train_step.md.tmp"
 mv "$OUT/train_step.md.tmp" "$OUT/train_step.md"
 cat "$OUT/train_step.md"
+if [ -n "${GFA_DATA_DIR:-}" ]; then
+  cargo build --release -p gfa-exp
+  bash scripts/bench_methods.sh
+  bash scripts/bench_attacks.sh
+else
+  echo "GFA_DATA_DIR not set: attack and method benches skipped" >&2
+fi

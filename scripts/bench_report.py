@@ -49,5 +49,71 @@ def main(path, profile="release"):
     print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's.")
 
 
+def attacks(path):
+    """`results/bench/attacks.md` from scripts/bench_attacks.sh's JSON lines."""
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    t = defaultdict(list)
+    info = {}
+    for r in rows:
+        t[(r["impl"], r["attack"])].append(r["seconds"])
+        info[(r["impl"], r["attack"])] = r
+    med = {k: statistics.median(v) for k, v in t.items()}
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    g = info.get(("gfa", "apgd-ce"), {})
+    print("# Attack run time: gfa vs the Python references (`make bench`)\n")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; libtorch/torch 2.11.0 on both sides; "
+          f"git {rev or 'unknown'}. Model: the bench checkpoint (`cnn` width 0.25, see scripts/bench_attacks.sh); "
+          f"the first {g.get('n', '?')} CIFAR-10 test points, attacked where the model is correct "
+          f"(clean accuracy {100 * g.get('clean_acc', 0):.1f}%). Median over "
+          f"{len(t.get(('gfa', 'apgd-ce'), []))} round(s); gfa's time is the `seconds` of its "
+          f"`gfa eval` row, the references' is wall time around the attack call. "
+          f"Raw: `results/bench/attacks.jsonl`.\n")
+    print("| attack | reference | gfa s | reference s | gfa / reference | gfa robust | reference robust | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    targets = {"apgd-ce": "≤ 0.8×", "deepfool": "≥ 10× faster (≤ 0.1×)", "square": "—"}
+    labels = {"apgd-ce": "APGD-CE Linf 8/255, 100 it.", "deepfool": "DeepFool L2, 50 steps",
+              "square": "Square Linf 8/255, 5000 q."}
+    for a in ["apgd-ce", "deepfool", "square"]:
+        gs, rs = med.get(("gfa", a)), med.get(("reference", a))
+        if gs is None:
+            continue
+        gi, ri = info[("gfa", a)], info.get(("reference", a), {})
+        g_rob = f"{100 * gi['robust_acc']:.1f}% of {gi['n']}"
+        if ri:
+            r_rob = f"{ri['robust']} of {ri['attacked']} attacked"
+            print(f"| {labels[a]} | {ri['library']} | {gs:.1f} | {rs:.1f} | {gs / rs:.2f} | {g_rob} | {r_rob} | {targets[a]} |")
+        else:
+            print(f"| {labels[a]} | not run | {gs:.1f} | — | — | {g_rob} | — | {targets[a]} |")
+
+
+def methods(path):
+    """`results/bench/methods.md` from scripts/bench_methods.sh's JSON lines."""
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    t = defaultdict(list)
+    for r in rows:
+        t[r["method"]].append(r["seconds"])
+    med = {k: statistics.median(v) for k, v in t.items()}
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    n = rows[0]["n_train"] if rows else 0
+    print("# Epoch cost per training method (`make bench`)\n")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; git {rev or 'unknown'}. One epoch of "
+          f"`gfa train --model cnn --width 0.25 --optimizer adam --batch-size 128 --n-train {n} --n-test 100` "
+          f"per method on the CIFAR-10 copy, each at its SPEC §4 defaults (PGD-AT and TRADES: 10 inner "
+          f"steps; gfa, gnr, gfa_pgd_at: λ = 0.3, deep/first taps by default); the time is train.csv's "
+          f"`seconds` (the epoch and a 100-point test pass), median over {len(t.get('standard', []))} round(s). "
+          f"Raw: `results/bench/methods.jsonl`.\n")
+    print("| method | s per epoch | × standard | est. s per 50k-image epoch |")
+    print("| --- | --- | --- | --- |")
+    base = med.get("standard")
+    for m, s_ in med.items():
+        print(f"| {m} | {s_:.1f} | {s_ / base:.1f} | {s_ * 50000 / n:.0f} |")
+    print("\nExpected (issue: methods): PGD-AT-10 ≈ 11×, GFA ≈ 2× standard.")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "attacks":
+        attacks(sys.argv[2])
+    elif sys.argv[1] == "methods":
+        methods(sys.argv[2])
+    else:
+        main(*sys.argv[1:3])
