@@ -512,6 +512,15 @@ pub fn run_id_of(canonical: &str) -> String {
 }
 
 impl RunSpec {
+    /// Hash of what determines the trained weights (data, model, regularizer, train, seed):
+    /// runs that differ only in `[eval]` or `[[attacks]]` share one training.
+    pub fn train_key(&self) -> String {
+        let mut t = to_table(&self.config);
+        t.remove("eval");
+        t.insert("seed".into(), Value::Integer(self.seed as i64));
+        run_id_of(&canonical(&Value::Table(t)))
+    }
+
     /// The identifying columns of this run's CSV rows.
     pub fn key(&self) -> RunKey {
         let mut mp = Table::new();

@@ -124,7 +124,7 @@ pub fn run_grid(
             continue;
         }
         dir.set_status(&Status::Running)?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| work_run(run, &dir, stages)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages)))
             .unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<String>()
@@ -172,12 +172,68 @@ pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
     Ok(())
 }
 
-fn work_run(run: &RunSpec, dir: &RunDir, stages: &mut dyn Stages) -> Result<()> {
+/// The file in a run folder naming what its training depends on ([`RunSpec::train_key`]).
+const TRAIN_KEY: &str = "train_key";
+
+/// A finished run of `exp` whose training equals `run`'s (same [`RunSpec::train_key`]).
+fn trained_twin(exp: &ExperimentDir, run: &RunSpec) -> Option<RunDir> {
+    let key = run.train_key();
+    exp.runs().ok()?.into_iter().find(|d| {
+        d.id() != run.run_id
+            && d.has(Stage::Trained)
+            && std::fs::read_to_string(d.file(TRAIN_KEY)).is_ok_and(|k| k.trim() == key)
+    })
+}
+
+/// Take `from`'s checkpoint folder and train.csv (re-keyed to `run`) instead of training again.
+fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
+    let (src, dst) = (from.file("checkpoints"), dir.file("checkpoints"));
+    if src.is_dir() {
+        std::fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+        for entry in
+            std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))?
+        {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if !path.is_file() || name.starts_with('.') {
+                continue;
+            }
+            // A hard link where the file system allows (checkpoints are never rewritten once a
+            // run is trained), else a copy; either lands under a temporary name first.
+            let tmp = dst.join(format!(".{name}.tmp.{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            if std::fs::hard_link(&path, &tmp).is_err() {
+                std::fs::copy(&path, &tmp)
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+            std::fs::rename(&tmp, dst.join(name))
+                .with_context(|| format!("writing {}", dst.join(name).display()))?;
+        }
+    }
+    let mut rows: Vec<TrainRow> = read_rows(&from.file("train.csv"))?;
+    for r in &mut rows {
+        r.run_id = run.run_id.clone();
+    }
+    write_rows(&dir.file("train.csv"), &rows)
+}
+
+fn work_run(
+    exp: &ExperimentDir,
+    run: &RunSpec,
+    dir: &RunDir,
+    stages: &mut dyn Stages,
+) -> Result<()> {
     if !dir.has(Stage::Trained) {
         // Later stages belong to the previous model, if any.
         dir.unmark_from(Stage::Trained)?;
-        let rows = stages.train(run, dir).context("training")?;
-        write_rows(&dir.file("train.csv"), &rows)?;
+        if let Some(twin) = trained_twin(exp, run) {
+            adopt_training(&twin, run, dir)
+                .with_context(|| format!("taking the trained model of run {}", twin.id()))?;
+        } else {
+            let rows = stages.train(run, dir).context("training")?;
+            write_rows(&dir.file("train.csv"), &rows)?;
+        }
+        write_atomic(&dir.file(TRAIN_KEY), run.train_key().as_bytes())?;
         dir.mark(Stage::Trained)?;
     }
     if !dir.has(Stage::Evaluated) {

@@ -173,3 +173,33 @@ fn changed_config_is_refused_by_the_runner() {
     let e = run_grid(&exp, &runs, &mut Fake::default(), &RunOptions::default()).unwrap_err();
     assert!(format!("{e:#}").contains("different configuration"));
 }
+
+/// Runs that differ only in evaluation (here `eval.subset`) train once: the second takes the
+/// first's checkpoint files and train rows (re-keyed), and both are evaluated.
+#[test]
+fn runs_differing_only_in_evaluation_share_one_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ExperimentSpec::parse(
+        Path::new("small.toml"),
+        SMALL,
+        &["seeds=[0]".into(), "grid={\"eval.subset\" = [\"all\", \"all_correct\"]}".into()],
+    )
+    .unwrap();
+    let runs = spec.expand().unwrap();
+    // λ ∈ {0.1, 1.0} × subset ∈ {all, all_correct}: four runs, two trainings.
+    assert_eq!(runs.len(), 4);
+    let keys: BTreeSet<String> = runs.iter().map(RunSpec::train_key).collect();
+    assert_eq!(keys.len(), 2);
+    let exp = ExperimentDir::new(dir.path(), &spec.name);
+    let mut fake = Fake::default();
+    let s = run_grid(&exp, &runs, &mut fake, &RunOptions::default()).unwrap();
+    assert_eq!(s.done.len(), 4);
+    assert_eq!(fake.trained.values().sum::<usize>(), 2, "{:?}", fake.trained);
+    assert_eq!(fake.evaluated.len(), 4);
+    let adopted = runs.iter().find(|r| !fake.trained.contains_key(&r.run_id)).unwrap();
+    let second = exp.run(&adopted.run_id);
+    assert_eq!(fs::read(second.file("checkpoints/final.safetensors")).unwrap(), b"weights");
+    let rows: Vec<TrainRow> = read_rows(&second.file("train.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.run_id == adopted.run_id));
+}
