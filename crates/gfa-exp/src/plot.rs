@@ -284,7 +284,11 @@ fn series_name(model: &str, label: &str, models: usize) -> String {
     if models > 1 { format!("{label} ({model})") } else { label.to_string() }
 }
 
-/// F1: robust accuracy (%) vs eps per (protocol, attack, norm); eps 0 is the clean accuracy.
+/// Attack name of the worst-case figures (`f1_robust_vs_eps_<protocol>_worst-case_<norm>`).
+pub const WORST_CASE: &str = "worst-case";
+
+/// F1: robust accuracy (%) vs eps per (protocol, attack, norm), and the worst case over the
+/// suite per (protocol, norm) from the cumulative rows; eps 0 is the clean accuracy.
 pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     let lm = label_map(eval.iter().map(EvalRow::key));
     let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
@@ -294,15 +298,30 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
         BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>,
     > = BTreeMap::new();
     let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    // (protocol, norm) -> series -> eps -> run -> lowest cumulative robust accuracy
+    type Worst = BTreeMap<String, BTreeMap<i64, (f64, BTreeMap<String, f64>)>>;
+    let mut worst: BTreeMap<(String, String), Worst> = BTreeMap::new();
     for r in eval {
         let p = protocol(&r.preset, &r.subset);
         let name =
             series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
         clean.entry((p.clone(), name.clone())).or_default().insert(r.run_id.clone(), r.clean_acc);
-        let (Some(e), Some(acc), "individual") = (r.eps, r.robust_acc, r.mode.as_str()) else {
-            continue;
-        };
+        let (Some(e), Some(acc)) = (r.eps, r.robust_acc) else { continue };
         let k = (e * 1e9).round() as i64;
+        if r.mode == "cumulative" {
+            let w = worst
+                .entry((p.clone(), r.norm.clone()))
+                .or_default()
+                .entry(name.clone())
+                .or_default()
+                .entry(k)
+                .or_insert((e, BTreeMap::new()));
+            let v = w.1.entry(r.run_id.clone()).or_insert(acc);
+            *v = v.min(acc);
+        }
+        if r.mode != "individual" {
+            continue;
+        }
         figs.entry((p, r.attack.clone(), r.norm.clone()))
             .or_default()
             .entry(name)
@@ -312,8 +331,20 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
             .1
             .push(acc);
     }
+    // The worst case over the suite, per norm: the summary figure of an experiment.
+    for ((p, norm), series) in worst {
+        let fig = figs.entry((p, WORST_CASE.to_string(), norm)).or_default();
+        for (name, by_eps) in series {
+            let s = fig.entry(name).or_default();
+            for (k, (e, runs)) in by_eps {
+                s.insert(k, (e, runs.into_values().collect()));
+            }
+        }
+    }
     let mut files = Vec::new();
     for ((p, attack, norm), series) in figs {
+        // Linf budgets read as multiples of 1/255.
+        let scale = if norm == "linf" { 255.0 } else { 1.0 };
         let series: Vec<(String, Vec<(f64, f64)>)> = series
             .into_iter()
             .map(|(name, by_eps)| {
@@ -323,14 +354,22 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
                     pts.push((0.0, 100.0 * Stat::of(&xs).expect("non-empty").mean));
                 }
                 for (_, (e, xs)) in by_eps {
-                    pts.push((e, 100.0 * Stat::of(&xs).expect("non-empty").mean));
+                    pts.push((e * scale, 100.0 * Stat::of(&xs).expect("non-empty").mean));
                 }
                 (name, pts)
             })
             .collect();
         let chart = LineChart {
-            title: format!("{attack} ({norm}, {p} protocol)"),
-            x_label: format!("eps ({norm}, [0,1] pixels)"),
+            title: if attack == WORST_CASE {
+                format!("worst case over the suite ({norm}, {p} protocol)")
+            } else {
+                format!("{attack} ({norm}, {p} protocol)")
+            },
+            x_label: if norm == "linf" {
+                "eps (linf, in units of 1/255)".into()
+            } else {
+                format!("eps ({norm}, [0,1] pixels)")
+            },
             y_label: "robust accuracy (%)".into(),
             series,
             y_range: Some((0.0, 100.0)),

@@ -100,8 +100,9 @@ pub fn protocol(preset: &str, subset: &str) -> String {
     }
 }
 
-/// Table labels for method configurations: `method`, `method λ=x`, and `#k` when several
-/// configurations share both.
+/// Table labels for method configurations: `method`, `method λ=x`, and, when several
+/// configurations share both, the parameters that tell them apart (`gfa λ=0.3 layers=first`),
+/// else `#k`.
 pub fn labels(keys: &[RunKey]) -> BTreeMap<(String, String), String> {
     let mut configs: BTreeSet<(String, Option<String>, String)> = BTreeSet::new();
     for k in keys {
@@ -111,26 +112,73 @@ pub fn labels(keys: &[RunKey]) -> BTreeMap<(String, String), String> {
             k.method_params.clone(),
         ));
     }
-    let mut out = BTreeMap::new();
-    let mut count: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
-    for (m, l, _) in &configs {
-        *count.entry((m.clone(), l.clone())).or_default() += 1;
-    }
-    let mut seen: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
     for (m, l, p) in &configs {
-        let base = match l {
+        groups.entry((m.clone(), l.clone())).or_default().push(p.clone());
+    }
+    let mut out = BTreeMap::new();
+    for ((m, l), params) in groups {
+        let base = match &l {
             Some(l) => format!("{m} λ={l}"),
             None => m.clone(),
         };
-        let k = (m.clone(), l.clone());
-        let label = if count[&k] > 1 {
-            let i = seen.entry(k).or_default();
-            *i += 1;
-            format!("{base} #{i}")
-        } else {
-            base
-        };
-        out.insert((m.clone(), p.clone()), label);
+        if params.len() == 1 {
+            out.insert((m.clone(), params[0].clone()), base);
+            continue;
+        }
+        let flat: Vec<BTreeMap<String, String>> = params.iter().map(|p| flatten_json(p)).collect();
+        let keys: BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
+        let differing: Vec<&String> = keys
+            .into_iter()
+            .filter(|k| flat.iter().any(|f| f.get(*k) != flat[0].get(*k)))
+            .collect();
+        let suffixes: Vec<String> = flat
+            .iter()
+            .map(|f| {
+                differing
+                    .iter()
+                    .map(|k| {
+                        let leaf = k.rsplit('.').next().unwrap_or(k);
+                        format!("{leaf}={}", f.get(*k).map_or("-", String::as_str))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let distinct: BTreeSet<&String> = suffixes.iter().collect();
+        for (i, (p, suffix)) in params.iter().zip(&suffixes).enumerate() {
+            let label = if distinct.len() == params.len() && !suffix.is_empty() {
+                format!("{base} {suffix}")
+            } else {
+                format!("{base} #{}", i + 1)
+            };
+            out.insert((m.clone(), p.clone()), label);
+        }
+    }
+    out
+}
+
+/// A JSON object's leaves as `dotted.path → text` (strings unquoted); not JSON: empty.
+fn flatten_json(text: &str) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&path, v, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        walk("", &v, &mut out);
     }
     out
 }
@@ -855,5 +903,11 @@ mod tests {
         assert_eq!(l[&("standard".into(), "a".into())], "standard");
         assert_eq!(l[&("gfa".into(), "b".into())], "gfa λ=0.1 #1");
         assert_eq!(l[&("gfa".into(), "c".into())], "gfa λ=0.1 #2");
+        // With JSON parameters the label names what differs.
+        let first = r#"{"method":{"kind":"gfa"},"regularizer":{"layers":"first","lambda":0.3}}"#;
+        let deep = r#"{"method":{"kind":"gfa"},"regularizer":{"layers":"deep","lambda":0.3}}"#;
+        let l = labels(&[k("gfa", Some(0.3), first), k("gfa", Some(0.3), deep)]);
+        assert_eq!(l[&("gfa".into(), first.into())], "gfa λ=0.3 layers=first");
+        assert_eq!(l[&("gfa".into(), deep.into())], "gfa λ=0.3 layers=deep");
     }
 }

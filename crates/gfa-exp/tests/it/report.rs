@@ -161,7 +161,12 @@ fn report_and_plot_through_the_binary() {
         Command::new(gfa).arg("plot").arg(dir.path()).args(["--format", "both"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let figs = dir.path().join("figures");
-    for f in ["f1_robust_vs_eps_standard_apgd_linf", "train_train_loss", "train_test_acc"] {
+    for f in [
+        "f1_robust_vs_eps_standard_apgd_linf",
+        "f1_robust_vs_eps_standard_worst-case_linf",
+        "train_train_loss",
+        "train_test_acc",
+    ] {
         let svg = std::fs::read_to_string(figs.join(format!("{f}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("gfa λ=0.1"), "{f}");
         let png = std::fs::read(figs.join(format!("{f}.png"))).unwrap();
