@@ -6,7 +6,8 @@
 
 `cnn` of scripts/pytorch_models.py (mean = std = 0.5 normalization), standard training, Adam
 lr 1e-3, batch 128, random crop (4-pixel zero padding) + horizontal flip, constant learning rate,
-on CIFAR-10's binary files. `--init kaiming` redraws conv/linear weights as tch does by default
+on CIFAR-10's binary files. `--pgd-steps K` trains with Madry PGD-AT instead (K steps of `--pgd-step` in the
+`--pgd-eps` Linf ball, uniform start). `--init kaiming` redraws conv/linear weights as tch does by default
 (Kaiming-uniform, ReLU gain, fan-in) and zeroes conv biases; `torch` keeps PyTorch's defaults.
 Prints one JSON line per epoch (train loss and accuracy, test accuracy on all 10,000 points).
 """
@@ -47,6 +48,19 @@ def augment(x, g):
     return out
 
 
+def pgd(model, x, y, eps, step, steps, g):
+    """Madry PGD (uniform start, signed steps, last iterate) with the model in eval mode."""
+    model.eval()
+    xa = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        loss = F.cross_entropy(model(xa), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xa)
+        xa = torch.min(torch.max(xa.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    model.train()
+    return xa.detach()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -54,6 +68,10 @@ def main():
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--init", choices=["torch", "kaiming"], default="torch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=50000)
+    ap.add_argument("--pgd-steps", type=int, default=0, help="PGD-AT inner steps (0: standard training)")
+    ap.add_argument("--pgd-eps", type=float, default=8 / 255)
+    ap.add_argument("--pgd-step", type=float, default=2 / 255)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     model = pytorch_models.build({"arch": "cnn", "width": args.width})
@@ -66,6 +84,7 @@ def main():
                 if isinstance(m, nn.Conv2d):
                     nn.init.zeros_(m.bias)
     xtr, ytr = load(args.data, [f"data_batch_{k}.bin" for k in range(1, 6)])
+    xtr, ytr = xtr[:args.n_train], ytr[:args.n_train]
     xte, yte = load(args.data, ["test_batch.bin"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(args.seed)
@@ -77,6 +96,8 @@ def main():
         for k in range(0, len(perm), 128):
             idx = perm[k:k + 128]
             xb, yb = augment(xtr[idx], g), ytr[idx]
+            if args.pgd_steps:
+                xb = pgd(model, xb, yb, args.pgd_eps, args.pgd_step, args.pgd_steps, g)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
-//! Layers shared by the residual networks, built so that their tensor names and initial values
-//! follow PyTorch's `nn.Conv2d`, `nn.Linear` and `nn.BatchNorm2d`.
+//! Layers shared by every model, built so that their tensor names and initial values follow
+//! PyTorch's `nn.Conv2d`, `nn.Linear` and `nn.BatchNorm2d` (tch's own defaults draw weights from
+//! a bound √6 times wider and start conv biases at zero, so a PyTorch recipe would not carry over).
 //!
 //! tch's own `nn::batch_norm2d` stores `weight`, `bias`, `running_mean` and `running_var` but not
 //! PyTorch's `num_batches_tracked` buffer, and initializes `weight` uniformly in `[0, 1)` where
@@ -91,6 +92,14 @@ pub fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, init: ConvI
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
+/// `nn.Conv2d(c_in, c_out, k, padding = k / 2)` (stride 1, with bias), PyTorch's default init for
+/// weight and bias.
+pub fn conv_biased(p: nn::Path, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
+    let init = torch_default_init(c_in * k * k);
+    let cfg = nn::ConvConfig { padding: k / 2, ws_init: init, bs_init: init, ..Default::default() };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
 /// `nn.Linear(d_in, d_out)` with PyTorch's default init, or a zero bias (`zero_bias`, the
 /// WideResNet/TRADES init).
 pub fn linear(p: nn::Path, d_in: i64, d_out: i64, zero_bias: bool) -> nn::Linear {
@@ -136,5 +145,30 @@ mod tests {
         let _ = bn.forward_t(&x, true);
         assert_eq!(bn.num_batches_tracked.int64_value(&[]), 2);
         assert_eq!(bn.num_batches_tracked.kind(), Kind::Int64);
+    }
+
+    /// Every weight and bias of `cnn` and `mlp` lies in PyTorch's `U(-1/√fan_in, 1/√fan_in)` and
+    /// fills most of it (tch's default bound is √6 times wider, its conv biases start at zero).
+    #[test]
+    fn cnn_and_mlp_start_from_pytorch_default_init() {
+        use crate::models::{Arch, ModelSpec};
+        for arch in [Arch::Cnn, Arch::Mlp] {
+            tch::manual_seed(0);
+            let spec = ModelSpec { width: 0.25, ..ModelSpec::of(arch) };
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _model = spec.build(&vs.root()).unwrap();
+            for (name, t) in vs.variables() {
+                let fan_in = if t.dim() == 1 {
+                    let w = vs.variables()[&name.replace(".bias", ".weight")].size();
+                    w[1..].iter().product::<i64>()
+                } else {
+                    t.size()[1..].iter().product::<i64>()
+                };
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let max = t.abs().max().double_value(&[]);
+                assert!(max <= bound + 1e-7, "{arch:?} {name}: max |v| {max} > {bound}");
+                assert!(max > 0.5 * bound, "{arch:?} {name}: max |v| {max} far below {bound}");
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Multi-layer perceptron: flatten → `fc1` … `fcK` with ReLU → `head`. Taps `fc1` … `fcK`.
 use tch::{Tensor, nn};
 
-use super::ModelSpec;
+use super::{ModelSpec, layers};
 use crate::classifier::{Network, Taps, record_tap};
 
 #[derive(Debug)]
@@ -16,10 +16,10 @@ impl Mlp {
         let mut d_in = 3 * 32 * 32;
         for (i, w) in spec.widths.iter().enumerate() {
             let d = spec.scaled(*w);
-            hidden.push(nn::linear(p / format!("fc{}", i + 1), d_in, d, Default::default()));
+            hidden.push(layers::linear(p / format!("fc{}", i + 1), d_in, d, false));
             d_in = d;
         }
-        let head = nn::linear(p / "head", d_in, spec.num_classes, Default::default());
+        let head = layers::linear(p / "head", d_in, spec.num_classes, false);
         Self { hidden, head }
     }
 }
