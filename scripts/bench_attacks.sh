@@ -6,6 +6,7 @@
 # Env: BENCH_N (points, default 500), BENCH_ROUNDS (default 1), BENCH_CHECKPOINT (a `gfa train`
 # folder; default: train `cnn` w0.25 for 2 epochs into target/bench-model), AUTOATTACK_DIR (a
 # checkout of fra31/auto-attack, not on PyPI; without it only DeepFool has a reference),
+# BENCH_CHECKPOINT_LABEL (how attacks.md names the checkpoint; default its path),
 # GFA_DATA_DIR (CIFAR-10 binary folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,6 +47,6 @@ PY
     ${AUTOATTACK_DIR:+--autoattack "$AUTOATTACK_DIR"} | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
 done
 mv "$raw.tmp" "$raw"
-python3 scripts/bench_report.py attacks "$raw" > "$OUT/attacks.md.tmp"
+python3 scripts/bench_report.py attacks "$raw" "${BENCH_CHECKPOINT_LABEL:-\`$CK\`}" > "$OUT/attacks.md.tmp"
 mv "$OUT/attacks.md.tmp" "$OUT/attacks.md"
 cat "$OUT/attacks.md"

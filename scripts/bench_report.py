@@ -49,7 +49,7 @@ def main(path, profile="release"):
     print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's.")
 
 
-def attacks(path):
+def attacks(path, checkpoint="`target/bench-model`"):
     """`results/bench/attacks.md` from scripts/bench_attacks.sh's JSON lines."""
     rows = [json.loads(l) for l in open(path) if l.strip()]
     t = defaultdict(list)
@@ -62,7 +62,7 @@ def attacks(path):
     g = info.get(("gfa", "apgd-ce"), {})
     print("# Attack run time: gfa vs the Python references (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; libtorch/torch 2.11.0 on both sides; "
-          f"git {rev or 'unknown'}. Model: the bench checkpoint (`cnn` width 0.25, see scripts/bench_attacks.sh); "
+          f"git {rev or 'unknown'}. Model: {checkpoint}, `cnn` width 0.25; "
           f"the first {g.get('n', '?')} CIFAR-10 test points, attacked where the model is correct "
           f"(clean accuracy {100 * g.get('clean_acc', 0):.1f}%). Median over "
           f"{len(t.get(('gfa', 'apgd-ce'), []))} round(s); gfa's time is the `seconds` of its "
@@ -84,6 +84,9 @@ def attacks(path):
             print(f"| {labels[a]} | {ri['library']} | {gs:.1f} | {rs:.1f} | {gs / rs:.2f} | {g_rob} | {r_rob} | {targets[a]} |")
         else:
             print(f"| {labels[a]} | not run | {gs:.1f} | — | — | {g_rob} | — | {targets[a]} |")
+    print("\ngfa robust: robust accuracy of the `gfa eval` row over all N points (DeepFool: points "
+          "whose minimal perturbation exceeds L2 0.5, or that it could not fool); reference robust: "
+          "points the reference left correctly classified among those it attacked.")
 
 
 def methods(path):
@@ -112,7 +115,7 @@ def methods(path):
 
 if __name__ == "__main__":
     if sys.argv[1] == "attacks":
-        attacks(sys.argv[2])
+        attacks(*sys.argv[2:4])
     elif sys.argv[1] == "methods":
         methods(sys.argv[2])
     else:

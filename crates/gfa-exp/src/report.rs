@@ -158,6 +158,19 @@ pub fn labels(keys: &[RunKey]) -> BTreeMap<(String, String), String> {
     out
 }
 
+/// `method_params` JSON without `regularizer.lambda` (unchanged if it is not JSON).
+fn without_lambda(params: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(params) {
+        Ok(mut v) => {
+            if let Some(r) = v.get_mut("regularizer").and_then(|r| r.as_object_mut()) {
+                r.remove("lambda");
+            }
+            v.to_string()
+        }
+        Err(_) => params.to_string(),
+    }
+}
+
 /// A JSON object's leaves as `dotted.path → text` (strings unquoted); not JSON: empty.
 fn flatten_json(text: &str) -> BTreeMap<String, String> {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
@@ -817,10 +830,23 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
     }
     // Trade-off over λ: clean vs worst-case robust accuracy per method with a λ, standard first.
     let wc = worst_cases(&res.eval);
+    // One series per configuration up to λ: the method label names what else differs.
+    let sweep_keys: Vec<RunKey> = res
+        .eval
+        .iter()
+        .map(|r| RunKey { lambda: None, method_params: without_lambda(&r.method_params), ..r.key() })
+        .collect();
+    let sweep_labels = labels(&sweep_keys);
     let run_info: BTreeMap<String, (String, String, Option<f64>)> = res
         .eval
         .iter()
-        .map(|r| (r.run_id.clone(), (r.model.clone(), r.method.clone(), r.lambda)))
+        .map(|r| {
+            let label = sweep_labels
+                .get(&(r.method.clone(), without_lambda(&r.method_params)))
+                .cloned()
+                .unwrap_or_else(|| r.method.clone());
+            (r.run_id.clone(), (r.model.clone(), label, r.lambda))
+        })
         .collect();
     let mut trade: BTreeMap<(String, String, String, String, String), (Vec<f64>, Vec<f64>)> =
         BTreeMap::new();
