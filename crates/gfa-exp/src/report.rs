@@ -834,7 +834,11 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
     let sweep_keys: Vec<RunKey> = res
         .eval
         .iter()
-        .map(|r| RunKey { lambda: None, method_params: without_lambda(&r.method_params), ..r.key() })
+        .map(|r| RunKey {
+            lambda: None,
+            method_params: without_lambda(&r.method_params),
+            ..r.key()
+        })
         .collect();
     let sweep_labels = labels(&sweep_keys);
     let run_info: BTreeMap<String, (String, String, Option<f64>)> = res
