@@ -9,33 +9,20 @@
 //! g1 = grad(CE(f(x)), x).detach(); g2 = grad(CE(f(x + eta)), x + eta, create_graph=True)
 //! penalty = 1 - cos(g1, g2)[both non-zero].mean()                  # GradAlign, penalty.backward()
 //! ```
-use gfa_core::checkpoint::load_weights;
-use gfa_core::models::{Arch, ModelSpec};
+
 use gfa_core::train::terms::{gradalign_penalty, trades_kl};
 use gfa_core::{Classifier, TaskLoss};
-use tch::{Device, Tensor};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
+use tch::Tensor;
 
 fn twin() -> Classifier {
-    let spec = ModelSpec {
-        width: 0.0625,
-        mean: [0.4914, 0.4822, 0.4465],
-        std: [0.2470, 0.2435, 0.2616],
-        ..ModelSpec::of(Arch::Cnn)
-    };
-    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
-    load_weights(&mut model, &fixture("method_model.safetensors")).unwrap();
-    model
+    super::cnn_twin("method_model.safetensors")
 }
 
 struct Cases(Vec<(String, Tensor)>);
 
 impl Cases {
     fn load() -> Self {
-        Self(Tensor::read_safetensors(fixture("method_cases.safetensors")).unwrap())
+        Self(Tensor::read_safetensors(super::fixture("method_cases.safetensors")).unwrap())
     }
     fn get(&self, k: &str) -> Tensor {
         self.0.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone()

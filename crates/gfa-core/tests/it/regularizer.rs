@@ -11,26 +11,13 @@
 //! R = sum(1/len(S) * phi(cosine(g, h)).mean() for g, h in zip(grads, S))   # gnr: ‖g‖² per sample
 //! R.backward()                                                  # fixture: R and p.grad per parameter
 //! ```
-use gfa_core::checkpoint::load_weights;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, Penalty, RegKind, Regularizer, RegularizerConfig, cosine};
 use gfa_core::{Classifier, TapPoint, TaskLoss};
 use tch::{Device, Kind, Tensor};
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn twin() -> Classifier {
-    let spec = ModelSpec {
-        width: 0.0625,
-        mean: [0.4914, 0.4822, 0.4465],
-        std: [0.2470, 0.2435, 0.2616],
-        ..ModelSpec::of(Arch::Cnn)
-    };
-    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
-    load_weights(&mut model, &fixture("gfa_model.safetensors")).unwrap();
-    model
+    super::cnn_twin("gfa_model.safetensors")
 }
 
 fn params(model: &Classifier) -> Vec<(String, Tensor)> {
@@ -56,7 +43,7 @@ fn max_abs(t: &Tensor) -> f64 {
 #[test]
 fn penalty_and_parameter_gradients_match_pytorch() {
     let model = twin();
-    let cases = Tensor::read_safetensors(fixture("gfa_cases.safetensors")).unwrap();
+    let cases = Tensor::read_safetensors(super::fixture("gfa_cases.safetensors")).unwrap();
     let get = |k: &str| {
         cases.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.shallow_clone()
     };
