@@ -57,6 +57,21 @@ pub fn check_logits(model: &Classifier, x: &Tensor) -> Vec<Check> {
     out
 }
 
+/// Counts of samples whose input gradient of the per-sample `loss` at `x` is all zero (and finite),
+/// and whose gradient has a NaN or Inf entry.
+pub fn gradient_health(
+    model: &Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    loss: fn(&Tensor, &Tensor) -> Tensor,
+) -> (i64, i64) {
+    let (_, g, _) = grad::input_grad(model, x, |z| loss(z, y));
+    let flat = g.flatten(1, -1);
+    let bad = flat.isfinite().logical_not().any_dim(1, false);
+    let zero = flat.abs().amax(1, false).eq(0.0).logical_and(&bad.logical_not());
+    (zero.sum(Kind::Int64).int64_value(&[]), bad.sum(Kind::Int64).int64_value(&[]))
+}
+
 /// Input-gradient health of CE and DLR at `x`: samples with an all-zero or non-finite gradient.
 pub fn check_gradients(model: &Classifier, x: &Tensor, y: &Tensor) -> Vec<Check> {
     let mut out = Vec::new();
@@ -67,10 +82,7 @@ pub fn check_gradients(model: &Classifier, x: &Tensor, y: &Tensor) -> Vec<Check>
         if name == "dlr" && model.num_classes() < 3 {
             continue;
         }
-        let (_, g, _) = grad::input_grad(model, x, |z| f(z, y));
-        let flat = g.flatten(1, -1);
-        let nonfinite =
-            flat.isfinite().logical_not().any_dim(1, false).sum(Kind::Int64).int64_value(&[]);
+        let (zero, nonfinite) = gradient_health(model, x, y, f);
         if nonfinite > 0 {
             out.push(check(
                 "nonfinite_gradient",
@@ -78,7 +90,6 @@ pub fn check_gradients(model: &Classifier, x: &Tensor, y: &Tensor) -> Vec<Check>
                 format!("{nonfinite}/{n} samples have NaN/Inf {name} input gradients"),
             ));
         }
-        let zero = flat.abs().amax(1, false).eq(0.0).sum(Kind::Int64).int64_value(&[]);
         if zero > 0 {
             out.push(check(
                 "zero_gradient",

@@ -920,6 +920,29 @@ mod tests {
         assert_eq!(protocol("reference", "all_correct"), "reference/all_correct");
     }
 
+    /// The λ trade-off groups runs by everything but λ: two λ of one configuration share a
+    /// label, first and deep taps do not.
+    #[test]
+    fn trade_off_groups_ignore_only_lambda() {
+        let p = |layers: &str, l: f64| {
+            format!(
+                r#"{{"method":{{"kind":"gfa"}},"regularizer":{{"lambda":{l},"layers":"{layers}"}}}}"#
+            )
+        };
+        assert_eq!(without_lambda(&p("deep", 0.1)), without_lambda(&p("deep", 1.0)));
+        assert_ne!(without_lambda(&p("deep", 0.1)), without_lambda(&p("first", 0.1)));
+        let k = |layers: &str, l: f64| RunKey {
+            method: "gfa".into(),
+            method_params: without_lambda(&p(layers, l)),
+            ..Default::default()
+        };
+        let keys = [k("deep", 0.1), k("deep", 1.0), k("first", 0.1)];
+        let l = labels(&keys);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[&("gfa".into(), keys[0].method_params.clone())], "gfa layers=deep");
+        assert_eq!(l[&("gfa".into(), keys[2].method_params.clone())], "gfa layers=first");
+    }
+
     #[test]
     fn labels_disambiguate() {
         let k = |m: &str, l: Option<f64>, p: &str| RunKey {

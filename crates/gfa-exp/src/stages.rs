@@ -162,9 +162,15 @@ pub fn eval_rows(
 ) -> Result<Vec<EvalRow>> {
     let mask = match eval.subset {
         Subset::All => None,
+        // Batched like every other forward here: the whole split at once does not fit a GPU.
         Subset::AllCorrect => Some(tch::no_grad(|| {
-            let logits = model.logits(&x.to_device(model.device()), false);
-            logits.argmax(-1, false).to_device(Device::Cpu).eq_tensor(y)
+            let batch = (eval.batch_size as i64).max(1);
+            let preds: Vec<Tensor> = x
+                .split(batch, 0)
+                .iter()
+                .map(|xb| gfa_attacks::repeated::predict(model, &xb.to_device(model.device())))
+                .collect();
+            Tensor::cat(&preds, 0).to_device(Device::Cpu).eq_tensor(y)
         })),
     };
     let opts = EvalOptions {
@@ -259,17 +265,16 @@ fn pass_rows(
 pub fn grad_health(model: &Classifier, x: &Tensor, y: &Tensor, batch: i64) -> GradHealth {
     let n = x.size()[0];
     let (mut zero, mut nonfinite) = (0i64, 0i64);
-    for start in (0..n).step_by(batch.max(1) as usize) {
-        let len = batch.min(n - start);
-        let xb = x.narrow(0, start, len).to_device(model.device());
-        let yb = y.narrow(0, start, len).to_device(model.device());
-        let (_, g, _) =
-            gfa_attacks::grad::input_grad(model, &xb, |z| gfa_attacks::loss::ce(z, &yb));
-        let g = g.flatten(1, -1);
-        let bad = g.isfinite().logical_not().any_dim(1, false);
-        let zeros = g.abs().amax([1i64], false).eq(0.0).logical_and(&bad.logical_not());
-        zero += zeros.sum(Kind::Int64).int64_value(&[]);
-        nonfinite += bad.sum(Kind::Int64).int64_value(&[]);
+    for (xb, yb) in x.split(batch.max(1), 0).iter().zip(y.split(batch.max(1), 0)) {
+        let dev = model.device();
+        let (z, f) = gfa_attacks::checks::gradient_health(
+            model,
+            &xb.to_device(dev),
+            &yb.to_device(dev),
+            gfa_attacks::loss::ce,
+        );
+        zero += z;
+        nonfinite += f;
     }
     let frac = |k: i64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
     GradHealth { zero_frac: frac(zero), nonfinite_frac: frac(nonfinite), n: n as usize }
