@@ -159,93 +159,205 @@ fn project(z: &Tensor, x: &Tensor, norm: Norm, eps: f64) -> Tensor {
     }
 }
 
-/// One APGD run on every point. Returns `x_best_adv` (the latest misclassified iterate, or the
-/// start where none was) and whether any iterate was misclassified.
+/// What one APGD run ascends, per sample; its rows follow the active batch.
+enum Objective {
+    Ce,
+    Dlr,
+    /// Targeted DLR towards `[N]` int64 target classes.
+    DlrTargeted(Tensor),
+}
+
+impl Objective {
+    fn new(loss: ApgdLoss) -> Self {
+        match loss {
+            ApgdLoss::Ce => Self::Ce,
+            ApgdLoss::Dlr => Self::Dlr,
+        }
+    }
+
+    fn loss(&self, logits: &Tensor, y: &Tensor) -> Tensor {
+        match self {
+            Self::Ce => loss::ce(logits, y),
+            Self::Dlr => loss::dlr(logits, y),
+            Self::DlrTargeted(t) => loss::dlr_targeted(logits, y, t),
+        }
+    }
+
+    /// The rows `idx` of the objective.
+    fn select(&self, idx: &Tensor) -> Self {
+        match self {
+            Self::Ce => Self::Ce,
+            Self::Dlr => Self::Dlr,
+            Self::DlrTargeted(t) => Self::DlrTargeted(t.index_select(0, idx)),
+        }
+    }
+}
+
+/// The per-sample state of an APGD run over the points still being attacked.
+struct Active {
+    /// Positions in the caller's batch `[M]` int64.
+    pos: Tensor,
+    x: Tensor,
+    y: Tensor,
+    obj: Objective,
+    xa: Tensor,
+    x_prev: Tensor,
+    x_best: Tensor,
+    g: Tensor,
+    g_best: Tensor,
+    loss_best: Tensor,
+    loss_best_last: Tensor,
+    reduced_last: Tensor,
+    step: Tensor,
+    /// Loss per iteration `[n_iter, M]`.
+    history: Tensor,
+}
+
+impl Active {
+    /// Keep the rows `idx` of every per-sample tensor.
+    fn keep(&mut self, idx: &Tensor) {
+        for t in [
+            &mut self.pos,
+            &mut self.x,
+            &mut self.y,
+            &mut self.xa,
+            &mut self.x_prev,
+            &mut self.x_best,
+            &mut self.g,
+            &mut self.g_best,
+            &mut self.loss_best,
+            &mut self.loss_best_last,
+            &mut self.reduced_last,
+            &mut self.step,
+        ] {
+            *t = t.index_select(0, idx);
+        }
+        self.obj = self.obj.select(idx);
+        self.history = self.history.index_select(1, idx);
+    }
+}
+
+/// One APGD run. Returns, per point of the batch, `x_best_adv` (an iterate that fools the model,
+/// or the random start where none did), whether any iterate fooled it, and the model queries.
+///
+/// A point leaves the batch at the first iterate that fools it, and that iterate is its result
+/// (auto-attack keeps iterating it and returns the last fooling iterate). Each point's trajectory
+/// — step size, checkpoints, momentum — is its own and the model is in eval mode, so the points
+/// still attacked follow the same iterates either way: success per point is auto-attack's, and the
+/// cost falls with the points already fooled. Queries count the start and each iteration a point
+/// took part in.
 ///
 /// # Shapes
-/// `x`: `[N, ...]`, `y`: `[N]` → (`[N, ...]`, `[N]` bool).
+/// `x`: `[N, ...]`, `y`: `[N]` → (`[N, ...]`, `[N]` bool, `[N]` int64).
 fn apgd_single(
     model: &Classifier,
     x: &Tensor,
     y: &Tensor,
     p: Params,
-    loss_fn: &dyn Fn(&Tensor) -> Tensor,
+    obj: Objective,
     rng: &mut StdRng,
-) -> (Tensor, Tensor) {
+) -> (Tensor, Tensor, Tensor) {
     let (n, dev) = (x.size()[0], x.device());
     let x = x.detach();
     let t = match p.norm {
         Norm::L2 => normal(&x.size(), rng, dev),
         _ => uniform(&x.size(), rng, dev) * 2.0 - 1.0,
     };
-    let mut xa = (&x + normalize(&t, p.norm) * p.eps).clamp(0.0, 1.0);
-    let (loss0, mut g, logits) = grad::input_grad(model, &xa, loss_fn);
-    let mut x_best = xa.copy();
-    let mut x_best_adv = xa.copy();
-    let mut g_best = g.copy();
-    let mut acc = logits.argmax(1, false).eq_tensor(y);
-    let mut loss_best = loss0;
-
+    let xa = (&x + normalize(&t, p.norm) * p.eps).clamp(0.0, 1.0);
+    let (loss0, g, logits) = grad::input_grad(model, &xa, |z| obj.loss(z, y));
     let n_iter = p.n_iter;
+    let mut out = xa.copy();
+    let mut fooled = logits.argmax(1, false).ne_tensor(y);
+    let mut queries = Tensor::full([n], n_iter as i64 + 1, (Kind::Int64, dev));
+    let _ = queries.masked_fill_(&fooled, 1);
+    let mut s = Active {
+        pos: Tensor::arange(n, (Kind::Int64, dev)),
+        x_prev: xa.copy(),
+        x_best: xa.copy(),
+        g_best: g.copy(),
+        loss_best_last: loss0.copy(),
+        loss_best: loss0,
+        reduced_last: Tensor::ones([n], (Kind::Bool, dev)),
+        step: Tensor::full([n], p.step_init * p.eps, (Kind::Float, dev)),
+        history: Tensor::zeros([n_iter as i64, n], (Kind::Float, dev)),
+        x,
+        y: y.shallow_clone(),
+        obj,
+        xa,
+        g,
+    };
+    if fooled.any().int64_value(&[]) != 0 {
+        s.keep(&indices(&fooled.logical_not()));
+    }
+
     let mut k = ((0.22 * n_iter as f64) as usize).max(1);
     let k_min = ((0.06 * n_iter as f64) as usize).max(1);
     let k_dec = ((0.03 * n_iter as f64) as usize).max(1);
-    let mut step = Tensor::full([n], p.step_init * p.eps, (Kind::Float, dev));
-    let mut x_prev = xa.copy();
-    let mut history: Vec<Tensor> =
-        (0..n_iter).map(|_| Tensor::zeros([n], (Kind::Float, dev))).collect();
     let mut since_check = 0;
-    let mut loss_best_last = loss_best.copy();
-    let mut reduced_last = Tensor::ones([n], (Kind::Bool, dev));
-
     for i in 0..n_iter {
+        if s.pos.numel() == 0 {
+            break;
+        }
         let a = if i == 0 { 1.0 } else { p.momentum };
-        let momentum_dir = &xa - &x_prev;
-        x_prev = xa.copy();
+        let momentum_dir = &s.xa - &s.x_prev;
+        s.x_prev = s.xa.copy();
         let dir = match p.norm {
-            Norm::L2 => normalize(&g, Norm::L2),
-            _ => g.sign(),
+            Norm::L2 => normalize(&s.g, Norm::L2),
+            _ => s.g.sign(),
         };
-        let z = project(&(&xa + dir * per_sample(&step, &xa)), &x, p.norm, p.eps);
-        let z = &xa + (&z - &xa) * a + momentum_dir * (1.0 - a);
-        xa = project(&z, &x, p.norm, p.eps);
+        let z = project(&(&s.xa + dir * per_sample(&s.step, &s.xa)), &s.x, p.norm, p.eps);
+        let z = &s.xa + (&z - &s.xa) * a + momentum_dir * (1.0 - a);
+        s.xa = project(&z, &s.x, p.norm, p.eps);
 
-        let (l, g_new, logits) = grad::input_grad(model, &xa, loss_fn);
-        g = g_new;
-        let ok = logits.argmax(1, false).eq_tensor(y);
-        acc = acc.logical_and(&ok);
-        x_best_adv = xa.where_self(&per_sample(&ok.logical_not(), &xa), &x_best_adv);
-
-        history[i] = l.copy();
-        let improved = l.gt_tensor(&loss_best);
-        let imp = per_sample(&improved, &xa);
-        x_best = xa.where_self(&imp, &x_best);
-        g_best = g.where_self(&imp, &g_best);
-        loss_best = l.where_self(&improved, &loss_best);
+        let (l, g, logits) = grad::input_grad(model, &s.xa, |z| s.obj.loss(z, &s.y));
+        s.g = g;
+        let hit = logits.argmax(1, false).ne_tensor(&s.y);
+        let any_hit = (hit.any().int64_value(&[]) != 0).then(|| {
+            let h = indices(&hit);
+            let at = s.pos.index_select(0, &h);
+            out = out.index_copy(0, &at, &s.xa.index_select(0, &h));
+            fooled = fooled.index_fill(0, &at, 1);
+            queries = queries.index_fill(0, &at, i as i64 + 2);
+            hit
+        });
+        s.history.get(i as i64).copy_(&l);
+        let improved = l.gt_tensor(&s.loss_best);
+        let imp = per_sample(&improved, &s.xa);
+        s.x_best = s.xa.where_self(&imp, &s.x_best);
+        s.g_best = s.g.where_self(&imp, &s.g_best);
+        s.loss_best = l.where_self(&improved, &s.loss_best);
 
         since_check += 1;
         if since_check == k {
-            let mut rises = Tensor::zeros([n], (Kind::Float, dev));
-            for c in 0..k {
-                let cur = i as isize - c as isize;
-                let prev = (cur - 1).rem_euclid(n_iter as isize) as usize;
-                rises += history[cur as usize].gt_tensor(&history[prev]).to_kind(Kind::Float);
-            }
+            // Rows i-k+1 ..= i against their predecessors; the first checkpoint's oldest row
+            // compares with the unfilled last row, as in auto-attack.
+            let cur: Vec<i64> = (0..k).map(|c| i as i64 - c as i64).collect();
+            let prev: Vec<i64> = cur.iter().map(|c| (c - 1).rem_euclid(n_iter as i64)).collect();
+            let pick = |r: &[i64]| s.history.index_select(0, &Tensor::from_slice(r).to(dev));
+            let rises = pick(&cur).gt_tensor(&pick(&prev)).to_kind(Kind::Float).sum_dim_intlist(
+                0,
+                false,
+                Kind::Float,
+            );
             let oscillating = rises.le(k as f64 * p.rho);
             let stalled =
-                reduced_last.logical_not().logical_and(&loss_best_last.ge_tensor(&loss_best));
+                s.reduced_last.logical_not().logical_and(&s.loss_best_last.ge_tensor(&s.loss_best));
             let reduce = oscillating.logical_or(&stalled);
-            reduced_last = reduce.copy();
-            loss_best_last = loss_best.copy();
-            step = (&step / 2.0).where_self(&reduce, &step);
-            let r = per_sample(&reduce, &xa);
-            xa = x_best.where_self(&r, &xa);
-            g = g_best.where_self(&r, &g);
+            s.reduced_last = reduce.copy();
+            s.loss_best_last = s.loss_best.copy();
+            s.step = (&s.step / 2.0).where_self(&reduce, &s.step);
+            let r = per_sample(&reduce, &s.xa);
+            s.xa = s.x_best.where_self(&r, &s.xa);
+            s.g = s.g_best.where_self(&r, &s.g);
             since_check = 0;
             k = k.saturating_sub(k_dec).max(k_min);
         }
+
+        if let Some(hit) = any_hit {
+            s.keep(&indices(&hit.logical_not()));
+        }
     }
-    (x_best_adv, acc.logical_not())
+    (out, fooled, queries)
 }
 
 /// APGD-CE or APGD-DLR.
@@ -304,12 +416,7 @@ impl Attack for Apgd {
         let p = self.params(eps);
         let loss_kind = self.loss;
         run_restarts(model, x, y, self.config.n_restarts, rng, |xs, ys, r| {
-            let f = |z: &Tensor| match loss_kind {
-                ApgdLoss::Ce => loss::ce(z, ys),
-                ApgdLoss::Dlr => loss::dlr(z, ys),
-            };
-            let (adv, _) = apgd_single(model, xs, ys, p, &f, r);
-            let q = Tensor::full([xs.size()[0]], p.n_iter as i64 + 1, (Kind::Int64, xs.device()));
+            let (adv, _, q) = apgd_single(model, xs, ys, p, Objective::new(loss_kind), r);
             Ok((adv, q))
         })
     }
@@ -381,12 +488,10 @@ impl Attack for ApgdT {
                 // The target is fixed from the clean logits: the tc-th largest.
                 let (_, order) = tch::no_grad(|| model.logits(&xs, false)).sort(1, true);
                 let target = order.select(1, tc - 1);
-                let f = |z: &Tensor| loss::dlr_targeted(z, &ys, &target);
-                let (adv, fooled) = apgd_single(model, &xs, &ys, p, &f, rng);
+                let obj = Objective::DlrTargeted(target);
+                let (adv, fooled, q) = apgd_single(model, &xs, &ys, p, obj, rng);
                 let merged = adv.where_self(&per_sample(&fooled, &adv), &xs);
                 x_adv = x_adv.index_copy(0, &idx, &merged);
-                let q =
-                    Tensor::full([xs.size()[0]], p.n_iter as i64 + 1, (Kind::Int64, x.device()));
                 queries = queries.index_add(0, &idx, &q);
                 robust = robust.index_copy(0, &idx, &fooled.logical_not());
             }

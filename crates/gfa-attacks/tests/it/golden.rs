@@ -153,3 +153,31 @@ pub fn model_and_data() -> (Classifier, Tensor, Tensor) {
     let (x, y) = data(&g);
     (model(), x, y)
 }
+
+/// APGD drops a point from the batch at its first fooling iterate: fooled points cost fewer
+/// queries than the full run, robust ones the full `n_iter + 1`, and the early exit does not
+/// change how many points survive (checked against auto-attack above).
+#[test]
+fn apgd_stops_attacking_fooled_points() {
+    let (m, g) = (model(), golden());
+    let (x, y) = data(&g);
+    let a = spec(json!({"kind": "apgd-ce"})).build().unwrap();
+    let out = attack::run(a.as_ref(), &m, &x, &y, linf(), &mut StdRng::seed_from_u64(0)).unwrap();
+    let clean_ok = tch::no_grad(|| m.logits(&x, false)).argmax(1, false).eq_tensor(&y);
+    let q: Vec<i64> = Vec::try_from(&out.queries).unwrap();
+    let won: Vec<bool> = Vec::try_from(&out.success).unwrap();
+    let attacked: Vec<bool> = Vec::try_from(&clean_ok).unwrap();
+    let full = 101;
+    let mut early = 0;
+    for i in 0..q.len() {
+        if !attacked[i] {
+            assert_eq!(q[i], 0, "point {i} is misclassified clean and must not be attacked");
+        } else if won[i] {
+            assert!((1..=full).contains(&q[i]), "point {i}: {} queries", q[i]);
+            early += (q[i] < full) as usize;
+        } else {
+            assert_eq!(q[i], full, "robust point {i} must run all iterations");
+        }
+    }
+    assert!(early > 0, "no fooled point left the batch early: {q:?}");
+}
