@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, Family};
+use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, predict, run_restarts};
 use crate::threat::{normal, per_sample, uniform};
@@ -387,21 +387,14 @@ impl Apgd {
 }
 
 impl Attack for Apgd {
-    fn name(&self) -> &'static str {
-        match self.loss {
+    describe!(
+        name: |a| match a.loss {
             ApgdLoss::Ce => "apgd-ce",
             ApgdLoss::Dlr => "apgd-dlr",
-        }
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+        },
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,
@@ -439,18 +432,11 @@ impl ApgdT {
 }
 
 impl Attack for ApgdT {
-    fn name(&self) -> &'static str {
-        "apgd-t"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "apgd-t",
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,

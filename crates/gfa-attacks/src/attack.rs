@@ -42,6 +42,29 @@ pub enum Goal {
     },
 }
 
+/// The descriptive methods of an [`Attack`] impl whose settings live in a `config` field:
+/// `name` and `norm` are functions of the attack (`|a| a.config.norm`, `|_| "pgd"`), `family` a
+/// [`Family`] variant; `config_json` serializes `config`.
+macro_rules! describe {
+    (name: $name:expr, family: $family:ident, norm: $norm:expr $(,)?) => {
+        fn name(&self) -> &'static str {
+            let f: fn(&Self) -> &'static str = $name;
+            f(self)
+        }
+        fn family(&self) -> $crate::attack::Family {
+            $crate::attack::Family::$family
+        }
+        fn norm(&self) -> $crate::Norm {
+            let f: fn(&Self) -> $crate::Norm = $norm;
+            f(self)
+        }
+        fn config_json(&self) -> String {
+            serde_json::to_string(&self.config).unwrap_or_default()
+        }
+    };
+}
+pub(crate) use describe;
+
 /// The result of one attack on one batch.
 ///
 /// # Shapes

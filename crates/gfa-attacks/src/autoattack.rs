@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::apgd::{ApgdConfig, ApgdTConfig};
-use crate::attack::{Attack, BUDGET_TOL, Family};
+use crate::attack::{Attack, BUDGET_TOL, Family, describe};
 use crate::preset::{Configured, Preset};
 use crate::registry::AttackSpec;
 use crate::repeated::{indices, predict};
@@ -172,18 +172,11 @@ impl AutoAttack {
 }
 
 impl Attack for AutoAttack {
-    fn name(&self) -> &'static str {
-        "autoattack"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "autoattack",
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,

@@ -21,9 +21,10 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::attack::describe;
 use crate::preset::Preset;
 use crate::threat::per_sample;
-use crate::{Attack, AttackError, Family, Norm, Result};
+use crate::{Attack, AttackError, Norm, Result};
 
 /// Which loss the early-abort test looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,18 +212,11 @@ impl Cw {
 }
 
 impl Attack for Cw {
-    fn name(&self) -> &'static str {
-        "cw"
-    }
-    fn family(&self) -> Family {
-        Family::MinimumNorm
-    }
-    fn norm(&self) -> Norm {
-        Norm::L2
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "cw",
+        family: MinimumNorm,
+        norm: |_| Norm::L2,
+    );
 
     fn perturb(
         &self,

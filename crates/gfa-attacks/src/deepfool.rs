@@ -23,9 +23,10 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::attack::describe;
 use crate::preset::Preset;
 use crate::threat::{per_sample, per_sample_norm};
-use crate::{Attack, AttackError, Family, Norm, Result};
+use crate::{Attack, AttackError, Norm, Result};
 
 /// Where the overshoot is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,18 +152,11 @@ fn dual_norm(w: &Tensor, norm: Norm) -> Tensor {
 }
 
 impl Attack for DeepFool {
-    fn name(&self) -> &'static str {
-        "deepfool"
-    }
-    fn family(&self) -> Family {
-        Family::MinimumNorm
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "deepfool",
+        family: MinimumNorm,
+        norm: |a| a.config.norm,
+    );
 
     fn perturb(
         &self,

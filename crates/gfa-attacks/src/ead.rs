@@ -25,10 +25,11 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::attack::describe;
 use crate::cw::{AbortScope, MarginForm, cw_margin, is_adversarial, is_check_point, update_const};
 use crate::preset::Preset;
 use crate::threat::per_sample;
-use crate::{Attack, AttackError, Family, Norm, Result};
+use crate::{Attack, AttackError, Norm, Result};
 
 /// Which successful iterate EAD keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,24 +148,16 @@ fn per_sample_sum(t: &Tensor) -> Tensor {
 }
 
 impl Attack for Ead {
-    fn name(&self) -> &'static str {
-        match self.config.rule {
+    describe!(
+        name: |a| match a.config.rule {
             EadRule::En => "ead-en",
             EadRule::L1 => "ead-l1",
-        }
-    }
-    fn family(&self) -> Family {
-        Family::MinimumNorm
-    }
-    fn norm(&self) -> Norm {
-        match self.config.rule {
-            EadRule::En => Norm::L2,
-            EadRule::L1 => Norm::L1,
-        }
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+        },
+        family: MinimumNorm,
+        // Both rules attack in L1 (the elastic net's sparse term); the rule only picks which
+        // successful iterate is kept. Results are thresholded at L1 budgets.
+        norm: |_| Norm::L1,
+    );
 
     fn perturb(
         &self,

@@ -32,10 +32,11 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::attack::describe;
 use crate::deepfool::logit_jacobian;
 use crate::preset::Preset;
 use crate::threat::{normal, per_sample, per_sample_norm, uniform};
-use crate::{Attack, AttackError, Family, Norm, Result};
+use crate::{Attack, AttackError, Norm, Result};
 
 /// FAB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,18 +254,11 @@ fn single_run(
 }
 
 impl Attack for Fab {
-    fn name(&self) -> &'static str {
-        if self.config.targeted { "fab-t" } else { "fab" }
-    }
-    fn family(&self) -> Family {
-        Family::MinimumNorm
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |a| if a.config.targeted { "fab-t" } else { "fab" },
+        family: MinimumNorm,
+        norm: |a| a.config.norm,
+    );
 
     fn perturb(
         &self,

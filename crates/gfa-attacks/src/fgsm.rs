@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, Family};
+use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::{AttackError, Norm, Result, grad, loss};
 
@@ -45,18 +45,11 @@ impl Fgsm {
 }
 
 impl Attack for Fgsm {
-    fn name(&self) -> &'static str {
-        "fgsm"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        Norm::Linf
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "fgsm",
+        family: FixedBudget,
+        norm: |_| Norm::Linf,
+    );
     fn perturb(
         &self,
         model: &Classifier,

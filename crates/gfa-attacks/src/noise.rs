@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, Family};
+use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::predict;
 use crate::threat::{normal, per_sample, per_sample_norm};
@@ -61,18 +61,11 @@ impl Noise {
 }
 
 impl Attack for Noise {
-    fn name(&self) -> &'static str {
-        "noise"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "noise",
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, Family};
+use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{predict, run_restarts};
 use crate::threat::{ThreatModel, per_sample, per_sample_norm};
@@ -167,18 +167,11 @@ impl Pgd {
 }
 
 impl Attack for Pgd {
-    fn name(&self) -> &'static str {
-        "pgd"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "pgd",
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,

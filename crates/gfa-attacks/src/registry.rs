@@ -317,6 +317,26 @@ impl<'de> Deserialize<'de> for AttackSpec {
 mod tests {
     use super::*;
 
+    /// Each kind builds an attack that reports that kind, the registry's family, and every norm
+    /// the registry lists for it, and whose config_json is the spec's own settings.
+    #[test]
+    fn built_attacks_describe_themselves_as_registered() {
+        for info in list() {
+            for norm in &info.norms {
+                let v = serde_json::json!({ "kind": info.kind, "norm": norm });
+                let spec = AttackSpec::from_value(v).unwrap();
+                let a = spec.build().unwrap();
+                assert_eq!(a.name(), info.kind);
+                assert_eq!(a.family(), info.family, "{}", info.kind);
+                assert_eq!(a.norm(), *norm, "{}", info.kind);
+                let mut want = serde_json::to_value(&spec).unwrap();
+                want.as_object_mut().unwrap().remove("kind");
+                let got: Value = serde_json::from_str(&a.config_json()).unwrap();
+                assert_eq!(got, want, "{}", info.kind);
+            }
+        }
+    }
+
     #[test]
     fn presets_and_overrides_merge() {
         let v = serde_json::json!({ "kind": "pgd", "preset": "torchattacks", "steps": 20 });

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, Family};
+use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, run_restarts};
 use crate::threat::{per_sample, per_sample_norm, uniform};
@@ -340,18 +340,11 @@ fn eta(s: i64, rng: &mut StdRng) -> Tensor {
 }
 
 impl Attack for Square {
-    fn name(&self) -> &'static str {
-        "square"
-    }
-    fn family(&self) -> Family {
-        Family::FixedBudget
-    }
-    fn norm(&self) -> Norm {
-        self.config.norm
-    }
-    fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
+    describe!(
+        name: |_| "square",
+        family: FixedBudget,
+        norm: |a| a.config.norm,
+    );
     fn perturb(
         &self,
         model: &Classifier,
