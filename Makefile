@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test quick reproduce bench fixtures lint clean
+.PHONY: setup build test quick methods reproduce bench fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -28,6 +28,13 @@ quick: build
 	$(GFA) run experiments/quick.toml --results results
 	$(GFA) report results/quick
 	$(GFA) plot results/quick
+
+# Every training method of the trainer, 10 epochs each (about 2 h on 2 cores):
+# experiments/methods.toml -> results/methods/.
+methods: build
+	$(GFA) run experiments/methods.toml --results results
+	$(GFA) report results/methods
+	$(GFA) plot results/methods
 
 # GPU-scale study of the paper (CUDA when present): experiments/paper.toml -> results/paper/.
 reproduce: build
