@@ -281,7 +281,7 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         },
     };
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::eval_rows(&model, &x, &y, &attacks, &ecfg, a.seed, &key, &dev)?;
+    let rows = stages::eval_rows(&model, &x, &y, None, &attacks, &ecfg, a.seed, &key, &dev)?;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

@@ -5,7 +5,14 @@
 //! stages and redoes an interrupted one from its start, never duplicating rows. A failing run
 //! (error or panic) gets `status = failed` and its error text; the grid goes on. The stages
 //! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
+//!
+//! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
+//! expansion evaluated on the same points classifies correctly (SPEC §5). Such a grid trains every
+//! selected run first, then intersects the trained models' correct points, then evaluates; a run
+//! evaluated on an intersection records its members (`all_correct` file) and is evaluated again
+//! when they change.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use anyhow::{Context, Result, anyhow};
@@ -15,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
 use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
+use crate::spec::Subset;
 use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status, write_atomic};
 
 /// What the evaluation stage produces.
@@ -30,8 +38,17 @@ pub struct EvalOutput {
 pub trait Stages {
     /// Train the run's model, save its checkpoint under `dir`, return one row per epoch.
     fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>>;
-    /// Evaluate the trained model (loaded from `dir`) with the run's attack suite.
-    fn evaluate(&mut self, run: &RunSpec, dir: &RunDir) -> Result<EvalOutput>;
+    /// For each of the run's evaluation points (the first `eval.n` test points), whether the
+    /// trained model (loaded from `dir`) classifies it correctly.
+    fn correct(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<bool>>;
+    /// Evaluate the trained model (loaded from `dir`) with the run's attack suite. `keep`: with
+    /// `subset = "all_correct"`, the points every compared model classifies correctly.
+    fn evaluate(
+        &mut self,
+        run: &RunSpec,
+        dir: &RunDir,
+        keep: Option<&[bool]>,
+    ) -> Result<EvalOutput>;
     /// The masking checks of SPEC §6 from the eval rows (a pure function by default).
     fn checks(
         &mut self,
@@ -83,6 +100,28 @@ struct GradHealthFile {
     n: usize,
 }
 
+/// How far [`visit`] takes a run.
+#[derive(Clone, Copy)]
+enum Upto<'a> {
+    Trained,
+    /// Every stage; `keep` is the run's shared all-correct points when its subset asks for them.
+    Checked(Option<&'a Common>),
+}
+
+/// The points every run of an all-correct group classifies correctly, or why there are none.
+type Common = std::result::Result<Points, String>;
+
+/// An all-correct intersection and what it was taken over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Points {
+    pub keep: Vec<bool>,
+    /// The member runs and the count, e.g. `3896c68b7bac,5839a7fc3737: 512 of 1000`.
+    pub key: String,
+}
+
+/// The file recording which intersection a run was evaluated on.
+const ALL_CORRECT: &str = "all_correct";
+
 /// Work every selected run. Errors of single runs are recorded, not returned; the result is
 /// an error only when the results folder itself cannot be written.
 pub fn run_grid(
@@ -99,57 +138,167 @@ pub fn run_grid(
         }
     }
     let selected = select(runs, opts);
-    let bar =
-        if opts.progress { ProgressBar::new(selected.len() as u64) } else { ProgressBar::hidden() };
+    let compare = selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+    let bar = if opts.progress {
+        ProgressBar::new(selected.len() as u64 * (1 + u64::from(compare)))
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed_precise}] {msg}")
+        ProgressStyle::with_template("{bar:30} {pos}/{len} stages [{elapsed_precise}] {msg}")
             .expect("valid template"),
     );
     let mut summary = RunSummary::default();
+    let mut common = BTreeMap::new();
+    if compare {
+        for run in &selected {
+            bar.set_message(format!("training {} {}", run.run_id, run.axes_text()));
+            visit(exp, run, stages, &bar, &mut summary, Upto::Trained)?;
+            bar.inc(1);
+        }
+        common = common_points(exp, runs, stages);
+    }
     for run in selected {
+        let seen = |v: &[String]| v.contains(&run.run_id);
+        if seen(&summary.locked) || summary.failed.iter().any(|(id, _)| id == &run.run_id) {
+            bar.inc(1);
+            continue;
+        }
         bar.set_message(format!("{} {}", run.run_id, run.axes_text()));
-        let dir = exp.run(&run.run_id);
-        dir.write_config(&run.config_toml())?;
-        write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
-        let Some(_lock) = dir.try_lock()? else {
-            bar.println(format!("run {}: another process is working it; skipped", run.run_id));
-            summary.locked.push(run.run_id.clone());
-            bar.inc(1);
-            continue;
+        let keep = match run.config.eval.subset {
+            Subset::AllCorrect => common.get(&points_key(run)),
+            Subset::All => None,
         };
-        remove_stale_temp_files(&dir);
-        if dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)) {
-            summary.already_done.push(run.run_id.clone());
-            bar.inc(1);
-            continue;
-        }
-        dir.set_status(&Status::Running)?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages)))
-            .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(anyhow!("panicked: {msg}"))
-            });
-        match outcome {
-            Ok(()) => {
-                dir.set_status(&Status::Done)?;
-                summary.done.push(run.run_id.clone());
-            }
-            Err(e) => {
-                let text = format!("{e:#}");
-                bar.println(format!("run {} failed: {text}", run.run_id));
-                dir.set_status(&Status::Failed(text.clone()))?;
-                summary.failed.push((run.run_id.clone(), text));
-            }
-        }
-        collect_all(exp)?;
+        visit(exp, run, stages, &bar, &mut summary, Upto::Checked(keep))?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Take one run up to a stage under its lock, recording the outcome in `summary`.
+fn visit(
+    exp: &ExperimentDir,
+    run: &RunSpec,
+    stages: &mut dyn Stages,
+    bar: &ProgressBar,
+    summary: &mut RunSummary,
+    upto: Upto,
+) -> Result<()> {
+    let dir = exp.run(&run.run_id);
+    dir.write_config(&run.config_toml())?;
+    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
+    let Some(_lock) = dir.try_lock()? else {
+        bar.println(format!("run {}: another process is working it; skipped", run.run_id));
+        summary.locked.push(run.run_id.clone());
+        return Ok(());
+    };
+    remove_stale_temp_files(&dir);
+    if let Upto::Checked(Some(Ok(points))) = upto {
+        let before = std::fs::read_to_string(dir.file(ALL_CORRECT)).unwrap_or_default();
+        if dir.has(Stage::Evaluated) && before.trim() != points.key {
+            dir.unmark_from(Stage::Evaluated)?;
+        }
+    }
+    let finished = match upto {
+        Upto::Trained => dir.has(Stage::Trained),
+        Upto::Checked(_) => dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)),
+    };
+    if finished {
+        if matches!(upto, Upto::Checked(_)) && !summary.done.contains(&run.run_id) {
+            summary.already_done.push(run.run_id.clone());
+        }
+        return Ok(());
+    }
+    dir.set_status(&Status::Running)?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, upto)))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow!("panicked: {msg}"))
+        });
+    match (outcome, upto) {
+        (Ok(()), Upto::Trained) => dir.set_status(&Status::Pending)?,
+        (Ok(()), Upto::Checked(_)) => {
+            dir.set_status(&Status::Done)?;
+            summary.done.push(run.run_id.clone());
+        }
+        (Err(e), _) => {
+            let text = format!("{e:#}");
+            bar.println(format!("run {} failed: {text}", run.run_id));
+            dir.set_status(&Status::Failed(text.clone()))?;
+            summary.failed.push((run.run_id.clone(), text));
+        }
+    }
+    collect_all(exp)
+}
+
+/// What makes two runs' evaluation points the same: the data and the number of points.
+fn points_key(run: &RunSpec) -> String {
+    let d = &run.config.data;
+    format!("{:?} {:?} {:?} {}", d.source, d.dir, d.n_test, run.config.eval.n)
+}
+
+/// For each group of all-correct runs of the expansion that share their evaluation points, the
+/// points every one of their trained models classifies correctly (or why that is not known yet).
+fn common_points(
+    exp: &ExperimentDir,
+    runs: &[RunSpec],
+    stages: &mut dyn Stages,
+) -> BTreeMap<String, Common> {
+    let mut groups: BTreeMap<String, Vec<&RunSpec>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.config.eval.subset == Subset::AllCorrect) {
+        groups.entry(points_key(r)).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(key, members)| {
+            let points = intersect(exp, &members, stages);
+            (key, points)
+        })
+        .collect()
+}
+
+fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages) -> Common {
+    let mut keep: Option<Vec<bool>> = None;
+    let mut ids = BTreeSet::new();
+    for m in members {
+        // Runs sharing one training are one model.
+        if !ids.insert(m.run_id.clone()) {
+            continue;
+        }
+        let dir = exp.run(&m.run_id);
+        if !dir.has(Stage::Trained) {
+            return Err(format!(
+                "all_correct compares every run evaluated on the same points, and run {} is not \
+                 trained (another shard or --only selection, or its training failed); train it, \
+                 then rerun",
+                m.run_id
+            ));
+        }
+        let ok = stages.correct(m, &dir).map_err(|e| {
+            format!("classifying the evaluation points with run {}: {e:#}", m.run_id)
+        })?;
+        keep = Some(match keep {
+            None => ok,
+            Some(k) if k.len() == ok.len() => k.iter().zip(&ok).map(|(a, b)| *a && *b).collect(),
+            Some(k) => {
+                return Err(format!(
+                    "run {} has {} evaluation points, the others {}",
+                    m.run_id,
+                    ok.len(),
+                    k.len()
+                ));
+            }
+        });
+    }
+    let keep = keep.unwrap_or_default();
+    let n = keep.iter().filter(|k| **k).count();
+    let ids: Vec<String> = ids.into_iter().collect();
+    Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
 /// Temporary files a killed writer left behind (`.<name>.tmp.<pid>`); safe to remove while the
@@ -222,6 +371,7 @@ fn work_run(
     run: &RunSpec,
     dir: &RunDir,
     stages: &mut dyn Stages,
+    upto: Upto,
 ) -> Result<()> {
     if !dir.has(Stage::Trained) {
         // Later stages belong to the previous model, if any.
@@ -236,9 +386,22 @@ fn work_run(
         write_atomic(&dir.file(TRAIN_KEY), run.train_key().as_bytes())?;
         dir.mark(Stage::Trained)?;
     }
+    let Upto::Checked(common) = upto else { return Ok(()) };
     if !dir.has(Stage::Evaluated) {
         dir.unmark_from(Stage::Evaluated)?;
-        let out = stages.evaluate(run, dir).context("evaluation")?;
+        let points = match (run.config.eval.subset, common) {
+            (Subset::All, _) => None,
+            (Subset::AllCorrect, Some(Ok(p))) => Some(p),
+            (Subset::AllCorrect, Some(Err(e))) => return Err(anyhow!("{e}")),
+            (Subset::AllCorrect, None) => {
+                return Err(anyhow!("all_correct: the compared models' points are missing"));
+            }
+        };
+        let out =
+            stages.evaluate(run, dir, points.map(|p| p.keep.as_slice())).context("evaluation")?;
+        if let Some(p) = points {
+            write_atomic(&dir.file(ALL_CORRECT), p.key.as_bytes())?;
+        }
         write_rows(&dir.file("eval.csv"), &out.eval)?;
         write_rows(&dir.file("norms.csv"), &out.norms)?;
         write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;

@@ -145,33 +145,44 @@ fn norm_name(n: Norm) -> String {
     serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+/// Per point, whether `model` classifies it correctly: `[N]` bool on the CPU, batched like
+/// every other forward here (a whole split at once does not fit a GPU).
+pub fn correct_mask(model: &Classifier, x: &Tensor, y: &Tensor, batch: usize) -> Tensor {
+    tch::no_grad(|| {
+        let preds: Vec<Tensor> = x
+            .split((batch as i64).max(1), 0)
+            .iter()
+            .map(|xb| gfa_attacks::repeated::predict(model, &xb.to_device(model.device())))
+            .collect();
+        Tensor::cat(&preds, 0).to_device(Device::Cpu).eq_tensor(y)
+    })
+}
+
 /// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows.
 ///
-/// `subset = "all_correct"` keeps the points this model classifies correctly (with one model
-/// per run, "every compared model" is this one; cross-run intersections are a report concern).
+/// `subset = "all_correct"` keeps the points of `keep` (from `gfa run`: those every compared
+/// model classifies correctly); without `keep`, the points this model classifies correctly.
 #[allow(clippy::too_many_arguments)]
 pub fn eval_rows(
     model: &Classifier,
     x: &Tensor,
     y: &Tensor,
+    keep: Option<&[bool]>,
     attacks: &[AttackEntry],
     eval: &EvalConfig,
     seed: u64,
     key: &RunKey,
     device: &str,
 ) -> Result<Vec<EvalRow>> {
-    let mask = match eval.subset {
-        Subset::All => None,
-        // Batched like every other forward here: the whole split at once does not fit a GPU.
-        Subset::AllCorrect => Some(tch::no_grad(|| {
-            let batch = (eval.batch_size as i64).max(1);
-            let preds: Vec<Tensor> = x
-                .split(batch, 0)
-                .iter()
-                .map(|xb| gfa_attacks::repeated::predict(model, &xb.to_device(model.device())))
-                .collect();
-            Tensor::cat(&preds, 0).to_device(Device::Cpu).eq_tensor(y)
-        })),
+    let mask = match (eval.subset, keep) {
+        (Subset::All, _) => None,
+        (Subset::AllCorrect, Some(k)) => {
+            if k.len() as i64 != x.size()[0] {
+                bail!("all_correct: {} kept flags for {} evaluation points", k.len(), x.size()[0]);
+            }
+            Some(Tensor::from_slice(k))
+        }
+        (Subset::AllCorrect, None) => Some(correct_mask(model, x, y, eval.batch_size)),
     };
     let opts = EvalOptions {
         batch_size: eval.batch_size as i64,
@@ -305,6 +316,16 @@ pub struct TorchStages {
     pub device: Device,
 }
 
+impl TorchStages {
+    /// The run's trained model and its data.
+    fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
+        let ckpt = checkpoint_dir(dir);
+        let (model, _) = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
+            .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
+        Ok((model, load_data(&run.config.data)?))
+    }
+}
+
 impl Stages for TorchStages {
     fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>> {
         let splits = load_data(&run.config.data)?;
@@ -315,17 +336,27 @@ impl Stages for TorchStages {
         Ok(train_rows(&run.key(), &run.config, &records, &device))
     }
 
-    fn evaluate(&mut self, run: &RunSpec, dir: &RunDir) -> Result<EvalOutput> {
-        let ckpt = checkpoint_dir(dir);
-        let (model, _) = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
-            .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
-        let splits = load_data(&run.config.data)?;
+    fn correct(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<bool>> {
+        let (model, splits) = self.trained(run, dir)?;
+        let n = run.config.eval.n.min(splits.test.len());
+        let (x, y) = head_tensors(&splits.test, n);
+        let mask = correct_mask(&model, &x, &y, run.config.eval.batch_size);
+        Ok(Vec::try_from(&mask)?)
+    }
+
+    fn evaluate(
+        &mut self,
+        run: &RunSpec,
+        dir: &RunDir,
+        keep: Option<&[bool]>,
+    ) -> Result<EvalOutput> {
+        let (model, splits) = self.trained(run, dir)?;
         let n = run.config.eval.n.min(splits.test.len());
         let (x, y) = head_tensors(&splits.test, n);
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
-        let eval =
-            eval_rows(&model, &x, &y, &run.attacks, &run.config.eval, run.seed, &key, &device)?;
+        let (attacks, eval) = (&run.attacks, &run.config.eval);
+        let eval = eval_rows(&model, &x, &y, keep, attacks, eval, run.seed, &key, &device)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
         Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })

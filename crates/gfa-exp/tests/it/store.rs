@@ -19,6 +19,10 @@ struct Fake {
     evaluated: BTreeMap<String, usize>,
     fail_eval: BTreeSet<String>,
     panic_train: BTreeSet<String>,
+    /// Per run: the points its model classifies correctly (all 64 when absent).
+    correct: BTreeMap<String, Vec<bool>>,
+    /// The `keep` each evaluation received, and how many runs were trained at that moment.
+    kept: BTreeMap<String, (Option<Vec<bool>>, usize)>,
 }
 
 impl Stages for Fake {
@@ -41,8 +45,20 @@ impl Stages for Fake {
             .collect())
     }
 
-    fn evaluate(&mut self, run: &RunSpec, _dir: &gfa_exp::store::RunDir) -> Result<EvalOutput> {
+    fn correct(&mut self, run: &RunSpec, dir: &gfa_exp::store::RunDir) -> Result<Vec<bool>> {
+        assert!(dir.has(Stage::Trained), "correct() on an untrained run");
+        Ok(self.correct.get(&run.run_id).cloned().unwrap_or_else(|| vec![true; 64]))
+    }
+
+    fn evaluate(
+        &mut self,
+        run: &RunSpec,
+        _dir: &gfa_exp::store::RunDir,
+        keep: Option<&[bool]>,
+    ) -> Result<EvalOutput> {
         *self.evaluated.entry(run.run_id.clone()).or_default() += 1;
+        let trained = self.trained.len();
+        self.kept.insert(run.run_id.clone(), (keep.map(<[bool]>::to_vec), trained));
         if self.fail_eval.contains(&run.run_id) {
             bail!("CUDA out of memory (simulated)");
         }
@@ -202,4 +218,55 @@ fn runs_differing_only_in_evaluation_share_one_training() {
     let rows: Vec<TrainRow> = read_rows(&second.file("train.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.run_id == adopted.run_id));
+}
+
+/// `all_correct` evaluates every run on the points all compared models classify correctly: all
+/// runs are trained before the first evaluation, each evaluation gets the intersection, and a
+/// changed intersection (a model retrained) makes the runs evaluate again.
+#[test]
+fn all_correct_intersects_the_compared_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = ["seeds=[0]".to_string(), "base.eval.subset=\"all_correct\"".to_string()];
+    let spec = ExperimentSpec::parse(Path::new("small.toml"), SMALL, &set).unwrap();
+    let runs = spec.expand().unwrap();
+    let exp = ExperimentDir::new(dir.path(), &spec.name);
+    let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+    let mut fake = Fake::default();
+    let mut want = vec![true; 64];
+    for (k, id) in ids.iter().enumerate() {
+        // Run k misclassifies points k, k + 10 and k + 20.
+        let mut ok = vec![true; 64];
+        for p in [k, k + 10, k + 20] {
+            ok[p] = false;
+            want[p] = false;
+        }
+        fake.correct.insert(id.clone(), ok);
+    }
+    let s = run_grid(&exp, &runs, &mut fake, &RunOptions::default()).unwrap();
+    assert_eq!(s.done.len(), ids.len(), "{s:?}");
+    for id in &ids {
+        let (keep, trained) = &fake.kept[id];
+        assert_eq!(keep.as_deref(), Some(want.as_slice()), "run {id}");
+        assert_eq!(*trained, ids.len(), "run {id} was evaluated before every model was trained");
+    }
+    let key = fs::read_to_string(exp.run(&ids[0]).file("all_correct")).unwrap();
+    assert!(key.ends_with(&format!(": {} of 64", 64 - 3 * ids.len())), "{key}");
+
+    // Nothing changed: nothing is redone.
+    let mut again = Fake { correct: fake.correct.clone(), ..Fake::default() };
+    let s = run_grid(&exp, &runs, &mut again, &RunOptions::default()).unwrap();
+    assert_eq!(s.already_done.len(), ids.len());
+    assert!(again.evaluated.is_empty());
+
+    // Run 0 is retrained and now classifies every point correctly: the intersection grows and
+    // every run is evaluated again on it.
+    exp.run(&ids[0]).unmark_from(Stage::Trained).unwrap();
+    let mut changed = Fake { correct: fake.correct.clone(), ..Fake::default() };
+    changed.correct.remove(&ids[0]);
+    let s = run_grid(&exp, &runs, &mut changed, &RunOptions::default()).unwrap();
+    assert_eq!(s.done.len(), ids.len(), "{s:?}");
+    for id in &ids {
+        let keep = changed.kept[id].0.clone().unwrap();
+        assert!(keep[0] && !keep[1], "run {id}: {:?}", &keep[..4]);
+    }
 }
