@@ -4,7 +4,10 @@
 //! Conventions (ATTACKS.md §2, §10; auto-attack `run_standard_evaluation`):
 //! - clean-misclassified points are never robust; robust accuracy is over all `n` points;
 //! - cumulative mode runs each attack only on the points every earlier attack failed on and
-//!   records the robust accuracy after each;
+//!   records the robust accuracy after each; when the individual runs were made too, it reuses
+//!   their per-point results instead of attacking again (a point is robust to the suite iff every
+//!   attack failed on it either way; this halves the cost, and the cumulative rows then report
+//!   0 seconds);
 //! - minimum-norm attacks run once (with the largest eps as their target radius) and are
 //!   thresholded at every eps; their norm statistics are over successful points only;
 //! - `subset = "all_correct"` keeps only the points a given mask marks (e.g. the points every
@@ -103,6 +106,17 @@ struct PointResults {
     norm: Tensor,
     queries: Tensor,
     seconds: f64,
+}
+
+impl PointResults {
+    fn clone_shallow(&self) -> Self {
+        Self {
+            success: self.success.shallow_clone(),
+            norm: self.norm.shallow_clone(),
+            queries: self.queries.shallow_clone(),
+            seconds: self.seconds,
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -335,51 +349,45 @@ pub fn evaluate_suite(
         |r: &PointResults, e: &Eps| r.success.logical_and(&r.norm.le(e.value + BUDGET_TOL));
 
     for e in eps {
+        // Per attack, its results on every clean-correct point (indexed like `correct_idx`) and
+        // the successes within `e`: the min-norm runs, and the individual runs when made.
+        let mut on_correct: Vec<Option<(PointResults, Tensor)>> = min_norm
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.clone_shallow(), threshold(r, e))))
+            .collect();
         if opts.individual {
             for (i, entry) in suite.iter().enumerate() {
-                let (r, success) = match &min_norm[i] {
-                    Some(r) => {
-                        let s = threshold(r, e);
-                        let pr = PointResults {
-                            success: r.success.shallow_clone(),
-                            norm: r.norm.shallow_clone(),
-                            queries: r.queries.shallow_clone(),
-                            seconds: r.seconds,
-                        };
-                        (pr, s)
-                    }
-                    None => {
-                        let r = ctx.run(
-                            entry.attack.as_ref(),
-                            &correct_idx,
-                            e,
-                            Mode::Individual,
-                            progress,
-                        )?;
-                        let s = r.success.shallow_clone();
-                        (r, s)
-                    }
-                };
+                if on_correct[i].is_none() {
+                    let r = ctx.run(
+                        entry.attack.as_ref(),
+                        &correct_idx,
+                        e,
+                        Mode::Individual,
+                        progress,
+                    )?;
+                    let s = r.success.shallow_clone();
+                    on_correct[i] = Some((r, s));
+                }
+                let (r, success) = on_correct[i].as_ref().expect("set above");
                 let robust = correct_idx.numel() as i64 - success.sum(Kind::Int64).int64_value(&[]);
-                records.push(record(entry, e, Mode::Individual, robust, &success, &r));
+                records.push(record(entry, e, Mode::Individual, robust, success, r));
             }
         }
         if opts.cumulative {
             let mut robust = correct.copy();
             for (i, entry) in suite.iter().enumerate() {
                 let idx = indices(&robust);
-                let (r, success) = match &min_norm[i] {
-                    Some(r) => {
-                        // min-norm results are indexed like `correct_idx`; pick the still-robust.
+                let (r, success) = match &on_correct[i] {
+                    Some((r, s)) => {
+                        // Pick the still-robust points out of the results on all correct ones.
                         let pos = indices(&robust.index_select(0, &correct_idx));
-                        let s = threshold(r, e).index_select(0, &pos);
                         let pr = PointResults {
                             success: r.success.index_select(0, &pos),
                             norm: r.norm.index_select(0, &pos),
                             queries: r.queries.index_select(0, &pos),
                             seconds: 0.0,
                         };
-                        (pr, s)
+                        (pr, s.index_select(0, &pos))
                     }
                     None => {
                         let r =
