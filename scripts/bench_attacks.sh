@@ -7,6 +7,7 @@
 # folder; default: train `cnn` w0.25 for 2 epochs into target/bench-model), AUTOATTACK_DIR (a
 # checkout of fra31/auto-attack, not on PyPI; without it only DeepFool has a reference),
 # BENCH_CHECKPOINT_LABEL (how attacks.md names the checkpoint; default its path),
+# BENCH_NAME (output name under results/bench/, default attacks),
 # GFA_DATA_DIR (CIFAR-10 binary folder).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +23,8 @@ mkdir -p "$OUT"
 if [ ! -f "$CK/final.safetensors" ]; then
   "$GFA" train --model cnn --width 0.25 --optimizer adam --epochs 2 --seed 0 --data "$DATA" --out "$CK"
 fi
-raw="$OUT/attacks.jsonl"
+NAME="${BENCH_NAME:-attacks}"
+raw="$OUT/$NAME.jsonl"
 : > "$raw.tmp"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -47,6 +49,6 @@ PY
     ${AUTOATTACK_DIR:+--autoattack "$AUTOATTACK_DIR"} | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
 done
 mv "$raw.tmp" "$raw"
-python3 scripts/bench_report.py attacks "$raw" "${BENCH_CHECKPOINT_LABEL:-\`$CK\`}" > "$OUT/attacks.md.tmp"
-mv "$OUT/attacks.md.tmp" "$OUT/attacks.md"
-cat "$OUT/attacks.md"
+python3 scripts/bench_report.py attacks "$raw" "${BENCH_CHECKPOINT_LABEL:-\`$CK\`}" > "$OUT/$NAME.md.tmp"
+mv "$OUT/$NAME.md.tmp" "$OUT/$NAME.md"
+cat "$OUT/$NAME.md"

@@ -67,7 +67,7 @@ def attacks(path, checkpoint="`target/bench-model`"):
           f"(clean accuracy {100 * g.get('clean_acc', 0):.1f}%). Median over "
           f"{len(t.get(('gfa', 'apgd-ce'), []))} round(s); gfa's time is the `seconds` of its "
           f"`gfa eval` row, the references' is wall time around the attack call. "
-          f"Raw: `results/bench/attacks.jsonl`.\n")
+          f"Raw: `results/bench/{os.path.basename(path)}`.\n")
     print("| attack | reference | gfa s | reference s | gfa / reference | gfa robust | reference robust | target |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     targets = {"apgd-ce": "≤ 0.8×", "deepfool": "≥ 10× faster (≤ 0.1×)", "square": "—"}
