@@ -7,6 +7,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// Seed libtorch's CPU and CUDA generators.
+///
+/// These generators are process-wide: every thread draws from the same stream, so two seeded
+/// computations reproduce only when they do not run at the same time (this is why the workspace's
+/// test binaries run their tests one at a time, `.cargo/config.toml`).
 pub fn seed_all(seed: u64) {
     tch::manual_seed(seed as i64);
     if tch::Cuda::is_available() {
