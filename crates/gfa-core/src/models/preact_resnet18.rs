@@ -17,7 +17,7 @@ use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
-use super::resnet18::STAGE_CHANNELS;
+use super::resnet18::{STAGE_CHANNELS, stages};
 use crate::classifier::{Network, Taps, record_tap};
 
 #[derive(Debug)]
@@ -66,22 +66,7 @@ pub struct PreActResNet18 {
 impl PreActResNet18 {
     pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
         let c0 = spec.scaled(STAGE_CHANNELS[0]);
-        let mut c_in = c0;
-        let mut layers = Vec::new();
-        for (i, c) in STAGE_CHANNELS.iter().enumerate() {
-            let c_out = spec.scaled(*c);
-            let stage = p / format!("layer{}", i + 1);
-            let first_stride = if i == 0 { 1 } else { 2 };
-            let blocks = (0..2)
-                .map(|b| {
-                    let stride = if b == 0 { first_stride } else { 1 };
-                    let blk = PreActBlock::new(&stage / b, c_in, c_out, stride);
-                    c_in = c_out;
-                    blk
-                })
-                .collect();
-            layers.push(blocks);
-        }
+        let (layers, c_in) = stages(p, spec, PreActBlock::new);
         Self {
             conv1: conv(p / "conv1", 3, c0, 3, 1, ConvInit::Torch),
             layers,

@@ -22,6 +22,32 @@ use crate::classifier::{Network, Taps, record_tap};
 /// Output channels of the four stages at `width = 1`.
 pub const STAGE_CHANNELS: [i64; 4] = [64, 128, 256, 512];
 
+/// The four stages `layer1` … `layer4` of two blocks each (strides 1, 2, 2, 2) built by
+/// `block(path, c_in, c_out, stride)`, and the channel count they end with.
+pub fn stages<B>(
+    p: &nn::Path,
+    spec: &ModelSpec,
+    mut block: impl FnMut(nn::Path, i64, i64, i64) -> B,
+) -> (Vec<Vec<B>>, i64) {
+    let mut c_in = spec.scaled(STAGE_CHANNELS[0]);
+    let mut layers = Vec::new();
+    for (i, c) in STAGE_CHANNELS.iter().enumerate() {
+        let c_out = spec.scaled(*c);
+        let stage = p / format!("layer{}", i + 1);
+        let first_stride = if i == 0 { 1 } else { 2 };
+        let blocks = (0..2)
+            .map(|b| {
+                let stride = if b == 0 { first_stride } else { 1 };
+                let blk = block(&stage / b, c_in, c_out, stride);
+                c_in = c_out;
+                blk
+            })
+            .collect();
+        layers.push(blocks);
+    }
+    (layers, c_in)
+}
+
 /// `BasicBlock`: conv3×3 → BN → ReLU → conv3×3 → BN, plus the shortcut, then ReLU.
 #[derive(Debug)]
 struct BasicBlock {
@@ -78,22 +104,7 @@ pub struct ResNet18 {
 impl ResNet18 {
     pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
         let c0 = spec.scaled(STAGE_CHANNELS[0]);
-        let mut c_in = c0;
-        let mut layers = Vec::new();
-        for (i, c) in STAGE_CHANNELS.iter().enumerate() {
-            let c_out = spec.scaled(*c);
-            let stage = p / format!("layer{}", i + 1);
-            let first_stride = if i == 0 { 1 } else { 2 };
-            let blocks = (0..2)
-                .map(|b| {
-                    let stride = if b == 0 { first_stride } else { 1 };
-                    let blk = BasicBlock::new(&stage / b, c_in, c_out, stride);
-                    c_in = c_out;
-                    blk
-                })
-                .collect();
-            layers.push(blocks);
-        }
+        let (layers, c_in) = stages(p, spec, BasicBlock::new);
         Self {
             conv1: conv(p / "conv1", 3, c0, 3, 1, ConvInit::Torch),
             bn1: BatchNorm2d::new(p / "bn1", c0),
