@@ -159,8 +159,10 @@ pub fn run_grid(
         common = common_points(exp, runs, stages);
     }
     for run in selected {
-        let seen = |v: &[String]| v.contains(&run.run_id);
-        if seen(&summary.locked) || summary.failed.iter().any(|(id, _)| id == &run.run_id) {
+        // A run locked by another process or failed in training is not tried again.
+        if summary.locked.contains(&run.run_id)
+            || summary.failed.iter().any(|(id, _)| id == &run.run_id)
+        {
             bar.inc(1);
             continue;
         }
@@ -205,7 +207,7 @@ fn visit(
         Upto::Checked(_) => dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)),
     };
     if finished {
-        if matches!(upto, Upto::Checked(_)) && !summary.done.contains(&run.run_id) {
+        if matches!(upto, Upto::Checked(_)) {
             summary.already_done.push(run.run_id.clone());
         }
         return Ok(());
