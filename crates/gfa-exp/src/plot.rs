@@ -111,8 +111,12 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
+    // Integer x values (epochs, steps) get integer tick labels.
+    let integral = !xs.is_empty() && xs.iter().all(|x| x.fract() == 0.0);
+    let x_fmt = move |x: &f64| if integral { format!("{x:.0}") } else { format!("{x}") };
     chart
         .configure_mesh()
+        .x_label_formatter(&x_fmt)
         .x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
         .label_style((FONT_NAME, 15))
@@ -134,12 +138,51 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FONT_NAME, 15))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend_corner(&c.series, (x0, x1), (y0, y1)))
             .draw()
             .map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The legend position that covers the fewest data points: the legend box is about a third of
+/// the plot wide and 22 px per series high (of a plot area about 440 px high).
+fn legend_corner(
+    series: &[(String, Vec<(f64, f64)>)],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let h = ((series.len() as f64 * 22.0 + 16.0) / 440.0).min(1.0);
+    let (w, mid) = (0.36, (1.0 - h) / 2.0);
+    // (position, x range, y range) in plot fractions, y upwards; ties go to the first.
+    let boxes = [
+        (SeriesLabelPosition::UpperRight, (1.0 - w, 1.0), (1.0 - h, 1.0)),
+        (SeriesLabelPosition::UpperLeft, (0.0, w), (1.0 - h, 1.0)),
+        (SeriesLabelPosition::LowerRight, (1.0 - w, 1.0), (0.0, h)),
+        (SeriesLabelPosition::LowerLeft, (0.0, w), (0.0, h)),
+        (SeriesLabelPosition::MiddleRight, (1.0 - w, 1.0), (mid, mid + h)),
+        (SeriesLabelPosition::MiddleLeft, (0.0, w), (mid, mid + h)),
+    ];
+    let frac = |v: f64, lo: f64, hi: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    let covered = |(xr, yr): ((f64, f64), (f64, f64))| {
+        series
+            .iter()
+            .flat_map(|(_, p)| p)
+            .filter(|(x, y)| {
+                let (fx, fy) = (frac(*x, x0, x1), frac(*y, y0, y1));
+                (xr.0..=xr.1).contains(&fx) && (yr.0..=yr.1).contains(&fy)
+            })
+            .count()
+    };
+    let mut best = (usize::MAX, 0);
+    for (i, (_, xr, yr)) in boxes.iter().enumerate() {
+        let n = covered((*xr, *yr));
+        if n < best.0 {
+            best = (n, i);
+        }
+    }
+    boxes[best.1].0.clone()
 }
 
 /// Draw a line chart to `stem.svg` / `stem.png`.
@@ -596,6 +639,23 @@ mod tests {
     fn slug_is_file_safe() {
         assert_eq!(slug("gfa λ=0.1 #2"), "gfa_0.1_2");
         assert_eq!(slug("apgd-ce"), "apgd-ce");
+    }
+
+    #[test]
+    fn legend_avoids_the_data() {
+        let at = |pts: Vec<(f64, f64)>| {
+            let s = vec![("a".to_string(), pts), ("b".to_string(), vec![])];
+            legend_corner(&s, (0.0, 10.0), (0.0, 100.0))
+        };
+        // A rising curve crosses the lower-left and upper-right corners.
+        use SeriesLabelPosition::*;
+        let rising: Vec<_> = (0..=10).map(|e| (e as f64, 10.0 * e as f64)).collect();
+        assert!([UpperLeft, LowerRight].contains(&at(rising)));
+        // A flat line at the top leaves the lower corners; one at the bottom the upper ones.
+        let top: Vec<_> = (0..=10).map(|e| (e as f64, 95.0)).collect();
+        assert_eq!(at(top), LowerRight);
+        let bottom: Vec<_> = (0..=10).map(|e| (e as f64, 5.0)).collect();
+        assert_eq!(at(bottom), UpperRight);
     }
 
     #[test]
