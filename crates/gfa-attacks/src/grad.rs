@@ -11,8 +11,19 @@ pub fn input_grad(
     x: &Tensor,
     loss: impl Fn(&Tensor) -> Tensor,
 ) -> (Tensor, Tensor, Tensor) {
+    input_grad_in(model, x, loss, false)
+}
+
+/// [`input_grad`] with the forward in training mode when `train` (the trainer's inner
+/// maximizations; attacks never use it).
+pub fn input_grad_in(
+    model: &Classifier,
+    x: &Tensor,
+    loss: impl Fn(&Tensor) -> Tensor,
+    train: bool,
+) -> (Tensor, Tensor, Tensor) {
     let x = x.detach().set_requires_grad(true);
-    let logits = model.logits(&x, false);
+    let logits = model.logits(&x, train);
     let per_sample = loss(&logits);
     let g = Tensor::run_backward(&[per_sample.sum(tch::Kind::Float)], &[&x], false, false);
     (per_sample.detach(), g[0].detach(), logits.detach())

@@ -6,6 +6,8 @@
 //! against the PGD it is evaluated with. It covers every adversarial method of the trainer:
 //! PGD-AT and GFA+PGD-AT (uniform start, CE), fast AT (one step from a uniform start), GradAlign
 //! (one FGSM step from x) and TRADES (start `x + 0.001·N(0, 1)`, KL to the clean prediction).
+//! The model runs in training or eval mode as [`InnerMax::train_mode`] says (each method's
+//! reference code; see [`gfa_core::train::Method`]).
 use gfa_core::Classifier;
 use gfa_core::train::{InnerLoss, InnerMax, Start, TrainPerturbation};
 use rand::rngs::StdRng;
@@ -61,11 +63,12 @@ impl TrainPerturbation for InnerPgd {
         if spec.steps == 0 {
             return Ok(start);
         }
+        let train = spec.train_mode;
         let run = match spec.loss {
-            InnerLoss::Ce => pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::ce(z, y)),
+            InnerLoss::Ce => pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::ce(z, y), train),
             InnerLoss::KlToClean => {
-                let p = tch::no_grad(|| model.logits(&x, false).softmax(-1, Kind::Float));
-                pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::kl_from(z, &p))
+                let p = tch::no_grad(|| model.logits(&x, train).softmax(-1, Kind::Float));
+                pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::kl_from(z, &p), train)
             }
         };
         let (x_adv, _queries) =
@@ -92,6 +95,7 @@ mod tests {
     }
 
     /// The inner PGD of `pgd_at` (Madry defaults) is gfa-attacks' `pgd` for the same seed.
+    /// (`cnn` has no BatchNorm, so the inner loop's training mode computes what eval mode does.)
     #[test]
     fn pgd_at_inner_equals_the_pgd_attack() {
         let (model, x, y) = setup();
@@ -124,6 +128,7 @@ mod tests {
             steps: 5,
             start: Start::Zero,
             loss: InnerLoss::Ce,
+            train_mode: false,
         };
         let mut rng = rng_for(0, "t");
         let ours = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
@@ -144,6 +149,7 @@ mod tests {
             steps: 5,
             start: Start::Normal(0.001),
             loss: InnerLoss::KlToClean,
+            train_mode: false,
         };
         let mut rng = rng_for(0, "t");
         let xa = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
@@ -152,6 +158,53 @@ mod tests {
         let p = model.logits(&x, false).softmax(-1, Kind::Float);
         let kl = loss::kl_from(&model.logits(&xa, false), &p).sum(Kind::Float);
         assert!(kl.double_value(&[]) > 1e-6, "KL {}", kl.double_value(&[]));
+        for v in model.vs.trainable_variables() {
+            assert!(!v.grad().defined());
+        }
+    }
+
+    /// Each method's inner maximization runs in the mode of its reference code; on a model with
+    /// BatchNorm, training mode moves the running statistics and changes x', eval mode does not.
+    #[test]
+    fn train_mode_follows_the_method_and_reaches_batchnorm() {
+        let mode = |json: &str| {
+            let m: Method = serde_json::from_str(json).unwrap();
+            m.inner().unwrap().train_mode
+        };
+        for kind in ["pgd_at", "fast_at", "gradalign", "gfa_pgd_at"] {
+            assert!(mode(&format!(r#"{{"kind": "{kind}"}}"#)), "{kind}");
+        }
+        assert!(!mode(r#"{"kind": "trades"}"#));
+
+        gfa_core::seed::seed_all(5);
+        let spec = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::PreActResNet18) };
+        let model = Classifier::new(&spec, tch::Device::Cpu).unwrap();
+        let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
+        let stats = || -> Vec<Tensor> {
+            let vars = model.vs.variables();
+            let mut names: Vec<&String> =
+                vars.keys().filter(|n| n.ends_with("running_mean")).collect();
+            names.sort();
+            names.iter().map(|n| vars[*n].copy()).collect()
+        };
+        let before = stats();
+        assert!(!before.is_empty());
+        let mut inner = InnerMax {
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            steps: 2,
+            start: Start::Zero,
+            loss: InnerLoss::Ce,
+            train_mode: false,
+        };
+        let mut rng = rng_for(0, "t");
+        let eval = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        assert!(before.iter().zip(stats()).all(|(a, b)| a.equal(&b)), "eval mode moved BN");
+        inner.train_mode = true;
+        let train = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        assert!(before.iter().zip(stats()).any(|(a, b)| !a.equal(&b)), "train mode kept BN");
+        assert!(!eval.equal(&train));
         for v in model.vs.trainable_variables() {
             assert!(!v.grad().defined());
         }

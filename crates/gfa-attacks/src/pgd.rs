@@ -114,7 +114,7 @@ impl Pgd {
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
         let start = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
-        self.iterate(model, x, y, eps, start, &|z| loss::ce(z, y))
+        self.iterate(model, x, y, eps, start, &|z| loss::ce(z, y), false)
     }
 
     /// `steps` ascent steps on the per-sample `loss` from `start`, projected onto the ball
@@ -127,6 +127,7 @@ impl Pgd {
         eps: f64,
         start: Tensor,
         loss: &dyn Fn(&Tensor) -> Tensor,
+        train: bool,
     ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
@@ -135,7 +136,7 @@ impl Pgd {
         let mut best = xa.copy();
         let mut fooled = Tensor::zeros([x.size()[0]], (Kind::Bool, x.device()));
         for _ in 0..c.steps {
-            let (_, g, logits) = grad::input_grad(model, &xa, loss);
+            let (_, g, logits) = grad::input_grad_in(model, &xa, loss, train);
             if c.keep == Keep::Any {
                 let mis = logits.argmax(1, false).ne_tensor(y);
                 best = xa.where_self(&per_sample(&mis, &xa), &best);

@@ -92,7 +92,9 @@ pub enum Method {
     Gfa,
     /// Task loss + λ·R_GNR (needs `regularizer.kind = "gnr"`).
     Gnr,
-    /// Madry PGD adversarial training: L∞ 8/255, step 2/255, 10 steps, random start.
+    /// Madry PGD adversarial training: L∞ 8/255, step 2/255, 10 steps, random start. The inner
+    /// PGD runs the model in training mode (BatchNorm on batch statistics), as Madry et al.'s
+    /// code (one train-mode graph) and Rice et al.'s PyTorch code do.
     PgdAt {
         #[serde(default = "eps_8", deserialize_with = "frac")]
         eps: f64,
@@ -103,14 +105,17 @@ pub enum Method {
         #[serde(default = "yes")]
         random_start: bool,
     },
-    /// FGSM with uniform random init (Wong et al. 2020): 8/255, step 10/255.
+    /// FGSM with uniform random init (Wong et al. 2020): 8/255, step 10/255. The FGSM step runs
+    /// the model in training mode, as the authors' code does.
     FastAt {
         #[serde(default = "eps_8", deserialize_with = "frac")]
         eps: f64,
         #[serde(default = "step_10", deserialize_with = "frac")]
         step: f64,
     },
-    /// TRADES: CE(x) + β·KL(p(x) ‖ p(x')), inner KL maximization of 10 × 2/255, β = 6.
+    /// TRADES: CE(x) + β·KL(p(x) ‖ p(x')), inner KL maximization of 10 × 2/255, β = 6. The inner
+    /// maximization runs the model in eval mode (`model.eval()` in the authors' `trades_loss`);
+    /// the loss itself is computed in training mode.
     Trades {
         #[serde(default = "eps_8", deserialize_with = "frac")]
         eps: f64,
@@ -121,7 +126,9 @@ pub enum Method {
         #[serde(default = "beta_6")]
         beta: f64,
     },
-    /// FGSM-AT (α = ε, from x) + λ_align·(1 − cos) gradient alignment, λ_align = 0.2.
+    /// FGSM-AT (α = ε, from x) + λ_align·(1 − cos) gradient alignment, λ_align = 0.2. The FGSM
+    /// step and the alignment term run the model in training mode, as the authors' code (built on
+    /// Wong et al.'s) does.
     #[serde(rename = "gradalign")]
     GradAlign {
         #[serde(default = "eps_8", deserialize_with = "frac")]
@@ -131,7 +138,8 @@ pub enum Method {
         #[serde(default = "align_02")]
         align_lambda: f64,
     },
-    /// PGD-AT whose loss on x' also carries λ·R_GFA(x') (needs `regularizer.kind = "gfa"`).
+    /// PGD-AT whose loss on x' also carries λ·R_GFA(x') (needs `regularizer.kind = "gfa"`); the
+    /// inner PGD in training mode, as for `pgd_at`.
     #[serde(alias = "gfa+pgd_at")]
     GfaPgdAt {
         #[serde(default = "eps_8", deserialize_with = "frac")]
@@ -179,20 +187,32 @@ impl Method {
                 steps,
                 start: if random_start { Start::Uniform } else { Start::Zero },
                 loss: ce,
+                train_mode: true,
             }),
-            Method::FastAt { eps, step } => {
-                Some(InnerMax { eps, step, steps: 1, start: Start::Uniform, loss: ce })
-            }
+            Method::FastAt { eps, step } => Some(InnerMax {
+                eps,
+                step,
+                steps: 1,
+                start: Start::Uniform,
+                loss: ce,
+                train_mode: true,
+            }),
             Method::Trades { eps, step, steps, .. } => Some(InnerMax {
                 eps,
                 step,
                 steps,
                 start: Start::Normal(0.001),
                 loss: InnerLoss::KlToClean,
+                train_mode: false,
             }),
-            Method::GradAlign { eps, step, .. } => {
-                Some(InnerMax { eps, step, steps: 1, start: Start::Zero, loss: ce })
-            }
+            Method::GradAlign { eps, step, .. } => Some(InnerMax {
+                eps,
+                step,
+                steps: 1,
+                start: Start::Zero,
+                loss: ce,
+                train_mode: true,
+            }),
             Method::Standard | Method::Gfa | Method::Gnr => None,
         }
     }

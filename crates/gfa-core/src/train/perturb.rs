@@ -40,6 +40,10 @@ pub struct InnerMax {
     pub steps: usize,
     pub start: Start,
     pub loss: InnerLoss,
+    /// Forward in training mode, as the method's reference code does: BatchNorm normalizes
+    /// with the batch's statistics and updates its running statistics. `false`: eval mode.
+    /// Models without BatchNorm or dropout (`mlp`, `cnn`) compute the same either way.
+    pub train_mode: bool,
 }
 
 /// An inner maximization for adversarial training.
@@ -47,7 +51,9 @@ pub struct InnerMax {
 /// Contract: `x` is `[N, 3, 32, 32]` in `[0, 1]`; the result is detached, inside the L∞ ball of
 /// radius `spec.eps` around `x` and inside `[0, 1]`. The implementation must not change the
 /// weights nor accumulate parameter gradients (take input gradients with
-/// `Tensor::run_backward(&[loss], &[x], false, false)`), and uses eval-mode forwards.
+/// `Tensor::run_backward(&[loss], &[x], false, false)`); its forwards are in training mode
+/// exactly when `spec.train_mode` says so (then BatchNorm running statistics move, as in the
+/// methods' reference code).
 /// libtorch's generator is seeded per epoch by the trainer; `rng` is for Rust-side draws.
 pub trait TrainPerturbation: std::fmt::Debug {
     fn name(&self) -> &str;
@@ -80,9 +86,9 @@ impl TrainPerturbation for LinfPgd {
     ) -> Result<Tensor> {
         let x = x.detach();
         let clean_logp = match spec.loss {
-            InnerLoss::KlToClean => {
-                Some(tch::no_grad(|| model.logits(&x, false).log_softmax(-1, Kind::Float)))
-            }
+            InnerLoss::KlToClean => Some(tch::no_grad(|| {
+                model.logits(&x, spec.train_mode).log_softmax(-1, Kind::Float)
+            })),
             InnerLoss::Ce => None,
         };
         let mut x_adv = match spec.start {
@@ -93,7 +99,7 @@ impl TrainPerturbation for LinfPgd {
         x_adv = project(&x_adv, &x, spec.eps);
         for _ in 0..spec.steps {
             let xa = x_adv.detach().set_requires_grad(true);
-            let logits = model.logits(&xa, false);
+            let logits = model.logits(&xa, spec.train_mode);
             let loss = match &clean_logp {
                 None => logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0),
                 Some(p) => logits.log_softmax(-1, Kind::Float).kl_div(p, Reduction::Sum, true),
@@ -131,6 +137,7 @@ mod tests {
             steps: 5,
             start: Start::Uniform,
             loss: InnerLoss::Ce,
+            train_mode: false,
         };
         let mut rng = crate::seed::rng_for(0, "test");
         let xa = LinfPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
