@@ -111,13 +111,14 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
-    // Integer x values (epochs, steps) get integer tick labels.
-    let integral = !xs.is_empty() && xs.iter().all(|x| x.fract() == 0.0);
-    let x_fmt = move |x: &f64| if integral { format!("{x:.0}") } else { format!("{x}") };
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_fmt)
-        .x_desc(c.x_label.as_str())
+    let area = chart.plotting_area().dim_in_pixel();
+    let mut mesh = chart.configure_mesh();
+    // Integer x values (epochs, steps) get integer tick labels; others keep plotters' format.
+    let integer = |x: &f64| format!("{x:.0}");
+    if !xs.is_empty() && xs.iter().all(|x| x.fract() == 0.0) {
+        mesh.x_label_formatter(&integer);
+    }
+    mesh.x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
         .label_style((FONT_NAME, 15))
         .axis_desc_style((FONT_NAME, 17))
@@ -138,7 +139,7 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FONT_NAME, 15))
-            .position(legend_corner(&c.series, (x0, x1), (y0, y1)))
+            .position(legend_corner(&c.series, (x0, x1), (y0, y1), area))
             .draw()
             .map_err(err)?;
     }
@@ -146,15 +147,19 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
     Ok(())
 }
 
-/// The legend position that covers the fewest data points: the legend box is about a third of
-/// the plot wide and 22 px per series high (of a plot area about 440 px high).
+/// The legend position that covers the fewest data points of a plot area of `(width, height)`
+/// pixels. The legend box is estimated from its 15 px labels: about 22 px high per series and
+/// 8.5 px per character of the longest name, plus the line sample and padding.
 fn legend_corner(
     series: &[(String, Vec<(f64, f64)>)],
     (x0, x1): (f64, f64),
     (y0, y1): (f64, f64),
+    (width, height): (u32, u32),
 ) -> SeriesLabelPosition {
-    let h = ((series.len() as f64 * 22.0 + 16.0) / 440.0).min(1.0);
-    let (w, mid) = (0.36, (1.0 - h) / 2.0);
+    let longest = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+    let w = ((longest as f64 * 8.5 + 48.0) / width.max(1) as f64).min(1.0);
+    let h = ((series.len() as f64 * 22.0 + 16.0) / height.max(1) as f64).min(1.0);
+    let mid = (1.0 - h) / 2.0;
     // (position, x range, y range) in plot fractions, y upwards; ties go to the first.
     let boxes = [
         (SeriesLabelPosition::UpperRight, (1.0 - w, 1.0), (1.0 - h, 1.0)),
@@ -164,25 +169,19 @@ fn legend_corner(
         (SeriesLabelPosition::MiddleRight, (1.0 - w, 1.0), (mid, mid + h)),
         (SeriesLabelPosition::MiddleLeft, (0.0, w), (mid, mid + h)),
     ];
-    let frac = |v: f64, lo: f64, hi: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
-    let covered = |(xr, yr): ((f64, f64), (f64, f64))| {
+    let covered = |xr: &(f64, f64), yr: &(f64, f64)| {
         series
             .iter()
             .flat_map(|(_, p)| p)
             .filter(|(x, y)| {
-                let (fx, fy) = (frac(*x, x0, x1), frac(*y, y0, y1));
+                let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
                 (xr.0..=xr.1).contains(&fx) && (yr.0..=yr.1).contains(&fy)
             })
             .count()
     };
-    let mut best = (usize::MAX, 0);
-    for (i, (_, xr, yr)) in boxes.iter().enumerate() {
-        let n = covered((*xr, *yr));
-        if n < best.0 {
-            best = (n, i);
-        }
-    }
-    boxes[best.1].0.clone()
+    let (best, _, _) =
+        boxes.iter().min_by_key(|(_, xr, yr)| covered(xr, yr)).expect("six candidate boxes");
+    best.clone()
 }
 
 /// Draw a line chart to `stem.svg` / `stem.png`.
@@ -645,7 +644,7 @@ mod tests {
     fn legend_avoids_the_data() {
         let at = |pts: Vec<(f64, f64)>| {
             let s = vec![("a".to_string(), pts), ("b".to_string(), vec![])];
-            legend_corner(&s, (0.0, 10.0), (0.0, 100.0))
+            legend_corner(&s, (0.0, 10.0), (0.0, 100.0), (700, 440))
         };
         // A rising curve crosses the lower-left and upper-right corners.
         use SeriesLabelPosition::*;
