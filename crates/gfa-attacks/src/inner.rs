@@ -94,6 +94,11 @@ mod tests {
         (model, x, y)
     }
 
+    /// An eval-mode L∞ 8/255 inner maximization of `steps` steps of 2/255.
+    fn spec(steps: usize, start: Start, loss: InnerLoss) -> InnerMax {
+        InnerMax { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps, start, loss, train_mode: false }
+    }
+
     /// The inner PGD of `pgd_at` (Madry defaults) is gfa-attacks' `pgd` for the same seed.
     /// (`cnn` has no BatchNorm, so the inner loop's training mode computes what eval mode does.)
     #[test]
@@ -122,14 +127,7 @@ mod tests {
     #[test]
     fn agrees_with_the_built_in_pgd_from_x() {
         let (model, x, y) = setup();
-        let inner = InnerMax {
-            eps: 8.0 / 255.0,
-            step: 2.0 / 255.0,
-            steps: 5,
-            start: Start::Zero,
-            loss: InnerLoss::Ce,
-            train_mode: false,
-        };
+        let inner = spec(5, Start::Zero, InnerLoss::Ce);
         let mut rng = rng_for(0, "t");
         let ours = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
         let built_in = gfa_core::train::LinfPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
@@ -143,14 +141,7 @@ mod tests {
     #[test]
     fn trades_inner_raises_the_kl() {
         let (model, x, y) = setup();
-        let inner = InnerMax {
-            eps: 8.0 / 255.0,
-            step: 2.0 / 255.0,
-            steps: 5,
-            start: Start::Normal(0.001),
-            loss: InnerLoss::KlToClean,
-            train_mode: false,
-        };
+        let inner = spec(5, Start::Normal(0.001), InnerLoss::KlToClean);
         let mut rng = rng_for(0, "t");
         let xa = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
         assert!((&xa - &x).abs().max().double_value(&[]) <= 8.0 / 255.0 + 1e-6);
@@ -177,8 +168,8 @@ mod tests {
         assert!(!mode(r#"{"kind": "trades"}"#));
 
         gfa_core::seed::seed_all(5);
-        let spec = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::PreActResNet18) };
-        let model = Classifier::new(&spec, tch::Device::Cpu).unwrap();
+        let arch = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::PreActResNet18) };
+        let model = Classifier::new(&arch, tch::Device::Cpu).unwrap();
         let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
         let stats = || -> Vec<Tensor> {
@@ -188,25 +179,24 @@ mod tests {
             names.sort();
             names.iter().map(|n| vars[*n].copy()).collect()
         };
-        let before = stats();
-        assert!(!before.is_empty());
-        let mut inner = InnerMax {
-            eps: 8.0 / 255.0,
-            step: 2.0 / 255.0,
-            steps: 2,
-            start: Start::Zero,
-            loss: InnerLoss::Ce,
-            train_mode: false,
-        };
-        let mut rng = rng_for(0, "t");
-        let eval = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-        assert!(before.iter().zip(stats()).all(|(a, b)| a.equal(&b)), "eval mode moved BN");
-        inner.train_mode = true;
-        let train = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-        assert!(before.iter().zip(stats()).any(|(a, b)| !a.equal(&b)), "train mode kept BN");
-        assert!(!eval.equal(&train));
-        for v in model.vs.trainable_variables() {
-            assert!(!v.grad().defined());
+        // gfa-attacks' PGD and the trainer's built-in one both honour the mode.
+        let built_in = gfa_core::train::LinfPgd;
+        let impls: [&dyn TrainPerturbation; 2] = [&InnerPgd, &built_in];
+        for perturbation in impls {
+            let before = stats();
+            assert!(!before.is_empty());
+            let mut inner = spec(2, Start::Zero, InnerLoss::Ce);
+            let mut rng = rng_for(0, "t");
+            let eval = perturbation.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+            let name = perturbation.name();
+            assert!(before.iter().zip(stats()).all(|(a, b)| a.equal(&b)), "{name}: eval moved BN");
+            inner.train_mode = true;
+            let train = perturbation.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+            assert!(before.iter().zip(stats()).any(|(a, b)| !a.equal(&b)), "{name}: kept BN");
+            assert!(!eval.equal(&train), "{name}");
+            for v in model.vs.trainable_variables() {
+                assert!(!v.grad().defined());
+            }
         }
     }
 }

@@ -119,6 +119,8 @@ impl Pgd {
 
     /// `steps` ascent steps on the per-sample `loss` from `start`, projected onto the ball
     /// around `x` and the box; returns the iterate `keep` asks for and the queries.
+    /// `train` runs the gradient forwards in training mode (the trainer's inner maximization,
+    /// [`crate::inner`]); attacks pass `false`.
     pub(crate) fn iterate(
         &self,
         model: &Classifier,
