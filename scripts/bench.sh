@@ -29,11 +29,13 @@ else
 fi
 raw="$OUT/train_step.jsonl"
 : > "$raw.tmp"
+# Each row records the commit it measured (with "+" when the tree had uncommitted changes).
+rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +)"
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  "$BIN" "$WIDTH" "$BATCH" "$STEPS" | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
+  "$BIN" "$WIDTH" "$BATCH" "$STEPS" | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
   "$VENV/bin/python" scripts/bench_pytorch.py --width "$WIDTH" --batch "$BATCH" --steps "$STEPS" \
-    | sed "s/^{/{\"round\": $r, /" >> "$raw.tmp"
+    | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
 done
 mv "$raw.tmp" "$raw"
 python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/train_step.md.tmp"

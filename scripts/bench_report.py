@@ -31,21 +31,27 @@ def main(path, profile="release"):
         t[(r["impl"], r["case"])].append(r["median_s"])
         meta = r
     med = {k: statistics.median(v) for k, v in t.items()}
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rev = meta.get("git") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                            text=True).stdout.strip()
     print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
           f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
     print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs; "
           f"median step over {meta.get('steps')} steps, median over {len(t[('gfa', 'plain')])} alternating rounds. "
           f"Raw: `results/bench/train_step.jsonl`.\n")
-    print("| case | gfa ms/step | PyTorch ms/step | gfa img/s | gfa / PyTorch | gfa case / plain | PyTorch case / plain |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| case | gfa ms/step | PyTorch ms/step | gfa img/s | gfa / PyTorch | gfa case / plain | PyTorch case / plain "
+          "| gfa rounds, ms | PyTorch rounds, ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    spread = lambda v: f"{min(v)*1e3:.0f}–{max(v)*1e3:.0f}"
     for case in ["plain", "first", "deep"]:
         g, p = med.get(("gfa", case)), med.get(("pytorch", case))
         gp, pp = med.get(("gfa", "plain")), med.get(("pytorch", "plain"))
         if g is None or p is None:
             continue
-        print(f"| {case} | {g*1e3:.1f} | {p*1e3:.1f} | {meta.get('batch', 0)/g:.0f} | {g/p:.2f} | {g/gp:.2f} | {p/pp:.2f} |")
+        print(f"| {case} | {g*1e3:.1f} | {p*1e3:.1f} | {meta.get('batch', 0)/g:.0f} | {g/p:.2f} | {g/gp:.2f} | {p/pp:.2f} "
+              f"| {spread(t[('gfa', case)])} | {spread(t[('pytorch', case)])} |")
+    print("\nThe last two columns are the range of the rounds' medians: ratios inside that spread are not "
+          "differences this machine can resolve.")
     print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's.")
 
 
