@@ -1,17 +1,19 @@
 //! Training-step timings for `make bench` (scripts/bench.sh): plain cross-entropy, GFA on the
 //! `input` tap ("first") and GFA on all taps ("deep"), on `cnn` at a given width with a fixed
-//! batch, Adam, the trainer's own step (one double-backprop call over the taps, one backward of
-//! the total, one optimizer update). Prints one JSON object per case, like
+//! batch, Adam, the trainer's own step (the method's loss: one double-backprop call over the
+//! taps; the method's backward of the total; one optimizer update). Prints one JSON object per case, like
 //! `scripts/bench_pytorch.py`, so the two can be compared in one run.
 //!
 //! `cargo run --release -p gfa-core --example bench_train_step -- [width] [batch] [steps] [threads]`
 use std::time::Instant;
 
-use gfa_core::Classifier;
+use gfa_core::method::gfa::Gfa;
+use gfa_core::method::{Step, TrainMethod};
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, Regularizer, RegularizerConfig};
-use gfa_core::seed::seed_all;
+use gfa_core::seed::{rng_for, seed_all};
 use gfa_core::train::{Optimizer, OptimizerConfig};
+use gfa_core::{Classifier, Method, TaskLoss};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,24 +32,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed_all(0);
         let spec = ModelSpec { arch: Arch::Cnn, width, ..ModelSpec::default() };
         let model = Classifier::new(&spec, Device::Cpu)?;
-        let cfg = match case {
-            "plain" => RegularizerConfig::default(),
-            "first" => {
-                RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(0.3) }
-            }
-            _ => RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::gfa(0.3) },
+        let gfa = |layers| {
+            Method::Gfa(Gfa(RegularizerConfig {
+                layers: Some(layers),
+                ..RegularizerConfig::with_lambda(0.3)
+            }))
         };
-        let reg = Regularizer::new(&cfg, &model.tap_names())?;
+        let method = match case {
+            "plain" => Method::default(),
+            "first" => gfa(Layers::First),
+            _ => gfa(Layers::Deep),
+        };
+        let reg = match method.regularizer() {
+            Some((kind, c)) => Some(Regularizer::new(kind, c, TaskLoss::Ce, &model.tap_names())?),
+            None => None,
+        };
+        let mut rng = rng_for(0, "bench");
         let opt_cfg =
             OptimizerConfig::Adam { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
         let mut opt = Optimizer::new(&opt_cfg, &model)?;
         let mut times = Vec::new();
         for i in 0..(warmup + steps as usize) {
             let t0 = Instant::now();
-            let fwd = reg.forward(&model, &x, &y, true, true);
-            let total = &fwd.loss + &fwd.reg * cfg.lambda;
+            let mut step = Step {
+                model: &model,
+                x: &x,
+                y: &y,
+                task: TaskLoss::Ce,
+                reg: reg.as_ref(),
+                lambda: 0.3,
+                perturbation: None,
+                rng: &mut rng,
+            };
+            let out = method.loss(&mut step)?;
             opt.zero_grad();
-            total.backward();
+            method.backward(&out)?;
             opt.step(1e-3);
             if i >= warmup {
                 times.push(t0.elapsed().as_secs_f64());

@@ -26,17 +26,24 @@ use crate::classifier::{Classifier, TapPoint};
 use crate::losses::TaskLoss;
 use crate::{CoreError, Result};
 
-/// Which regularizer is added to the task loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which penalty the regularizer computes from the tap gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegKind {
-    /// No regularizer.
-    #[default]
-    None,
-    /// Gradient-Feature Alignment.
+    /// Gradient-Feature Alignment: φ(cos) per tap.
     Gfa,
     /// Squared gradient norm at the taps (input only by default).
     Gnr,
+}
+
+impl RegKind {
+    /// The name of the penalty's term in `train.csv` (`gfa`, `gnr`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RegKind::Gfa => "gfa",
+            RegKind::Gnr => "gnr",
+        }
+    }
 }
 
 /// The tap set S.
@@ -145,76 +152,68 @@ impl From<Weights> for WeightsRepr {
     }
 }
 
-/// The `[regularizer]` table of a run.
+/// The GFA options, shared by the methods that train with a tap-gradient penalty (`gfa`,
+/// `gnr`, `gfa_pgd_at`): the keys of their `[method]` table besides `kind` (and, for
+/// `gfa_pgd_at`, the PGD keys). SPEC §2's defaults for every key but λ, which has none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RegularizerConfig {
-    pub kind: RegKind,
-    /// λ ≥ 0. With `kind = "gfa"` and λ = 0 the run trains exactly like plain training and
-    /// still logs the per-tap cosines.
+    /// λ ≥ 0, the weight of R. With λ = 0 the run trains exactly like plain training and
+    /// still logs R and the per-tap cosines.
     pub lambda: f64,
-    /// The tap set; when absent, `deep` for GFA and `first` for GNR (see [`Self::layers`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The tap set; when absent, every tap for GFA and the input tap for GNR
+    /// ([`Self::layers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<Layers>,
+    /// φ (GFA only).
+    #[serde(default)]
     pub penalty: Penalty,
+    #[serde(default = "uniform")]
     pub weights: Weights,
-    pub task_loss: TaskLoss,
+    #[serde(default)]
     pub tap: TapPoint,
     /// λ ramps linearly over the first k epochs: epoch e (0-based) uses λ·min(1, (e+1)/k).
+    #[serde(default)]
     pub lambda_warmup_epochs: usize,
-    /// ε in the cosine's denominator.
+    /// ε in the cosine's denominator (PyTorch `cosine_similarity`'s default).
+    #[serde(default = "eps_1e8")]
     pub eps: f64,
 }
 
-impl Default for RegularizerConfig {
-    /// SPEC §2 defaults: no regularizer, λ = 0, `layers` by kind (GFA `deep`, GNR `first`),
-    /// φ = 1 − c, uniform weights, cross-entropy, post-activation taps, no warm-up,
-    /// ε = 1e-8 (PyTorch `cosine_similarity`'s default).
-    fn default() -> Self {
-        Self {
-            kind: RegKind::None,
-            lambda: 0.0,
-            layers: None,
-            penalty: Penalty::OneMinusCos,
-            weights: Weights::Uniform,
-            task_loss: TaskLoss::Ce,
-            tap: TapPoint::PostActivation,
-            lambda_warmup_epochs: 0,
-            eps: 1e-8,
-        }
-    }
+fn uniform() -> Weights {
+    Weights::Uniform
+}
+
+fn eps_1e8() -> f64 {
+    1e-8
 }
 
 impl RegularizerConfig {
-    /// GFA with weight λ and defaults otherwise.
-    pub fn gfa(lambda: f64) -> Self {
-        Self { kind: RegKind::Gfa, lambda, ..Self::default() }
-    }
-
-    /// GNR with weight λ and defaults otherwise.
-    pub fn gnr(lambda: f64) -> Self {
-        Self { kind: RegKind::Gnr, lambda, ..Self::default() }
-    }
-
-    /// The tap set with the kind's default filled in.
-    pub fn layers(&self) -> Layers {
-        match (&self.layers, self.kind) {
-            (Some(l), _) => l.clone(),
-            (None, RegKind::Gnr) => Layers::First,
-            (None, _) => Layers::Deep,
+    /// Weight λ and SPEC §2's defaults otherwise: `layers` by kind, φ = 1 − c, uniform
+    /// weights, post-activation taps, no warm-up, ε = 1e-8.
+    pub fn with_lambda(lambda: f64) -> Self {
+        Self {
+            lambda,
+            layers: None,
+            penalty: Penalty::OneMinusCos,
+            weights: Weights::Uniform,
+            tap: TapPoint::PostActivation,
+            lambda_warmup_epochs: 0,
+            eps: eps_1e8(),
         }
     }
 
-    /// The config with every default made explicit (for records and hashes).
-    pub fn resolved(&self) -> Self {
-        Self { layers: Some(self.layers()), ..self.clone() }
+    /// The tap set with the kind's default filled in.
+    pub fn layers(&self, kind: RegKind) -> Layers {
+        match (&self.layers, kind) {
+            (Some(l), _) => l.clone(),
+            (None, RegKind::Gnr) => Layers::First,
+            (None, RegKind::Gfa) => Layers::Deep,
+        }
     }
 
     /// λ used in epoch `epoch` (0-based), after the warm-up ramp.
     pub fn lambda_at(&self, epoch: usize) -> f64 {
-        if self.kind == RegKind::None {
-            return 0.0;
-        }
         match self.lambda_warmup_epochs {
             0 => self.lambda,
             k => self.lambda * ((epoch + 1) as f64 / k as f64).min(1.0),
@@ -222,26 +221,23 @@ impl RegularizerConfig {
     }
 
     /// Checks values that do not depend on the model.
-    pub fn validate(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(CoreError::Config(m));
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return bad(format!(
-                "regularizer.lambda must be a finite number ≥ 0, got {}",
-                self.lambda
-            ));
+            return bad(format!("method.lambda must be a finite number ≥ 0, got {}", self.lambda));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));
+            return bad(format!("method.eps must be a positive number, got {}", self.eps));
         }
         if let Weights::List(w) = &self.weights
             && w.iter().any(|v| !(*v >= 0.0 && v.is_finite()))
         {
-            return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
+            return bad(format!("method.weights must be finite and ≥ 0, got {w:?}"));
         }
-        if let Layers::Names(n) = self.layers()
+        if let Some(Layers::Names(n)) = &self.layers
             && n.is_empty()
         {
-            return bad("regularizer.layers is an empty list; name at least one tap".into());
+            return bad("method.layers is an empty list; name at least one tap".into());
         }
         Ok(())
     }
@@ -263,7 +259,10 @@ pub fn cosine(g: &Tensor, h: &Tensor, eps: f64) -> Tensor {
 /// The regularizer of one run, bound to a model's tap names.
 #[derive(Debug, Clone)]
 pub struct Regularizer {
+    pub kind: RegKind,
     pub cfg: RegularizerConfig,
+    /// ℓ, whose summed gradient at the taps the penalty uses.
+    pub task: TaskLoss,
     /// Positions of S in the model's tap list.
     index: Vec<usize>,
     names: Vec<String>,
@@ -276,40 +275,41 @@ pub struct RegForward {
     pub logits: Tensor,
     /// mean_i ℓ_i (with graph).
     pub loss: Tensor,
-    /// R, a scalar; with graph to the parameters when computed with `create_graph`; zero when
-    /// the kind is `none`.
+    /// R, a scalar; with graph to the parameters when computed with `create_graph`.
     pub reg: Tensor,
-    /// Mean cosine per tap of S, `[|S|]`, detached (empty for kind `none`).
+    /// Mean cosine per tap of S, `[|S|]`, detached.
     pub cos: Tensor,
     /// Mean penalty term per tap of S (before weighting), `[|S|]`, detached.
     pub terms: Tensor,
 }
 
 impl Regularizer {
-    /// Resolve the tap set against the model's `tap_names`; an unknown name is an error naming
-    /// it and the valid ones.
-    pub fn new(cfg: &RegularizerConfig, tap_names: &[String]) -> Result<Self> {
-        cfg.validate()?;
-        let names: Vec<String> = match cfg.kind {
-            RegKind::None => Vec::new(),
-            _ => match cfg.layers() {
-                Layers::First => vec![tap_names[0].clone()],
-                Layers::Deep => tap_names.to_vec(),
-                Layers::Names(n) => n,
-            },
+    /// Bind the penalty `kind` with options `cfg` and task loss `task` to a model's
+    /// `tap_names`; an unknown tap name is an error naming it and the valid ones.
+    pub fn new(
+        kind: RegKind,
+        cfg: &RegularizerConfig,
+        task: TaskLoss,
+        tap_names: &[String],
+    ) -> Result<Self> {
+        cfg.check()?;
+        let names: Vec<String> = match cfg.layers(kind) {
+            Layers::First => vec![tap_names[0].clone()],
+            Layers::Deep => tap_names.to_vec(),
+            Layers::Names(n) => n,
         };
         let mut index = Vec::with_capacity(names.len());
         for n in &names {
             match tap_names.iter().position(|t| t == n) {
                 Some(i) if index.contains(&i) => {
                     return Err(CoreError::Config(format!(
-                        "regularizer.layers lists tap \"{n}\" twice"
+                        "method.layers lists tap \"{n}\" twice"
                     )));
                 }
                 Some(i) => index.push(i),
                 None => {
                     return Err(CoreError::Config(format!(
-                        "regularizer.layers: unknown tap \"{n}\"; this model's taps are {}",
+                        "method.layers: unknown tap \"{n}\"; this model's taps are {}",
                         tap_names.join(", ")
                     )));
                 }
@@ -317,10 +317,9 @@ impl Regularizer {
         }
         let weights = match &cfg.weights {
             Weights::Uniform => vec![1.0 / names.len().max(1) as f64; names.len()],
-            Weights::List(w) if cfg.kind == RegKind::None => w.clone(),
             Weights::List(w) if w.len() != names.len() => {
                 return Err(CoreError::Config(format!(
-                    "regularizer.weights has {} entries but the tap set ({}) has {}",
+                    "method.weights has {} entries but the tap set ({}) has {}",
                     w.len(),
                     names.join(", "),
                     names.len()
@@ -328,7 +327,7 @@ impl Regularizer {
             }
             Weights::List(w) => w.clone(),
         };
-        Ok(Self { cfg: cfg.clone(), index, names, weights })
+        Ok(Self { kind, cfg: cfg.clone(), task, index, names, weights })
     }
 
     /// Names of the taps in S.
@@ -357,9 +356,9 @@ impl Regularizer {
         let mut terms = Vec::with_capacity(taps.len());
         for ((h, g), w) in taps.iter().zip(grads).zip(&self.weights) {
             let c = cosine(g, h, self.cfg.eps);
-            let term = match self.cfg.kind {
+            let term = match self.kind {
                 RegKind::Gnr => g.flatten(1, -1).square().sum_dim_intlist(1, false, kind),
-                _ => self.cfg.penalty.apply(&c),
+                RegKind::Gfa => self.cfg.penalty.apply(&c),
             }
             .mean(kind);
             // Out of place on purpose: an in-place `+=` on the zero leaf breaks the autograd graph.
@@ -379,8 +378,7 @@ impl Regularizer {
     /// Forward `x` (pixels in `[0, 1]`), the task loss, and R.
     ///
     /// `create_graph` keeps R differentiable with respect to the parameters (training with
-    /// λ > 0); without it R and the cosines are only measured. For kind `none` this is a plain
-    /// forward and R is zero.
+    /// λ > 0); without it R and the cosines are only measured.
     ///
     /// # Shapes
     /// `x`: `[N, 3, 32, 32]`, `y`: `[N]` → logits `[N, C]`, scalars, `[|S|]`.
@@ -392,16 +390,8 @@ impl Regularizer {
         train: bool,
         create_graph: bool,
     ) -> RegForward {
-        let loss_fn = self.cfg.task_loss;
-        if self.cfg.kind == RegKind::None {
-            let logits = model.logits(x, train);
-            let loss = loss_fn.mean(&logits, y);
-            let empty = Tensor::zeros([0], (Kind::Float, x.device()));
-            let reg = Tensor::zeros([], (Kind::Float, x.device()));
-            return RegForward { logits, loss, reg, cos: empty.shallow_clone(), terms: empty };
-        }
         let fwd = model.forward_taps(x, train, self.cfg.tap);
-        let per_sample = loss_fn.per_sample(&fwd.logits, y);
+        let per_sample = self.task.per_sample(&fwd.logits, y);
         let taps = self.select(&fwd.taps);
         // One autograd call for all taps; the graph is kept for the caller's backward.
         let grads =
@@ -420,28 +410,33 @@ mod tests {
         ["input", "conv1", "fc1"].map(String::from).to_vec()
     }
 
+    fn gfa(cfg: &RegularizerConfig) -> Result<Regularizer> {
+        Regularizer::new(RegKind::Gfa, cfg, TaskLoss::Ce, &names())
+    }
+
     #[test]
     fn layers_parse_words_and_lists() {
         #[derive(Deserialize)]
         struct W {
-            regularizer: RegularizerConfig,
+            method: RegularizerConfig,
         }
-        let w: W =
-            toml::from_str("[regularizer]\nkind = \"gfa\"\nlayers = [\"input\", \"fc1\"]").unwrap();
-        assert_eq!(w.regularizer.layers(), Layers::Names(vec!["input".into(), "fc1".into()]));
-        let w: W = toml::from_str("[regularizer]\nlayers = \"first\"").unwrap();
-        assert_eq!(w.regularizer.layers(), Layers::First);
-        let e = toml::from_str::<W>("[regularizer]\nlayers = \"frist\"").err().unwrap();
+        let w: W = toml::from_str("[method]\nlambda = 1\nlayers = [\"input\", \"fc1\"]").unwrap();
+        let want = Layers::Names(vec!["input".into(), "fc1".into()]);
+        assert_eq!(w.method.layers(RegKind::Gfa), want);
+        let w: W = toml::from_str("[method]\nlambda = 1.0\nlayers = \"first\"").unwrap();
+        assert_eq!(w.method.layers(RegKind::Gfa), Layers::First);
+        let e = toml::from_str::<W>("[method]\nlambda = 1.0\nlayers = \"frist\"").err().unwrap();
         assert!(e.to_string().contains("frist"), "{e}");
-        let e = toml::from_str::<W>("[regularizer]\nlamda = 1.0").err().unwrap();
+        let e = toml::from_str::<W>("[method]\nlamda = 1.0").err().unwrap();
         assert!(e.to_string().contains("lamda"), "{e}");
     }
 
     #[test]
     fn default_layers_depend_on_kind() {
-        assert_eq!(RegularizerConfig::gfa(1.0).layers(), Layers::Deep);
-        assert_eq!(RegularizerConfig::gnr(1.0).layers(), Layers::First);
-        let r = Regularizer::new(&RegularizerConfig::gfa(1.0), &names()).unwrap();
+        let cfg = RegularizerConfig::with_lambda(1.0);
+        assert_eq!(cfg.layers(RegKind::Gfa), Layers::Deep);
+        assert_eq!(cfg.layers(RegKind::Gnr), Layers::First);
+        let r = gfa(&cfg).unwrap();
         assert_eq!(r.tap_names(), &names()[..]);
         assert_eq!(r.weights(), &[1.0 / 3.0; 3]);
     }
@@ -450,9 +445,9 @@ mod tests {
     fn unknown_tap_is_named_with_the_valid_ones() {
         let cfg = RegularizerConfig {
             layers: Some(Layers::Names(vec!["conv9".into()])),
-            ..RegularizerConfig::gfa(1.0)
+            ..RegularizerConfig::with_lambda(1.0)
         };
-        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        let e = gfa(&cfg).unwrap_err().to_string();
         assert!(e.contains("conv9") && e.contains("input, conv1, fc1"), "{e}");
     }
 
@@ -460,18 +455,18 @@ mod tests {
     fn weight_count_must_match_taps() {
         let cfg = RegularizerConfig {
             weights: Weights::List(vec![1.0, 2.0]),
-            ..RegularizerConfig::gfa(1.0)
+            ..RegularizerConfig::with_lambda(1.0)
         };
-        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        let e = gfa(&cfg).unwrap_err().to_string();
         assert!(e.contains("2 entries") && e.contains("has 3"), "{e}");
     }
 
     #[test]
     fn warmup_ramps_linearly() {
-        let cfg = RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::gfa(2.0) };
+        let cfg =
+            RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::with_lambda(2.0) };
         let l: Vec<f64> = (0..6).map(|e| cfg.lambda_at(e)).collect();
         assert_eq!(l, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
-        assert_eq!(RegularizerConfig::default().lambda_at(3), 0.0);
     }
 
     #[test]

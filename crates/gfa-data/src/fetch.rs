@@ -1,8 +1,9 @@
 //! Downloading CIFAR-10 (`gfa data fetch`), all or nothing.
 //!
 //! The archive is streamed to a temporary file next to the destination while its MD5 is
-//! computed, checked against the published digest, unpacked to a temporary folder, loaded once
-//! as a check, and only then renamed into place. Any failure (network, HTTP status, short body,
+//! computed, checked against the published digest, unpacked to a temporary folder (each file
+//! written with [`crate::atomic::write_atomic`]), loaded once as a check, and only then renamed
+//! into place. Any failure (network, HTTP status, short body,
 //! MD5, corrupt archive, bad records) removes the temporaries and leaves no destination behind.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,7 @@ pub fn fetch_cifar10(
             entry: name.to_string(),
         })?;
         let path = staging.path().join(name);
-        std::fs::write(&path, bytes).map_err(|e| io_err(&path, e))?;
+        crate::atomic::write_atomic(&path, &bytes).map_err(|e| io_err(&path, e))?;
     }
     drop(members);
     cifar10::load_dir(staging.path())?;
@@ -86,6 +87,7 @@ pub fn fetch_cifar10(
             io_err(dest_dir, e)
         });
     }
+    crate::atomic::sync_dir(&parent).map_err(|e| io_err(&parent, e))?;
     Ok(dest_dir.to_path_buf())
 }
 

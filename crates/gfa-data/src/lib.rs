@@ -22,16 +22,20 @@
 //!   layout works (the official download or a re-encoded one). The location is `--data`, else
 //!   `$GFA_DATA_DIR`, else `./data` ([`resolve_data_dir`]), and may be the
 //!   `cifar-10-batches-bin` folder, its parent, or the `.tar.gz`.
-//! - Everything random (shuffles, augmentation, synthetic data) is drawn from a `StdRng` the
-//!   caller seeds, on the Rust side, so results do not depend on the device.
+//! - Everything random (shuffles, augmentation, synthetic data) is drawn on the Rust side from a
+//!   [`SeededRng`] the caller seeds (usually through [`rng_for`]), so results do not depend on
+//!   the device or on the `rand` release.
+//!
+//! Two primitives every gfa crate shares live here, at the bottom of the dependency chain:
+//! [`rng`] (the one seeded generator) and [`atomic`] (the one way to write a file).
 //!
 //! ```
 //! use gfa_data::{AugmentConfig, Batcher, synthetic};
-//! use rand::{SeedableRng, rngs::StdRng};
+//! use gfa_data::rng_for;
 //!
 //! let splits = synthetic(64, 16, 0);
 //! let batcher = Batcher::new(&splits.train, 32).unwrap().drop_last(true);
-//! let mut rng = StdRng::seed_from_u64(0);
+//! let mut rng = rng_for(0, "example");
 //! let epoch = batcher.shuffled(&mut rng);
 //! for (x, y) in epoch {
 //!     let x = AugmentConfig::default().apply(&x, &mut rng).unwrap();
@@ -40,12 +44,14 @@
 //! }
 //! ```
 
+pub mod atomic;
 pub mod augment;
 pub mod batcher;
 pub mod cifar10;
 pub mod dataset;
 pub mod error;
 pub mod fetch;
+pub mod rng;
 pub mod synthetic;
 
 pub use augment::{AugmentConfig, AugmentDraw};
@@ -54,4 +60,5 @@ pub use cifar10::{load as load_cifar10, resolve_data_dir};
 pub use dataset::{Dataset, Splits};
 pub use error::{DataError, Result};
 pub use fetch::{fetch_cifar10, fetch_official};
+pub use rng::{SeededRng, rng_for};
 pub use synthetic::synthetic;

@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gfa_core::DeviceChoice;
+use gfa_core::{DeviceChoice, Method};
 
 use crate::store::Shard;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gfa",
-    version,
+    version = crate::build_info::VERSION,
     about = "Gradient-Feature Alignment workbench: experiment grids → runs → CSV → tables/figures"
 )]
 pub struct Cli {
@@ -189,7 +190,7 @@ pub enum LayersArg {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// A run TOML (sections data, model, regularizer, train; e.g. a run's config.toml);
+    /// A run TOML (sections data, model, method, train; e.g. a run's config.toml);
     /// the model/method flags are then not used.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -198,13 +199,14 @@ pub struct TrainArgs {
     pub model: String,
     #[arg(long)]
     pub width: Option<f64>,
-    /// standard, gfa, gnr, pgd_at, fast_at, trades, gradalign or gfa_pgd_at (gfa list methods).
-    #[arg(long, default_value = "standard")]
+    /// The training method, with its default options (gfa list methods; an experiment TOML sets
+    /// any option).
+    #[arg(long, default_value = "standard", value_parser = PossibleValuesParser::new(Method::KINDS))]
     pub method: String,
-    /// λ of the gfa/gnr regularizer.
+    /// λ of a method with a penalty (gfa, gnr, gfa_pgd_at); required for them.
     #[arg(long)]
     pub lambda: Option<f64>,
-    /// The regularizer's tap set (default: deep for gfa, first for gnr).
+    /// The penalty's tap set (default: deep for gfa, first for gnr).
     #[arg(long, value_enum)]
     pub layers: Option<LayersArg>,
     #[arg(long)]

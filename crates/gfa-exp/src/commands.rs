@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use gfa_core::{Classifier, ModelSpec, checkpoint};
+use gfa_core::{Classifier, Method, ModelSpec, checkpoint};
+use gfa_data::atomic::write_atomic;
 use tch::{Device, Tensor};
 use toml::{Table, Value};
 
@@ -19,7 +20,6 @@ use crate::cli::{
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
 use crate::stages;
-use crate::store::write_atomic;
 
 /// The file `gfa train` writes next to its checkpoint.
 pub const RUN_TOML: &str = "run.toml";
@@ -83,23 +83,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     if let Some(w) = a.width {
         model.insert("width".into(), Value::Float(w));
     }
-    let reg_kind = match a.method.as_str() {
-        "gfa" | "gfa_pgd_at" | "gfa+pgd_at" => "gfa",
-        "gnr" => "gnr",
-        _ => "none",
-    };
-    let mut reg = Table::new();
-    reg.insert("kind".into(), Value::String(reg_kind.into()));
-    if let Some(l) = a.lambda {
-        if reg_kind == "none" {
-            bail!("--lambda: method `{}` has no regularizer (use gfa or gnr)", a.method);
-        }
-        reg.insert("lambda".into(), Value::Float(l));
-    }
-    if let Some(layers) = a.layers {
-        let w = if layers == LayersArg::First { "first" } else { "deep" };
-        reg.insert("layers".into(), Value::String(w.into()));
-    }
+    let method = method_table(a)?;
     let optimizer = match a.optimizer {
         OptimizerKind::Sgd => table(vec![
             ("kind", Value::String("sgd".into())),
@@ -113,7 +97,6 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
         ]),
     };
     let mut train = Table::new();
-    train.insert("method".into(), table(vec![("kind", Value::String(a.method.clone()))]));
     train.insert("optimizer".into(), optimizer);
     if let Some(e) = a.epochs {
         train.insert("epochs".into(), Value::Integer(e as i64));
@@ -123,25 +106,48 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     }
     let mut t = Table::new();
     t.insert("model".into(), Value::Table(model));
-    t.insert("regularizer".into(), Value::Table(reg));
+    t.insert("method".into(), Value::Table(method));
     t.insert("train".into(), Value::Table(train));
     t.insert("data".into(), Value::Table(data_table(&a.data)));
     Ok((type_check(&t, "flags")?, a.seed.unwrap_or(0)))
 }
 
-fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
-    let mut mp = Table::new();
-    mp.insert("method".into(), Value::Table(to_table(&cfg.train.method)));
-    mp.insert("regularizer".into(), Value::Table(to_table(&cfg.regularizer)));
-    RunKey {
-        experiment: String::new(),
-        run_id: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        seed,
-        model: cfg.model.arch.name().to_string(),
-        method: cfg.method().to_string(),
-        lambda: cfg.lambda(),
-        method_params: crate::grid::canonical(&Value::Table(mp)),
+/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`); a flag
+/// the method has no option for, or a missing λ, is an error naming the method's options.
+fn method_table(a: &TrainArgs) -> Result<Table> {
+    let info = Method::info(&a.method)
+        .ok_or_else(|| anyhow!("--method {}: not a method (gfa list methods)", a.method))?;
+    let options = info.options();
+    let mut t = Table::new();
+    t.insert("kind".into(), Value::String(a.method.clone()));
+    let layers = a.layers.map(|l| if l == LayersArg::First { "first" } else { "deep" });
+    let flags = [
+        ("lambda", "--lambda", a.lambda.map(Value::Float)),
+        ("layers", "--layers", layers.map(|w| Value::String(w.into()))),
+    ];
+    for (key, flag, value) in flags {
+        match value {
+            Some(_) if !options.iter().any(|o| o == key) => bail!(
+                "{flag}: method `{}` has no option `{key}` (its options: {})",
+                a.method,
+                if options.is_empty() { "none".into() } else { options.join(", ") }
+            ),
+            Some(v) => {
+                t.insert(key.into(), v);
+            }
+            None if key == "lambda" && options.iter().any(|o| o == "lambda") => {
+                let example = &info.example["lambda"];
+                bail!("--method {} needs --lambda (e.g. --lambda {example})", a.method)
+            }
+            None => {}
+        }
     }
+    Ok(t)
+}
+
+fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
+    let run_id = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    RunKey::of("", &run_id, seed, &cfg.model, &cfg.method)
 }
 
 /// `gfa train`.
@@ -161,18 +167,19 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &cfg, &records, &dev);
+    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &records, &dev);
     write_rows(&a.out.join("train.csv"), &rows)?;
-    println!("epoch  lr        train_loss  train_reg  train_acc  test_acc");
-    for r in &rows {
+    println!("epoch  lr        train_loss  train_acc  test_acc  terms");
+    for (r, rec) in rows.iter().zip(&records) {
+        let terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         println!(
-            "{:<5}  {:<8.4}  {:<10.4}  {:<9}  {:<9.4}  {}",
+            "{:<5}  {:<8.4}  {:<10.4}  {:<9.4}  {:<8}  {}",
             r.epoch,
             r.lr,
             r.train_loss,
-            r.train_reg.map(|v| format!("{v:.4}")).unwrap_or_default(),
             r.train_acc,
-            r.test_acc.map(|v| format!("{v:.4}")).unwrap_or_default()
+            r.test_acc.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            terms.join(" ")
         );
     }
     println!("wrote {} and the checkpoint", a.out.join("train.csv").display());
@@ -182,7 +189,7 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
 /// The model of `--checkpoint` / `--weights`, and the data settings of its run when known.
 fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunConfig>)> {
     if let Some(dir) = &m.checkpoint {
-        let (model, _) = checkpoint::load(dir, checkpoint::FINAL, device)
+        let model = checkpoint::load(dir, checkpoint::FINAL, device)
             .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
             .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
         let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
@@ -281,7 +288,8 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         },
     };
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::eval_rows(&model, &x, &y, None, &attacks, &ecfg, a.seed, &key, &dev)?;
+    let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
+    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev)?;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

@@ -12,9 +12,11 @@
 //! 4. [`report`] aggregates over seeds into `summary.csv` and the Markdown tables T1–T4;
 //!    [`plot`] draws the figures. Both read only CSVs.
 
+pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod grid;
+pub mod legacy;
 pub mod masking;
 pub mod overrides;
 pub mod plot;
@@ -32,8 +34,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{Cli, Command, DataCommand, Emit, ListWhat, PlanArgs};
 use crate::grid::{ExperimentSpec, RunSpec};
+use gfa_data::atomic::write_atomic;
+
 use crate::records::{ManifestRow, write_rows};
-use crate::store::{ExperimentDir, write_atomic};
+use crate::store::ExperimentDir;
 
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
@@ -268,7 +272,17 @@ fn list(what: ListWhat) {
                 );
             }
         }
-        ListWhat::Methods => spec::METHODS.iter().for_each(|m| println!("{m}")),
+        ListWhat::Methods => {
+            for m in gfa_core::Method::list() {
+                println!(
+                    "{:<11} {:>4} grad/step  {}\n            e.g. {}",
+                    m.kind,
+                    m.grads_per_step,
+                    m.summary,
+                    spec::method_inline(&spec::json_table(&m.example))
+                );
+            }
+        }
         ListWhat::Attacks => {
             for a in gfa_attacks::registry::list() {
                 let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
@@ -284,16 +298,4 @@ fn list(what: ListWhat) {
         ListWhat::Presets => spec::PRESETS.iter().for_each(|m| println!("{m}")),
         ListWhat::Sections => spec::RUN_SECTIONS.iter().for_each(|m| println!("{m}")),
     }
-}
-
-/// Short git revision of the working directory's repository (`unknown` outside one).
-pub fn git_rev() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use gfa_attacks::{Attack, attack};
 use gfa_core::models::Arch;
+use gfa_core::seed::SeededRng;
 use gfa_core::{Classifier, ModelSpec};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -49,7 +49,7 @@ fn exact(kind: serde_json::Value, key: &str, eps: f64) {
     let (x, y) = data(&g);
     let (x, y) = (x.narrow(0, 0, 32), y.narrow(0, 0, 32));
     let a = spec(kind).build().unwrap();
-    let (adv, _) = a.perturb(&m, &x, &y, eps, &mut StdRng::seed_from_u64(0)).unwrap();
+    let (adv, _) = a.perturb(&m, &x, &y, eps, &mut SeededRng::seed_from_u64(0)).unwrap();
     let d = max_diff(&adv, &g[key]);
     assert!(d <= 1e-6, "{key}: max |gfa - torchattacks| = {d}");
 }
@@ -75,7 +75,7 @@ fn pgd_l2_matches_torchattacks() {
 fn robust_count(a: &dyn Attack, eps: f64) -> i64 {
     let (m, g) = (model(), golden());
     let (x, y) = data(&g);
-    let out = attack::run(a, &m, &x, &y, eps, &mut StdRng::seed_from_u64(0)).unwrap();
+    let out = attack::run(a, &m, &x, &y, eps, &mut SeededRng::seed_from_u64(0)).unwrap();
     out.success.logical_not().sum(Kind::Int64).int64_value(&[])
 }
 
@@ -162,7 +162,8 @@ fn apgd_stops_attacking_fooled_points() {
     let (m, g) = (model(), golden());
     let (x, y) = data(&g);
     let a = spec(json!({"kind": "apgd-ce"})).build().unwrap();
-    let out = attack::run(a.as_ref(), &m, &x, &y, linf(), &mut StdRng::seed_from_u64(0)).unwrap();
+    let out =
+        attack::run(a.as_ref(), &m, &x, &y, linf(), &mut SeededRng::seed_from_u64(0)).unwrap();
     let clean_ok = tch::no_grad(|| m.logits(&x, false)).argmax(1, false).eq_tensor(&y);
     let q: Vec<i64> = Vec::try_from(&out.queries).unwrap();
     let won: Vec<bool> = Vec::try_from(&out.success).unwrap();

@@ -1,26 +1,26 @@
 //! Checkpoints: save → load gives identical logits; files are complete and named; bad files
 //! are reported with their path.
 use gfa_core::checkpoint::{self, CheckpointMeta};
-use gfa_core::regularizer::RegularizerConfig;
-use gfa_core::train::{Method, TrainOptions, train};
-use gfa_core::{Classifier, TrainConfig};
+use gfa_core::train::{TrainOptions, train};
+use gfa_core::{Classifier, Provenance};
 use tch::{Device, Kind, Tensor};
 
-use super::train::{quick, splits, tiny_cnn, weights};
+use super::train::{gfa, quick, splits, tiny_cnn, weights};
 
 #[test]
 fn save_then_load_gives_identical_logits() {
     let data = splits(16, 8);
     let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_cnn(3);
-    let cfg = TrainConfig { method: Method::Gfa, ..quick(1) };
+    let build = Provenance { git_rev: "0123abcd".into(), git_dirty: true, ..Provenance::unknown() };
     let opts = TrainOptions {
         seed: 3,
         run_id: "abc".into(),
         checkpoint_dir: Some(dir.path().into()),
+        provenance: build.clone(),
         ..Default::default()
     };
-    train(&mut model, &data, &cfg, &RegularizerConfig::gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
+    train(&mut model, &data, &quick(1), &gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
     for f in [checkpoint::LAST, checkpoint::FINAL, checkpoint::OPTIMIZER, checkpoint::SIDECAR] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
@@ -31,12 +31,14 @@ fn save_then_load_gives_identical_logits() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 
-    let (loaded, meta) = checkpoint::load(dir.path(), checkpoint::LAST, Device::Cpu).unwrap();
+    let loaded = checkpoint::load(dir.path(), checkpoint::LAST, Device::Cpu).unwrap();
+    let meta = checkpoint::read_meta(dir.path()).unwrap();
     assert_eq!(meta.epoch, 1);
     assert_eq!(meta.run_id, "abc");
     assert_eq!(meta.model, model.spec);
     assert_eq!(meta.metrics.len(), 1);
-    assert!(!meta.git_revision.is_empty() && meta.config_hash.len() == 16);
+    assert_eq!(meta.build, build, "the checkpoint records the build that wrote it");
+    assert_eq!(meta.config_hash.len(), 16);
     let names: Vec<String> = weights(&loaded).into_iter().map(|(n, _)| n).collect();
     assert!(
         names.contains(&"normalize.mean".to_string())
@@ -89,7 +91,7 @@ fn sidecar_round_trips() {
         model: tiny_cnn(1).spec.clone(),
         epoch: 7,
         config_hash: "0123456789abcdef".into(),
-        git_revision: checkpoint::git_revision(),
+        build: Provenance::unknown(),
         run_id: "run".into(),
         clean_acc: Some(0.5),
         metrics: vec![],

@@ -1,4 +1,5 @@
 mod checkpoint;
+mod custom_method;
 mod methods;
 mod models;
 mod regularizer;

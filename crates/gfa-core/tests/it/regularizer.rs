@@ -49,7 +49,7 @@ fn penalty_and_parameter_gradients_match_pytorch() {
     };
     let (x, y) = (get("x"), get("y"));
     let mut checked = 0;
-    for (name, cfg) in [
+    for (name, kind, cfg, task) in [
         (
             "gfa.one_minus_cos.first",
             Penalty::OneMinusCos,
@@ -95,22 +95,19 @@ fn penalty_and_parameter_gradients_match_pytorch() {
             TaskLoss::MseSoftmax,
         ),
     ]
-    .map(|(n, penalty, layers, tap, task_loss)| {
-        (
-            n,
-            RegularizerConfig {
-                penalty,
-                layers: Some(layers),
-                tap,
-                task_loss,
-                ..RegularizerConfig::gfa(1.0)
-            },
-        )
+    .map(|(n, penalty, layers, tap, task)| {
+        let cfg = RegularizerConfig {
+            penalty,
+            layers: Some(layers),
+            tap,
+            ..RegularizerConfig::with_lambda(1.0)
+        };
+        (n, RegKind::Gfa, cfg, task)
     })
     .into_iter()
-    .chain([("gnr.first", RegularizerConfig::gnr(1.0))])
+    .chain([("gnr.first", RegKind::Gnr, RegularizerConfig::with_lambda(1.0), TaskLoss::Ce)])
     {
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let reg = Regularizer::new(kind, &cfg, task, &model.tap_names()).unwrap();
         zero_grads(&model);
         let f = reg.forward(&model, &x, &y, true, true);
         f.reg.backward();
@@ -133,6 +130,12 @@ fn penalty_and_parameter_gradients_match_pytorch() {
     assert_eq!(checked, 9 * 14);
 }
 
+/// GFA on every tap of `model`, λ = 1, cross-entropy.
+fn gfa_deep(model: &Classifier) -> Regularizer {
+    let cfg = RegularizerConfig::with_lambda(1.0);
+    Regularizer::new(RegKind::Gfa, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap()
+}
+
 /// A tiny double-precision MLP for finite differences.
 fn mlp64(seed: i64) -> Classifier {
     tch::manual_seed(seed);
@@ -144,15 +147,16 @@ fn mlp64(seed: i64) -> Classifier {
 
 #[test]
 fn gradient_of_r_matches_finite_differences() {
-    for cfg in [
-        RegularizerConfig { penalty: Penalty::Sin2, ..RegularizerConfig::gfa(1.0) },
-        RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(1.0) },
-        RegularizerConfig::gnr(1.0),
+    let one = RegularizerConfig::with_lambda(1.0);
+    for (kind, cfg) in [
+        (RegKind::Gfa, RegularizerConfig { penalty: Penalty::Sin2, ..one.clone() }),
+        (RegKind::Gfa, RegularizerConfig { layers: Some(Layers::First), ..one.clone() }),
+        (RegKind::Gnr, one.clone()),
     ] {
         let model = mlp64(3);
         let x = Tensor::rand([5, 3, 32, 32], (Kind::Double, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 1]);
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let reg = Regularizer::new(kind, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap();
         let r_of = || reg.forward(&model, &x, &y, true, true).reg;
         zero_grads(&model);
         r_of().backward();
@@ -182,8 +186,7 @@ fn gradient_of_r_matches_finite_differences() {
         let tol = 1e-5 * analytic.abs().max(numeric.abs()).max(1e-8);
         assert!(
             (numeric - analytic).abs() <= tol,
-            "{:?}: fd {numeric} vs autograd {analytic}",
-            cfg.kind
+            "{kind:?} {cfg:?}: fd {numeric} vs autograd {analytic}"
         );
     }
 }
@@ -195,8 +198,8 @@ fn gfa_penalty_is_invariant_to_rescaling_the_loss_and_gnr_is_not() {
     let y = Tensor::from_slice(&[3i64, 2, 1, 0]);
     for (kind, factor) in [(RegKind::Gfa, 1.0), (RegKind::Gnr, 7.5f64.powi(2))] {
         // A tiny eps: the cosine's stabilizer is the only term that is not scale-free.
-        let cfg = RegularizerConfig { kind, lambda: 1.0, eps: 1e-30, ..Default::default() };
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let cfg = RegularizerConfig { eps: 1e-30, ..RegularizerConfig::with_lambda(1.0) };
+        let reg = Regularizer::new(kind, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap();
         let r_at = |scale: f64| {
             let f = model.forward_taps(&x, true, TapPoint::PostActivation);
             let taps = reg.select(&f.taps);
@@ -217,7 +220,7 @@ fn input_cosine_of_a_linear_model_matches_the_closed_form() {
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
-    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let reg = gfa_deep(&model);
     let f = reg.forward(&model, &x, &y, false, false);
     let w = model.vs.variables()["fc.weight"].detach();
     let h = ((&x - 0.5) / 0.5).flatten(1, -1);
@@ -259,7 +262,7 @@ fn gfa_value_does_not_depend_on_batching_and_leaves_the_model_alone() {
         assert!(u.mean_abs_cos >= u.mean_cos.abs() - 1e-9);
     }
     // The input-tap value equals the regularizer's cosine on the whole set.
-    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let reg = gfa_deep(&model);
     let (x, y) = data.batch(&Tensor::arange(10, (Kind::Int64, Device::Cpu)), Device::Cpu);
     let f = reg.forward(&model, &x, &y, false, false);
     assert!((f.cos.double_value(&[0]) - a[0].mean_cos).abs() < 1e-5);

@@ -25,7 +25,7 @@ fn plan_prints_table_and_writes_manifest_and_configs() {
     assert!(o.status.success(), "{out}\n{errs}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("#  run_id"), "{out}");
-    assert!(lines[0].contains("regularizer.lambda") && lines[0].contains("est. cost"), "{out}");
+    assert!(lines[0].contains("method.lambda") && lines[0].contains("est. cost"), "{out}");
     assert!(lines[1].starts_with("1 ") && lines[8].starts_with("8 "), "{out}");
     assert!(out.contains("8 runs of experiment `small`"), "{out}");
 
@@ -112,9 +112,111 @@ fn missing_pieces_say_so() {
     let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("fetching CIFAR-10 into ."), "{}", text(&o).1);
+    // The method list is the registry's: every kind, its cost and an example value.
     let o = gfa(dir.path(), &["list", "methods"]);
     assert!(o.status.success());
-    assert!(text(&o).0.lines().any(|l| l == "gfa_pgd_at"));
+    let out = text(&o).0;
+    for m in gfa_core::Method::list() {
+        assert!(out.lines().any(|l| l.starts_with(m.kind) && l.contains(m.summary)), "{out}");
+    }
+    assert!(out.contains("e.g. { kind = \"gfa\", ") && out.contains("lambda = 0.3, "), "{out}");
+}
+
+/// `--method` takes the registry's kinds; `--lambda`/`--layers` go to methods that have them.
+#[test]
+fn method_flags_are_checked_against_the_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--synthetic", "--n-train", "16", "--out", "m"];
+        args.extend_from_slice(extra);
+        let o = gfa(dir.path(), &args);
+        assert!(!o.status.success());
+        text(&o).1
+    };
+    let e = train(&["--method", "pgd_at", "--lambda", "0.3"]);
+    assert!(e.contains("--lambda: method `pgd_at` has no option `lambda`"), "{e}");
+    assert!(e.contains("eps, random_start, step, steps"), "{e}");
+    let e = train(&["--method", "gfa"]);
+    assert!(e.contains("--method gfa needs --lambda (e.g. --lambda 0.3)"), "{e}");
+    let e = train(&["--method", "gfa+pgd"]);
+    assert!(e.contains("possible values") && e.contains("gfa_pgd_at"), "{e}");
+    assert!(!dir.path().join("m").exists(), "nothing is written before the flags are right");
+}
+
+/// A file of the old form (methods zipped with a `[regularizer]`) is refused with its method
+/// keys in the current form.
+#[test]
+fn old_experiment_files_show_the_new_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = r#"
+[base.train]
+method = { kind = "standard" }
+[base.regularizer]
+kind = "none"
+[[zip]]
+"train.method" = [{ kind = "standard" }, { kind = "gfa" }]
+"regularizer.kind" = ["none", "gfa"]
+"regularizer.lambda" = [0.0, 0.3]
+"#;
+    write(dir.path(), "old.toml", old);
+    let o = gfa(dir.path(), &["plan", "old.toml"]);
+    let e = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("old.toml:4: `base.regularizer`: the `[regularizer]` section"), "{e}");
+    assert!(e.contains("[grid]\nmethod = ["), "{e}");
+    assert!(
+        e.contains("method = [\n  { kind = \"standard\" },\n  { kind = \"gfa\", lambda = 0.3 },"),
+        "{e}"
+    );
+}
+
+/// `gfa --version` names the build; rows written by the binary outside the repository still
+/// carry the revision it was built from.
+#[test]
+fn version_and_rows_name_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let o = gfa(dir.path(), &["--version"]);
+    let out = text(&o).0;
+    assert!(
+        out.starts_with("gfa 0.1.0 (git ")
+            && out.contains("dirty: ")
+            && out.contains("libtorch 2.11.0"),
+        "{out}"
+    );
+    let o = gfa(
+        dir.path(),
+        &[
+            "train",
+            "--synthetic",
+            "--n-train",
+            "16",
+            "--n-test",
+            "8",
+            "--epochs",
+            "1",
+            "--width",
+            "0.0625",
+            "--out",
+            "m",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let meta = gfa_core::checkpoint::read_meta(&dir.path().join("m")).unwrap();
+    assert_eq!(meta.build.git_rev, rows[0].git_rev);
+    assert!(rows[0].libtorch.starts_with("2.11.0") && meta.build.libtorch == rows[0].libtorch);
+    assert!(out.contains(&rows[0].git_rev));
+    // Built from this checkout (the test runs from it), the revision is its HEAD.
+    if let Some(head) = head {
+        assert_eq!(rows[0].git_rev, head);
+    }
 }
 
 /// `gfa train` from flags, then `gfa-value` and `eval` on its checkpoint.
@@ -137,9 +239,10 @@ fn train_then_gfa_value_and_eval_from_flags() {
     let rows: Vec<gfa_exp::records::TrainRow> =
         gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(
-        rows.iter().all(|r| r.method == "gfa" && r.lambda == Some(0.3) && r.train_reg.is_some())
-    );
+    assert!(rows.iter().all(|r| r.method == "gfa"
+        && r.lambda == Some(0.3)
+        && r.lambda_now == Some(0.3)
+        && r.terms().unwrap()["gfa"] > 0.0));
     // A second train into the same folder needs --resume; with it, nothing is retrained.
     let o = gfa(dir.path(), &args);
     assert!(!o.status.success() && text(&o).1.contains("--resume"), "{}", text(&o).1);

@@ -32,7 +32,7 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
     assert!(out.contains("4 runs done, 0 already done, 0 failed"), "{out}");
     let exp = dir.path().join("res/smoke");
 
-    // 4 runs × 1 epoch; both methods; GFA rows carry λ and the regularizer value.
+    // 4 runs × 1 epoch; both methods; GFA rows carry λ and the penalty's value as a term.
     let train: Vec<TrainRow> = read_rows(&exp.join("train.csv")).unwrap();
     assert_eq!(train.len(), 4);
     let methods: HashSet<&str> = train.iter().map(|r| r.method.as_str()).collect();
@@ -40,7 +40,7 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
     for r in &train {
         assert_eq!(r.epoch, 1);
         assert!(r.train_loss.is_finite() && r.train_loss > 0.0);
-        assert_eq!(r.train_reg.is_some(), r.method == "gfa");
+        assert_eq!(r.terms().unwrap().contains_key("gfa"), r.method == "gfa");
         assert_eq!(r.lambda, (r.method == "gfa").then_some(0.3));
         assert!(r.test_acc.is_some_and(|a| (0.0..=1.0).contains(&a)));
     }
