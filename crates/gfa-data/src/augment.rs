@@ -6,8 +6,8 @@
 //! the recipe of He et al., "Deep Residual Learning for Image Recognition" (arXiv 1512.03385)
 //! used by Madry et al. (arXiv 1706.06083) and most robustness work on CIFAR-10.
 //!
-//! The per-sample offsets and flips are drawn on the Rust side from a `StdRng`, so the result
-//! depends only on the seed, not on the device. The batch is padded once; the crop and the flip
+//! The per-sample offsets and flips are drawn on the Rust side from a [`crate::SeededRng`], so
+//! the result depends only on the seed, not on the device. The batch is padded once; the crop and the flip
 //! are then one row gather and one column gather with per-sample index tensors (a flip is the
 //! column index read backwards), so the output is an exact copy of input pixels or zeros.
 use rand::Rng;

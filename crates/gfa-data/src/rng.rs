@@ -6,8 +6,8 @@
 //! attack target classes, random search) gets its own stream from [`rng_for`], keyed by the run
 //! seed and a purpose string, so adding a consumer never shifts another's stream.
 //!
-//! (`rand` 0.8's `StdRng` is this very ChaCha12 generator, so runs made before the generator
-//! was named draw the same numbers.)
+//! (`rand` 0.8's standard generator is this very ChaCha12 generator, so runs made before the
+//! generator was named draw the same numbers.)
 use rand::SeedableRng;
 
 /// The seeded generator of every crate of gfa.
@@ -41,7 +41,8 @@ mod tests {
     /// The streams are part of every result gfa reports: a change of algorithm, key derivation
     /// or library that moves them must fail here rather than silently change every run. The
     /// values are the first draws of ChaCha12 under BLAKE3("seed ‖ purpose") keys; `rand` 0.8's
-    /// `StdRng`, which gfa used before, drew the same (checked when the generator was named).
+    /// standard generator, which gfa used before, drew the same (checked when the generator was
+    /// named).
     #[test]
     fn streams_are_pinned() {
         let mut r = rng_for(0, "shuffle/0");

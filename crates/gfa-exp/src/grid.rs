@@ -179,9 +179,27 @@ impl ExperimentSpec {
             self.zips.push(axes);
         }
         self.check_axes_disjoint()?;
-        // `--set section.key=…` pins the key: drop axes that would vary it.
+        // `--set section.key=…` pins the key: drop axes that would vary it. A pin inside the
+        // values of an axis (`method.lambda` while `method` varies) has no one meaning.
         for o in &self.overrides {
             if let Some(pin) = &o.pins {
+                let all = self.axes.iter().chain(self.zips.iter().flatten());
+                if let Some(a) =
+                    all.into_iter().find(|a| a.key.len() < pin.len() && overlaps(&a.key, pin))
+                {
+                    return Err(self.error_at(
+                        &a.origin,
+                        format!(
+                            "--set {} sets a key inside the values of this axis, which vary \
+                             `{}` as a whole: change the axis's values, or pin the whole value \
+                             (--set '{}=…')",
+                            o.text,
+                            dotted(&a.key),
+                            dotted(&a.key)
+                        ),
+                        None,
+                    ));
+                }
                 self.axes.retain(|a| !overlaps(&a.key, pin));
                 for z in &mut self.zips {
                     z.retain(|a| !overlaps(&a.key, pin));

@@ -200,6 +200,22 @@ fn old_form_files_are_refused_with_the_new_form() {
 }
 
 #[test]
+fn a_pin_inside_a_varying_method_is_refused() {
+    let text = format!("{SMALL}\n[[zip]]\nmethod = [{{ kind = \"standard\" }}, {{ kind = \"gfa\", lambda = 0.3 }}]\n")
+        .replace("\"method.lambda\" = [0.1, 1.0]", "\"eval.n\" = [64]");
+    assert_eq!(parse(&text, &[]).unwrap().expand().unwrap().len(), 8);
+    let e = err(&text, &["method.lambda=0.1"]);
+    assert!(
+        e.contains("sets a key inside the values of this axis") && e.contains("`method`"),
+        "{e}"
+    );
+    // Pinning the whole method drops the axis.
+    let runs =
+        parse(&text, &["method={ kind = \"gnr\", lambda = 1.0 }"]).unwrap().expand().unwrap();
+    assert!(runs.iter().all(|r| r.config.method() == "gnr"));
+}
+
+#[test]
 fn override_errors_name_the_override() {
     let e = err(SMALL, &["model.widht=1"]);
     assert!(e.contains("(--set model.widht=1)") && e.ends_with("did you mean `width`?"), "{e}");
