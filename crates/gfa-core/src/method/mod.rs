@@ -3,7 +3,8 @@
 //! A method is one value, written in a run's `[method]` section as its `kind` plus its options:
 //! `{ kind = "gfa", lambda = 0.3, layers = "first" }`, `{ kind = "pgd_at", steps = 3 }`. Each
 //! method is one file of this module: its options (a serde struct: an unknown key is an error,
-//! a missing one its default) and its [`TrainMethod`] implementation. One line of the
+//! a missing one its default) and its [`TrainMethod`] implementation (GFA and GNR share
+//! `gfa.rs`: one penalty path, two kinds). One line of the
 //! registry ([`Method`], built by [`method_registry!`]) registers it; the TOML `kind`,
 //! `gfa list methods`, the CLI's `--method`, the cost model and the CSV's `method`, `lambda`
 //! and `method_params` columns all come from there.
