@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::classifier::Classifier;
 use crate::models::{Arch, ModelSpec};
-use crate::pt::{self, PtError, Value};
+use crate::pt::{self, Value};
 use crate::{CoreError, Result};
 
 /// How a model expects its `[0, 1]` pixels: as they are, or shifted and scaled per channel.
@@ -112,7 +112,11 @@ impl std::fmt::Display for Normalization {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Normalization::None => f.write_str("none ([0, 1] pixels)"),
-            Normalization::MeanStd { mean, std } => write!(f, "mean {mean:?}, std {std:?}"),
+            Normalization::MeanStd { mean, std } => {
+                // As float32, the precision the buffers keep (0.4914, not 0.49140000343…).
+                let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<_>>();
+                write!(f, "mean {:?}, std {:?}", f32s(mean), f32s(std))
+            }
         }
     }
 }
@@ -140,15 +144,6 @@ pub const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
 
 fn import_err(path: &Path, reason: impl Into<String>) -> CoreError {
     CoreError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
-}
-
-impl From<PtError> for CoreError {
-    fn from(e: PtError) -> Self {
-        match e {
-            PtError::Io { path, source } => CoreError::Io { path, source },
-            other => CoreError::Config(other.to_string()),
-        }
-    }
 }
 
 /// Whether `v` is a state dict: a dict of string keys whose values include tensors.

@@ -106,7 +106,7 @@ fn import_error(file: &str, arch: &str) -> String {
     };
     let err = import_state_dict(&fixture(file), &spec(&case), &Normalization::None)
         .expect_err(&format!("{file} as {arch} imported"));
-    assert!(matches!(err, CoreError::Config(_) | CoreError::Checkpoint { .. }), "{err:?}");
+    assert!(matches!(err, CoreError::Pt(_) | CoreError::Checkpoint { .. }), "{err:?}");
     err.to_string()
 }
 
