@@ -56,7 +56,7 @@ impl FromStr for Normalization {
             .map(|v| v.trim().parse::<f64>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| format!("bad normalization '{s}': {usage}"))?;
-        if values.len() < 2 || values.len() % 2 != 0 {
+        if values.len() < 2 || !values.len().is_multiple_of(2) {
             return Err(format!("bad normalization '{s}': {} numbers; {usage}", values.len()));
         }
         let (mean, std) = values.split_at(values.len() / 2);

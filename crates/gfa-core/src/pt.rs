@@ -372,7 +372,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, target: usize, kv: Vec<usize>) -> MResult<()> {
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return bad("SETITEMS with an odd number of values");
         }
         let pairs = kv.chunks(2).map(|p| (p[0], p[1]));

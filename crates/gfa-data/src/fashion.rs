@@ -75,11 +75,13 @@ pub fn resolve_dir(cli: Option<&Path>) -> Result<PathBuf> {
 
 /// [`resolve_dir`] with the environment value passed in.
 pub fn resolve_dir_from(cli: Option<&Path>, env: Option<OsString>) -> Result<PathBuf> {
-    let (path, origin) = match (cli, env) {
-        (Some(p), _) => (p.to_path_buf(), "--data"),
-        (None, Some(e)) if !e.is_empty() => (PathBuf::from(e), DIR_ENV),
-        _ => (PathBuf::from(DEFAULT_DIR), "the default ./data/fashion-mnist"),
-    };
+    let (path, origin) = crate::cifar10::first_given(
+        cli,
+        env,
+        DIR_ENV,
+        DEFAULT_DIR,
+        "the default ./data/fashion-mnist",
+    );
     if holds_copy(&path) {
         return Ok(path);
     }

@@ -213,14 +213,7 @@ fn load_model(
     }
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
     let data = stages::load_data(&data_for(flags, None))?;
-    let mut t = Table::new();
-    t.insert("arch".into(), Value::String(m.model.clone()));
-    if let Some(width) = m.width {
-        t.insert("width".into(), Value::Float(width));
-    }
-    let spec: ModelSpec =
-        crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))?;
-    let spec = spec.with_input_of(&data.test);
+    let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
     let named = Tensor::read_safetensors(w)
         .with_context(|| format!("reading weights from {}", w.display()))?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
@@ -242,6 +235,16 @@ fn load_model(
     checkpoint::load_weights_except(&mut model, w, |n| n.starts_with("normalize."))
         .with_context(|| format!("loading weights from {}", w.display()))?;
     Ok((model, None, data))
+}
+
+/// The model spec `--model ARCH [--width W]` name (defaults for the rest), checked.
+pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
+    let mut t = Table::new();
+    t.insert("arch".into(), Value::String(model.to_string()));
+    if let Some(width) = width {
+        t.insert("width".into(), Value::Float(width));
+    }
+    crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
 }
 
 fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {

@@ -600,7 +600,11 @@ fn int_at(t: &Table, key: &str) -> Option<f64> {
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     let c = &run.config;
-    let n_train = c.data.n_train.unwrap_or(50_000) as f64;
+    let full = match c.data.source {
+        crate::spec::DataSource::FashionMnist => 60_000,
+        crate::spec::DataSource::Cifar10 | crate::spec::DataSource::Synthetic => 50_000,
+    };
+    let n_train = c.data.n_train.unwrap_or(full) as f64;
     let epochs = c.train.epochs as f64;
     let per_step = match c.method() {
         "standard" => 1.0,

@@ -1,22 +1,15 @@
 //! `gfa import`: a PyTorch checkpoint into gfa weights, checked and with its normalization.
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use gfa_core::checkpoint::{load_weights, write_tensors};
 use gfa_core::import::import_state_dict;
 use gfa_core::{Classifier, ModelSpec};
 use tch::Device;
-use toml::{Table, Value};
 
 use crate::cli::ImportArgs;
 
 /// `gfa import IN.pt --model ARCH [--width W] --normalize … -o OUT.safetensors`.
 pub fn import(a: &ImportArgs) -> Result<()> {
-    let mut t = Table::new();
-    t.insert("arch".into(), Value::String(a.model.clone()));
-    if let Some(width) = a.width {
-        t.insert("width".into(), Value::Float(width));
-    }
-    let spec: ModelSpec =
-        crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))?;
+    let spec = crate::commands::spec_from_flags(&a.model, a.width)?;
     let spec = ModelSpec { input: a.input_shape, ..spec };
     spec.validate()?;
     let imported = import_state_dict(&a.input, &spec, &a.normalize)
