@@ -123,9 +123,19 @@ pub fn train_model(
     resume: bool,
     device: Device,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
+    // written in the config must agree.
+    let spec = cfg.model.with_input_of(&splits.train);
+    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
+        bail!(
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it comes \
+             from the data",
+            cfg.model.input,
+            spec.input
+        );
+    }
     seed_all(seed);
-    // The model takes the images as the data has them (3×32×32, 1×28×28, …).
-    let mut model = Classifier::new(&cfg.model.with_input_of(&splits.train), device)?;
+    let mut model = Classifier::new(&spec, device)?;
     let opts = TrainOptions {
         seed,
         run_id: run_id.to_string(),

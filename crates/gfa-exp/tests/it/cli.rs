@@ -383,6 +383,16 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
     let out =
         run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
     assert!(out.lines().nth(1).unwrap().starts_with("fgsm"), "{out}");
+    // A `model.input` that contradicts the data is an error, not silently replaced.
+    let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
+               input = [3, 28, 28]\n[train]\nepochs = 1\n";
+    fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let o = gfa(dir.path(), &["--device", "cpu", "train", "--config", "bad.toml", "--out", "b"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("model.input = [3, 28, 28]"),
+        "{}",
+        text(&o).1
+    );
     // A CIFAR-shaped model is not evaluated on grey images.
     run(&[
         "--device",
