@@ -353,7 +353,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
         "--lr",
         "0.01",
         "--epochs",
-        "3",
+        "5",
         "--batch-size",
         "50",
         "--dataset",
@@ -367,11 +367,12 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
     ]);
     let rows: Vec<gfa_exp::records::TrainRow> =
         gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 5);
     // Chance is 0.1; the classes are separable gratings (gfa-data's synthetic set), so a
-    // working reader and model reach far above it in three epochs.
+    // working reader and model reach far above it in five epochs (random flips make some
+    // orientations look alike, which keeps it well below 1).
     let acc = rows.last().unwrap().test_acc.unwrap();
-    assert!(acc > 0.5, "test accuracy {acc} after 3 epochs: {rows:?}");
+    assert!(acc > 0.5, "test accuracy {acc} after 5 epochs: {rows:?}");
     let meta: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.path().join("m/checkpoint.json")).unwrap())
             .unwrap();
