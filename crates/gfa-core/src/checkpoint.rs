@@ -81,8 +81,17 @@ pub fn save_weights(model: &Classifier, path: &Path) -> Result<()> {
 /// Load weights saved by [`save_weights`] (or PyTorch with the same names) into `model`; every
 /// variable must be present with its shape.
 pub fn load_weights(model: &mut Classifier, path: &Path) -> Result<()> {
+    load_weights_except(model, path, |_| false)
+}
+
+/// [`load_weights`] for the variables whose names `skip` rejects (those keep their values).
+pub fn load_weights_except(
+    model: &mut Classifier,
+    path: &Path,
+    skip: impl Fn(&str) -> bool,
+) -> Result<()> {
     let named = Tensor::read_safetensors(path).map_err(|e| ck_err(path, e.to_string()))?;
-    for (name, mut var) in named_weights(model) {
+    for (name, mut var) in named_weights(model).into_iter().filter(|(n, _)| !skip(n)) {
         let src = named.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| {
             ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
         })?;

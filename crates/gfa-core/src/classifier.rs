@@ -44,7 +44,7 @@ pub trait Network: std::fmt::Debug + Send {
     /// in the order of [`Network::tap_names`].
     ///
     /// # Shapes
-    /// `x`: `[N, 3, 32, 32]` → `[N, num_classes]`.
+    /// `x`: `[N, C, H, W]` (the spec's `input`) → `[N, num_classes]`.
     fn forward(&self, x: &Tensor, train: bool, taps: Option<&mut Taps>) -> Tensor;
 
     /// Names of the taps after `input`, e.g. `conv1`, …, `fc2`.
@@ -74,8 +74,13 @@ impl Classifier {
         spec.validate()?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let normalize =
-            spec.normalize.then(|| Normalize::new(&root / "normalize", spec.mean, spec.std));
+        let normalize = match spec.normalize {
+            true => {
+                let (mean, std) = spec.per_channel_mean_std()?;
+                Some(Normalize::new(&root / "normalize", &mean, &std))
+            }
+            false => None,
+        };
         let net = spec.build(&root)?;
         Ok(Self { vs, spec: spec.clone(), normalize, net })
     }
@@ -98,7 +103,7 @@ impl Classifier {
     /// Logits of `[0, 1]` pixels. `train` selects dropout/BatchNorm training behaviour.
     ///
     /// # Shapes
-    /// `x`: `[N, 3, 32, 32]` → `[N, num_classes]`.
+    /// `x`: `[N, C, H, W]` (the spec's `input`) → `[N, num_classes]`.
     pub fn logits(&self, x: &Tensor, train: bool) -> Tensor {
         self.net.forward(&self.normalized(x), train, None)
     }

@@ -58,16 +58,95 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Turn a PyTorch checkpoint (torch.save of a state dict) into gfa weights (safetensors).
+    Import(ImportArgs),
+    /// Write a run's results in another tool's format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    Cifar10,
+    #[value(name = "fashion-mnist", alias = "fashion_mnist")]
+    FashionMnist,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Download CIFAR-10 (binary version) and check its MD5.
+    /// Download CIFAR-10 (binary version) or Fashion-MNIST and check the published MD5s.
     Fetch {
-        /// Destination folder.
-        #[arg(long, default_value = "data")]
-        dir: PathBuf,
+        /// Which data set.
+        #[arg(value_enum, default_value = "cifar10")]
+        dataset: DatasetArg,
+        /// Destination folder (default: data for CIFAR-10, data/fashion-mnist for
+        /// Fashion-MNIST).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
+}
+
+/// How a model normalizes its [0, 1] inputs: none, cifar10, imagenet, MEAN,STD or one mean per
+/// channel then one std per channel.
+fn parse_normalization(s: &str) -> Result<gfa_core::import::Normalization, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The .pt file: torch.save(model.state_dict()), or a checkpoint dict holding the state
+    /// dict under state_dict, model or net.
+    pub input: PathBuf,
+    /// gfa architecture whose tensor names the state dict has (gfa list models).
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// How the model expects its inputs: `none` (it takes [0, 1] pixels), `cifar10`,
+    /// `imagenet`, or MEAN,STD (one value each, or one per channel: m1,m2,m3,s1,s2,s3) when
+    /// its data loader normalized them.
+    #[arg(long, value_parser = parse_normalization)]
+    pub normalize: gfa_core::import::Normalization,
+    /// Input images as CxHxW (default 3x32x32; 1x28x28 for Fashion-MNIST models).
+    #[arg(long, default_value = "3x32x32", value_parser = parse_input)]
+    pub input_shape: [i64; 3],
+    /// Output weights file (.safetensors).
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+fn parse_input(s: &str) -> Result<[i64; 3], String> {
+    let bad = || format!("bad input shape '{s}': expected CxHxW, e.g. 3x32x32");
+    let v: Vec<i64> =
+        s.split('x').map(|d| d.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    match v[..] {
+        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// RobustBench's model-info JSON from a run's eval.csv (needs an AutoAttack row).
+    Robustbench(RobustbenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RobustbenchArgs {
+    /// A run folder: results/<experiment>/<run_id> (gfa run) or a gfa train --out folder with
+    /// its eval.csv (gfa eval --csv).
+    pub run_dir: PathBuf,
+    /// Output file (default: <run_dir>/robustbench.json).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// The budget to report when eval.csv has AutoAttack rows at several (e.g. 8/255).
+    #[arg(long)]
+    pub eps: Option<String>,
+    /// The threat model to report when eval.csv has AutoAttack rows of both (linf or l2).
+    #[arg(long)]
+    pub norm: Option<String>,
 }
 
 /// An experiment file, its overrides and the results root.
@@ -162,9 +241,13 @@ pub struct RunDirArgs {
 /// Where the images come from (flags shared by train, eval and gfa-value).
 #[derive(Debug, Clone, Args, Default)]
 pub struct DataArgs {
-    /// CIFAR-10 folder (else $GFA_DATA_DIR, else data/).
+    /// The data folder (CIFAR-10: else $GFA_DATA_DIR, else data/; Fashion-MNIST: else
+    /// $GFA_FASHION_MNIST_DIR, else data/fashion-mnist).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Which data set (default cifar10).
+    #[arg(long, value_enum, conflicts_with = "synthetic")]
+    pub dataset: Option<DatasetArg>,
     /// Use gfa-data's deterministic synthetic set instead of CIFAR-10.
     #[arg(long)]
     pub synthetic: bool,
@@ -249,6 +332,11 @@ pub struct ModelArgs {
     pub model: String,
     #[arg(long)]
     pub width: Option<f64>,
+    /// With --weights: how the model expects its inputs, when the file has no
+    /// normalize.mean/normalize.std: `none` ([0, 1] pixels), `cifar10`, `imagenet` or MEAN,STD
+    /// (one value each, or one per channel: m1,m2,m3,s1,s2,s3).
+    #[arg(long, requires = "weights", value_parser = parse_normalization)]
+    pub normalize: Option<gfa_core::import::Normalization>,
 }
 
 #[derive(Debug, Args)]

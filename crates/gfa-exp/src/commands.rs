@@ -9,13 +9,16 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use gfa_core::import::Normalization;
 use gfa_core::{Classifier, Method, ModelSpec, checkpoint};
+use gfa_data::Splits;
 use gfa_data::atomic::write_atomic;
 use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs, OptimizerKind, TrainArgs,
+    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs,
+    OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
@@ -28,10 +31,18 @@ fn table(pairs: Vec<(&str, Value)>) -> Value {
     Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
+/// The data source the flags name.
+fn source_of(d: &DataArgs) -> DataSource {
+    match (d.synthetic, d.dataset) {
+        (true, _) => DataSource::Synthetic,
+        (false, Some(DatasetArg::FashionMnist)) => DataSource::FashionMnist,
+        (false, _) => DataSource::Cifar10,
+    }
+}
+
 fn data_table(d: &DataArgs) -> Table {
     let mut t = Table::new();
-    let source = if d.synthetic { "synthetic" } else { "cifar10" };
-    t.insert("source".into(), Value::String(source.into()));
+    t.insert("source".into(), Value::String(source_of(d).name().into()));
     if let Some(dir) = &d.data {
         t.insert("dir".into(), Value::String(dir.display().to_string()));
     }
@@ -69,7 +80,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
         t.remove("run_id");
         t.remove("attacks");
         let mut cfg = type_check(&t, &path.display().to_string())?;
-        if a.data.synthetic || a.data.data.is_some() {
+        if a.data.synthetic || a.data.data.is_some() || a.data.dataset.is_some() {
             cfg.data = type_check(
                 &[("data".to_string(), Value::Table(data_table(&a.data)))].into_iter().collect(),
                 "--data/--synthetic",
@@ -186,8 +197,14 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     Ok(())
 }
 
-/// The model of `--checkpoint` / `--weights`, and the data settings of its run when known.
-fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunConfig>)> {
+/// The model of `--checkpoint` / `--weights`, the data settings of its run when known, and the
+/// data to run it on (the run's, unless the flags name other data). A `--weights` model takes
+/// the data's image shape and the normalization of its file or of `--normalize`.
+fn load_model(
+    m: &ModelArgs,
+    flags: &DataArgs,
+    device: Device,
+) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
         let model = checkpoint::load(dir, checkpoint::FINAL, device)
             .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
@@ -197,39 +214,65 @@ fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunCo
             t.remove("seed");
             RunConfig::from_table(&t).ok()
         });
-        return Ok((model, run));
+        let data = stages::load_data(&data_for(flags, run.as_ref()))?;
+        stages::check_input(&model, &data.test)?;
+        return Ok((model, run, data));
     }
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
-    let mut t = Table::new();
-    t.insert("arch".into(), Value::String(m.model.clone()));
-    if let Some(width) = m.width {
-        t.insert("width".into(), Value::Float(width));
-    }
-    let spec: ModelSpec =
-        crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))?;
-    let mut model = Classifier::new(&spec, device)?;
-    checkpoint::load_weights(&mut model, w)
+    let data = stages::load_data(&data_for(flags, None))?;
+    let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
+    let named = Tensor::read_safetensors(w)
+        .with_context(|| format!("reading weights from {}", w.display()))?;
+    let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
+        (Some(flag), Some(file)) if !flag.same_as(&file, spec.channels()) => bail!(
+            "{} normalizes its inputs with {file} (its normalize.mean / normalize.std), but \
+             --normalize says {flag}; drop --normalize to use the file's",
+            w.display()
+        ),
+        (Some(flag), _) => flag.clone(),
+        (None, Some(file)) => file,
+        (None, None) => bail!(
+            "{} has no normalize.mean / normalize.std, so how the model expects its inputs is \
+             unknown: pass --normalize none (a model that takes [0, 1] pixels), --normalize \
+             cifar10 | imagenet, or --normalize MEAN,STD (what its data loader used)",
+            w.display()
+        ),
+    };
+    let mut model = Classifier::new(&norm.apply(&spec), device)?;
+    checkpoint::load_weights_except(&mut model, w, |n| n.starts_with("normalize."))
         .with_context(|| format!("loading weights from {}", w.display()))?;
-    Ok((model, None))
+    Ok((model, None, data))
 }
 
-fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> Result<DataConfig> {
-    let given = flags.synthetic || flags.data.is_some() || flags.n_test.is_some();
+/// The model spec `--model ARCH [--width W]` name (defaults for the rest), checked.
+pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
+    let mut t = Table::new();
+    t.insert("arch".into(), Value::String(model.to_string()));
+    if let Some(width) = width {
+        t.insert("width".into(), Value::Float(width));
+    }
+    crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
+}
+
+fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
+    let given = flags.synthetic
+        || flags.dataset.is_some()
+        || flags.data.is_some()
+        || flags.n_test.is_some();
     match run {
-        Some(r) if !given => Ok(r.data.clone()),
-        _ => Ok(DataConfig {
-            source: if flags.synthetic { DataSource::Synthetic } else { DataSource::Cifar10 },
+        Some(r) if !given => r.data.clone(),
+        _ => DataConfig {
+            source: source_of(flags),
             dir: flags.data.as_ref().map(|d| d.display().to_string()),
             n_train: flags.n_train,
             n_test: flags.n_test,
-        }),
+        },
     }
 }
 
 /// `gfa gfa-value`.
 pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, _, data) = load_model(&a.model, &a.data, device)?;
     let (split, name) = match a.split {
         crate::cli::SplitArg::Train => (data.train, "train"),
         crate::cli::SplitArg::Test => (data.test, "test"),
@@ -250,8 +293,7 @@ pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
 
 /// `gfa eval`.
 pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, run, data) = load_model(&a.model, &a.data, device)?;
     let eps: Vec<Value> = a.eps.split(',').map(|e| Value::String(e.trim().to_string())).collect();
     let mut attacks = Vec::new();
     for kind in a.attacks.split(',').map(str::trim).filter(|k| !k.is_empty()) {
@@ -356,8 +398,7 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     }
     let radius: gfa_attacks::Eps =
         a.radius.parse().map_err(|e| anyhow!("--radius {}: {e}", a.radius))?;
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, run, data) = load_model(&a.model, &a.data, device)?;
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
     let (x, y) = (x.to_device(device), y.to_device(device));

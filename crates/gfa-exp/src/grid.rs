@@ -641,7 +641,11 @@ fn int_at(t: &Table, key: &str) -> Option<f64> {
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
     let c = &run.config;
-    let n_train = c.data.n_train.unwrap_or(50_000) as f64;
+    let full = match c.data.source {
+        crate::spec::DataSource::FashionMnist => 60_000,
+        crate::spec::DataSource::Cifar10 | crate::spec::DataSource::Synthetic => 50_000,
+    };
+    let n_train = c.data.n_train.unwrap_or(full) as f64;
     let epochs = c.train.epochs as f64;
     let mut total = n_train * epochs * c.method.grads_per_step();
     let n_eval = c.eval.n as f64;

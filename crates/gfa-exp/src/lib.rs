@@ -15,7 +15,9 @@
 pub mod build_info;
 pub mod cli;
 pub mod commands;
+pub mod export;
 pub mod grid;
+pub mod import;
 pub mod legacy;
 pub mod masking;
 pub mod overrides;
@@ -32,7 +34,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{Cli, Command, DataCommand, Emit, ListWhat, PlanArgs};
+use crate::cli::{Cli, Command, DataCommand, DatasetArg, Emit, ExportCommand, ListWhat, PlanArgs};
 use crate::grid::{ExperimentSpec, RunSpec};
 use gfa_data::atomic::write_atomic;
 
@@ -90,25 +92,46 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
-        Command::Data { command: DataCommand::Fetch { dir } } => {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
-                    .expect("valid template"),
-            );
-            bar.set_message("CIFAR-10");
-            let out = gfa_data::fetch::fetch_official(&dir, |done, total| {
-                if let Some(t) = total {
-                    bar.set_length(t);
-                }
-                bar.set_position(done);
-            });
-            bar.finish_and_clear();
-            let out = out.with_context(|| format!("fetching CIFAR-10 into {}", dir.display()))?;
-            println!("CIFAR-10 is in {}", out.display());
-            Ok(0)
+        Command::Data { command: DataCommand::Fetch { dataset, dir } } => {
+            fetch(dataset, dir).map(|_| 0)
+        }
+        Command::Import(args) => import::import(&args).map(|_| 0),
+        Command::Export { command: ExportCommand::Robustbench(args) } => {
+            export::robustbench(&args).map(|_| 0)
         }
     }
+}
+
+/// `gfa data fetch [cifar10 | fashion-mnist] [--dir DIR]`, with a progress bar.
+fn fetch(dataset: DatasetArg, dir: Option<std::path::PathBuf>) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
+            .expect("valid template"),
+    );
+    let mut show = |name: &str, done: u64, total: Option<u64>| {
+        bar.set_message(name.to_string());
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+    };
+    let (name, dir, out) = match dataset {
+        DatasetArg::Cifar10 => {
+            let dir = dir.unwrap_or_else(|| gfa_data::cifar10::DEFAULT_DATA_DIR.into());
+            let out = gfa_data::fetch::fetch_official(&dir, |d, t| show("CIFAR-10", d, t));
+            ("CIFAR-10", dir, out)
+        }
+        DatasetArg::FashionMnist => {
+            let dir = dir.unwrap_or_else(|| gfa_data::fashion::DEFAULT_DIR.into());
+            let out = gfa_data::fetch::fetch_official_fashion_mnist(&dir, &mut show);
+            ("Fashion-MNIST", dir, out)
+        }
+    };
+    bar.finish_and_clear();
+    let out = out.with_context(|| format!("fetching {name} into {}", dir.display()))?;
+    println!("{name} is in {}", out.display());
+    Ok(())
 }
 
 /// Load and expand an experiment file.

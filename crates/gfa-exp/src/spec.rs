@@ -374,6 +374,21 @@ pub enum DataSource {
     Cifar10,
     /// `gfa-data`'s deterministic CIFAR-shaped toy set (tests, smoke grids).
     Synthetic,
+    /// Fashion-MNIST's IDX files (1×28×28), from `dir` (else `$GFA_FASHION_MNIST_DIR`, else
+    /// `data/fashion-mnist`).
+    #[serde(alias = "fashion-mnist")]
+    FashionMnist,
+}
+
+impl DataSource {
+    /// The name in configs and result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataSource::Cifar10 => "cifar10",
+            DataSource::Synthetic => "synthetic",
+            DataSource::FashionMnist => "fashion_mnist",
+        }
+    }
 }
 
 /// The `[data]` section.
@@ -381,7 +396,8 @@ pub enum DataSource {
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub source: DataSource,
-    /// Folder holding `cifar-10-batches-bin` (part of the run's identity when given).
+    /// Folder holding `cifar-10-batches-bin` or the Fashion-MNIST files (part of the run's
+    /// identity when given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
     /// Train on the first `n_train` training points only (all when absent).

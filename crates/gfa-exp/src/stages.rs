@@ -42,12 +42,34 @@ pub fn load_data(cfg: &DataConfig) -> Result<Splits> {
             gfa_data::load_cifar10(&dir)
                 .with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?
         }
+        DataSource::FashionMnist => {
+            let dir = gfa_data::fashion::resolve_dir(cfg.dir.as_deref().map(Path::new)).context(
+                "locating Fashion-MNIST (data.dir, $GFA_FASHION_MNIST_DIR or data/fashion-mnist; \
+                 `gfa data fetch fashion-mnist`)",
+            )?;
+            gfa_data::fashion::load_dir(&dir)
+                .with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?
+        }
     };
     let cut = |d: Dataset, n: Option<usize>| match n {
         Some(n) if n < d.len() => d.head(n),
         _ => d,
     };
     Ok(Splits { train: cut(splits.train, cfg.n_train), test: cut(splits.test, cfg.n_test) })
+}
+
+/// An error unless `model` takes images shaped like `data`'s.
+pub fn check_input(model: &Classifier, data: &Dataset) -> Result<()> {
+    let s = data.images.size();
+    let data_shape = [s[1], s[2], s[3]];
+    if model.spec.input != data_shape {
+        bail!(
+            "the model takes {:?} images (C, H, W) but the data are {data_shape:?}: evaluate it \
+             on the data it was trained on (data.source / --data)",
+            model.spec.input
+        );
+    }
+    Ok(())
 }
 
 /// Where a run keeps its checkpoints.
@@ -92,8 +114,19 @@ pub fn train_model(
     resume: bool,
     device: Device,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
+    // written in the config must agree.
+    let spec = cfg.model.with_input_of(&splits.train);
+    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
+        bail!(
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it comes \
+             from the data",
+            cfg.model.input,
+            spec.input
+        );
+    }
     seed_all(seed);
-    let mut model = Classifier::new(&cfg.model, device)?;
+    let mut model = Classifier::new(&spec, device)?;
     let opts = TrainOptions {
         seed,
         run_id: run_id.to_string(),
@@ -309,7 +342,9 @@ impl TorchStages {
         let ckpt = checkpoint_dir(dir);
         let model = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
             .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
-        Ok((model, load_data(&run.config.data)?))
+        let data = load_data(&run.config.data)?;
+        check_input(&model, &data.test)?;
+        Ok((model, data))
     }
 }
 

@@ -53,8 +53,8 @@ fn save_then_load_gives_identical_logits() {
 #[test]
 fn normalization_is_saved_with_the_weights() {
     let mut spec = tiny_cnn(1).spec.clone();
-    spec.mean = [0.1, 0.2, 0.3];
-    spec.std = [0.9, 0.8, 0.7];
+    spec.mean = vec![0.1, 0.2, 0.3];
+    spec.std = vec![0.9, 0.8, 0.7];
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");

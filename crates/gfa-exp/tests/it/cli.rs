@@ -340,3 +340,197 @@ fn committed_experiments_plan() {
     }
     assert!(planned >= 4, "expected smoke, quick, paper and ablation; planned {planned}");
 }
+
+/// A committed fixture of gfa-core's tests.
+fn core_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gfa-core/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `gfa import` of a PyTorch checkpoint, then `gfa eval --weights` on it; a file without
+/// normalization buffers needs `--normalize`, and a flag that contradicts the file's buffers is
+/// refused.
+#[test]
+fn import_then_eval_weights_with_normalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let o = gfa(dir.path(), args);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        out
+    };
+    let pt = core_fixture("import_preact_resnet18.pt");
+    let out = ok(&[
+        "import",
+        &pt,
+        "--model",
+        "preact_resnet18",
+        "--width",
+        "0.0625",
+        "--normalize",
+        "cifar10",
+        "-o",
+        "p.safetensors",
+    ]);
+    assert!(out.contains("found under `state_dict`") && out.contains("module."), "{out}");
+    let names: Vec<String> = tch::Tensor::read_safetensors(dir.path().join("p.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"normalize.mean".to_string()));
+    assert!(names.iter().all(|n| !n.starts_with("module.")));
+    let eval = ["eval", "--device", "cpu", "--synthetic", "--n", "8", "--attacks", "fgsm"];
+    fn with<'a>(eval: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        eval.iter().chain(extra).copied().collect()
+    }
+    ok(&with(
+        &eval,
+        &["--weights", "p.safetensors", "--model", "preact_resnet18", "--width", "0.0625"],
+    ));
+    let o = gfa(
+        dir.path(),
+        &with(
+            &eval,
+            &[
+                "--weights",
+                "p.safetensors",
+                "--model",
+                "preact_resnet18",
+                "--width",
+                "0.0625",
+                "--normalize",
+                "none",
+            ],
+        ),
+    );
+    assert!(!o.status.success() && text(&o).1.contains("drop --normalize"), "{}", text(&o).1);
+
+    // A [0, 1] model whose file has no normalization buffers (the PyTorch twin's state dict).
+    let sd = core_fixture("models_resnet18_state.safetensors");
+    let plain = ["--weights", sd.as_str(), "--model", "resnet18", "--width", "0.0625"];
+    let o = gfa(dir.path(), &with(&eval, &plain));
+    assert!(!o.status.success() && text(&o).1.contains("--normalize none"), "{}", text(&o).1);
+    let none = ok(&with(&eval, &[&plain[..], &["--normalize", "none"]].concat()));
+    // `none` is the identity normalization: the same numbers as mean 0, std 1.
+    let identity = ok(&with(&eval, &[&plain[..], &["--normalize", "0,1"]].concat()));
+    assert_eq!(none, identity);
+    assert!(none.lines().nth(1).unwrap().starts_with("fgsm"), "{none}");
+
+    // Bad input is named: a legacy file.
+    let legacy = core_fixture("import_bad_legacy.pt");
+    let o = gfa(
+        dir.path(),
+        &["import", &legacy, "--model", "resnet18", "--normalize", "none", "-o", "x.safetensors"],
+    );
+    assert!(!o.status.success() && text(&o).1.contains("legacy (pre-zip)"), "{}", text(&o).1);
+    assert!(!dir.path().join("x.safetensors").exists());
+}
+
+/// The paper's MLP setting end to end on a synthetic Fashion-MNIST copy written as IDX files:
+/// train reads them, the model takes 1×28×28 inputs and learns, and eval finds the run's data.
+#[test]
+fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fm");
+    gfa_data::fashion::write_synthetic(&data, 400, 100, 0).unwrap();
+    let run = |args: &[&str]| {
+        let o = gfa(dir.path(), args);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        out
+    };
+    run(&[
+        "--device",
+        "cpu",
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "0.125",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "50",
+        "--dataset",
+        "fashion-mnist",
+        "--data",
+        "fm",
+        "--out",
+        "m",
+        "--seed",
+        "1",
+    ]);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    assert_eq!(rows.len(), 5);
+    // Chance is 0.1; the classes are separable gratings (gfa-data's synthetic set), so a
+    // working reader and model reach far above it in five epochs (random flips make some
+    // orientations look alike, which keeps it well below 1).
+    let acc = rows.last().unwrap().test_acc.unwrap();
+    assert!(acc > 0.5, "test accuracy {acc} after 5 epochs: {rows:?}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("m/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["model"]["input"], serde_json::json!([1, 28, 28]));
+    // 784 inputs: the first layer's weight is [128, 784].
+    let w = tch::Tensor::read_safetensors(dir.path().join("m/final.safetensors")).unwrap();
+    let fc1 = &w.iter().find(|(n, _)| n == "fc1.weight").unwrap().1;
+    assert_eq!(fc1.size(), [128, 784]);
+    let out =
+        run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
+    assert!(out.lines().nth(1).unwrap().starts_with("fgsm"), "{out}");
+    // A `model.input` that contradicts the data is an error, not silently replaced.
+    let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
+               input = [3, 28, 28]\n[train]\nepochs = 1\n";
+    fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let o = gfa(dir.path(), &["--device", "cpu", "train", "--config", "bad.toml", "--out", "b"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("model.input = [3, 28, 28]"),
+        "{}",
+        text(&o).1
+    );
+    // A CIFAR-shaped model is not evaluated on grey images.
+    run(&[
+        "--device",
+        "cpu",
+        "train",
+        "--width",
+        "0.125",
+        "--epochs",
+        "1",
+        "--synthetic",
+        "--n-train",
+        "64",
+        "--n-test",
+        "16",
+        "--out",
+        "c",
+    ]);
+    let o = gfa(
+        dir.path(),
+        &[
+            "--device",
+            "cpu",
+            "eval",
+            "--checkpoint",
+            "c",
+            "--dataset",
+            "fashion-mnist",
+            "--data",
+            "fm",
+            "--n",
+            "8",
+            "--attacks",
+            "fgsm",
+        ],
+    );
+    assert!(!o.status.success() && text(&o).1.contains("[1, 28, 28]"), "{}", text(&o).1);
+}

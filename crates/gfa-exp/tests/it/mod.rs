@@ -1,4 +1,5 @@
 mod cli;
+mod export;
 mod grid;
 mod report;
 mod run;
