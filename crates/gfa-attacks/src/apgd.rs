@@ -487,3 +487,19 @@ impl Attack for ApgdT {
         Ok((x_adv, queries))
     }
 }
+
+impl crate::facts::Costed for ApgdConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// `n_iter` gradients per restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_iter * self.n_restarts.max(1)) as f64
+    }
+}
+
+impl crate::facts::Costed for ApgdTConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// `n_iter` gradients per target class and restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_iter * self.n_restarts.max(1) * self.n_target_classes.max(1)) as f64
+    }
+}

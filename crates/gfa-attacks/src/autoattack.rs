@@ -219,3 +219,16 @@ mod tests {
         assert!(e.contains("l2"), "{e}");
     }
 }
+
+impl crate::facts::Costed for AutoAttackConfig {
+    /// Its components' keys count its cost.
+    const COST_KEY: Option<&'static str> = None;
+    /// The sum of its components' costs (each runs on the points the earlier ones left).
+    fn cost_per_point(&self) -> f64 {
+        let specs = match self.version {
+            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
+            AaVersion::Custom => self.attacks.clone(),
+        };
+        specs.iter().map(AttackSpec::cost_per_point).sum()
+    }
+}

@@ -336,3 +336,11 @@ mod tests {
         assert!(Cw::new(CwConfig { tanh_shrink: 1.5, ..Default::default() }).is_err());
     }
 }
+
+impl crate::facts::Costed for CwConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
+    }
+}

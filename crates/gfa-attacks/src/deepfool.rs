@@ -238,3 +238,11 @@ mod tests {
         assert!(DeepFool::new(DeepFoolConfig { norm: Norm::L1, ..Default::default() }).is_err());
     }
 }
+
+impl crate::facts::Costed for DeepFoolConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// Per step, the gradients of the candidate classes' logits.
+    fn cost_per_point(&self) -> f64 {
+        self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
+    }
+}

@@ -284,3 +284,11 @@ mod tests {
         assert!(Ead::new(EadConfig { steps: 0, ..Default::default() }).is_err());
     }
 }
+
+impl crate::facts::Costed for EadConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
+    }
+}

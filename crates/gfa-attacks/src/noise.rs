@@ -105,3 +105,11 @@ mod tests {
         }
     }
 }
+
+impl crate::facts::Costed for NoiseConfig {
+    const COST_KEY: Option<&'static str> = Some("samples");
+    /// One forward pass per draw.
+    fn cost_per_point(&self) -> f64 {
+        self.samples as f64 * crate::facts::FORWARD_COST
+    }
+}

@@ -200,3 +200,11 @@ impl Attack for Pgd {
         })
     }
 }
+
+impl crate::facts::Costed for PgdConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.restarts.max(1)) as f64
+    }
+}

@@ -373,3 +373,11 @@ mod tests {
         assert!(total.abs() < 0.5, "halves should roughly cancel: {total}");
     }
 }
+
+impl crate::facts::Costed for SquareConfig {
+    const COST_KEY: Option<&'static str> = Some("n_queries");
+    /// One forward pass per query.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
+    }
+}
