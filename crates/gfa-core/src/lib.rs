@@ -12,11 +12,13 @@
 //! - Normalization is the model's first layer and is saved with its weights.
 //! - Everything random is seeded from one run seed through [`seed`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod device;
 pub mod error;
 pub mod gfa_value;
+pub mod libtorch;
 pub mod losses;
 pub mod metrics;
 pub mod models;

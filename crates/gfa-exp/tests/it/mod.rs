@@ -1,7 +1,9 @@
 mod cli;
+mod cuda;
 mod grid;
 mod report;
 mod run;
+mod setup;
 mod store;
 
 use std::path::{Path, PathBuf};
