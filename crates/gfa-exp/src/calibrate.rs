@@ -20,9 +20,9 @@ use crate::grid::{RunSpec, estimate_cost};
 /// Largest calibration batch on a CPU.
 pub const CPU_BATCH: i64 = 32;
 /// Each model is timed until this many seconds have passed (after one untimed pass), and at
-/// least [`MIN_REPS`] times.
+/// least [`MIN_REPS`] times; the median pass counts (other jobs on the machine slow some).
 const BUDGET_S: f64 = 0.3;
-const MIN_REPS: usize = 2;
+const MIN_REPS: usize = 3;
 
 /// Measured seconds per image-gradient of each model of a plan on one device.
 #[derive(Debug, Clone)]
@@ -59,12 +59,13 @@ pub fn seconds_per_gradient(spec: &ModelSpec, batch: i64, device: Device) -> Res
     };
     pass();
     let t0 = Instant::now();
-    let mut reps = 0;
-    while reps < MIN_REPS || t0.elapsed().as_secs_f64() < BUDGET_S {
+    let mut times = Vec::new();
+    while times.len() < MIN_REPS || t0.elapsed().as_secs_f64() < BUDGET_S {
+        let t = Instant::now();
         pass();
-        reps += 1;
+        times.push(t.elapsed().as_secs_f64());
     }
-    Ok(t0.elapsed().as_secs_f64() / (reps as f64 * batch as f64))
+    Ok(gfa_core::bench::median(&times) / batch as f64)
 }
 
 /// Time every distinct model of `runs` on `device`.

@@ -106,7 +106,8 @@ pub struct PlanArgs {
     /// per run, each running `--only <id>`).
     #[arg(long)]
     pub tasks: Option<usize>,
-    /// Refuse (exit code 3) when the grid would run on the CPU: for GPU-scale grids.
+    /// Refuse (exit code 3, nothing written) when the grid would run on the CPU: for GPU-scale
+    /// grids.
     #[arg(long)]
     pub require_cuda: bool,
 }

@@ -279,7 +279,6 @@ fn fmt_cost(x: f64) -> String {
 
 fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-    let exp = write_plan(&spec, &runs, &args.grid.results)?;
     let device = choice.resolve()?;
     let cal = calibrate::calibrate(&runs, device)?;
     print!("{}", plan_table(&runs, Some(&cal)));
@@ -296,20 +295,6 @@ fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
         calibrate::fmt_hours(hours)
     );
     println!("  (calibrated on {dev}: {})", cal.summary());
-    println!("wrote {}", exp.manifest().display());
-    if args.emit == Some(Emit::Slurm) {
-        let script = slurm_script(
-            &spec,
-            &runs,
-            &args.grid.file,
-            &args.grid.set,
-            &args.grid.results,
-            args.tasks,
-        )?;
-        let p = exp.root.join("slurm.sh");
-        write_atomic(&p, script.as_bytes())?;
-        println!("wrote {}", p.display());
-    }
     if args.require_cuda && !device.is_cuda() {
         let why = match gfa_core::device::load_cuda_backend() {
             Err(e) => format!("libtorch's CUDA backend did not load ({e})"),
@@ -323,6 +308,21 @@ fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
             calibrate::fmt_hours(hours)
         );
         return Ok(3);
+    }
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
+    println!("wrote {}", exp.manifest().display());
+    if args.emit == Some(Emit::Slurm) {
+        let script = slurm_script(
+            &spec,
+            &runs,
+            &args.grid.file,
+            &args.grid.set,
+            &args.grid.results,
+            args.tasks,
+        )?;
+        let p = exp.root.join("slurm.sh");
+        write_atomic(&p, script.as_bytes())?;
+        println!("wrote {}", p.display());
     }
     Ok(0)
 }

@@ -295,6 +295,7 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
         assert_eq!(o.status.code(), Some(3), "{out}\n{errs}");
         assert!(errs.contains("refusing") && errs.contains("gfa doctor"), "{errs}");
         assert!(errs.contains("DEVICE=cpu make reproduce"), "{errs}");
+        assert!(!dir.path().join("results").exists(), "a refused plan writes nothing");
         // Without the flag the same plan is fine.
         assert!(gfa(dir.path(), &["--device", "cpu", "plan", "small.toml"]).status.success());
     } else {

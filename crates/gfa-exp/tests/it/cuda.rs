@@ -34,11 +34,16 @@ fn cuda_check_runs_on_the_cpu_against_itself() {
     assert_eq!(spec, model.spec);
 }
 
+/// GPU 0; with GFA_TEST_CUDA=1 a machine without one is an error.
+fn gpu() -> Device {
+    cuda_device(DeviceChoice::Auto)
+        .unwrap_or_else(|e| panic!("GFA_TEST_CUDA=1, but no CUDA device is usable: {e}"))
+}
+
 #[test]
 #[cfg_attr(not(gfa_test_cuda), ignore = "needs a GPU: run with GFA_TEST_CUDA=1")]
 fn cuda_agrees_with_the_cpu() {
-    let gpu = cuda_device(DeviceChoice::Auto)
-        .unwrap_or_else(|e| panic!("GFA_TEST_CUDA=1, but no CUDA device is usable: {e}"));
+    let gpu = gpu();
     let o = Options { n: 500, ..Options::default() };
     let (rows, model) = compare(Device::Cpu, gpu, &o).unwrap();
     for r in &rows {
@@ -53,7 +58,7 @@ fn cuda_agrees_with_the_cpu() {
 #[test]
 #[cfg_attr(not(gfa_test_cuda), ignore = "needs a GPU: run with GFA_TEST_CUDA=1")]
 fn cuda_device_is_named_with_its_gpu() {
-    let gpu = cuda_device(DeviceChoice::Auto).unwrap();
+    let gpu = gpu();
     let d = gfa_core::device::describe(gpu);
     assert!(d.starts_with("cuda:0 (") && d.contains("GiB"), "{d}");
     // --device auto takes the GPU and does not warn.
