@@ -116,9 +116,9 @@ verify_cuda() {
   for lib in "${CUDA_LIBS[@]}"; do
     [ -f "$dir/torch/lib/$lib" ] || { echo "torch/lib/$lib is missing"; return 1; }
     missing="$(unresolved "$dir/torch/lib/$lib" libcuda.so.1)"
-    [ -z "$missing" ] || all="$all $lib needs $(echo $missing);"
+    [ -z "$missing" ] || all="$all${all:+; }$lib needs $(echo $missing)"
   done
-  [ -z "$all" ] || { echo "not found:$all"; return 1; }
+  [ -z "$all" ] || { echo "not found: $all"; return 1; }
 }
 size_of() { du -sh "$@" 2>/dev/null | tail -1 | cut -f1; }
 pip_install() {  # pip_install TARGET PACKAGE...
