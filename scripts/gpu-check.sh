@@ -77,12 +77,12 @@ status=0
   || status=$?
 
 echo "== PyTorch on $dev"
-if "$PYTHON" -c "import torch, safetensors; import sys; sys.exit(0 if '$dev' == 'cpu' or torch.cuda.is_available() else 1)" 2>/dev/null; then
+if "$PYTHON" -c "import sys, torch; sys.exit(0 if '$dev' == 'cpu' or torch.cuda.is_available() else 1)" 2>/dev/null; then
   "$PYTHON" scripts/gpu_check_torch.py --export "$tmp/export" --device "$dev" --steps "$STEPS" \
     ${AUTOATTACK_DIR:+--autoattack "$AUTOATTACK_DIR"} >> "$jsonl" \
     || skip "PyTorch timings" "scripts/gpu_check_torch.py failed (exit $?)"
 else
-  skip "PyTorch timings" "$PYTHON has no torch with safetensors and CUDA (set PYTHON=...)"
+  skip "PyTorch timings" "$PYTHON has no torch that sees the GPU (set PYTHON=...)"
 fi
 
 report="$("$PYTHON" scripts/gpu_check_report.py "$jsonl" 2>/dev/null || python3 scripts/gpu_check_report.py "$jsonl")"

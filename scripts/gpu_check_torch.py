@@ -30,6 +30,33 @@ import bench_pytorch  # noqa: E402
 import pytorch_models  # noqa: E402
 
 
+def load_safetensors(path):
+    """safetensors.torch.load_file, or a reader of the format's few lines where the package is
+    missing (a GPU machine may have torch alone)."""
+    try:
+        from safetensors.torch import load_file
+        return load_file(path)
+    except ImportError:
+        pass
+    dtypes = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8}
+    data = open(path, "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = t["data_offsets"]
+        buf = bytearray(data[8 + n + lo:8 + n + hi])
+        out[name] = torch.frombuffer(buf, dtype=dtypes[t["dtype"]]).reshape(t["shape"]).clone()
+    return out
+
+
+def skipped(what, why):
+    print(json.dumps({"kind": "skipped", "what": what, "why": why}), flush=True)
+    print(f"skipped: {what} ({why})", file=sys.stderr)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -63,15 +90,13 @@ def train_steps(args, device):
 
 
 def apgd(args, device):
-    from safetensors.torch import load_file
-
     spec = json.load(open(os.path.join(args.export, "model.json")))
     model = pytorch_models.build(spec)
-    model.load_state_dict(load_file(os.path.join(args.export, "model.safetensors")))
+    model.load_state_dict(load_safetensors(os.path.join(args.export, "model.safetensors")))
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    pts = load_file(os.path.join(args.export, "points.safetensors"))
+    pts = load_safetensors(os.path.join(args.export, "points.safetensors"))
     x, y = pts["x"].to(device), pts["y"].to(device)
     eps = 8 / 255
     if args.autoattack:
@@ -85,8 +110,8 @@ def apgd(args, device):
         try:
             import torchattacks
         except ImportError:
-            print("APGD-CE reference skipped: neither --autoattack (a checkout of fra31/auto-attack) "
-                  "nor torchattacks is available", file=sys.stderr)
+            skipped("PyTorch APGD-CE reference", "neither AUTOATTACK_DIR (a checkout of "
+                    "fra31/auto-attack) nor torchattacks is available")
             return
         attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
                                    loss="ce", seed=0)
