@@ -29,6 +29,8 @@ use gfa_core::{Classifier, TrainConfig, checkpoint};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::cli::CudaCheckArgs;
+
 /// Sizes of the check.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -294,4 +296,72 @@ pub fn require_pass(rows: &[Comparison]) -> Result<()> {
         bail!("the GPU disagrees with the CPU: {}", failed.join("; "));
     }
     Ok(())
+}
+
+/// `gfa cuda-check`: prints the comparisons and timings, appends them to `--jsonl`; exit code 1
+/// when a comparison fails, 0 when there is no GPU (it says what it skipped).
+pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
+    let opts = Options { n: args.n, steps: args.steps, ..Default::default() };
+    let gpu = if args.dry_run {
+        tch::Device::Cpu
+    } else {
+        match cuda_device(choice) {
+            Ok(d) => d,
+            Err(why) => {
+                println!(
+                    "skipped: the CPU/CUDA comparison and the GPU timings: no usable CUDA device ({why})"
+                );
+                println!(
+                    "  `gfa doctor` says what is missing; --dry-run runs the steps on the CPU"
+                );
+                return Ok(0);
+            }
+        }
+    };
+    let (rows, model) = compare(tch::Device::Cpu, gpu, &opts)?;
+    let mut lines = Vec::new();
+    println!(
+        "{:<40} {:>12} {:>8}  result",
+        "comparison (cpu vs ".to_string() + &gfa_core::device::device_name(gpu) + ")",
+        "value",
+        "bound"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>12.3e} {:>8.0e}  {}  {}",
+            r.check,
+            r.value,
+            r.bound,
+            if r.pass { "pass" } else { "FAIL" },
+            r.detail
+        );
+        lines.push(serde_json::json!({"kind": "comparison", "dry_run": args.dry_run, "row": r}));
+    }
+    let times = timings(gpu, &model, &opts)?;
+    for t in &times {
+        println!(
+            "{:<40} {:>10.4} s  {:>10.1}/s  on {}  {}",
+            t.what, t.median_s, t.per_s, t.device, t.detail
+        );
+        lines.push(
+            serde_json::json!({"kind": "timing", "impl": "gfa", "dry_run": args.dry_run, "row": t}),
+        );
+    }
+    if let Some(dir) = &args.export {
+        export(&model, &opts, dir)?;
+        println!("wrote the weights and points to {}", dir.display());
+    }
+    if let Some(path) = &args.jsonl {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for l in &lines {
+            writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    require_pass(&rows)?;
+    Ok(0)
 }

@@ -11,6 +11,9 @@
 //!    each stage's CSV atomically with a marker, so runs resume after a kill ([`records`]).
 //! 4. [`report`] aggregates over seeds into `summary.csv` and the Markdown tables T1–T4;
 //!    [`plot`] draws the figures. Both read only CSVs.
+//!
+//! Around it: [`calibrate`] turns a plan's image-gradient counts into hours on the chosen
+//! device, [`doctor`] says what gfa runs on here, [`cuda_check`] checks CUDA against the CPU.
 
 pub mod calibrate;
 pub mod cli;
@@ -33,7 +36,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{Cli, Command, CudaCheckArgs, DataCommand, Emit, ListWhat, PlanArgs};
+use crate::cli::{Cli, Command, DataCommand, Emit, ListWhat, PlanArgs};
 use crate::grid::{ExperimentSpec, RunSpec};
 use crate::records::{ManifestRow, write_rows};
 use crate::store::{ExperimentDir, write_atomic};
@@ -96,7 +99,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::CudaCheck(args) => cuda_check_cmd(&args, cli.device),
+        Command::CudaCheck(args) => cuda_check::command(&args, cli.device),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
         Command::Data { command: DataCommand::Fetch { dir } } => {
@@ -130,74 +133,6 @@ fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
         eprintln!("{w}");
     }
     Ok(device)
-}
-
-/// `gfa cuda-check`: prints the comparisons and timings, appends them to `--jsonl`; exit code 1
-/// when a comparison fails, 0 when there is no GPU (it says what it skipped).
-fn cuda_check_cmd(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
-    let opts = cuda_check::Options { n: args.n, steps: args.steps, ..Default::default() };
-    let gpu = if args.dry_run {
-        tch::Device::Cpu
-    } else {
-        match cuda_check::cuda_device(choice) {
-            Ok(d) => d,
-            Err(why) => {
-                println!(
-                    "skipped: the CPU/CUDA comparison and the GPU timings: no usable CUDA device ({why})"
-                );
-                println!(
-                    "  `gfa doctor` says what is missing; --dry-run runs the steps on the CPU"
-                );
-                return Ok(0);
-            }
-        }
-    };
-    let (rows, model) = cuda_check::compare(tch::Device::Cpu, gpu, &opts)?;
-    let mut lines = Vec::new();
-    println!(
-        "{:<40} {:>12} {:>8}  result",
-        "comparison (cpu vs ".to_string() + &gfa_core::device::device_name(gpu) + ")",
-        "value",
-        "bound"
-    );
-    for r in &rows {
-        println!(
-            "{:<40} {:>12.3e} {:>8.0e}  {}  {}",
-            r.check,
-            r.value,
-            r.bound,
-            if r.pass { "pass" } else { "FAIL" },
-            r.detail
-        );
-        lines.push(serde_json::json!({"kind": "comparison", "dry_run": args.dry_run, "row": r}));
-    }
-    let times = cuda_check::timings(gpu, &model, &opts)?;
-    for t in &times {
-        println!(
-            "{:<40} {:>10.4} s  {:>10.1}/s  on {}  {}",
-            t.what, t.median_s, t.per_s, t.device, t.detail
-        );
-        lines.push(
-            serde_json::json!({"kind": "timing", "impl": "gfa", "dry_run": args.dry_run, "row": t}),
-        );
-    }
-    if let Some(dir) = &args.export {
-        cuda_check::export(&model, &opts, dir)?;
-        println!("wrote the weights and points to {}", dir.display());
-    }
-    if let Some(path) = &args.jsonl {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for l in &lines {
-            writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
-        }
-    }
-    cuda_check::require_pass(&rows)?;
-    Ok(0)
 }
 
 /// Load and expand an experiment file.
