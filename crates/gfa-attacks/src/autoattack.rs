@@ -190,6 +190,19 @@ impl Attack for AutoAttack {
     }
 }
 
+impl crate::facts::Costed for AutoAttackConfig {
+    /// Its components' keys count its cost.
+    const COST_KEY: Option<&'static str> = None;
+    /// The sum of its components' costs (each runs on the points the earlier ones left).
+    fn cost_per_point(&self) -> f64 {
+        let specs = match self.version {
+            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
+            AaVersion::Custom => self.attacks.clone(),
+        };
+        specs.iter().map(AttackSpec::cost_per_point).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,18 +230,5 @@ mod tests {
         };
         let e = AutoAttack::new(cfg).unwrap_err().to_string();
         assert!(e.contains("l2"), "{e}");
-    }
-}
-
-impl crate::facts::Costed for AutoAttackConfig {
-    /// Its components' keys count its cost.
-    const COST_KEY: Option<&'static str> = None;
-    /// The sum of its components' costs (each runs on the points the earlier ones left).
-    fn cost_per_point(&self) -> f64 {
-        let specs = match self.version {
-            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
-            AaVersion::Custom => self.attacks.clone(),
-        };
-        specs.iter().map(AttackSpec::cost_per_point).sum()
     }
 }

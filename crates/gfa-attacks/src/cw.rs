@@ -295,6 +295,14 @@ impl Attack for Cw {
     }
 }
 
+impl crate::facts::Costed for CwConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,13 +342,5 @@ mod tests {
     fn config_is_strict() {
         assert!(serde_json::from_str::<CwConfig>(r#"{"stepss": 1}"#).is_err());
         assert!(Cw::new(CwConfig { tanh_shrink: 1.5, ..Default::default() }).is_err());
-    }
-}
-
-impl crate::facts::Costed for CwConfig {
-    const COST_KEY: Option<&'static str> = Some("steps");
-    /// `steps` gradients per binary-search step.
-    fn cost_per_point(&self) -> f64 {
-        (self.steps * self.binary_search_steps.max(1)) as f64
     }
 }

@@ -226,6 +226,14 @@ impl Attack for DeepFool {
     }
 }
 
+impl crate::facts::Costed for DeepFoolConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// Per step, the gradients of the candidate classes' logits.
+    fn cost_per_point(&self) -> f64 {
+        self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,13 +244,5 @@ mod tests {
         let c: DeepFoolConfig = serde_json::from_str(r#"{"norm": "linf"}"#).unwrap();
         assert_eq!(c.steps, 50);
         assert!(DeepFool::new(DeepFoolConfig { norm: Norm::L1, ..Default::default() }).is_err());
-    }
-}
-
-impl crate::facts::Costed for DeepFoolConfig {
-    const COST_KEY: Option<&'static str> = Some("steps");
-    /// Per step, the gradients of the candidate classes' logits.
-    fn cost_per_point(&self) -> f64 {
-        self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
     }
 }

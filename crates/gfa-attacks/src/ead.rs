@@ -261,6 +261,14 @@ impl Attack for Ead {
     }
 }
 
+impl crate::facts::Costed for EadConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,13 +290,5 @@ mod tests {
         let c: EadConfig = serde_json::from_str(r#"{"rule": "l1"}"#).unwrap();
         assert_eq!(c.rule, EadRule::L1);
         assert!(Ead::new(EadConfig { steps: 0, ..Default::default() }).is_err());
-    }
-}
-
-impl crate::facts::Costed for EadConfig {
-    const COST_KEY: Option<&'static str> = Some("steps");
-    /// `steps` gradients per binary-search step.
-    fn cost_per_point(&self) -> f64 {
-        (self.steps * self.binary_search_steps.max(1)) as f64
     }
 }

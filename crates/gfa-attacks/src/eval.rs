@@ -128,6 +128,17 @@ pub struct EvalRecord {
     /// Mean queries per attacked point.
     pub queries: Option<f64>,
     pub seconds: f64,
+    /// Per evaluated point: its position in the points given to the evaluation ([`Points::x`]).
+    #[serde(skip)]
+    pub index: Vec<i64>,
+    /// Per evaluated point: robust at this record (classified correctly and not fooled by this
+    /// attack at this budget, nor, in a cumulative record, by an earlier attack of its pass).
+    #[serde(skip)]
+    pub robust: Vec<bool>,
+    /// Per evaluated point: the norm of the perturbation that fooled it (NaN where this attack did
+    /// not fool it; a minimum-norm attack's norm at any size). Empty for the clean record.
+    #[serde(skip)]
+    pub point_norm: Vec<f32>,
 }
 
 /// Progress of one (attack, budget, stage), reported after every batch.
@@ -510,7 +521,8 @@ pub fn evaluate_suite(
     // A minimum-norm attack without a budget: one row, fooled at any size.
     for (entry, r) in suite.iter().zip(&min_norm) {
         if let (Some(r), true) = (r, entry.eps.is_empty()) {
-            records.push(ev.record((entry, None, Mode::Individual), &r.success, r));
+            let on = (&indices(&ev.correct), &ev.correct);
+            records.push(ev.record((entry, None, Mode::Individual), on, &r.success, r));
         }
     }
     Ok(records)
@@ -578,29 +590,33 @@ impl Evaluation<'_> {
             max_norm: None,
             queries: None,
             seconds: 0.0,
+            index: Vec::try_from(&self.ctx.orig).unwrap_or_default(),
+            robust: Vec::try_from(&self.correct).unwrap_or_default(),
+            point_norm: Vec::new(),
         }
     }
 
-    /// The record of `entry` at `e` (`None`: at any size): `success` over the attacked points of
-    /// `r`, the attack's per-point results; points robust: clean-correct minus those fooled here
-    /// and, in a cumulative pass, before.
+    /// The record of `entry` at `e` (`None`: at any size): `success` over the points `attacked`
+    /// (positions in the evaluated points) of `r`, the attack's per-point results; `before` the
+    /// points robust before this attack (the clean-correct ones, or, in a cumulative pass, those
+    /// every earlier attack failed on).
     fn record(
         &self,
         (entry, e, mode): (&SuiteEntry, Option<&Eps>, Mode),
+        (attacked, before): (&Tensor, &Tensor),
         success: &Tensor,
         r: &PointResults,
     ) -> EvalRecord {
-        let fooled = success.sum(Kind::Int64).int64_value(&[]);
-        let attacked = success.numel() as i64;
-        let before = match mode {
-            // The points a cumulative attack did not run on were fooled earlier.
-            Mode::Cumulative => self.correct.sum(Kind::Int64).int64_value(&[]) - attacked,
-            _ => 0,
-        };
-        let robust = self.correct.sum(Kind::Int64).int64_value(&[]) - before - fooled;
+        let fooled_at = attacked.masked_select(success);
+        let robust_now = before.index_fill(0, &fooled_at, 0);
+        let robust = robust_now.sum(Kind::Int64).int64_value(&[]);
+        let attacked_n = success.numel() as i64;
         // Minimum-norm attacks report their norms over every success of their one run.
         let norm_mask = if entry.minimum_norm() { &r.success } else { success };
         let (median_norm, mean_norm, max_norm) = stats(&r.norm, norm_mask);
+        let found = r.norm.where_self(norm_mask, &Tensor::from(f32::NAN));
+        let point_norm = Tensor::full([self.n], f64::NAN, (Kind::Float, Device::Cpu))
+            .index_copy(0, attacked, &found);
         let a = entry.attack.as_ref();
         EvalRecord {
             name: entry.name.clone(),
@@ -613,12 +629,14 @@ impl Evaluation<'_> {
             eps: e.map(|e| e.value),
             mode,
             robust_acc: if self.n == 0 { 0.0 } else { robust as f64 / self.n as f64 },
-            success_rate: (attacked > 0).then(|| frac(success, attacked)),
+            success_rate: (attacked_n > 0).then(|| frac(success, attacked_n)),
             median_norm,
             mean_norm,
             max_norm,
-            queries: (attacked > 0).then(|| r.queries.mean(Kind::Float).double_value(&[])),
+            queries: (attacked_n > 0).then(|| r.queries.mean(Kind::Float).double_value(&[])),
             seconds: r.seconds,
+            robust: Vec::try_from(&robust_now).unwrap_or_default(),
+            point_norm: Vec::try_from(&point_norm).unwrap_or_default(),
             ..self.base()
         }
     }
@@ -644,6 +662,7 @@ impl Evaluation<'_> {
         io: &mut Io,
     ) -> Result<Vec<EvalRecord>> {
         let mut records = Vec::new();
+        let correct_idx = indices(&self.correct);
         for (k, &i) in members.iter().enumerate() {
             let entry = &self.suite[i];
             if on_correct[k].is_none() {
@@ -652,7 +671,8 @@ impl Evaluation<'_> {
                 on_correct[k] = Some((r, s));
             }
             let (r, success) = on_correct[k].as_ref().expect("set above");
-            records.push(self.record((entry, Some(e), Mode::Individual), success, r));
+            let on = (&correct_idx, &self.correct);
+            records.push(self.record((entry, Some(e), Mode::Individual), on, success, r));
         }
         Ok(records)
     }
@@ -684,9 +704,10 @@ impl Evaluation<'_> {
                     (r, s)
                 }
             };
-            let fooled = idx.masked_select(&success);
-            robust = robust.index_fill(0, &fooled, 0);
-            records.push(self.record((entry, Some(e), Mode::Cumulative), &success, &r));
+            let rec =
+                self.record((entry, Some(e), Mode::Cumulative), (&idx, &robust), &success, &r);
+            robust = robust.index_fill(0, &idx.masked_select(&success), 0);
+            records.push(rec);
         }
         Ok(records)
     }

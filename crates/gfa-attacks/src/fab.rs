@@ -330,6 +330,20 @@ impl Attack for Fab {
     }
 }
 
+impl crate::facts::Costed for FabConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// Per iteration and restart: the gradients of every class's logit (untargeted), or of the
+    /// target's and the true class's (per target, FAB-T).
+    fn cost_per_point(&self) -> f64 {
+        let per_iter = if self.targeted {
+            2.0 * self.n_target_classes.max(1) as f64
+        } else {
+            crate::facts::COST_CLASSES
+        };
+        (self.n_iter * self.n_restarts.max(1)) as f64 * per_iter
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,19 +379,5 @@ mod tests {
         let b = Tensor::from_slice(&[3.0f32]);
         let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
         assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.9).abs() < 1e-6, "{d:?}");
-    }
-}
-
-impl crate::facts::Costed for FabConfig {
-    const COST_KEY: Option<&'static str> = Some("n_iter");
-    /// Per iteration and restart: the gradients of every class's logit (untargeted), or of the
-    /// target's and the true class's (per target, FAB-T).
-    fn cost_per_point(&self) -> f64 {
-        let per_iter = if self.targeted {
-            2.0 * self.n_target_classes.max(1) as f64
-        } else {
-            crate::facts::COST_CLASSES
-        };
-        (self.n_iter * self.n_restarts.max(1)) as f64 * per_iter
     }
 }

@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::attack::Family;
 
 /// The algorithm an attack is a variant of (APGD-CE, APGD-DLR and APGD-T are all APGD).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     Fgsm,

@@ -88,6 +88,14 @@ impl Attack for Noise {
     }
 }
 
+impl crate::facts::Costed for NoiseConfig {
+    const COST_KEY: Option<&'static str> = Some("samples");
+    /// One forward pass per draw.
+    fn cost_per_point(&self) -> f64 {
+        self.samples as f64 * crate::facts::FORWARD_COST
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,13 +111,5 @@ mod tests {
             let err = (d - eps).abs().max().double_value(&[]);
             assert!(err < 1e-4 * eps.max(1.0), "{norm:?}: {err}");
         }
-    }
-}
-
-impl crate::facts::Costed for NoiseConfig {
-    const COST_KEY: Option<&'static str> = Some("samples");
-    /// One forward pass per draw.
-    fn cost_per_point(&self) -> f64 {
-        self.samples as f64 * crate::facts::FORWARD_COST
     }
 }

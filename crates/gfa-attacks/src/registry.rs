@@ -10,13 +10,13 @@ use serde_json::{Map, Value};
 
 use crate::apgd::{Apgd, ApgdConfig, ApgdLoss, ApgdT, ApgdTConfig};
 use crate::attack::{Attack, Family};
-use crate::facts::Loss::{Ce, Margin};
-use crate::facts::{Access, Algorithm, Costed, Facts, Steps};
 use crate::autoattack::{AutoAttack, AutoAttackConfig};
 use crate::cw::{Cw, CwConfig};
 use crate::deepfool::{DeepFool, DeepFoolConfig};
 use crate::ead::{Ead, EadConfig, EadRule};
 use crate::fab::{Fab, FabConfig};
+use crate::facts::Loss::{Ce, Margin};
+use crate::facts::{Access, Algorithm, Costed, Facts, Steps};
 use crate::fgsm::{Fgsm, FgsmConfig};
 use crate::noise::{Noise, NoiseConfig};
 use crate::pgd::{Pgd, PgdConfig};
@@ -447,7 +447,10 @@ mod tests {
                 want.as_object_mut().unwrap().remove("kind");
                 let got: Value = serde_json::from_str(&a.config_json()).unwrap();
                 assert_eq!(got, want, "{}", info.kind);
-                assert_eq!(AttackSpec::from_config_json(info.kind, &a.config_json()).unwrap(), spec);
+                assert_eq!(
+                    AttackSpec::from_config_json(info.kind, &a.config_json()).unwrap(),
+                    spec
+                );
             }
         }
     }
@@ -467,7 +470,11 @@ mod tests {
                     let old = v[key].as_u64().unwrap_or_else(|| panic!("{}: {key}", info.kind));
                     v[key] = Value::from(2 * old);
                     let more = AttackSpec::from_value(v).unwrap().cost_per_point();
-                    assert!(more > cost, "{} {p} {n}: {key} doubled, cost {cost} -> {more}", info.kind);
+                    assert!(
+                        more > cost,
+                        "{} {p} {n}: {key} doubled, cost {cost} -> {more}",
+                        info.kind
+                    );
                 }
             }
         }

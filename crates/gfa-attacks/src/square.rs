@@ -344,6 +344,14 @@ impl Attack for Square {
     }
 }
 
+impl crate::facts::Costed for SquareConfig {
+    const COST_KEY: Option<&'static str> = Some("n_queries");
+    /// One forward pass per query.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,13 +379,5 @@ mod tests {
         assert!((e.square().sum(Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
         let total = e.sum(Kind::Float).double_value(&[]);
         assert!(total.abs() < 0.5, "halves should roughly cancel: {total}");
-    }
-}
-
-impl crate::facts::Costed for SquareConfig {
-    const COST_KEY: Option<&'static str> = Some("n_queries");
-    /// One forward pass per query.
-    fn cost_per_point(&self) -> f64 {
-        (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
     }
 }

@@ -257,6 +257,28 @@ keyed_row! {
 }
 
 keyed_row! {
+    /// `points.csv`: per `eval.csv` row, the outcome at each evaluated point (see
+    /// [`crate::points`]), for paired comparisons of methods on the same points.
+    pub struct PointRow {
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub norm: String,
+        pub eps_text: String,
+        /// `clean`, `individual` or `cumulative`.
+        pub mode: String,
+        pub subset: String,
+        /// Number of evaluated points (the length of `robust`).
+        pub n: usize,
+        /// One character per evaluation point (the first `eval.n` test points): `1` where the
+        /// point was evaluated (every point, or those of the `all_correct` subset), else `0`.
+        pub points: String,
+        /// One character per evaluated point, in order: `1` robust at this row, `0` not.
+        pub robust: String,
+    }
+}
+
+keyed_row! {
     /// `gfa_value.csv`: mean cosine between tap and loss gradient (the paper's Table 1).
     pub struct GfaValueRow {
         /// `train` or `test`.
@@ -272,7 +294,8 @@ keyed_row! {
     pub struct NormRow {
         pub attack: String,
         pub preset: String,
-        /// Index of the point in the evaluated subset.
+        /// Position of the point among the run's evaluation points (the first `eval.n` test
+        /// points), the same position `points.csv` uses.
         pub index: usize,
         pub success: bool,
         pub l0: Option<f64>,

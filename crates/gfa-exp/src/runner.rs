@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
-use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
+use crate::records::{
+    CheckRow, EvalRow, GfaValueRow, NormRow, PointRow, TrainRow, read_rows, write_rows,
+};
 use crate::spec::Subset;
 use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
 use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
@@ -31,6 +33,8 @@ use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
 pub struct EvalOutput {
     pub eval: Vec<EvalRow>,
     pub norms: Vec<NormRow>,
+    /// Per `eval.csv` row, the per-point outcomes (`points.csv`).
+    pub points: Vec<PointRow>,
     pub gfa_value: Vec<GfaValueRow>,
     pub grad_health: Option<GradHealth>,
 }
@@ -401,6 +405,7 @@ fn work_run(
         }
         write_rows(&dir.file("eval.csv"), &out.eval)?;
         write_rows(&dir.file("norms.csv"), &out.norms)?;
+        write_rows(&dir.file("points.csv"), &out.points)?;
         write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
         let gh = out.grad_health.map(|g| GradHealthFile {
             zero_frac: g.zero_frac,

@@ -464,9 +464,6 @@ impl RunConfig {
 /// Attack kinds of the evaluation suite: the `gfa_attacks` registry's kinds.
 pub const ATTACK_KINDS: &[&str] = AttackSpec::KINDS;
 
-/// Kinds that report per-sample minimum norms rather than success at a budget.
-pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
-
 /// Attack presets: the original authors' defaults, or torchattacks 3.5.1's.
 pub const PRESETS: &[&str] = &["reference", "torchattacks"];
 
@@ -554,7 +551,8 @@ impl AttackEntry {
         }
         let name = string("name")?.unwrap_or_else(|| kind.clone());
         let eps = eps_list(t.get("eps"))?;
-        if eps.is_empty() && !MIN_NORM_KINDS.contains(&kind.as_str()) {
+        let minimum_norm = gfa_attacks::registry::facts(&kind).is_some_and(|f| f.minimum_norm());
+        if eps.is_empty() && !minimum_norm {
             return Err(err(
                 "eps",
                 format!("attack '{name}' ({kind}) needs an eps list, e.g. eps = [\"8/255\"]"),

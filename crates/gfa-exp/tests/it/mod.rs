@@ -1,6 +1,7 @@
 mod cli;
-mod export;
 mod cuda;
+mod export;
+mod facts;
 mod grid;
 mod report;
 mod run;
