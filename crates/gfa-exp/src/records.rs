@@ -239,9 +239,9 @@ keyed_row! {
 }
 
 keyed_row! {
-    /// `checks.csv`: one row per gradient-masking check (SPEC §6) plus one `verdict` row.
+    /// `checks.csv`: one row per gradient-masking check (docs/method.md §7) plus one `verdict` row.
     pub struct CheckRow {
-        /// SPEC §6 number (1–9); empty for the verdict row.
+        /// Check number (1–9, docs/method.md §7); empty for the verdict row.
         pub number: Option<u32>,
         /// Check code (`iterative_beats_single_step`, …, `verdict`).
         pub check: String,

@@ -7,7 +7,7 @@
 //! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
 //!
 //! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
-//! expansion evaluated on the same points classifies correctly (SPEC §5). Such a grid trains every
+//! expansion evaluated on the same points classifies correctly (docs/method.md §6). Such a grid trains every
 //! selected run first, then intersects the trained models' correct points, then evaluates; a run
 //! evaluated on an intersection records its members (`all_correct` file) and is evaluated again
 //! when they change.
@@ -54,7 +54,7 @@ pub trait Stages {
         dir: &RunDir,
         keep: Option<&[bool]>,
     ) -> Result<EvalOutput>;
-    /// The masking checks of SPEC §6 from the eval rows (a pure function by default).
+    /// The masking checks (docs/method.md §7) from the eval rows (a pure function by default).
     fn checks(
         &mut self,
         run: &RunSpec,

@@ -326,7 +326,7 @@ pub fn method_inline(m: &Table) -> String {
     format!("{{ {} }}", kv.join(", "))
 }
 
-/// `subset` of the evaluation protocol (SPEC §5).
+/// `subset` of the evaluation protocol (docs/method.md §6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subset {
