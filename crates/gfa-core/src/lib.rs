@@ -31,5 +31,5 @@ pub use error::{CoreError, Result};
 pub use gfa_value::{GfaValue, GfaValueConfig, gfa_value};
 pub use losses::TaskLoss;
 pub use models::ModelSpec;
-pub use regularizer::{RegKind, Regularizer, RegularizerConfig};
+pub use regularizer::{PenaltyGradient, RegKind, Regularizer, RegularizerConfig};
 pub use train::{EpochRecord, Method, TrainConfig, TrainOptions, TrainOutcome, train};

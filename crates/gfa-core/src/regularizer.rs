@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::classifier::{Classifier, TapPoint};
+use crate::classifier::{Classifier, Gates, TapPoint};
 use crate::losses::TaskLoss;
 use crate::{CoreError, Result};
 
@@ -145,6 +145,30 @@ impl From<Weights> for WeightsRepr {
     }
 }
 
+/// How the penalty's parameter gradient is computed when the penalty is trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PenaltyGradient {
+    /// Double backprop: the tap gradients are computed with `create_graph` and R is
+    /// differentiated through them.
+    #[default]
+    Exact,
+    /// A forward difference of two ordinary backward passes along ∂R/∂g at the taps (see
+    /// [`Regularizer::accumulate_finite_difference`]); no double-backprop graph is built.
+    FiniteDifference,
+}
+
+impl PenaltyGradient {
+    /// Exact is left out of serialized configs, so they (and run ids) read as before the option.
+    fn is_exact(&self) -> bool {
+        *self == PenaltyGradient::Exact
+    }
+}
+
+/// The default relative step δ of the finite-difference gradient (see
+/// [`Regularizer::accumulate_finite_difference`] for the choice).
+pub const DEFAULT_FD_STEP: f64 = 1e-3;
+
 /// The `[regularizer]` table of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -164,12 +188,19 @@ pub struct RegularizerConfig {
     pub lambda_warmup_epochs: usize,
     /// ε in the cosine's denominator.
     pub eps: f64,
+    /// `exact` (double backprop, the default) or `finite_difference`.
+    #[serde(skip_serializing_if = "PenaltyGradient::is_exact")]
+    pub gradient: PenaltyGradient,
+    /// δ of the finite difference: the offsets are at most δ times the norm of each tap in S
+    /// ([`DEFAULT_FD_STEP`] when absent; see [`Self::fd_step`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_step: Option<f64>,
 }
 
 impl Default for RegularizerConfig {
     /// SPEC §2 defaults: no regularizer, λ = 0, `layers` by kind (GFA `deep`, GNR `first`),
     /// φ = 1 − c, uniform weights, cross-entropy, post-activation taps, no warm-up,
-    /// ε = 1e-8 (PyTorch `cosine_similarity`'s default).
+    /// ε = 1e-8 (PyTorch `cosine_similarity`'s default), exact double-backprop gradient.
     fn default() -> Self {
         Self {
             kind: RegKind::None,
@@ -181,6 +212,8 @@ impl Default for RegularizerConfig {
             tap: TapPoint::PostActivation,
             lambda_warmup_epochs: 0,
             eps: 1e-8,
+            gradient: PenaltyGradient::Exact,
+            fd_step: None,
         }
     }
 }
@@ -205,9 +238,19 @@ impl RegularizerConfig {
         }
     }
 
-    /// The config with every default made explicit (for records and hashes).
+    /// δ of the finite-difference gradient, the default filled in.
+    pub fn fd_step(&self) -> f64 {
+        self.fd_step.unwrap_or(DEFAULT_FD_STEP)
+    }
+
+    /// The config with every default made explicit (for records and hashes); `fd_step` only
+    /// where the finite difference uses it.
     pub fn resolved(&self) -> Self {
-        Self { layers: Some(self.layers()), ..self.clone() }
+        let fd_step = match self.gradient {
+            PenaltyGradient::Exact => None,
+            PenaltyGradient::FiniteDifference => Some(self.fd_step()),
+        };
+        Self { layers: Some(self.layers()), fd_step, ..self.clone() }
     }
 
     /// λ used in epoch `epoch` (0-based), after the warm-up ramp.
@@ -242,6 +285,14 @@ impl RegularizerConfig {
             && n.is_empty()
         {
             return bad("regularizer.layers is an empty list; name at least one tap".into());
+        }
+        if let Some(d) = self.fd_step
+            && !(d > 0.0 && d < 1.0)
+        {
+            return bad(format!(
+                "regularizer.fd_step must be a number in (0, 1) (the finite difference's step \
+                 relative to each tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
+            ));
         }
         Ok(())
     }
@@ -410,6 +461,235 @@ impl Regularizer {
         let reg = if create_graph { reg } else { reg.detach() };
         RegForward { logits: fwd.logits, loss: per_sample.mean(per_sample.kind()), reg, cos, terms }
     }
+
+    /// Whether a step at weight `lambda` takes the finite-difference path of
+    /// [`Self::accumulate_finite_difference`] (λ > 0, a regularizer, `gradient =
+    /// "finite_difference"`).
+    pub fn uses_finite_difference(&self, lambda: f64) -> bool {
+        lambda > 0.0
+            && self.cfg.kind != RegKind::None
+            && self.cfg.gradient == PenaltyGradient::FiniteDifference
+    }
+
+    /// One batch's parameter gradients of mean_i ℓ_i + λ·R, accumulated into the `.grad` of
+    /// every parameter that requires one, the penalty's part by a finite difference of two
+    /// ordinary backward passes (whatever `gradient` says: the trainer calls it when
+    /// [`Self::uses_finite_difference`]). Returns the values the trainer logs (detached; R and
+    /// the cosines are measured at the unshifted taps, as [`Self::forward`] does). With λ = 0 or
+    /// kind `none` it is plain training: one forward and one backward of mean_i ℓ_i.
+    ///
+    /// The math. Let F(θ, o) = Σ_i ℓ_i with an offset o_k added where tap h_k is read
+    /// ([`Classifier::forward_taps_with`]), so g_k = ∂F/∂o_k at o = 0. R depends on θ through
+    /// h_k(θ) and g_k(θ); with u_k = ∂R/∂h_k and v_k = ∂R/∂g_k (cheap: R of detached copies),
+    ///
+    /// ```text
+    /// ∇θR = Σ_k (∂h_k/∂θ)ᵀ u_k + Σ_k (∂g_k/∂θ)ᵀ v_k
+    ///     = Σ_k (∂h_k/∂θ)ᵀ u_k + d/dt ∇θF(θ, t·v)|_{t=0}       (symmetry of mixed partials)
+    /// ```
+    ///
+    /// Pass 1 runs the forward at o = 0, recording the network's switches (ReLU masks, max-pool
+    /// indices), and one backward of F to the taps and the parameters: g_k and
+    /// G₀ = ∇θF(θ, 0). Pass 2 runs the forward at o = t·v with those switches replayed and one
+    /// backward of F(θ, t·v) + t·Σ_k <u_k, h̃_k>, h̃_k the taps of that pass: G_t. Then
+    ///
+    /// ```text
+    /// ∇θ(mean ℓ + λR) ≈ G₀/N + λ·(G_t − G₀)/t
+    /// ```
+    ///
+    /// Neither pass builds a graph through the tap gradients, and pass 1's graph is freed
+    /// before pass 2 runs: the memory is that of plain training plus two gradient copies and
+    /// the switches (one byte per ReLU input).
+    ///
+    /// Why the switches are replayed. Double backprop differentiates ReLU's and max pooling's
+    /// backward with the mask and the argmax held fixed (ReLU'' = 0). A shifted forward that
+    /// recomputes them crosses the kinks of every unit within reach of the offset, and on a
+    /// network of realistic size (`cnn` width 0.25, batch 128) those jumps of the gradient
+    /// swamp the difference at any step. With the switches frozen, F(θ, ·) is the smooth
+    /// function whose derivative double backprop computes, and the difference converges to it.
+    ///
+    /// Step and error. A forward difference: truncation O(t) (h̃_k = h_k + O(t) in the u-term
+    /// has the same order), from the smooth parts (softmax, cross-entropy, BatchNorm's batch
+    /// statistics). A central difference would halve the order but needs a third pass, as
+    /// costly as the exact double backprop. One scalar t serves all taps and samples
+    /// (BatchNorm couples the samples and the taps are nested, so the passes cannot be split):
+    /// t = δ · min_k ‖h_k‖/‖v_k‖ (norms over the batch, taps of S with both non-zero), so the
+    /// offset at every tap is at most δ of the tap's norm (δ = `fd_step`, default
+    /// [`DEFAULT_FD_STEP`]). Rounding: G_t − G₀ is the difference of two float32 gradients,
+    /// off by about u·‖G‖ (u = 2⁻²⁴ ≈ 6e-8, times an accumulation factor); a relative change δ
+    /// of the taps moves the gradient by a relative amount of order δ, so rounding contributes
+    /// a relative error of order u/δ against O(δ) of truncation. `examples/fd_accuracy.rs`
+    /// measures both against the exact gradient; δ = 1e-3 sits at the bottom of its U, with
+    /// relative errors of a few 1e-3 (`results/bench/fd_accuracy.md`).
+    ///
+    /// BatchNorm: pass 2 runs in the same mode as pass 1; its running statistics are restored
+    /// after it, so they move once per step as on the exact path.
+    ///
+    /// # Shapes
+    /// `x`: `[N, 3, 32, 32]`, `y`: `[N]` → logits `[N, C]`, scalars, `[|S|]`.
+    pub fn accumulate_finite_difference(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        lambda: f64,
+        train: bool,
+    ) -> RegForward {
+        let trains_on_penalty = lambda > 0.0 && self.cfg.kind != RegKind::None;
+        if !trains_on_penalty {
+            let f = self.forward(model, x, y, train, false);
+            f.loss.backward();
+            return detached(f);
+        }
+        let loss_fn = self.cfg.task_loss;
+        let params: Vec<Tensor> =
+            model.vs.variables().into_values().filter(|t| t.requires_grad()).collect();
+
+        let PassOne { taps, grads, g0, logits, loss, gates } =
+            self.fd_pass_one(model, x, y, train, &params);
+        let n = y.size()[0] as f64;
+
+        // u_k = ∂R/∂h_k, v_k = ∂R/∂g_k from detached leaves.
+        let (reg, cos, terms, u, v) = {
+            let h: Vec<Tensor> = taps.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+            let g: Vec<Tensor> = grads.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+            let (reg, cos, terms) = self.penalty(&h, &g);
+            let leaves: Vec<&Tensor> = h.iter().chain(&g).collect();
+            let mut u = Tensor::run_backward(&[&reg], &leaves, false, false);
+            let v = u.split_off(h.len());
+            (reg.detach(), cos, terms, u, v)
+        };
+        let t = self.fd_offset_scale(&taps, &v);
+        // Only u_k and the offsets t·v_k (made in place of v_k) go on to pass 2.
+        drop((taps, grads));
+
+        // Pass 2: forward at o = t·v, backward of F(θ, t·v) + t·Σ_k <u_k, h̃_k>.
+        let mut offsets: Vec<Option<Tensor>> = (0..model.tap_names().len()).map(|_| None).collect();
+        for (&i, mut vk) in self.index.iter().zip(v) {
+            if vk.defined() {
+                let _ = vk.g_mul_scalar_(t);
+                offsets[i] = Some(vk);
+            }
+        }
+        let buffers: Vec<(Tensor, Tensor)> = model
+            .vs
+            .variables()
+            .into_values()
+            .filter(|b| !b.requires_grad())
+            .map(|b| {
+                let saved = b.copy();
+                (b, saved)
+            })
+            .collect();
+        let fwd = model.forward_taps_with(x, train, self.cfg.tap, offsets, gates);
+        let mut objective = loss_fn.sum(&fwd.logits, y);
+        for (hk, uk) in self.select(&fwd.taps).iter().zip(&u) {
+            if uk.defined() {
+                // Out of place, as in `penalty`.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    objective = objective + (hk * uk).sum(hk.kind()) * t;
+                }
+            }
+        }
+        // The graph keeps what the backward needs; the handles on the taps and u go now.
+        drop((fwd, u));
+        let g_t = Tensor::run_backward(&[objective], &params, false, false);
+        // After the backward: BatchNorm's backward saved the running statistics.
+        tch::no_grad(|| {
+            for (mut b, saved) in buffers {
+                b.copy_(&saved);
+            }
+        });
+
+        for ((p, a), mut b) in params.iter().zip(&g0).zip(g_t) {
+            if a.defined() && b.defined() {
+                // G₀/N + λ·(G_t − G₀)/t, in place of G_t.
+                let _ = b.g_sub_(a).g_mul_scalar_(lambda / t).g_add_(&(a / n));
+                accumulate_grad(p, &b);
+            }
+        }
+        RegForward { logits, loss, reg, cos, terms }
+    }
+
+    /// Pass 1 of [`Self::accumulate_finite_difference`]: the tap gradients and G₀ from one
+    /// ordinary backward (no `create_graph`: nothing hangs off the gradients), the switches
+    /// recorded for pass 2.
+    fn fd_pass_one(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        train: bool,
+        params: &[Tensor],
+    ) -> PassOne {
+        let record = Gates::Record(Vec::new());
+        let fwd = model.forward_taps_with(x, train, self.cfg.tap, Vec::new(), record);
+        let per_sample = self.cfg.task_loss.per_sample(&fwd.logits, y);
+        let taps = self.select(&fwd.taps);
+        let inputs: Vec<&Tensor> = taps.iter().chain(params).collect();
+        let sum = per_sample.sum(per_sample.kind());
+        let mut grads = Tensor::run_backward(&[sum], &inputs, false, false);
+        let g0 = grads.split_off(taps.len());
+        PassOne {
+            taps: taps.iter().map(Tensor::detach).collect(),
+            grads,
+            g0,
+            logits: fwd.logits.detach(),
+            loss: per_sample.detach().mean(per_sample.kind()),
+            gates: fwd.gates.replay(),
+        }
+    }
+
+    /// t = δ · min_k ‖h_k‖/‖v_k‖ over the taps of S where both norms are non-zero (δ when
+    /// there is none: then the offsets are zero or the taps are).
+    fn fd_offset_scale(&self, taps: &[Tensor], v: &[Tensor]) -> f64 {
+        let ratio = taps
+            .iter()
+            .zip(v)
+            .filter(|(_, v)| v.defined())
+            .map(|(h, v)| h.norm().double_value(&[]) / v.norm().double_value(&[]))
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        self.cfg.fd_step() * if ratio.is_finite() { ratio } else { 1.0 }
+    }
+}
+
+/// What pass 1 of the finite difference hands to pass 2.
+struct PassOne {
+    /// The taps of S (detached).
+    taps: Vec<Tensor>,
+    /// g_k, the loss gradients at the taps of S.
+    grads: Vec<Tensor>,
+    /// G₀ = ∇θ Σ_i ℓ_i, one per parameter (undefined for a parameter the loss does not use).
+    g0: Vec<Tensor>,
+    logits: Tensor,
+    loss: Tensor,
+    /// The recorded switches, ready to replay.
+    gates: Gates,
+}
+
+/// `f` with its tensors detached (what the trainer logs).
+fn detached(f: RegForward) -> RegForward {
+    RegForward {
+        logits: f.logits.detach(),
+        loss: f.loss.detach(),
+        reg: f.reg.detach(),
+        cos: f.cos,
+        terms: f.terms,
+    }
+}
+
+/// `p.grad += d`, creating the gradient when `p` has none yet (the backward of Σ p·d writes
+/// exactly d).
+fn accumulate_grad(p: &Tensor, d: &Tensor) {
+    let mut g = p.grad();
+    if g.defined() {
+        tch::no_grad(|| {
+            let _ = g.g_add_(d);
+        });
+    } else {
+        (p * d).sum(p.kind()).backward();
+    }
 }
 
 #[cfg(test)]
@@ -489,5 +769,69 @@ mod tests {
         assert!(close(v(Penalty::OneMinusCos), [0.0, 1.0, 2.0]));
         assert!(close(v(Penalty::OneMinusAbsCos), [0.0, 1.0, 0.0]));
         assert!(close(v(Penalty::Sin2), [0.0, 1.0, 0.0]));
+    }
+
+    #[test]
+    fn gradient_mode_parses_and_exact_configs_serialize_as_before() {
+        #[derive(Deserialize)]
+        struct W {
+            regularizer: RegularizerConfig,
+        }
+        let w: W = toml::from_str(
+            "[regularizer]\nkind = \"gfa\"\ngradient = \"finite_difference\"\nfd_step = 2e-3",
+        )
+        .unwrap();
+        assert_eq!(w.regularizer.gradient, PenaltyGradient::FiniteDifference);
+        assert_eq!(w.regularizer.fd_step(), 2e-3);
+        let e = toml::from_str::<W>("[regularizer]\ngradient = \"finite\"").err().unwrap();
+        assert!(e.to_string().contains("finite_difference"), "{e}");
+        // Exact configs (the default) write neither key, so their hashes and run ids stand.
+        let json = serde_json::to_string(&RegularizerConfig::gfa(0.3).resolved()).unwrap();
+        assert!(!json.contains("gradient") && !json.contains("fd_step"), "{json}");
+        // A finite-difference config records its step, default included.
+        let fd = RegularizerConfig {
+            gradient: PenaltyGradient::FiniteDifference,
+            ..RegularizerConfig::gfa(0.3)
+        };
+        let json = serde_json::to_string(&fd.resolved()).unwrap();
+        assert!(json.contains("\"gradient\":\"finite_difference\""), "{json}");
+        assert!(json.contains(&format!("\"fd_step\":{DEFAULT_FD_STEP}")), "{json}");
+    }
+
+    #[test]
+    fn fd_step_outside_zero_one_is_an_error_naming_the_key_and_range() {
+        for bad in [0.0, -1e-3, f64::NAN, 1.0, f64::INFINITY] {
+            let cfg = RegularizerConfig {
+                gradient: PenaltyGradient::FiniteDifference,
+                fd_step: Some(bad),
+                ..RegularizerConfig::gfa(1.0)
+            };
+            let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+            assert!(e.contains("regularizer.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        }
+    }
+
+    /// The finite difference's first pass leaves no graph on the tap gradients (a
+    /// `create_graph` there would hang the double-backprop graph off them).
+    #[test]
+    fn finite_difference_builds_no_graph_through_the_tap_gradients() {
+        use crate::models::{Arch, ModelSpec};
+        tch::manual_seed(1);
+        let spec = ModelSpec { widths: vec![8, 4], num_classes: 3, ..ModelSpec::of(Arch::Mlp) };
+        let model = Classifier::new(&spec, tch::Device::Cpu).unwrap();
+        let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
+        let params = model.vs.trainable_variables();
+        let one = reg.fd_pass_one(&model, &x, &y, true, &params);
+        assert_eq!(one.grads.len(), 3);
+        for t in one.grads.iter().chain(&one.g0).chain(&one.taps) {
+            assert!(t.defined() && !t.requires_grad());
+        }
+        // and the exact path's do carry one.
+        let f = model.forward_taps(&x, true, TapPoint::PostActivation);
+        let l = TaskLoss::Ce.sum(&f.logits, &y);
+        let g = Tensor::run_backward(&[l], &f.taps, true, true);
+        assert!(g[1].requires_grad());
     }
 }

@@ -427,6 +427,9 @@ pub fn train(
             let index = Tensor::from_slice(chunk);
             let (x, y) = data.batch(&index, device);
             let x = cfg.augment.apply(&x, &mut augment_rng)?;
+            // Before the step's loss: the finite-difference GFA gradient accumulates into the
+            // parameters' `.grad` while the loss is built (nothing else touches them there).
+            optimizer.zero_grad();
             let out = step_loss(
                 &cfg.method,
                 &reg,
@@ -445,8 +448,12 @@ pub fn train(
                     step: step + 1,
                 });
             }
-            optimizer.zero_grad();
-            out.total.backward();
+            // Hook of the penalty's gradient mode: steps on the finite-difference path arrive
+            // with their gradients accumulated (`backward` false); all others backpropagate
+            // `total` here.
+            if out.backward {
+                out.total.backward();
+            }
             optimizer.step(lr);
             sums.add(&out, &y);
             if show {
@@ -554,8 +561,11 @@ fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> indicati
 
 /// One step's loss and what it logs.
 struct StepOut {
-    /// The loss that is backpropagated.
+    /// The loss that is backpropagated (its value only, when `backward` is false).
     total: Tensor,
+    /// False when the parameter gradients of `total` are already in `.grad` (the
+    /// finite-difference GFA gradient).
+    backward: bool,
     /// mean ℓ on the trained inputs (detached).
     loss: Tensor,
     /// R (detached).
@@ -581,11 +591,27 @@ fn step_loss(
     let task = reg.cfg.task_loss;
     let train_on_reg = lambda > 0.0 && reg.cfg.kind != RegKind::None;
     let with_reg = |x_in: &Tensor, extra: Vec<(&'static str, Tensor)>| {
+        // Hook of the penalty's gradient mode: the finite difference accumulates the gradients
+        // of mean ℓ + λ·R itself and hands back what is logged.
+        if reg.uses_finite_difference(lambda) {
+            let f = reg.accumulate_finite_difference(model, x_in, y, lambda, true);
+            return StepOut {
+                total: &f.loss + &f.reg * lambda,
+                backward: false,
+                loss: f.loss,
+                reg: f.reg,
+                logits: f.logits,
+                cos: f.cos,
+                terms: f.terms,
+                extra,
+            };
+        }
         let f = reg.forward(model, x_in, y, true, train_on_reg);
         // λ = 0 keeps the graph of plain training exactly (bit-for-bit equal parameters).
         let total = if train_on_reg { &f.loss + &f.reg * lambda } else { f.loss.shallow_clone() };
         StepOut {
             total,
+            backward: true,
             loss: f.loss.detach(),
             reg: f.reg.detach(),
             logits: f.logits.detach(),
@@ -612,6 +638,7 @@ fn step_loss(
             let empty = Tensor::zeros([0], (Kind::Float, x.device()));
             Ok(StepOut {
                 total,
+                backward: true,
                 loss: natural.detach(),
                 reg: Tensor::zeros([], (Kind::Float, x.device())),
                 logits: logits.detach(),
@@ -631,6 +658,7 @@ fn step_loss(
             let empty = Tensor::zeros([0], (Kind::Float, x.device()));
             Ok(StepOut {
                 total,
+                backward: true,
                 loss: loss.detach(),
                 reg: Tensor::zeros([], (Kind::Float, x.device())),
                 logits: logits_adv.detach(),

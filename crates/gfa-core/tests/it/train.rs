@@ -1,7 +1,7 @@
 //! The trainer: λ = 0 is plain training bit for bit, training lowers the loss, resume is exact,
 //! a diverging run stops with an error naming where.
 use gfa_core::models::{Arch, ModelSpec};
-use gfa_core::regularizer::RegularizerConfig;
+use gfa_core::regularizer::{PenaltyGradient, RegKind, RegularizerConfig};
 use gfa_core::train::{AugmentConfig, Method, OptimizerConfig, Schedule, TrainOptions, train};
 use gfa_core::{Classifier, CoreError, TaskLoss, TrainConfig};
 use gfa_data::{Dataset, Splits};
@@ -81,6 +81,20 @@ fn lambda_zero_is_plain_training_bit_for_bit() {
     let out = train(&mut gfa0, &data, &cfg, &RegularizerConfig::gfa(0.0), &opts, &mut |_| Ok(()))
         .unwrap();
     assert_same_weights(&plain, &gfa0);
+    // So does λ = 0 with the finite-difference penalty gradient.
+    let mut fd0 = tiny_cnn(9);
+    let fd =
+        RegularizerConfig { gradient: PenaltyGradient::FiniteDifference, ..Default::default() };
+    train(
+        &mut fd0,
+        &data,
+        &cfg,
+        &RegularizerConfig { kind: RegKind::Gfa, ..fd },
+        &opts,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_same_weights(&plain, &fd0);
     // The cosines were still measured and logged.
     assert_eq!(out.records[0].taps.len(), gfa0.tap_names().len());
     assert!(out.records[0].taps.iter().all(|t| t.cos.is_finite() && t.cos != 0.0));
@@ -303,4 +317,54 @@ fn collapse_is_flagged_after_two_epochs_near_chance() {
     let chance_like = out.records[1].train_acc < 1.5 * 0.25;
     assert!(!out.records[0].collapse);
     assert_eq!(out.records[1].collapse, chance_like);
+}
+
+/// A few trainer steps with the finite-difference penalty gradient land where double backprop
+/// does, for every method that trains on the penalty: the weights' change differs by ≤ 1 %
+/// (each step's gradient is within a few 1e-3, see tests/it/regularizer.rs), while the change
+/// the penalty itself makes is far larger than that.
+#[test]
+fn finite_difference_training_follows_double_backprop() {
+    let data = splits(24, 0);
+    let opts = TrainOptions { seed: 5, max_steps: Some(3), ..Default::default() };
+    let flat = |m: &Classifier| {
+        Tensor::cat(&weights(m).iter().map(|(_, t)| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
+    };
+    let start = flat(&tiny_cnn(9));
+    let pgd =
+        Method::GfaPgdAt { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, random_start: true };
+    for (method, reg) in [
+        (Method::Gfa, RegularizerConfig::gfa(1.0)),
+        (pgd, RegularizerConfig::gfa(1.0)),
+        (Method::Gnr, RegularizerConfig::gnr(0.3)),
+    ] {
+        let cfg = TrainConfig { method: method.clone(), ..quick(1) };
+        let run = |reg: &RegularizerConfig| {
+            let mut m = tiny_cnn(9);
+            let out = train(&mut m, &data, &cfg, reg, &opts, &mut |_| Ok(())).unwrap();
+            (flat(&m) - &start, out.records[0].clone())
+        };
+        let (exact, r_exact) = run(&reg);
+        let fd_reg =
+            RegularizerConfig { gradient: PenaltyGradient::FiniteDifference, ..reg.clone() };
+        let (fd, r_fd) = run(&fd_reg);
+        let (plain, _) = run(&RegularizerConfig { lambda: 0.0, ..reg.clone() });
+        let norm = |t: &Tensor| t.norm().double_value(&[]);
+        let err = norm(&(&fd - &exact)) / norm(&exact);
+        let penalty_part = norm(&(&exact - &plain)) / norm(&exact);
+        assert!(err <= 1e-2, "{}: ‖Δw_fd − Δw_exact‖/‖Δw_exact‖ = {err:e}", method.name());
+        assert!(
+            penalty_part > 20.0 * err,
+            "{}: the penalty moves the weights by only {penalty_part:e}",
+            method.name()
+        );
+        assert!(
+            (r_fd.train_reg - r_exact.train_reg).abs() <= 1e-2 * r_exact.train_reg,
+            "{}: R {} vs {}",
+            method.name(),
+            r_fd.train_reg,
+            r_exact.train_reg
+        );
+        assert_eq!(r_fd.taps.len(), r_exact.taps.len());
+    }
 }
