@@ -544,31 +544,20 @@ impl Regularizer {
         let params: Vec<Tensor> =
             model.vs.variables().into_values().filter(|t| t.requires_grad()).collect();
 
-        let PassOne { taps, grads, g0, logits, loss, gates } =
+        let PassOne { taps, grads, g0, logits, loss, gates, with_u } =
             self.fd_pass_one(model, x, y, train, &params);
         let n = y.size()[0] as f64;
 
-        // u_k = ∂R/∂h_k, v_k = ∂R/∂g_k from detached leaves.
-        let (reg, cos, terms, u, v) = {
-            let h: Vec<Tensor> = taps.iter().map(|t| t.detach().set_requires_grad(true)).collect();
-            let g: Vec<Tensor> = grads.iter().map(|t| t.detach().set_requires_grad(true)).collect();
-            let (reg, cos, terms) = self.penalty(&h, &g);
-            let leaves: Vec<&Tensor> = h.iter().chain(&g).collect();
-            let mut u = Tensor::run_backward(&[&reg], &leaves, false, false);
-            let v = u.split_off(h.len());
-            (reg.detach(), cos, terms, u, v)
-        };
-        let t = self.fd_offset_scale(&taps, &v);
+        let Partials { reg, cos, terms, u, v, tap_norms } = self.partials(&taps, grads, &with_u);
+        let t = self.fd_offset_scale(&tap_norms, &v);
         // Only u_k and the offsets t·v_k (made in place of v_k) go on to pass 2.
-        drop((taps, grads));
+        drop(taps);
 
         // Pass 2: forward at o = t·v, backward of F(θ, t·v) + t·Σ_k <u_k, h̃_k>.
         let mut offsets: Vec<Option<Tensor>> = (0..model.tap_names().len()).map(|_| None).collect();
         for (&i, mut vk) in self.index.iter().zip(v) {
-            if vk.defined() {
-                let _ = vk.g_mul_scalar_(t);
-                offsets[i] = Some(vk);
-            }
+            let _ = vk.g_mul_scalar_(t);
+            offsets[i] = Some(vk);
         }
         let buffers: Vec<(Tensor, Tensor)> = model
             .vs
@@ -583,11 +572,12 @@ impl Regularizer {
         let fwd = model.forward_taps_with(x, train, self.cfg.tap, offsets, gates);
         let mut objective = loss_fn.sum(&fwd.logits, y);
         for (hk, uk) in self.select(&fwd.taps).iter().zip(&u) {
-            if uk.defined() {
+            if let Some(uk) = uk {
+                let dot = hk.flatten(0, -1).dot(&uk.flatten(0, -1));
                 // Out of place, as in `penalty`.
                 #[allow(clippy::assign_op_pattern)]
                 {
-                    objective = objective + (hk * uk).sum(hk.kind()) * t;
+                    objective = objective + dot * t;
                 }
             }
         }
@@ -631,6 +621,7 @@ impl Regularizer {
         let mut grads = Tensor::run_backward(&[sum], &inputs, false, false);
         let g0 = grads.split_off(taps.len());
         PassOne {
+            with_u: taps.iter().map(|t| !t.is_leaf()).collect(),
             taps: taps.iter().map(Tensor::detach).collect(),
             grads,
             g0,
@@ -640,14 +631,91 @@ impl Regularizer {
         }
     }
 
+    /// R, its per-tap parts and the partials u_k = ∂R/∂h_k, v_k = ∂R/∂g_k in closed form
+    /// (cheaper than autograd through [`Self::penalty`], whose values it reproduces). Per
+    /// sample, with d = <g, h>, a = ‖g‖, b = ‖h‖, D = ab + ε, c = d/D and s = w/N·φ'(c):
+    ///
+    /// ```text
+    /// v = s/D·h − s·c·b/(a·D)·g        u = s/D·g − s·c·a/(b·D)·h
+    /// ```
+    ///
+    /// the second terms 0 where a (resp. b) is 0, as autograd's gradient of a zero norm. GNR
+    /// (term ‖g‖²): v = 2w/N·g and no u.
+    ///
+    /// v_k is written over g_k; u_k is left out where `with_u[k]` is false (a tap that is a
+    /// leaf of the graph, such as the normalized input: nothing upstream has parameters).
+    fn partials(&self, taps: &[Tensor], grads: Vec<Tensor>, with_u: &[bool]) -> Partials {
+        let kind = taps.first().map_or(Kind::Float, Tensor::kind);
+        let mut reg =
+            Tensor::zeros([], (kind, taps.first().map_or(tch::Device::Cpu, Tensor::device)));
+        let (mut cos, mut terms, mut u, mut v, mut tap_norms) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (((h, mut g), w), &with_u) in taps.iter().zip(grads).zip(&self.weights).zip(with_u) {
+            // g_k's storage becomes v_k (in place where the flattened view shares it).
+            let n = h.size()[0] as f64;
+            let (h2, mut g2) = (h.flatten(1, -1), g.flatten(1, -1));
+            // Batched dot products: one pass over g and h, no product tensor.
+            let dot = g2.unsqueeze(1).bmm(&h2.unsqueeze(2)).view([-1]);
+            let a = g2.norm_scalaropt_dim(2, 1, false);
+            let b = h2.norm_scalaropt_dim(2, 1, false);
+            let den = &a * &b + self.cfg.eps;
+            let c = &dot / &den;
+            let per_sample = |p: &Tensor| p.unsqueeze(1);
+            let (term, vk, uk) = match self.cfg.kind {
+                RegKind::Gnr => {
+                    let term = g2.square().sum_dim_intlist(1, false, kind).mean(kind);
+                    let _ = g.g_mul_scalar_(2.0 * w / n);
+                    (term, g, None)
+                }
+                _ => {
+                    let dphi = match self.cfg.penalty {
+                        Penalty::OneMinusCos => c.ones_like().neg(),
+                        Penalty::OneMinusAbsCos => c.sign().neg(),
+                        Penalty::Sin2 => &c * -2.0,
+                    };
+                    let s = dphi * (w / n);
+                    let p = per_sample(&(&s / &den));
+                    let scd = &s * &c / &den;
+                    let zero_where =
+                        |x: Tensor, norm: &Tensor| x.where_scalarother(&norm.gt(0.0), 0.0);
+                    let qg = per_sample(&zero_where(&scd * &b / &a, &a));
+                    let qh = per_sample(&zero_where(&scd * &a / &b, &b));
+                    let uk = with_u.then(|| (&g2 * &p).addcmul_(&h2, &qh.neg()).view_as(h));
+                    let _ = g2.g_mul_(&qg.neg()).addcmul_(&h2, &p);
+                    let term = self.cfg.penalty.apply(&c).mean(kind);
+                    (term, g2.view_as(h), uk)
+                }
+            };
+            #[allow(clippy::assign_op_pattern)]
+            {
+                reg = reg + &term * *w;
+            }
+            cos.push(c.mean(kind));
+            terms.push(term);
+            tap_norms.push(b.square().sum(kind).sqrt());
+            u.push(uk);
+            v.push(vk);
+        }
+        let stack = |t: Vec<Tensor>| {
+            if t.is_empty() { reg.zeros_like().view([0]) } else { Tensor::stack(&t, 0) }
+        };
+        Partials { cos: stack(cos), terms: stack(terms), tap_norms: stack(tap_norms), reg, u, v }
+    }
+
     /// t = δ · min_k ‖h_k‖/‖v_k‖ over the taps of S where both norms are non-zero (δ when
     /// there is none: then the offsets are zero or the taps are).
-    fn fd_offset_scale(&self, taps: &[Tensor], v: &[Tensor]) -> f64 {
-        let ratio = taps
+    fn fd_offset_scale(&self, tap_norms: &Tensor, v: &[Tensor]) -> f64 {
+        let hn = Vec::<f64>::try_from(tap_norms.to_kind(Kind::Double)).unwrap_or_default();
+        let vn: Vec<Tensor> = v.iter().map(|v| v.norm().to_kind(Kind::Double)).collect();
+        let vn = if vn.is_empty() {
+            Vec::new()
+        } else {
+            Vec::<f64>::try_from(Tensor::stack(&vn, 0)).unwrap_or_default()
+        };
+        let ratio = hn
             .iter()
-            .zip(v)
-            .filter(|(_, v)| v.defined())
-            .map(|(h, v)| h.norm().double_value(&[]) / v.norm().double_value(&[]))
+            .zip(&vn)
+            .map(|(h, v)| h / v)
             .filter(|r| r.is_finite() && *r > 0.0)
             .fold(f64::INFINITY, f64::min);
         self.cfg.fd_step() * if ratio.is_finite() { ratio } else { 1.0 }
@@ -666,6 +734,23 @@ struct PassOne {
     loss: Tensor,
     /// The recorded switches, ready to replay.
     gates: Gates,
+    /// Whether tap k depends on the parameters (it is not a leaf), so that u_k matters.
+    with_u: Vec<bool>,
+}
+
+/// R and its partials at the taps of S (see [`Regularizer::partials`]).
+struct Partials {
+    /// R (a scalar).
+    reg: Tensor,
+    /// Mean cosine and mean term per tap, `[|S|]`.
+    cos: Tensor,
+    terms: Tensor,
+    /// u_k = ∂R/∂h_k (none for GNR).
+    u: Vec<Option<Tensor>>,
+    /// v_k = ∂R/∂g_k.
+    v: Vec<Tensor>,
+    /// ‖h_k‖ over the batch, `[|S|]`.
+    tap_norms: Tensor,
 }
 
 /// `f` with its tensors detached (what the trainer logs).
@@ -833,5 +918,51 @@ mod tests {
         let l = TaskLoss::Ce.sum(&f.logits, &y);
         let g = Tensor::run_backward(&[l], &f.taps, true, true);
         assert!(g[1].requires_grad());
+    }
+
+    /// The closed-form partials of the finite difference equal autograd's through `penalty`,
+    /// zero gradients and zero taps included (double precision: agreement to 1e-12).
+    #[test]
+    fn closed_form_partials_match_autograd() {
+        tch::manual_seed(5);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let taps = vec![Tensor::randn([5, 3, 4], opts), Tensor::randn([5, 7], opts)];
+        let grads = [Tensor::randn([5, 3, 4], opts), Tensor::randn([5, 7], opts)];
+        let _ = grads[0].get(1).zero_();
+        let _ = taps[1].get(2).zero_();
+        taps[0].get(3).copy_(&(grads[0].get(3) * 2.0)); // c = 1 exactly
+        let names: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let base = RegularizerConfig {
+            weights: Weights::List(vec![0.3, 1.7]),
+            layers: Some(Layers::Deep),
+            ..RegularizerConfig::gfa(1.0)
+        };
+        let mut cfgs: Vec<RegularizerConfig> =
+            [Penalty::OneMinusCos, Penalty::OneMinusAbsCos, Penalty::Sin2]
+                .map(|penalty| RegularizerConfig { penalty, ..base.clone() })
+                .to_vec();
+        cfgs.push(RegularizerConfig { kind: RegKind::Gnr, ..base.clone() });
+        for cfg in cfgs {
+            let reg = Regularizer::new(&cfg, &names).unwrap();
+            let h: Vec<Tensor> = taps.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+            let g: Vec<Tensor> = grads.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+            let (r, cos, terms) = reg.penalty(&h, &g);
+            let leaves: Vec<&Tensor> = h.iter().chain(&g).collect();
+            let auto = Tensor::run_backward(&[&r], &leaves, false, false);
+            let copies: Vec<Tensor> = grads.iter().map(Tensor::copy).collect();
+            let p = reg.partials(&taps, copies, &[true, true]);
+            let close = |a: &Tensor, b: &Tensor| {
+                (a - b).abs().max().double_value(&[])
+                    <= 1e-12 * b.abs().max().double_value(&[]).max(1.0)
+            };
+            assert!(close(&p.reg, &r.detach()) && close(&p.cos, &cos) && close(&p.terms, &terms));
+            for k in 0..2 {
+                assert!(close(&p.v[k], &auto[2 + k]), "{:?} v{k}", cfg.penalty);
+                match &p.u[k] {
+                    Some(u) => assert!(close(u, &auto[k]), "{:?} u{k}", cfg.penalty),
+                    None => assert_eq!(cfg.kind, RegKind::Gnr),
+                }
+            }
+        }
     }
 }
