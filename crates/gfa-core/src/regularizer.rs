@@ -480,7 +480,8 @@ impl Regularizer {
     ///
     /// The math. Let F(θ, o) = Σ_i ℓ_i with an offset o_k added where tap h_k is read
     /// ([`Classifier::forward_taps_with`]), so g_k = ∂F/∂o_k at o = 0. R depends on θ through
-    /// h_k(θ) and g_k(θ); with u_k = ∂R/∂h_k and v_k = ∂R/∂g_k (cheap: R of detached copies),
+    /// h_k(θ) and g_k(θ); with u_k = ∂R/∂h_k and v_k = ∂R/∂g_k (cheap, in closed form:
+    /// `partials`),
     ///
     /// ```text
     /// ∇θR = Σ_k (∂h_k/∂θ)ᵀ u_k + Σ_k (∂g_k/∂θ)ᵀ v_k
@@ -497,8 +498,9 @@ impl Regularizer {
     /// ```
     ///
     /// Neither pass builds a graph through the tap gradients, and pass 1's graph is freed
-    /// before pass 2 runs: the memory is that of plain training plus two gradient copies and
-    /// the switches (one byte per ReLU input).
+    /// before pass 2 runs: the memory is that of plain training plus u and the offsets (the
+    /// size of the taps of S), G₀ (the size of the parameters) and the switches (one byte per
+    /// ReLU input).
     ///
     /// Why the switches are replayed. Double backprop differentiates ReLU's and max pooling's
     /// backward with the mask and the argmax held fixed (ReLU'' = 0). A shifted forward that

@@ -187,6 +187,16 @@ pub enum LayersArg {
     Deep,
 }
 
+/// How the penalty's parameter gradient is computed (`regularizer.gradient`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GradientArg {
+    /// Double backprop.
+    Exact,
+    /// Two ordinary backward passes, no double-backprop graph.
+    #[value(name = "finite_difference")]
+    FiniteDifference,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// A run TOML (sections data, model, regularizer, train; e.g. a run's config.toml);
@@ -207,6 +217,12 @@ pub struct TrainArgs {
     /// The regularizer's tap set (default: deep for gfa, first for gnr).
     #[arg(long, value_enum)]
     pub layers: Option<LayersArg>,
+    /// The penalty's parameter gradient: exact (default) or finite_difference.
+    #[arg(long, value_enum)]
+    pub gradient: Option<GradientArg>,
+    /// The finite difference's step, relative to each tap's norm (default 1e-3).
+    #[arg(long)]
+    pub fd_step: Option<f64>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]

@@ -14,7 +14,8 @@ use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs, OptimizerKind, TrainArgs,
+    DataArgs, EvalArgs, GfaValueArgs, GradientArg, LandscapeArgs, LayersArg, ModelArgs,
+    OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
@@ -99,6 +100,16 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     if let Some(layers) = a.layers {
         let w = if layers == LayersArg::First { "first" } else { "deep" };
         reg.insert("layers".into(), Value::String(w.into()));
+    }
+    if (a.gradient.is_some() || a.fd_step.is_some()) && reg_kind == "none" {
+        bail!("--gradient/--fd-step: method `{}` has no regularizer (use gfa or gnr)", a.method);
+    }
+    if let Some(g) = a.gradient {
+        let g = if g == GradientArg::Exact { "exact" } else { "finite_difference" };
+        reg.insert("gradient".into(), Value::String(g.into()));
+    }
+    if let Some(d) = a.fd_step {
+        reg.insert("fd_step".into(), Value::Float(d));
     }
     let optimizer = match a.optimizer {
         OptimizerKind::Sgd => table(vec![

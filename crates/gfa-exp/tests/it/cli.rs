@@ -100,6 +100,31 @@ fn config_errors_exit_2_with_location() {
     assert!(text(&o).1.contains("unknown device 'tpu'"));
 }
 
+/// A finite-difference step of zero or NaN, or the option on a method without a regularizer,
+/// stops `gfa train` before anything is written.
+#[test]
+fn train_refuses_a_bad_finite_difference_step_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--device", "cpu", "train", "--synthetic", "--out", "m"];
+    for (extra, want) in [
+        (
+            &["--method", "gfa", "--gradient", "finite_difference", "--fd-step", "0"][..],
+            "regularizer.fd_step must be a number in (0, 1)",
+        ),
+        (
+            &["--method", "gnr", "--fd-step", "NaN"][..],
+            "regularizer.fd_step must be a number in (0, 1)",
+        ),
+        (&["--method", "pgd_at", "--gradient", "finite_difference"][..], "has no regularizer"),
+    ] {
+        let o = gfa(dir.path(), &[&base[..], extra].concat());
+        let errs = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {errs}");
+        assert!(errs.contains(want), "{extra:?}: {errs}");
+        assert!(!dir.path().join("m").exists(), "{extra:?}: nothing is written");
+    }
+}
+
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();
