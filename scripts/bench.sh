@@ -21,6 +21,9 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 WIDTH="${BENCH_WIDTH:-0.25}"
 BATCH="${BENCH_BATCH:-128}"
 STEPS="${BENCH_STEPS:-20}"
+# BENCH_THREADS=N pins both sides to N intra-op threads (0: libtorch's default). On a machine
+# that others share, 1 keeps a descheduled thread from stalling the other at every op.
+THREADS="${BENCH_THREADS:-0}"
 # BENCH_PROFILE=dev reuses the test build (the compute is libtorch's either way).
 PROFILE="${BENCH_PROFILE:-release}"
 if [ "$PROFILE" = dev ]; then
@@ -36,8 +39,8 @@ raw="$OUT/train_step.jsonl"
 rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +)"
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  "$BIN" "$WIDTH" "$BATCH" "$STEPS" | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
-  "$VENV/bin/python" scripts/bench_pytorch.py --width "$WIDTH" --batch "$BATCH" --steps "$STEPS" \
+  "$BIN" "$WIDTH" "$BATCH" "$STEPS" "$THREADS" | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
+  "$VENV/bin/python" scripts/bench_pytorch.py --width "$WIDTH" --batch "$BATCH" --steps "$STEPS" --threads "$THREADS" \
     | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
 done
 # Peak memory (RSS) of the exact and the finite-difference GFA step on a ResNet, one process per

@@ -47,7 +47,8 @@ def main(path, profile="release"):
     print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
           f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
-    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs; "
+    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
+          f"{meta.get('threads')} intra-op thread(s) on both sides; "
           f"median step over {meta.get('steps')} steps, median over {len(t[('gfa', 'plain')])} alternating rounds. "
           f"Raw: `results/bench/train_step.jsonl`. The finite-difference rows (`regularizer.gradient = "
           f"\"finite_difference\"`, step 1e-3) are compared with PyTorch's exact double-backprop step of the "
