@@ -32,27 +32,13 @@ CASES = {
 }
 
 
-def main(path, profile="release"):
-    rows = [json.loads(l) for l in open(path) if l.strip()]
-    mem = [r for r in rows if r.get("kind") == "memory"]
-    rows = [r for r in rows if r.get("kind") != "memory"]
+def step_table(rows, key, batch):
+    """The per-case table of `key` (a per-step median): ms, ratios to PyTorch and to plain, the rounds' spread."""
     t = defaultdict(list)
-    meta = {}
     for r in rows:
-        t[(r["impl"], r["case"])].append(r["median_s"])
-        meta = r
+        if key in r:
+            t[(r["impl"], r["case"])].append(r[key])
     med = {k: statistics.median(v) for k, v in t.items()}
-    rev = meta.get("git") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                            text=True).stdout.strip()
-    print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
-          f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
-    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
-          f"{meta.get('threads')} intra-op thread(s) on both sides; "
-          f"median step over {meta.get('steps')} steps, median over {len(t[('gfa', 'plain')])} alternating rounds. "
-          f"Raw: `results/bench/train_step.jsonl`. The finite-difference rows (`regularizer.gradient = "
-          f"\"finite_difference\"`, step 1e-3) are compared with PyTorch's exact double-backprop step of the "
-          f"same taps: PyTorch has no finite-difference GFA.\n")
     print("| case | gfa ms/step | PyTorch ms/step | gfa img/s | gfa / PyTorch | gfa case / plain | PyTorch case / plain "
           "| gfa FD / gfa exact | gfa rounds, ms | PyTorch rounds, ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -64,10 +50,36 @@ def main(path, profile="release"):
             continue
         e = med.get(("gfa", ref))
         vs_exact = f"{g/e:.2f}" if case != ref and e else "—"
-        print(f"| {label} | {g*1e3:.1f} | {p*1e3:.1f} | {meta.get('batch', 0)/g:.0f} | {g/p:.2f} | {g/gp:.2f} "
+        print(f"| {label} | {g*1e3:.1f} | {p*1e3:.1f} | {batch/g:.0f} | {g/p:.2f} | {g/gp:.2f} "
               f"| {p/pp:.2f} | {vs_exact} | {spread(t[('gfa', case)])} | {spread(t[('pytorch', ref)])} |")
+
+
+def main(path, profile="release"):
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    mem = [r for r in rows if r.get("kind") == "memory"]
+    rows = [r for r in rows if r.get("kind") != "memory"]
+    meta = rows[-1] if rows else {}
+    rounds = len({r.get("round") for r in rows if r["impl"] == "gfa" and r["case"] == "plain"})
+    rev = meta.get("git") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                            text=True).stdout.strip()
+    print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
+          f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
+    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
+          f"{meta.get('threads')} intra-op thread(s) on both sides; median step over {meta.get('steps')} steps, "
+          f"median over {rounds} alternating rounds. Raw: `results/bench/train_step.jsonl`. The finite-difference "
+          f"rows (`regularizer.gradient = \"finite_difference\"`, step 1e-3) are compared with PyTorch's exact "
+          f"double-backprop step of the same taps: PyTorch has no finite-difference GFA.\n")
+    print("## Wall time\n")
+    step_table(rows, "median_s", meta.get("batch", 0))
     print("\nThe last two columns are the range of the rounds' medians: ratios inside that spread are not "
           "differences this machine can resolve.")
+    if any("cpu_median_s" in r for r in rows):
+        print("\n## CPU time\n")
+        print("The process's CPU time over a step (all its threads), median as above: with one thread it is the "
+              "step's own work, which other processes on the machine do not inflate as they do the wall time. "
+              "(img/s: images per CPU-second.)\n")
+        step_table(rows, "cpu_median_s", meta.get("batch", 0))
     print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's. "
           "Finite-difference GFA-deep step ≤ 2.2× gfa's plain step (the exact one costs 3.0–3.5×).")
     if mem:

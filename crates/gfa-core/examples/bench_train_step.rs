@@ -5,7 +5,9 @@
 //! (`first_fd`, `deep_fd`), on `cnn` at a given width with a fixed batch, Adam, the trainer's
 //! own step (exact: one double-backprop call over the taps, one backward of the total; finite
 //! difference: two ordinary forward/backward passes), then one optimizer update. Prints one JSON
-//! object per case, like `scripts/bench_pytorch.py`, so the two can be compared in one run.
+//! object per case, like `scripts/bench_pytorch.py`, so the two can be compared in one run: the
+//! median wall time of a step and the median CPU time of the process over a step (on a machine
+//! that others share, the CPU time of a one-thread run is the step's own work).
 //!
 //! Memory (`--memory ARCH CASE [batch] [steps]`): a few steps of one case on one model, then
 //! the process's peak resident set (`VmHWM`); one process per configuration, so each peak is
@@ -79,6 +81,27 @@ fn batch(n: i64) -> (Tensor, Tensor) {
     (x, y)
 }
 
+/// CPU time of this process so far, in seconds: the sum over its threads of
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU), as precise as Python's
+/// `time.process_time()`; NaN where it cannot be read.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        match stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+            Some(v) => ns += v,
+            None => return f64::NAN,
+        }
+    }
+    ns as f64 * 1e-9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Peak and current resident set of this process, in MiB.
 fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -132,21 +155,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = ModelSpec { arch: Arch::Cnn, width, ..ModelSpec::default() };
     for case in CASES {
         let (model, reg, mut opt) = setup(&spec, case)?;
-        let mut times = Vec::new();
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
         for i in 0..(warmup + steps as usize) {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), cpu_seconds());
             step(&model, &reg, &mut opt, &x, &y);
             if i >= warmup {
-                times.push(t0.elapsed().as_secs_f64());
+                wall.push(t0.elapsed().as_secs_f64());
+                cpu.push(cpu_seconds() - c0);
             }
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        let (wall, cpu) = (median(wall), median(cpu));
         println!(
             "{{\"impl\": \"gfa\", \"case\": \"{case}\", \"width\": {width}, \"batch\": {n}, \
-             \"threads\": {}, \"median_s\": {median}, \"images_per_s\": {}, \"steps\": {steps}}}",
+             \"threads\": {}, \"median_s\": {wall}, \"cpu_median_s\": {cpu}, \
+             \"images_per_s\": {}, \"steps\": {steps}}}",
             tch::get_num_threads(),
-            n as f64 / median
+            n as f64 / wall
         );
     }
     Ok(())
