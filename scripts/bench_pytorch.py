@@ -11,6 +11,7 @@ Only for benchmarks: gfa itself and its tests never need Python.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -107,7 +108,7 @@ def main():
             "threads": torch.get_num_threads(), "median_s": statistics.median(times),
             "cpu_median_s": statistics.median(cpu),
             "images_per_s": args.batch / statistics.median(times), "steps": args.steps,
-            "torch": torch.__version__,
+            "torch": torch.__version__, "load1": os.getloadavg()[0],
         }), flush=True)
 
 

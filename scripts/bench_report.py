@@ -70,6 +70,10 @@ def main(path, profile="release"):
           f"median over {rounds} alternating rounds. Raw: `results/bench/train_step.jsonl`. The finite-difference "
           f"rows (`regularizer.gradient = \"finite_difference\"`, step 1e-3) are compared with PyTorch's exact "
           f"double-backprop step of the same taps: PyTorch has no finite-difference GFA.\n")
+    loads = [r["load1"] for r in rows if isinstance(r.get("load1"), (int, float))]
+    if loads:
+        print(f"1-minute load average when each case ended: {min(loads):.1f}–{max(loads):.1f} on "
+              f"{os.cpu_count()} logical cores (above the threads in use, other processes shared the CPU).\n")
     print("## Wall time\n")
     step_table(rows, "median_s", meta.get("batch", 0))
     print("\nThe last two columns are the range of the rounds' medians: ratios inside that spread are not "
@@ -88,15 +92,16 @@ def main(path, profile="release"):
         print(f"`{m0['arch']}` (full width), batch {m0['batch']}, random [0,1] inputs, Adam; "
               f"{m0['steps']} steps in a fresh process per configuration "
               f"(`bench_train_step --memory {m0['arch']} CASE {m0['batch']} {m0['steps']}`); the peak is the "
-              f"process's VmHWM, which includes libtorch and the model (see the RSS before the first step).\n")
-        print("| case | peak RSS MiB | RSS before the first step, MiB | peak − before, MiB | × plain (peak − before) | s/step |")
-        print("| --- | --- | --- | --- | --- | --- |")
+              f"process's VmHWM, which includes libtorch and the model (see the RSS before the first step). "
+              f"The step times of these runs are in the raw file; the speed comparison is the tables above.\n")
+        print("| case | peak RSS MiB | RSS before the first step, MiB | peak − before, MiB | × plain (peak − before) |")
+        print("| --- | --- | --- | --- | --- |")
         base = next((r["peak_rss_mib"] - r["rss_before_mib"] for r in mem if r["case"] == "plain"), None)
         for r in mem:
             grow = r["peak_rss_mib"] - r["rss_before_mib"]
             rel = f"{grow / base:.2f}" if base else "—"
             print(f"| {CASES.get(r['case'], (r['case'],))[0]} | {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} "
-                  f"| {grow:.0f} | {rel} | {r['seconds_per_step']:.1f} |")
+                  f"| {grow:.0f} | {rel} |")
 
 
 def attacks(path, checkpoint="`target/bench-model`"):

@@ -97,6 +97,14 @@ fn cpu_seconds() -> f64 {
     ns as f64 * 1e-9
 }
 
+/// The machine's 1-minute load average (NaN where /proc/loadavg cannot be read).
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -168,9 +176,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{{\"impl\": \"gfa\", \"case\": \"{case}\", \"width\": {width}, \"batch\": {n}, \
              \"threads\": {}, \"median_s\": {wall}, \"cpu_median_s\": {cpu}, \
-             \"images_per_s\": {}, \"steps\": {steps}}}",
+             \"images_per_s\": {}, \"steps\": {steps}, \"load1\": {}}}",
             tch::get_num_threads(),
-            n as f64 / wall
+            n as f64 / wall,
+            load1()
         );
     }
     Ok(())

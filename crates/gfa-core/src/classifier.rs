@@ -162,7 +162,10 @@ pub fn max_pool2(taps: &mut Option<&mut Taps>, h: &Tensor) -> Tensor {
 /// A network after its normalization layer.
 pub trait Network: std::fmt::Debug + Send {
     /// Logits of the normalized input `x`; pushes one tensor per tap onto `taps` when given,
-    /// in the order of [`Network::tap_names`].
+    /// in the order of [`Network::tap_names`]. Every ReLU and max pool goes through
+    /// [`record_tap`], [`relu`] or [`max_pool2`], so that the taps' offsets and [`Gates`] reach
+    /// them (the finite-difference GFA gradient relies on it; `tests/it/models.rs` checks each
+    /// architecture).
     ///
     /// # Shapes
     /// `x`: `[N, 3, 32, 32]` → `[N, num_classes]`.
