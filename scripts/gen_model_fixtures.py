@@ -51,6 +51,7 @@ CASES = [
         "layer3.0.bn1",
     ),
     ("wrn_28_10", dict(arch="wrn_28_10", width=0.03125, normalize=False), "block2.layer.1.bn2"),
+    ("wrn_34_10", dict(arch="wrn_34_10", width=0.03125, normalize=False), "block3.layer.4.bn1"),
 ]
 
 

@@ -8,9 +8,9 @@ A twin's `state_dict()` has exactly the tensor names of the gfa model built from
                      `vs.load("w.safetensors")` on the gfa model of the same spec.
 
 `build(spec)` takes the spec as gfa writes it (the `[model]` table / `ModelSpec` JSON: arch,
-width, widths, normalize, mean, std, num_classes, bias). With `normalize = True` the first layer
-is `Normalize` and its buffers `normalize.mean` / `normalize.std` (shape [3]) are part of the
-state dict; with `normalize = False` the names are exactly those of the reference code (e.g.
+width, widths, normalize, mean, std, num_classes, bias, and `input` = [C, H, W] when the images
+are not CIFAR-10's [3, 32, 32]). With `normalize = True` the first layer is `Normalize` and its
+buffers `normalize.mean` / `normalize.std` (shape [C]) are part of the state dict; with `normalize = False` the names are exactly those of the reference code (e.g.
 kuangliu/pytorch-cifar's ResNet18), so their checkpoints load as they are.
 
 `forward(x, taps=None, point="post_activation")` returns the logits and, when `taps` is a list,
@@ -35,6 +35,7 @@ DEFAULT_SPEC = {
     "std": [0.5, 0.5, 0.5],
     "num_classes": 10,
     "bias": True,
+    "input": [3, 32, 32],
 }
 
 
@@ -48,16 +49,25 @@ def _record(taps, point, pre, post):
         taps.append(post if point == "post_activation" else pre)
 
 
-class Normalize(nn.Module):
-    """Per-channel (x - mean) / std; `mean`, `std` are buffers of shape [3]."""
+def per_channel(values, channels):
+    """gfa's rule: one value per channel, or one value (or equal values) for every channel."""
+    if len(values) == channels:
+        return list(values)
+    if len(set(values)) == 1:
+        return [values[0]] * channels
+    raise ValueError(f"{values} do not fit {channels} channels")
 
-    def __init__(self, mean, std):
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std; `mean`, `std` are buffers of shape [C]."""
+
+    def __init__(self, mean, std, channels=3):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(per_channel(mean, channels), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(per_channel(std, channels), dtype=torch.float32))
 
     def forward(self, x):
-        return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
 
 class GfaModel(nn.Module):
@@ -66,8 +76,10 @@ class GfaModel(nn.Module):
     def __init__(self, spec):
         super().__init__()
         self.spec = spec
+        self.channels = spec["input"][0]
+        self.input_numel = math.prod(spec["input"])
         if spec["normalize"]:
-            self.normalize = Normalize(spec["mean"], spec["std"])
+            self.normalize = Normalize(spec["mean"], spec["std"], self.channels)
 
     def forward(self, x, taps=None, point="post_activation"):
         if self.spec["normalize"]:
@@ -80,7 +92,7 @@ class Linear(GfaModel):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.fc = nn.Linear(3 * 32 * 32, spec["num_classes"], bias=spec["bias"])
+        self.fc = nn.Linear(self.input_numel, spec["num_classes"], bias=spec["bias"])
 
     def net(self, x, taps, point):
         return self.fc(x.flatten(1))
@@ -92,7 +104,7 @@ class Linear(GfaModel):
 class Mlp(GfaModel):
     def __init__(self, spec):
         super().__init__(spec)
-        d_in = 3 * 32 * 32
+        d_in = self.input_numel
         self.n_hidden = len(spec["widths"])
         for i, w in enumerate(spec["widths"]):
             d = scaled(w, spec["width"])
@@ -117,11 +129,12 @@ class Cnn(GfaModel):
         super().__init__(spec)
         w = spec["width"]
         c1, c2, f = scaled(64, w), scaled(128, w), scaled(256, w)
-        self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
+        self.conv1 = nn.Conv2d(self.channels, c1, 3, padding=1)
         self.conv2 = nn.Conv2d(c1, c1, 3, padding=1)
         self.conv3 = nn.Conv2d(c1, c2, 3, padding=1)
         self.conv4 = nn.Conv2d(c2, c2, 3, padding=1)
-        self.fc1 = nn.Linear(c2 * 8 * 8, f)
+        _, h, w_in = spec["input"]
+        self.fc1 = nn.Linear(c2 * (h // 4) * (w_in // 4), f)
         self.fc2 = nn.Linear(f, f)
         self.fc3 = nn.Linear(f, spec["num_classes"])
 
@@ -176,7 +189,7 @@ class ResNet18(GfaModel):
         super().__init__(spec)
         w = spec["width"]
         c = scaled(64, w)
-        self.conv1 = nn.Conv2d(3, c, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.channels, c, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
         for i, planes in enumerate(STAGES):
             c_out = scaled(planes, w)
@@ -226,7 +239,7 @@ class PreActResNet18(GfaModel):
         super().__init__(spec)
         w = spec["width"]
         c = scaled(64, w)
-        self.conv1 = nn.Conv2d(3, c, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.channels, c, 3, stride=1, padding=1, bias=False)
         for i, planes in enumerate(STAGES):
             c_out = scaled(planes, w)
             stride = 1 if i == 0 else 2
@@ -251,7 +264,7 @@ class PreActResNet18(GfaModel):
         return ["conv1", "layer1", "layer2", "layer3", "layer4", "bn"]
 
 
-# --- WideResNet-28-10 (TRADES models/wideresnet.py, RobustBench WideResNet) ------------------
+# --- WideResNet-28-10 / 34-10 (TRADES models/wideresnet.py, RobustBench WideResNet) ----------
 
 
 class WrnBlock(nn.Module):
@@ -283,7 +296,9 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet28x10(GfaModel):
+class WideResNet(GfaModel):
+    """WideResNet-DEPTH-10; the reference's unused `sub_block1` is not built."""
+
     DEPTH, WIDEN = 28, 10
 
     def __init__(self, spec):
@@ -291,7 +306,7 @@ class WideResNet28x10(GfaModel):
         w = spec["width"]
         n = (self.DEPTH - 4) // 6
         ch = [scaled(c, w) for c in [16, 16 * self.WIDEN, 32 * self.WIDEN, 64 * self.WIDEN]]
-        self.conv1 = nn.Conv2d(3, ch[0], 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.channels, ch[0], 3, stride=1, padding=1, bias=False)
         self.block1 = NetworkBlock(n, ch[0], ch[1], 1)
         self.block2 = NetworkBlock(n, ch[1], ch[2], 2)
         self.block3 = NetworkBlock(n, ch[2], ch[3], 2)
@@ -322,12 +337,21 @@ class WideResNet28x10(GfaModel):
         return ["conv1", "block1", "block2", "block3", "bn1"]
 
 
+class WideResNet28x10(WideResNet):
+    DEPTH = 28
+
+
+class WideResNet34x10(WideResNet):
+    DEPTH = 34
+
+
 ARCHS = {
     "linear": Linear,
     "mlp": Mlp,
     "cnn": Cnn,
     "preact_resnet18": PreActResNet18,
     "wrn_28_10": WideResNet28x10,
+    "wrn_34_10": WideResNet34x10,
     "resnet18": ResNet18,
 }
 

@@ -18,7 +18,7 @@
 //! `n_target_classes=9`); `torchattacks` = torchattacks 3.5.1 `APGD`/`APGDT` (`steps=10`, else the
 //! same). torchattacks' APGDT-L2 `step_size[0]` bug is not reproduced (ATTACKS.md §0.4).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -249,13 +249,15 @@ impl Active {
 ///
 /// # Shapes
 /// `x`: `[N, ...]`, `y`: `[N]` → (`[N, ...]`, `[N]` bool, `[N]` int64).
+/// (One function, long on purpose: it follows auto-attack's `attack_single_run` step by step,
+/// so the two read side by side.)
 fn apgd_single(
     model: &Classifier,
     x: &Tensor,
     y: &Tensor,
     p: Params,
     obj: Objective,
-    rng: &mut StdRng,
+    rng: &mut SeededRng,
 ) -> (Tensor, Tensor, Tensor) {
     let (n, dev) = (x.size()[0], x.device());
     let x = x.detach();
@@ -401,7 +403,7 @@ impl Attack for Apgd {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         if self.loss == ApgdLoss::Dlr && model.num_classes() < 3 {
             return Err(AttackError::Config("apgd-dlr needs at least 3 classes".into()));
@@ -443,7 +445,7 @@ impl Attack for ApgdT {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let n_cls = model.num_classes();

@@ -2,7 +2,7 @@
 use std::fmt::Debug;
 
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -111,7 +111,7 @@ pub trait Attack: Debug + Send + Sync {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)>;
 }
 
@@ -122,7 +122,7 @@ pub fn run(
     x: &Tensor,
     y: &Tensor,
     eps: f64,
-    rng: &mut StdRng,
+    rng: &mut SeededRng,
 ) -> Result<AttackOutput> {
     check_inputs(x, y)?;
     let (x_adv, queries) = attack.perturb(model, x, y, eps, rng)?;

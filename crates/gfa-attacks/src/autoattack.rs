@@ -12,7 +12,7 @@
 //! queries with `resc_schedule=False`); `torchattacks` = torchattacks 3.5.1 `AutoAttack`
 //! (10-step APGD/APGD-T/FAB, Square with `resc_schedule=True`).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -141,7 +141,7 @@ impl AutoAttack {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor, Vec<ComponentLog>)> {
         let n = x.size()[0];
         let mut x_adv = x.detach().copy();
@@ -183,7 +183,7 @@ impl Attack for AutoAttack {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let (x_adv, q, _) = self.perturb_logged(model, x, y, eps, rng)?;
         Ok((x_adv, q))

@@ -76,8 +76,7 @@ pub fn gradient_health(
 pub fn check_gradients(model: &Classifier, x: &Tensor, y: &Tensor) -> Vec<Check> {
     let mut out = Vec::new();
     let n = x.size()[0];
-    let losses: [(&str, fn(&Tensor, &Tensor) -> Tensor); 2] =
-        [("ce", loss::ce), ("dlr", loss::dlr)];
+    let losses: [(&str, loss::PerSample); 2] = [("ce", loss::ce), ("dlr", loss::dlr)];
     for (name, f) in losses {
         if name == "dlr" && model.num_classes() < 3 {
             continue;

@@ -17,7 +17,7 @@
 //! (`max(onehot * z) - max((1 - onehot) * z)`, wrong when logits are negative; ATTACKS.md §0.4)
 //! and its abort rule (batch cost strictly above the previous check).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -224,7 +224,7 @@ impl Attack for Cw {
         x: &Tensor,
         y: &Tensor,
         _eps: f64,
-        _rng: &mut StdRng,
+        _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];

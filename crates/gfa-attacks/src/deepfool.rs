@@ -19,7 +19,7 @@
 //! all classes as candidates, overshoot applied to every step from the current point:
 //! `x <- clip01(x + (1 + os) |g_l| w_l / ||w_l||^2)`).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -164,7 +164,7 @@ impl Attack for DeepFool {
         x: &Tensor,
         y: &Tensor,
         _eps: f64,
-        _rng: &mut StdRng,
+        _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];

@@ -21,7 +21,7 @@
 //! `x - lr * grad` instead of `x` (`torchattacks_alias_origin`). The returned point is clipped to
 //! `[0, 1]`.
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -159,13 +159,15 @@ impl Attack for Ead {
         norm: |_| Norm::L1,
     );
 
+    // Long on purpose: the ISTA loop and its binary search over c follow the reference
+    // implementation step by step, so the two read side by side.
     fn perturb(
         &self,
         model: &Classifier,
         x: &Tensor,
         y: &Tensor,
         _eps: f64,
-        _rng: &mut StdRng,
+        _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];

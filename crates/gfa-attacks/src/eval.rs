@@ -14,7 +14,7 @@
 //!   compared model classifies correctly, the DeepDefense paper's protocol).
 //!
 //! Every attack goes through [`attack::run`], so reported numbers are validated (box, budget, NaN).
-//! Randomness: one `StdRng` per (attack, eps, mode, batch) from `gfa_core::seed::rng_for`.
+//! Randomness: one `SeededRng` per (attack, eps, mode, batch) from `gfa_core::seed::rng_for`.
 use std::time::Instant;
 
 use gfa_core::Classifier;
@@ -128,6 +128,26 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `[n]` bool on the CPU: whether the model classifies each point correctly (batched).
+    fn clean_correct(&self) -> Tensor {
+        let n = self.x.size()[0];
+        let mut correct = Vec::new();
+        let mut done = 0;
+        while done < n {
+            let len = self.opts.batch_size.min(n - done);
+            let xs = self.x.narrow(0, done, len).to_device(self.device);
+            let ys = self.y.narrow(0, done, len).to_device(self.device);
+            let pred = crate::repeated::predict(self.model, &xs);
+            correct.push(pred.eq_tensor(&ys).to_device(Device::Cpu));
+            done += len;
+        }
+        if correct.is_empty() {
+            Tensor::zeros([0], (Kind::Bool, Device::Cpu))
+        } else {
+            Tensor::cat(&correct, 0)
+        }
+    }
+
     /// Run `attack` on the points `idx` (CPU int64) in batches.
     fn run(
         &self,
@@ -198,28 +218,42 @@ impl SuiteEntry {
     }
 }
 
-/// Evaluate `model` on `x` (`[N, ...]` float in `[0, 1]`, any device) and `y` under every attack of
-/// `suite` at every budget of `eps`. `all_correct` is the mask `subset = "all_correct"` needs.
+/// The points an evaluation runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct Points<'a> {
+    /// `[N, ...]` float in `[0, 1]`, any device.
+    pub x: &'a Tensor,
+    /// Labels `[N]`.
+    pub y: &'a Tensor,
+    /// `[N]` bool: the points every compared model classifies correctly; what
+    /// `subset = "all_correct"` keeps.
+    pub all_correct: Option<&'a Tensor>,
+}
+
+impl<'a> Points<'a> {
+    /// Every point of `x`, `y`.
+    pub fn all(x: &'a Tensor, y: &'a Tensor) -> Self {
+        Points { x, y, all_correct: None }
+    }
+}
+
+/// Evaluate `model` on `points` under every attack of `suite` at every budget of `eps`.
 pub fn evaluate(
     model: &Classifier,
-    x: &Tensor,
-    y: &Tensor,
-    all_correct: Option<&Tensor>,
+    points: Points<'_>,
     suite: &[AttackSpec],
     eps: &[Eps],
     opts: &EvalOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<EvalRecord>> {
     let entries = suite.iter().map(SuiteEntry::from_spec).collect::<Result<Vec<_>>>()?;
-    evaluate_suite(model, x, y, all_correct, &entries, eps, opts, progress)
+    evaluate_suite(model, points, &entries, eps, opts, progress)
 }
 
 /// [`evaluate`] on already built attacks.
 pub fn evaluate_suite(
     model: &Classifier,
-    x: &Tensor,
-    y: &Tensor,
-    all_correct: Option<&Tensor>,
+    points: Points<'_>,
     suite: &[SuiteEntry],
     eps: &[Eps],
     opts: &EvalOptions,
@@ -228,100 +262,116 @@ pub fn evaluate_suite(
     if opts.batch_size < 1 {
         return Err(AttackError::Config("eval batch_size must be >= 1".into()));
     }
-    // Index bookkeeping lives on the CPU; batches move to the model's device.
-    let (x, y) = (x.to_device(Device::Cpu), y.to_device(Device::Cpu));
-    let (x, y) = match opts.subset {
-        Subset::All => (x, y),
-        Subset::AllCorrect => {
-            let mask = all_correct.ok_or_else(|| {
-                AttackError::Config(
-                    "subset = \"all_correct\" needs the mask of points all compared models \
-                     classify correctly"
-                        .into(),
-                )
-            })?;
-            if mask.size() != [x.size()[0]] {
-                return Err(AttackError::ShapeMismatch {
-                    what: "all_correct mask".into(),
-                    expected: format!("[{}]", x.size()[0]),
-                    got: format!("{:?}", mask.size()),
-                });
-            }
-            let idx = indices(&mask.to_device(Device::Cpu).to_kind(Kind::Bool));
-            (x.index_select(0, &idx), y.index_select(0, &idx))
-        }
-    };
+    let (x, y) = selected(points, opts.subset)?;
     let ctx = Ctx { model, x: &x, y: &y, opts, device: model.device() };
-    let n = x.size()[0];
-
-    // Clean accuracy, batched.
     let start = Instant::now();
-    let mut correct = Vec::new();
-    let mut done = 0;
-    while done < n {
-        let len = opts.batch_size.min(n - done);
-        let xs = x.narrow(0, done, len).to_device(ctx.device);
-        let ys = y.narrow(0, done, len).to_device(ctx.device);
-        let pred = crate::repeated::predict(model, &xs);
-        correct.push(pred.eq_tensor(&ys).to_device(Device::Cpu));
-        done += len;
-    }
-    let correct = if correct.is_empty() {
-        Tensor::zeros([0], (Kind::Bool, Device::Cpu))
-    } else {
-        Tensor::cat(&correct, 0)
-    };
-    let clean_acc = frac(&correct, n);
-    let base = |attack: &str, preset: &str, config: String| EvalRecord {
-        attack: attack.into(),
-        preset: preset.into(),
-        config,
-        family: None,
-        norm: None,
-        eps_text: "0".into(),
-        eps: 0.0,
-        mode: Mode::Clean,
-        n,
-        clean_acc,
-        robust_acc: clean_acc,
-        success_rate: None,
-        median_norm: None,
-        mean_norm: None,
-        max_norm: None,
-        queries: None,
-        seconds: 0.0,
-    };
+    let correct = ctx.clean_correct();
+    let n = x.size()[0];
+    let ev = Evaluation { ctx, suite, n, clean_acc: frac(&correct, n), correct };
     let mut records = vec![EvalRecord {
         seconds: start.elapsed().as_secs_f64(),
-        ..base("clean", "", "{}".into())
+        ..ev.base("clean", "", "{}".into())
     }];
-    let correct_idx = indices(&correct);
-
+    // Minimum-norm attacks: one run each on the clean-correct points, at the largest eps.
     let max_eps = eps.iter().map(|e| e.value).fold(0.0, f64::max);
     let max_eps = Eps { text: format!("{max_eps}"), value: max_eps };
-
-    // Minimum-norm attacks: one run each on the clean-correct points.
     let mut min_norm: Vec<Option<PointResults>> = Vec::new();
     for entry in suite {
-        min_norm.push(if entry.attack.family() == Family::MinimumNorm {
-            Some(ctx.run(
-                entry.attack.as_ref(),
-                &correct_idx,
-                &max_eps,
-                Mode::Individual,
-                progress,
-            )?)
-        } else {
-            None
+        min_norm.push(match entry.attack.family() {
+            Family::MinimumNorm => Some(ev.on_correct(entry, &max_eps, progress)?),
+            _ => None,
         });
     }
+    for e in eps {
+        // Per attack, its results on every clean-correct point and the successes within `e`:
+        // the min-norm runs, and the individual runs when made.
+        let mut on_correct: Vec<Option<(PointResults, Tensor)>> = min_norm
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.clone_shallow(), threshold(r, e))))
+            .collect();
+        if opts.individual {
+            records.extend(ev.individual(e, &mut on_correct, progress)?);
+        }
+        if opts.cumulative {
+            records.extend(ev.cumulative(e, &on_correct, progress)?);
+        }
+    }
+    Ok(records)
+}
 
-    let record = |entry: &SuiteEntry,
-                  e: &Eps,
-                  mode: Mode,
-                  robust_count: i64,
-                  success: &Tensor,
-                  r: &PointResults| {
+/// The points of `points` that `subset` keeps, on the CPU (index bookkeeping lives there;
+/// batches move to the model's device).
+fn selected(points: Points<'_>, subset: Subset) -> Result<(Tensor, Tensor)> {
+    let (x, y) = (points.x.to_device(Device::Cpu), points.y.to_device(Device::Cpu));
+    if subset == Subset::All {
+        return Ok((x, y));
+    }
+    let mask = points.all_correct.ok_or_else(|| {
+        AttackError::Config(
+            "subset = \"all_correct\" needs the mask of points all compared models classify \
+             correctly"
+                .into(),
+        )
+    })?;
+    if mask.size() != [x.size()[0]] {
+        return Err(AttackError::ShapeMismatch {
+            what: "all_correct mask".into(),
+            expected: format!("[{}]", x.size()[0]),
+            got: format!("{:?}", mask.size()),
+        });
+    }
+    let idx = indices(&mask.to_device(Device::Cpu).to_kind(Kind::Bool));
+    Ok((x.index_select(0, &idx), y.index_select(0, &idx)))
+}
+
+/// A min-norm result thresholded at `e`: fooled and inside the budget.
+fn threshold(r: &PointResults, e: &Eps) -> Tensor {
+    r.success.logical_and(&r.norm.le(e.value + BUDGET_TOL))
+}
+
+/// One evaluation in progress: the points, the suite, and the clean pass's results.
+struct Evaluation<'a> {
+    ctx: Ctx<'a>,
+    suite: &'a [SuiteEntry],
+    n: i64,
+    clean_acc: f64,
+    /// `[n]` bool: classified correctly without attack.
+    correct: Tensor,
+}
+
+impl Evaluation<'_> {
+    /// A record with the clean columns filled in.
+    fn base(&self, attack: &str, preset: &str, config: String) -> EvalRecord {
+        EvalRecord {
+            attack: attack.into(),
+            preset: preset.into(),
+            config,
+            family: None,
+            norm: None,
+            eps_text: "0".into(),
+            eps: 0.0,
+            mode: Mode::Clean,
+            n: self.n,
+            clean_acc: self.clean_acc,
+            robust_acc: self.clean_acc,
+            success_rate: None,
+            median_norm: None,
+            mean_norm: None,
+            max_norm: None,
+            queries: None,
+            seconds: 0.0,
+        }
+    }
+
+    /// The record of `entry` at `e`: `robust` points left, `success` over the attacked points,
+    /// `r` the attack's per-point results.
+    fn record(
+        &self,
+        (entry, e, mode): (&SuiteEntry, &Eps, Mode),
+        robust: i64,
+        success: &Tensor,
+        r: &PointResults,
+    ) -> EvalRecord {
         // Minimum-norm attacks report their norms over every success of their one run.
         let norm_mask =
             if entry.attack.family() == Family::MinimumNorm { &r.success } else { success };
@@ -334,76 +384,88 @@ pub fn evaluate_suite(
             eps_text: e.text.clone(),
             eps: e.value,
             mode,
-            robust_acc: if n == 0 { 0.0 } else { robust_count as f64 / n as f64 },
+            robust_acc: if self.n == 0 { 0.0 } else { robust as f64 / self.n as f64 },
             success_rate: (attacked > 0).then(|| frac(success, attacked)),
             median_norm,
             mean_norm,
             max_norm,
             queries: (attacked > 0).then(|| r.queries.mean(Kind::Float).double_value(&[])),
             seconds: r.seconds,
-            ..base(a.name(), &entry.preset, a.config_json())
-        }
-    };
-    // A min-norm result thresholded at `e`: fooled and inside the budget.
-    let threshold =
-        |r: &PointResults, e: &Eps| r.success.logical_and(&r.norm.le(e.value + BUDGET_TOL));
-
-    for e in eps {
-        // Per attack, its results on every clean-correct point (indexed like `correct_idx`) and
-        // the successes within `e`: the min-norm runs, and the individual runs when made.
-        let mut on_correct: Vec<Option<(PointResults, Tensor)>> = min_norm
-            .iter()
-            .map(|r| r.as_ref().map(|r| (r.clone_shallow(), threshold(r, e))))
-            .collect();
-        if opts.individual {
-            for (i, entry) in suite.iter().enumerate() {
-                if on_correct[i].is_none() {
-                    let r = ctx.run(
-                        entry.attack.as_ref(),
-                        &correct_idx,
-                        e,
-                        Mode::Individual,
-                        progress,
-                    )?;
-                    let s = r.success.shallow_clone();
-                    on_correct[i] = Some((r, s));
-                }
-                let (r, success) = on_correct[i].as_ref().expect("set above");
-                let robust = correct_idx.numel() as i64 - success.sum(Kind::Int64).int64_value(&[]);
-                records.push(record(entry, e, Mode::Individual, robust, success, r));
-            }
-        }
-        if opts.cumulative {
-            let mut robust = correct.copy();
-            for (i, entry) in suite.iter().enumerate() {
-                let idx = indices(&robust);
-                let (r, success) = match &on_correct[i] {
-                    Some((r, s)) => {
-                        // Pick the still-robust points out of the results on all correct ones.
-                        let pos = indices(&robust.index_select(0, &correct_idx));
-                        let pr = PointResults {
-                            success: r.success.index_select(0, &pos),
-                            norm: r.norm.index_select(0, &pos),
-                            queries: r.queries.index_select(0, &pos),
-                            seconds: 0.0,
-                        };
-                        (pr, s.index_select(0, &pos))
-                    }
-                    None => {
-                        let r =
-                            ctx.run(entry.attack.as_ref(), &idx, e, Mode::Cumulative, progress)?;
-                        let s = r.success.shallow_clone();
-                        (r, s)
-                    }
-                };
-                let fooled = idx.masked_select(&success);
-                robust = robust.index_fill(0, &fooled, 0);
-                let count = robust.sum(Kind::Int64).int64_value(&[]);
-                records.push(record(entry, e, Mode::Cumulative, count, &success, &r));
-            }
+            ..self.base(a.name(), &entry.preset, a.config_json())
         }
     }
-    Ok(records)
+
+    /// `entry` alone on every clean-correct point.
+    fn on_correct(
+        &self,
+        entry: &SuiteEntry,
+        e: &Eps,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<PointResults> {
+        self.ctx.run(entry.attack.as_ref(), &indices(&self.correct), e, Mode::Individual, progress)
+    }
+
+    /// The individual rows at `e`; runs the fixed-budget attacks into `on_correct`.
+    fn individual(
+        &self,
+        e: &Eps,
+        on_correct: &mut [Option<(PointResults, Tensor)>],
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<EvalRecord>> {
+        let correct = self.correct.sum(Kind::Int64).int64_value(&[]);
+        let mut records = Vec::new();
+        for (i, entry) in self.suite.iter().enumerate() {
+            if on_correct[i].is_none() {
+                let r = self.on_correct(entry, e, progress)?;
+                let s = r.success.shallow_clone();
+                on_correct[i] = Some((r, s));
+            }
+            let (r, success) = on_correct[i].as_ref().expect("set above");
+            let robust = correct - success.sum(Kind::Int64).int64_value(&[]);
+            records.push(self.record((entry, e, Mode::Individual), robust, success, r));
+        }
+        Ok(records)
+    }
+
+    /// The cumulative rows at `e`: each attack on the points every earlier one failed on,
+    /// taken from `on_correct` where the attack already ran on all correct points.
+    fn cumulative(
+        &self,
+        e: &Eps,
+        on_correct: &[Option<(PointResults, Tensor)>],
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<EvalRecord>> {
+        let correct_idx = indices(&self.correct);
+        let mut robust = self.correct.copy();
+        let mut records = Vec::new();
+        for (i, entry) in self.suite.iter().enumerate() {
+            let idx = indices(&robust);
+            let (r, success) = match &on_correct[i] {
+                Some((r, s)) => {
+                    // Pick the still-robust points out of the results on all correct ones.
+                    let pos = indices(&robust.index_select(0, &correct_idx));
+                    let pr = PointResults {
+                        success: r.success.index_select(0, &pos),
+                        norm: r.norm.index_select(0, &pos),
+                        queries: r.queries.index_select(0, &pos),
+                        seconds: 0.0,
+                    };
+                    (pr, s.index_select(0, &pos))
+                }
+                None => {
+                    let r =
+                        self.ctx.run(entry.attack.as_ref(), &idx, e, Mode::Cumulative, progress)?;
+                    let s = r.success.shallow_clone();
+                    (r, s)
+                }
+            };
+            let fooled = idx.masked_select(&success);
+            robust = robust.index_fill(0, &fooled, 0);
+            let count = robust.sum(Kind::Int64).int64_value(&[]);
+            records.push(self.record((entry, e, Mode::Cumulative), count, &success, &r));
+        }
+        Ok(records)
+    }
 }
 
 /// The records' robust accuracy at the end of each cumulative pass, per eps text.

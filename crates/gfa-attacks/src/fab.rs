@@ -28,7 +28,7 @@
 //! sorting-based `fab_projections.py`, and falls back to the farthest box corner when the
 //! hyperplane is out of reach.
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -164,6 +164,8 @@ pub fn project_hyperplane(t: &Tensor, w: &Tensor, b: &Tensor, norm: Norm) -> Ten
 
 /// One FAB run on `x0` (all correctly classified) with labels `y`; returns the best adversarial
 /// example and its norm (`inf` where none was found).
+/// (One function, long on purpose: it follows auto-attack's `attack_single_run` step by step,
+/// so the two read side by side.)
 fn single_run(
     cfg: &FabConfig,
     model: &Classifier,
@@ -171,7 +173,7 @@ fn single_run(
     y: &Tensor,
     target: Option<&Tensor>,
     start_radius: Option<f64>,
-    rng: &mut StdRng,
+    rng: &mut SeededRng,
 ) -> (Tensor, Tensor) {
     let n = x0.size()[0];
     let shape = x0.size();
@@ -266,7 +268,7 @@ impl Attack for Fab {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];

@@ -2,7 +2,7 @@
 //! (ICLR 2015, arXiv 1412.6572). One signed-gradient step of size `eps` on the cross-entropy,
 //! clipped to `[0, 1]`, Linf only. Identical in the reference and torchattacks 3.5.1 (`FGSM`).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -56,7 +56,7 @@ impl Attack for Fgsm {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        _rng: &mut StdRng,
+        _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let (_, g, _) = grad::input_grad(model, x, |z| loss::ce(z, y));
         let x_adv = (x + g.sign() * eps).clamp(0.0, 1.0);

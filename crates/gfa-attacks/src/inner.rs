@@ -7,13 +7,14 @@
 //! PGD-AT and GFA+PGD-AT (uniform start, CE), fast AT (one step from a uniform start), GradAlign
 //! (one FGSM step from x) and TRADES (start `x + 0.001·N(0, 1)`, KL to the clean prediction).
 //! The model runs in training or eval mode as [`InnerMax::train_mode`] says (each method's
-//! reference code; see [`gfa_core::train::Method`]).
+//! reference code; see [`gfa_core::method`]). This is the trainer's only inner maximization:
+//! gfa-core says what to maximize, this crate's PGD loop computes it.
 use gfa_core::Classifier;
+use gfa_core::seed::SeededRng;
 use gfa_core::train::{InnerLoss, InnerMax, Start, TrainPerturbation};
-use rand::rngs::StdRng;
 use tch::{Kind, Tensor};
 
-use crate::pgd::{Keep, Pgd, PgdConfig};
+use crate::pgd::{Ascent, Keep, Pgd, PgdConfig};
 use crate::threat::{Norm, ThreatModel, normal};
 use crate::{Preset, loss};
 
@@ -48,7 +49,7 @@ impl TrainPerturbation for InnerPgd {
         x: &Tensor,
         y: &Tensor,
         spec: &InnerMax,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> gfa_core::Result<Tensor> {
         let x = x.detach();
         let pgd = Pgd { config: Self::config(spec) };
@@ -65,10 +66,14 @@ impl TrainPerturbation for InnerPgd {
         }
         let train = spec.train_mode;
         let run = match spec.loss {
-            InnerLoss::Ce => pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::ce(z, y), train),
+            InnerLoss::Ce => {
+                let ascent = Ascent { loss: &|z| loss::ce(z, y), train };
+                pgd.iterate(model, &x, y, spec.eps, start, &ascent)
+            }
             InnerLoss::KlToClean => {
                 let p = tch::no_grad(|| model.logits(&x, train).softmax(-1, Kind::Float));
-                pgd.iterate(model, &x, y, spec.eps, start, &|z| loss::kl_from(z, &p), train)
+                let ascent = Ascent { loss: &|z| loss::kl_from(z, &p), train };
+                pgd.iterate(model, &x, y, spec.eps, start, &ascent)
             }
         };
         let (x_adv, _queries) =
@@ -83,7 +88,7 @@ mod tests {
     use crate::Attack;
     use gfa_core::models::{Arch, ModelSpec};
     use gfa_core::seed::rng_for;
-    use gfa_core::train::Method;
+    use gfa_core::{Method, TrainMethod};
 
     fn setup() -> (Classifier, Tensor, Tensor) {
         gfa_core::seed::seed_all(3);
@@ -123,19 +128,6 @@ mod tests {
         assert!((&trained_on - &x).abs().max().double_value(&[]) > 7.0 / 255.0);
     }
 
-    /// With a start at x, the trainer's built-in L∞ PGD (gfa-core alone) computes the same.
-    #[test]
-    fn agrees_with_the_built_in_pgd_from_x() {
-        let (model, x, y) = setup();
-        let inner = spec(5, Start::Zero, InnerLoss::Ce);
-        let mut rng = rng_for(0, "t");
-        let ours = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-        let built_in = gfa_core::train::LinfPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-        // The two project in a different order of float operations: equal up to rounding.
-        let diff = (&ours - &built_in).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "max |Δ| {diff}");
-    }
-
     /// TRADES' inner maximization stays in the ball and box and raises the KL to the clean
     /// prediction; no parameter gradient is written.
     #[test]
@@ -162,9 +154,10 @@ mod tests {
             let m: Method = serde_json::from_str(json).unwrap();
             m.inner().unwrap().train_mode
         };
-        for kind in ["pgd_at", "fast_at", "gradalign", "gfa_pgd_at"] {
+        for kind in ["pgd_at", "fast_at", "gradalign"] {
             assert!(mode(&format!(r#"{{"kind": "{kind}"}}"#)), "{kind}");
         }
+        assert!(mode(r#"{"kind": "gfa_pgd_at", "lambda": 0.1}"#));
         assert!(!mode(r#"{"kind": "trades"}"#));
 
         gfa_core::seed::seed_all(5);
@@ -179,24 +172,18 @@ mod tests {
             names.sort();
             names.iter().map(|n| vars[*n].copy()).collect()
         };
-        // gfa-attacks' PGD and the trainer's built-in one both honour the mode.
-        let built_in = gfa_core::train::LinfPgd;
-        let impls: [&dyn TrainPerturbation; 2] = [&InnerPgd, &built_in];
-        for perturbation in impls {
-            let before = stats();
-            assert!(!before.is_empty());
-            let mut inner = spec(2, Start::Zero, InnerLoss::Ce);
-            let mut rng = rng_for(0, "t");
-            let eval = perturbation.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-            let name = perturbation.name();
-            assert!(before.iter().zip(stats()).all(|(a, b)| a.equal(&b)), "{name}: eval moved BN");
-            inner.train_mode = true;
-            let train = perturbation.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
-            assert!(before.iter().zip(stats()).any(|(a, b)| !a.equal(&b)), "{name}: kept BN");
-            assert!(!eval.equal(&train), "{name}");
-            for v in model.vs.trainable_variables() {
-                assert!(!v.grad().defined());
-            }
+        let before = stats();
+        assert!(!before.is_empty());
+        let mut inner = spec(2, Start::Zero, InnerLoss::Ce);
+        let mut rng = rng_for(0, "t");
+        let eval = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        assert!(before.iter().zip(stats()).all(|(a, b)| a.equal(&b)), "eval mode moved BN");
+        inner.train_mode = true;
+        let train = InnerPgd.perturb(&model, &x, &y, &inner, &mut rng).unwrap();
+        assert!(before.iter().zip(stats()).any(|(a, b)| !a.equal(&b)), "training mode kept BN");
+        assert!(!eval.equal(&train));
+        for v in model.vs.trainable_variables() {
+            assert!(!v.grad().defined());
         }
     }
 }

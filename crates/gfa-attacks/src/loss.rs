@@ -10,6 +10,9 @@
 //! reduced, so gradients of the sum are per-sample gradients.
 use tch::{Kind, Tensor};
 
+/// A per-sample loss of logits and labels (`[N, C]`, `[N]` → `[N]`): [`ce`], [`dlr`], ….
+pub type PerSample = fn(&Tensor, &Tensor) -> Tensor;
+
 /// Stabilizer in the DLR denominators (auto-attack's `1e-12`).
 const DLR_EPS: f64 = 1e-12;
 

@@ -4,7 +4,7 @@
 //! its norm is `eps`), added and clipped to `[0, 1]`; a point counts as fooled when any draw
 //! fools it. If noise does better than PGD, PGD's gradients are not finding the way.
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -40,7 +40,7 @@ impl Configured for NoiseConfig {
 }
 
 /// `x` plus Gaussian noise of `norm` exactly `eps` per sample, clipped to `[0, 1]`.
-fn draw(x: &Tensor, eps: f64, norm: Norm, rng: &mut StdRng) -> Tensor {
+fn draw(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> Tensor {
     let g = normal(&x.size(), rng, x.device());
     let scale = per_sample_norm(&g, norm).clamp_min(1e-12);
     (x + &g / per_sample(&scale, &g) * eps).clamp(0.0, 1.0)
@@ -72,7 +72,7 @@ impl Attack for Noise {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let n = x.size()[0];
         let mut best = x.copy();
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn draws_have_the_budget_norm() {
         let x = Tensor::full([3, 3, 32, 32], 0.5, (Kind::Float, tch::Device::Cpu));
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = SeededRng::seed_from_u64(0);
         for (norm, eps) in [(Norm::Linf, 8.0 / 255.0), (Norm::L2, 0.5), (Norm::L1, 5.0)] {
             let d = per_sample_norm(&(draw(&x, eps, norm, &mut rng) - &x), norm);
             let err = (d - eps).abs().max().double_value(&[]);

@@ -7,7 +7,7 @@
 //! - `torchattacks` 3.5.1 `PGD`/`PGDL2`: 10 steps, absolute step 2/255 (Linf) or 0.2 (L2), random
 //!   start, the last iterate is returned ("PGD-last").
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -109,18 +109,17 @@ impl Pgd {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
         let start = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
-        self.iterate(model, x, y, eps, start, &|z| loss::ce(z, y), false)
+        let ascent = Ascent { loss: &|z| loss::ce(z, y), train: false };
+        self.iterate(model, x, y, eps, start, &ascent)
     }
 
-    /// `steps` ascent steps on the per-sample `loss` from `start`, projected onto the ball
+    /// `steps` ascent steps on `ascent`'s per-sample loss from `start`, projected onto the ball
     /// around `x` and the box; returns the iterate `keep` asks for and the queries.
-    /// `train` runs the gradient forwards in training mode (the trainer's inner maximization,
-    /// [`crate::inner`]); attacks pass `false`.
     pub(crate) fn iterate(
         &self,
         model: &Classifier,
@@ -128,9 +127,9 @@ impl Pgd {
         y: &Tensor,
         eps: f64,
         start: Tensor,
-        loss: &dyn Fn(&Tensor) -> Tensor,
-        train: bool,
+        ascent: &Ascent<'_>,
     ) -> Result<(Tensor, Tensor)> {
+        let Ascent { loss, train } = *ascent;
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
         let alpha = c.step_size.unwrap_or(c.rel_step * eps);
@@ -169,6 +168,15 @@ impl Pgd {
     }
 }
 
+/// What a PGD run ascends: a per-sample loss of the logits, with the model's forwards in
+/// training mode (`train`, the trainer's inner maximization, [`crate::inner`]) or eval mode
+/// (attacks).
+#[derive(Clone, Copy)]
+pub(crate) struct Ascent<'a> {
+    pub loss: &'a dyn Fn(&Tensor) -> Tensor,
+    pub train: bool,
+}
+
 impl Attack for Pgd {
     describe!(
         name: |_| "pgd",
@@ -181,7 +189,7 @@ impl Attack for Pgd {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         // torchattacks semantics: one run on every point, the last iterate as is.
         if self.config.keep == Keep::Last && self.config.restarts == 1 {

@@ -2,7 +2,7 @@
 //! per sample the first adversarial point found (foolbox `Repeated`, auto-attack's restart loop
 //! in `APGDAttack.perturb`). Restarts combine per sample, never by "best loss" (ATTACKS.md §4.2).
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use tch::{Kind, Tensor};
 
 use crate::attack::{Attack, Family};
@@ -32,8 +32,8 @@ pub fn run_restarts(
     x: &Tensor,
     y: &Tensor,
     restarts: usize,
-    rng: &mut StdRng,
-    mut single: impl FnMut(&Tensor, &Tensor, &mut StdRng) -> Result<(Tensor, Tensor)>,
+    rng: &mut SeededRng,
+    mut single: impl FnMut(&Tensor, &Tensor, &mut SeededRng) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Tensor, Tensor)> {
     let n = x.size()[0];
     let mut x_adv = x.detach().copy();
@@ -88,7 +88,7 @@ impl Attack for Repeated {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         run_restarts(model, x, y, self.restarts, rng, |xs, ys, r| {
             self.inner.perturb(model, xs, ys, eps, r)

@@ -7,14 +7,14 @@
 //! and channel signs for the whole batch, the last window position never drawn); L2 starts from
 //! a grid of "eta" ring patterns and moves mass between two windows; a candidate is accepted when
 //! its loss is lower or it is misclassified; points stop querying once fooled and each point's
-//! queries are counted. Randomness comes from the passed `StdRng`.
+//! queries are counted. Randomness comes from the passed `SeededRng`.
 //!
 //! Defaults: `reference` = Square inside AutoAttack standard (`n_queries=5000`, `p_init=0.8`,
 //! `n_restarts=1`, `resc_schedule=False`); `torchattacks` 3.5.1 `Square` keeps
 //! `resc_schedule=True` (the p schedule runs over 10000 virtual iterations scaled to n_queries).
 use gfa_core::Classifier;
+use gfa_core::seed::SeededRng;
 use rand::Rng;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -112,7 +112,7 @@ impl Square {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         tch::no_grad(|| match self.config.norm {
             Norm::L2 => self.single_l2(model, x, y, eps, rng),
@@ -126,22 +126,21 @@ impl Square {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
         let dev = x.device();
-        let mut x_best = (x + random_sign(&[n, c, 1, w], rng, x) * eps).clamp(0.0, 1.0);
-        let mut margin_min = loss::cw_margin(&model.logits(&x_best, false), y);
-        let mut loss_min = margin_min.copy();
+        let init = (x + random_sign(&[n, c, 1, w], rng, x) * eps).clamp(0.0, 1.0);
+        let mut best = Best::start(model, init, y);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
-            let idx = indices(&margin_min.gt(0.0));
+            let idx = indices(&best.margin.gt(0.0));
             if idx.numel() == 0 {
                 break;
             }
             let (xc, xbc, yc) =
-                (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
+                (x.index_select(0, &idx), best.x.index_select(0, &idx), y.index_select(0, &idx));
             let p = self.p_selection(i);
             let s = (((p * (h * w) as f64).sqrt().round() as i64).max(1)).min(h.min(w));
             let (vh, vw) = (rand_below(h - s, rng), rand_below(w - s, rng));
@@ -150,20 +149,11 @@ impl Square {
             let x_new =
                 (&xbc + window * signs).maximum(&(&xc - eps)).minimum(&(&xc + eps)).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
-            self.accept(
-                &idx,
-                &x_new,
-                &xbc,
-                &margin,
-                &margin,
-                &mut x_best,
-                &mut margin_min,
-                &mut loss_min,
-            );
+            best.accept(&idx, &x_new, &xbc, &margin);
             queries =
                 queries.index_add(0, &idx, &Tensor::ones([idx.numel() as i64], (Kind::Int64, dev)));
         }
-        Ok((x_best, queries))
+        Ok((best.x, queries))
     }
 
     fn single_l2(
@@ -172,7 +162,7 @@ impl Square {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
@@ -197,18 +187,17 @@ impl Square {
             }
             vh += s0;
         }
-        let mut x_best = (x + unit_l2(&delta_init) * eps).clamp(0.0, 1.0);
-        let mut margin_min = loss::cw_margin(&model.logits(&x_best, false), y);
-        let mut loss_min = margin_min.copy();
+        let init = (x + unit_l2(&delta_init) * eps).clamp(0.0, 1.0);
+        let mut best = Best::start(model, init, y);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
-            let idx = indices(&margin_min.gt(0.0));
+            let idx = indices(&best.margin.gt(0.0));
             if idx.numel() == 0 {
                 break;
             }
             let m = idx.numel() as i64;
             let (xc, xbc, yc) =
-                (x.index_select(0, &idx), x_best.index_select(0, &idx), y.index_select(0, &idx));
+                (x.index_select(0, &idx), best.x.index_select(0, &idx), y.index_select(0, &idx));
             let delta = &xbc - &xc;
             let p = self.p_selection(i);
             let mut s = ((p * (h * w) as f64).sqrt().round() as i64).max(3);
@@ -238,42 +227,38 @@ impl Square {
             delta.narrow(2, vh, s).narrow(3, vw, s).copy_(&new);
             let x_new = (&xc + unit_l2(&delta) * eps).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
-            self.accept(
-                &idx,
-                &x_new,
-                &xbc,
-                &margin,
-                &margin,
-                &mut x_best,
-                &mut margin_min,
-                &mut loss_min,
-            );
+            best.accept(&idx, &x_new, &xbc, &margin);
             queries = queries.index_add(0, &idx, &Tensor::ones([m], (Kind::Int64, dev)));
         }
-        Ok((x_best, queries))
+        Ok((best.x, queries))
+    }
+}
+
+/// The search state per point: the best iterate, its margin and its loss (untargeted Square
+/// minimizes the CW margin, so the loss is the margin; auto-attack keeps both).
+struct Best {
+    x: Tensor,
+    margin: Tensor,
+    loss: Tensor,
+}
+
+impl Best {
+    fn start(model: &Classifier, x: Tensor, y: &Tensor) -> Self {
+        let margin = loss::cw_margin(&model.logits(&x, false), y);
+        Best { loss: margin.copy(), margin, x }
     }
 
-    /// Keep a candidate where its loss is lower or it is misclassified.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &self,
-        idx: &Tensor,
-        x_new: &Tensor,
-        x_best_cur: &Tensor,
-        margin: &Tensor,
-        loss_new: &Tensor,
-        x_best: &mut Tensor,
-        margin_min: &mut Tensor,
-        loss_min: &mut Tensor,
-    ) {
-        let lc = loss_min.index_select(0, idx);
-        let mc = margin_min.index_select(0, idx);
-        let improved = loss_new.lt_tensor(&lc);
-        *loss_min = loss_min.index_copy(0, idx, &loss_new.where_self(&improved, &lc));
+    /// Keep the candidates `x_new` of the points `idx` (current best `x_cur`) where their loss
+    /// is lower or they are misclassified.
+    fn accept(&mut self, idx: &Tensor, x_new: &Tensor, x_cur: &Tensor, margin: &Tensor) {
+        let lc = self.loss.index_select(0, idx);
+        let mc = self.margin.index_select(0, idx);
+        let improved = margin.lt_tensor(&lc);
+        self.loss = self.loss.index_copy(0, idx, &margin.where_self(&improved, &lc));
         let improved = improved.logical_or(&margin.le(0.0));
-        *margin_min = margin_min.index_copy(0, idx, &margin.where_self(&improved, &mc));
-        let keep = x_new.where_self(&per_sample(&improved, x_new), x_best_cur);
-        *x_best = x_best.index_copy(0, idx, &keep);
+        self.margin = self.margin.index_copy(0, idx, &margin.where_self(&improved, &mc));
+        let keep = x_new.where_self(&per_sample(&improved, x_new), x_cur);
+        self.x = self.x.index_copy(0, idx, &keep);
     }
 }
 
@@ -289,12 +274,12 @@ fn dims(size: &[i64]) -> Result<(i64, i64, i64, i64)> {
 }
 
 /// ±1 with equal probability (auto-attack `random_choice`).
-fn random_sign(shape: &[i64], rng: &mut StdRng, like: &Tensor) -> Tensor {
+fn random_sign(shape: &[i64], rng: &mut SeededRng, like: &Tensor) -> Tensor {
     (uniform(shape, rng, like.device()) * 2.0 - 1.0).sign()
 }
 
 /// `floor(k * U[0, 1))`: an integer in `[0, k)` (0 when `k <= 0`), as auto-attack's `random_int`.
-fn rand_below(k: i64, rng: &mut StdRng) -> i64 {
+fn rand_below(k: i64, rng: &mut SeededRng) -> i64 {
     if k <= 0 { 0 } else { ((k as f64) * rng.r#gen::<f64>()) as i64 }
 }
 
@@ -329,7 +314,7 @@ fn eta_rectangles(x: i64, y: i64) -> Vec<f32> {
 }
 
 /// The `s`×`s` L2 pattern: rectangles of opposite signs in the two halves, randomly transposed.
-fn eta(s: i64, rng: &mut StdRng) -> Tensor {
+fn eta(s: i64, rng: &mut SeededRng) -> Tensor {
     let top = eta_rectangles(s / 2, s);
     let bottom: Vec<f32> = eta_rectangles(s - s / 2, s).into_iter().map(|v| -v).collect();
     let mut all = top;
@@ -351,7 +336,7 @@ impl Attack for Square {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         run_restarts(model, x, y, self.config.n_restarts, rng, |xs, ys, r| {
             self.single(model, xs, ys, eps, r)

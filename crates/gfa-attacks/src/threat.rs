@@ -2,8 +2,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use gfa_core::seed::SeededRng;
 use rand::Rng;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Device, Kind, Tensor};
 
@@ -109,14 +109,14 @@ pub fn per_sample(v: &Tensor, like: &Tensor) -> Tensor {
 
 /// Uniform `[0, 1)` numbers drawn from a seeded Rust generator, so results do not depend on
 /// libtorch's global generator state or on the device.
-pub fn uniform(shape: &[i64], rng: &mut StdRng, device: Device) -> Tensor {
+pub fn uniform(shape: &[i64], rng: &mut SeededRng, device: Device) -> Tensor {
     let n: i64 = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.r#gen::<f32>()).collect();
     Tensor::from_slice(&v).view(shape).to_device(device)
 }
 
 /// Standard normal numbers from a seeded Rust generator (Box–Muller).
-pub fn normal(shape: &[i64], rng: &mut StdRng, device: Device) -> Tensor {
+pub fn normal(shape: &[i64], rng: &mut SeededRng, device: Device) -> Tensor {
     let n: i64 = shape.iter().product();
     let v: Vec<f32> = (0..n)
         .map(|_| {
@@ -179,7 +179,7 @@ impl ThreatModel {
 
     /// A uniformly random start inside the ball (Linf: per-coordinate uniform; L2/L1: random
     /// direction scaled to a uniform fraction of `eps`), clipped to the box.
-    pub fn random_init(&self, x0: &Tensor, rng: &mut StdRng) -> Tensor {
+    pub fn random_init(&self, x0: &Tensor, rng: &mut SeededRng) -> Tensor {
         let shape = x0.size();
         let dev = x0.device();
         let delta = match self.norm {
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn projections_respect_budget_and_box() {
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = SeededRng::seed_from_u64(0);
         let x0 = uniform(&[4, 3, 8, 8], &mut rng, Device::Cpu);
         let x = &x0 + normal(&[4, 3, 8, 8], &mut rng, Device::Cpu);
         for norm in [Norm::Linf, Norm::L2, Norm::L1] {

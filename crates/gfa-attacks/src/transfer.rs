@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -34,7 +34,7 @@ pub fn craft_on_surrogate(
     x: &Tensor,
     y: &Tensor,
     eps: f64,
-    rng: &mut StdRng,
+    rng: &mut SeededRng,
 ) -> Result<(Tensor, Tensor)> {
     inner.perturb(surrogate, x, y, eps, rng)
 }
@@ -83,7 +83,7 @@ impl Attack for Transfer {
         x: &Tensor,
         y: &Tensor,
         eps: f64,
-        rng: &mut StdRng,
+        rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let surrogate = self
             .surrogate

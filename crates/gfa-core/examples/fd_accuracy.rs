@@ -1,5 +1,6 @@
-//! How close the finite-difference GFA gradient (`regularizer.gradient = "finite_difference"`)
-//! comes to the exact double-backprop one, for a range of steps δ (`regularizer.fd_step`).
+//! How close the finite-difference GFA gradient (`gradient = "finite_difference"` in a GFA
+//! method's options) comes to the exact double-backprop one, for a range of steps δ
+//! (`fd_step`).
 //! `make bench` (scripts/bench.sh) writes its output to `results/bench/fd_accuracy.md`.
 //!
 //! For each model and tap set it computes ∇θR both ways, each as the change the penalty makes
@@ -9,10 +10,11 @@
 use std::path::Path;
 
 use gfa_core::Classifier;
+use gfa_core::TaskLoss;
 use gfa_core::checkpoint::load_weights;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{
-    DEFAULT_FD_STEP, Layers, PenaltyGradient, Regularizer, RegularizerConfig,
+    DEFAULT_FD_STEP, Layers, PenaltyGradient, RegKind, Regularizer, RegularizerConfig,
 };
 use gfa_core::seed::seed_all;
 use tch::{Device, Kind, Tensor};
@@ -50,7 +52,7 @@ fn penalty_gradient(model: &Classifier, reg: &Regularizer, x: &Tensor, y: &Tenso
     let plain = flat_grads(model);
     zero_grads(model);
     if reg.uses_finite_difference(1.0) {
-        reg.accumulate_finite_difference(model, x, y, 1.0, true);
+        reg.finite_difference(model, x, y, 1.0, true).1.accumulate();
     } else {
         let f = reg.forward(model, x, y, true, true);
         (&f.loss + &f.reg).backward();
@@ -63,8 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fixture_model = || -> Result<(Classifier, Tensor, Tensor), Box<dyn std::error::Error>> {
         let spec = ModelSpec {
             width: 0.0625,
-            mean: [0.4914, 0.4822, 0.4465],
-            std: [0.2470, 0.2435, 0.2616],
+            mean: vec![0.4914, 0.4822, 0.4465],
+            std: vec![0.2470, 0.2435, 0.2616],
             ..ModelSpec::of(Arch::Cnn)
         };
         let mut model = Classifier::new(&spec, Device::Cpu)?;
@@ -92,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("# Accuracy of the finite-difference GFA gradient\n");
     println!(
         "‖fd − exact‖ / ‖exact‖ of the penalty's parameter gradient ∇θR (GFA, 1 − cos, \
-         cross-entropy, post-activation taps, λ = 1) for each step δ = `regularizer.fd_step`; \
+         cross-entropy, post-activation taps, λ = 1) for each step δ = `fd_step`; \
          exact is double backprop. The default step is δ = {DEFAULT_FD_STEP:e}. Command: \
          `cargo run --release -p gfa-core --example fd_accuracy` (run by `make bench`).\n"
     );
@@ -101,9 +103,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| --- | --- |{}", " --- |".repeat(STEPS.len()));
     for (name, (model, x, y)) in &setups {
         for layers in [Layers::First, Layers::Deep] {
-            let base =
-                RegularizerConfig { layers: Some(layers.clone()), ..RegularizerConfig::gfa(1.0) };
-            let reg = Regularizer::new(&base, &model.tap_names())?;
+            let base = RegularizerConfig {
+                layers: Some(layers.clone()),
+                ..RegularizerConfig::with_lambda(1.0)
+            };
+            let bind = |cfg: &RegularizerConfig| {
+                Regularizer::new(RegKind::Gfa, cfg, TaskLoss::Ce, &model.tap_names())
+            };
+            let reg = bind(&base)?;
             let exact = penalty_gradient(model, &reg, x, y);
             let mut cells = Vec::new();
             for step in STEPS {
@@ -112,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     fd_step: Some(step),
                     ..base.clone()
                 };
-                let reg = Regularizer::new(&cfg, &model.tap_names())?;
+                let reg = bind(&cfg)?;
                 let fd = penalty_gradient(model, &reg, x, y);
                 let err = (&fd - &exact).norm().double_value(&[]) / exact.norm().double_value(&[]);
                 cells.push(format!("{err:.1e}"));

@@ -3,11 +3,12 @@
 //! `cargo run -p gfa-core --example train_cifar10 -- <data dir> [epochs] [method] [lambda] [width]`
 //! with method `standard`, `gfa-first` or `gfa-deep`; Adam (lr 1e-3), batch 128, crop + flip,
 //! seed 0. The `gfa train` command runs the same trainer with every option.
+use gfa_core::method::gfa::Gfa;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, RegularizerConfig};
 use gfa_core::seed::seed_all;
-use gfa_core::train::{Method, OptimizerConfig, Schedule, TrainConfig, TrainOptions, summary_line};
-use gfa_core::{Classifier, train};
+use gfa_core::train::{OptimizerConfig, Schedule, TrainConfig, TrainOptions, summary_line};
+use gfa_core::{Classifier, Method, train};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,16 +19,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lambda: f64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(0.3);
     let width: f64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0.25);
     let splits = gfa_data::load_cifar10(std::path::Path::new(dir))?;
-    let (method, reg) = match method {
-        "standard" => (Method::Standard, RegularizerConfig::default()),
-        "gfa-first" => (
-            Method::Gfa,
-            RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(lambda) },
-        ),
-        "gfa-deep" => (
-            Method::Gfa,
-            RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::gfa(lambda) },
-        ),
+    let gfa = |layers| {
+        Method::Gfa(Gfa(RegularizerConfig {
+            layers: Some(layers),
+            ..RegularizerConfig::with_lambda(lambda)
+        }))
+    };
+    let method = match method {
+        "standard" => Method::default(),
+        "gfa-first" => gfa(Layers::First),
+        "gfa-deep" => gfa(Layers::Deep),
         other => return Err(format!("unknown method {other}").into()),
     };
     let cfg = TrainConfig {
@@ -40,7 +41,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             weight_decay: 0.0,
         },
         schedule: Schedule::Constant,
-        method,
         ..TrainConfig::default()
     };
     seed_all(0);
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let opts = TrainOptions { seed: 0, progress: true, ..TrainOptions::default() };
     let chance = 1.0 / model.num_classes() as f64;
-    train(&mut model, &splits, &cfg, &reg, &opts, &mut |r| {
+    train(&mut model, &splits, &cfg, &method, &opts, &mut |r| {
         println!("{}", summary_line(r, epochs, chance));
         Ok(())
     })?;

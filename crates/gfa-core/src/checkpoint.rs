@@ -4,16 +4,19 @@
 //! A checkpoint directory holds `last.safetensors` (the weights after the last finished
 //! epoch), `optimizer.safetensors` (the optimizer state, PyTorch slot names), optionally
 //! `final.safetensors` (the weights at the end of training), and `checkpoint.json` with the
-//! model spec, epoch, config hash, git revision, run id and the per-epoch metrics. Every file is
-//! written to a temporary file in the same directory and renamed; the sidecar goes last, so a
-//! sidecar always describes complete weight files. Loading rebuilds the model from the spec.
-use std::path::{Path, PathBuf};
+//! model spec, epoch, config hash, the build that wrote it ([`Provenance`]), run id and the
+//! per-epoch metrics. Every file is written with `gfa_data::atomic::write_atomic` (temporary
+//! file, fsync, rename, fsync of the folder); the sidecar goes last, so a sidecar always
+//! describes complete weight files. Loading rebuilds the model from the spec.
+use std::path::Path;
 
+use gfa_data::atomic::{write_atomic, write_atomic_with};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::classifier::Classifier;
 use crate::models::ModelSpec;
+use crate::provenance::Provenance;
 use crate::train::EpochRecord;
 use crate::train::optim::Optimizer;
 use crate::{CoreError, Result};
@@ -22,8 +25,9 @@ pub const LAST: &str = "last.safetensors";
 pub const FINAL: &str = "final.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const SIDECAR: &str = "checkpoint.json";
-/// Version of the sidecar layout.
-pub const FORMAT: u32 = 1;
+/// Version of the sidecar layout (2: `build` replaced `git_revision`, epoch records carry named
+/// loss terms).
+pub const FORMAT: u32 = 2;
 
 /// The contents of `checkpoint.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,9 +37,10 @@ pub struct CheckpointMeta {
     pub model: ModelSpec,
     /// Finished epochs.
     pub epoch: usize,
-    /// Hash of everything that determines the run (model, train and regularizer configs, seed).
+    /// Hash of everything that determines the run (model, training config, method, seed).
     pub config_hash: String,
-    pub git_revision: String,
+    /// The build of gfa that wrote the checkpoint.
+    pub build: Provenance,
     pub run_id: String,
     /// Test accuracy after the last finished epoch, when measured.
     pub clean_acc: Option<f64>,
@@ -51,29 +56,14 @@ fn io_err(path: &Path, source: std::io::Error) -> CoreError {
     CoreError::Io { path: path.to_path_buf(), source }
 }
 
-/// A temporary name next to `path` (same directory, so the rename is atomic).
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Write through a temporary file and rename it over `path`.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temp_path(path);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-}
-
 /// Write named tensors as safetensors, atomically.
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    write_atomic(path, |tmp| {
-        let contiguous: Vec<(String, Tensor)> =
-            tensors.iter().map(|(n, t)| (n.clone(), t.detach().contiguous())).collect();
-        Tensor::write_safetensors(&contiguous, tmp).map_err(|e| ck_err(path, e.to_string()))
+    let contiguous: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.detach().contiguous())).collect();
+    write_atomic_with(path, |tmp| {
+        Tensor::write_safetensors(&contiguous, tmp).map_err(std::io::Error::other)
     })
+    .map_err(|e| ck_err(path, e.to_string()))
 }
 
 /// Every variable of the model (trainable or not, normalization included), in name order.
@@ -91,8 +81,17 @@ pub fn save_weights(model: &Classifier, path: &Path) -> Result<()> {
 /// Load weights saved by [`save_weights`] (or PyTorch with the same names) into `model`; every
 /// variable must be present with its shape.
 pub fn load_weights(model: &mut Classifier, path: &Path) -> Result<()> {
+    load_weights_except(model, path, |_| false)
+}
+
+/// [`load_weights`] for the variables whose names `skip` rejects (those keep their values).
+pub fn load_weights_except(
+    model: &mut Classifier,
+    path: &Path,
+    skip: impl Fn(&str) -> bool,
+) -> Result<()> {
     let named = Tensor::read_safetensors(path).map_err(|e| ck_err(path, e.to_string()))?;
-    for (name, mut var) in named_weights(model) {
+    for (name, mut var) in named_weights(model).into_iter().filter(|(n, _)| !skip(n)) {
         let src = named.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| {
             ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
         })?;
@@ -109,19 +108,6 @@ pub fn load_weights(model: &mut Classifier, path: &Path) -> Result<()> {
         tch::no_grad(|| var.f_copy_(src)).map_err(|e| ck_err(path, e.to_string()))?;
     }
     Ok(())
-}
-
-/// `git rev-parse HEAD` of the working directory, or `"unknown"`.
-pub fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Save `last.safetensors`, the optimizer state (when given) and then the sidecar.
@@ -143,7 +129,7 @@ pub fn save(
 pub fn write_meta(dir: &Path, meta: &CheckpointMeta) -> Result<()> {
     let path = dir.join(SIDECAR);
     let text = serde_json::to_string_pretty(meta).map_err(|e| ck_err(&path, e.to_string()))?;
-    write_atomic(&path, |tmp| std::fs::write(tmp, text + "\n").map_err(|e| io_err(tmp, e)))
+    write_atomic(&path, (text + "\n").as_bytes()).map_err(|e| io_err(&path, e))
 }
 
 /// Read `checkpoint.json`.
@@ -163,12 +149,25 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(SIDECAR).is_file()
 }
 
+/// The model spec of a checkpoint, from a sidecar of any format (loading weights needs
+/// nothing else, so models trained by an older gfa stay usable).
+pub fn read_model_spec(dir: &Path) -> Result<ModelSpec> {
+    #[derive(Deserialize)]
+    struct SpecOnly {
+        model: ModelSpec,
+    }
+    let path = dir.join(SIDECAR);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let s: SpecOnly =
+        serde_json::from_str(&text).map_err(|e| ck_err(&path, format!("unreadable: {e}")))?;
+    Ok(s.model)
+}
+
 /// Rebuild the model from the sidecar's spec and load `weights` (`LAST` or `FINAL`) into it.
-pub fn load(dir: &Path, weights: &str, device: Device) -> Result<(Classifier, CheckpointMeta)> {
-    let meta = read_meta(dir)?;
-    let mut model = Classifier::new(&meta.model, device)?;
+pub fn load(dir: &Path, weights: &str, device: Device) -> Result<Classifier> {
+    let mut model = Classifier::new(&read_model_spec(dir)?, device)?;
     load_weights(&mut model, &dir.join(weights))?;
-    Ok((model, meta))
+    Ok(model)
 }
 
 /// Restore weights and optimizer state of a run in progress (resume).

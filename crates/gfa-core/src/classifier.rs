@@ -32,7 +32,7 @@ pub enum Gates {
     Record(Vec<Tensor>),
     /// Taken from a recorded forward of the same network on the same batch: the forward is then
     /// the network with its switches frozen, which is smooth in the offsets (see
-    /// [`crate::regularizer::Regularizer::accumulate_finite_difference`]).
+    /// [`crate::regularizer::Regularizer::finite_difference`]).
     Replay(std::vec::IntoIter<Tensor>),
 }
 
@@ -168,7 +168,7 @@ pub trait Network: std::fmt::Debug + Send {
     /// architecture).
     ///
     /// # Shapes
-    /// `x`: `[N, 3, 32, 32]` → `[N, num_classes]`.
+    /// `x`: `[N, C, H, W]` (the spec's `input`) → `[N, num_classes]`.
     fn forward(&self, x: &Tensor, train: bool, taps: Option<&mut Taps>) -> Tensor;
 
     /// Names of the taps after `input`, e.g. `conv1`, …, `fc2`.
@@ -200,8 +200,13 @@ impl Classifier {
         spec.validate()?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let normalize =
-            spec.normalize.then(|| Normalize::new(&root / "normalize", spec.mean, spec.std));
+        let normalize = match spec.normalize {
+            true => {
+                let (mean, std) = spec.per_channel_mean_std()?;
+                Some(Normalize::new(&root / "normalize", &mean, &std))
+            }
+            false => None,
+        };
         let net = spec.build(&root)?;
         Ok(Self { vs, spec: spec.clone(), normalize, net })
     }
@@ -224,7 +229,7 @@ impl Classifier {
     /// Logits of `[0, 1]` pixels. `train` selects dropout/BatchNorm training behaviour.
     ///
     /// # Shapes
-    /// `x`: `[N, 3, 32, 32]` → `[N, num_classes]`.
+    /// `x`: `[N, C, H, W]` (the spec's `input`) → `[N, num_classes]`.
     pub fn logits(&self, x: &Tensor, train: bool) -> Tensor {
         self.net.forward(&self.normalized(x), train, None)
     }

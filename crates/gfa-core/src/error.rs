@@ -19,6 +19,9 @@ pub enum CoreError {
     NonFinite { what: String, epoch: usize, step: usize },
     #[error(transparent)]
     Data(#[from] gfa_data::DataError),
+    /// A PyTorch file gfa cannot read (`gfa import`).
+    #[error(transparent)]
+    Pt(#[from] crate::pt::PtError),
     #[error(transparent)]
     Tch(#[from] tch::TchError),
 }

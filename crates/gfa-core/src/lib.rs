@@ -11,15 +11,23 @@
 //! - Inputs are NCHW `Kind::Float` in `[0, 1]`; labels are `Int64`.
 //! - Normalization is the model's first layer and is saved with its weights.
 //! - Everything random is seeded from one run seed through [`seed`].
+//! - A training method is one value ([`Method`], a run's `[method]` section); each lives in one
+//!   file of [`method`] and is registered by one line there.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod device;
 pub mod error;
 pub mod gfa_value;
+pub mod import;
+pub mod libtorch;
 pub mod losses;
+pub mod method;
 pub mod metrics;
 pub mod models;
+pub mod provenance;
+pub mod pt;
 pub mod rational;
 pub mod regularizer;
 pub mod seed;
@@ -30,6 +38,8 @@ pub use device::DeviceChoice;
 pub use error::{CoreError, Result};
 pub use gfa_value::{GfaValue, GfaValueConfig, gfa_value};
 pub use losses::TaskLoss;
+pub use method::{Method, TrainMethod};
 pub use models::ModelSpec;
+pub use provenance::Provenance;
 pub use regularizer::{PenaltyGradient, RegKind, Regularizer, RegularizerConfig};
-pub use train::{EpochRecord, Method, TrainConfig, TrainOptions, TrainOutcome, train};
+pub use train::{EpochRecord, TrainConfig, TrainOptions, TrainOutcome, train};

@@ -26,17 +26,24 @@ use crate::classifier::{Classifier, Gates, TapPoint};
 use crate::losses::TaskLoss;
 use crate::{CoreError, Result};
 
-/// Which regularizer is added to the task loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which penalty the regularizer computes from the tap gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegKind {
-    /// No regularizer.
-    #[default]
-    None,
-    /// Gradient-Feature Alignment.
+    /// Gradient-Feature Alignment: φ(cos) per tap.
     Gfa,
     /// Squared gradient norm at the taps (input only by default).
     Gnr,
+}
+
+impl RegKind {
+    /// The name of the penalty's term in `train.csv` (`gfa`, `gnr`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RegKind::Gfa => "gfa",
+            RegKind::Gnr => "gnr",
+        }
+    }
 }
 
 /// The tap set S.
@@ -154,7 +161,7 @@ pub enum PenaltyGradient {
     #[default]
     Exact,
     /// A forward difference of two ordinary backward passes along ∂R/∂g at the taps (see
-    /// [`Regularizer::accumulate_finite_difference`]); no double-backprop graph is built.
+    /// [`Regularizer::finite_difference`]); no double-backprop graph is built.
     FiniteDifference,
 }
 
@@ -166,75 +173,82 @@ impl PenaltyGradient {
 }
 
 /// The default relative step δ of the finite-difference gradient (see
-/// [`Regularizer::accumulate_finite_difference`] for the choice).
+/// [`Regularizer::finite_difference`] for the choice).
 pub const DEFAULT_FD_STEP: f64 = 1e-3;
 
-/// The `[regularizer]` table of a run.
+/// The GFA options, shared by the methods that train with a tap-gradient penalty (`gfa`,
+/// `gnr`, `gfa_pgd_at`): the keys of their `[method]` table besides `kind` (and, for
+/// `gfa_pgd_at`, the PGD keys). SPEC §2's defaults for every key but λ, which has none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RegularizerConfig {
-    pub kind: RegKind,
-    /// λ ≥ 0. With `kind = "gfa"` and λ = 0 the run trains exactly like plain training and
-    /// still logs the per-tap cosines.
+    /// λ ≥ 0, the weight of R. With λ = 0 the run trains exactly like plain training and
+    /// still logs R and the per-tap cosines.
     pub lambda: f64,
-    /// The tap set; when absent, `deep` for GFA and `first` for GNR (see [`Self::layers`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The tap set; when absent, every tap for GFA and the input tap for GNR
+    /// ([`Self::layers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<Layers>,
+    /// φ (GFA only).
+    #[serde(default)]
     pub penalty: Penalty,
+    #[serde(default = "uniform")]
     pub weights: Weights,
-    pub task_loss: TaskLoss,
+    #[serde(default)]
     pub tap: TapPoint,
     /// λ ramps linearly over the first k epochs: epoch e (0-based) uses λ·min(1, (e+1)/k).
+    #[serde(default)]
     pub lambda_warmup_epochs: usize,
-    /// ε in the cosine's denominator.
+    /// ε in the cosine's denominator (PyTorch `cosine_similarity`'s default).
+    #[serde(default = "eps_1e8")]
     pub eps: f64,
-    /// `exact` (double backprop, the default) or `finite_difference`.
-    #[serde(skip_serializing_if = "PenaltyGradient::is_exact")]
+    /// The penalty's parameter gradient: `exact` (double backprop, the default) or
+    /// `finite_difference`. Left out of the serialized value when exact, so that configs
+    /// written before the option keep their hashes and run ids.
+    #[serde(default, skip_serializing_if = "PenaltyGradient::is_exact")]
     pub gradient: PenaltyGradient,
-    /// δ of the finite difference: the offsets are at most δ times the norm of each tap in S
-    /// ([`DEFAULT_FD_STEP`] when absent; see [`Self::fd_step`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// δ of the finite difference, in (0, 1): the offsets are at most δ times the norm of each
+    /// tap in S ([`DEFAULT_FD_STEP`] when absent; see [`Self::fd_step`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd_step: Option<f64>,
 }
 
-impl Default for RegularizerConfig {
-    /// SPEC §2 defaults: no regularizer, λ = 0, `layers` by kind (GFA `deep`, GNR `first`),
-    /// φ = 1 − c, uniform weights, cross-entropy, post-activation taps, no warm-up,
-    /// ε = 1e-8 (PyTorch `cosine_similarity`'s default), exact double-backprop gradient.
-    fn default() -> Self {
+fn uniform() -> Weights {
+    Weights::Uniform
+}
+
+fn eps_1e8() -> f64 {
+    1e-8
+}
+
+impl RegularizerConfig {
+    /// Weight λ and SPEC §2's defaults otherwise: `layers` by kind, φ = 1 − c, uniform
+    /// weights, post-activation taps, no warm-up, ε = 1e-8, the exact gradient.
+    pub fn with_lambda(lambda: f64) -> Self {
         Self {
-            kind: RegKind::None,
-            lambda: 0.0,
+            lambda,
             layers: None,
             penalty: Penalty::OneMinusCos,
             weights: Weights::Uniform,
-            task_loss: TaskLoss::Ce,
             tap: TapPoint::PostActivation,
             lambda_warmup_epochs: 0,
-            eps: 1e-8,
+            eps: eps_1e8(),
             gradient: PenaltyGradient::Exact,
             fd_step: None,
         }
     }
-}
 
-impl RegularizerConfig {
-    /// GFA with weight λ and defaults otherwise.
-    pub fn gfa(lambda: f64) -> Self {
-        Self { kind: RegKind::Gfa, lambda, ..Self::default() }
-    }
+    /// The keys left out of the serialized value at their defaults (beside those written
+    /// always): with them, the full list of the options.
+    pub const OPTIONAL_KEYS: [&'static str; 3] = ["layers", "gradient", "fd_step"];
 
-    /// GNR with weight λ and defaults otherwise.
-    pub fn gnr(lambda: f64) -> Self {
-        Self { kind: RegKind::Gnr, lambda, ..Self::default() }
-    }
-
-    /// The tap set with the kind's default filled in.
-    pub fn layers(&self) -> Layers {
-        match (&self.layers, self.kind) {
-            (Some(l), _) => l.clone(),
-            (None, RegKind::Gnr) => Layers::First,
-            (None, _) => Layers::Deep,
+    /// Image-gradient evaluations per image of a step on the penalty: forward, the
+    /// double-backprop call for the tap gradients and the backward through both (3), or the
+    /// finite difference's two ordinary forward/backward passes (2).
+    pub fn grads_per_step(&self) -> f64 {
+        match self.gradient {
+            PenaltyGradient::Exact => 3.0,
+            PenaltyGradient::FiniteDifference => 2.0,
         }
     }
 
@@ -243,21 +257,17 @@ impl RegularizerConfig {
         self.fd_step.unwrap_or(DEFAULT_FD_STEP)
     }
 
-    /// The config with every default made explicit (for records and hashes); `fd_step` only
-    /// where the finite difference uses it.
-    pub fn resolved(&self) -> Self {
-        let fd_step = match self.gradient {
-            PenaltyGradient::Exact => None,
-            PenaltyGradient::FiniteDifference => Some(self.fd_step()),
-        };
-        Self { layers: Some(self.layers()), fd_step, ..self.clone() }
+    /// The tap set with the kind's default filled in.
+    pub fn layers(&self, kind: RegKind) -> Layers {
+        match (&self.layers, kind) {
+            (Some(l), _) => l.clone(),
+            (None, RegKind::Gnr) => Layers::First,
+            (None, RegKind::Gfa) => Layers::Deep,
+        }
     }
 
     /// λ used in epoch `epoch` (0-based), after the warm-up ramp.
     pub fn lambda_at(&self, epoch: usize) -> f64 {
-        if self.kind == RegKind::None {
-            return 0.0;
-        }
         match self.lambda_warmup_epochs {
             0 => self.lambda,
             k => self.lambda * ((epoch + 1) as f64 / k as f64).min(1.0),
@@ -265,32 +275,29 @@ impl RegularizerConfig {
     }
 
     /// Checks values that do not depend on the model.
-    pub fn validate(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(CoreError::Config(m));
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return bad(format!(
-                "regularizer.lambda must be a finite number ≥ 0, got {}",
-                self.lambda
-            ));
+            return bad(format!("method.lambda must be a finite number ≥ 0, got {}", self.lambda));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad(format!("regularizer.eps must be a positive number, got {}", self.eps));
+            return bad(format!("method.eps must be a positive number, got {}", self.eps));
         }
         if let Weights::List(w) = &self.weights
             && w.iter().any(|v| !(*v >= 0.0 && v.is_finite()))
         {
-            return bad(format!("regularizer.weights must be finite and ≥ 0, got {w:?}"));
+            return bad(format!("method.weights must be finite and ≥ 0, got {w:?}"));
         }
-        if let Layers::Names(n) = self.layers()
+        if let Some(Layers::Names(n)) = &self.layers
             && n.is_empty()
         {
-            return bad("regularizer.layers is an empty list; name at least one tap".into());
+            return bad("method.layers is an empty list; name at least one tap".into());
         }
         if let Some(d) = self.fd_step
             && !(d > 0.0 && d < 1.0)
         {
             return bad(format!(
-                "regularizer.fd_step must be a number in (0, 1) (the finite difference's step \
+                "method.fd_step must be a number in (0, 1) (the finite difference's step \
                  relative to each tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
             ));
         }
@@ -314,7 +321,10 @@ pub fn cosine(g: &Tensor, h: &Tensor, eps: f64) -> Tensor {
 /// The regularizer of one run, bound to a model's tap names.
 #[derive(Debug, Clone)]
 pub struct Regularizer {
+    pub kind: RegKind,
     pub cfg: RegularizerConfig,
+    /// ℓ, whose summed gradient at the taps the penalty uses.
+    pub task: TaskLoss,
     /// Positions of S in the model's tap list.
     index: Vec<usize>,
     names: Vec<String>,
@@ -327,40 +337,41 @@ pub struct RegForward {
     pub logits: Tensor,
     /// mean_i ℓ_i (with graph).
     pub loss: Tensor,
-    /// R, a scalar; with graph to the parameters when computed with `create_graph`; zero when
-    /// the kind is `none`.
+    /// R, a scalar; with graph to the parameters when computed with `create_graph`.
     pub reg: Tensor,
-    /// Mean cosine per tap of S, `[|S|]`, detached (empty for kind `none`).
+    /// Mean cosine per tap of S, `[|S|]`, detached.
     pub cos: Tensor,
     /// Mean penalty term per tap of S (before weighting), `[|S|]`, detached.
     pub terms: Tensor,
 }
 
 impl Regularizer {
-    /// Resolve the tap set against the model's `tap_names`; an unknown name is an error naming
-    /// it and the valid ones.
-    pub fn new(cfg: &RegularizerConfig, tap_names: &[String]) -> Result<Self> {
-        cfg.validate()?;
-        let names: Vec<String> = match cfg.kind {
-            RegKind::None => Vec::new(),
-            _ => match cfg.layers() {
-                Layers::First => vec![tap_names[0].clone()],
-                Layers::Deep => tap_names.to_vec(),
-                Layers::Names(n) => n,
-            },
+    /// Bind the penalty `kind` with options `cfg` and task loss `task` to a model's
+    /// `tap_names`; an unknown tap name is an error naming it and the valid ones.
+    pub fn new(
+        kind: RegKind,
+        cfg: &RegularizerConfig,
+        task: TaskLoss,
+        tap_names: &[String],
+    ) -> Result<Self> {
+        cfg.check()?;
+        let names: Vec<String> = match cfg.layers(kind) {
+            Layers::First => vec![tap_names[0].clone()],
+            Layers::Deep => tap_names.to_vec(),
+            Layers::Names(n) => n,
         };
         let mut index = Vec::with_capacity(names.len());
         for n in &names {
             match tap_names.iter().position(|t| t == n) {
                 Some(i) if index.contains(&i) => {
                     return Err(CoreError::Config(format!(
-                        "regularizer.layers lists tap \"{n}\" twice"
+                        "method.layers lists tap \"{n}\" twice"
                     )));
                 }
                 Some(i) => index.push(i),
                 None => {
                     return Err(CoreError::Config(format!(
-                        "regularizer.layers: unknown tap \"{n}\"; this model's taps are {}",
+                        "method.layers: unknown tap \"{n}\"; this model's taps are {}",
                         tap_names.join(", ")
                     )));
                 }
@@ -368,10 +379,9 @@ impl Regularizer {
         }
         let weights = match &cfg.weights {
             Weights::Uniform => vec![1.0 / names.len().max(1) as f64; names.len()],
-            Weights::List(w) if cfg.kind == RegKind::None => w.clone(),
             Weights::List(w) if w.len() != names.len() => {
                 return Err(CoreError::Config(format!(
-                    "regularizer.weights has {} entries but the tap set ({}) has {}",
+                    "method.weights has {} entries but the tap set ({}) has {}",
                     w.len(),
                     names.join(", "),
                     names.len()
@@ -379,7 +389,7 @@ impl Regularizer {
             }
             Weights::List(w) => w.clone(),
         };
-        Ok(Self { cfg: cfg.clone(), index, names, weights })
+        Ok(Self { kind, cfg: cfg.clone(), task, index, names, weights })
     }
 
     /// Names of the taps in S.
@@ -408,9 +418,9 @@ impl Regularizer {
         let mut terms = Vec::with_capacity(taps.len());
         for ((h, g), w) in taps.iter().zip(grads).zip(&self.weights) {
             let c = cosine(g, h, self.cfg.eps);
-            let term = match self.cfg.kind {
+            let term = match self.kind {
                 RegKind::Gnr => g.flatten(1, -1).square().sum_dim_intlist(1, false, kind),
-                _ => self.cfg.penalty.apply(&c),
+                RegKind::Gfa => self.cfg.penalty.apply(&c),
             }
             .mean(kind);
             // Out of place on purpose: an in-place `+=` on the zero leaf breaks the autograd graph.
@@ -430,8 +440,7 @@ impl Regularizer {
     /// Forward `x` (pixels in `[0, 1]`), the task loss, and R.
     ///
     /// `create_graph` keeps R differentiable with respect to the parameters (training with
-    /// λ > 0); without it R and the cosines are only measured. For kind `none` this is a plain
-    /// forward and R is zero.
+    /// λ > 0); without it R and the cosines are only measured.
     ///
     /// # Shapes
     /// `x`: `[N, 3, 32, 32]`, `y`: `[N]` → logits `[N, C]`, scalars, `[|S|]`.
@@ -443,16 +452,8 @@ impl Regularizer {
         train: bool,
         create_graph: bool,
     ) -> RegForward {
-        let loss_fn = self.cfg.task_loss;
-        if self.cfg.kind == RegKind::None {
-            let logits = model.logits(x, train);
-            let loss = loss_fn.mean(&logits, y);
-            let empty = Tensor::zeros([0], (Kind::Float, x.device()));
-            let reg = Tensor::zeros([], (Kind::Float, x.device()));
-            return RegForward { logits, loss, reg, cos: empty.shallow_clone(), terms: empty };
-        }
         let fwd = model.forward_taps(x, train, self.cfg.tap);
-        let per_sample = loss_fn.per_sample(&fwd.logits, y);
+        let per_sample = self.task.per_sample(&fwd.logits, y);
         let taps = self.select(&fwd.taps);
         // One autograd call for all taps; the graph is kept for the caller's backward.
         let grads =
@@ -463,20 +464,19 @@ impl Regularizer {
     }
 
     /// Whether a step at weight `lambda` takes the finite-difference path of
-    /// [`Self::accumulate_finite_difference`] (λ > 0, a regularizer, `gradient =
-    /// "finite_difference"`).
+    /// [`Self::finite_difference`] (λ > 0 and `gradient = "finite_difference"`). At λ = 0 a
+    /// step is plain training's whatever `gradient` says.
     pub fn uses_finite_difference(&self, lambda: f64) -> bool {
-        lambda > 0.0
-            && self.cfg.kind != RegKind::None
-            && self.cfg.gradient == PenaltyGradient::FiniteDifference
+        lambda > 0.0 && self.cfg.gradient == PenaltyGradient::FiniteDifference
     }
 
-    /// One batch's parameter gradients of mean_i ℓ_i + λ·R, accumulated into the `.grad` of
-    /// every parameter that requires one, the penalty's part by a finite difference of two
-    /// ordinary backward passes (whatever `gradient` says: the trainer calls it when
-    /// [`Self::uses_finite_difference`]). Returns the values the trainer logs (detached; R and
-    /// the cosines are measured at the unshifted taps, as [`Self::forward`] does). With λ = 0 or
-    /// kind `none` it is plain training: one forward and one backward of mean_i ℓ_i.
+    /// One batch's parameter gradients of mean_i ℓ_i + λ·R, for every parameter that requires
+    /// one, the penalty's part by a finite difference of two ordinary backward passes (whatever
+    /// `gradient` says: a step calls it when [`Self::uses_finite_difference`]). Returns the
+    /// values a step logs (detached; R and the cosines are measured at the unshifted taps, as
+    /// [`Self::forward`] does) and the gradients, which [`ParamGrads::accumulate`] adds to the
+    /// parameters' `.grad` (the training method's backward). Nothing is written to `.grad` here.
+    /// With λ = 0 the gradients are those of mean_i ℓ_i, from one forward and one backward.
     ///
     /// The math. Let F(θ, o) = Σ_i ℓ_i with an offset o_k added where tap h_k is read
     /// ([`Classifier::forward_taps_with`]), so g_k = ∂F/∂o_k at o = 0. R depends on θ through
@@ -528,23 +528,23 @@ impl Regularizer {
     ///
     /// # Shapes
     /// `x`: `[N, 3, 32, 32]`, `y`: `[N]` → logits `[N, C]`, scalars, `[|S|]`.
-    pub fn accumulate_finite_difference(
+    pub fn finite_difference(
         &self,
         model: &Classifier,
         x: &Tensor,
         y: &Tensor,
         lambda: f64,
         train: bool,
-    ) -> RegForward {
-        let trains_on_penalty = lambda > 0.0 && self.cfg.kind != RegKind::None;
-        if !trains_on_penalty {
-            let f = self.forward(model, x, y, train, false);
-            f.loss.backward();
-            return detached(f);
-        }
-        let loss_fn = self.cfg.task_loss;
+    ) -> (RegForward, ParamGrads) {
         let params: Vec<Tensor> =
             model.vs.variables().into_values().filter(|t| t.requires_grad()).collect();
+        if lambda <= 0.0 {
+            let f = self.forward(model, x, y, train, false);
+            let grads = Tensor::run_backward(&[&f.loss], &params, false, false);
+            let grads = params.into_iter().zip(grads).filter(|(_, g)| g.defined()).collect();
+            return (detached(f), ParamGrads(grads));
+        }
+        let loss_fn = self.task;
 
         let PassOne { taps, grads, g0, logits, loss, gates, with_u } =
             self.fd_pass_one(model, x, y, train, &params);
@@ -593,17 +593,18 @@ impl Regularizer {
             }
         });
 
-        for ((p, a), mut b) in params.iter().zip(&g0).zip(g_t) {
+        let mut out = Vec::with_capacity(params.len());
+        for ((p, a), mut b) in params.into_iter().zip(&g0).zip(g_t) {
             if a.defined() && b.defined() {
                 // G₀/N + λ·(G_t − G₀)/t, in place of G_t.
                 let _ = b.g_sub_(a).g_mul_scalar_(lambda / t).g_add_(&(a / n));
-                accumulate_grad(p, &b);
+                out.push((p, b));
             }
         }
-        RegForward { logits, loss, reg, cos, terms }
+        (RegForward { logits, loss, reg, cos, terms }, ParamGrads(out))
     }
 
-    /// Pass 1 of [`Self::accumulate_finite_difference`]: the tap gradients and G₀ from one
+    /// Pass 1 of [`Self::finite_difference`]: the tap gradients and G₀ from one
     /// ordinary backward (no `create_graph`: nothing hangs off the gradients), the switches
     /// recorded for pass 2.
     fn fd_pass_one(
@@ -616,7 +617,7 @@ impl Regularizer {
     ) -> PassOne {
         let record = Gates::Record(Vec::new());
         let fwd = model.forward_taps_with(x, train, self.cfg.tap, Vec::new(), record);
-        let per_sample = self.cfg.task_loss.per_sample(&fwd.logits, y);
+        let per_sample = self.task.per_sample(&fwd.logits, y);
         let taps = self.select(&fwd.taps);
         let inputs: Vec<&Tensor> = taps.iter().chain(params).collect();
         let sum = per_sample.sum(per_sample.kind());
@@ -663,13 +664,13 @@ impl Regularizer {
             let den = &a * &b + self.cfg.eps;
             let c = &dot / &den;
             let per_sample = |p: &Tensor| p.unsqueeze(1);
-            let (term, vk, uk) = match self.cfg.kind {
+            let (term, vk, uk) = match self.kind {
                 RegKind::Gnr => {
                     let term = g2.square().sum_dim_intlist(1, false, kind).mean(kind);
                     let _ = g.g_mul_scalar_(2.0 * w / n);
                     (term, g, None)
                 }
-                _ => {
+                RegKind::Gfa => {
                     let dphi = match self.cfg.penalty {
                         Penalty::OneMinusCos => c.ones_like().neg(),
                         Penalty::OneMinusAbsCos => c.sign().neg(),
@@ -766,16 +767,25 @@ fn detached(f: RegForward) -> RegForward {
     }
 }
 
-/// `p.grad += d`, creating the gradient when `p` has none yet (the backward of Σ p·d writes
-/// exactly d).
-fn accumulate_grad(p: &Tensor, d: &Tensor) {
-    let mut g = p.grad();
-    if g.defined() {
-        tch::no_grad(|| {
-            let _ = g.g_add_(d);
-        });
-    } else {
-        (p * d).sum(p.kind()).backward();
+/// Parameter gradients computed outside `.grad` ([`Regularizer::finite_difference`]): each
+/// parameter with the gradient to add to it.
+#[derive(Debug)]
+pub struct ParamGrads(pub Vec<(Tensor, Tensor)>);
+
+impl ParamGrads {
+    /// `p.grad += d` for each pair, creating the gradient where `p` has none yet (the backward
+    /// of Σ p·d writes exactly d).
+    pub fn accumulate(&self) {
+        for (p, d) in &self.0 {
+            let mut g = p.grad();
+            if g.defined() {
+                tch::no_grad(|| {
+                    let _ = g.g_add_(d);
+                });
+            } else {
+                (p * d).sum(p.kind()).backward();
+            }
+        }
     }
 }
 
@@ -787,28 +797,33 @@ mod tests {
         ["input", "conv1", "fc1"].map(String::from).to_vec()
     }
 
+    fn gfa(cfg: &RegularizerConfig) -> Result<Regularizer> {
+        Regularizer::new(RegKind::Gfa, cfg, TaskLoss::Ce, &names())
+    }
+
     #[test]
     fn layers_parse_words_and_lists() {
         #[derive(Deserialize)]
         struct W {
-            regularizer: RegularizerConfig,
+            method: RegularizerConfig,
         }
-        let w: W =
-            toml::from_str("[regularizer]\nkind = \"gfa\"\nlayers = [\"input\", \"fc1\"]").unwrap();
-        assert_eq!(w.regularizer.layers(), Layers::Names(vec!["input".into(), "fc1".into()]));
-        let w: W = toml::from_str("[regularizer]\nlayers = \"first\"").unwrap();
-        assert_eq!(w.regularizer.layers(), Layers::First);
-        let e = toml::from_str::<W>("[regularizer]\nlayers = \"frist\"").err().unwrap();
+        let w: W = toml::from_str("[method]\nlambda = 1\nlayers = [\"input\", \"fc1\"]").unwrap();
+        let want = Layers::Names(vec!["input".into(), "fc1".into()]);
+        assert_eq!(w.method.layers(RegKind::Gfa), want);
+        let w: W = toml::from_str("[method]\nlambda = 1.0\nlayers = \"first\"").unwrap();
+        assert_eq!(w.method.layers(RegKind::Gfa), Layers::First);
+        let e = toml::from_str::<W>("[method]\nlambda = 1.0\nlayers = \"frist\"").err().unwrap();
         assert!(e.to_string().contains("frist"), "{e}");
-        let e = toml::from_str::<W>("[regularizer]\nlamda = 1.0").err().unwrap();
+        let e = toml::from_str::<W>("[method]\nlamda = 1.0").err().unwrap();
         assert!(e.to_string().contains("lamda"), "{e}");
     }
 
     #[test]
     fn default_layers_depend_on_kind() {
-        assert_eq!(RegularizerConfig::gfa(1.0).layers(), Layers::Deep);
-        assert_eq!(RegularizerConfig::gnr(1.0).layers(), Layers::First);
-        let r = Regularizer::new(&RegularizerConfig::gfa(1.0), &names()).unwrap();
+        let cfg = RegularizerConfig::with_lambda(1.0);
+        assert_eq!(cfg.layers(RegKind::Gfa), Layers::Deep);
+        assert_eq!(cfg.layers(RegKind::Gnr), Layers::First);
+        let r = gfa(&cfg).unwrap();
         assert_eq!(r.tap_names(), &names()[..]);
         assert_eq!(r.weights(), &[1.0 / 3.0; 3]);
     }
@@ -817,9 +832,9 @@ mod tests {
     fn unknown_tap_is_named_with_the_valid_ones() {
         let cfg = RegularizerConfig {
             layers: Some(Layers::Names(vec!["conv9".into()])),
-            ..RegularizerConfig::gfa(1.0)
+            ..RegularizerConfig::with_lambda(1.0)
         };
-        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        let e = gfa(&cfg).unwrap_err().to_string();
         assert!(e.contains("conv9") && e.contains("input, conv1, fc1"), "{e}");
     }
 
@@ -827,18 +842,18 @@ mod tests {
     fn weight_count_must_match_taps() {
         let cfg = RegularizerConfig {
             weights: Weights::List(vec![1.0, 2.0]),
-            ..RegularizerConfig::gfa(1.0)
+            ..RegularizerConfig::with_lambda(1.0)
         };
-        let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
+        let e = gfa(&cfg).unwrap_err().to_string();
         assert!(e.contains("2 entries") && e.contains("has 3"), "{e}");
     }
 
     #[test]
     fn warmup_ramps_linearly() {
-        let cfg = RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::gfa(2.0) };
+        let cfg =
+            RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::with_lambda(2.0) };
         let l: Vec<f64> = (0..6).map(|e| cfg.lambda_at(e)).collect();
         assert_eq!(l, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
-        assert_eq!(RegularizerConfig::default().lambda_at(3), 0.0);
     }
 
     #[test]
@@ -862,27 +877,28 @@ mod tests {
     fn gradient_mode_parses_and_exact_configs_serialize_as_before() {
         #[derive(Deserialize)]
         struct W {
-            regularizer: RegularizerConfig,
+            method: RegularizerConfig,
         }
         let w: W = toml::from_str(
-            "[regularizer]\nkind = \"gfa\"\ngradient = \"finite_difference\"\nfd_step = 2e-3",
+            "[method]\nlambda = 0.3\ngradient = \"finite_difference\"\nfd_step = 2e-3",
         )
         .unwrap();
-        assert_eq!(w.regularizer.gradient, PenaltyGradient::FiniteDifference);
-        assert_eq!(w.regularizer.fd_step(), 2e-3);
-        let e = toml::from_str::<W>("[regularizer]\ngradient = \"finite\"").err().unwrap();
-        assert!(e.to_string().contains("finite_difference"), "{e}");
+        assert_eq!(w.method.gradient, PenaltyGradient::FiniteDifference);
+        assert_eq!(w.method.fd_step(), 2e-3);
+        let w: W = toml::from_str("[method]\nlambda = 0.3").unwrap();
+        assert_eq!((w.method.gradient, w.method.fd_step()), (PenaltyGradient::Exact, 1e-3));
+        let e = toml::from_str::<W>("[method]\nlambda = 0.3\ngradient = \"finite\"").err();
+        assert!(e.unwrap().to_string().contains("finite_difference"));
         // Exact configs (the default) write neither key, so their hashes and run ids stand.
-        let json = serde_json::to_string(&RegularizerConfig::gfa(0.3).resolved()).unwrap();
+        let json = serde_json::to_string(&RegularizerConfig::with_lambda(0.3)).unwrap();
         assert!(!json.contains("gradient") && !json.contains("fd_step"), "{json}");
-        // A finite-difference config records its step, default included.
         let fd = RegularizerConfig {
             gradient: PenaltyGradient::FiniteDifference,
-            ..RegularizerConfig::gfa(0.3)
+            fd_step: Some(2e-3),
+            ..RegularizerConfig::with_lambda(0.3)
         };
-        let json = serde_json::to_string(&fd.resolved()).unwrap();
-        assert!(json.contains("\"gradient\":\"finite_difference\""), "{json}");
-        assert!(json.contains(&format!("\"fd_step\":{DEFAULT_FD_STEP}")), "{json}");
+        let json = serde_json::to_string(&fd).unwrap();
+        assert!(json.contains("\"gradient\":\"finite_difference\",\"fd_step\":0.002"), "{json}");
     }
 
     #[test]
@@ -891,10 +907,10 @@ mod tests {
             let cfg = RegularizerConfig {
                 gradient: PenaltyGradient::FiniteDifference,
                 fd_step: Some(bad),
-                ..RegularizerConfig::gfa(1.0)
+                ..RegularizerConfig::with_lambda(1.0)
             };
-            let e = Regularizer::new(&cfg, &names()).unwrap_err().to_string();
-            assert!(e.contains("regularizer.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+            let e = gfa(&cfg).unwrap_err().to_string();
+            assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
         }
     }
 
@@ -906,7 +922,8 @@ mod tests {
         tch::manual_seed(1);
         let spec = ModelSpec { widths: vec![8, 4], num_classes: 3, ..ModelSpec::of(Arch::Mlp) };
         let model = Classifier::new(&spec, tch::Device::Cpu).unwrap();
-        let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+        let cfg = RegularizerConfig::with_lambda(1.0);
+        let reg = Regularizer::new(RegKind::Gfa, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap();
         let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
         let params = model.vs.trainable_variables();
@@ -937,15 +954,15 @@ mod tests {
         let base = RegularizerConfig {
             weights: Weights::List(vec![0.3, 1.7]),
             layers: Some(Layers::Deep),
-            ..RegularizerConfig::gfa(1.0)
+            ..RegularizerConfig::with_lambda(1.0)
         };
-        let mut cfgs: Vec<RegularizerConfig> =
+        let mut cfgs: Vec<(RegKind, RegularizerConfig)> =
             [Penalty::OneMinusCos, Penalty::OneMinusAbsCos, Penalty::Sin2]
-                .map(|penalty| RegularizerConfig { penalty, ..base.clone() })
+                .map(|penalty| (RegKind::Gfa, RegularizerConfig { penalty, ..base.clone() }))
                 .to_vec();
-        cfgs.push(RegularizerConfig { kind: RegKind::Gnr, ..base.clone() });
-        for cfg in cfgs {
-            let reg = Regularizer::new(&cfg, &names).unwrap();
+        cfgs.push((RegKind::Gnr, base.clone()));
+        for (kind, cfg) in cfgs {
+            let reg = Regularizer::new(kind, &cfg, TaskLoss::Ce, &names).unwrap();
             let h: Vec<Tensor> = taps.iter().map(|t| t.detach().set_requires_grad(true)).collect();
             let g: Vec<Tensor> = grads.iter().map(|t| t.detach().set_requires_grad(true)).collect();
             let (r, cos, terms) = reg.penalty(&h, &g);
@@ -962,7 +979,7 @@ mod tests {
                 assert!(close(&p.v[k], &auto[2 + k]), "{:?} v{k}", cfg.penalty);
                 match &p.u[k] {
                     Some(u) => assert!(close(u, &auto[k]), "{:?} u{k}", cfg.penalty),
-                    None => assert_eq!(cfg.kind, RegKind::Gnr),
+                    None => assert_eq!(kind, RegKind::Gnr),
                 }
             }
         }

@@ -1,16 +1,16 @@
 //! Mini-batches over a [`Dataset`]: seeded shuffled epochs for training, sequential order for
 //! evaluation.
 //!
-//! The permutation is drawn on the Rust side from a `StdRng` (Fisher–Yates via
+//! The permutation is drawn on the Rust side from a [`SeededRng`] (Fisher–Yates via
 //! `SliceRandom::shuffle`), so the order depends only on the seed, never on the device or on
 //! libtorch's global generator.
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tch::{Device, Tensor};
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
+use crate::rng::SeededRng;
 
 /// Batch size, tail handling and target device for iterating a dataset.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl<'a> Batcher<'a> {
 
     /// One epoch in an order drawn from `rng` (training). Successive calls with the same
     /// generator give successive epochs.
-    pub fn shuffled(&self, rng: &mut StdRng) -> Epoch<'a> {
+    pub fn shuffled(&self, rng: &mut SeededRng) -> Epoch<'a> {
         let mut order: Vec<i64> = (0..self.data.len() as i64).collect();
         order.shuffle(rng);
         self.epoch(order)
@@ -71,7 +71,7 @@ impl<'a> Batcher<'a> {
 
     /// One epoch in the order drawn from a fresh generator seeded with `seed`.
     pub fn shuffled_seed(&self, seed: u64) -> Epoch<'a> {
-        self.shuffled(&mut StdRng::seed_from_u64(seed))
+        self.shuffled(&mut SeededRng::seed_from_u64(seed))
     }
 
     fn epoch(&self, order: Vec<i64>) -> Epoch<'a> {

@@ -112,14 +112,27 @@ pub fn resolve_data_dir(cli: Option<&Path>) -> Result<PathBuf> {
 /// [`resolve_data_dir`] with the environment value passed in (tests cannot safely set
 /// environment variables while other threads run).
 pub fn resolve_data_dir_from(cli: Option<&Path>, env: Option<OsString>) -> Result<PathBuf> {
-    let (path, origin) = match (cli, env) {
-        (Some(p), _) => (p.to_path_buf(), "--data"),
-        (None, Some(e)) if !e.is_empty() => (PathBuf::from(e), DATA_DIR_ENV),
-        _ => (PathBuf::from(DEFAULT_DATA_DIR), "the default ./data"),
-    };
+    let (path, origin) =
+        first_given(cli, env, DATA_DIR_ENV, DEFAULT_DATA_DIR, "the default ./data");
     match locate(&path) {
         Some(loc) => Ok(loc.path().to_path_buf()),
         None => Err(DataError::DataNotFound { path, origin }),
+    }
+}
+
+/// The first location given: `cli` (`--data`), else the environment variable `env_name`
+/// (value `env`, when not empty), else `default`; with where it came from, for messages.
+pub(crate) fn first_given(
+    cli: Option<&Path>,
+    env: Option<OsString>,
+    env_name: &'static str,
+    default: &str,
+    default_origin: &'static str,
+) -> (PathBuf, &'static str) {
+    match (cli, env) {
+        (Some(p), _) => (p.to_path_buf(), "--data"),
+        (None, Some(e)) if !e.is_empty() => (PathBuf::from(e), env_name),
+        _ => (PathBuf::from(default), default_origin),
     }
 }
 

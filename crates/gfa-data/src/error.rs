@@ -8,6 +8,11 @@ use std::path::PathBuf;
 pub const REFETCH_HINT: &str = "fetch a fresh copy with `gfa data fetch`, or download \
 https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and unpack it";
 
+/// How to get a good copy of Fashion-MNIST, appended to the messages about damaged files.
+pub const FASHION_REFETCH_HINT: &str = "fetch a fresh copy with `gfa data fetch fashion-mnist`, \
+or download the four .gz files listed in the Fashion-MNIST README \
+(github.com/zalandoresearch/fashion-mnist) into one folder";
+
 /// Everything that can go wrong while reading, generating or fetching data.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -100,6 +105,41 @@ pub enum DataError {
          pass --data <dir> or set GFA_DATA_DIR=<dir>"
     )]
     DataNotFound { path: PathBuf, origin: &'static str },
+
+    /// No Fashion-MNIST copy at the resolved location.
+    #[error(
+        "no Fashion-MNIST data at {path} (from {origin}): a Fashion-MNIST folder holds \
+         train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and \
+         t10k-labels-idx1-ubyte (each may end in .gz). Get them with `gfa data fetch \
+         fashion-mnist` (downloads to ./data/fashion-mnist), then pass --data <dir> (data.dir) \
+         or set GFA_FASHION_MNIST_DIR=<dir>"
+    )]
+    FashionNotFound { path: PathBuf, origin: &'static str },
+
+    /// A file of the Fashion-MNIST layout is not in the folder.
+    #[error(
+        "Fashion-MNIST file {path} (or {path}.gz) is missing: a Fashion-MNIST folder holds \
+         the four IDX files of the train and t10k splits; {FASHION_REFETCH_HINT}"
+    )]
+    FashionMissingFile { path: PathBuf },
+
+    /// A malformed IDX file (magic number, type, dimensions, length, gzip).
+    #[error("{path} is not a valid IDX file: {reason}; {FASHION_REFETCH_HINT}")]
+    BadIdx { path: PathBuf, reason: String },
+
+    /// The image and label files of one split disagree on the record count.
+    #[error(
+        "{images} holds {n_images} images but {labels} holds {n_labels} labels: the two files \
+         of a split hold one label per image; {FASHION_REFETCH_HINT}"
+    )]
+    IdxCountMismatch { images: PathBuf, n_images: usize, labels: PathBuf, n_labels: usize },
+
+    /// A label byte outside `0..10`.
+    #[error(
+        "{path}: record {record} has label {value}, but Fashion-MNIST labels are 0–9: the file \
+         is corrupt or is not Fashion-MNIST; {FASHION_REFETCH_HINT}"
+    )]
+    IdxLabelOutOfRange { path: PathBuf, record: usize, value: u8 },
 
     /// Tensors handed to a constructor do not have the documented shapes or kinds.
     #[error("{what}: expected {expected}, got {got}")]

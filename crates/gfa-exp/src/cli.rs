@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gfa_core::DeviceChoice;
+use gfa_core::{DeviceChoice, Method};
 
 use crate::store::Shard;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gfa",
-    version,
+    version = crate::build_info::VERSION,
     about = "Gradient-Feature Alignment workbench: experiment grids → runs → CSV → tables/figures"
 )]
 pub struct Cli {
@@ -52,21 +53,107 @@ pub enum Command {
     GfaValue(GfaValueArgs),
     /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
     Landscape(LandscapeArgs),
+    /// What gfa runs on here: libtorch, CPU code path, threads, CUDA backend and GPUs, CIFAR-10,
+    /// the libtorch cache; and how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// gfa on CUDA against gfa on the CPU (same weights and points), and its GPU speed; what
+    /// scripts/gpu-check.sh runs.
+    #[command(name = "cuda-check")]
+    CudaCheck(CudaCheckArgs),
     /// Dataset utilities.
     Data {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Turn a PyTorch checkpoint (torch.save of a state dict) into gfa weights (safetensors).
+    Import(ImportArgs),
+    /// Write a run's results in another tool's format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    Cifar10,
+    #[value(name = "fashion-mnist", alias = "fashion_mnist")]
+    FashionMnist,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Download CIFAR-10 (binary version) and check its MD5.
+    /// Download CIFAR-10 (binary version) or Fashion-MNIST and check the published MD5s.
     Fetch {
-        /// Destination folder.
-        #[arg(long, default_value = "data")]
-        dir: PathBuf,
+        /// Which data set.
+        #[arg(value_enum, default_value = "cifar10")]
+        dataset: DatasetArg,
+        /// Destination folder (default: data for CIFAR-10, data/fashion-mnist for
+        /// Fashion-MNIST).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
+}
+
+/// How a model normalizes its [0, 1] inputs: none, cifar10, imagenet, MEAN,STD or one mean per
+/// channel then one std per channel.
+fn parse_normalization(s: &str) -> Result<gfa_core::import::Normalization, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The .pt file: torch.save(model.state_dict()), or a checkpoint dict holding the state
+    /// dict under state_dict, model or net.
+    pub input: PathBuf,
+    /// gfa architecture whose tensor names the state dict has (gfa list models).
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// How the model expects its inputs: `none` (it takes [0, 1] pixels), `cifar10`,
+    /// `imagenet`, or MEAN,STD (one value each, or one per channel: m1,m2,m3,s1,s2,s3) when
+    /// its data loader normalized them.
+    #[arg(long, value_parser = parse_normalization)]
+    pub normalize: gfa_core::import::Normalization,
+    /// Input images as CxHxW (default 3x32x32; 1x28x28 for Fashion-MNIST models).
+    #[arg(long, default_value = "3x32x32", value_parser = parse_input)]
+    pub input_shape: [i64; 3],
+    /// Output weights file (.safetensors).
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+fn parse_input(s: &str) -> Result<[i64; 3], String> {
+    let bad = || format!("bad input shape '{s}': expected CxHxW, e.g. 3x32x32");
+    let v: Vec<i64> =
+        s.split('x').map(|d| d.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    match v[..] {
+        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// RobustBench's model-info JSON from a run's eval.csv (needs an AutoAttack row).
+    Robustbench(RobustbenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RobustbenchArgs {
+    /// A run folder: results/<experiment>/<run_id> (gfa run) or a gfa train --out folder with
+    /// its eval.csv (gfa eval --csv).
+    pub run_dir: PathBuf,
+    /// Output file (default: <run_dir>/robustbench.json).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// The budget to report when eval.csv has AutoAttack rows at several (e.g. 8/255).
+    #[arg(long)]
+    pub eps: Option<String>,
+    /// The threat model to report when eval.csv has AutoAttack rows of both (linf or l2).
+    #[arg(long)]
+    pub norm: Option<String>,
 }
 
 /// An experiment file, its overrides and the results root.
@@ -99,6 +186,40 @@ pub struct PlanArgs {
     /// per run, each running `--only <id>`).
     #[arg(long)]
     pub tasks: Option<usize>,
+    /// Refuse (exit code 3, nothing written) when the grid would run on the CPU: for GPU-scale
+    /// grids.
+    #[arg(long)]
+    pub require_cuda: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// CIFAR-10 folder to look for (else $GFA_DATA_DIR, else data/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CudaCheckArgs {
+    /// Test points of the comparisons and of the APGD-CE timing.
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Timed training steps per case.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Append one JSON line per comparison and timing to this file.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Write the trained weights and the points here, for the PyTorch side of the timing.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Without a GPU: run every step on the CPU against itself, to check the plumbing
+    /// (proves nothing about CUDA).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -161,9 +282,13 @@ pub struct RunDirArgs {
 /// Where the images come from (flags shared by train, eval and gfa-value).
 #[derive(Debug, Clone, Args, Default)]
 pub struct DataArgs {
-    /// CIFAR-10 folder (else $GFA_DATA_DIR, else data/).
+    /// The data folder (CIFAR-10: else $GFA_DATA_DIR, else data/; Fashion-MNIST: else
+    /// $GFA_FASHION_MNIST_DIR, else data/fashion-mnist).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Which data set (default cifar10).
+    #[arg(long, value_enum, conflicts_with = "synthetic")]
+    pub dataset: Option<DatasetArg>,
     /// Use gfa-data's deterministic synthetic set instead of CIFAR-10.
     #[arg(long)]
     pub synthetic: bool,
@@ -187,7 +312,8 @@ pub enum LayersArg {
     Deep,
 }
 
-/// How the penalty's parameter gradient is computed (`regularizer.gradient`).
+/// How the penalty's parameter gradient is computed (the `gradient` option of gfa, gnr and
+/// gfa_pgd_at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GradientArg {
     /// Double backprop.
@@ -199,7 +325,7 @@ pub enum GradientArg {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// A run TOML (sections data, model, regularizer, train; e.g. a run's config.toml);
+    /// A run TOML (sections data, model, method, train; e.g. a run's config.toml);
     /// the model/method flags are then not used.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -208,19 +334,21 @@ pub struct TrainArgs {
     pub model: String,
     #[arg(long)]
     pub width: Option<f64>,
-    /// standard, gfa, gnr, pgd_at, fast_at, trades, gradalign or gfa_pgd_at (gfa list methods).
-    #[arg(long, default_value = "standard")]
+    /// The training method, with its default options (gfa list methods; an experiment TOML sets
+    /// any option).
+    #[arg(long, default_value = "standard", value_parser = PossibleValuesParser::new(Method::KINDS))]
     pub method: String,
-    /// λ of the gfa/gnr regularizer.
+    /// λ of a method with a penalty (gfa, gnr, gfa_pgd_at); required for them.
     #[arg(long)]
     pub lambda: Option<f64>,
-    /// The regularizer's tap set (default: deep for gfa, first for gnr).
+    /// The penalty's tap set (default: deep for gfa, first for gnr).
     #[arg(long, value_enum)]
     pub layers: Option<LayersArg>,
-    /// The penalty's parameter gradient: exact (default) or finite_difference.
+    /// The penalty's parameter gradient (gfa, gnr, gfa_pgd_at): exact (default) or
+    /// finite_difference.
     #[arg(long, value_enum)]
     pub gradient: Option<GradientArg>,
-    /// The finite difference's step, relative to each tap's norm (default 1e-3).
+    /// The finite difference's step, relative to each tap's norm, in (0, 1) (default 1e-3).
     #[arg(long)]
     pub fd_step: Option<f64>,
     #[arg(long)]
@@ -263,6 +391,11 @@ pub struct ModelArgs {
     pub model: String,
     #[arg(long)]
     pub width: Option<f64>,
+    /// With --weights: how the model expects its inputs, when the file has no
+    /// normalize.mean/normalize.std: `none` ([0, 1] pixels), `cifar10`, `imagenet` or MEAN,STD
+    /// (one value each, or one per channel: m1,m2,m3,s1,s2,s3).
+    #[arg(long, requires = "weights", value_parser = parse_normalization)]
+    pub normalize: Option<gfa_core::import::Normalization>,
 }
 
 #[derive(Debug, Args)]

@@ -9,18 +9,20 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use gfa_core::{Classifier, ModelSpec, checkpoint};
+use gfa_core::import::Normalization;
+use gfa_core::{Classifier, Method, ModelSpec, checkpoint};
+use gfa_data::Splits;
+use gfa_data::atomic::write_atomic;
 use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, EvalArgs, GfaValueArgs, GradientArg, LandscapeArgs, LayersArg, ModelArgs,
+    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, GradientArg, LandscapeArgs, LayersArg, ModelArgs,
     OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
 use crate::stages;
-use crate::store::write_atomic;
 
 /// The file `gfa train` writes next to its checkpoint.
 pub const RUN_TOML: &str = "run.toml";
@@ -29,10 +31,18 @@ fn table(pairs: Vec<(&str, Value)>) -> Value {
     Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
+/// The data source the flags name.
+fn source_of(d: &DataArgs) -> DataSource {
+    match (d.synthetic, d.dataset) {
+        (true, _) => DataSource::Synthetic,
+        (false, Some(DatasetArg::FashionMnist)) => DataSource::FashionMnist,
+        (false, _) => DataSource::Cifar10,
+    }
+}
+
 fn data_table(d: &DataArgs) -> Table {
     let mut t = Table::new();
-    let source = if d.synthetic { "synthetic" } else { "cifar10" };
-    t.insert("source".into(), Value::String(source.into()));
+    t.insert("source".into(), Value::String(source_of(d).name().into()));
     if let Some(dir) = &d.data {
         t.insert("dir".into(), Value::String(dir.display().to_string()));
     }
@@ -70,7 +80,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
         t.remove("run_id");
         t.remove("attacks");
         let mut cfg = type_check(&t, &path.display().to_string())?;
-        if a.data.synthetic || a.data.data.is_some() {
+        if a.data.synthetic || a.data.data.is_some() || a.data.dataset.is_some() {
             cfg.data = type_check(
                 &[("data".to_string(), Value::Table(data_table(&a.data)))].into_iter().collect(),
                 "--data/--synthetic",
@@ -84,33 +94,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     if let Some(w) = a.width {
         model.insert("width".into(), Value::Float(w));
     }
-    let reg_kind = match a.method.as_str() {
-        "gfa" | "gfa_pgd_at" | "gfa+pgd_at" => "gfa",
-        "gnr" => "gnr",
-        _ => "none",
-    };
-    let mut reg = Table::new();
-    reg.insert("kind".into(), Value::String(reg_kind.into()));
-    if let Some(l) = a.lambda {
-        if reg_kind == "none" {
-            bail!("--lambda: method `{}` has no regularizer (use gfa or gnr)", a.method);
-        }
-        reg.insert("lambda".into(), Value::Float(l));
-    }
-    if let Some(layers) = a.layers {
-        let w = if layers == LayersArg::First { "first" } else { "deep" };
-        reg.insert("layers".into(), Value::String(w.into()));
-    }
-    if (a.gradient.is_some() || a.fd_step.is_some()) && reg_kind == "none" {
-        bail!("--gradient/--fd-step: method `{}` has no regularizer (use gfa or gnr)", a.method);
-    }
-    if let Some(g) = a.gradient {
-        let g = if g == GradientArg::Exact { "exact" } else { "finite_difference" };
-        reg.insert("gradient".into(), Value::String(g.into()));
-    }
-    if let Some(d) = a.fd_step {
-        reg.insert("fd_step".into(), Value::Float(d));
-    }
+    let method = method_table(a)?;
     let optimizer = match a.optimizer {
         OptimizerKind::Sgd => table(vec![
             ("kind", Value::String("sgd".into())),
@@ -124,7 +108,6 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
         ]),
     };
     let mut train = Table::new();
-    train.insert("method".into(), table(vec![("kind", Value::String(a.method.clone()))]));
     train.insert("optimizer".into(), optimizer);
     if let Some(e) = a.epochs {
         train.insert("epochs".into(), Value::Integer(e as i64));
@@ -134,25 +117,55 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     }
     let mut t = Table::new();
     t.insert("model".into(), Value::Table(model));
-    t.insert("regularizer".into(), Value::Table(reg));
+    t.insert("method".into(), Value::Table(method));
     t.insert("train".into(), Value::Table(train));
     t.insert("data".into(), Value::Table(data_table(&a.data)));
     Ok((type_check(&t, "flags")?, a.seed.unwrap_or(0)))
 }
 
-fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
-    let mut mp = Table::new();
-    mp.insert("method".into(), Value::Table(to_table(&cfg.train.method)));
-    mp.insert("regularizer".into(), Value::Table(to_table(&cfg.regularizer)));
-    RunKey {
-        experiment: String::new(),
-        run_id: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        seed,
-        model: cfg.model.arch.name().to_string(),
-        method: cfg.method().to_string(),
-        lambda: cfg.lambda(),
-        method_params: crate::grid::canonical(&Value::Table(mp)),
+/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`,
+/// `--gradient`, `--fd-step`); a flag the method has no option for, or a missing λ, is an error
+/// naming the method's options.
+fn method_table(a: &TrainArgs) -> Result<Table> {
+    let info = Method::info(&a.method)
+        .ok_or_else(|| anyhow!("--method {}: not a method (gfa list methods)", a.method))?;
+    let options = info.options();
+    let mut t = Table::new();
+    t.insert("kind".into(), Value::String(a.method.clone()));
+    let layers = a.layers.map(|l| if l == LayersArg::First { "first" } else { "deep" });
+    let gradient = a.gradient.map(|g| match g {
+        GradientArg::Exact => "exact",
+        GradientArg::FiniteDifference => "finite_difference",
+    });
+    let flags = [
+        ("lambda", "--lambda", a.lambda.map(Value::Float)),
+        ("layers", "--layers", layers.map(|w| Value::String(w.into()))),
+        ("gradient", "--gradient", gradient.map(|g| Value::String(g.into()))),
+        ("fd_step", "--fd-step", a.fd_step.map(Value::Float)),
+    ];
+    for (key, flag, value) in flags {
+        match value {
+            Some(_) if !options.iter().any(|o| o == key) => bail!(
+                "{flag}: method `{}` has no option `{key}` (its options: {})",
+                a.method,
+                if options.is_empty() { "none".into() } else { options.join(", ") }
+            ),
+            Some(v) => {
+                t.insert(key.into(), v);
+            }
+            None if key == "lambda" && options.iter().any(|o| o == "lambda") => {
+                let example = &info.example["lambda"];
+                bail!("--method {} needs --lambda (e.g. --lambda {example})", a.method)
+            }
+            None => {}
+        }
     }
+    Ok(t)
+}
+
+fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
+    let run_id = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    RunKey::of("", &run_id, seed, &cfg.model, &cfg.method)
 }
 
 /// `gfa train`.
@@ -172,28 +185,35 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &cfg, &records, &dev);
+    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &records, &dev);
     write_rows(&a.out.join("train.csv"), &rows)?;
-    println!("epoch  lr        train_loss  train_reg  train_acc  test_acc");
-    for r in &rows {
+    println!("epoch  lr        train_loss  train_acc  test_acc  terms");
+    for (r, rec) in rows.iter().zip(&records) {
+        let terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         println!(
-            "{:<5}  {:<8.4}  {:<10.4}  {:<9}  {:<9.4}  {}",
+            "{:<5}  {:<8.4}  {:<10.4}  {:<9.4}  {:<8}  {}",
             r.epoch,
             r.lr,
             r.train_loss,
-            r.train_reg.map(|v| format!("{v:.4}")).unwrap_or_default(),
             r.train_acc,
-            r.test_acc.map(|v| format!("{v:.4}")).unwrap_or_default()
+            r.test_acc.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            terms.join(" ")
         );
     }
     println!("wrote {} and the checkpoint", a.out.join("train.csv").display());
     Ok(())
 }
 
-/// The model of `--checkpoint` / `--weights`, and the data settings of its run when known.
-fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunConfig>)> {
+/// The model of `--checkpoint` / `--weights`, the data settings of its run when known, and the
+/// data to run it on (the run's, unless the flags name other data). A `--weights` model takes
+/// the data's image shape and the normalization of its file or of `--normalize`.
+fn load_model(
+    m: &ModelArgs,
+    flags: &DataArgs,
+    device: Device,
+) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
-        let (model, _) = checkpoint::load(dir, checkpoint::FINAL, device)
+        let model = checkpoint::load(dir, checkpoint::FINAL, device)
             .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
             .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
         let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
@@ -201,39 +221,65 @@ fn load_model(m: &ModelArgs, device: Device) -> Result<(Classifier, Option<RunCo
             t.remove("seed");
             RunConfig::from_table(&t).ok()
         });
-        return Ok((model, run));
+        let data = stages::load_data(&data_for(flags, run.as_ref()))?;
+        stages::check_input(&model, &data.test)?;
+        return Ok((model, run, data));
     }
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
-    let mut t = Table::new();
-    t.insert("arch".into(), Value::String(m.model.clone()));
-    if let Some(width) = m.width {
-        t.insert("width".into(), Value::Float(width));
-    }
-    let spec: ModelSpec =
-        crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))?;
-    let mut model = Classifier::new(&spec, device)?;
-    checkpoint::load_weights(&mut model, w)
+    let data = stages::load_data(&data_for(flags, None))?;
+    let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
+    let named = Tensor::read_safetensors(w)
+        .with_context(|| format!("reading weights from {}", w.display()))?;
+    let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
+        (Some(flag), Some(file)) if !flag.same_as(&file, spec.channels()) => bail!(
+            "{} normalizes its inputs with {file} (its normalize.mean / normalize.std), but \
+             --normalize says {flag}; drop --normalize to use the file's",
+            w.display()
+        ),
+        (Some(flag), _) => flag.clone(),
+        (None, Some(file)) => file,
+        (None, None) => bail!(
+            "{} has no normalize.mean / normalize.std, so how the model expects its inputs is \
+             unknown: pass --normalize none (a model that takes [0, 1] pixels), --normalize \
+             cifar10 | imagenet, or --normalize MEAN,STD (what its data loader used)",
+            w.display()
+        ),
+    };
+    let mut model = Classifier::new(&norm.apply(&spec), device)?;
+    checkpoint::load_weights_except(&mut model, w, |n| n.starts_with("normalize."))
         .with_context(|| format!("loading weights from {}", w.display()))?;
-    Ok((model, None))
+    Ok((model, None, data))
 }
 
-fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> Result<DataConfig> {
-    let given = flags.synthetic || flags.data.is_some() || flags.n_test.is_some();
+/// The model spec `--model ARCH [--width W]` name (defaults for the rest), checked.
+pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
+    let mut t = Table::new();
+    t.insert("arch".into(), Value::String(model.to_string()));
+    if let Some(width) = width {
+        t.insert("width".into(), Value::Float(width));
+    }
+    crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
+}
+
+fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
+    let given = flags.synthetic
+        || flags.dataset.is_some()
+        || flags.data.is_some()
+        || flags.n_test.is_some();
     match run {
-        Some(r) if !given => Ok(r.data.clone()),
-        _ => Ok(DataConfig {
-            source: if flags.synthetic { DataSource::Synthetic } else { DataSource::Cifar10 },
+        Some(r) if !given => r.data.clone(),
+        _ => DataConfig {
+            source: source_of(flags),
             dir: flags.data.as_ref().map(|d| d.display().to_string()),
             n_train: flags.n_train,
             n_test: flags.n_test,
-        }),
+        },
     }
 }
 
 /// `gfa gfa-value`.
 pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, _, data) = load_model(&a.model, &a.data, device)?;
     let (split, name) = match a.split {
         crate::cli::SplitArg::Train => (data.train, "train"),
         crate::cli::SplitArg::Test => (data.test, "test"),
@@ -254,8 +300,7 @@ pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
 
 /// `gfa eval`.
 pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, run, data) = load_model(&a.model, &a.data, device)?;
     let eps: Vec<Value> = a.eps.split(',').map(|e| Value::String(e.trim().to_string())).collect();
     let mut attacks = Vec::new();
     for kind in a.attacks.split(',').map(str::trim).filter(|k| !k.is_empty()) {
@@ -292,7 +337,8 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         },
     };
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::eval_rows(&model, &x, &y, None, &attacks, &ecfg, a.seed, &key, &dev)?;
+    let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
+    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev)?;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"
@@ -359,8 +405,7 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     }
     let radius: gfa_attacks::Eps =
         a.radius.parse().map_err(|e| anyhow!("--radius {}: {e}", a.radius))?;
-    let (model, run) = load_model(&a.model, device)?;
-    let data = stages::load_data(&data_for(&a.data, run.as_ref())?)?;
+    let (model, run, data) = load_model(&a.model, &a.data, device)?;
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
     let (x, y) = (x.to_device(device), y.to_device(device));

@@ -9,14 +9,40 @@
 use std::fs;
 use std::path::Path;
 
+use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::overrides::{Override, TOP_KEYS};
+use crate::overrides::Override;
 use crate::records::{ManifestRow, RunKey, SCHEMA_VERSION};
 use crate::spec::{
     AttackEntry, ConfigError, FieldError, RunConfig, SourceMap, closest, dotted, split_dotted,
     to_table,
 };
+
+/// The top level of an experiment file, typed: an unknown key is an error naming the closest
+/// valid one; values are checked further by [`ExperimentSpec::parse`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    /// Name of the results folder (default: the file stem).
+    pub experiment: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Run seeds, always their own axis (default `[0]`).
+    pub seeds: Option<Vec<u64>>,
+    /// A complete run: the sections of [`RunConfig`].
+    #[serde(default)]
+    pub base: Table,
+    /// Dotted run key → list of values; the expansion is the cartesian product.
+    #[serde(default)]
+    pub grid: Table,
+    /// Groups of keys whose lists vary together.
+    #[serde(default)]
+    pub zip: Vec<Table>,
+    /// The evaluation suite.
+    #[serde(default)]
+    pub attacks: Vec<Table>,
+}
 
 /// One varying key and its values.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,104 +146,141 @@ impl ExperimentSpec {
         e
     }
 
+    /// Type the file's top level ([`ExperimentFile`]) and check what serde cannot: names, seeds,
+    /// axes, attacks; an old-form file is an error showing its method keys in the new form.
     fn read_root(&mut self, path: &Path, root: Table) -> Result<(), ConfigError> {
-        let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        for k in root.keys() {
-            if !TOP_KEYS.contains(&k.as_str()) {
-                return Err(self.error_at(
-                    std::slice::from_ref(k),
-                    format!("unknown top-level key (expected one of {})", TOP_KEYS.join(", ")),
-                    closest(k, TOP_KEYS.iter().copied()),
-                ));
-            }
+        if let Some(message) = crate::legacy::experiment_error(&root) {
+            return Err(self.error_at(&self.first_old_key(&root), message, None));
         }
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        self.name = match root.get("experiment") {
-            None => stem,
-            Some(Value::String(s)) if valid_name(s) => s.clone(),
-            Some(v) => {
+        let file: ExperimentFile =
+            crate::spec::typed(&root).map_err(|e| self.field_error(&[], e))?;
+        self.name = match file.experiment {
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            Some(s) if valid_name(&s) => s,
+            Some(s) => {
                 return Err(self.error_at(
-                    &p(&["experiment"]),
-                    format!("expected a folder name of letters, digits, '-', '_' or '.', got {v}"),
+                    &["experiment".into()],
+                    format!(
+                        "expected a folder name of letters, digits, '-', '_' or '.', got {s:?}"
+                    ),
                     None,
                 ));
             }
         };
-        if let Some(v) = root.get("description") {
-            self.description = v.as_str().unwrap_or_default().to_string();
+        self.description = file.description;
+        if let Some(seeds) = file.seeds {
+            self.seeds = self.checked_seeds(seeds)?;
         }
-        if let Some(v) = root.get("seeds") {
-            let bad = |s: &Self, m: &str| s.error_at(&p(&["seeds"]), m.to_string(), None);
-            let Value::Array(a) = v else {
-                return Err(bad(self, "expected a list of seeds, e.g. seeds = [0, 1, 2]"));
-            };
-            let mut seeds = Vec::new();
-            for x in a {
-                match x.as_integer() {
-                    Some(i) if i >= 0 => seeds.push(i as u64),
-                    _ => return Err(bad(self, &format!("seeds must be integers >= 0, got {x}"))),
+        self.base = file.base;
+        self.axes = self.flatten_axes(&file.grid, &["grid".into()])?;
+        for (i, t) in file.zip.iter().enumerate() {
+            let axes = self.flatten_axes(t, &["zip".into(), i.to_string()])?;
+            self.check_zip_lengths(&axes)?;
+            self.zips.push(axes);
+        }
+        self.check_axes_disjoint()?;
+        // `--set section.key=…` pins the key: drop axes that would vary it. A pin inside the
+        // values of an axis (`method.lambda` while `method` varies) has no one meaning.
+        for o in &self.overrides {
+            if let Some(pin) = &o.pins {
+                let all = self.axes.iter().chain(self.zips.iter().flatten());
+                if let Some(a) =
+                    all.into_iter().find(|a| a.key.len() < pin.len() && overlaps(&a.key, pin))
+                {
+                    return Err(self.error_at(
+                        &a.origin,
+                        format!(
+                            "--set {} sets a key inside the values of this axis, which vary \
+                             `{}` as a whole: change the axis's values, or pin the whole value \
+                             (--set '{}=…')",
+                            o.text,
+                            dotted(&a.key),
+                            dotted(&a.key)
+                        ),
+                        None,
+                    ));
+                }
+                self.axes.retain(|a| !overlaps(&a.key, pin));
+                for z in &mut self.zips {
+                    z.retain(|a| !overlaps(&a.key, pin));
                 }
             }
-            if seeds.is_empty() {
-                return Err(bad(self, "empty seed list"));
-            }
-            let mut sorted = seeds.clone();
-            sorted.sort();
-            sorted.dedup();
-            if sorted.len() != seeds.len() {
-                return Err(bad(self, "a seed appears twice"));
-            }
-            self.seeds = seeds;
         }
-        match root.get("base") {
-            None => {}
-            Some(Value::Table(t)) => self.base = t.clone(),
-            Some(v) => {
-                return Err(self.error_at(
-                    &p(&["base"]),
-                    format!("expected a table, got {v}"),
-                    None,
-                ));
-            }
+        self.zips.retain(|z| !z.is_empty());
+        for (i, t) in file.attacks.iter().enumerate() {
+            self.add_attack(i, t)?;
         }
-        if let Some(v) = root.get("grid") {
-            let Value::Table(t) = v else {
-                return Err(self.error_at(&p(&["grid"]), "expected a table".into(), None));
-            };
-            self.axes = self.flatten_axes(t, &p(&["grid"]))?;
+        Ok(())
+    }
+
+    /// Where an old-form file first says so: `base.regularizer`, `base.train.method`, or the
+    /// first `[grid]`/`[[zip]]` key of the old form.
+    fn first_old_key(&self, root: &Table) -> Vec<String> {
+        let base = root.get("base").and_then(Value::as_table);
+        if base.is_some_and(|b| b.contains_key("regularizer")) {
+            return vec!["base".into(), "regularizer".into()];
         }
-        if let Some(v) = root.get("zip") {
-            let Value::Array(groups) = v else {
-                return Err(self.error_at(&p(&["zip"]), "expected [[zip]] tables".into(), None));
-            };
-            for (i, g) in groups.iter().enumerate() {
-                let origin = vec!["zip".to_string(), i.to_string()];
-                let Value::Table(t) = g else {
-                    return Err(self.error_at(&origin, "expected a table".into(), None));
-                };
-                let axes = self.flatten_axes(t, &origin)?;
-                if let Some(a0) = axes.first() {
-                    for a in &axes {
-                        if a.values.len() != a0.values.len() {
-                            return Err(self.error_at(
-                                &a.origin,
-                                format!(
-                                    "zipped lists must have equal lengths: `{}` has {} values, \
-                                     `{}` has {}",
-                                    dotted(&a.key),
-                                    a.values.len(),
-                                    dotted(&a0.key),
-                                    a0.values.len()
-                                ),
-                                None,
-                            ));
-                        }
-                    }
+        if base.and_then(|b| b.get("train")).and_then(|t| t.get("method")).is_some() {
+            return vec!["base".into(), "train".into(), "method".into()];
+        }
+        let mut tables: Vec<(Vec<String>, &Table)> = Vec::new();
+        if let Some(Value::Table(g)) = root.get("grid") {
+            tables.push((vec!["grid".into()], g));
+        }
+        if let Some(Value::Array(zips)) = root.get("zip") {
+            for (i, z) in zips.iter().enumerate() {
+                if let Value::Table(z) = z {
+                    tables.push((vec!["zip".into(), i.to_string()], z));
                 }
-                self.zips.push(axes);
             }
         }
-        // A key may vary in one place only.
+        for (origin, t) in tables {
+            for k in t.keys() {
+                let key = split_dotted(k).unwrap_or_else(|_| vec![k.clone()]);
+                if crate::legacy::is_old_key(&key) || (key.len() == 1 && t[k].is_table()) {
+                    let mut p = origin.clone();
+                    p.push(k.clone());
+                    return p;
+                }
+            }
+        }
+        vec![]
+    }
+
+    fn checked_seeds(&self, seeds: Vec<u64>) -> Result<Vec<u64>, ConfigError> {
+        let bad = |m: &str| self.error_at(&["seeds".into()], m.to_string(), None);
+        if seeds.is_empty() {
+            return Err(bad("empty seed list"));
+        }
+        let mut sorted = seeds.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != seeds.len() {
+            return Err(bad("a seed appears twice"));
+        }
+        Ok(seeds)
+    }
+
+    fn check_zip_lengths(&self, axes: &[Axis]) -> Result<(), ConfigError> {
+        let Some(a0) = axes.first() else { return Ok(()) };
+        match axes.iter().find(|a| a.values.len() != a0.values.len()) {
+            None => Ok(()),
+            Some(a) => Err(self.error_at(
+                &a.origin,
+                format!(
+                    "zipped lists must have equal lengths: `{}` has {} values, `{}` has {}",
+                    dotted(&a.key),
+                    a.values.len(),
+                    dotted(&a0.key),
+                    a0.values.len()
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// A key may vary in one place only.
+    fn check_axes_disjoint(&self) -> Result<(), ConfigError> {
         let mut seen: Vec<&Axis> = Vec::new();
         for a in self.axes.iter().chain(self.zips.iter().flatten()) {
             if let Some(b) = seen.iter().find(|b| overlaps(&a.key, &b.key)) {
@@ -229,48 +292,26 @@ impl ExperimentSpec {
             }
             seen.push(a);
         }
-        // `--set section.key=…` pins the key: drop axes that would vary it.
-        for o in &self.overrides {
-            if let Some(pin) = &o.pins {
-                self.axes.retain(|a| !overlaps(&a.key, pin));
-                for z in &mut self.zips {
-                    z.retain(|a| !overlaps(&a.key, pin));
-                }
-            }
+        Ok(())
+    }
+
+    /// Check entry `i` of `[[attacks]]` and add it; (name, preset) must be unique.
+    fn add_attack(&mut self, i: usize, t: &Table) -> Result<(), ConfigError> {
+        let origin = vec!["attacks".to_string(), i.to_string()];
+        let entry = AttackEntry::from_table(t).map_err(|e| self.field_error(&origin, e))?;
+        if let Some(j) =
+            self.attacks.iter().position(|b| b.name == entry.name && b.preset == entry.preset)
+        {
+            return Err(self.error_at(
+                &origin,
+                format!(
+                    "attack name '{}' ({}) is also used by attacks.{j}; give one a distinct `name`",
+                    entry.name, entry.preset
+                ),
+                None,
+            ));
         }
-        self.zips.retain(|z| !z.is_empty());
-        if let Some(v) = root.get("attacks") {
-            let Value::Array(list) = v else {
-                return Err(self.error_at(
-                    &p(&["attacks"]),
-                    "expected [[attacks]] tables".into(),
-                    None,
-                ));
-            };
-            for (i, a) in list.iter().enumerate() {
-                let origin = vec!["attacks".to_string(), i.to_string()];
-                let Value::Table(t) = a else {
-                    return Err(self.error_at(&origin, "expected a table".into(), None));
-                };
-                let entry = AttackEntry::from_table(t).map_err(|e| self.field_error(&origin, e))?;
-                if let Some(j) = self
-                    .attacks
-                    .iter()
-                    .position(|b| b.name == entry.name && b.preset == entry.preset)
-                {
-                    return Err(self.error_at(
-                        &origin,
-                        format!(
-                            "attack name '{}' ({}) is also used by attacks.{j}; give one a distinct \
-                             `name`",
-                            entry.name, entry.preset
-                        ),
-                        None,
-                    ));
-                }
-                self.attacks.push(entry);
-            }
-        }
+        self.attacks.push(entry);
         Ok(())
     }
 
@@ -523,18 +564,13 @@ impl RunSpec {
 
     /// The identifying columns of this run's CSV rows.
     pub fn key(&self) -> RunKey {
-        let mut mp = Table::new();
-        mp.insert("method".into(), Value::Table(to_table(&self.config.train.method)));
-        mp.insert("regularizer".into(), Value::Table(to_table(&self.config.regularizer)));
-        RunKey {
-            experiment: self.experiment.clone(),
-            run_id: self.run_id.clone(),
-            seed: self.seed,
-            model: self.config.model.arch.name().to_string(),
-            method: self.config.method().to_string(),
-            lambda: self.config.lambda(),
-            method_params: canonical(&Value::Table(mp)),
-        }
+        RunKey::of(
+            &self.experiment,
+            &self.run_id,
+            self.seed,
+            &self.config.model,
+            &self.config.method,
+        )
     }
 
     /// The `config.toml` snapshot: everything needed to redo the run.
@@ -582,6 +618,9 @@ impl RunSpec {
             lambda: k.lambda,
             axes: self.axes_text(),
             est_cost_mgrad: estimate_cost(self),
+            git_rev: crate::build_info::GIT_REV.into(),
+            git_dirty: Some(crate::build_info::GIT_DIRTY == "true"),
+            libtorch: crate::build_info::LIBTORCH.into(),
         }
     }
 }
@@ -595,23 +634,20 @@ fn int_at(t: &Table, key: &str) -> Option<f64> {
 }
 
 /// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
-/// image): training epochs × training points × the method's gradients per step, plus for each
-/// attack the evaluated points × its gradients (or queries) per point × eps values.
+/// image): training epochs × training points × the method's gradients per step
+/// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
+/// gradients (or queries) per point × eps values.
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
+    use gfa_core::TrainMethod;
     let c = &run.config;
-    let n_train = c.data.n_train.unwrap_or(50_000) as f64;
-    let epochs = c.train.epochs as f64;
-    let per_step = match c.method() {
-        "standard" => 1.0,
-        "gfa" | "gnr" => 3.0, // double backprop
-        "pgd_at" | "trades" => 11.0,
-        "fast_at" => 2.0,
-        "gradalign" => 4.0,
-        "gfa_pgd_at" => 13.0,
-        _ => 1.0,
+    let full = match c.data.source {
+        crate::spec::DataSource::FashionMnist => 60_000,
+        crate::spec::DataSource::Cifar10 | crate::spec::DataSource::Synthetic => 50_000,
     };
-    let mut total = n_train * epochs * per_step;
+    let n_train = c.data.n_train.unwrap_or(full) as f64;
+    let epochs = c.train.epochs as f64;
+    let mut total = n_train * epochs * c.method.grads_per_step();
     let n_eval = c.eval.n as f64;
     for a in &run.attacks {
         let compat = a.preset == "torchattacks";

@@ -120,7 +120,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(&mut self, number: u32, check: &str, outcome: Option<(bool, f64, f64, String)>) {
+    fn push(&mut self, number: u32, check: &str, outcome: Outcome) {
         let mut row = CheckRow::keyed(&self.key);
         row.number = Some(number);
         row.check = check.into();
@@ -150,6 +150,22 @@ where
         .max_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)))
 }
 
+/// The outcome of one check: (flagged, measured value, threshold, detail), or `None` (skip).
+type Outcome = Option<(bool, f64, f64, String)>;
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn kind(k: &'static str) -> impl Fn(&EvalRow) -> bool {
+    move |r: &EvalRow| indiv(r) && r.kind == k
+}
+
+/// Iterative white-box attacks (PGD, APGD).
+fn iterative(r: &EvalRow) -> bool {
+    indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
+}
+
 /// All SPEC §6 checks for one run, plus a verdict row. `rows` are that run's eval rows.
 pub fn masking_checks(
     key: &RunKey,
@@ -159,69 +175,74 @@ pub fn masking_checks(
 ) -> Vec<CheckRow> {
     let pts = eps_points(rows);
     let mut b = Builder { key: key.clone(), rows: Vec::new() };
-    let kind = |k: &'static str| move |r: &EvalRow| indiv(r) && r.kind == k;
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    b.push(1, "iterative_beats_single_step", iterative_beats_single_step(rows, &pts));
+    b.push(2, "large_eps_breaks_model", large_eps_breaks_model(rows, &pts));
+    b.push(
+        3,
+        "black_box_not_better",
+        not_better_than_white_box(rows, &pts, "square", BLACK_BOX_TOL),
+    );
+    b.push(4, "transfer_not_better", not_better_than_white_box(rows, &pts, "transfer", 0.0));
+    b.push(5, "more_steps_no_gain", more_steps_no_gain(rows, &pts));
+    b.push(6, "ce_margin_agree", ce_margin_agree(rows, &pts));
+    b.push(7, "noise_not_better", noise_not_better(rows, &pts));
+    b.push(8, "gradient_health", gradient_health(grad));
+    b.push(9, "collapse", collapse(rows, num_classes));
+    verdict(key, b.rows)
+}
 
-    // 1. PGD <= FGSM + 1 pt.
-    let c1 = worst(&pts, |n, e| {
+/// 1. PGD <= FGSM + 1 pt.
+fn iterative_beats_single_step(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
+    let c1 = worst(pts, |n, e| {
         Some((
             min_acc(rows, n, e, kind("pgd"))?,
             min_acc(rows, n, e, kind("fgsm"))? + ITERATIVE_TOL,
         ))
     });
-    b.push(
-        1,
-        "iterative_beats_single_step",
-        c1.map(|(pgd, thr, at)| {
-            let d = format!(
-                "{at}: PGD {} vs FGSM {} (+1 pt allowed)",
-                pct(pgd),
-                pct(thr - ITERATIVE_TOL)
-            );
-            (pgd > thr, pgd, thr, d)
-        }),
-    );
+    c1.map(|(pgd, thr, at)| {
+        let d =
+            format!("{at}: PGD {} vs FGSM {} (+1 pt allowed)", pct(pgd), pct(thr - ITERATIVE_TOL));
+        (pgd > thr, pgd, thr, d)
+    })
+}
 
-    // 2. Robust accuracy <= 1% at Linf eps >= 64/255 (the largest such eps present).
+/// 2. Robust accuracy <= 1% at Linf eps >= 64/255 (the largest such eps present).
+fn large_eps_breaks_model(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let large = pts.iter().rev().find(|(n, e, _)| n == "linf" && *e >= LARGE_EPS_MIN - EPS_TOL);
-    b.push(
-        2,
-        "large_eps_breaks_model",
-        large.and_then(|(n, e, t)| {
-            let acc = min_acc(rows, n, *e, |_| true)?;
-            let d = format!("{n} eps={t}: worst-case robust accuracy {}", pct(acc));
-            Some((acc > LARGE_EPS_MAX_ACC, acc, LARGE_EPS_MAX_ACC, d))
-        }),
-    );
+    large.and_then(|(n, e, t)| {
+        let acc = min_acc(rows, n, *e, |_| true)?;
+        let d = format!("{n} eps={t}: worst-case robust accuracy {}", pct(acc));
+        Some((acc > LARGE_EPS_MAX_ACC, acc, LARGE_EPS_MAX_ACC, d))
+    })
+}
 
-    // 3. Square (black box) must not beat the white-box suite by > 0.5 pt.
-    // 4. Transfer must not beat the white-box suite.
-    // 7. Gaussian noise must not beat PGD.
-    for (number, check, k, tol) in [
-        (3u32, "black_box_not_better", "square", BLACK_BOX_TOL),
-        (4, "transfer_not_better", "transfer", 0.0),
-    ] {
-        let c = worst(&pts, |n, e| {
-            let wb = min_acc(rows, n, e, |r| is_white_box(&r.kind))?;
-            Some((wb - tol, min_acc(rows, n, e, kind(k))?))
-        });
-        b.push(
-            number,
-            check,
-            c.map(|(lhs, other, at)| {
-                let wb = lhs + tol;
-                let d = format!("{at}: {k} {} vs white-box worst case {}", pct(other), pct(wb));
-                (other < lhs, other, lhs, d)
-            }),
-        );
-    }
+/// Checks 3 and 4: Square (black box) must not beat the white-box suite by > 0.5 pt, transfer
+/// must not beat it at all.
+fn not_better_than_white_box(
+    rows: &[EvalRow],
+    pts: &[(String, f64, String)],
+    k: &'static str,
+    tol: f64,
+) -> Outcome {
+    let c = worst(pts, |n, e| {
+        let wb = min_acc(rows, n, e, |r| is_white_box(&r.kind))?;
+        Some((wb - tol, min_acc(rows, n, e, kind(k))?))
+    });
+    c.map(|(lhs, other, at)| {
+        let wb = lhs + tol;
+        let d = format!("{at}: {k} {} vs white-box worst case {}", pct(other), pct(wb));
+        (other < lhs, other, lhs, d)
+    })
+}
 
-    // 5. PGD with more steps/restarts must not be > 2 pts weaker... i.e. lower accuracy by > 2 pts.
+/// Check 5: PGD with more steps × restarts must not be weaker (higher accuracy) by > 2 pts
+/// than the PGD with the fewest.
+fn more_steps_no_gain(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let effort = |r: &EvalRow| {
         let c = config(r);
         Some(num(&c, "steps")? * num(&c, "restarts").unwrap_or(1.0))
     };
-    let c5 = worst(&pts, |n, e| {
+    let c5 = worst(pts, |n, e| {
         let pgd: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| indiv(r) && r.kind == "pgd" && r.norm == n)
@@ -232,91 +253,76 @@ pub fn masking_checks(
         let strong = pgd.iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
         (strong.0 > weak.0).then_some((weak.1 - MORE_STEPS_TOL, strong.1))
     });
-    b.push(
-        5,
-        "more_steps_no_gain",
-        c5.map(|(thr, strong, at)| {
-            let d = format!(
-                "{at}: strongest PGD {} vs weakest PGD {} (2 pts allowed)",
-                pct(strong),
-                pct(thr + MORE_STEPS_TOL)
-            );
-            (strong < thr, strong, thr, d)
-        }),
-    );
+    c5.map(|(thr, strong, at)| {
+        let d = format!(
+            "{at}: strongest PGD {} vs weakest PGD {} (2 pts allowed)",
+            pct(strong),
+            pct(thr + MORE_STEPS_TOL)
+        );
+        (strong < thr, strong, thr, d)
+    })
+}
 
-    // 6. CE and margin-loss attacks agree within 2 pts.
+/// 6. CE and margin-loss attacks agree within 2 pts.
+fn ce_margin_agree(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let c6 = pts
         .iter()
         .filter_map(|(n, e, t)| {
-            let it = |r: &EvalRow| {
-                indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
-            };
-            let ce = min_acc(rows, n, *e, |r| it(r) && loss_of(r) == Some("ce"))?;
-            let mg = min_acc(rows, n, *e, |r| it(r) && loss_of(r) == Some("margin"))?;
+            let ce = min_acc(rows, n, *e, |r| iterative(r) && loss_of(r) == Some("ce"))?;
+            let mg = min_acc(rows, n, *e, |r| iterative(r) && loss_of(r) == Some("margin"))?;
             Some((ce, mg, format!("{n} eps={t}")))
         })
         .max_by(|a, b| (a.0 - a.1).abs().total_cmp(&(b.0 - b.1).abs()));
-    b.push(
-        6,
-        "ce_margin_agree",
-        c6.map(|(ce, mg, at)| {
-            let d = format!("{at}: CE-loss {} vs margin-loss {}", pct(ce), pct(mg));
-            ((ce - mg).abs() > LOSS_AGREE_TOL, (ce - mg).abs(), LOSS_AGREE_TOL, d)
-        }),
-    );
+    c6.map(|(ce, mg, at)| {
+        let d = format!("{at}: CE-loss {} vs margin-loss {}", pct(ce), pct(mg));
+        ((ce - mg).abs() > LOSS_AGREE_TOL, (ce - mg).abs(), LOSS_AGREE_TOL, d)
+    })
+}
 
-    // 7. Noise must not beat PGD (iterative white-box).
-    let c7 = worst(&pts, |n, e| {
-        let pgd = min_acc(rows, n, e, |r| {
-            indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
-        })?;
-        Some((pgd, min_acc(rows, n, e, kind("noise"))?))
+/// 7. Noise must not beat PGD (iterative white-box).
+fn noise_not_better(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
+    let c7 = worst(pts, |n, e| {
+        Some((min_acc(rows, n, e, iterative)?, min_acc(rows, n, e, kind("noise"))?))
     });
-    b.push(
-        7,
-        "noise_not_better",
-        c7.map(|(pgd, noise, at)| {
-            let d = format!("{at}: noise {} vs PGD {}", pct(noise), pct(pgd));
-            (noise < pgd, noise, pgd, d)
-        }),
-    );
+    c7.map(|(pgd, noise, at)| {
+        let d = format!("{at}: noise {} vs PGD {}", pct(noise), pct(pgd));
+        (noise < pgd, noise, pgd, d)
+    })
+}
 
-    // 8. Input-gradient health.
-    b.push(
-        8,
-        "gradient_health",
-        grad.map(|g| {
-            let d = format!(
-                "{} of {} points have a zero input gradient, {} a non-finite one",
-                pct(g.zero_frac),
-                g.n,
-                pct(g.nonfinite_frac)
-            );
-            (g.zero_frac > ZERO_GRAD_MAX || g.nonfinite_frac > 0.0, g.zero_frac, ZERO_GRAD_MAX, d)
-        }),
-    );
+/// 8. Input-gradient health.
+fn gradient_health(grad: Option<GradHealth>) -> Outcome {
+    grad.map(|g| {
+        let d = format!(
+            "{} of {} points have a zero input gradient, {} a non-finite one",
+            pct(g.zero_frac),
+            g.n,
+            pct(g.nonfinite_frac)
+        );
+        (g.zero_frac > ZERO_GRAD_MAX || g.nonfinite_frac > 0.0, g.zero_frac, ZERO_GRAD_MAX, d)
+    })
+}
 
-    // 9. Collapse: clean accuracy within a few points of chance.
+/// 9. Collapse: clean accuracy within a few points of chance.
+fn collapse(rows: &[EvalRow], num_classes: usize) -> Outcome {
     let clean = rows.first().map(|r| (r.clean_acc, r.n));
     let chance = 1.0 / num_classes.max(1) as f64;
-    b.push(
-        9,
-        "collapse",
-        clean.map(|(acc, n)| {
-            let d = format!("clean accuracy {} on n={n}, chance {}", pct(acc), pct(chance));
-            (acc <= chance + COLLAPSE_MARGIN, acc, chance + COLLAPSE_MARGIN, d)
-        }),
-    );
+    clean.map(|(acc, n)| {
+        let d = format!("clean accuracy {} on n={n}, chance {}", pct(acc), pct(chance));
+        (acc <= chance + COLLAPSE_MARGIN, acc, chance + COLLAPSE_MARGIN, d)
+    })
+}
 
+/// The nine check rows and the verdict row after them.
+fn verdict(key: &RunKey, rows: Vec<CheckRow>) -> Vec<CheckRow> {
     let flagged = |r: &CheckRow| r.result == "flag";
     let masking: Vec<&str> =
-        b.rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
-    let verdict = if flagged(&b.rows[8]) {
+        rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
+    let verdict = if flagged(&rows[8]) {
         Verdict::Collapsed
     } else if !masking.is_empty() {
         Verdict::MaskingSuspected
-    } else if b.rows[..8].iter().all(|r| r.result == "skip") {
+    } else if rows[..8].iter().all(|r| r.result == "skip") {
         Verdict::InsufficientEvidence
     } else {
         Verdict::NoMaskingDetected
@@ -324,13 +330,13 @@ pub fn masking_checks(
     let mut v = CheckRow::keyed(key);
     v.check = "verdict".into();
     v.result = verdict.name().into();
-    let ran = b.rows[..8].iter().filter(|r| r.result != "skip").count();
+    let ran = rows[..8].iter().filter(|r| r.result != "skip").count();
     v.detail = if masking.is_empty() {
         format!("{ran} of 8 masking checks ran, none flagged")
     } else {
         format!("flagged: {}", masking.join(", "))
     };
-    let mut out = b.rows;
+    let mut out = rows;
     out.push(v);
     out
 }

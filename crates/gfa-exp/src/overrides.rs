@@ -45,6 +45,14 @@ impl Override {
             .split_once('=')
             .ok_or_else(|| format!("--set '{text}': expected key=value, e.g. train.epochs=1"))?;
         let key = split_dotted(k.trim()).map_err(|e| format!("--set '{text}': {e}"))?;
+        if crate::legacy::is_old_key(&key) {
+            return Err(format!(
+                "--set '{text}': a method is one value now, its options under `method`: write \
+                 --set {}={}",
+                crate::spec::dotted(&crate::legacy::new_key(&key)),
+                v.trim()
+            ));
+        }
         let head = key[0].as_str();
         let (path, pins) = if TOP_KEYS.contains(&head) {
             (key.clone(), None)

@@ -1,8 +1,10 @@
 //! CSV records: one serde struct per CSV kind, all long-format, all carrying `schema_version`.
 //!
 //! Every row repeats the identifying columns of its run ([`RunKey`]: experiment, run id, seed,
-//! model, method, λ and the method's parameters) so that any CSV can be filtered and grouped on
-//! its own. Missing values are empty cells (`Option::None`), never sentinels such as −1.
+//! model, method, λ and the method's options) so that any CSV can be filtered and grouped on
+//! its own, and ends with the build that wrote it (`git_rev`, `git_dirty`, `libtorch`; fixed
+//! into the binary, see [`crate::build_info`]). Missing values are empty cells
+//! (`Option::None`), never sentinels such as −1.
 //! Accuracies are fractions in `[0, 1]`; perturbation norms are in `[0, 1]`-pixel units.
 //! `docs/csv-schema.md` documents every column; bump [`SCHEMA_VERSION`] when a column changes.
 
@@ -14,10 +16,14 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::write_atomic;
+use gfa_data::atomic::write_atomic;
 
-/// Version of every CSV layout written by this crate.
-pub const SCHEMA_VERSION: u32 = 2;
+use crate::build_info;
+
+/// Version of every CSV layout written by this crate (3: `method_params` holds the method
+/// value, train.csv's named `terms` replace `train_reg`, `kl` and `align`, every row ends with
+/// `git_rev`, `git_dirty`, `libtorch`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The identifying columns every row repeats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,12 +37,37 @@ pub struct RunKey {
     pub method: String,
     /// Regularization weight λ of the method, empty when it has none.
     pub lambda: Option<f64>,
-    /// The method and regularizer sections as compact JSON (sorted keys).
+    /// The method value (`kind` and every option) as compact JSON (sorted keys).
     pub method_params: String,
 }
 
-/// Defines a row struct whose first columns are `schema_version` and the [`RunKey`] columns.
-/// (The `csv` crate cannot serialize `#[serde(flatten)]`, so the columns are spelled out.)
+impl RunKey {
+    /// The identifying columns of a run of `method` on `model`.
+    pub fn of(
+        experiment: &str,
+        run_id: &str,
+        seed: u64,
+        model: &gfa_core::ModelSpec,
+        method: &gfa_core::Method,
+    ) -> RunKey {
+        use gfa_core::TrainMethod;
+        RunKey {
+            experiment: experiment.into(),
+            run_id: run_id.into(),
+            seed,
+            model: model.arch.name().into(),
+            method: method.name().into(),
+            lambda: method.lambda(),
+            method_params: crate::grid::canonical(&toml::Value::Table(crate::spec::to_table(
+                method,
+            ))),
+        }
+    }
+}
+
+/// Defines a row struct whose first columns are `schema_version` and the [`RunKey`] columns and
+/// whose last are the build's (`git_rev`, `git_dirty`, `libtorch`). (The `csv` crate cannot
+/// serialize `#[serde(flatten)]`, so the columns are spelled out.)
 macro_rules! keyed_row {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
         $(#[$m])*
@@ -51,10 +82,17 @@ macro_rules! keyed_row {
             pub lambda: Option<f64>,
             pub method_params: String,
             $($(#[$fm])* pub $f: $t,)*
+            /// Git revision of the gfa build that wrote the row.
+            pub git_rev: String,
+            /// That build's sources differed from `git_rev` (empty: unknown, rows of schema 2).
+            pub git_dirty: Option<bool>,
+            /// The libtorch version of that build (empty: unknown).
+            pub libtorch: String,
         }
 
         impl $name {
-            /// A row with the identifying columns of `key` and every other column empty/zero.
+            /// A row with the identifying columns of `key`, this build's columns and every other
+            /// column empty/zero.
             pub fn keyed(key: &RunKey) -> Self {
                 Self {
                     schema_version: SCHEMA_VERSION,
@@ -65,6 +103,9 @@ macro_rules! keyed_row {
                     method: key.method.clone(),
                     lambda: key.lambda,
                     method_params: key.method_params.clone(),
+                    git_rev: build_info::GIT_REV.into(),
+                    git_dirty: Some(build_info::GIT_DIRTY == "true"),
+                    libtorch: build_info::LIBTORCH.into(),
                     ..Default::default()
                 }
             }
@@ -101,6 +142,12 @@ pub struct ManifestRow {
     pub axes: String,
     /// Rough cost estimate in millions of image-gradient evaluations (see `grid::estimate_cost`).
     pub est_cost_mgrad: f64,
+    /// Git revision of the gfa build that wrote the row.
+    pub git_rev: String,
+    /// That build's sources differed from `git_rev` (empty: unknown, rows of schema 2).
+    pub git_dirty: Option<bool>,
+    /// The libtorch version of that build (empty: unknown).
+    pub libtorch: String,
 }
 
 keyed_row! {
@@ -109,26 +156,46 @@ keyed_row! {
         pub epoch: usize,
         pub lr: f64,
         pub train_loss: f64,
-        /// Mean regularizer value R of the epoch (empty for methods without one).
-        pub train_reg: Option<f64>,
         pub train_acc: f64,
         pub test_acc: Option<f64>,
         /// λ in force this epoch (below the configured λ during `lambda_warmup_epochs`).
         pub lambda_now: Option<f64>,
+        /// The method's loss terms by name, epoch means, `name=value` joined by `;` in name
+        /// order, full precision (`gfa=0.73`, `kl=0.12`; empty for a method without terms).
+        pub terms: String,
         /// Mean cosine per tap, `tap=value` joined by `;` (empty without a regularizer).
         pub tap_cos: String,
         /// Mean regularizer term per tap, `tap=value` joined by `;`.
         pub tap_reg: String,
-        /// TRADES: mean KL(p(x) ‖ p(x')) (its adversarial term).
-        pub kl: Option<f64>,
-        /// GradAlign: mean 1 − cos of the input gradients (its alignment term).
-        pub align: Option<f64>,
         /// Training accuracy still below 1.5× chance after the second epoch.
         pub collapse: bool,
         pub seconds: f64,
         pub device: String,
-        pub git_rev: String,
     }
+}
+
+impl TrainRow {
+    /// The `terms` column as a map (a malformed pair is an error naming it).
+    pub fn terms(&self) -> Result<std::collections::BTreeMap<String, f64>> {
+        parse_pairs(&self.terms)
+    }
+}
+
+/// `name=value` pairs joined by `;` (values as Rust prints them: shortest round-trip).
+pub fn join_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, f64)>) -> String {
+    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+}
+
+/// The inverse of [`join_pairs`].
+pub fn parse_pairs(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    text.split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').with_context(|| format!("`{p}` is not name=value"))?;
+            let v: f64 = v.parse().with_context(|| format!("`{p}`: not a number"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
 }
 
 keyed_row! {
@@ -168,7 +235,6 @@ keyed_row! {
         pub queries: Option<f64>,
         pub seconds: f64,
         pub device: String,
-        pub git_rev: String,
     }
 }
 
@@ -242,35 +308,89 @@ pub fn to_csv_bytes<T: Serialize + Default>(rows: &[T]) -> Result<Vec<u8>> {
 
 /// Write rows atomically to `path` (all rows or none appear).
 pub fn write_rows<T: Serialize + Default>(path: &Path, rows: &[T]) -> Result<()> {
-    write_atomic(path, &to_csv_bytes(rows)?)
+    Ok(write_atomic(path, &to_csv_bytes(rows)?)?)
 }
 
 /// Read all rows of a CSV file, checking its `schema_version`.
-pub fn read_rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Result<Vec<T>> {
     let mut r =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let headers = r.headers()?.clone();
-    if let Some(i) = headers.iter().position(|h| h == "schema_version") {
-        for rec in r.records() {
-            let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-            let v = rec.get(i).unwrap_or("");
-            if v != SCHEMA_VERSION.to_string() {
-                bail!(
-                    "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION}; \
-                     regenerate the file with this version of gfa",
-                    path.display()
-                );
-            }
-        }
-    } else {
+    let Some(i) = headers.iter().position(|h| h == "schema_version") else {
         bail!("{}: no `schema_version` column; not a gfa CSV", path.display());
+    };
+    let mut records = Vec::new();
+    for rec in r.records() {
+        records.push(rec.with_context(|| format!("reading {}", path.display()))?);
     }
-    let mut r = csv::Reader::from_path(path)?;
-    let mut out = Vec::new();
-    for (i, row) in r.deserialize().enumerate() {
-        out.push(row.with_context(|| format!("{}: row {}", path.display(), i + 2))?);
+    let versions: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.get(i).unwrap_or("")).collect();
+    let current = SCHEMA_VERSION.to_string();
+    if let Some(v) = versions.iter().find(|v| **v != current && **v != "2") {
+        bail!(
+            "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION} (and 2); \
+             regenerate the file with this version of gfa",
+            path.display()
+        );
+    }
+    let mut out = Vec::with_capacity(records.len());
+    let upgraded = if versions.contains("2") { header_for::<T>() } else { vec![] };
+    for (k, rec) in records.iter().enumerate() {
+        let row = if rec.get(i) == Some("2") {
+            let fields = upgrade_v2(&headers, rec);
+            let values: Vec<&str> =
+                upgraded.iter().map(|h| fields.get(h).map_or("", String::as_str)).collect();
+            csv::StringRecord::from(values)
+                .deserialize(Some(&csv::StringRecord::from(upgraded.clone())))
+        } else {
+            rec.deserialize(Some(&headers))
+        };
+        out.push(row.with_context(|| format!("{}: row {}", path.display(), k + 2))?);
     }
     Ok(out)
+}
+
+/// A row of schema version 2 as the columns of version 3, so results written before stay
+/// readable: `method_params` `{"method": …, "regularizer": …}` becomes the method value (see
+/// [`crate::legacy`]), train.csv's `train_reg`/`kl`/`align` become `terms`, and the build columns
+/// version 2 did not have stay empty (`git_dirty` unknown).
+fn upgrade_v2(
+    headers: &csv::StringRecord,
+    rec: &csv::StringRecord,
+) -> std::collections::BTreeMap<String, String> {
+    let mut f: std::collections::BTreeMap<String, String> =
+        headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+    f.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+    if let Some(params) =
+        f.get("method_params").and_then(|p| serde_json::from_str::<toml::Value>(p).ok())
+        && let Some(run) = params.as_table()
+    {
+        let mut old = toml::Table::new();
+        if let Some(m) = run.get("method") {
+            old.insert(
+                "train".into(),
+                toml::Value::Table(toml::Table::from_iter([("method".to_string(), m.clone())])),
+            );
+        }
+        if let Some(r) = run.get("regularizer") {
+            old.insert("regularizer".into(), r.clone());
+        }
+        if let Some((method, _)) = crate::legacy::method_of(&old) {
+            f.insert("method_params".into(), crate::grid::canonical(&toml::Value::Table(method)));
+        }
+    }
+    let penalty = if f.get("method").is_some_and(|m| m == "gnr") { "gnr" } else { "gfa" };
+    let terms: Vec<String> = [(penalty, "train_reg"), ("kl", "kl"), ("align", "align")]
+        .iter()
+        .filter_map(|(name, col)| {
+            f.get(*col).filter(|v| !v.is_empty()).map(|v| format!("{name}={v}"))
+        })
+        .collect();
+    let mut terms = terms;
+    terms.sort();
+    f.insert("terms".into(), terms.join(";"));
+    f.entry("git_rev".into()).or_default();
+    f
 }
 
 /// Concatenate per-run CSV files (all with the same header) into `out`, atomically.
@@ -353,12 +473,11 @@ mod tests {
             epoch: 1,
             lr: 0.1,
             train_loss: 2.0,
-            train_reg: None,
             train_acc: 0.3,
             test_acc: Some(0.25),
+            terms: join_pairs([("gfa", 0.1 + 0.2), ("kl", 1.0 / 3.0)]),
             seconds: 1.5,
             device: "cpu".into(),
-            git_rev: "x".into(),
             ..TrainRow::keyed(&key())
         }];
         write_rows(&p, &rows).unwrap();
@@ -366,6 +485,43 @@ mod tests {
         assert!(text.contains(",,"), "None must be an empty cell: {text}");
         let back: Vec<TrainRow> = read_rows(&p).unwrap();
         assert_eq!(back, rows);
+        // Named terms read back bit for bit.
+        let terms = back[0].terms().unwrap();
+        assert_eq!((terms["gfa"], terms["kl"]), (0.1 + 0.2, 1.0 / 3.0));
+        assert!(parse_pairs("gfa=x").is_err() && parse_pairs("gfa").is_err());
+    }
+
+    /// CSV cells hold the shortest decimal that reads back to the same f64, so a report built
+    /// from the CSVs sees the values the run computed, bit for bit.
+    #[test]
+    fn floats_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let values = [0.09049479166666667, 1.390711545944214, 0.0002500000000000001, 1e-300];
+        let rows: Vec<TrainRow> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| TrainRow {
+                epoch: i + 1,
+                lr: v * 0.3,
+                train_loss: v,
+                lambda_now: Some(v / 3.0),
+                train_acc: v,
+                test_acc: Some(1.0 - v),
+                seconds: v * 11.0,
+                ..TrainRow::keyed(&key())
+            })
+            .collect();
+        write_rows(&p, &rows).unwrap();
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        let bits = |r: &TrainRow| {
+            [r.lr, r.train_loss, r.lambda_now.unwrap(), r.train_acc, r.test_acc.unwrap(), r.seconds]
+                .map(f64::to_bits)
+        };
+        assert_eq!(
+            back.iter().map(bits).collect::<Vec<_>>(),
+            rows.iter().map(bits).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -383,8 +539,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.csv");
         fs::write(&p, "schema_version,a\n999,1\n").unwrap();
-        let e = read_rows::<serde_json::Value>(&p).unwrap_err();
+        let e = read_rows::<CheckRow>(&p).unwrap_err();
         assert!(format!("{e:#}").contains("schema_version"));
+    }
+
+    /// Results written with schema 2 (e.g. the committed `results/quick`) read as version 3.
+    #[test]
+    fn schema_2_rows_are_upgraded_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let v2 = concat!(
+            "schema_version,experiment,run_id,seed,model,method,lambda,method_params,epoch,lr,",
+            "train_loss,train_reg,train_acc,test_acc,lambda_now,tap_cos,tap_reg,kl,align,collapse,",
+            "seconds,device,git_rev\n",
+            "2,quick,58fc509420f9,0,cnn,gfa,0.3,\"{\"\"method\"\":{\"\"kind\"\":\"\"gfa\"\"},",
+            "\"\"regularizer\"\":{\"\"kind\"\":\"\"gfa\"\",\"\"lambda\"\":0.3,\"\"layers\"\":\"\"deep\"\",",
+            "\"\"task_loss\"\":\"\"ce\"\"}}\",1,0.001,2.3,0.4723698399448395,0.1,0.1075,0.3,",
+            "input=0.6,input=0.4,,,false,12.5,cpu,70f138e1a2b3\n",
+        );
+        fs::write(&p, v2).unwrap();
+        let rows: Vec<TrainRow> = read_rows(&p).unwrap();
+        let r = &rows[0];
+        assert_eq!(r.schema_version, SCHEMA_VERSION);
+        assert_eq!(r.method_params, r#"{"kind":"gfa","lambda":0.3,"layers":"deep"}"#);
+        assert_eq!(r.terms().unwrap()["gfa"], 0.4723698399448395);
+        assert_eq!(
+            (r.git_rev.as_str(), r.git_dirty, r.libtorch.as_str()),
+            ("70f138e1a2b3", None, "")
+        );
+        assert_eq!((r.lambda, r.train_loss, r.tap_cos.as_str()), (Some(0.3), 2.3, "input=0.6"));
     }
 
     #[test]

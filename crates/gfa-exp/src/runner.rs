@@ -23,7 +23,8 @@ use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
 use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
 use crate::spec::Subset;
-use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status, write_atomic};
+use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
+use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
 #[derive(Debug, Clone, Default)]
@@ -303,13 +304,12 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
-/// Temporary files a killed writer left behind (`.<name>.tmp.<pid>`); safe to remove while the
+/// Temporary files a killed writer left behind (`gfa_data::atomic`); safe to remove while the
 /// run's lock is held.
 fn remove_stale_temp_files(dir: &RunDir) {
     let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp.") {
+        if is_temp_file(&e.file_name().to_string_lossy()) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -350,15 +350,10 @@ fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
                 continue;
             }
             // A hard link where the file system allows (checkpoints are never rewritten once a
-            // run is trained), else a copy; either lands under a temporary name first.
-            let tmp = dst.join(format!(".{name}.tmp.{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            if std::fs::hard_link(&path, &tmp).is_err() {
-                std::fs::copy(&path, &tmp)
-                    .with_context(|| format!("copying {}", path.display()))?;
-            }
-            std::fs::rename(&tmp, dst.join(name))
-                .with_context(|| format!("writing {}", dst.join(name).display()))?;
+            // run is trained), else a copy; either is written atomically.
+            write_atomic_with(&dst.join(name), |tmp| {
+                std::fs::hard_link(&path, tmp).or_else(|_| std::fs::copy(&path, tmp).map(drop))
+            })?;
         }
     }
     let mut rows: Vec<TrainRow> = read_rows(&from.file("train.csv"))?;

@@ -7,7 +7,7 @@
 //! | `experiment` | name of the results folder (default: the file stem) |
 //! | `description` | free text |
 //! | `seeds` | list of run seeds, always its own axis (default `[0]`) |
-//! | `[base]` | a complete run: `data`, `model`, `method`, `regularizer`, `train`, `eval` |
+//! | `[base]` | a complete run: `data`, `model`, `method`, `train`, `eval` |
 //! | `[grid]` | dotted run key → list of values; the expansion is the cartesian product |
 //! | `[[zip]]` | keys whose lists vary together (one axis per table) |
 //! | `[[attacks]]` | the evaluation suite: `kind`, `preset`, `eps = ["8/255", …]`, config keys |
@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use gfa_attacks::{AttackSpec, Eps};
-use gfa_core::{ModelSpec, RegKind, RegularizerConfig, TrainConfig};
+use gfa_core::{Method, ModelSpec, TrainConfig, TrainMethod};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -292,6 +292,14 @@ pub fn typed<T: serde::de::DeserializeOwned>(table: &Table) -> Result<T, FieldEr
     })
 }
 
+/// A JSON object as a TOML table (empty when it is not an object).
+pub fn json_table(v: &serde_json::Value) -> Table {
+    match Value::try_from(v) {
+        Ok(Value::Table(t)) => t,
+        _ => Table::new(),
+    }
+}
+
 /// Serialize a typed value back to a TOML table (defaults filled in).
 pub fn to_table<T: Serialize>(v: &T) -> Table {
     match Value::try_from(v) {
@@ -300,9 +308,23 @@ pub fn to_table<T: Serialize>(v: &T) -> Table {
     }
 }
 
-/// Training methods of SPEC §4 (the `kind` of `train.method`).
-pub const METHODS: &[&str] =
-    &["standard", "gfa", "gnr", "pgd_at", "fast_at", "trades", "gradalign", "gfa_pgd_at"];
+/// `kind` first, then the options in name order.
+fn ordered(m: &Table) -> Vec<(&String, &Value)> {
+    let mut kv: Vec<(&String, &Value)> = m.iter().collect();
+    kv.sort_by_key(|(k, _)| (k.as_str() != "kind", k.as_str()));
+    kv
+}
+
+/// A method as `key = value` lines.
+pub fn method_lines(m: &Table) -> String {
+    ordered(m).iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+}
+
+/// A method as an inline table.
+pub fn method_inline(m: &Table) -> String {
+    let kv: Vec<String> = ordered(m).iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", kv.join(", "))
+}
 
 /// `subset` of the evaluation protocol (SPEC §5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +374,21 @@ pub enum DataSource {
     Cifar10,
     /// `gfa-data`'s deterministic CIFAR-shaped toy set (tests, smoke grids).
     Synthetic,
+    /// Fashion-MNIST's IDX files (1×28×28), from `dir` (else `$GFA_FASHION_MNIST_DIR`, else
+    /// `data/fashion-mnist`).
+    #[serde(alias = "fashion-mnist")]
+    FashionMnist,
+}
+
+impl DataSource {
+    /// The name in configs and result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataSource::Cifar10 => "cifar10",
+            DataSource::Synthetic => "synthetic",
+            DataSource::FashionMnist => "fashion_mnist",
+        }
+    }
 }
 
 /// The `[data]` section.
@@ -359,7 +396,8 @@ pub enum DataSource {
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub source: DataSource,
-    /// Folder holding `cifar-10-batches-bin` (part of the run's identity when given).
+    /// Folder holding `cifar-10-batches-bin` or the Fashion-MNIST files (part of the run's
+    /// identity when given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
     /// Train on the first `n_train` training points only (all when absent).
@@ -371,8 +409,9 @@ pub struct DataConfig {
 }
 
 /// One run's sections, typed by the crates that own them: `model` is `gfa_core::ModelSpec`,
-/// `train` is `gfa_core::TrainConfig` (the method lives in `train.method`), `regularizer` is
-/// `gfa_core::RegularizerConfig`; `data` and `eval` are this crate's own.
+/// `method` is `gfa_core::Method` (its kind and all its options), `train` is
+/// `gfa_core::TrainConfig` (the recipe every method shares); `data` and `eval` are this
+/// crate's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -381,41 +420,44 @@ pub struct RunConfig {
     #[serde(default)]
     pub model: ModelSpec,
     #[serde(default)]
-    pub regularizer: RegularizerConfig,
+    pub method: Method,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
 }
 
-/// Names of the sections of a run (the keys allowed in `[base]`).
-pub const RUN_SECTIONS: &[&str] = &["data", "model", "regularizer", "train", "eval"];
+/// Names of the sections of a run (the keys allowed in `[base]`), in [`RunConfig`]'s order.
+pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "train", "eval"];
 
 impl RunConfig {
-    /// Type-check a run's sections and fill in defaults.
+    /// Type-check a run's sections and fill in defaults. A run of the old form (a
+    /// `regularizer` section or `train.method`) is an error that shows the new form.
     pub fn from_table(t: &Table) -> Result<RunConfig, FieldError> {
+        if let Some(message) = crate::legacy::run_error(t) {
+            let old = if t.contains_key("regularizer") { "regularizer" } else { "train" };
+            return Err(FieldError { path: vec![old.into()], message, suggestion: None });
+        }
         let cfg: RunConfig = typed(t)?;
-        cfg.model.validate().map_err(|e| FieldError {
-            path: vec!["model".into()],
+        let at = |section: &str, e: gfa_core::CoreError| FieldError {
+            path: vec![section.into()],
             message: e.to_string(),
             suggestion: None,
-        })?;
-        cfg.train.validate(&cfg.regularizer).map_err(|e| FieldError {
-            path: vec!["train".into(), "method".into()],
-            message: e.to_string(),
-            suggestion: None,
-        })?;
+        };
+        cfg.model.validate().map_err(|e| at("model", e))?;
+        cfg.train.validate().map_err(|e| at("train", e))?;
+        gfa_core::train::check_method(&cfg.method).map_err(|e| at("method", e))?;
         Ok(cfg)
     }
 
     /// The method label of result rows (`standard`, `gfa`, `pgd_at`, …).
     pub fn method(&self) -> &'static str {
-        self.train.method.name()
+        self.method.name()
     }
 
-    /// Regularization weight λ, when the run trains with a regularizer.
+    /// The method's weight λ, when it has one.
     pub fn lambda(&self) -> Option<f64> {
-        (self.regularizer.kind != RegKind::None).then_some(self.regularizer.lambda)
+        self.method.lambda()
     }
 }
 
@@ -427,6 +469,30 @@ pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
 
 /// Attack presets: the original authors' defaults, or torchattacks 3.5.1's.
 pub const PRESETS: &[&str] = &["reference", "torchattacks"];
+
+/// The `eps` list of an `[[attacks]]` entry (`["8/255", 0.5]`); errors name the entry's key.
+fn eps_list(v: Option<&Value>) -> Result<Vec<Eps>, FieldError> {
+    let at = |path: Vec<String>, message: String| FieldError { path, message, suggestion: None };
+    match v {
+        None => Ok(vec![]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let parsed = match v {
+                    Value::String(s) => s.parse::<Eps>().map_err(|e| e.to_string()),
+                    Value::Float(f) => Ok(Eps::new(*f)),
+                    Value::Integer(i) => Ok(Eps::new(*i as f64)),
+                    other => Err(format!("expected a string like \"8/255\", got {other}")),
+                };
+                parsed.map_err(|m| at(vec!["eps".into(), i.to_string()], m))
+            })
+            .collect(),
+        Some(v) => {
+            Err(at(vec!["eps".into()], format!("expected a list like [\"8/255\"], got {v}")))
+        }
+    }
+}
 
 /// One `[[attacks]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -487,28 +553,7 @@ impl AttackEntry {
             ));
         }
         let name = string("name")?.unwrap_or_else(|| kind.clone());
-        let mut eps = Vec::new();
-        match t.get("eps") {
-            None => {}
-            Some(Value::Array(a)) => {
-                for (i, v) in a.iter().enumerate() {
-                    let parsed = match v {
-                        Value::String(s) => s.parse::<Eps>().map_err(|e| e.to_string()),
-                        Value::Float(f) => Ok(Eps::new(*f)),
-                        Value::Integer(i) => Ok(Eps::new(*i as f64)),
-                        other => Err(format!("expected a string like \"8/255\", got {other}")),
-                    };
-                    eps.push(parsed.map_err(|m| FieldError {
-                        path: vec!["eps".into(), i.to_string()],
-                        message: m,
-                        suggestion: None,
-                    })?);
-                }
-            }
-            Some(v) => {
-                return Err(err("eps", format!("expected a list like [\"8/255\"], got {v}"), None));
-            }
-        }
+        let eps = eps_list(t.get("eps"))?;
         if eps.is_empty() && !MIN_NORM_KINDS.contains(&kind.as_str()) {
             return Err(err(
                 "eps",
@@ -577,6 +622,33 @@ mod tests {
         let e = RunConfig::from_table(&t).unwrap_err();
         assert_eq!(e.path, vec!["model", "arch"], "{e:?}");
         assert_eq!(e.suggestion.as_deref(), Some("cnn"));
+    }
+
+    #[test]
+    fn method_typos_are_located_and_old_runs_show_the_new_form() {
+        let t: Table =
+            toml::from_str("[method]\nkind = \"gfa\"\nlambda = 0.1\nlayres = \"first\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["method", "layres"], "{e:?}");
+        assert_eq!(e.suggestion.as_deref(), Some("layers"));
+        let t: Table = toml::from_str("[method]\nkind = \"gfa\"\nlambda = -1.0\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["method"], "{e:?}");
+        let t: Table = toml::from_str(
+            "[train]\nmethod = { kind = \"gnr\" }\n[regularizer]\nkind = \"gnr\"\nlambda = 1.0\n",
+        )
+        .unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert!(e.message.contains("[method]\nkind = \"gnr\"\nlambda = 1.0"), "{}", e.message);
+    }
+
+    #[test]
+    fn run_sections_are_the_fields_of_run_config() {
+        let keys: Vec<String> =
+            to_table(&RunConfig::from_table(&Table::new()).unwrap()).keys().cloned().collect();
+        let mut sections: Vec<&str> = RUN_SECTIONS.to_vec();
+        sections.sort();
+        assert_eq!(keys, sections);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use gfa_attacks::eval::{EvalOptions, EvalRecord, Mode, Subset as EvalSubset};
 use gfa_attacks::{AttackSpec, Eps, Norm};
 use gfa_core::checkpoint;
 use gfa_core::seed::seed_all;
-use gfa_core::{Classifier, GfaValueConfig, RegKind, TrainOptions};
+use gfa_core::{Classifier, GfaValueConfig, TrainOptions};
 use gfa_data::{Dataset, Splits};
 use tch::{Device, Kind, Tensor};
 
@@ -42,6 +42,14 @@ pub fn load_data(cfg: &DataConfig) -> Result<Splits> {
             gfa_data::load_cifar10(&dir)
                 .with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?
         }
+        DataSource::FashionMnist => {
+            let dir = gfa_data::fashion::resolve_dir(cfg.dir.as_deref().map(Path::new)).context(
+                "locating Fashion-MNIST (data.dir, $GFA_FASHION_MNIST_DIR or data/fashion-mnist; \
+                 `gfa data fetch fashion-mnist`)",
+            )?;
+            gfa_data::fashion::load_dir(&dir)
+                .with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?
+        }
     };
     let cut = |d: Dataset, n: Option<usize>| match n {
         Some(n) if n < d.len() => d.head(n),
@@ -50,37 +58,42 @@ pub fn load_data(cfg: &DataConfig) -> Result<Splits> {
     Ok(Splits { train: cut(splits.train, cfg.n_train), test: cut(splits.test, cfg.n_test) })
 }
 
+/// An error unless `model` takes images shaped like `data`'s.
+pub fn check_input(model: &Classifier, data: &Dataset) -> Result<()> {
+    let s = data.images.size();
+    let data_shape = [s[1], s[2], s[3]];
+    if model.spec.input != data_shape {
+        bail!(
+            "the model takes {:?} images (C, H, W) but the data are {data_shape:?}: evaluate it \
+             on the data it was trained on (data.source / --data)",
+            model.spec.input
+        );
+    }
+    Ok(())
+}
+
 /// Where a run keeps its checkpoints.
 pub fn checkpoint_dir(dir: &RunDir) -> PathBuf {
     dir.file("checkpoints")
 }
 
 /// One `train.csv` row per epoch record.
-pub fn train_rows(
-    key: &RunKey,
-    cfg: &RunConfig,
-    records: &[gfa_core::EpochRecord],
-    device: &str,
-) -> Vec<TrainRow> {
-    let git = crate::git_rev();
+pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str) -> Vec<TrainRow> {
     records
         .iter()
         .map(|r| TrainRow {
             epoch: r.epoch,
             lr: r.lr,
             train_loss: r.train_loss,
-            train_reg: (cfg.regularizer.kind != RegKind::None).then_some(r.train_reg),
             train_acc: r.train_acc,
             test_acc: r.test_acc,
-            lambda_now: (cfg.regularizer.kind != RegKind::None).then_some(r.lambda),
+            lambda_now: r.lambda,
+            terms: crate::records::join_pairs(r.terms.iter().map(|(k, v)| (k.as_str(), *v))),
             tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
             tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
-            kl: r.terms.get("kl").copied(),
-            align: r.terms.get("align").copied(),
             collapse: r.collapse,
             seconds: r.seconds,
             device: device.to_string(),
-            git_rev: git.clone(),
             ..TrainRow::keyed(key)
         })
         .collect()
@@ -101,8 +114,19 @@ pub fn train_model(
     resume: bool,
     device: Device,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
+    // written in the config must agree.
+    let spec = cfg.model.with_input_of(&splits.train);
+    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
+        bail!(
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it comes \
+             from the data",
+            cfg.model.input,
+            spec.input
+        );
+    }
     seed_all(seed);
-    let mut model = Classifier::new(&cfg.model, device)?;
+    let mut model = Classifier::new(&spec, device)?;
     let opts = TrainOptions {
         seed,
         run_id: run_id.to_string(),
@@ -110,10 +134,10 @@ pub fn train_model(
         resume,
         progress: false,
         perturbation: Some(&gfa_attacks::InnerPgd),
-        ..Default::default()
+        max_steps: None,
+        provenance: crate::build_info::provenance(),
     };
-    let out =
-        gfa_core::train(&mut model, splits, &cfg.train, &cfg.regularizer, &opts, &mut |_| Ok(()))?;
+    let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, &mut |_| Ok(()))?;
     Ok((model, out.records))
 }
 
@@ -158,22 +182,28 @@ pub fn correct_mask(model: &Classifier, x: &Tensor, y: &Tensor, batch: usize) ->
     })
 }
 
-/// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows.
+/// What an evaluation runs: the attack suite, the `[eval]` settings and the seed of the attacks'
+/// generators.
+#[derive(Debug, Clone, Copy)]
+pub struct Suite<'a> {
+    pub attacks: &'a [AttackEntry],
+    pub eval: &'a EvalConfig,
+    pub seed: u64,
+}
+
+/// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows of `key`.
 ///
 /// `subset = "all_correct"` keeps the points of `keep` (from `gfa run`: those every compared
 /// model classifies correctly); without `keep`, the points this model classifies correctly.
-#[allow(clippy::too_many_arguments)]
 pub fn eval_rows(
     model: &Classifier,
-    x: &Tensor,
-    y: &Tensor,
+    (x, y): (&Tensor, &Tensor),
     keep: Option<&[bool]>,
-    attacks: &[AttackEntry],
-    eval: &EvalConfig,
-    seed: u64,
+    suite: Suite<'_>,
     key: &RunKey,
     device: &str,
 ) -> Result<Vec<EvalRow>> {
+    let Suite { attacks, eval, seed } = suite;
     let mask = match (eval.subset, keep) {
         (Subset::All, _) => None,
         (Subset::AllCorrect, Some(k)) => {
@@ -198,16 +228,8 @@ pub fn eval_rows(
     for (eps, entries) in passes(attacks) {
         let suite: Vec<AttackSpec> = entries.iter().map(|a| a.spec.clone()).collect();
         let eps = [eps];
-        let records = gfa_attacks::eval::evaluate(
-            model,
-            x,
-            y,
-            mask.as_ref(),
-            &suite,
-            &eps,
-            &opts,
-            &mut |_| {},
-        )?;
+        let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
+        let records = gfa_attacks::eval::evaluate(model, points, &suite, &eps, &opts, &mut |_| {})?;
         rows.extend(pass_rows(&records, &entries, &opts, eval, key, device)?);
     }
     Ok(rows)
@@ -232,7 +254,6 @@ fn pass_rows(
             attacks.len(),
         );
     }
-    let git = crate::git_rev();
     let mut rows = Vec::new();
     for (k, rec) in attacked.iter().enumerate() {
         let entry = attacks[k % attacks.len()];
@@ -258,7 +279,6 @@ fn pass_rows(
             queries: rec.queries,
             seconds: rec.seconds,
             device: device.to_string(),
-            git_rev: git.clone(),
             ..EvalRow::keyed(key)
         };
         match norm.as_str() {
@@ -320,9 +340,11 @@ impl TorchStages {
     /// The run's trained model and its data.
     fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
         let ckpt = checkpoint_dir(dir);
-        let (model, _) = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
+        let model = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
             .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
-        Ok((model, load_data(&run.config.data)?))
+        let data = load_data(&run.config.data)?;
+        check_input(&model, &data.test)?;
+        Ok((model, data))
     }
 }
 
@@ -333,7 +355,7 @@ impl Stages for TorchStages {
         let (_, records) =
             train_model(&run.config, &splits, run.seed, &run.run_id, &ckpt, true, self.device)?;
         let device = gfa_core::device::device_name(self.device);
-        Ok(train_rows(&run.key(), &run.config, &records, &device))
+        Ok(train_rows(&run.key(), &records, &device))
     }
 
     fn correct(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<bool>> {
@@ -355,8 +377,8 @@ impl Stages for TorchStages {
         let (x, y) = head_tensors(&splits.test, n);
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
-        let (attacks, eval) = (&run.attacks, &run.config.eval);
-        let eval = eval_rows(&model, &x, &y, keep, attacks, eval, run.seed, &key, &device)?;
+        let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
+        let eval = eval_rows(&model, (&x, &y), keep, suite, &key, &device)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
         Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })

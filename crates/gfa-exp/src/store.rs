@@ -12,37 +12,19 @@
 //!     lock                                            (held while a process works the run)
 //! ```
 //!
-//! Every file is written to a temporary file in the same folder and renamed, so a kill at any
-//! moment leaves either the old or the new file, never half of one. A stage's CSV is renamed
+//! Every file is written with `gfa_data::atomic::write_atomic` (temporary file in the same
+//! folder, fsync, rename, fsync of the folder), so a kill or a power failure at any moment
+//! leaves either the old or the new file, never half of one. A stage's CSV is renamed
 //! into place before its marker, so a marker implies complete rows; a stage killed before its
 //! marker is redone and its CSV replaced, never appended to (no duplicated rows).
 //! Experiment-level CSVs are concatenations of the per-run files, regenerated at will.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use fs2::FileExt;
-
-/// Write `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
-}
+use gfa_data::atomic::write_atomic;
 
 /// A stage of a run; each completed stage leaves a marker file of this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +159,7 @@ impl RunDir {
     }
 
     pub fn mark(&self, stage: Stage) -> Result<()> {
-        write_atomic(&self.path.join(stage.marker()), b"")
+        Ok(write_atomic(&self.path.join(stage.marker()), b"")?)
     }
 
     /// Remove the markers of `stage` and every later stage (their results are redone).
@@ -210,12 +192,12 @@ impl RunDir {
             Status::Failed(e) => format!("failed\n{e}\n"),
             s => format!("{}\n", s.label()),
         };
-        write_atomic(&self.path.join("status"), text.as_bytes())
+        Ok(write_atomic(&self.path.join("status"), text.as_bytes())?)
     }
 
     /// Try to take the run's lock; `None` when another process holds it. The lock is released
-    /// when the guard drops or the process dies (kernel `flock`), so a killed run never stays
-    /// locked.
+    /// when the guard drops or the process dies (`File::try_lock`, an `flock` on Linux), so a
+    /// killed run never stays locked.
     pub fn try_lock(&self) -> Result<Option<RunLock>> {
         fs::create_dir_all(&self.path)?;
         let p = self.path.join("lock");
@@ -225,9 +207,12 @@ impl RunDir {
             .write(true)
             .open(&p)
             .with_context(|| format!("opening {}", p.display()))?;
-        match f.try_lock_exclusive() {
-            Ok(()) => Ok(Some(RunLock { file: f })),
-            Err(_) => Ok(None),
+        match f.try_lock() {
+            Ok(()) => Ok(Some(RunLock { _file: f })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", p.display()))
+            }
         }
     }
 
@@ -245,20 +230,15 @@ impl RunDir {
             }
             return Ok(());
         }
-        write_atomic(&p, config_toml.as_bytes())
+        Ok(write_atomic(&p, config_toml.as_bytes())?)
     }
 }
 
-/// Held while a process works a run (see [`RunDir::try_lock`]).
+/// Held while a process works a run (see [`RunDir::try_lock`]); closing the file releases the
+/// lock.
 #[derive(Debug)]
 pub struct RunLock {
-    file: File,
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.file);
-    }
+    _file: File,
 }
 
 #[cfg(test)]
@@ -308,15 +288,5 @@ mod tests {
         run.write_config("a = 1\n").unwrap();
         let e = run.write_config("a = 2\n").unwrap_err();
         assert!(format!("{e:#}").contains("different configuration"));
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.txt");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -2,9 +2,9 @@
 use gfa_attacks::threat::uniform;
 use gfa_attacks::{AttackSpec, Norm};
 use gfa_core::models::Arch;
+use gfa_core::seed::SeededRng;
 use gfa_core::{Classifier, ModelSpec, seed};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -24,7 +24,7 @@ pub fn linear(seed: u64, classes: i64) -> Classifier {
 
 /// Uniform pixels in `[lo, hi]` and random labels.
 pub fn batch(n: i64, seed: u64, lo: f64, hi: f64) -> (Tensor, Tensor) {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = SeededRng::seed_from_u64(seed);
     let x = uniform(&[n, 3, 32, 32], &mut rng, Device::Cpu) * (hi - lo) + lo;
     let y = (uniform(&[n], &mut rng, Device::Cpu) * 10.0).floor().to_kind(Kind::Int64).clamp(0, 9);
     (x, y)

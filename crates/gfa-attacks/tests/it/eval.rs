@@ -1,10 +1,10 @@
 //! Robust evaluation: clean accuracy, individual vs cumulative, eps lists, subsets, and the
 //! thresholding of minimum-norm attacks.
 use gfa_attacks::attack::{Attack, Family};
-use gfa_attacks::eval::{EvalOptions, Mode, Subset, SuiteEntry, evaluate, evaluate_suite};
+use gfa_attacks::eval::{EvalOptions, Mode, Points, Subset, SuiteEntry, evaluate, evaluate_suite};
 use gfa_attacks::{Eps, Norm, Result};
 use gfa_core::Classifier;
-use rand::rngs::StdRng;
+use gfa_core::seed::SeededRng;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -28,7 +28,7 @@ fn cumulative_is_the_worst_case_of_the_individual_attacks() {
     ];
     let opts = EvalOptions { batch_size: 40, ..EvalOptions::default() };
     let (mut calls, mut cumulative_runs) = (0, 0);
-    let recs = evaluate(&m, &x, &y, None, &suite, &eps_list(), &opts, &mut |p| {
+    let recs = evaluate(&m, Points::all(&x, &y), &suite, &eps_list(), &opts, &mut |p| {
         calls += 1;
         cumulative_runs += usize::from(p.mode == Mode::Cumulative);
     })
@@ -76,9 +76,18 @@ fn all_correct_subset_uses_the_mask() {
     let mask = Tensor::arange(20, (Kind::Int64, tch::Device::Cpu)).remainder(2).eq(0);
     let opts = EvalOptions { subset: Subset::AllCorrect, batch_size: 8, ..EvalOptions::default() };
     let suite = vec![spec(json!({"kind": "fgsm"}))];
-    let recs = evaluate(&m, &x, &y, Some(&mask), &suite, &eps_list(), &opts, &mut |_| {}).unwrap();
+    let recs = evaluate(
+        &m,
+        Points { x: &x, y: &y, all_correct: Some(&mask) },
+        &suite,
+        &eps_list(),
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(recs.iter().all(|r| r.n == 10));
-    let err = evaluate(&m, &x, &y, None, &suite, &eps_list(), &opts, &mut |_| {}).unwrap_err();
+    let err =
+        evaluate(&m, Points::all(&x, &y), &suite, &eps_list(), &opts, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("all_correct"), "{err}");
 }
 
@@ -106,7 +115,7 @@ impl Attack for ExactBoundary {
         x: &Tensor,
         y: &Tensor,
         _eps: f64,
-        _r: &mut StdRng,
+        _r: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
         let (d, dir) = boundary(m, x, y);
         let x_adv = (x + dir * d.view([-1, 1, 1, 1]) * 1.001).clamp(0.0, 1.0);
@@ -137,7 +146,7 @@ fn minimum_norm_attacks_are_thresholded_at_every_eps() {
     let eps: Vec<Eps> = [0.25, 0.5, 0.75].iter().map(|f| Eps::new(lo + (hi - lo) * f)).collect();
     let suite = vec![SuiteEntry { attack: Box::new(ExactBoundary), preset: "reference".into() }];
     let opts = EvalOptions { batch_size: 7, cumulative: false, ..EvalOptions::default() };
-    let recs = evaluate_suite(&m, &x, &y, None, &suite, &eps, &opts, &mut |_| {}).unwrap();
+    let recs = evaluate_suite(&m, Points::all(&x, &y), &suite, &eps, &opts, &mut |_| {}).unwrap();
     let mut sorted: Vec<f64> = Vec::try_from(&found).unwrap();
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[14] + sorted[15]) / 2.0;

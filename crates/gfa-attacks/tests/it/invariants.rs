@@ -3,8 +3,8 @@
 use gfa_attacks::Norm;
 use gfa_attacks::attack::{self, BUDGET_TOL};
 use gfa_attacks::threat::per_sample_norm;
+use gfa_core::seed::SeededRng;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tch::Tensor;
 
 use super::common::{batch, cheap_specs, max_diff, predicted, tiny_cnn};
@@ -24,7 +24,7 @@ fn budget_and_box_hold_and_output_validates() {
         let eps = eps_for(norm);
         for spec in cheap_specs(norm) {
             let a = spec.build().unwrap();
-            let mut rng = StdRng::seed_from_u64(0);
+            let mut rng = SeededRng::seed_from_u64(0);
             let out = attack::run(a.as_ref(), &model, &x, &y, eps, &mut rng)
                 .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
             let n = per_sample_norm(&(&out.x_adv - &x), norm).max().double_value(&[]);
@@ -46,7 +46,7 @@ fn zero_budget_returns_the_input() {
     for norm in [Norm::Linf, Norm::L2] {
         for spec in cheap_specs(norm) {
             let a = spec.build().unwrap();
-            let mut rng = StdRng::seed_from_u64(0);
+            let mut rng = SeededRng::seed_from_u64(0);
             let (x_adv, _) = a.perturb(&model, &x, &y, 0.0, &mut rng).unwrap();
             assert_eq!(max_diff(&x_adv, &x), 0.0, "{spec:?}");
         }
@@ -61,7 +61,7 @@ fn same_seed_same_output() {
         for spec in cheap_specs(norm) {
             let a = spec.build().unwrap();
             let run = |seed| {
-                let mut rng = StdRng::seed_from_u64(seed);
+                let mut rng = SeededRng::seed_from_u64(seed);
                 a.perturb(&model, &x, &y, eps_for(norm), &mut rng).unwrap()
             };
             let (a1, q1) = run(7);
@@ -83,7 +83,7 @@ fn model_and_input_are_untouched() {
     for norm in [Norm::Linf, Norm::L2] {
         for spec in cheap_specs(norm) {
             let a = spec.build().unwrap();
-            let mut rng = StdRng::seed_from_u64(0);
+            let mut rng = SeededRng::seed_from_u64(0);
             let _ = a.perturb(&model, &x, &y, eps_for(norm), &mut rng).unwrap();
             let vars = model.vs.variables();
             for (k, before, rg) in &params {

@@ -3,8 +3,8 @@
 //! `(z_y - z_k) / ‖2 (w_y - w_k)‖` in the dual norm (ATTACKS.md §5.3).
 use gfa_attacks::{Attack, Norm, attack};
 use gfa_core::Classifier;
+use gfa_core::seed::SeededRng;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -30,7 +30,7 @@ fn fgsm_is_exact_on_a_linear_model() {
     let g = analytic_grad(&model, &x, &y);
     let want = (&x + g.sign() * eps).clamp(0.0, 1.0);
     let a = spec(json!({"kind": "fgsm"})).build().unwrap();
-    let (got, _) = a.perturb(&model, &x, &y, eps, &mut StdRng::seed_from_u64(0)).unwrap();
+    let (got, _) = a.perturb(&model, &x, &y, eps, &mut SeededRng::seed_from_u64(0)).unwrap();
     // Coordinates whose gradient is numerically zero may take either sign.
     let clear = g.abs().gt(1e-6 * g.abs().max().double_value(&[]));
     let diff = (&got - &want).abs().masked_select(&clear).max().double_value(&[]);
@@ -50,7 +50,7 @@ fn pgd_l2_steps_along_the_analytic_gradient() {
                         "random_start": false, "keep": "last"}))
     .build()
     .unwrap();
-    let (got, _) = a.perturb(&model, &x, &y, eps, &mut StdRng::seed_from_u64(0)).unwrap();
+    let (got, _) = a.perturb(&model, &x, &y, eps, &mut SeededRng::seed_from_u64(0)).unwrap();
     let d = max_diff(&got, &want);
     assert!(d < 1e-5, "PGD-L2 step is off the analytic direction by {d}");
 }
@@ -88,7 +88,7 @@ fn attacks_cross_the_boundary_just_beyond_its_distance_and_never_before() {
             let (xi, yi) = (x.narrow(0, i, 1), y.narrow(0, i, 1));
             let di = d.double_value(&[i]);
             for (factor, expect) in [(1.01, true), (0.99, false)] {
-                let mut rng = StdRng::seed_from_u64(0);
+                let mut rng = SeededRng::seed_from_u64(0);
                 let out = attack::run(a.as_ref(), &model, &xi, &yi, di * factor, &mut rng).unwrap();
                 let ok = out.success.int64_value(&[0]) != 0;
                 assert_eq!(ok, expect, "{s} at {factor} x d* = {}", di * factor);

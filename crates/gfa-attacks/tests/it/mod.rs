@@ -5,6 +5,7 @@ pub mod golden;
 mod invariants;
 mod linear;
 mod ordering;
+mod training;
 
 /// The golden fixture's trained model and its 128 points.
 pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {

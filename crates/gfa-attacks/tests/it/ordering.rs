@@ -3,8 +3,8 @@
 //! the reference preset (20 steps of eps/4): torchattacks' fixed 2/255 step cannot cross the
 //! fixture's large budget in 10 steps, so it may legitimately lose to FGSM there.
 use gfa_attacks::{Attack, attack};
+use gfa_core::seed::SeededRng;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde_json::json;
 use tch::Kind;
 
@@ -13,7 +13,7 @@ use super::golden_data;
 
 fn robust_acc(a: &dyn Attack, eps: f64) -> f64 {
     let (m, x, y) = golden_data();
-    let out = attack::run(a, &m, &x, &y, eps, &mut StdRng::seed_from_u64(1)).unwrap();
+    let out = attack::run(a, &m, &x, &y, eps, &mut SeededRng::seed_from_u64(1)).unwrap();
     out.success.logical_not().to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
 }
 

@@ -28,13 +28,16 @@ impl Cnn {
         let c2 = spec.scaled(128);
         let f = spec.scaled(256);
         let convs = vec![
-            layers::conv_biased(p / "conv1", 3, c1, 3),
+            layers::conv_biased(p / "conv1", spec.channels(), c1, 3),
             layers::conv_biased(p / "conv2", c1, c1, 3),
             layers::conv_biased(p / "conv3", c1, c2, 3),
             layers::conv_biased(p / "conv4", c2, c2, 3),
         ];
+        // Two 2×2 max-pools (floor division, as PyTorch's): 8×8 maps from CIFAR-10's 32×32,
+        // 7×7 from Fashion-MNIST's 28×28.
+        let [_, h, w] = spec.input;
         let fcs = vec![
-            layers::linear(p / "fc1", c2 * 8 * 8, f, false),
+            layers::linear(p / "fc1", c2 * (h / 4) * (w / 4), f, false),
             layers::linear(p / "fc2", f, f, false),
         ];
         let head = layers::linear(p / "fc3", f, spec.num_classes, false);

@@ -13,7 +13,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
         let cfg = nn::LinearConfig { bias: spec.bias, ..Default::default() };
-        Self { fc: nn::linear(p / "fc", 3 * 32 * 32, spec.num_classes, cfg) }
+        Self { fc: nn::linear(p / "fc", spec.input_numel(), spec.num_classes, cfg) }
     }
 }
 

@@ -13,7 +13,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
         let mut hidden = Vec::new();
-        let mut d_in = 3 * 32 * 32;
+        let mut d_in = spec.input_numel();
         for (i, w) in spec.widths.iter().enumerate() {
             let d = spec.scaled(*w);
             hidden.push(layers::linear(p / format!("fc{}", i + 1), d_in, d, false));

@@ -25,7 +25,7 @@ pub use mlp::Mlp;
 pub use normalize::Normalize;
 pub use preact_resnet18::PreActResNet18;
 pub use resnet18::ResNet18;
-pub use wide_resnet::WideResNet28x10;
+pub use wide_resnet::WideResNet;
 
 /// Architectures gfa can build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +43,24 @@ pub enum Arch {
     /// WideResNet-28-10 as in the TRADES / RobustBench code (BatchNorm).
     #[serde(rename = "wrn_28_10")]
     Wrn28x10,
+    /// WideResNet-34-10 of TRADES, MART and AWP (BatchNorm), the same tensor names.
+    #[serde(rename = "wrn_34_10")]
+    Wrn34x10,
     /// The CIFAR ResNet-18 of kuangliu/pytorch-cifar, with its PyTorch tensor names.
     #[serde(rename = "resnet18")]
     ResNet18,
 }
 
 impl Arch {
-    pub const ALL: &[Arch] =
-        &[Arch::Linear, Arch::Mlp, Arch::Cnn, Arch::PreActResNet18, Arch::Wrn28x10, Arch::ResNet18];
+    pub const ALL: &[Arch] = &[
+        Arch::Linear,
+        Arch::Mlp,
+        Arch::Cnn,
+        Arch::PreActResNet18,
+        Arch::Wrn28x10,
+        Arch::Wrn34x10,
+        Arch::ResNet18,
+    ];
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -60,6 +70,7 @@ impl Arch {
             Arch::Cnn => "cnn",
             Arch::PreActResNet18 => "preact_resnet18",
             Arch::Wrn28x10 => "wrn_28_10",
+            Arch::Wrn34x10 => "wrn_34_10",
             Arch::ResNet18 => "resnet18",
         }
     }
@@ -77,6 +88,7 @@ impl Arch {
                 "PreAct ResNet-18 for 32x32 (Wong et al. 2020, Rice et al. 2020), BatchNorm"
             }
             Arch::Wrn28x10 => "WideResNet-28-10 as in TRADES / RobustBench, BatchNorm",
+            Arch::Wrn34x10 => "WideResNet-34-10 as in TRADES / MART / AWP, BatchNorm",
             Arch::ResNet18 => {
                 "CIFAR ResNet-18 of kuangliu/pytorch-cifar with its PyTorch tensor names, BatchNorm"
             }
@@ -85,7 +97,7 @@ impl Arch {
 
     /// Whether the network has BatchNorm layers (train mode then mixes the samples of a batch).
     pub fn has_batch_norm(self) -> bool {
-        matches!(self, Arch::PreActResNet18 | Arch::Wrn28x10 | Arch::ResNet18)
+        matches!(self, Arch::PreActResNet18 | Arch::Wrn28x10 | Arch::Wrn34x10 | Arch::ResNet18)
     }
 }
 
@@ -109,6 +121,9 @@ impl std::str::FromStr for Arch {
 /// A model as written in a run config (`[model]` table).
 ///
 /// `mean = std = [0.5; 3]` (the default) maps `[0, 1]` pixels to the paper's `[-1, 1]` inputs.
+/// `mean` and `std` hold one value per input channel, or one value for every channel; a list of
+/// equal values (such as the default) fits any channel count, so the default also serves
+/// single-channel images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSpec {
@@ -120,11 +135,23 @@ pub struct ModelSpec {
     pub widths: Vec<i64>,
     /// Whether the first layer normalizes (switch off for checkpoints trained without it).
     pub normalize: bool,
-    pub mean: [f64; 3],
-    pub std: [f64; 3],
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
     pub num_classes: i64,
     /// Bias of the `linear` model.
     pub bias: bool,
+    /// Input images as `[channels, height, width]`. Runs and commands set it from the data
+    /// ([`ModelSpec::with_input_of`]); it is written only when it differs from CIFAR-10's
+    /// `[3, 32, 32]`, so configs and run identities from before it existed are unchanged.
+    #[serde(skip_serializing_if = "is_cifar_input")]
+    pub input: [i64; 3],
+}
+
+/// CIFAR-10's image shape, the default input.
+pub const CIFAR_INPUT: [i64; 3] = [3, 32, 32];
+
+fn is_cifar_input(input: &[i64; 3]) -> bool {
+    *input == CIFAR_INPUT
 }
 
 impl Default for ModelSpec {
@@ -134,10 +161,11 @@ impl Default for ModelSpec {
             width: 1.0,
             widths: vec![1024, 512, 256],
             normalize: true,
-            mean: [0.5; 3],
-            std: [0.5; 3],
+            mean: vec![0.5; 3],
+            std: vec![0.5; 3],
             num_classes: 10,
             bias: true,
+            input: CIFAR_INPUT,
         }
     }
 }
@@ -159,11 +187,52 @@ impl ModelSpec {
         if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return bad(format!("model.std must be positive, got {:?}", self.std));
         }
+        if self.input.iter().any(|d| *d < 1) {
+            return bad(format!("model.input must be positive [C, H, W], got {:?}", self.input));
+        }
+        for (key, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if per_channel(v, self.input[0]).is_none() {
+                return bad(format!(
+                    "model.{key} has {} values {v:?} but the images have {} channel(s): give one \
+                     value per channel, or a single value",
+                    v.len(),
+                    self.input[0]
+                ));
+            }
+        }
         if self.arch == Arch::Mlp && (self.widths.is_empty() || self.widths.iter().any(|w| *w < 1))
         {
             return bad(format!("model.widths must be positive integers, got {:?}", self.widths));
         }
         Ok(())
+    }
+
+    /// This spec for images shaped like `data`'s (`[C, H, W]` of its image tensor).
+    pub fn with_input_of(&self, data: &gfa_data::Dataset) -> Self {
+        let s = data.images.size();
+        Self { input: [s[1], s[2], s[3]], ..self.clone() }
+    }
+
+    /// Number of input channels.
+    pub fn channels(&self) -> i64 {
+        self.input[0]
+    }
+
+    /// Values per input pixel (`C·H·W`), the input width of `linear` and `mlp`.
+    pub fn input_numel(&self) -> i64 {
+        self.input.iter().product()
+    }
+
+    /// `mean` and `std` with one value per input channel (see [`ModelSpec`]).
+    pub fn per_channel_mean_std(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let c = self.channels();
+        match (per_channel(&self.mean, c), per_channel(&self.std, c)) {
+            (Some(m), Some(s)) => Ok((m, s)),
+            _ => Err(CoreError::Config(format!(
+                "model.mean {:?} / model.std {:?} do not fit {c} input channel(s)",
+                self.mean, self.std
+            ))),
+        }
     }
 
     /// Scale a channel count by `width`, never below 1.
@@ -179,9 +248,21 @@ impl ModelSpec {
             Arch::Mlp => Box::new(Mlp::new(root, self)),
             Arch::Cnn => Box::new(Cnn::new(root, self)),
             Arch::PreActResNet18 => Box::new(PreActResNet18::new(root, self)),
-            Arch::Wrn28x10 => Box::new(WideResNet28x10::new(root, self)),
+            Arch::Wrn28x10 => Box::new(WideResNet::new(root, self, 28)),
+            Arch::Wrn34x10 => Box::new(WideResNet::new(root, self, 34)),
             Arch::ResNet18 => Box::new(ResNet18::new(root, self)),
         })
+    }
+}
+
+/// `values` spread over `channels`: as they are when there is one per channel, repeated when
+/// there is one value or all values are equal; `None` otherwise.
+fn per_channel(values: &[f64], channels: i64) -> Option<Vec<f64>> {
+    let c = channels.max(0) as usize;
+    match values {
+        v if v.len() == c => Some(v.to_vec()),
+        [first, rest @ ..] if rest.iter().all(|x| x == first) => Some(vec![*first; c]),
+        _ => None,
     }
 }
 
@@ -197,7 +278,7 @@ pub struct ModelInfo {
 }
 
 /// Every architecture with its taps and parameter count at the default spec. The numbers come
-/// from building each model on the CPU (WideResNet-28-10 alone allocates ~150 MB for a moment),
+/// from building each model on the CPU (WideResNet-34-10 alone allocates ~190 MB for a moment),
 /// so they cannot drift from the code.
 pub fn catalog() -> Vec<ModelInfo> {
     Arch::ALL
@@ -237,7 +318,7 @@ mod tests {
             let spec = ModelSpec { width, ..ModelSpec::of(arch) };
             Classifier::new(&spec, Device::Cpu).unwrap().num_parameters()
         };
-        for arch in [Arch::ResNet18, Arch::PreActResNet18, Arch::Wrn28x10] {
+        for arch in [Arch::ResNet18, Arch::PreActResNet18, Arch::Wrn28x10, Arch::Wrn34x10] {
             let (small, smaller) = (count(arch, 0.0625), count(arch, 0.03125));
             // Conv weights dominate and scale with width², so halving width divides by ~4.
             let ratio = small as f64 / smaller as f64;

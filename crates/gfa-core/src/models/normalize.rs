@@ -1,5 +1,6 @@
 //! Per-channel normalization, the first layer of every model. Mean and std are non-trainable
-//! variables (`normalize.mean`, `normalize.std`), saved and loaded with the weights.
+//! variables (`normalize.mean`, `normalize.std`, one value per input channel), saved and loaded
+//! with the weights.
 use tch::{Kind, Tensor, nn};
 
 #[derive(Debug)]
@@ -9,19 +10,21 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    pub fn new(p: nn::Path, mean: [f64; 3], std: [f64; 3]) -> Self {
-        let mut m = p.zeros_no_train("mean", &[3]);
-        let mut s = p.zeros_no_train("std", &[3]);
+    /// `mean` and `std` hold one value per channel (`ModelSpec::per_channel_mean_std`).
+    pub fn new(p: nn::Path, mean: &[f64], std: &[f64]) -> Self {
+        let c = mean.len() as i64;
+        let mut m = p.zeros_no_train("mean", &[c]);
+        let mut s = p.zeros_no_train("std", &[c]);
         tch::no_grad(|| {
-            m.copy_(&Tensor::from_slice(&mean).to_kind(Kind::Float));
-            s.copy_(&Tensor::from_slice(&std).to_kind(Kind::Float));
+            m.copy_(&Tensor::from_slice(mean).to_kind(Kind::Float));
+            s.copy_(&Tensor::from_slice(std).to_kind(Kind::Float));
         });
         Self { mean: m, std: s }
     }
 
     /// # Shapes
-    /// `[N, 3, H, W]` → `[N, 3, H, W]`.
+    /// `[N, C, H, W]` → `[N, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        (x - self.mean.view([1, 3, 1, 1])) / self.std.view([1, 3, 1, 1])
+        (x - self.mean.view([1, -1, 1, 1])) / self.std.view([1, -1, 1, 1])
     }
 }

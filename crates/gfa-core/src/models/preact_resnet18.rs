@@ -68,7 +68,7 @@ impl PreActResNet18 {
         let c0 = spec.scaled(STAGE_CHANNELS[0]);
         let (layers, c_in) = stages(p, spec, PreActBlock::new);
         Self {
-            conv1: conv(p / "conv1", 3, c0, 3, 1, ConvInit::Torch),
+            conv1: conv(p / "conv1", spec.channels(), c0, 3, 1, ConvInit::Torch),
             layers,
             bn: BatchNorm2d::new(p / "bn", c_in),
             linear: linear(p / "linear", c_in, spec.num_classes, false),

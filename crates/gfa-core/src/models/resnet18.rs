@@ -104,7 +104,7 @@ impl ResNet18 {
         let c0 = spec.scaled(STAGE_CHANNELS[0]);
         let (layers, c_in) = stages(p, spec, BasicBlock::new);
         Self {
-            conv1: conv(p / "conv1", 3, c0, 3, 1, ConvInit::Torch),
+            conv1: conv(p / "conv1", spec.channels(), c0, 3, 1, ConvInit::Torch),
             bn1: BatchNorm2d::new(p / "bn1", c0),
             layers,
             linear: linear(p / "linear", c_in, spec.num_classes, false),

@@ -1,7 +1,8 @@
-//! WideResNet-28-10 for 32×32 inputs ("Wide Residual Networks", Zagoruyko & Komodakis, arXiv
-//! 1605.07146), in the form of the TRADES code (Zhang et al. 2019, arXiv 1901.08573,
-//! `models/wideresnet.py`) and RobustBench's `WideResNet`: depth 28 (four pre-activation
-//! `BasicBlock`s per group), widen factor 10, no dropout. `conv1` (3×3, 16 channels) →
+//! WideResNet-28-10 and WideResNet-34-10 for 32×32 inputs ("Wide Residual Networks", Zagoruyko &
+//! Komodakis, arXiv 1605.07146), in the form of the TRADES code (Zhang et al. 2019, arXiv
+//! 1901.08573, `models/wideresnet.py`, also used by MART and AWP for WRN-34-10) and RobustBench's
+//! `WideResNet`: depth 28 or 34 ((depth − 4) / 6 = four or five pre-activation `BasicBlock`s per
+//! group), widen factor 10, no dropout. `conv1` (3×3, 16 channels) →
 //! `block1` (160, stride 1) → `block2` (320, stride 2) → `block3` (640, stride 2) → `bn1` → ReLU
 //! → global average pooling → `fc`. Channel counts scale with `width`.
 //!
@@ -22,8 +23,10 @@ use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
 use crate::classifier::{Act, Network, Taps, record_tap, relu};
 
-/// Depth 28 = 6 · 4 + 4: four blocks per group.
-pub const BLOCKS_PER_GROUP: i64 = (28 - 4) / 6;
+/// Blocks per group of a WideResNet of `depth` (6 · n + 4): 4 for depth 28, 5 for depth 34.
+pub const fn blocks_per_group(depth: i64) -> i64 {
+    (depth - 4) / 6
+}
 /// Widen factor 10.
 pub const WIDEN: i64 = 10;
 /// Stem and group channels at `width = 1`: `[16, 16k, 32k, 64k]` with k = 10.
@@ -65,16 +68,18 @@ impl BasicBlock {
     }
 }
 
+/// WideResNet-`depth`-10 (`wrn_28_10`, `wrn_34_10`).
 #[derive(Debug)]
-pub struct WideResNet28x10 {
+pub struct WideResNet {
     conv1: nn::Conv2D,
     groups: Vec<Vec<BasicBlock>>,
     bn1: BatchNorm2d,
     fc: nn::Linear,
 }
 
-impl WideResNet28x10 {
-    pub fn new(p: &nn::Path, spec: &ModelSpec) -> Self {
+impl WideResNet {
+    /// `depth` is 28 or 34 (any 6 · n + 4 builds).
+    pub fn new(p: &nn::Path, spec: &ModelSpec, depth: i64) -> Self {
         let ch = CHANNELS.map(|c| spec.scaled(c));
         let mut c_in = ch[0];
         let mut groups = Vec::new();
@@ -83,7 +88,7 @@ impl WideResNet28x10 {
             // NetworkBlock wraps its blocks in a Sequential called `layer`.
             let layer = p / format!("block{}", g + 1) / "layer";
             let first_stride = if g == 0 { 1 } else { 2 };
-            let blocks = (0..BLOCKS_PER_GROUP)
+            let blocks = (0..blocks_per_group(depth))
                 .map(|b| {
                     let stride = if b == 0 { first_stride } else { 1 };
                     let blk = BasicBlock::new(&layer / b, c_in, c_out, stride);
@@ -94,7 +99,7 @@ impl WideResNet28x10 {
             groups.push(blocks);
         }
         Self {
-            conv1: conv(p / "conv1", 3, ch[0], 3, 1, ConvInit::KaimingFanOut),
+            conv1: conv(p / "conv1", spec.channels(), ch[0], 3, 1, ConvInit::KaimingFanOut),
             groups,
             bn1: BatchNorm2d::new(p / "bn1", c_in),
             fc: linear(p / "fc", c_in, spec.num_classes, true),
@@ -102,7 +107,7 @@ impl WideResNet28x10 {
     }
 }
 
-impl Network for WideResNet28x10 {
+impl Network for WideResNet {
     fn forward(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Tensor {
         let mut h = record_tap(&mut taps, &x.apply(&self.conv1), Act::Identity);
         for group in &self.groups {

@@ -1,224 +1,46 @@
-//! The trainer: every method of SPEC §4 in one loop.
+//! The trainer: one loop for every training method ([`crate::method`]).
 //!
-//! One step draws a batch (seeded permutation), augments it, builds the method's loss (task
-//! loss, GFA/GNR penalty, adversarial terms), runs one backward and one optimizer update. After
-//! each epoch it measures test accuracy, writes a checkpoint (when a directory is given) and
-//! hands an [`EpochRecord`] to the caller.
+//! One step draws a batch (seeded permutation), augments it, asks the method for the step's
+//! loss ([`TrainMethod::loss`]), backpropagates it ([`TrainMethod::backward`]) and makes one
+//! optimizer update; [`Trainer::step`] is that seam. After each epoch the trainer measures
+//! test accuracy, writes a checkpoint (when a directory is given) and hands an
+//! [`EpochRecord`] to the caller.
 //!
 //! Determinism and resume: at the start of epoch e libtorch is reseeded from `(seed, e)` and
 //! the shuffle, augmentation and perturbation generators are `rng_for(seed, "<purpose>/e")`;
 //! the optimizer state is plain tensors saved with the weights. A run resumed from the
 //! checkpoint after epoch e therefore continues exactly as the uninterrupted run.
-//!
-//! Method references: PGD-AT (Madry et al. 2018, arXiv 1706.06083); fast AT (Wong, Rice,
-//! Kolter 2020, arXiv 2001.03994: FGSM, uniform random init, step 10/255 for ε = 8/255); TRADES
-//! (Zhang et al. 2019, arXiv 1901.08573: β = 6, KL inner maximization, 10 steps of 2/255 from
-//! x + 0.001·N(0, 1)); GradAlign (Andriushchenko & Flammarion 2020, arXiv 2007.02617: FGSM-AT
-//! with α = ε from x plus λ·(1 − cos(∇ₓℓ(x), ∇ₓℓ(x + η))), η uniform in the ε-ball, λ = 0.2);
-//! GFA and GNR as in [`crate::regularizer`].
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use gfa_data::Splits;
 use rand::Rng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::classifier::Classifier;
-use crate::regularizer::{RegKind, Regularizer, RegularizerConfig};
-use crate::seed::{rng_for, seed_all};
+use crate::losses::TaskLoss;
+use crate::method::{Step, StepLoss, TrainMethod};
+use crate::models::ModelSpec;
+use crate::provenance::Provenance;
+use crate::regularizer::Regularizer;
+use crate::seed::{SeededRng, rng_for, seed_all};
 use crate::{CoreError, Result, metrics};
 
 pub mod optim;
 pub mod perturb;
 pub mod schedule;
-pub mod terms;
 
 pub use gfa_data::AugmentConfig;
 pub use optim::{Optimizer, OptimizerConfig};
-pub use perturb::{InnerLoss, InnerMax, LinfPgd, Start, TrainPerturbation};
+pub use perturb::{InnerLoss, InnerMax, Start, TrainPerturbation};
 pub use schedule::Schedule;
 
-/// Accept a number or a rational string such as `"8/255"` (parsed, never evaluated).
-fn frac<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumOrText {
-        Num(f64),
-        Text(String),
-    }
-    match NumOrText::deserialize(d)? {
-        NumOrText::Num(v) => Ok(v),
-        NumOrText::Text(s) => crate::rational::parse_rational(&s).map_err(|why| {
-            serde::de::Error::custom(format!("expected a number or \"a/b\", got \"{s}\": {why}"))
-        }),
-    }
-}
-
-fn eps_8() -> f64 {
-    8.0 / 255.0
-}
-fn step_2() -> f64 {
-    2.0 / 255.0
-}
-fn step_10() -> f64 {
-    10.0 / 255.0
-}
-fn ten() -> usize {
-    10
-}
-fn yes() -> bool {
-    true
-}
-fn beta_6() -> f64 {
-    6.0
-}
-fn align_02() -> f64 {
-    0.2
-}
-
-/// The training method (SPEC §4), `[train.method]` with `kind = "…"`; adversarial budgets are
-/// L∞ in `[0, 1]` pixel units and accept `"8/255"`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Method {
-    /// Task loss only.
-    #[default]
-    Standard,
-    /// Task loss + λ·R_GFA (needs `regularizer.kind = "gfa"`).
-    Gfa,
-    /// Task loss + λ·R_GNR (needs `regularizer.kind = "gnr"`).
-    Gnr,
-    /// Madry PGD adversarial training: L∞ 8/255, step 2/255, 10 steps, random start. The inner
-    /// PGD runs the model in training mode (BatchNorm on batch statistics), as Madry et al.'s
-    /// code (one train-mode graph) and Rice et al.'s PyTorch code do.
-    PgdAt {
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        eps: f64,
-        #[serde(default = "step_2", deserialize_with = "frac")]
-        step: f64,
-        #[serde(default = "ten")]
-        steps: usize,
-        #[serde(default = "yes")]
-        random_start: bool,
-    },
-    /// FGSM with uniform random init (Wong et al. 2020): 8/255, step 10/255. The FGSM step runs
-    /// the model in training mode, as the authors' code does.
-    FastAt {
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        eps: f64,
-        #[serde(default = "step_10", deserialize_with = "frac")]
-        step: f64,
-    },
-    /// TRADES: CE(x) + β·KL(p(x) ‖ p(x')), inner KL maximization of 10 × 2/255, β = 6. The inner
-    /// maximization runs the model in eval mode (`model.eval()` in the authors' `trades_loss`);
-    /// the loss itself is computed in training mode.
-    Trades {
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        eps: f64,
-        #[serde(default = "step_2", deserialize_with = "frac")]
-        step: f64,
-        #[serde(default = "ten")]
-        steps: usize,
-        #[serde(default = "beta_6")]
-        beta: f64,
-    },
-    /// FGSM-AT (α = ε, from x) + λ_align·(1 − cos) gradient alignment, λ_align = 0.2. The FGSM
-    /// step and the alignment term run the model in training mode, as the authors' code (built on
-    /// Wong et al.'s) does.
-    #[serde(rename = "gradalign")]
-    GradAlign {
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        eps: f64,
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        step: f64,
-        #[serde(default = "align_02")]
-        align_lambda: f64,
-    },
-    /// PGD-AT whose loss on x' also carries λ·R_GFA(x') (needs `regularizer.kind = "gfa"`); the
-    /// inner PGD in training mode, as for `pgd_at`.
-    #[serde(alias = "gfa+pgd_at")]
-    GfaPgdAt {
-        #[serde(default = "eps_8", deserialize_with = "frac")]
-        eps: f64,
-        #[serde(default = "step_2", deserialize_with = "frac")]
-        step: f64,
-        #[serde(default = "ten")]
-        steps: usize,
-        #[serde(default = "yes")]
-        random_start: bool,
-    },
-}
-
-impl Method {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Standard => "standard",
-            Method::Gfa => "gfa",
-            Method::Gnr => "gnr",
-            Method::PgdAt { .. } => "pgd_at",
-            Method::FastAt { .. } => "fast_at",
-            Method::Trades { .. } => "trades",
-            Method::GradAlign { .. } => "gradalign",
-            Method::GfaPgdAt { .. } => "gfa_pgd_at",
-        }
-    }
-
-    /// The regularizer kind the method trains with.
-    pub fn regularizer_kind(&self) -> RegKind {
-        match self {
-            Method::Gfa | Method::GfaPgdAt { .. } => RegKind::Gfa,
-            Method::Gnr => RegKind::Gnr,
-            _ => RegKind::None,
-        }
-    }
-
-    /// The inner maximization of adversarial methods.
-    pub fn inner(&self) -> Option<InnerMax> {
-        let ce = InnerLoss::Ce;
-        match *self {
-            Method::PgdAt { eps, step, steps, random_start }
-            | Method::GfaPgdAt { eps, step, steps, random_start } => Some(InnerMax {
-                eps,
-                step,
-                steps,
-                start: if random_start { Start::Uniform } else { Start::Zero },
-                loss: ce,
-                train_mode: true,
-            }),
-            Method::FastAt { eps, step } => Some(InnerMax {
-                eps,
-                step,
-                steps: 1,
-                start: Start::Uniform,
-                loss: ce,
-                train_mode: true,
-            }),
-            Method::Trades { eps, step, steps, .. } => Some(InnerMax {
-                eps,
-                step,
-                steps,
-                start: Start::Normal(0.001),
-                loss: InnerLoss::KlToClean,
-                train_mode: false,
-            }),
-            Method::GradAlign { eps, step, .. } => Some(InnerMax {
-                eps,
-                step,
-                steps: 1,
-                start: Start::Zero,
-                loss: ce,
-                train_mode: true,
-            }),
-            Method::Standard | Method::Gfa | Method::Gnr => None,
-        }
-    }
-}
-
-/// The `[train]` table.
+/// The `[train]` table: the recipe every method shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -228,14 +50,15 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Random crop and flip (`gfa_data::AugmentConfig`).
     pub augment: AugmentConfig,
-    pub method: Method,
+    /// The task loss ℓ every method trains on (and GFA/GNR differentiate at the taps).
+    pub task_loss: TaskLoss,
     /// Batch size of the per-epoch test accuracy.
     pub eval_batch_size: usize,
 }
 
 impl Default for TrainConfig {
     /// SPEC §4's CIFAR-10 reference: 100 epochs, batch 128, SGD (lr 0.1, momentum 0.9,
-    /// weight decay 5e-4), cosine schedule, crop + flip, standard training.
+    /// weight decay 5e-4), cosine schedule, crop + flip, cross-entropy.
     fn default() -> Self {
         Self {
             epochs: 100,
@@ -243,44 +66,40 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: Schedule::Cosine,
             augment: AugmentConfig::default(),
-            method: Method::Standard,
+            task_loss: TaskLoss::Ce,
             eval_batch_size: 500,
         }
     }
 }
 
 impl TrainConfig {
-    /// Checks the values and that `reg` fits the method.
-    pub fn validate(&self, reg: &RegularizerConfig) -> Result<()> {
-        let bad = |m: String| Err(CoreError::Config(m));
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(CoreError::Config(m.into()));
         if self.epochs == 0 {
-            return bad("train.epochs must be at least 1".into());
+            return bad("train.epochs must be at least 1");
         }
         if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("train.batch_size and train.eval_batch_size must be at least 1".into());
+            return bad("train.batch_size and train.eval_batch_size must be at least 1");
         }
         self.optimizer.validate()?;
-        self.schedule.validate()?;
-        reg.validate()?;
-        let want = self.method.regularizer_kind();
-        if reg.kind != want {
-            return bad(format!(
-                "train.method \"{}\" needs regularizer.kind = \"{}\", got \"{}\"",
-                self.method.name(),
-                serde_json::to_value(want).unwrap().as_str().unwrap_or("?"),
-                serde_json::to_value(reg.kind).unwrap().as_str().unwrap_or("?"),
-            ));
-        }
-        if let Some(inner) = self.method.inner()
-            && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
-        {
-            return bad(format!(
-                "train.method: eps and step must be finite and ≥ 0, got {} and {}",
-                inner.eps, inner.step
-            ));
-        }
-        Ok(())
+        self.schedule.validate()
     }
+}
+
+/// Checks a method's options that do not depend on the model: its own checks and a finite,
+/// non-negative inner budget.
+pub fn check_method(method: &dyn TrainMethod) -> Result<()> {
+    method.check()?;
+    if let Some(inner) = method.inner()
+        && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
+    {
+        return Err(CoreError::Config(format!(
+            "method: eps and step must be finite and ≥ 0, got {} and {}",
+            inner.eps, inner.step
+        )));
+    }
+    Ok(())
 }
 
 /// Mean cosine and mean penalty term at one tap over an epoch.
@@ -298,18 +117,18 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// mean ℓ on the inputs trained on (adversarial ones for AT methods).
     pub train_loss: f64,
-    /// R (GFA/GNR), 0 without a regularizer.
-    pub train_reg: f64,
-    /// Per tap of S.
-    pub taps: Vec<TapRecord>,
-    /// Method terms (`kl` for TRADES, `align` for GradAlign).
+    /// The method's named loss terms, epoch means (`gfa`/`gnr`: R; `kl`: TRADES; `align`:
+    /// GradAlign).
     pub terms: BTreeMap<String, f64>,
+    /// Per tap of the regularizer's tap set S.
+    pub taps: Vec<TapRecord>,
     /// Accuracy on the inputs trained on.
     pub train_acc: f64,
     /// Clean test accuracy (eval mode), when a test split is given.
     pub test_acc: Option<f64>,
     pub lr: f64,
-    pub lambda: f64,
+    /// λ in force this epoch (after warm-up), for methods with a regularizer.
+    pub lambda: Option<f64>,
     pub seconds: f64,
     /// Training accuracy below 1.5× chance after the second epoch.
     pub collapse: bool,
@@ -327,10 +146,13 @@ pub struct TrainOptions<'a> {
     pub resume: bool,
     /// Show a progress bar (it is hidden anyway when stderr is not a terminal).
     pub progress: bool,
-    /// Inner maximization of the adversarial methods; [`LinfPgd`] when absent.
+    /// The inner maximization of adversarial methods (`gfa_attacks::InnerPgd`); training an
+    /// adversarial method without one is an error.
     pub perturbation: Option<&'a dyn TrainPerturbation>,
     /// Cut every epoch after this many optimizer steps (tests, profiling).
     pub max_steps: Option<usize>,
+    /// The build recorded in the checkpoints.
+    pub provenance: Provenance,
 }
 
 /// The result of [`train`].
@@ -350,189 +172,280 @@ fn epoch_torch_seed(seed: u64, epoch: usize) -> u64 {
     rng_for(seed, &format!("torch/{epoch}")).r#gen::<u64>() >> 1
 }
 
-/// The hash that ties a checkpoint to its run.
+/// The hash that ties a checkpoint to its run: model spec, training config, method, seed.
 pub fn run_hash(
-    model: &Classifier,
+    spec: &ModelSpec,
     cfg: &TrainConfig,
-    reg: &RegularizerConfig,
+    method: &(impl Serialize + ?Sized),
     seed: u64,
 ) -> String {
-    checkpoint::config_hash(&(&model.spec, cfg, reg.resolved(), seed))
+    checkpoint::config_hash(&(spec, cfg, method, seed))
 }
 
-/// Train `model` on `splits.train` (test accuracy on `splits.test` after each epoch).
-pub fn train(
+/// Train `model` with `method` on `splits.train` (test accuracy on `splits.test` after each
+/// epoch). `method` is usually a [`crate::Method`]; any [`TrainMethod`] works.
+pub fn train<M: TrainMethod + Serialize>(
     model: &mut Classifier,
-    splits: &gfa_data::Splits,
+    splits: &Splits,
     cfg: &TrainConfig,
-    reg_cfg: &RegularizerConfig,
+    method: &M,
     opts: &TrainOptions<'_>,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<TrainOutcome> {
-    cfg.validate(reg_cfg)?;
-    let reg = Regularizer::new(reg_cfg, &model.tap_names())?;
-    let mut optimizer = Optimizer::new(&cfg.optimizer, model)?;
-    let hash = run_hash(model, cfg, reg_cfg, opts.seed);
-    let git = checkpoint::git_revision();
+    let hash = run_hash(&model.spec, cfg, method, opts.seed);
+    let mut trainer = Trainer::new(model, splits, cfg, method, opts, hash)?;
+    trainer.resume()?;
+    for epoch in trainer.records.len()..cfg.epochs {
+        let record = trainer.epoch(epoch)?;
+        trainer.checkpoint(&record)?;
+        on_epoch(&record)?;
+    }
+    trainer.finish()
+}
 
-    let mut records = Vec::new();
-    let mut start = 0;
-    if let (true, Some(dir)) = (opts.resume, &opts.checkpoint_dir)
-        && checkpoint::exists(dir)
-    {
+/// One training run in progress.
+struct Trainer<'a> {
+    model: &'a mut Classifier,
+    splits: &'a Splits,
+    cfg: &'a TrainConfig,
+    method: &'a dyn TrainMethod,
+    /// The method's regularizer bound to the model's taps.
+    reg: Option<Regularizer>,
+    optimizer: Optimizer,
+    opts: &'a TrainOptions<'a>,
+    hash: String,
+    records: Vec<EpochRecord>,
+    resumed_epochs: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// Check everything that can fail before the first step: configs, the method against the
+    /// model's taps, the inner maximization, the data.
+    fn new(
+        model: &'a mut Classifier,
+        splits: &'a Splits,
+        cfg: &'a TrainConfig,
+        method: &'a dyn TrainMethod,
+        opts: &'a TrainOptions<'a>,
+        hash: String,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        check_method(method)?;
+        let reg = match method.regularizer() {
+            Some((kind, rc)) => {
+                Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?)
+            }
+            None => None,
+        };
+        if method.inner().is_some() && opts.perturbation.is_none() {
+            return Err(CoreError::Config(
+                "this method trains on adversarial inputs: give TrainOptions::perturbation \
+                 (gfa_attacks::InnerPgd)"
+                    .into(),
+            ));
+        }
+        if splits.train.is_empty() {
+            return Err(CoreError::Config("the training split is empty".into()));
+        }
+        let optimizer = Optimizer::new(&cfg.optimizer, model)?;
+        Ok(Self {
+            model,
+            splits,
+            cfg,
+            method,
+            reg,
+            optimizer,
+            opts,
+            hash,
+            records: vec![],
+            resumed_epochs: 0,
+        })
+    }
+
+    /// Restore weights, optimizer state and records from the checkpoint directory when asked
+    /// and a checkpoint is there; a checkpoint of another configuration is an error.
+    fn resume(&mut self) -> Result<()> {
+        let Some(dir) = self.opts.checkpoint_dir.as_ref().filter(|_| self.opts.resume) else {
+            return Ok(());
+        };
+        if !checkpoint::exists(dir) {
+            return Ok(());
+        }
         let meta = checkpoint::read_meta(dir)?;
-        if meta.config_hash != hash {
+        if meta.config_hash != self.hash {
             return Err(CoreError::Checkpoint {
                 path: dir.join(checkpoint::SIDECAR),
                 reason: format!(
-                    "written by a different configuration (hash {} vs {hash}); \
-                     use a new directory or drop --resume",
-                    meta.config_hash
+                    "written by a different configuration (hash {} vs {}); use a new directory \
+                     or drop --resume",
+                    meta.config_hash, self.hash
                 ),
             });
         }
-        let meta = checkpoint::restore(dir, model, &mut optimizer)?;
-        start = meta.epoch;
-        records = meta.metrics;
+        let meta = checkpoint::restore(dir, self.model, &mut self.optimizer)?;
+        self.resumed_epochs = meta.epoch;
+        self.records = meta.metrics;
+        Ok(())
     }
-    let resumed_epochs = start;
-    let perturbation: &dyn TrainPerturbation = opts.perturbation.unwrap_or(&LinfPgd);
-    let data = &splits.train;
-    let n = data.len();
-    if n == 0 {
-        return Err(CoreError::Config("the training split is empty".into()));
-    }
-    let device = model.device();
-    let show = opts.progress && std::io::stderr().is_terminal();
-    let chance = metrics::chance(model.num_classes());
 
-    for epoch in start..cfg.epochs {
+    /// One epoch (0-based `epoch`): reseed, one pass over the shuffled training set, test
+    /// accuracy; the epoch's record is kept and returned.
+    fn epoch(&mut self, epoch: usize) -> Result<EpochRecord> {
         let t0 = Instant::now();
-        seed_all(epoch_torch_seed(opts.seed, epoch));
-        let mut shuffle_rng = rng_for(opts.seed, &format!("shuffle/{epoch}"));
-        let mut augment_rng = rng_for(opts.seed, &format!("augment/{epoch}"));
-        let mut perturb_rng = rng_for(opts.seed, &format!("perturb/{epoch}"));
-        let mut perm: Vec<i64> = (0..n as i64).collect();
+        let (cfg, seed) = (self.cfg, self.opts.seed);
+        seed_all(epoch_torch_seed(seed, epoch));
+        let mut shuffle_rng = rng_for(seed, &format!("shuffle/{epoch}"));
+        let mut augment_rng = rng_for(seed, &format!("augment/{epoch}"));
+        let mut perturb_rng = rng_for(seed, &format!("perturb/{epoch}"));
+        let data = &self.splits.train;
+        let mut perm: Vec<i64> = (0..data.len() as i64).collect();
         perm.shuffle(&mut shuffle_rng);
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs);
-        let lambda = reg_cfg.lambda_at(epoch);
-        let steps = n.div_ceil(cfg.batch_size);
-        let bar = progress_bar(show, steps as u64, epoch, cfg.epochs);
+        let lambda = self.reg.as_ref().map(|r| r.cfg.lambda_at(epoch));
+        let show = self.opts.progress && std::io::stderr().is_terminal();
+        let bar = progress_bar(show, data.len().div_ceil(cfg.batch_size) as u64, epoch, cfg.epochs);
 
-        let mut sums = Sums::new(reg.tap_names().len(), device);
+        let taps = self.reg.as_ref().map_or(0, |r| r.tap_names().len());
+        let mut sums = Sums::new(taps, self.model.device());
         for (step, chunk) in perm.chunks(cfg.batch_size).enumerate() {
-            if opts.max_steps.is_some_and(|m| step >= m) {
+            if self.opts.max_steps.is_some_and(|m| step >= m) {
                 break;
             }
-            let index = Tensor::from_slice(chunk);
-            let (x, y) = data.batch(&index, device);
+            let (x, y) = data.batch(&Tensor::from_slice(chunk), self.model.device());
             let x = cfg.augment.apply(&x, &mut augment_rng)?;
-            // Before the step's loss: the finite-difference GFA gradient accumulates into the
-            // parameters' `.grad` while the loss is built (nothing else touches them there).
-            optimizer.zero_grad();
-            let out = step_loss(
-                &cfg.method,
-                &reg,
-                model,
-                &x,
-                &y,
-                lambda,
-                perturbation,
-                &mut perturb_rng,
-            )?;
-            let total = out.total.double_value(&[]);
-            if !total.is_finite() {
-                return Err(CoreError::NonFinite {
-                    what: "loss".into(),
-                    epoch: epoch + 1,
-                    step: step + 1,
-                });
-            }
-            // Hook of the penalty's gradient mode: steps on the finite-difference path arrive
-            // with their gradients accumulated (`backward` false); all others backpropagate
-            // `total` here.
-            if out.backward {
-                out.total.backward();
-            }
-            optimizer.step(lr);
+            let out =
+                self.step(&x, &y, lambda.unwrap_or(0.0), lr, &mut perturb_rng, (epoch, step))?;
             sums.add(&out, &y);
             if show {
-                let s = sums.snapshot();
                 bar.set_position(step as u64 + 1);
-                bar.set_message(format!(
-                    "loss {:.4} reg {:.4} acc {:.1}% {:.0} img/s",
-                    s.0,
-                    s.1,
-                    100.0 * s.2,
-                    sums.count as f64 / t0.elapsed().as_secs_f64().max(1e-9)
-                ));
+                bar.set_message(sums.progress(t0.elapsed().as_secs_f64()));
             }
         }
-        let test_acc = if splits.test.is_empty() {
+        let test_acc = if self.splits.test.is_empty() {
             None
         } else {
-            Some(metrics::accuracy(model, &splits.test, cfg.eval_batch_size)?)
+            Some(metrics::accuracy(self.model, &self.splits.test, cfg.eval_batch_size)?)
         };
-        let (train_loss, train_reg, train_acc) = sums.snapshot();
-        let collapse = epoch + 1 >= 2 && train_acc < 1.5 * chance;
+        let record = self.record(epoch, &sums, test_acc, lr, lambda, t0)?;
+        if show {
+            bar.finish_and_clear();
+            eprintln!("{}", summary_line(&record, cfg.epochs, self.chance()));
+        }
+        self.records.push(record.clone());
+        Ok(record)
+    }
+
+    /// One optimizer step (`at`: 0-based epoch and step): the method builds the loss, it must
+    /// be finite, the gradients are zeroed, the method backpropagates, the optimizer updates
+    /// the weights.
+    fn step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        lambda: f64,
+        lr: f64,
+        rng: &mut SeededRng,
+        at: (usize, usize),
+    ) -> Result<StepLoss> {
+        let mut step = Step {
+            model: &*self.model,
+            x,
+            y,
+            task: self.cfg.task_loss,
+            reg: self.reg.as_ref(),
+            lambda,
+            perturbation: self.opts.perturbation,
+            rng,
+        };
+        let out = self.method.loss(&mut step)?;
+        if !out.total.double_value(&[]).is_finite() {
+            let (epoch, step) = (at.0 + 1, at.1 + 1);
+            return Err(CoreError::NonFinite { what: "loss".into(), epoch, step });
+        }
+        self.optimizer.zero_grad();
+        self.method.backward(&out)?;
+        self.optimizer.step(lr);
+        Ok(out)
+    }
+
+    fn chance(&self) -> f64 {
+        metrics::chance(self.model.num_classes())
+    }
+
+    /// The record of epoch `epoch` from its running sums.
+    fn record(
+        &self,
+        epoch: usize,
+        sums: &Sums,
+        test_acc: Option<f64>,
+        lr: f64,
+        lambda: Option<f64>,
+        t0: Instant,
+    ) -> Result<EpochRecord> {
+        let (train_loss, train_acc) = sums.snapshot();
+        let names = self.reg.as_ref().map(|r| r.tap_names()).unwrap_or_default();
         let cos = sums.per_tap(&sums.cos)?;
-        let terms_tap = sums.per_tap(&sums.terms)?;
-        let record = EpochRecord {
+        let term = sums.per_tap(&sums.tap_terms)?;
+        Ok(EpochRecord {
             epoch: epoch + 1,
             train_loss,
-            train_reg,
-            taps: reg
-                .tap_names()
+            terms: sums.term_means(),
+            taps: names
                 .iter()
-                .zip(cos.iter().zip(&terms_tap))
+                .zip(cos.iter().zip(&term))
                 .map(|(t, (c, p))| TapRecord { tap: t.clone(), cos: *c, term: *p })
                 .collect(),
-            terms: sums.extra_means()?,
             train_acc,
             test_acc,
             lr,
             lambda,
             seconds: t0.elapsed().as_secs_f64(),
-            collapse,
+            collapse: epoch + 1 >= 2 && train_acc < 1.5 * self.chance(),
+        })
+    }
+
+    /// Save weights, optimizer state and the sidecar after an epoch (with a directory).
+    fn checkpoint(&self, record: &EpochRecord) -> Result<()> {
+        let Some(dir) = &self.opts.checkpoint_dir else { return Ok(()) };
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            model: self.model.spec.clone(),
+            epoch: record.epoch,
+            config_hash: self.hash.clone(),
+            build: self.opts.provenance.clone(),
+            run_id: self.opts.run_id.clone(),
+            clean_acc: record.test_acc,
+            metrics: self.records.clone(),
         };
-        if show {
-            bar.finish_and_clear();
-            eprintln!("{}", summary_line(&record, cfg.epochs, chance));
-        }
-        records.push(record.clone());
-        if let Some(dir) = &opts.checkpoint_dir {
-            let meta = CheckpointMeta {
-                format: checkpoint::FORMAT,
-                model: model.spec.clone(),
-                epoch: epoch + 1,
-                config_hash: hash.clone(),
-                git_revision: git.clone(),
-                run_id: opts.run_id.clone(),
-                clean_acc: test_acc,
-                metrics: records.clone(),
-            };
-            checkpoint::save(dir, model, Some(&optimizer), &meta)?;
-        }
-        on_epoch(&record)?;
+        checkpoint::save(dir, self.model, Some(&self.optimizer), &meta)
     }
-    if let Some(dir) = &opts.checkpoint_dir {
-        checkpoint::save_weights(model, &dir.join(checkpoint::FINAL))?;
+
+    /// Write the final weights (with a directory) and hand the records over.
+    fn finish(self) -> Result<TrainOutcome> {
+        if let Some(dir) = &self.opts.checkpoint_dir {
+            checkpoint::save_weights(self.model, &dir.join(checkpoint::FINAL))?;
+        }
+        Ok(TrainOutcome { records: self.records, resumed_epochs: self.resumed_epochs })
     }
-    Ok(TrainOutcome { records, resumed_epochs })
+}
+
+/// `name value` pairs of the named terms, for the progress lines.
+fn terms_text(terms: &BTreeMap<String, f64>) -> String {
+    terms.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect()
 }
 
 /// One progress line per epoch; says so plainly when training has collapsed.
 pub fn summary_line(r: &EpochRecord, epochs: usize, chance: f64) -> String {
     let test = r.test_acc.map(|a| format!(" test {:.1}%", 100.0 * a)).unwrap_or_default();
+    let lambda = r.lambda.map(|l| format!(" λ {l}")).unwrap_or_default();
     let mut line = format!(
-        "epoch {}/{} loss {:.4} reg {:.4} acc {:.1}%{test} lr {:.4} λ {} ({:.1} s)",
+        "epoch {}/{} loss {:.4}{} acc {:.1}%{test} lr {:.4}{lambda} ({:.1} s)",
         r.epoch,
         epochs,
         r.train_loss,
-        r.train_reg,
+        terms_text(&r.terms),
         100.0 * r.train_acc,
         r.lr,
-        r.lambda,
         r.seconds
     );
     if r.collapse {
@@ -559,126 +472,14 @@ fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> indicati
     bar
 }
 
-/// One step's loss and what it logs.
-struct StepOut {
-    /// The loss that is backpropagated (its value only, when `backward` is false).
-    total: Tensor,
-    /// False when the parameter gradients of `total` are already in `.grad` (the
-    /// finite-difference GFA gradient).
-    backward: bool,
-    /// mean ℓ on the trained inputs (detached).
-    loss: Tensor,
-    /// R (detached).
-    reg: Tensor,
-    /// Logits of the trained inputs (detached).
-    logits: Tensor,
-    cos: Tensor,
-    terms: Tensor,
-    extra: Vec<(&'static str, Tensor)>,
-}
-
-/// Build one step's loss for `method`.
-fn step_loss(
-    method: &Method,
-    reg: &Regularizer,
-    model: &Classifier,
-    x: &Tensor,
-    y: &Tensor,
-    lambda: f64,
-    perturbation: &dyn TrainPerturbation,
-    rng: &mut rand::rngs::StdRng,
-) -> Result<StepOut> {
-    let task = reg.cfg.task_loss;
-    let train_on_reg = lambda > 0.0 && reg.cfg.kind != RegKind::None;
-    let with_reg = |x_in: &Tensor, extra: Vec<(&'static str, Tensor)>| {
-        // Hook of the penalty's gradient mode: the finite difference accumulates the gradients
-        // of mean ℓ + λ·R itself and hands back what is logged.
-        if reg.uses_finite_difference(lambda) {
-            let f = reg.accumulate_finite_difference(model, x_in, y, lambda, true);
-            return StepOut {
-                total: &f.loss + &f.reg * lambda,
-                backward: false,
-                loss: f.loss,
-                reg: f.reg,
-                logits: f.logits,
-                cos: f.cos,
-                terms: f.terms,
-                extra,
-            };
-        }
-        let f = reg.forward(model, x_in, y, true, train_on_reg);
-        // λ = 0 keeps the graph of plain training exactly (bit-for-bit equal parameters).
-        let total = if train_on_reg { &f.loss + &f.reg * lambda } else { f.loss.shallow_clone() };
-        StepOut {
-            total,
-            backward: true,
-            loss: f.loss.detach(),
-            reg: f.reg.detach(),
-            logits: f.logits.detach(),
-            cos: f.cos,
-            terms: f.terms,
-            extra,
-        }
-    };
-    match method {
-        Method::Standard | Method::Gfa | Method::Gnr => Ok(with_reg(x, Vec::new())),
-        Method::PgdAt { .. } | Method::FastAt { .. } | Method::GfaPgdAt { .. } => {
-            let inner = method.inner().expect("adversarial method");
-            let x_adv = perturbation.perturb(model, x, y, &inner, rng)?;
-            Ok(with_reg(&x_adv, Vec::new()))
-        }
-        Method::Trades { beta, .. } => {
-            let inner = method.inner().expect("adversarial method");
-            let x_adv = perturbation.perturb(model, x, y, &inner, rng)?;
-            let logits = model.logits(x, true);
-            let logits_adv = model.logits(&x_adv, true);
-            let natural = task.mean(&logits, y);
-            let kl = terms::trades_kl(&logits, &logits_adv);
-            let total = &natural + &kl * *beta;
-            let empty = Tensor::zeros([0], (Kind::Float, x.device()));
-            Ok(StepOut {
-                total,
-                backward: true,
-                loss: natural.detach(),
-                reg: Tensor::zeros([], (Kind::Float, x.device())),
-                logits: logits.detach(),
-                cos: empty.shallow_clone(),
-                terms: empty,
-                extra: vec![("kl", kl.detach())],
-            })
-        }
-        Method::GradAlign { eps, align_lambda, .. } => {
-            let inner = method.inner().expect("adversarial method");
-            let x_adv = perturbation.perturb(model, x, y, &inner, rng)?;
-            let logits_adv = model.logits(&x_adv, true);
-            let loss = task.mean(&logits_adv, y);
-            let eta = (x.rand_like() * 2.0 - 1.0) * *eps;
-            let align = terms::gradalign_penalty(model, x, y, &eta, task, true);
-            let total = &loss + &align * *align_lambda;
-            let empty = Tensor::zeros([0], (Kind::Float, x.device()));
-            Ok(StepOut {
-                total,
-                backward: true,
-                loss: loss.detach(),
-                reg: Tensor::zeros([], (Kind::Float, x.device())),
-                logits: logits_adv.detach(),
-                cos: empty.shallow_clone(),
-                terms: empty,
-                extra: vec![("align", align.detach())],
-            })
-        }
-    }
-}
-
 /// Running sums over an epoch, kept on the device until read.
 struct Sums {
     count: usize,
     loss: Tensor,
-    reg: Tensor,
     correct: Tensor,
     cos: Tensor,
-    terms: Tensor,
-    extra: BTreeMap<&'static str, Tensor>,
+    tap_terms: Tensor,
+    terms: BTreeMap<&'static str, Tensor>,
 }
 
 impl Sums {
@@ -687,48 +488,53 @@ impl Sums {
         Self {
             count: 0,
             loss: z(&[]),
-            reg: z(&[]),
             correct: z(&[]),
             cos: z(&[taps as i64]),
-            terms: z(&[taps as i64]),
-            extra: BTreeMap::new(),
+            tap_terms: z(&[taps as i64]),
+            terms: BTreeMap::new(),
         }
     }
 
-    fn add(&mut self, out: &StepOut, y: &Tensor) {
+    fn add(&mut self, out: &StepLoss, y: &Tensor) {
         let b = y.size()[0] as f64;
         self.count += y.size()[0] as usize;
-        self.loss += out.loss.to_kind(Kind::Double) * b;
-        self.reg += out.reg.to_kind(Kind::Double) * b;
+        self.loss += out.task.to_kind(Kind::Double) * b;
         self.correct +=
             out.logits.argmax(-1, false).eq_tensor(y).to_kind(Kind::Double).sum(Kind::Double);
-        if out.cos.numel() > 0 {
-            self.cos += out.cos.to_kind(Kind::Double) * b;
-            self.terms += out.terms.to_kind(Kind::Double) * b;
+        if let Some((cos, term)) = &out.taps {
+            self.cos += cos.to_kind(Kind::Double) * b;
+            self.tap_terms += term.to_kind(Kind::Double) * b;
         }
-        for (k, v) in &out.extra {
-            let e = self.extra.entry(*k).or_insert_with(|| v.zeros_like().to_kind(Kind::Double));
+        for (k, v) in &out.terms {
+            let e = self.terms.entry(*k).or_insert_with(|| v.zeros_like().to_kind(Kind::Double));
             *e += v.to_kind(Kind::Double) * b;
         }
     }
 
-    /// (mean loss, mean R, accuracy).
-    fn snapshot(&self) -> (f64, f64, f64) {
+    /// (mean loss, accuracy).
+    fn snapshot(&self) -> (f64, f64) {
         let c = self.count.max(1) as f64;
-        (
-            self.loss.double_value(&[]) / c,
-            self.reg.double_value(&[]) / c,
-            self.correct.double_value(&[]) / c,
-        )
+        (self.loss.double_value(&[]) / c, self.correct.double_value(&[]) / c)
     }
 
     fn per_tap(&self, t: &Tensor) -> Result<Vec<f64>> {
         Ok(Vec::<f64>::try_from(t / self.count.max(1) as f64)?)
     }
 
-    fn extra_means(&self) -> Result<BTreeMap<String, f64>> {
+    fn term_means(&self) -> BTreeMap<String, f64> {
         let c = self.count.max(1) as f64;
-        Ok(self.extra.iter().map(|(k, v)| (k.to_string(), v.double_value(&[]) / c)).collect())
+        self.terms.iter().map(|(k, v)| (k.to_string(), v.double_value(&[]) / c)).collect()
+    }
+
+    /// The progress bar's message: running means and throughput.
+    fn progress(&self, seconds: f64) -> String {
+        let (loss, acc) = self.snapshot();
+        format!(
+            "loss {loss:.4}{} acc {:.1}% {:.0} img/s",
+            terms_text(&self.term_means()),
+            100.0 * acc,
+            self.count as f64 / seconds.max(1e-9)
+        )
     }
 }
 
@@ -742,58 +548,37 @@ mod tests {
     }
 
     #[test]
-    fn methods_parse_with_rational_eps_and_reject_typos() {
-        let d: Doc = toml::from_str(
-            "[train]\nepochs = 3\n[train.method]\nkind = \"pgd_at\"\neps = \"4/255\"\nsteps = 7\n",
-        )
-        .unwrap();
-        match d.train.method {
-            Method::PgdAt { eps, step, steps, random_start } => {
-                assert!((eps - 4.0 / 255.0).abs() < 1e-12);
-                assert!((step - 2.0 / 255.0).abs() < 1e-12);
-                assert_eq!((steps, random_start), (7, true));
-            }
-            m => panic!("{m:?}"),
-        }
-        let d: Doc = toml::from_str("[train.method]\nkind = \"gfa+pgd_at\"\n").unwrap();
-        assert_eq!(d.train.method.name(), "gfa_pgd_at");
-        let e = toml::from_str::<Doc>("[train.method]\nkind = \"pgd_at\"\nstpes = 3\n").err();
-        assert!(e.unwrap().to_string().contains("stpes"));
+    fn train_table_parses_and_rejects_typos() {
         let e = toml::from_str::<Doc>("[train]\nepoch = 3\n").err();
         assert!(e.unwrap().to_string().contains("epoch"));
         let d: Doc = toml::from_str(
-            "[train.optimizer]\nkind = \"adam\"\nlr = 0.001\n[train.schedule]\nkind = \"step\"\nmilestones = [5]\ngamma = 0.1\n",
+            "[train]\ntask_loss = \"mse_softmax\"\n[train.optimizer]\nkind = \"adam\"\nlr = 0.001\n[train.schedule]\nkind = \"step\"\nmilestones = [5]\ngamma = 0.1\n",
         )
         .unwrap();
         assert_eq!(
             d.train.optimizer,
             OptimizerConfig::Adam { lr: 0.001, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }
         );
+        assert_eq!(d.train.task_loss, TaskLoss::MseSoftmax);
+        let e = toml::from_str::<Doc>("[train.method]\nkind = \"gfa\"\n").err();
+        assert!(e.unwrap().to_string().contains("method"));
     }
 
     #[test]
-    fn method_and_regularizer_must_agree() {
-        let cfg = TrainConfig { method: Method::Gfa, ..TrainConfig::default() };
-        let e = cfg.validate(&RegularizerConfig::default()).unwrap_err().to_string();
-        assert!(e.contains("\"gfa\"") && e.contains("\"none\""), "{e}");
-        cfg.validate(&RegularizerConfig::gfa(0.1)).unwrap();
-    }
-
-    #[test]
-    fn collapse_is_said_in_the_line() {
+    fn collapse_and_terms_are_said_in_the_line() {
         let r = EpochRecord {
             epoch: 2,
             train_loss: 2.3,
-            train_reg: 0.0,
+            terms: BTreeMap::from([("gfa".to_string(), 0.75)]),
             taps: vec![],
-            terms: BTreeMap::new(),
             train_acc: 0.11,
             test_acc: Some(0.1),
             lr: 0.1,
-            lambda: 1.0,
+            lambda: Some(1.0),
             seconds: 1.0,
             collapse: true,
         };
-        assert!(summary_line(&r, 10, 0.1).contains("COLLAPSE"));
+        let line = summary_line(&r, 10, 0.1);
+        assert!(line.contains("COLLAPSE") && line.contains("gfa 0.7500"), "{line}");
     }
 }

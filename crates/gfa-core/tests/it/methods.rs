@@ -10,7 +10,8 @@
 //! penalty = 1 - cos(g1, g2)[both non-zero].mean()                  # GradAlign, penalty.backward()
 //! ```
 
-use gfa_core::train::terms::{gradalign_penalty, trades_kl};
+use gfa_core::method::gradalign::penalty as gradalign_penalty;
+use gfa_core::method::trades::kl as trades_kl;
 use gfa_core::{Classifier, TaskLoss};
 use tch::Tensor;
 

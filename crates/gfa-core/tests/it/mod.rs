@@ -1,4 +1,6 @@
 mod checkpoint;
+mod custom_method;
+mod import;
 mod methods;
 mod models;
 mod regularizer;
@@ -17,8 +19,8 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
 pub fn cnn_twin(weights: &str) -> Classifier {
     let spec = ModelSpec {
         width: 0.0625,
-        mean: [0.4914, 0.4822, 0.4465],
-        std: [0.2470, 0.2435, 0.2616],
+        mean: vec![0.4914, 0.4822, 0.4465],
+        std: vec![0.2470, 0.2435, 0.2616],
         ..ModelSpec::of(Arch::Cnn)
     };
     let mut model = Classifier::new(&spec, tch::Device::Cpu).unwrap();

@@ -70,7 +70,7 @@ fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
 /// A tiny spec of every arch, for the tests that do not need fixtures.
 fn tiny(arch: Arch) -> ModelSpec {
     let width = match arch {
-        Arch::Wrn28x10 => 0.03125,
+        Arch::Wrn28x10 | Arch::Wrn34x10 => 0.03125,
         Arch::ResNet18 | Arch::PreActResNet18 | Arch::Cnn => 0.0625,
         Arch::Mlp | Arch::Linear => 0.125,
     };
@@ -84,7 +84,7 @@ fn names(model: &Classifier) -> BTreeSet<String> {
 #[test]
 fn golden_state_dicts_load_and_reproduce_pytorch_logits_and_taps() {
     let meta = meta();
-    assert_eq!(meta.cases.len(), 5, "fixture cases");
+    assert_eq!(meta.cases.len(), 6, "fixture cases");
     let x = input();
     for (name, case) in &meta.cases {
         seed_all(0);
@@ -161,7 +161,7 @@ fn batch_norm_train_forward_matches_pytorch_including_running_stats() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 3, "every BatchNorm fixture is checked");
+    assert_eq!(checked, 4, "every BatchNorm fixture is checked");
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn every_arch_exposes_named_taps_with_the_expected_shapes() {
                 }
                 v
             }
-            Arch::Wrn28x10 => vec![
+            Arch::Wrn28x10 | Arch::Wrn34x10 => vec![
                 ("conv1", vec![s(16), 32, 32]),
                 ("block1", vec![s(160), 32, 32]),
                 ("block2", vec![s(320), 16, 16]),
@@ -342,13 +342,15 @@ fn parameters_by_formula(arch: Arch) -> i64 {
                 .sum();
             conv(3, 3, 64) + stages + bn(512) + fc(512, classes)
         }
-        Arch::Wrn28x10 => {
-            // Depth 28 → (28 − 4) / 6 = 4 blocks per group; widths 16, 160, 320, 640.
+        Arch::Wrn28x10 | Arch::Wrn34x10 => {
+            // Depth 28 → (28 − 4) / 6 = 4 blocks per group, depth 34 → 5; widths 16, 160, 320,
+            // 640.
+            let n = if arch == Arch::Wrn28x10 { 4 } else { 5 };
             let block = |c_in: i64, c_out: i64| {
                 let sc = if c_in != c_out { conv(1, c_in, c_out) } else { 0 };
                 bn(c_in) + conv(3, c_in, c_out) + bn(c_out) + conv(3, c_out, c_out) + sc
             };
-            let group = |c_in: i64, c_out: i64| block(c_in, c_out) + 3 * block(c_out, c_out);
+            let group = |c_in: i64, c_out: i64| block(c_in, c_out) + (n - 1) * block(c_out, c_out);
             conv(3, 3, 16)
                 + group(16, 160)
                 + group(160, 320)
@@ -385,8 +387,11 @@ fn catalog_lists_every_arch_with_full_size_parameter_counts() {
 #[test]
 fn linear_model_is_the_closed_form_affine_map() {
     seed_all(4);
-    let spec =
-        ModelSpec { mean: [0.4, 0.5, 0.6], std: [0.2, 0.3, 0.25], ..ModelSpec::of(Arch::Linear) };
+    let spec = ModelSpec {
+        mean: vec![0.4, 0.5, 0.6],
+        std: vec![0.2, 0.3, 0.25],
+        ..ModelSpec::of(Arch::Linear)
+    };
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let vars = model.vs.variables();
     let x = Tensor::rand([3, 3, 32, 32], (Kind::Float, Device::Cpu));

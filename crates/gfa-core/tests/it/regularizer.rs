@@ -51,7 +51,7 @@ fn penalty_and_parameter_gradients_match_pytorch() {
     };
     let (x, y) = (get("x"), get("y"));
     let mut checked = 0;
-    for (name, cfg) in [
+    for (name, kind, cfg, task) in [
         (
             "gfa.one_minus_cos.first",
             Penalty::OneMinusCos,
@@ -97,22 +97,19 @@ fn penalty_and_parameter_gradients_match_pytorch() {
             TaskLoss::MseSoftmax,
         ),
     ]
-    .map(|(n, penalty, layers, tap, task_loss)| {
-        (
-            n,
-            RegularizerConfig {
-                penalty,
-                layers: Some(layers),
-                tap,
-                task_loss,
-                ..RegularizerConfig::gfa(1.0)
-            },
-        )
+    .map(|(n, penalty, layers, tap, task)| {
+        let cfg = RegularizerConfig {
+            penalty,
+            layers: Some(layers),
+            tap,
+            ..RegularizerConfig::with_lambda(1.0)
+        };
+        (n, RegKind::Gfa, cfg, task)
     })
     .into_iter()
-    .chain([("gnr.first", RegularizerConfig::gnr(1.0))])
+    .chain([("gnr.first", RegKind::Gnr, RegularizerConfig::with_lambda(1.0), TaskLoss::Ce)])
     {
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let reg = Regularizer::new(kind, &cfg, task, &model.tap_names()).unwrap();
         zero_grads(&model);
         let f = reg.forward(&model, &x, &y, true, true);
         f.reg.backward();
@@ -135,6 +132,12 @@ fn penalty_and_parameter_gradients_match_pytorch() {
     assert_eq!(checked, 9 * 14);
 }
 
+/// GFA on every tap of `model`, λ = 1, cross-entropy.
+fn gfa_deep(model: &Classifier) -> Regularizer {
+    let cfg = RegularizerConfig::with_lambda(1.0);
+    Regularizer::new(RegKind::Gfa, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap()
+}
+
 /// A tiny double-precision MLP for finite differences.
 fn mlp64(seed: i64) -> Classifier {
     tch::manual_seed(seed);
@@ -146,15 +149,16 @@ fn mlp64(seed: i64) -> Classifier {
 
 #[test]
 fn gradient_of_r_matches_finite_differences() {
-    for cfg in [
-        RegularizerConfig { penalty: Penalty::Sin2, ..RegularizerConfig::gfa(1.0) },
-        RegularizerConfig { layers: Some(Layers::First), ..RegularizerConfig::gfa(1.0) },
-        RegularizerConfig::gnr(1.0),
+    let one = RegularizerConfig::with_lambda(1.0);
+    for (kind, cfg) in [
+        (RegKind::Gfa, RegularizerConfig { penalty: Penalty::Sin2, ..one.clone() }),
+        (RegKind::Gfa, RegularizerConfig { layers: Some(Layers::First), ..one.clone() }),
+        (RegKind::Gnr, one.clone()),
     ] {
         let model = mlp64(3);
         let x = Tensor::rand([5, 3, 32, 32], (Kind::Double, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 1]);
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let reg = Regularizer::new(kind, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap();
         let r_of = || reg.forward(&model, &x, &y, true, true).reg;
         zero_grads(&model);
         r_of().backward();
@@ -184,8 +188,7 @@ fn gradient_of_r_matches_finite_differences() {
         let tol = 1e-5 * analytic.abs().max(numeric.abs()).max(1e-8);
         assert!(
             (numeric - analytic).abs() <= tol,
-            "{:?}: fd {numeric} vs autograd {analytic}",
-            cfg.kind
+            "{kind:?} {cfg:?}: fd {numeric} vs autograd {analytic}"
         );
     }
 }
@@ -197,8 +200,8 @@ fn gfa_penalty_is_invariant_to_rescaling_the_loss_and_gnr_is_not() {
     let y = Tensor::from_slice(&[3i64, 2, 1, 0]);
     for (kind, factor) in [(RegKind::Gfa, 1.0), (RegKind::Gnr, 7.5f64.powi(2))] {
         // A tiny eps: the cosine's stabilizer is the only term that is not scale-free.
-        let cfg = RegularizerConfig { kind, lambda: 1.0, eps: 1e-30, ..Default::default() };
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let cfg = RegularizerConfig { eps: 1e-30, ..RegularizerConfig::with_lambda(1.0) };
+        let reg = Regularizer::new(kind, &cfg, TaskLoss::Ce, &model.tap_names()).unwrap();
         let r_at = |scale: f64| {
             let f = model.forward_taps(&x, true, TapPoint::PostActivation);
             let taps = reg.select(&f.taps);
@@ -219,7 +222,7 @@ fn input_cosine_of_a_linear_model_matches_the_closed_form() {
     let model = Classifier::new(&spec, Device::Cpu).unwrap();
     let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
-    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let reg = gfa_deep(&model);
     let f = reg.forward(&model, &x, &y, false, false);
     let w = model.vs.variables()["fc.weight"].detach();
     let h = ((&x - 0.5) / 0.5).flatten(1, -1);
@@ -261,7 +264,7 @@ fn gfa_value_does_not_depend_on_batching_and_leaves_the_model_alone() {
         assert!(u.mean_abs_cos >= u.mean_cos.abs() - 1e-9);
     }
     // The input-tap value equals the regularizer's cosine on the whole set.
-    let reg = Regularizer::new(&RegularizerConfig::gfa(1.0), &model.tap_names()).unwrap();
+    let reg = gfa_deep(&model);
     let (x, y) = data.batch(&Tensor::arange(10, (Kind::Int64, Device::Cpu)), Device::Cpu);
     let f = reg.forward(&model, &x, &y, false, false);
     assert!((f.cos.double_value(&[0]) - a[0].mean_cos).abs() < 1e-5);
@@ -292,7 +295,7 @@ fn penalty_gradient(
     let plain = flat_grads(model);
     zero_grads(model);
     if finite_difference {
-        reg.accumulate_finite_difference(model, x, y, lambda, train);
+        reg.finite_difference(model, x, y, lambda, train).1.accumulate();
     } else {
         let f = reg.forward(model, x, y, train, true);
         (&f.loss + &f.reg * lambda).backward();
@@ -316,18 +319,30 @@ fn fd_config(base: RegularizerConfig) -> RegularizerConfig {
     RegularizerConfig { gradient: PenaltyGradient::FiniteDifference, ..base }
 }
 
+/// `cfg` with the finite-difference gradient, bound to `model`.
+fn fd_reg(
+    model: &Classifier,
+    kind: RegKind,
+    cfg: &RegularizerConfig,
+    task: TaskLoss,
+) -> Regularizer {
+    Regularizer::new(kind, &fd_config(cfg.clone()), task, &model.tap_names()).unwrap()
+}
+
 #[test]
 fn finite_difference_gradient_matches_double_backprop_on_the_fixture() {
     let model = twin();
     let cases = Tensor::read_safetensors(super::fixture("gfa_cases.safetensors")).unwrap();
     let get = |k: &str| cases.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
     let (x, y) = (get("x"), get("y"));
-    let gfa = |penalty, layers, tap, task_loss| RegularizerConfig {
-        penalty,
-        layers: Some(layers),
-        tap,
-        task_loss,
-        ..RegularizerConfig::gfa(1.0)
+    let gfa = |penalty, layers, tap, task| {
+        let cfg = RegularizerConfig {
+            penalty,
+            layers: Some(layers),
+            tap,
+            ..RegularizerConfig::with_lambda(1.0)
+        };
+        (RegKind::Gfa, cfg, task)
     };
     let (post, pre) = (TapPoint::PostActivation, TapPoint::PreActivation);
     let mut configs = Vec::new();
@@ -341,18 +356,26 @@ fn finite_difference_gradient_matches_double_backprop_on_the_fixture() {
         configs.push(gfa(Penalty::Sin2, Layers::First, post, task_loss));
     }
     configs.push(gfa(Penalty::OneMinusCos, Layers::Deep, post, TaskLoss::MseLogits));
-    configs.push(RegularizerConfig::gnr(1.0));
-    configs.push(RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::gnr(1.0) });
-    for cfg in configs {
-        let reg = Regularizer::new(&fd_config(cfg.clone()), &model.tap_names()).unwrap();
+    let one = RegularizerConfig::with_lambda(1.0);
+    configs.push((RegKind::Gnr, one.clone(), TaskLoss::Ce));
+    configs.push((
+        RegKind::Gnr,
+        RegularizerConfig { layers: Some(Layers::Deep), ..one },
+        TaskLoss::Ce,
+    ));
+    for (kind, cfg, task) in configs {
+        let reg = fd_reg(&model, kind, &cfg, task);
         let exact = penalty_gradient(&model, &reg, (&x, &y), true, false);
         let fd = penalty_gradient(&model, &reg, (&x, &y), true, true);
         let err = rel_err(&fd, &exact);
-        assert!(err <= FD_TOL, "{cfg:?}: ‖fd − exact‖/‖exact‖ = {err:e}");
+        assert!(err <= FD_TOL, "{kind:?} {task:?} {cfg:?}: ‖fd − exact‖/‖exact‖ = {err:e}");
 
-        // What the trainer logs is what the plain forward measures.
+        // What the trainer logs is what the plain forward measures, and nothing is written
+        // to `.grad` before the gradients are accumulated.
         zero_grads(&model);
-        let f = reg.accumulate_finite_difference(&model, &x, &y, 1.0, true);
+        let (f, _) = reg.finite_difference(&model, &x, &y, 1.0, true);
+        let untouched = |g: Tensor| !g.defined() || g.abs().max().double_value(&[]) == 0.0;
+        assert!(params(&model).into_iter().all(|(_, p)| untouched(p.grad())));
         let m = reg.forward(&model, &x, &y, true, false);
         for (a, b) in [(&f.loss, &m.loss), (&f.reg, &m.reg), (&f.cos, &m.cos), (&f.terms, &m.terms)]
         {
@@ -380,10 +403,9 @@ fn finite_difference_handles_batch_norm_and_keeps_its_running_statistics() {
         b
     };
     for layers in [Layers::First, Layers::Deep] {
-        let cfg =
-            fd_config(RegularizerConfig { layers: Some(layers), ..RegularizerConfig::gfa(1.0) });
+        let cfg = RegularizerConfig { layers: Some(layers), ..RegularizerConfig::with_lambda(1.0) };
         let model = fresh();
-        let reg = Regularizer::new(&cfg, &model.tap_names()).unwrap();
+        let reg = fd_reg(&model, RegKind::Gfa, &cfg, TaskLoss::Ce);
         let exact = penalty_gradient(&model, &reg, (&x, &y), true, false);
         let fd = penalty_gradient(&model, &reg, (&x, &y), true, true);
         let err = rel_err(&fd, &exact);
@@ -392,7 +414,7 @@ fn finite_difference_handles_batch_norm_and_keeps_its_running_statistics() {
         let (a, b) = (fresh(), fresh());
         let f = reg.forward(&a, &x, &y, true, true);
         (&f.loss + &f.reg).backward();
-        reg.accumulate_finite_difference(&b, &x, &y, 1.0, true);
+        reg.finite_difference(&b, &x, &y, 1.0, true).1.accumulate();
         for ((name, u), (_, v)) in buffers(&a).iter().zip(buffers(&b)) {
             assert!(u.equal(&v), "{name}: {u:?} vs {v:?}");
         }

@@ -1,8 +1,8 @@
 //! Batched augmentation against a naive per-image reference.
+use gfa_data::SeededRng;
 use gfa_data::augment::{AugmentDraw, apply_draw};
 use gfa_data::{AugmentConfig, synthetic};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tch::{Device, Kind, Tensor};
 
 /// Pads one `[C, H, W]` image (row-major `Vec`) with `p` zeros, crops at `(dy, dx)`, then
@@ -10,13 +10,9 @@ use tch::{Device, Kind, Tensor};
 /// at a time.
 fn naive(
     img: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
+    [c, h, w]: [usize; 3],
     p: usize,
-    dy: usize,
-    dx: usize,
-    flip: bool,
+    (dy, dx, flip): (usize, usize, bool),
 ) -> Vec<f32> {
     let (hp, wp) = (h + 2 * p, w + 2 * p);
     let mut padded = vec![0f32; c * hp * wp];
@@ -46,7 +42,7 @@ fn crop_and_flip_match_the_per_image_reference() {
     let x =
         Tensor::rand([n as i64, c as i64, h as i64, w as i64], (Kind::Float, Device::Cpu)) + 0.5;
     let cfg = AugmentConfig { crop_padding: p, flip: true };
-    let mut rng = StdRng::seed_from_u64(11);
+    let mut rng = SeededRng::seed_from_u64(11);
     let draw = cfg.draw(n, &mut rng);
     // The draw must exercise both extremes and both flip outcomes for the check to mean much;
     // add them explicitly on top of the random draw.
@@ -61,16 +57,8 @@ fn crop_and_flip_match_the_per_image_reference() {
     let ys = Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap();
     let per = c * h * w;
     for s in 0..n {
-        let want = naive(
-            &xs[s * per..(s + 1) * per],
-            c,
-            h,
-            w,
-            p as usize,
-            draw.dy[s] as usize,
-            draw.dx[s] as usize,
-            draw.flip[s],
-        );
+        let choice = (draw.dy[s] as usize, draw.dx[s] as usize, draw.flip[s]);
+        let want = naive(&xs[s * per..(s + 1) * per], [c, h, w], p as usize, choice);
         assert_eq!(&ys[s * per..(s + 1) * per], want.as_slice(), "sample {s}");
     }
 }
@@ -79,12 +67,12 @@ fn crop_and_flip_match_the_per_image_reference() {
 fn apply_is_seeded_and_matches_its_draw() {
     let x = synthetic(16, 0, 1).train.images.to_kind(Kind::Float) / 255.0;
     let cfg = AugmentConfig::default();
-    let a = cfg.apply(&x, &mut StdRng::seed_from_u64(9)).unwrap();
-    let b = cfg.apply(&x, &mut StdRng::seed_from_u64(9)).unwrap();
-    let c = cfg.apply(&x, &mut StdRng::seed_from_u64(10)).unwrap();
+    let a = cfg.apply(&x, &mut SeededRng::seed_from_u64(9)).unwrap();
+    let b = cfg.apply(&x, &mut SeededRng::seed_from_u64(9)).unwrap();
+    let c = cfg.apply(&x, &mut SeededRng::seed_from_u64(10)).unwrap();
     assert!(a.equal(&b));
     assert!(!a.equal(&c));
-    let draw = cfg.draw(16, &mut StdRng::seed_from_u64(9));
+    let draw = cfg.draw(16, &mut SeededRng::seed_from_u64(9));
     assert!(a.equal(&apply_draw(&x, 4, &draw).unwrap()));
 }
 
@@ -92,12 +80,12 @@ fn apply_is_seeded_and_matches_its_draw() {
 fn shape_kind_and_range_are_preserved() {
     let xu8 = synthetic(32, 0, 2).train.images;
     let x = xu8.to_kind(Kind::Float) / 255.0;
-    let y = AugmentConfig::default().apply(&x, &mut StdRng::seed_from_u64(0)).unwrap();
+    let y = AugmentConfig::default().apply(&x, &mut SeededRng::seed_from_u64(0)).unwrap();
     assert_eq!(y.size(), [32, 3, 32, 32]);
     assert_eq!(y.kind(), Kind::Float);
     assert!(y.min().double_value(&[]) >= 0.0 && y.max().double_value(&[]) <= 1.0);
     // Works on the u8 storage too, with the same choices giving the same pixels.
-    let yu8 = AugmentConfig::default().apply(&xu8, &mut StdRng::seed_from_u64(0)).unwrap();
+    let yu8 = AugmentConfig::default().apply(&xu8, &mut SeededRng::seed_from_u64(0)).unwrap();
     assert_eq!(yu8.kind(), Kind::Uint8);
     assert!(y.equal(&(yu8.to_kind(Kind::Float) / 255.0)));
 }
@@ -106,8 +94,8 @@ fn shape_kind_and_range_are_preserved() {
 fn flip_alone_is_an_exact_mirror() {
     let x = synthetic(64, 0, 3).train.images.to_kind(Kind::Float) / 255.0;
     let cfg = AugmentConfig { crop_padding: 0, flip: true };
-    let draw = cfg.draw(64, &mut StdRng::seed_from_u64(4));
-    let y = cfg.apply(&x, &mut StdRng::seed_from_u64(4)).unwrap();
+    let draw = cfg.draw(64, &mut SeededRng::seed_from_u64(4));
+    let y = cfg.apply(&x, &mut SeededRng::seed_from_u64(4)).unwrap();
     let mirrored = x.flip([3]);
     let mut flipped = 0;
     for (s, &f) in draw.flip.iter().enumerate() {
@@ -121,11 +109,11 @@ fn flip_alone_is_an_exact_mirror() {
 #[test]
 fn identity_config_returns_the_input() {
     let x = synthetic(4, 0, 5).train.images;
-    let y = AugmentConfig::none().apply(&x, &mut StdRng::seed_from_u64(0)).unwrap();
+    let y = AugmentConfig::none().apply(&x, &mut SeededRng::seed_from_u64(0)).unwrap();
     assert!(y.equal(&x));
     // Padding without flip only shifts: every output pixel is an input pixel or zero padding.
     let cfg = AugmentConfig { crop_padding: 4, flip: false };
-    let draw = cfg.draw(4, &mut StdRng::seed_from_u64(1));
+    let draw = cfg.draw(4, &mut SeededRng::seed_from_u64(1));
     assert!(draw.flip.iter().all(|f| !f));
     let z = apply_draw(&x, 4, &draw).unwrap();
     for s in 0..4 {

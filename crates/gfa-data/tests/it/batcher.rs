@@ -1,7 +1,7 @@
 //! Batcher: seeded determinism, coverage of every record once per epoch, evaluation order.
+use gfa_data::SeededRng;
 use gfa_data::{Batcher, Dataset};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tch::{Device, Kind, Tensor};
 
 /// `n` one-pixel images whose pixel is `i % 256` and whose label is `i`, so a batch's labels
@@ -31,7 +31,7 @@ fn visit(epoch: gfa_data::Epoch<'_>) -> Vec<Vec<i64>> {
 fn same_seed_same_order_other_seed_other_order() {
     let d = numbered(300);
     let b = Batcher::new(&d, 32).unwrap();
-    let a1 = visit(b.shuffled(&mut StdRng::seed_from_u64(5)));
+    let a1 = visit(b.shuffled(&mut SeededRng::seed_from_u64(5)));
     let a2 = visit(b.shuffled_seed(5));
     let c = visit(b.shuffled_seed(6));
     assert_eq!(a1, a2);
@@ -42,7 +42,7 @@ fn same_seed_same_order_other_seed_other_order() {
 fn each_record_once_per_epoch_and_epochs_differ() {
     let d = numbered(1000);
     let b = Batcher::new(&d, 64).unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
+    let mut rng = SeededRng::seed_from_u64(0);
     let mut orders = Vec::new();
     for _ in 0..3 {
         let order: Vec<i64> = visit(b.shuffled(&mut rng)).concat();

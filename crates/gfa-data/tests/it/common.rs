@@ -1,6 +1,9 @@
-//! Hand-made CIFAR-10 files for the tests.
-use std::io::Write;
+//! Hand-made CIFAR-10 files and a loopback HTTP server for the tests.
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use gfa_data::cifar10::{META_FILE, PIXEL_BYTES, TEST_FILE, TRAIN_FILES};
 
@@ -83,4 +86,64 @@ pub fn md5_hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// One response of [`serve_routes`]: request path (relative to the base URL; empty matches every
+/// path), status line, body, announced `Content-Length`.
+pub type Route = (String, &'static str, Vec<u8>, usize);
+
+/// Serves `routes` to at most `max_conns` connections, on 127.0.0.1, for at most 20 seconds
+/// (unknown paths get 404). Returns the base URL (ending in `/`) and the server thread.
+pub fn serve_routes(routes: Vec<Route>, max_conns: usize) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while served < max_conns && Instant::now() < deadline {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("accept: {e}"),
+            };
+            served += 1;
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let mut path = None;
+            // Read the request head up to the blank line; the first line names the path.
+            while reader.read_line(&mut line).map(|k| k > 0).unwrap_or(false) {
+                if line == "\r\n" || line == "\n" {
+                    break;
+                }
+                if path.is_none() {
+                    path = line
+                        .split_whitespace()
+                        .nth(1)
+                        .map(|p| p.trim_start_matches('/').to_string());
+                }
+                line.clear();
+            }
+            let path = path.unwrap_or_default();
+            let route = routes.iter().find(|(p, ..)| p.is_empty() || *p == path);
+            let (status, body, content_length) = match route {
+                Some((_, status, body, len)) => (*status, body.as_slice(), *len),
+                None => ("404 Not Found", &b"no such file"[..], 12),
+            };
+            let mut stream = stream;
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+            let _ = stream.flush();
+        }
+    });
+    (base, handle)
 }

@@ -1,65 +1,27 @@
 //! `fetch_cifar10` against a loopback HTTP server serving hand-made archives.
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use gfa_data::DataError;
 use gfa_data::cifar10::{self, TEST_FILE};
 
-use super::common::{CLASSES, archive_bytes, layout, md5_hex};
+use super::common::{CLASSES, archive_bytes, layout, md5_hex, serve_routes};
 
-/// Serves `status` + `body` (announcing `content_length`) to at most `max_conns` connections,
-/// on 127.0.0.1, for at most 20 seconds. Returns the URL and the server thread.
+/// Serves `status` + `body` (announcing `content_length`) at every path, to at most
+/// `max_conns` connections.
 fn serve(
     status: &'static str,
     body: Vec<u8>,
     content_length: usize,
     max_conns: usize,
 ) -> (String, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/cifar-10-binary.tar.gz", listener.local_addr().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    let handle = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut served = 0;
-        while served < max_conns && Instant::now() < deadline {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                Err(e) => panic!("accept: {e}"),
-            };
-            served += 1;
-            stream.set_nonblocking(false).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            // Read the request head up to the blank line.
-            while reader.read_line(&mut line).map(|k| k > 0).unwrap_or(false) {
-                if line == "\r\n" || line == "\n" {
-                    break;
-                }
-                line.clear();
-            }
-            let mut stream = stream;
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/x-gzip\r\n\
-                 Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-            let _ = stream.flush();
-        }
-    });
-    (url, handle)
+    let (base, handle) =
+        serve_routes(vec![(String::new(), status, body, content_length)], max_conns);
+    (format!("{base}cifar-10-binary.tar.gz"), handle)
 }
 
 /// Names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
+pub fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -2,6 +2,7 @@ mod augment;
 mod batcher;
 mod cifar_format;
 mod common;
+mod fashion;
 mod fetch;
 mod real_data;
 mod synthetic;

@@ -25,7 +25,7 @@ fn plan_prints_table_and_writes_manifest_and_configs() {
     assert!(o.status.success(), "{out}\n{errs}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("#  run_id"), "{out}");
-    assert!(lines[0].contains("regularizer.lambda") && lines[0].contains("est. cost"), "{out}");
+    assert!(lines[0].contains("method.lambda") && lines[0].contains("est. cost"), "{out}");
     assert!(lines[1].starts_with("1 ") && lines[8].starts_with("8 "), "{out}");
     assert!(out.contains("8 runs of experiment `small`"), "{out}");
 
@@ -100,22 +100,26 @@ fn config_errors_exit_2_with_location() {
     assert!(text(&o).1.contains("unknown device 'tpu'"));
 }
 
-/// A finite-difference step of zero or NaN, or the option on a method without a regularizer,
+/// A finite-difference step of zero or NaN, or the option on a method without a penalty,
 /// stops `gfa train` before anything is written.
 #[test]
 fn train_refuses_a_bad_finite_difference_step_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let base = ["--device", "cpu", "train", "--synthetic", "--out", "m"];
+    let fd = ["--gradient", "finite_difference"];
     for (extra, want) in [
         (
-            &["--method", "gfa", "--gradient", "finite_difference", "--fd-step", "0"][..],
-            "regularizer.fd_step must be a number in (0, 1)",
+            &["--method", "gfa", "--lambda", "0.3", fd[0], fd[1], "--fd-step", "0"][..],
+            "method.fd_step must be a number in (0, 1)",
         ),
         (
-            &["--method", "gnr", "--fd-step", "NaN"][..],
-            "regularizer.fd_step must be a number in (0, 1)",
+            &["--method", "gnr", "--lambda", "1", "--fd-step", "NaN"][..],
+            "method.fd_step must be a number in (0, 1)",
         ),
-        (&["--method", "pgd_at", "--gradient", "finite_difference"][..], "has no regularizer"),
+        (
+            &["--method", "pgd_at", fd[0], fd[1]][..],
+            "--gradient: method `pgd_at` has no option `gradient`",
+        ),
     ] {
         let o = gfa(dir.path(), &[&base[..], extra].concat());
         let errs = text(&o).1;
@@ -123,6 +127,17 @@ fn train_refuses_a_bad_finite_difference_step_before_any_work() {
         assert!(errs.contains(want), "{extra:?}: {errs}");
         assert!(!dir.path().join("m").exists(), "{extra:?}: nothing is written");
     }
+    // The flags reach the method's options, `--layers` included (unwritten at its default).
+    let ok = ["--method", "gfa", "--lambda", "0.3", "--layers", "first", fd[0], fd[1]];
+    let tiny = ["--n-train", "16", "--epochs", "1", "--batch-size", "8", "--width", "0.0625"];
+    let o = gfa(dir.path(), &[&base[..], &ok, &["--fd-step", "2e-3"], &tiny].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let params: serde_json::Value = serde_json::from_str(&rows[0].method_params).unwrap();
+    assert_eq!(params["gradient"], "finite_difference", "{params}");
+    assert_eq!((params["fd_step"].as_f64(), &params["layers"]), (Some(2e-3), &"first".into()));
+    assert!(rows[0].terms().unwrap()["gfa"] > 0.0);
 }
 
 #[test]
@@ -137,9 +152,111 @@ fn missing_pieces_say_so() {
     let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("fetching CIFAR-10 into ."), "{}", text(&o).1);
+    // The method list is the registry's: every kind, its cost and an example value.
     let o = gfa(dir.path(), &["list", "methods"]);
     assert!(o.status.success());
-    assert!(text(&o).0.lines().any(|l| l == "gfa_pgd_at"));
+    let out = text(&o).0;
+    for m in gfa_core::Method::list() {
+        assert!(out.lines().any(|l| l.starts_with(m.kind) && l.contains(m.summary)), "{out}");
+    }
+    assert!(out.contains("e.g. { kind = \"gfa\", ") && out.contains("lambda = 0.3, "), "{out}");
+}
+
+/// `--method` takes the registry's kinds; `--lambda`/`--layers` go to methods that have them.
+#[test]
+fn method_flags_are_checked_against_the_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--synthetic", "--n-train", "16", "--out", "m"];
+        args.extend_from_slice(extra);
+        let o = gfa(dir.path(), &args);
+        assert!(!o.status.success());
+        text(&o).1
+    };
+    let e = train(&["--method", "pgd_at", "--lambda", "0.3"]);
+    assert!(e.contains("--lambda: method `pgd_at` has no option `lambda`"), "{e}");
+    assert!(e.contains("eps, random_start, step, steps"), "{e}");
+    let e = train(&["--method", "gfa"]);
+    assert!(e.contains("--method gfa needs --lambda (e.g. --lambda 0.3)"), "{e}");
+    let e = train(&["--method", "gfa+pgd"]);
+    assert!(e.contains("possible values") && e.contains("gfa_pgd_at"), "{e}");
+    assert!(!dir.path().join("m").exists(), "nothing is written before the flags are right");
+}
+
+/// A file of the old form (methods zipped with a `[regularizer]`) is refused with its method
+/// keys in the current form.
+#[test]
+fn old_experiment_files_show_the_new_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = r#"
+[base.train]
+method = { kind = "standard" }
+[base.regularizer]
+kind = "none"
+[[zip]]
+"train.method" = [{ kind = "standard" }, { kind = "gfa" }]
+"regularizer.kind" = ["none", "gfa"]
+"regularizer.lambda" = [0.0, 0.3]
+"#;
+    write(dir.path(), "old.toml", old);
+    let o = gfa(dir.path(), &["plan", "old.toml"]);
+    let e = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("old.toml:4: `base.regularizer`: the `[regularizer]` section"), "{e}");
+    assert!(e.contains("[grid]\nmethod = ["), "{e}");
+    assert!(
+        e.contains("method = [\n  { kind = \"standard\" },\n  { kind = \"gfa\", lambda = 0.3 },"),
+        "{e}"
+    );
+}
+
+/// `gfa --version` names the build; rows written by the binary outside the repository still
+/// carry the revision it was built from.
+#[test]
+fn version_and_rows_name_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let o = gfa(dir.path(), &["--version"]);
+    let out = text(&o).0;
+    assert!(
+        out.starts_with("gfa 0.1.0 (git ")
+            && out.contains("dirty: ")
+            && out.contains("libtorch 2.11.0"),
+        "{out}"
+    );
+    let o = gfa(
+        dir.path(),
+        &[
+            "train",
+            "--synthetic",
+            "--n-train",
+            "16",
+            "--n-test",
+            "8",
+            "--epochs",
+            "1",
+            "--width",
+            "0.0625",
+            "--out",
+            "m",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let meta = gfa_core::checkpoint::read_meta(&dir.path().join("m")).unwrap();
+    assert_eq!(meta.build.git_rev, rows[0].git_rev);
+    assert!(rows[0].libtorch.starts_with("2.11.0") && meta.build.libtorch == rows[0].libtorch);
+    assert!(out.contains(&rows[0].git_rev));
+    // Built from this checkout (the test runs from it), the revision is its HEAD.
+    if let Some(head) = head {
+        assert_eq!(rows[0].git_rev, head);
+    }
 }
 
 /// `gfa train` from flags, then `gfa-value` and `eval` on its checkpoint.
@@ -158,13 +275,15 @@ fn train_then_gfa_value_and_eval_from_flags() {
     let mut args = vec!["train", "--width", "0.125", "--method", "gfa", "--lambda", "0.3"];
     args.extend(["--epochs", "2", "--batch-size", "64", "--out", "m", "--seed", "3"]);
     args.extend(data);
-    run(&args);
+    let out = run(&args);
+    assert!(out.starts_with("device: cpu (") && out.contains("code path"), "{out}");
     let rows: Vec<gfa_exp::records::TrainRow> =
         gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(
-        rows.iter().all(|r| r.method == "gfa" && r.lambda == Some(0.3) && r.train_reg.is_some())
-    );
+    assert!(rows.iter().all(|r| r.method == "gfa"
+        && r.lambda == Some(0.3)
+        && r.lambda_now == Some(0.3)
+        && r.terms().unwrap()["gfa"] > 0.0));
     // A second train into the same folder needs --resume; with it, nothing is retrained.
     let o = gfa(dir.path(), &args);
     assert!(!o.status.success() && text(&o).1.contains("--resume"), "{}", text(&o).1);
@@ -197,7 +316,9 @@ fn train_then_gfa_value_and_eval_from_flags() {
         "--csv",
         "e.csv",
     ]);
-    assert!(out.lines().next().unwrap().starts_with("attack"), "{out}");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("device: cpu ("), "{out}");
+    assert!(lines.next().unwrap().starts_with("attack"), "{out}");
     run(&[
         "eval",
         "--checkpoint",
@@ -261,4 +382,260 @@ fn committed_experiments_plan() {
         planned += 1;
     }
     assert!(planned >= 4, "expected smoke, quick, paper and ablation; planned {planned}");
+}
+
+/// A committed fixture of gfa-core's tests.
+fn core_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gfa-core/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `gfa import` of a PyTorch checkpoint, then `gfa eval --weights` on it; a file without
+/// normalization buffers needs `--normalize`, and a flag that contradicts the file's buffers is
+/// refused.
+#[test]
+fn import_then_eval_weights_with_normalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let o = gfa(dir.path(), args);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        out
+    };
+    let pt = core_fixture("import_preact_resnet18.pt");
+    let out = ok(&[
+        "import",
+        &pt,
+        "--model",
+        "preact_resnet18",
+        "--width",
+        "0.0625",
+        "--normalize",
+        "cifar10",
+        "-o",
+        "p.safetensors",
+    ]);
+    assert!(out.contains("found under `state_dict`") && out.contains("module."), "{out}");
+    let names: Vec<String> = tch::Tensor::read_safetensors(dir.path().join("p.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"normalize.mean".to_string()));
+    assert!(names.iter().all(|n| !n.starts_with("module.")));
+    let eval = ["eval", "--device", "cpu", "--synthetic", "--n", "8", "--attacks", "fgsm"];
+    fn with<'a>(eval: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        eval.iter().chain(extra).copied().collect()
+    }
+    ok(&with(
+        &eval,
+        &["--weights", "p.safetensors", "--model", "preact_resnet18", "--width", "0.0625"],
+    ));
+    let o = gfa(
+        dir.path(),
+        &with(
+            &eval,
+            &[
+                "--weights",
+                "p.safetensors",
+                "--model",
+                "preact_resnet18",
+                "--width",
+                "0.0625",
+                "--normalize",
+                "none",
+            ],
+        ),
+    );
+    assert!(!o.status.success() && text(&o).1.contains("drop --normalize"), "{}", text(&o).1);
+
+    // A [0, 1] model whose file has no normalization buffers (the PyTorch twin's state dict).
+    let sd = core_fixture("models_resnet18_state.safetensors");
+    let plain = ["--weights", sd.as_str(), "--model", "resnet18", "--width", "0.0625"];
+    let o = gfa(dir.path(), &with(&eval, &plain));
+    assert!(!o.status.success() && text(&o).1.contains("--normalize none"), "{}", text(&o).1);
+    let none = ok(&with(&eval, &[&plain[..], &["--normalize", "none"]].concat()));
+    // `none` is the identity normalization: the same numbers as mean 0, std 1.
+    let identity = ok(&with(&eval, &[&plain[..], &["--normalize", "0,1"]].concat()));
+    assert_eq!(none, identity);
+    assert!(none.lines().nth(1).unwrap().starts_with("fgsm"), "{none}");
+
+    // Bad input is named: a legacy file.
+    let legacy = core_fixture("import_bad_legacy.pt");
+    let o = gfa(
+        dir.path(),
+        &["import", &legacy, "--model", "resnet18", "--normalize", "none", "-o", "x.safetensors"],
+    );
+    assert!(!o.status.success() && text(&o).1.contains("legacy (pre-zip)"), "{}", text(&o).1);
+    assert!(!dir.path().join("x.safetensors").exists());
+}
+
+/// The paper's MLP setting end to end on a synthetic Fashion-MNIST copy written as IDX files:
+/// train reads them, the model takes 1×28×28 inputs and learns, and eval finds the run's data.
+#[test]
+fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fm");
+    gfa_data::fashion::write_synthetic(&data, 400, 100, 0).unwrap();
+    let run = |args: &[&str]| {
+        let o = gfa(dir.path(), args);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        out
+    };
+    run(&[
+        "--device",
+        "cpu",
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "0.125",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "50",
+        "--dataset",
+        "fashion-mnist",
+        "--data",
+        "fm",
+        "--out",
+        "m",
+        "--seed",
+        "1",
+    ]);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    assert_eq!(rows.len(), 5);
+    // Chance is 0.1; the classes are separable gratings (gfa-data's synthetic set), so a
+    // working reader and model reach far above it in five epochs (random flips make some
+    // orientations look alike, which keeps it well below 1).
+    let acc = rows.last().unwrap().test_acc.unwrap();
+    assert!(acc > 0.5, "test accuracy {acc} after 5 epochs: {rows:?}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("m/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["model"]["input"], serde_json::json!([1, 28, 28]));
+    // 784 inputs: the first layer's weight is [128, 784].
+    let w = tch::Tensor::read_safetensors(dir.path().join("m/final.safetensors")).unwrap();
+    let fc1 = &w.iter().find(|(n, _)| n == "fc1.weight").unwrap().1;
+    assert_eq!(fc1.size(), [128, 784]);
+    let out =
+        run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
+    assert!(out.lines().nth(1).unwrap().starts_with("fgsm"), "{out}");
+    // A `model.input` that contradicts the data is an error, not silently replaced.
+    let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
+               input = [3, 28, 28]\n[train]\nepochs = 1\n";
+    fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let o = gfa(dir.path(), &["--device", "cpu", "train", "--config", "bad.toml", "--out", "b"]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("model.input = [3, 28, 28]"),
+        "{}",
+        text(&o).1
+    );
+    // A CIFAR-shaped model is not evaluated on grey images.
+    run(&[
+        "--device",
+        "cpu",
+        "train",
+        "--width",
+        "0.125",
+        "--epochs",
+        "1",
+        "--synthetic",
+        "--n-train",
+        "64",
+        "--n-test",
+        "16",
+        "--out",
+        "c",
+    ]);
+    let o = gfa(
+        dir.path(),
+        &[
+            "--device",
+            "cpu",
+            "eval",
+            "--checkpoint",
+            "c",
+            "--dataset",
+            "fashion-mnist",
+            "--data",
+            "fm",
+            "--n",
+            "8",
+            "--attacks",
+            "fgsm",
+        ],
+    );
+    assert!(!o.status.success() && text(&o).1.contains("[1, 28, 28]"), "{}", text(&o).1);
+}
+
+/// `--device auto` on a machine with an NVIDIA driver but no working CUDA backend runs on the
+/// CPU, says so in its first line, and warns naming `gfa doctor` (an `nvidia-smi` on PATH is
+/// what makes it look like such a machine).
+#[test]
+fn auto_device_on_a_driver_without_cuda_warns() {
+    if tch::Cuda::is_available() {
+        return; // the GPU is used: nothing to warn about (see tests/it/cuda.rs)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let smi = bin.join("nvidia-smi");
+    fs::write(&smi, "#!/bin/sh\nexit 9\n").unwrap();
+    fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let with_driver = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gfa"))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .args(args)
+            .output()
+            .unwrap();
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        (out, errs)
+    };
+    let train = ["train", "--synthetic", "--n-train", "32", "--n-test", "16", "--width", "0.125"];
+    let (out, errs) = with_driver(&[&train[..], &["--epochs", "1", "--out", "a"]].concat());
+    assert!(out.starts_with("device: cpu ("), "{out}");
+    assert!(errs.contains("NVIDIA driver") && errs.contains("gfa doctor"), "{errs}");
+    // --device cpu is a choice: no warning.
+    let (out, errs) =
+        with_driver(&[&["--device", "cpu"][..], &train, &["--epochs", "1", "--out", "b"]].concat());
+    assert!(out.starts_with("device: cpu (") && !errs.contains("warning"), "{errs}");
+    // gfa doctor sees the driver and says why CUDA is not used.
+    let (out, _) = with_driver(&["doctor"]);
+    assert!(out.contains("NVIDIA driver present") && out.contains("CUDA backend"), "{out}");
+}
+
+/// `gfa plan` gives each run's and the grid's hours on the device it would use;
+/// `--require-cuda` refuses a CPU with exit code 3 and says what to do.
+#[test]
+fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.toml", SMALL);
+    let o = gfa(dir.path(), &["plan", "small.toml", "--require-cuda"]);
+    let (out, errs) = text(&o);
+    let dev = if tch::Cuda::is_available() { "cuda:0" } else { "cpu" };
+    assert!(out.lines().next().unwrap().contains(&format!("est. h ({dev})")), "{out}");
+    assert!(out.contains(&format!(" h on {dev}")) && out.contains("per image-gradient"), "{out}");
+    if dev == "cpu" {
+        assert_eq!(o.status.code(), Some(3), "{out}\n{errs}");
+        assert!(errs.contains("refusing") && errs.contains("gfa doctor"), "{errs}");
+        assert!(errs.contains("DEVICE=cpu make reproduce"), "{errs}");
+        assert!(!dir.path().join("results").exists(), "a refused plan writes nothing");
+        // Without the flag the same plan is fine.
+        assert!(gfa(dir.path(), &["--device", "cpu", "plan", "small.toml"]).status.success());
+    } else {
+        assert!(o.status.success(), "{errs}");
+    }
 }

@@ -27,7 +27,7 @@ fn small_grid_expands_in_order() {
     let got: Vec<(usize, u64, String)> =
         runs.iter().map(|r| (r.index, r.seed, r.axes_text())).collect();
     let lam = |l: &str, lr: &str, s: &str| {
-        format!("regularizer.lambda={l}; train.optimizer.lr={lr}; train.schedule.kind={s}")
+        format!("method.lambda={l}; train.optimizer.lr={lr}; train.schedule.kind={s}")
     };
     let want = vec![
         (1, 0, lam("0.1", "0.1", "cosine")),
@@ -71,14 +71,13 @@ fn canonical_spec_is_pinned() {
     let want = concat!(
         r#"{"attacks":[{"eps":["8/255"],"kind":"fgsm","name":"fgsm","norm":"linf","preset":"reference"}],"#,
         r#""config":{"data":{"source":"cifar10"},"eval":{"batch_size":250,"individual":true,"n":1000,"subset":"all"},"#,
+        r#""method":{"kind":"standard"},"#,
         r#""model":{"arch":"linear","bias":true,"mean":[0.5,0.5,0.5],"#,
         r#""normalize":true,"num_classes":10,"std":[0.5,0.5,0.5],"width":1.0,"widths":[1024,512,256]},"#,
-        r#""regularizer":{"eps":1e-8,"kind":"none","lambda":0.0,"lambda_warmup_epochs":0,"#,
-        r#""penalty":"one_minus_cos","tap":"post_activation","task_loss":"ce","weights":"uniform"},"#,
         r#""train":{"augment":{"crop_padding":4,"flip":true},"batch_size":128,"epochs":100,"#,
-        r#""eval_batch_size":500,"method":{"kind":"standard"},"#,
+        r#""eval_batch_size":500,"#,
         r#""optimizer":{"kind":"sgd","lr":0.1,"momentum":0.9,"nesterov":false,"weight_decay":0.0005},"#,
-        r#""schedule":{"kind":"cosine"}}},"seed":0}"#
+        r#""schedule":{"kind":"cosine"},"task_loss":"ce"}},"seed":0}"#
     );
     assert_eq!(c, want);
     assert_eq!(runs[0].run_id, blake3::hash(want.as_bytes()).to_hex()[..12]);
@@ -86,9 +85,9 @@ fn canonical_spec_is_pinned() {
 
 #[test]
 fn run_id_is_stable_across_key_order_defaults_and_grids() {
-    let a = "seeds = [3]\n[base]\ntrain.method.kind = \"gfa\"\nregularizer = { kind = \"gfa\", lambda = 0.5 }\nmodel = { arch = \"cnn\", width = 0.25 }\n";
+    let a = "seeds = [3]\n[base]\nmethod = { kind = \"gfa\", lambda = 0.5 }\nmodel = { arch = \"cnn\", width = 0.25 }\n";
     // Same run: other key order, a default written out, and reached through a grid.
-    let b = "[base.model]\nnum_classes = 10\nwidth = 0.25\n[base]\ntrain.method.kind = \"gfa\"\nregularizer.kind = \"gfa\"\n[grid]\nregularizer.lambda = [0.25, 0.5]\n[grid.eval]\nn = [1000]\n";
+    let b = "[base.model]\nnum_classes = 10\nwidth = 0.25\n[base]\nmethod.kind = \"gfa\"\nmethod.penalty = \"one_minus_cos\"\n[grid]\nmethod.lambda = [0.25, 0.5]\n[grid.eval]\nn = [1000]\n";
     let ra = parse(a, &[]).unwrap().expand().unwrap();
     let rb = parse(b, &["seeds=[3]"]).unwrap().expand().unwrap();
     assert_eq!(rb.len(), 2);
@@ -104,7 +103,7 @@ fn run_id_is_stable_across_key_order_defaults_and_grids() {
 
 #[test]
 fn overrides_apply_before_expansion_and_pin_axes() {
-    let spec = parse(SMALL, &["regularizer.lambda=0.3", "train.epochs=2", "seeds=[7]"]).unwrap();
+    let spec = parse(SMALL, &["method.lambda=0.3", "train.epochs=2", "seeds=[7]"]).unwrap();
     let runs = spec.expand().unwrap();
     // The λ axis is pinned away: 2 zip rows × 1 seed.
     assert_eq!(runs.len(), 2);
@@ -113,8 +112,7 @@ fn overrides_apply_before_expansion_and_pin_axes() {
     assert!(!runs[0].axes_text().contains("lambda"));
     assert!(runs[0].overrides_toml().contains("train.epochs=2"));
     // Overriding a grid list itself.
-    let runs =
-        parse(SMALL, &["grid.\"regularizer.lambda\"=[0.5, 2.0, 4.0]"]).unwrap().expand().unwrap();
+    let runs = parse(SMALL, &["grid.\"method.lambda\"=[0.5, 2.0, 4.0]"]).unwrap().expand().unwrap();
     assert_eq!(runs.len(), 12);
     // Bare strings need no quotes.
     let runs = parse(SMALL, &["model.arch=mlp"]).unwrap().expand().unwrap();
@@ -161,12 +159,14 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
     let e = err(&text, &[]);
     assert!(e.contains("`attacks.1.eps.0`") && e.contains("2/0"), "{e}");
     // Unknown method, with suggestion.
-    let e =
-        err(&SMALL.replace("method = { kind = \"gfa\" }", "method = { kind = \"pgd-at\" }"), &[]);
-    assert!(e.contains("`base.train.method") && e.contains("pgd_at"), "{e}");
-    // A method without its regularizer.
-    let e = err(&SMALL.replace("kind = \"gfa\", lambda", "kind = \"none\", lambda"), &[]);
-    assert!(e.contains("needs regularizer.kind"), "{e}");
+    let e = err(&SMALL.replace("kind = \"gfa\", lambda", "kind = \"gfa-pgd_at\", lambda"), &[]);
+    assert!(e.contains("`base.method") && e.ends_with("did you mean `gfa_pgd_at`?"), "{e}");
+    // An option the method does not have, with the closest one it has.
+    let e = err(&SMALL.replace("lambda = 0.0 }", "lambda = 0.0, layres = \"first\" }"), &[]);
+    assert!(e.contains("`base.method.layres`") && e.ends_with("did you mean `layers`?"), "{e}");
+    // A method option given to a method without it, through the grid.
+    let e = err(&SMALL.replace("kind = \"gfa\", lambda = 0.0", "kind = \"pgd_at\""), &[]);
+    assert!(e.contains("grid.\"method.lambda\".0") && e.contains("unknown field `lambda`"), "{e}");
     // An attack's own keys are checked.
     let e = err(&SMALL.replace("steps = 10", "stesp = 10"), &[]);
     assert!(e.contains("attacks.1") && e.contains("stesp"), "{e}");
@@ -184,6 +184,38 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
 }
 
 #[test]
+fn old_form_files_are_refused_with_the_new_form() {
+    let old = SMALL
+        .replace("method = { kind = \"gfa\", lambda = 0.0 }", "regularizer = { kind = \"gfa\" }")
+        .replace("epochs = 1,", "epochs = 1, method = { kind = \"gfa\" },")
+        .replace("\"method.lambda\"", "\"regularizer.lambda\"");
+    let e = err(&old, &[]);
+    let line = old.lines().position(|l| l.starts_with("regularizer")).unwrap() + 1;
+    assert!(e.starts_with(&format!("exp.toml:{line}: `base.regularizer`")), "{e}");
+    assert!(e.contains("[base.method]\nkind = \"gfa\"\n"), "{e}");
+    assert!(e.contains("[grid]\n\"method.lambda\" = [0.1, 1.0]"), "{e}");
+    // An old key given as an override is refused the same way.
+    let e = err(SMALL, &["regularizer.lambda=0.3"]);
+    assert!(e.contains("write --set method.lambda=0.3"), "{e}");
+}
+
+#[test]
+fn a_pin_inside_a_varying_method_is_refused() {
+    let text = format!("{SMALL}\n[[zip]]\nmethod = [{{ kind = \"standard\" }}, {{ kind = \"gfa\", lambda = 0.3 }}]\n")
+        .replace("\"method.lambda\" = [0.1, 1.0]", "\"eval.n\" = [64]");
+    assert_eq!(parse(&text, &[]).unwrap().expand().unwrap().len(), 8);
+    let e = err(&text, &["method.lambda=0.1"]);
+    assert!(
+        e.contains("sets a key inside the values of this axis") && e.contains("`method`"),
+        "{e}"
+    );
+    // Pinning the whole method drops the axis.
+    let runs =
+        parse(&text, &["method={ kind = \"gnr\", lambda = 1.0 }"]).unwrap().expand().unwrap();
+    assert!(runs.iter().all(|r| r.config.method() == "gnr"));
+}
+
+#[test]
 fn override_errors_name_the_override() {
     let e = err(SMALL, &["model.widht=1"]);
     assert!(e.contains("(--set model.widht=1)") && e.ends_with("did you mean `width`?"), "{e}");
@@ -194,18 +226,20 @@ fn override_errors_name_the_override() {
 #[test]
 fn a_finite_difference_step_of_zero_or_nan_is_refused_at_parse_time() {
     for bad in ["0.0", "nan", "-1e-3", "1.5"] {
-        let reg = format!(
-            "regularizer = {{ kind = \"gfa\", lambda = 0.0, gradient = \"finite_difference\", \
+        let method = format!(
+            "method = {{ kind = \"gfa\", lambda = 0.0, gradient = \"finite_difference\", \
              fd_step = {bad} }}"
         );
-        let e = err(&SMALL.replace("regularizer = { kind = \"gfa\", lambda = 0.0 }", &reg), &[]);
-        assert!(e.contains("regularizer.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        let e = err(&SMALL.replace("method = { kind = \"gfa\", lambda = 0.0 }", &method), &[]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
         // A grid over the step is checked entry by entry as well.
         let e = err(
-            &SMALL
-                .replace("[grid]\n", &format!("[grid]\n\"regularizer.fd_step\" = [1e-3, {bad}]\n")),
+            &SMALL.replace("[grid]\n", &format!("[grid]\n\"method.fd_step\" = [1e-3, {bad}]\n")),
             &[],
         );
-        assert!(e.contains("regularizer.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        // and so is an override.
+        let e = err(SMALL, &[&format!("method.fd_step={bad}")]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
     }
 }

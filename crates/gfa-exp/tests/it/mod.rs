@@ -1,7 +1,10 @@
 mod cli;
+mod cuda;
+mod export;
 mod grid;
 mod report;
 mod run;
+mod setup;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -19,8 +22,8 @@ seeds = [0, 1]
 
 [base]
 data = { source = "synthetic", n_train = 256 }
-train = { epochs = 1, method = { kind = "gfa" }, schedule = { kind = "cosine" }, optimizer = { kind = "sgd", lr = 0.1 } }
-regularizer = { kind = "gfa", lambda = 0.0 }
+train = { epochs = 1, schedule = { kind = "cosine" }, optimizer = { kind = "sgd", lr = 0.1 } }
+method = { kind = "gfa", lambda = 0.0 }
 
 [base.model]
 arch = "cnn"
@@ -30,7 +33,7 @@ width = 0.25
 n = 64
 
 [grid]
-"regularizer.lambda" = [0.1, 1.0]
+"method.lambda" = [0.1, 1.0]
 
 [[zip]]
 "train.optimizer.lr" = [0.1, 0.01]

@@ -17,8 +17,11 @@ fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     }
 }
 
-/// Per method and seed: (clean, APGD, FGSM, DeepFool median L2) for eps 8/255.
-pub const NUMBERS: [(&str, Option<f64>, [(f64, f64, f64, f64); 2]); 3] = [
+/// One seed's (clean, APGD, FGSM, DeepFool median L2) accuracies/norm at eps 8/255.
+type Seed = (f64, f64, f64, f64);
+
+/// Per method (and λ) and seed.
+pub const NUMBERS: [(&str, Option<f64>, [Seed; 2]); 3] = [
     ("standard", None, [(0.90, 0.00, 0.10, 0.10), (0.92, 0.02, 0.12, 0.10)]),
     ("pgd_at", None, [(0.80, 0.40, 0.50, 0.50), (0.80, 0.44, 0.52, 0.70)]),
     ("gfa", Some(0.1), [(0.85, 0.50, 0.80, 2.00), (0.87, 0.52, 0.82, 2.20)]),

@@ -136,13 +136,13 @@ fn failing_run_does_not_stop_the_grid_and_rerun_resumes() {
     let run3 = exp.run(&ids[3]);
     run3.set_status(&Status::Running).unwrap();
     run3.unmark_from(Stage::Evaluated).unwrap();
-    fs::write(run3.file(".eval.csv.tmp.99999"), "schema_version,experiment\n1,small\n1,sm")
+    fs::write(run3.file(".tmp.99999.0.eval.csv"), "schema_version,experiment\n1,small\n1,sm")
         .unwrap();
 
     let mut fake = Fake::default();
     let s = run_grid(&exp, &runs, &mut fake, &RunOptions::default()).unwrap();
     assert_eq!(s.already_done, vec![ids[0].clone()]);
-    assert!(!run3.file(".eval.csv.tmp.99999").exists(), "stale temp file removed");
+    assert!(!run3.file(".tmp.99999.0.eval.csv").exists(), "stale temp file removed");
     assert_eq!(s.done.len(), 3);
     assert!(s.failed.is_empty());
     // Finished stages are not redone: only run 2 (panicked in training) trains again.

@@ -1,0 +1,146 @@
+//! The one way gfa writes a file: all of it or none of it, also across a power failure.
+//!
+//! [`write_atomic`] writes to a temporary file in the destination's folder, flushes it to disk
+//! (`fsync`), renames it over the destination and then flushes the folder, so that the rename
+//! itself is on disk. A reader (or a process started after a crash) sees the old file or the
+//! new one, never a prefix of either. Temporary files are named `.tmp.<pid>.<n>.<name>` (the
+//! extension stays last, for writers that choose the format by it); a killed writer may leave
+//! one behind, which [`is_temp_file`] recognizes. Errors name the file.
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Write `bytes` to `path` atomically and durably (see the module documentation). The folder
+/// is created when missing.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = File::create(tmp)?;
+        f.write_all(bytes)
+    })
+}
+
+/// As [`write_atomic`], for writers that produce the file themselves (libtorch's safetensors
+/// writer, the plot backends): `write` writes the temporary path it is given.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = folder_of(path);
+    let tmp = temp_path(path);
+    let result = fs::create_dir_all(&dir)
+        .and_then(|()| write(&tmp))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+        .and_then(|()| sync_dir(&dir))
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+/// Flush a folder's entries (a rename or a new file in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Whether `name` is a temporary file of [`write_atomic`].
+pub fn is_temp_file(name: &str) -> bool {
+    name.starts_with(".tmp.")
+}
+
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A temporary name next to `path`, unique within this process and among processes.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    folder_of(path).join(format!(".tmp.{}.{n}.{name}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join("x.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_writer_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.txt");
+        write_atomic(&p, b"old").unwrap();
+        let e = write_atomic_with(&p, |tmp| {
+            fs::write(tmp, b"half")?;
+            Err(io::Error::other("disk full"))
+        });
+        assert!(e.is_err());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A reader polling the file while it is rewritten with alternating contents sees one of
+    /// the complete contents every time, never an empty or partial file. (A plain
+    /// `fs::write` fails this: it truncates first, and the reader catches the file short.)
+    #[test]
+    fn a_reader_never_sees_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        let a = vec![b'a'; 1 << 20];
+        let b = vec![b'b'; (1 << 20) + 7];
+        write_atomic(&p, &a).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) || reads < 50 {
+                    let got = fs::read(&p).unwrap();
+                    assert!(got == a || got == b, "read {} bytes of a partial file", got.len());
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..40 {
+                write_atomic(&p, if i % 2 == 0 { &b } else { &a }).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            assert!(reader.join().unwrap() >= 50);
+        });
+        assert!(
+            !fs::read_dir(dir.path())
+                .unwrap()
+                .any(|e| { is_temp_file(&e.unwrap().file_name().to_string_lossy()) })
+        );
+    }
+
+    #[test]
+    fn temporary_names_are_recognized_and_keep_the_extension() {
+        let t = temp_path(Path::new("d/f1.png"));
+        assert!(is_temp_file(&t.file_name().unwrap().to_string_lossy()));
+        assert_eq!(t.extension().unwrap(), "png");
+        assert!(!is_temp_file("train.csv") && !is_temp_file(".hidden"));
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"").unwrap();
+        let e = write_atomic(&blocker.join("x.csv"), b"1").unwrap_err().to_string();
+        assert!(e.contains("x.csv"), "{e}");
+    }
+}
