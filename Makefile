@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods reproduce bench gpu-check fixtures lint clean
+.PHONY: setup build test test-float quick methods reproduce bench fd-vs-exact gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -56,6 +56,12 @@ reproduce: build
 
 bench: build
 	bash scripts/bench.sh
+
+# The finite-difference GFA gradient against the exact one on quick.toml's recipe: its two GFA
+# runs trained both ways (4 runs, attacks cut to FGSM) -> results/fd_vs_exact/ and
+# results/bench/fd_vs_exact.md. See scripts/fd_vs_exact.sh.
+fd-vs-exact: build
+	bash scripts/fd_vs_exact.sh
 
 # CUDA against the CPU and against PyTorch on this machine's GPU -> results/bench/gpu.{md,jsonl};
 # on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh.
