@@ -139,21 +139,6 @@ pub fn train_step_times(
     Ok(times)
 }
 
-/// Wall seconds of each step of [`train_step_times`].
-pub fn train_step_seconds(
-    case: &str,
-    width: f64,
-    batch: i64,
-    device: Device,
-    warmup: usize,
-    steps: usize,
-) -> crate::Result<Vec<f64>> {
-    Ok(train_step_times(case, width, batch, device, warmup, steps)?
-        .iter()
-        .map(|t| t.wall)
-        .collect())
-}
-
 /// CPU time of this process so far, in seconds: the sum over its threads of
 /// `/proc/self/task/*/schedstat` (nanoseconds on the CPU), as precise as Python's
 /// `time.process_time()`; NaN where it cannot be read (not Linux).

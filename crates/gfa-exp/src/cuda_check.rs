@@ -214,8 +214,8 @@ fn name(d: Device) -> String {
 pub fn timings(device: Device, model: &Classifier, o: &Options) -> Result<Vec<Timing>> {
     let mut out = Vec::new();
     for case in gfa_core::bench::CASES {
-        let t = gfa_core::bench::train_step_seconds(case, o.width, o.batch, device, 3, o.steps)?;
-        let m = gfa_core::bench::median(&t);
+        let t = gfa_core::bench::train_step_times(case, o.width, o.batch, device, 3, o.steps)?;
+        let m = gfa_core::bench::median(&t.iter().map(|t| t.wall).collect::<Vec<_>>());
         out.push(Timing {
             what: format!("train step {case}"),
             device: name(device),
