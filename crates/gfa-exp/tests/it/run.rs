@@ -114,8 +114,8 @@ seeds = [3]
 [base]
 data = { source = "synthetic", n_train = 192, n_test = 64 }
 model = { arch = "cnn", width = 0.0625 }
-train = { epochs = 4, batch_size = 64, method = { kind = "gfa" }, optimizer = { kind = "adam", lr = 0.003 } }
-regularizer = { kind = "gfa", lambda = 0.3 }
+train = { epochs = 4, batch_size = 64, optimizer = { kind = "adam", lr = 0.003 } }
+method = { kind = "gfa", lambda = 0.3 }
 eval = { n = 16 }
 
 [[attacks]]
@@ -169,8 +169,7 @@ fn run_killed_during_training_resumes_to_the_same_csv() {
             .unwrap()
             .into_iter()
             .map(|r| {
-                let bits =
-                    [r.lr, r.train_loss, r.train_acc, r.test_acc.unwrap()].map(f64::to_bits);
+                let bits = [r.lr, r.train_loss, r.train_acc, r.test_acc.unwrap()].map(f64::to_bits);
                 (TrainRow { seconds: 0.0, ..r }, bits)
             })
             .collect()
