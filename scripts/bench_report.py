@@ -68,7 +68,7 @@ def main(path, profile="release"):
     print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
           f"{meta.get('threads')} intra-op thread(s) on both sides; median step over {meta.get('steps')} steps, "
           f"median over {rounds} alternating rounds. Raw: `results/bench/train_step.jsonl`. The finite-difference "
-          f"rows (`regularizer.gradient = \"finite_difference\"`, step 1e-3) are compared with PyTorch's exact "
+          f"rows (`gradient = \"finite_difference\"` in the GFA options, step 1e-3) are compared with PyTorch's exact "
           f"double-backprop step of the same taps: PyTorch has no finite-difference GFA.\n")
     loads = [r["load1"] for r in rows if isinstance(r.get("load1"), (int, float))]
     if loads:
