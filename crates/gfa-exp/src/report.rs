@@ -24,7 +24,7 @@ use crate::records::{
 use crate::store::ExperimentDir;
 use gfa_data::atomic::write_atomic;
 
-mod claims;
+pub mod claims;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
 pub const PAPER_GAIN_APGD: f64 = 15.2;

@@ -2,7 +2,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use gfa_exp::records::{CheckRow, EvalRow, PointRow, RunKey, TrainRow, write_rows};
+use gfa_exp::records::{CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows};
 use gfa_exp::report::{SummaryRow, report};
 use gfa_exp::stats::{Paired, wilson};
 
@@ -99,6 +99,24 @@ pub fn hand_made(dir: &Path) {
     write_rows(&dir.join("eval.csv"), &eval).unwrap();
     write_rows(&dir.join("train.csv"), &train).unwrap();
     write_rows(&dir.join("checks.csv"), &checks).unwrap();
+    // DeepFool's per-point L2 norms: three fooled points around the run's median, one not.
+    let mut norms = Vec::new();
+    for (method, lambda, seeds) in NUMBERS {
+        for (seed, (_, _, _, df)) in seeds.iter().enumerate() {
+            let k = key(method, lambda, seed as u64);
+            for (index, f) in [0.5, 1.0, 1.5, f64::NAN].into_iter().enumerate() {
+                norms.push(NormRow {
+                    attack: "deepfool".into(),
+                    preset: "reference".into(),
+                    index,
+                    success: !f.is_nan(),
+                    l2: (!f.is_nan()).then_some(f * df),
+                    ..NormRow::keyed(&k)
+                });
+            }
+        }
+    }
+    write_rows(&dir.join("norms.csv"), &norms).unwrap();
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -202,12 +220,16 @@ fn report_and_plot_through_the_binary() {
         "f1_robust_vs_eps_standard_worst-case_linf",
         "train_train_loss",
         "train_test_acc",
+        "norms_deepfool_reference_l2",
     ] {
         let svg = std::fs::read_to_string(figs.join(format!("{f}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("gfa λ=0.1"), "{f}");
         let png = std::fs::read(figs.join(format!("{f}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{f}");
     }
+    // The norm distribution marks standard training's median (0.1 × the middle norm 1.0).
+    let svg = std::fs::read_to_string(figs.join("norms_deepfool_reference_l2.svg")).unwrap();
+    assert!(svg.contains("standard median 0.100"), "{svg}");
     // A results folder without CSVs is a clear error.
     let empty = tempfile::tempdir().unwrap();
     let o = Command::new(gfa).arg("report").arg(empty.path()).output().unwrap();
