@@ -252,7 +252,8 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
     let mut by: BTreeMap<RatioKey, (Vec<f64>, Vec<Acc>, bool)> = BTreeMap::new();
     let rows = res.eval.iter().filter(|r| protocol(&r.preset, &r.subset) == p);
     for r in rows.filter(|r| facts(r).is_some_and(|f| f.minimum_norm())) {
-        let Some(v) = median(r) else { continue };
+        // A run whose attack fooled no point has no median; its row says so.
+        let v = median(r);
         if !seen.insert((r.run_id.clone(), r.attack.clone(), r.preset.clone())) {
             continue;
         }
@@ -263,7 +264,7 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
             norm: r.norm.clone(),
         };
         let e = by.entry(key).or_default();
-        e.0.push(v);
+        e.0.extend(v);
         e.1.push((r.clean_acc, r.n));
         e.2 |= r.method == STANDARD;
     }
@@ -287,10 +288,10 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
     let rows: Vec<Vec<String>> = by
         .iter()
         .map(|(k, (norms, clean, _))| {
-            let st = Stat::of(norms).expect("one value per entry");
+            let st = Stat::of(norms);
             let base = standard.get(&(k.model.clone(), k.attack.clone(), k.norm.clone()));
-            let ratio = match base {
-                Some(&b) if b > 0.0 => format!("{:.1}×", st.mean / b),
+            let ratio = match (st, base) {
+                (Some(st), Some(&b)) if b > 0.0 => format!("{:.1}×", st.mean / b),
                 _ => "—".into(),
             };
             let ns: BTreeSet<usize> = clean.iter().map(|a| a.1).collect();
@@ -300,7 +301,7 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
                 ns.iter().map(usize::to_string).collect::<Vec<_>>().join("/"),
                 acc_cell(clean),
                 format!("{} ({})", k.attack, k.norm),
-                st.fmt(1.0, 4),
+                st.map_or("— (fooled no point)".into(), |st| st.fmt(1.0, 4)),
                 ratio,
                 super::PAPER_RATIO.into(),
             ]

@@ -349,3 +349,20 @@ fn missing_claims_are_named_with_their_reason() {
     assert!(md.contains("- GFA − ADV under FGSM cannot be computed: no run trains with `pgd_at`"));
     assert!(md.contains("T3 cannot be computed: the suite has no minimum-norm attack (deepfool"));
 }
+
+/// A model the minimum-norm attack fooled nowhere keeps its T3 row, saying so.
+#[test]
+fn a_model_fooled_nowhere_keeps_its_t3_row() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made(dir.path());
+    let p = dir.path().join("eval.csv");
+    let mut rows: Vec<EvalRow> = gfa_exp::records::read_rows(&p).unwrap();
+    for r in rows.iter_mut().filter(|r| r.method == "pgd_at" && r.kind == "deepfool") {
+        r.median_l2 = None;
+    }
+    write_rows(&p, &rows).unwrap();
+    let md = report(dir.path()).unwrap().markdown;
+    let row =
+        "| cnn | pgd_at | 100 | 80.0 ± 0.0 | deepfool (l2) | — (fooled no point) | — | 20–30× |";
+    assert!(md.contains(row), "{row}\n{md}");
+}
