@@ -346,6 +346,24 @@ impl Subset {
     }
 }
 
+/// `checkpoint` of `[eval]`: which weights of a trained run are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointChoice {
+    /// The weights after the last epoch.
+    #[default]
+    Final,
+    /// The robust checkpoint: the epoch with the best robust accuracy on the held-out training
+    /// images (`[train] validation`); never chosen on test-set numbers.
+    Best,
+}
+
+impl CheckpointChoice {
+    fn is_final(&self) -> bool {
+        *self == CheckpointChoice::Final
+    }
+}
+
 /// The `[eval]` section: which points the attack suite runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -356,12 +374,21 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Also run each attack on its own (`individual` rows), not only cumulatively.
     pub individual: bool,
+    /// The weights evaluated (`final` when absent, which keeps the run ids of files without it).
+    #[serde(skip_serializing_if = "CheckpointChoice::is_final")]
+    pub checkpoint: CheckpointChoice,
 }
 
 impl Default for EvalConfig {
-    /// 1000 points as in RobustBench's quick evaluations; both modes.
+    /// 1000 points as in RobustBench's quick evaluations; both modes; the final weights.
     fn default() -> Self {
-        Self { n: 1000, subset: Subset::All, batch_size: 250, individual: true }
+        Self {
+            n: 1000,
+            subset: Subset::All,
+            batch_size: 250,
+            individual: true,
+            checkpoint: CheckpointChoice::Final,
+        }
     }
 }
 
@@ -446,6 +473,16 @@ impl RunConfig {
         };
         cfg.model.validate().map_err(|e| at("model", e))?;
         cfg.train.validate().map_err(|e| at("train", e))?;
+        if cfg.eval.checkpoint == CheckpointChoice::Best && cfg.train.validation.is_none() {
+            return Err(FieldError {
+                path: vec!["eval".into(), "checkpoint".into()],
+                message: "\"best\" is the epoch with the best robust accuracy on held-out \
+                          training images, and this run holds none out: add [train] validation \
+                          = { n = 1000 } or evaluate checkpoint = \"final\""
+                    .into(),
+                suggestion: None,
+            });
+        }
         gfa_core::train::check_method(&cfg.method).map_err(|e| at("method", e))?;
         Ok(cfg)
     }
@@ -649,6 +686,27 @@ mod tests {
         let mut sections: Vec<&str> = RUN_SECTIONS.to_vec();
         sections.sort();
         assert_eq!(keys, sections);
+    }
+
+    #[test]
+    fn best_checkpoint_needs_validation() {
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"best\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        assert!(e.message.contains("[train] validation"), "{}", e.message);
+        let t: Table = toml::from_str(
+            "[train]\nvalidation = { n = 100, steps = 5 }\n[eval]\ncheckpoint = \"best\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::from_table(&t).unwrap();
+        assert_eq!(cfg.eval.checkpoint, CheckpointChoice::Best);
+        assert_eq!(cfg.train.validation.map(|v| (v.n, v.steps, v.every)), Some((100, 5, 1)));
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"bset\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        let t: Table = toml::from_str("[train.validation]\nn = 0\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert!(e.message.contains("train.validation"), "{e:?}");
     }
 
     #[test]

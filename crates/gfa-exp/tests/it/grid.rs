@@ -222,3 +222,48 @@ fn override_errors_name_the_override() {
     let e = err(SMALL, &["modle.width=1"]);
     assert!(e.contains("did you mean `model`?"), "{e}");
 }
+
+/// `[[grid]]` blocks: a union of products, each with its own seeds; pins reach every block.
+#[test]
+fn grid_blocks_are_a_union_of_products() {
+    let text = r#"
+seeds = [0]
+[base.method]
+kind = "gfa"
+lambda = 0.1
+[[grid]]
+"method.lambda" = [0.1, 0.2]
+"method.layers" = ["first", "deep"]
+[[grid]]
+method = [{ kind = "standard" }]
+[[grid]]
+seeds = [1, 2]
+"train.task_loss" = ["mse_softmax"]
+"#;
+    let spec = parse(text, &[]).unwrap();
+    assert_eq!(spec.len(), 4 + 1 + 2);
+    let runs = spec.expand().unwrap();
+    assert_eq!(runs.len(), 7);
+    let got: Vec<(usize, u64, String)> =
+        runs.iter().map(|r| (r.index, r.seed, r.axes_text())).collect();
+    assert_eq!(got[0], (1, 0, "method.lambda=0.1; method.layers=first".into()));
+    assert_eq!(got[4].1, 0);
+    assert_eq!(runs[4].config.method(), "standard");
+    assert_eq!((got[5].1, got[6].1), (1, 2), "the block's own seeds");
+    assert_eq!(runs[6].config.train.task_loss, gfa_core::TaskLoss::MseSoftmax);
+    assert_eq!(runs[6].config.lambda(), Some(0.1), "[base] under the block's axes");
+    // A pin drops the axis in every block.
+    let no_standard = text.replace("[[grid]]\nmethod = [{ kind = \"standard\" }]\n", "");
+    let pinned = parse(&no_standard, &["method.lambda=0.3"]).unwrap().expand().unwrap();
+    assert_eq!(pinned.len(), 2 + 2);
+    assert!(pinned.iter().all(|r| r.config.lambda() == Some(0.3)));
+    // A run in two blocks is an error saying so; a bad block seed list names its place.
+    let twice = "[base.method]\nkind = \"standard\"\n[[grid]]\n\"train.epochs\" = [1]\n[[grid]]\n\"train.epochs\" = [1, 2]\n";
+    assert!(err(twice, &[]).contains("two [[grid]] blocks share a run"), "{}", err(twice, &[]));
+    let e = err("[[grid]]\nseeds = [\"a\"]\n", &[]);
+    assert!(e.contains("grid.0.seeds"), "{e}");
+    let e = err("[[grid]]\nseeds = [1, 1]\n", &[]);
+    assert!(e.contains("a seed appears twice"), "{e}");
+    let e = err("[[grid]]\n\"modle.arch\" = [\"cnn\"]\n", &[]);
+    assert!(e.contains("grid.0") && e.contains("model"), "{e}");
+}
