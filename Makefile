@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods knife-edge reproduce bench gpu-check fixtures lint clean
+.PHONY: setup build test test-float quick methods reproduce bench gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -43,18 +43,6 @@ methods: build
 	$(GFA) run experiments/methods.toml --results results
 	$(GFA) report results/methods
 	$(GFA) plot results/methods
-
-# GFA's knife edge, about 4 h on 2 cores: experiments/knife_edge.toml -> results/knife_edge/
-# (the grid, then AutoAttack for the runs that beat standard training, tables, figures).
-# A reduced rehearsal: make knife-edge KNIFE_RESULTS=/tmp/ke KNIFE_SET='--set data.n_train=1000 …'
-# A failed run does not stop the later steps (gfa run names it; rerunning resumes).
-KNIFE_RESULTS ?= results
-KNIFE_SET ?=
-knife-edge: build
-	-$(GFA) run experiments/knife_edge.toml --results $(KNIFE_RESULTS) $(KNIFE_SET)
-	$(GFA) escalate experiments/knife_edge.toml --results $(KNIFE_RESULTS) $(KNIFE_SET)
-	$(GFA) report $(KNIFE_RESULTS)/knife_edge
-	$(GFA) plot $(KNIFE_RESULTS)/knife_edge
 
 # GPU-scale study of the paper: experiments/paper.toml -> results/paper/. `gfa plan` first
 # prints the grid's estimated hours on the device it would use, and refuses a CPU (weeks of

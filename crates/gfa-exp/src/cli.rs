@@ -38,9 +38,6 @@ pub enum Command {
     Plan(PlanArgs),
     /// Train, evaluate and check every pending run of an experiment (resumable).
     Run(RunArgs),
-    /// After `gfa run`: evaluate the runs that beat the reference (the file's [escalate]
-    /// table) with the added attacks, and check them again.
-    Escalate(RunArgs),
     /// Aggregate a results folder over seeds into summary.csv and Markdown tables.
     Report(ReportArgs),
     /// Draw the figures of a results folder (SVG and PNG).

@@ -21,14 +21,12 @@ pub mod cli;
 pub mod commands;
 pub mod cuda_check;
 pub mod doctor;
-pub mod escalate;
 pub mod export;
 pub mod grid;
 pub mod import;
 pub mod legacy;
 pub mod masking;
 pub mod overrides;
-pub mod phase;
 pub mod plot;
 pub mod records;
 pub mod report;
@@ -75,26 +73,6 @@ pub fn run(cli: Cli) -> Result<i32> {
                 println!("failed {id}: {e}");
             }
             Ok(if summary.failed.is_empty() { 0 } else { 1 })
-        }
-        Command::Escalate(args) => {
-            let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-            let Some(esc) = &spec.escalate else {
-                bail!(
-                    "{} has no [escalate] table: say which runs get which added attacks there \
-                     (GUIDE.md, \"Escalation\")",
-                    args.grid.file.display()
-                );
-            };
-            let exp = ExperimentDir::new(&args.grid.results, &spec.name);
-            let mut stages = stages::TorchStages { device: cli.device.resolve()? };
-            let opts = runner::RunOptions {
-                only: args.only.clone(),
-                shard: args.shard,
-                progress: !args.quiet,
-            };
-            let done = escalate::escalate(&exp, &runs, esc, &mut stages, &opts)?;
-            println!("{} runs escalated", done.len());
-            Ok(0)
         }
         Command::Report(args) => {
             let out = report::report(&args.dir)?;

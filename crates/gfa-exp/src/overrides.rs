@@ -16,7 +16,7 @@ use crate::spec::{RUN_SECTIONS, closest, split_dotted};
 
 /// Top-level keys of an experiment file.
 pub const TOP_KEYS: &[&str] =
-    &["experiment", "description", "seeds", "base", "grid", "zip", "attacks", "escalate"];
+    &["experiment", "description", "seeds", "base", "grid", "zip", "attacks"];
 
 /// One parsed `--set`.
 #[derive(Debug, Clone, PartialEq)]

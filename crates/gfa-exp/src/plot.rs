@@ -8,9 +8,7 @@
 //! - [`tradeoff`]: clean and worst-case robust accuracy over λ, per (model, method, eps);
 //! - [`training_curves`]: training loss and test accuracy per epoch;
 //! - [`norm_distributions`]: histograms of the per-sample perturbation norms of minimum-norm
-//!   attacks, from `norms.csv`;
-//! - the phase diagram over λ and the clean-vs-robust trade-off of the penalty methods
-//!   ([`crate::phase`]).
+//!   attacks, from `norms.csv`.
 //!
 //! PNG text is drawn with the bundled DejaVu Sans (assets/, Bitstream Vera license) through
 //! plotters' `ab_glyph` backend, so no system font or fontconfig is needed.
@@ -30,11 +28,11 @@ use crate::report::{Results, Stat, labels, protocol};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
-pub(crate) const FONT_NAME: &str = "sans-serif";
+const FONT_NAME: &str = "sans-serif";
 const W: u32 = 800;
 const H: u32 = 560;
 
-pub(crate) fn register_font() {
+fn register_font() {
     REGISTER.call_once(|| {
         plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("the bundled DejaVu Sans font is valid"));
@@ -53,12 +51,12 @@ pub fn slug(s: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
-pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e}")
 }
 
 /// Series colors (Okabe–Ito, distinguishable with color-vision deficiencies).
-pub(crate) fn color(i: usize) -> RGBColor {
+fn color(i: usize) -> RGBColor {
     const C: [(u8, u8, u8); 8] = [
         (0, 114, 178),
         (213, 94, 0),
@@ -204,7 +202,7 @@ pub fn save_lines(stem: &Path, format: PlotFormat, c: &LineChart) -> Result<Vec<
 }
 
 /// Draw a figure to `path` through `gfa_data::atomic` (the backend writes the temporary file).
-pub(crate) fn atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+fn atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     gfa_data::atomic::write_atomic_with(path, |tmp| draw(tmp).map_err(std::io::Error::other))?;
     Ok(())
 }
@@ -457,17 +455,10 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Resu
     Ok(files)
 }
 
-/// Clean and worst-case robust accuracy over λ, per (model, variant, protocol, norm, eps); a
-/// variant is the method with its options other than λ and the grid's other varied keys
-/// (`axes`: run id → `manifest.csv` axes; see [`crate::phase::variant`]).
+/// Clean and worst-case robust accuracy over λ, per (model, method, protocol, norm, eps).
 // The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
 #[allow(clippy::type_complexity)]
-pub fn tradeoff(
-    eval: &[EvalRow],
-    axes: &BTreeMap<String, String>,
-    out: &Path,
-    format: PlotFormat,
-) -> Result<Vec<PathBuf>> {
+pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     // Per run: worst case over the suite at each eps (min over all rows: cumulative <= individual).
     let mut worst: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
     for r in eval {
@@ -483,10 +474,8 @@ pub fn tradeoff(
     for ((run, p, norm, eps), (c, w)) in worst {
         let r = info[run.as_str()];
         let Some(l) = r.lambda else { continue };
-        let run_axes = axes.get(&r.run_id).map_or("", String::as_str);
-        let variant = crate::phase::variant(&r.method, &r.method_params, run_axes);
         let e = figs
-            .entry((r.model.clone(), variant, p, norm, eps))
+            .entry((r.model.clone(), r.method.clone(), p, norm, eps))
             .or_default()
             .entry((l * 1e9).round() as i64)
             .or_insert((l, vec![], vec![]));
@@ -638,9 +627,8 @@ pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     let res = Results::load(dir)?;
     let out = dir.join("figures");
     std::fs::create_dir_all(&out)?;
-    let axes = crate::phase::manifest_axes(dir)?;
     let mut files = robust_vs_eps(&res.eval, &out, format)?;
-    files.extend(tradeoff(&res.eval, &axes, &out, format)?);
+    files.extend(tradeoff(&res.eval, &out, format)?);
     files.extend(training_curves(&res.train, &out, format)?);
     let land = dir.join("landscape.csv");
     if land.is_file() {
@@ -650,7 +638,6 @@ pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     if norms.is_file() {
         files.extend(norm_distributions(&read_rows(&norms)?, &out, format)?);
     }
-    files.extend(crate::phase::figures(&res, &axes, &out, format)?);
     Ok(files)
 }
 

@@ -626,6 +626,58 @@ mod tests {
         assert_eq!((r.lambda, r.train_loss, r.tap_cos.as_str()), (Some(0.3), 2.3, "input=0.6"));
     }
 
+    /// A train.csv of schema 3 (no diagnostics or validation columns) reads as version 4 with
+    /// those columns empty and every other value unchanged.
+    #[test]
+    fn schema_3_rows_are_upgraded_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let row = TrainRow {
+            epoch: 2,
+            train_loss: 0.09049479166666667,
+            test_acc: Some(0.5),
+            tap_cos: "input=0.1".into(),
+            seconds: 3.5,
+            device: "cpu".into(),
+            steps: Some(40),
+            grad_norm: Some(1.5),
+            dead_frac: "conv1=0.25".into(),
+            val_robust_acc: Some(0.25),
+            best_epoch: Some(1),
+            ..TrainRow::keyed(&RunKey { run_id: "abc".into(), ..RunKey::default() })
+        };
+        write_rows(&p, std::slice::from_ref(&row)).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        let new = ["steps", "grad_norm", "dead_frac", "pred_entropy", "collapse_step"];
+        let new = [&new[..], &["val_clean_acc", "val_robust_acc", "best_epoch"]].concat();
+        let table: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        let keep: Vec<usize> =
+            (0..table[0].len()).filter(|&i| !new.contains(&table[0][i])).collect();
+        assert_eq!(keep.len() + new.len(), table[0].len(), "every new column is in the file");
+        let v3: String = table
+            .iter()
+            .enumerate()
+            .map(|(k, cells)| {
+                let mut c: Vec<&str> = keep.iter().map(|&i| cells[i]).collect();
+                if k > 0 {
+                    c[0] = "3";
+                }
+                c.join(",") + "\n"
+            })
+            .collect();
+        fs::write(&p, v3).unwrap();
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        let want = TrainRow {
+            steps: None,
+            grad_norm: None,
+            dead_frac: String::new(),
+            val_robust_acc: None,
+            best_epoch: None,
+            ..row
+        };
+        assert_eq!(back, vec![want]);
+    }
+
     #[test]
     fn concat_keeps_one_header_and_all_rows() {
         let dir = tempfile::tempdir().unwrap();

@@ -252,7 +252,7 @@ impl Results {
 
 /// Per-run worst case over the suite at each (protocol, norm, eps): the lowest cumulative
 /// robust accuracy (the per-sample worst case, never an average of attacks).
-pub(crate) fn worst_cases(eval: &[EvalRow]) -> BTreeMap<(String, String, String, String), f64> {
+fn worst_cases(eval: &[EvalRow]) -> BTreeMap<(String, String, String, String), f64> {
     let mut out: BTreeMap<(String, String, String, String), f64> = BTreeMap::new();
     for r in eval.iter().filter(|r| r.mode == "cumulative") {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };

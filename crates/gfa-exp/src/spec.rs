@@ -416,6 +416,15 @@ impl DataSource {
             DataSource::FashionMnist => "fashion_mnist",
         }
     }
+
+    /// Images in the full training split.
+    pub fn train_len(self) -> usize {
+        match self {
+            DataSource::Cifar10 => 50_000,
+            DataSource::Synthetic => crate::stages::SYNTHETIC_TRAIN,
+            DataSource::FashionMnist => 60_000,
+        }
+    }
 }
 
 /// The `[data]` section.
@@ -472,6 +481,33 @@ impl RunConfig {
             suggestion: None,
         };
         cfg.model.validate().map_err(|e| at("model", e))?;
+        if let Some(v) = &cfg.train.validation {
+            let at_key = |key: &str, message: String| FieldError {
+                path: vec!["train".into(), "validation".into(), key.into()],
+                message,
+                suggestion: None,
+            };
+            v.validate().map_err(|e| {
+                let key = ["n", "every", "steps", "eps"]
+                    .into_iter()
+                    .find(|k| e.to_string().contains(&format!("train.validation.{k}")))
+                    .unwrap_or("n");
+                at_key(key, e.to_string())
+            })?;
+            let full = cfg.data.source.train_len();
+            let len = cfg.data.n_train.map_or(full, |n| n.min(full));
+            if v.n >= len {
+                return Err(at_key(
+                    "n",
+                    format!(
+                        "train.validation.n = {} holds out every training image (the training \
+                         split has {len}): lower train.validation.n or train on more images \
+                         (data.n_train)",
+                        v.n
+                    ),
+                ));
+            }
+        }
         cfg.train.validate().map_err(|e| at("train", e))?;
         if cfg.eval.checkpoint == CheckpointChoice::Best && cfg.train.validation.is_none() {
             return Err(FieldError {
@@ -704,9 +740,27 @@ mod tests {
         let t: Table = toml::from_str("[eval]\ncheckpoint = \"bset\"\n").unwrap();
         let e = RunConfig::from_table(&t).unwrap_err();
         assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
-        let t: Table = toml::from_str("[train.validation]\nn = 0\n").unwrap();
+        // Bad values name their key.
+        for (text, key) in [
+            ("[train.validation]\nn = 0\n", "n"),
+            ("[train.validation]\nevery = 0\n", "every"),
+            ("[train.validation]\nsteps = 0\n", "steps"),
+            ("[data]\nn_train = 500\n[train.validation]\nn = 500\n", "n"),
+            ("[data]\nsource = \"synthetic\"\n[train.validation]\nn = 1000\n", "n"),
+        ] {
+            let t: Table = toml::from_str(text).unwrap();
+            let e = RunConfig::from_table(&t).unwrap_err();
+            assert_eq!(e.path, vec!["train", "validation", key], "{text}: {e:?}");
+            assert!(e.message.contains(key), "{text}: {}", e.message);
+        }
+        // An attack gfa does not validate with: the error lists the ones it does.
+        let t: Table = toml::from_str("[train.validation]\nattack = \"fgsm\"\n").unwrap();
         let e = RunConfig::from_table(&t).unwrap_err();
-        assert!(e.message.contains("train.validation"), "{e:?}");
+        assert_eq!(e.path, vec!["train", "validation", "attack"], "{e:?}");
+        assert!(e.message.contains("`pgd`"), "{}", e.message);
+        let t: Table =
+            toml::from_str("[data]\nn_train = 500\n[train.validation]\nn = 499\n").unwrap();
+        assert!(RunConfig::from_table(&t).is_ok(), "one training image left is enough");
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Default for DiagnosticsConfig {
 }
 
 impl DiagnosticsConfig {
+    /// Whether this is [`DiagnosticsConfig::default`].
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     pub fn enabled(&self) -> bool {
         self.batch > 0
     }
@@ -61,7 +66,7 @@ impl DiagnosticsConfig {
         self.enabled()
             && self.every > 0
             && epoch < self.epochs
-            && done % self.every == 0
+            && done.is_multiple_of(self.every)
             && (in_epoch > 0 || epoch == 0)
     }
 }
@@ -158,7 +163,8 @@ pub fn prediction_entropy(pred: &Tensor, classes: i64) -> f64 {
     }
     let p = pred.bincount::<Tensor>(None, classes).to_kind(Kind::Double) / n as f64;
     let h = -(&p * p.clamp_min(1e-300).log()).sum(Kind::Double).double_value(&[]);
-    h / (classes as f64).ln()
+    // One class only: the sum is −0; written as 0.
+    if h > 0.0 { h / (classes as f64).ln() } else { 0.0 }
 }
 
 /// Take one probe of `model` on `batches`.

@@ -66,7 +66,10 @@ pub struct TrainConfig {
     /// ([`validation`]); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationConfig>,
-    /// Collapse diagnostics on a fixed batch ([`diagnostics`]).
+    /// Collapse diagnostics on a fixed batch ([`diagnostics`]); left out of the canonical spec
+    /// when it is the default, so run ids of files without it stay what they were (probes do
+    /// not change the trained weights).
+    #[serde(skip_serializing_if = "DiagnosticsConfig::is_default")]
     pub diagnostics: DiagnosticsConfig,
 }
 
@@ -130,7 +133,7 @@ pub struct TapRecord {
 }
 
 /// What one epoch did; one row of `train.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
@@ -475,18 +478,6 @@ impl<'a> Trainer<'a> {
         diagnostics::probe(self.model, fixed, ctx).map(Some)
     }
 
-    /// The epoch whose weights are the robust checkpoint after an epoch measured `v` (or not):
-    /// the highest robust validation accuracy so far, the earliest epoch on a tie.
-    fn best_epoch(&self, epoch: usize, v: Option<&ValidationRecord>) -> Option<usize> {
-        let before = self.records.iter().rev().find_map(|r| r.best_epoch);
-        let best = before.and_then(|e| self.records.get(e - 1)?.validation);
-        match (v, best) {
-            (Some(v), Some(b)) if v.robust_acc > b.robust_acc => Some(epoch + 1),
-            (Some(_), None) => Some(epoch + 1),
-            _ => before,
-        }
-    }
-
     /// The record of epoch `epoch` from its running sums and what was measured after it.
     fn record(&self, epoch: usize, sums: &Sums, m: Measured, t0: Instant) -> Result<EpochRecord> {
         let Measured { test_acc, lr, lambda, probes, validation } = m;
@@ -514,7 +505,7 @@ impl<'a> Trainer<'a> {
             steps: self.steps_done,
             probes,
             collapse_step,
-            best_epoch: self.best_epoch(epoch, validation.as_ref()),
+            best_epoch: validation::best_epoch(&self.records, epoch + 1, validation.as_ref()),
             validation,
         })
     }

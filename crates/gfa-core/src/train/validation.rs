@@ -75,16 +75,21 @@ impl ValidationConfig {
     /// Checks of the values that do not depend on the data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CoreError::Config(m));
-        if self.n == 0 || self.steps == 0 || self.every == 0 {
-            return bad(format!(
-                "train.validation: n, steps and every must be at least 1, got n = {}, steps = {}, \
-                 every = {}",
-                self.n, self.steps, self.every
-            ));
+        if self.n == 0 {
+            return bad("train.validation.n = 0 holds out no image: give the number of training                         images to hold out (1000 is usual), or remove train.validation"
+                .into());
+        }
+        if self.every == 0 {
+            return bad("train.validation.every = 0: measure every k >= 1 epochs (1: after                         every epoch)"
+                .into());
+        }
+        if self.steps == 0 {
+            return bad("train.validation.steps = 0: the PGD attack needs at least 1 step                         (10 is usual)"
+                .into());
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
             return bad(format!(
-                "train.validation.eps must be a positive number, got {}",
+                "train.validation.eps must be a positive number (\"8/255\"), got {}",
                 self.eps
             ));
         }
@@ -93,7 +98,7 @@ impl ValidationConfig {
 
     /// Whether the 0-based `epoch` of `epochs` is measured.
     pub fn due(&self, epoch: usize, epochs: usize) -> bool {
-        (epoch + 1) % self.every.max(1) == 0 || epoch + 1 == epochs
+        (epoch + 1).is_multiple_of(self.every.max(1)) || epoch + 1 == epochs
     }
 
     /// Step size of the PGD iterations: eps/4, the `pgd` attack's reference preset.
@@ -123,6 +128,23 @@ pub fn holdout(len: usize, n: usize, seed: u64) -> Result<(Vec<i64>, Vec<i64>)> 
 pub struct ValidationRecord {
     pub clean_acc: f64,
     pub robust_acc: f64,
+}
+
+/// The epoch whose weights are the robust checkpoint after the 1-based `epoch`, which measured
+/// `v` (or nothing), given the records of the epochs before it: the highest robust validation
+/// accuracy so far, the earliest epoch on a tie. Only validation numbers are compared.
+pub fn best_epoch(
+    before: &[super::EpochRecord],
+    epoch: usize,
+    v: Option<&ValidationRecord>,
+) -> Option<usize> {
+    let previous = before.iter().rev().find_map(|r| r.best_epoch);
+    let best = previous.and_then(|e| before.get(e - 1)?.validation);
+    match (v, best) {
+        (Some(v), Some(b)) if v.robust_acc > b.robust_acc => Some(epoch),
+        (Some(_), None) => Some(epoch),
+        _ => previous,
+    }
 }
 
 /// The validation attack, implemented outside gfa-core (`gfa_attacks::ValidationPgd`).
@@ -196,7 +218,16 @@ mod tests {
         assert!(e.to_string().contains("atack"), "{e}");
         let e = toml::from_str::<Doc>("validation = { attack = \"fgsm\" }").err().unwrap();
         assert!(e.to_string().contains("pgd"), "{e}");
-        assert!(ValidationConfig { every: 0, ..Default::default() }.validate().is_err());
+        for (bad, key) in [
+            (ValidationConfig { n: 0, ..Default::default() }, "train.validation.n"),
+            (ValidationConfig { every: 0, ..Default::default() }, "train.validation.every"),
+            (ValidationConfig { steps: 0, ..Default::default() }, "train.validation.steps"),
+            (ValidationConfig { eps: -0.1, ..Default::default() }, "train.validation.eps"),
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        assert!(ValidationConfig::default().validate().is_ok());
     }
 
     #[test]
@@ -210,6 +241,28 @@ mod tests {
         assert_ne!(holdout(50, 10, 8).unwrap().0, a, "another seed, other images");
         let e = holdout(10, 10, 0).unwrap_err().to_string();
         assert!(e.contains("train.validation.n") && e.contains("10"), "{e}");
+    }
+
+    /// The highest robust validation accuracy so far wins, the earliest epoch on a tie; epochs
+    /// without a measurement keep the choice; clean accuracy does not enter it.
+    #[test]
+    fn best_epoch_follows_robust_validation_accuracy() {
+        let measured =
+            [None, Some((0.9, 0.5)), None, Some((0.95, 0.3)), Some((0.2, 0.5)), Some((0.1, 0.7))];
+        let mut records: Vec<super::super::EpochRecord> = Vec::new();
+        let mut chosen = Vec::new();
+        for (i, m) in measured.iter().enumerate() {
+            let v = m.map(|(clean_acc, robust_acc)| ValidationRecord { clean_acc, robust_acc });
+            let best = best_epoch(&records, i + 1, v.as_ref());
+            chosen.push(best);
+            records.push(super::super::EpochRecord {
+                epoch: i + 1,
+                validation: v,
+                best_epoch: best,
+                ..Default::default()
+            });
+        }
+        assert_eq!(chosen, vec![None, Some(2), Some(2), Some(2), Some(2), Some(6)]);
     }
 
     #[test]

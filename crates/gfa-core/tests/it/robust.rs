@@ -174,3 +174,50 @@ fn validation_needs_an_attack_and_images_to_spare() {
     let e = train(&mut model, &data, &all, &Method::default(), &opts, &mut |_| Ok(())).unwrap_err();
     assert!(matches!(e, CoreError::Config(_)) && e.to_string().contains("data.n_train"), "{e}");
 }
+
+/// Interrupted after epoch 2 and resumed in a fresh process: the same validation
+/// measurements, the same choice and the same `best.safetensors` as the uninterrupted run.
+#[test]
+fn robust_checkpoint_survives_resume() {
+    let cfg = validated(4, 1);
+    let data = gfa_data::Splits { train: synthetic(40, 1), test: synthetic(16, 2) };
+    let opts = |dir: &std::path::Path, resume| TrainOptions {
+        seed: 9,
+        run_id: "r".into(),
+        validation: Some(&Corner),
+        checkpoint_dir: Some(dir.to_path_buf()),
+        resume,
+        ..Default::default()
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let method = Method::default();
+    let mut full = tiny_cnn(2);
+    let a = train(&mut full, &data, &cfg, &method, &opts(dir_a.path(), false), &mut |_| Ok(()))
+        .unwrap();
+    let mut part = tiny_cnn(2);
+    let stop = train(&mut part, &data, &cfg, &method, &opts(dir_b.path(), true), &mut |r| {
+        if r.epoch == 2 { Err(CoreError::Config("interrupted".into())) } else { Ok(()) }
+    });
+    assert!(stop.is_err());
+    let mut resumed = tiny_cnn(77);
+    let b = train(&mut resumed, &data, &cfg, &method, &opts(dir_b.path(), true), &mut |_| Ok(()))
+        .unwrap();
+    assert_eq!(b.resumed_epochs, 2);
+    let choice = |r: &[EpochRecord]| -> Vec<_> {
+        r.iter().map(|r| (r.epoch, r.steps, r.validation, r.best_epoch)).collect()
+    };
+    assert_eq!(choice(&b.records), choice(&a.records));
+    assert!(a.records.iter().all(|r| r.validation.is_some() && r.best_epoch.is_some()));
+    let best = |d: &std::path::Path| checkpoint::load(d, checkpoint::BEST, Device::Cpu).unwrap();
+    let (best_a, best_b) = (best(dir_a.path()), best(dir_b.path()));
+    for ((n, x), (_, y)) in named_weights(&best_a).iter().zip(&named_weights(&best_b)) {
+        assert!(x.equal(y), "{n}: best.safetensors differs after the resume");
+    }
+    // Without validation no best.safetensors is written.
+    let dir_c = tempfile::tempdir().unwrap();
+    let mut plain = tiny_cnn(2);
+    train(&mut plain, &data, &quick(1), &method, &opts(dir_c.path(), false), &mut |_| Ok(()))
+        .unwrap();
+    assert!(!dir_c.path().join(checkpoint::BEST).exists());
+    assert!(dir_c.path().join(checkpoint::LAST).exists());
+}

@@ -1,6 +1,6 @@
 mod cli;
-mod export;
 mod cuda;
+mod export;
 mod grid;
 mod report;
 mod run;
