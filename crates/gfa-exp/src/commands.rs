@@ -184,8 +184,7 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     let rows = stages::write_train_csvs(&a.out, &key_for(&cfg, &a.out, seed), &records, &dev)?;
     println!("epoch  lr        train_loss  train_acc  test_acc  terms");
     for (r, rec) in rows.iter().zip(&records) {
-        let mut terms: Vec<String> =
-            rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        let mut terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         if let Some(v) = rec.validation {
             terms.push(format!("val_clean={:.4} val_robust={:.4}", v.clean_acc, v.robust_acc));
         }

@@ -406,7 +406,7 @@ pub fn weights_file(choice: CheckpointChoice) -> &'static str {
 
 impl TorchStages {
     /// The run's trained model (the weights `[eval] checkpoint` names) and its data.
-    pub fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
+    fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
         let ckpt = checkpoint_dir(dir);
         let file = weights_file(run.config.eval.checkpoint);
         let model = checkpoint::load(&ckpt, file, self.device).with_context(|| {

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gfa_exp::records::{EvalRow, GfaValueRow, TrainRow, read_rows};
+use gfa_exp::records::{EvalRow, GfaValueRow, StepRow, TrainRow, read_rows};
 
 fn gfa(dir: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
@@ -232,11 +232,22 @@ fn validation_keeps_the_best_checkpoint_and_eval_picks_it() {
             }
             assert_eq!(r.best_epoch, Some(best + 1), "epoch {}: {robust:?}", r.epoch);
         }
+        // The collapse diagnostics (on by default): train_steps.csv holds every probe, and the
+        // one taken at the end of each epoch fills that epoch's train.csv columns.
+        let probes: Vec<StepRow> =
+            read_rows(&exp.join(&run.run_id).join("train_steps.csv")).unwrap();
+        assert_eq!(probes[0].step, 0, "the initial weights are probed");
+        for r in &rows {
+            let end = probes.iter().find(|p| Some(p.step) == r.steps).unwrap();
+            assert_eq!((end.epoch, Some(end.grad_norm)), (r.epoch, r.grad_norm));
+            assert_eq!((Some(end.pred_entropy), &end.dead_frac), (r.pred_entropy, &r.dead_frac));
+            assert_eq!(r.collapse_step.is_some(), end.collapse, "epoch {}", r.epoch);
+        }
         let ckpt = exp.join(&run.run_id).join("checkpoints");
-        let file = match run.config.eval.checkpoint {
-            CheckpointChoice::Final => gfa_core::checkpoint::FINAL,
-            CheckpointChoice::Best => gfa_core::checkpoint::BEST,
-        };
+        let file = gfa_exp::stages::weights_file(run.config.eval.checkpoint);
+        let want =
+            if run.config.eval.checkpoint == CheckpointChoice::Best { "best" } else { "final" };
+        assert_eq!(file, format!("{want}.safetensors"));
         let model = gfa_core::checkpoint::load(&ckpt, file, tch::Device::Cpu).unwrap();
         let acc = gfa_core::metrics::accuracy(&model, &data.test.head(48), 48).unwrap();
         let clean: Vec<f64> =
