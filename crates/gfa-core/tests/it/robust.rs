@@ -176,7 +176,8 @@ fn validation_needs_an_attack_and_images_to_spare() {
 }
 
 /// Interrupted after epoch 2 and resumed in a fresh process: the same validation
-/// measurements, the same choice and the same `best.safetensors` as the uninterrupted run.
+/// measurements, the same choice and the same `best.safetensors` as the uninterrupted run (and
+/// the same diagnostics probes).
 #[test]
 fn robust_checkpoint_survives_resume() {
     let cfg = validated(4, 1);
@@ -204,7 +205,11 @@ fn robust_checkpoint_survives_resume() {
         .unwrap();
     assert_eq!(b.resumed_epochs, 2);
     let choice = |r: &[EpochRecord]| -> Vec<_> {
-        r.iter().map(|r| (r.epoch, r.steps, r.validation, r.best_epoch)).collect()
+        r.iter()
+            .map(|r| {
+                (r.epoch, r.steps, r.validation, r.best_epoch, r.probes.clone(), r.collapse_step)
+            })
+            .collect()
     };
     assert_eq!(choice(&b.records), choice(&a.records));
     assert!(a.records.iter().all(|r| r.validation.is_some() && r.best_epoch.is_some()));
