@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods reproduce bench gpu-check fixtures lint clean
+.PHONY: setup build test test-float quick methods reproduce bench fd-vs-exact gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -21,11 +21,11 @@ test: setup
 
 # The tests that compare floats (golden fixtures, bit-for-bit training, resume), to run again
 # under another of libtorch's CPU code paths: ATEN_CPU_CAPABILITY=default make test-float.
+# One workspace command (the build `make test` made serves it; `-p` would rebuild the
+# dependencies with other features), its name filters applied to every test binary.
 test-float: setup
-	$(CARGO) test -p gfa-core --lib libtorch
-	$(CARGO) test -p gfa-attacks --test integration -- matches_torchattacks
-	$(CARGO) test -p gfa-core --test integration -- pytorch bit_for_bit resumed finite_differences
-	$(CARGO) test -p gfa-exp --test integration -- run_killed
+	$(CARGO) test --workspace --lib --tests -- \
+	  libtorch matches_torchattacks pytorch bit_for_bit resumed finite_difference run_killed
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -56,6 +56,12 @@ reproduce: build
 
 bench: build
 	bash scripts/bench.sh
+
+# The finite-difference GFA gradient against the exact one on quick.toml's recipe: its two GFA
+# runs trained both ways (4 runs, attacks cut to FGSM) -> results/fd_vs_exact/ and
+# results/bench/fd_vs_exact.md. See scripts/fd_vs_exact.sh.
+fd-vs-exact: build
+	bash scripts/fd_vs_exact.sh
 
 # CUDA against the CPU and against PyTorch on this machine's GPU -> results/bench/gpu.{md,jsonl};
 # on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh.
