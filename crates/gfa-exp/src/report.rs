@@ -338,7 +338,7 @@ pub fn build(res: &Results) -> Built {
         "Accuracies in %. With one seed, an accuracy is followed by its Wilson 95 % score \
          interval [low, high]: the true accuracies on the population the n points were drawn \
          from that these n points do not rule out. With several seeds, mean ± sample std over \
-         seeds (the per-seed values are in summary.csv's runs). GFA − ADV compares the two \
+         seeds (each run's value is in eval.csv). GFA − ADV compares the two \
          methods on the same points: with one seed, the paired difference with Newcombe's 95 % \
          interval, and the exact McNemar p-value, the chance of points this lopsided between \
          the two methods were both equally robust; with several seeds, one p-value per seed. \
