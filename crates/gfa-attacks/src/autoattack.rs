@@ -1,6 +1,6 @@
 //! AutoAttack: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 //! diverse parameter-free attacks" (ICML 2020, arXiv 2003.01690), as run by auto-attack
-//! `autoattack/autoattack.py` (ATTACKS.md §4.11).
+//! `autoattack/autoattack.py` (docs/attacks.md §3.10).
 //!
 //! `version = "standard"` runs APGD-CE → APGD-T → FAB-T → Square, each only on the points every
 //! earlier component failed on; a point is robust only if all fail. FAB-T is taken from the

@@ -1,4 +1,4 @@
-//! Random noise at the budget: the baseline of gradient-masking check 7 (SPEC §6; Carlini et
+//! Random noise at the budget: the baseline of gradient-masking check 7 (docs/method.md §7; Carlini et
 //! al., "On Evaluating Adversarial Robustness", arXiv 1902.06705, §5). Each of `samples` draws is
 //! Gaussian noise scaled to norm exactly `eps` (Linf: its largest coordinate is `eps`; L2, L1:
 //! its norm is `eps`), added and clipped to `[0, 1]`; a point counts as fooled when any draw

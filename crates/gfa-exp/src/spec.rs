@@ -606,6 +606,20 @@ impl AttackEntry {
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
+        // An attack on a surrogate's gradients needs a second model loaded beside the attacked
+        // one; grids cannot name one yet, so such an entry would train the models and then fail.
+        if gfa_attacks::registry::facts(&kind)
+            .is_some_and(|f| f.access == gfa_attacks::facts::Access::Surrogate)
+        {
+            return Err(err(
+                "kind",
+                format!(
+                    "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: \
+                     remove this entry (masking check 4 then reports `skipped`)"
+                ),
+                None,
+            ));
+        }
         let preset = string("preset")?.unwrap_or_else(|| "reference".into());
         if !PRESETS.contains(&preset.as_str()) {
             return Err(err(

@@ -3,7 +3,7 @@
 //!
 //! For `f(x) = W' x + b'` (W' = W / std after the normalization layer) and a point inside the box,
 //! the smallest L2 (Linf) perturbation that changes the label is
-//! `d* = min_{k != y} |f_k - f_y| / ||w'_k - w'_y||_2 (||.||_1)` (ATTACKS.md §5.3).
+//! `d* = min_{k != y} |f_k - f_y| / ||w'_k - w'_y||_2 (||.||_1)` (docs/attacks.md §5.2).
 use gfa_attacks::attack::run;
 use gfa_attacks::cw::{Cw, CwConfig};
 use gfa_attacks::deepfool::{DeepFool, DeepFoolConfig};
