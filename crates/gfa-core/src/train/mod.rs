@@ -73,14 +73,19 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks the values.
+    /// Checks the values; an error names the key (`train.epochs`) and the valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(CoreError::Config(m.into()));
-        if self.epochs == 0 {
-            return bad("train.epochs must be at least 1");
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("train.batch_size and train.eval_batch_size must be at least 1");
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                return Err(CoreError::invalid(
+                    format!("train.{key}"),
+                    "must be at least 1, got 0",
+                ));
+            }
         }
         self.optimizer.validate()?;
         self.schedule.validate()
@@ -91,13 +96,25 @@ impl TrainConfig {
 /// non-negative inner budget.
 pub fn check_method(method: &dyn TrainMethod) -> Result<()> {
     method.check()?;
-    if let Some(inner) = method.inner()
-        && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
-    {
-        return Err(CoreError::Config(format!(
-            "method: eps and step must be finite and ≥ 0, got {} and {}",
-            inner.eps, inner.step
-        )));
+    if let Some(inner) = method.inner() {
+        for (key, v) in [("eps", inner.eps), ("step", inner.step)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(CoreError::invalid(
+                    format!("method.{key}"),
+                    format!("must be a finite number ≥ 0 (e.g. \"8/255\"), got {v}"),
+                ));
+            }
+        }
+        if inner.eps > 1.0 {
+            return Err(CoreError::invalid(
+                "method.eps",
+                format!(
+                    "the training budget is an L∞ radius on [0, 1] pixels, so it lies in [0, 1] \
+                     (e.g. \"8/255\"); got {}",
+                    inner.eps
+                ),
+            ));
+        }
     }
     Ok(())
 }
