@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test quick methods reproduce bench fixtures lint clean
+.PHONY: setup build test test-float quick methods reproduce bench gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -18,6 +18,14 @@ build: setup
 
 test: setup
 	$(CARGO) test --workspace
+
+# The tests that compare floats (golden fixtures, bit-for-bit training, resume), to run again
+# under another of libtorch's CPU code paths: ATEN_CPU_CAPABILITY=default make test-float.
+test-float: setup
+	$(CARGO) test -p gfa-core --lib libtorch
+	$(CARGO) test -p gfa-attacks --test integration -- matches_torchattacks
+	$(CARGO) test -p gfa-core --test integration -- pytorch bit_for_bit resumed finite_differences
+	$(CARGO) test -p gfa-exp --test integration -- run_killed
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -36,14 +44,23 @@ methods: build
 	$(GFA) report results/methods
 	$(GFA) plot results/methods
 
-# GPU-scale study of the paper (CUDA when present): experiments/paper.toml -> results/paper/.
+# GPU-scale study of the paper: experiments/paper.toml -> results/paper/. `gfa plan` first
+# prints the grid's estimated hours on the device it would use, and refuses a CPU (weeks of
+# work): DEVICE=cpu make reproduce runs it there anyway; DEVICE=cuda:1 picks another GPU.
+DEVICE ?=
 reproduce: build
-	$(GFA) run experiments/paper.toml --results results
+	$(GFA) --device $(or $(DEVICE),auto) plan experiments/paper.toml --results results $(if $(DEVICE),,--require-cuda)
+	$(GFA) --device $(or $(DEVICE),auto) run experiments/paper.toml --results results
 	$(GFA) report results/paper
 	$(GFA) plot results/paper
 
 bench: build
 	bash scripts/bench.sh
+
+# CUDA against the CPU and against PyTorch on this machine's GPU -> results/bench/gpu.{md,jsonl};
+# on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh.
+gpu-check: build
+	bash scripts/gpu-check.sh
 
 # Golden fixtures (needs PyTorch from PyPI; CI does not run this).
 fixtures:

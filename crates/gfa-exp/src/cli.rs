@@ -53,6 +53,13 @@ pub enum Command {
     GfaValue(GfaValueArgs),
     /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
     Landscape(LandscapeArgs),
+    /// What gfa runs on here: libtorch, CPU code path, threads, CUDA backend and GPUs, CIFAR-10,
+    /// the libtorch cache; and how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// gfa on CUDA against gfa on the CPU (same weights and points), and its GPU speed; what
+    /// scripts/gpu-check.sh runs.
+    #[command(name = "cuda-check")]
+    CudaCheck(CudaCheckArgs),
     /// Dataset utilities.
     Data {
         #[command(subcommand)]
@@ -179,6 +186,40 @@ pub struct PlanArgs {
     /// per run, each running `--only <id>`).
     #[arg(long)]
     pub tasks: Option<usize>,
+    /// Refuse (exit code 3, nothing written) when the grid would run on the CPU: for GPU-scale
+    /// grids.
+    #[arg(long)]
+    pub require_cuda: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// CIFAR-10 folder to look for (else $GFA_DATA_DIR, else data/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CudaCheckArgs {
+    /// Test points of the comparisons and of the APGD-CE timing.
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Timed training steps per case.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Append one JSON line per comparison and timing to this file.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Write the trained weights and the points here, for the PyTorch side of the timing.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Without a GPU: run every step on the CPU against itself, to check the plumbing
+    /// (proves nothing about CUDA).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

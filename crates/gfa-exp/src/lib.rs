@@ -11,10 +11,16 @@
 //!    each stage's CSV atomically with a marker, so runs resume after a kill ([`records`]).
 //! 4. [`report`] aggregates over seeds into `summary.csv` and the Markdown tables T1–T4;
 //!    [`plot`] draws the figures. Both read only CSVs.
+//!
+//! Around it: [`calibrate`] turns a plan's image-gradient counts into hours on the chosen
+//! device, [`doctor`] says what gfa runs on here, [`cuda_check`] checks CUDA against the CPU.
 
 pub mod build_info;
+pub mod calibrate;
 pub mod cli;
 pub mod commands;
+pub mod cuda_check;
+pub mod doctor;
 pub mod export;
 pub mod grid;
 pub mod import;
@@ -44,11 +50,11 @@ use crate::store::ExperimentDir;
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Plan(args) => plan(&args).map(|_| 0),
+        Command::Plan(args) => plan(&args, cli.device),
         Command::Run(args) => {
             let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
             let exp = write_plan(&spec, &runs, &args.grid.results)?;
-            let device = cli.device.resolve()?;
+            let device = announce(cli.device)?;
             let mut stages = stages::TorchStages { device };
             let opts = runner::RunOptions {
                 only: args.only.clone(),
@@ -88,8 +94,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             list(args.what);
             Ok(0)
         }
-        Command::Train(args) => commands::train(&args, cli.device.resolve()?).map(|_| 0),
-        Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Train(args) => commands::train(&args, announce(cli.device)?).map(|_| 0),
+        Command::Eval(args) => commands::eval(&args, announce(cli.device)?).map(|_| 0),
+        Command::Doctor(args) => {
+            let report = doctor::collect(args.data.as_deref());
+            if args.json {
+                println!("{}", doctor::to_json(&report));
+            } else {
+                print!("{}", doctor::render(&report));
+            }
+            Ok(0)
+        }
+        Command::CudaCheck(args) => cuda_check::command(&args, cli.device),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
         Command::Data { command: DataCommand::Fetch { dataset, dir } } => {
@@ -134,6 +150,18 @@ fn fetch(dataset: DatasetArg, dir: Option<std::path::PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Resolve the device and say on stdout where the work runs (the first line of `gfa run`,
+/// `train` and `eval`); `--device auto` falling back to the CPU on a machine with an NVIDIA
+/// driver also warns on stderr.
+fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
+    let device = choice.resolve()?;
+    println!("device: {}", gfa_core::device::describe(device));
+    if let Some(w) = gfa_core::device::auto_fallback_warning(choice, device) {
+        eprintln!("{w}");
+    }
+    Ok(device)
+}
+
 /// Load and expand an experiment file.
 pub fn load(file: &Path, set: &[String]) -> Result<(ExperimentSpec, Vec<RunSpec>)> {
     let spec = ExperimentSpec::load(file, set)?;
@@ -158,8 +186,8 @@ pub fn write_plan(
     Ok(exp)
 }
 
-/// The numbered table `gfa plan` prints.
-pub fn plan_table(runs: &[RunSpec]) -> String {
+/// The numbered table `gfa plan` prints (with each run's estimated hours when calibrated).
+pub fn plan_table(runs: &[RunSpec], cal: Option<&calibrate::Calibration>) -> String {
     let mut keys: Vec<String> = Vec::new();
     for r in runs {
         for (k, _) in &r.axes {
@@ -171,6 +199,9 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
     let mut header = vec!["#".to_string(), "run_id".into(), "seed".into()];
     header.extend(keys.iter().cloned());
     header.push("est. cost (M grad)".into());
+    if let Some(c) = cal {
+        header.push(format!("est. h ({})", gfa_core::device::device_name(c.device)));
+    }
     let mut rows = vec![header];
     for r in runs {
         let mut row = vec![r.index.to_string(), r.run_id.clone(), r.seed.to_string()];
@@ -180,6 +211,9 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
             );
         }
         row.push(fmt_cost(grid::estimate_cost(r)));
+        if let Some(c) = cal {
+            row.push(calibrate::fmt_hours(c.hours(r)));
+        }
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -205,18 +239,39 @@ fn fmt_cost(x: f64) -> String {
     }
 }
 
-fn plan(args: &PlanArgs) -> Result<()> {
+fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-    let exp = write_plan(&spec, &runs, &args.grid.results)?;
-    print!("{}", plan_table(&runs));
+    let device = choice.resolve()?;
+    let cal = calibrate::calibrate(&runs, device)?;
+    print!("{}", plan_table(&runs, Some(&cal)));
     let total: f64 = runs.iter().map(grid::estimate_cost).sum();
+    let hours: f64 = runs.iter().map(|r| cal.hours(r)).sum();
+    let dev = gfa_core::device::device_name(device);
     println!(
-        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients",
+        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients, \
+         about {} on {dev}",
         runs.len(),
         spec.name,
         spec.attacks.len(),
-        fmt_cost(total)
+        fmt_cost(total),
+        calibrate::fmt_hours(hours)
     );
+    println!("  (calibrated on {dev}: {})", cal.summary());
+    if args.require_cuda && !device.is_cuda() {
+        let why = match gfa_core::device::load_cuda_backend() {
+            Err(e) => format!("libtorch's CUDA backend did not load ({e})"),
+            Ok(()) => "libtorch's CUDA backend sees no GPU".into(),
+        };
+        eprintln!(
+            "error: refusing to run `{}` on the CPU: it is a GPU-scale grid (about {} on {dev}) \
+             and no CUDA device is usable: {why}. `gfa doctor` says what is missing. To run it \
+             on the CPU anyway, drop --require-cuda (make reproduce: DEVICE=cpu make reproduce).",
+            spec.name,
+            calibrate::fmt_hours(hours)
+        );
+        return Ok(3);
+    }
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
     println!("wrote {}", exp.manifest().display());
     if args.emit == Some(Emit::Slurm) {
         let script = slurm_script(
@@ -231,7 +286,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
         write_atomic(&p, script.as_bytes())?;
         println!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(0)
 }
 
 fn shell_quote(s: &str) -> String {

@@ -491,6 +491,39 @@ mod tests {
         assert!(parse_pairs("gfa=x").is_err() && parse_pairs("gfa").is_err());
     }
 
+    /// CSV cells hold the shortest decimal that reads back to the same f64, so a report built
+    /// from the CSVs sees the values the run computed, bit for bit.
+    #[test]
+    fn floats_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let values = [0.09049479166666667, 1.390711545944214, 0.0002500000000000001, 1e-300];
+        let rows: Vec<TrainRow> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| TrainRow {
+                epoch: i + 1,
+                lr: v * 0.3,
+                train_loss: v,
+                lambda_now: Some(v / 3.0),
+                train_acc: v,
+                test_acc: Some(1.0 - v),
+                seconds: v * 11.0,
+                ..TrainRow::keyed(&key())
+            })
+            .collect();
+        write_rows(&p, &rows).unwrap();
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        let bits = |r: &TrainRow| {
+            [r.lr, r.train_loss, r.lambda_now.unwrap(), r.train_acc, r.test_acc.unwrap(), r.seconds]
+                .map(f64::to_bits)
+        };
+        assert_eq!(
+            back.iter().map(bits).collect::<Vec<_>>(),
+            rows.iter().map(bits).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn empty_file_has_the_header() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,10 @@
 mod cli;
 mod export;
+mod cuda;
 mod grid;
 mod report;
 mod run;
+mod setup;
 mod store;
 
 use std::path::{Path, PathBuf};

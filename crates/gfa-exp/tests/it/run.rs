@@ -106,3 +106,76 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
         eval2.iter().map(|r| (&r.run_id, &r.attack, &r.eps_text, &r.mode)).collect();
     assert_eq!(keys.len(), eval2.len());
 }
+
+/// One GFA run of several epochs on synthetic data, one cheap attack.
+const RESUME: &str = r#"experiment = "resume"
+seeds = [3]
+
+[base]
+data = { source = "synthetic", n_train = 192, n_test = 64 }
+model = { arch = "cnn", width = 0.0625 }
+train = { epochs = 4, batch_size = 64, method = { kind = "gfa" }, optimizer = { kind = "adam", lr = 0.003 } }
+regularizer = { kind = "gfa", lambda = 0.3 }
+eval = { n = 16 }
+
+[[attacks]]
+kind = "fgsm"
+eps = ["8/255"]
+"#;
+
+/// `kill -9` of `gfa run` in the middle of training, then a rerun: the run resumes from its
+/// last checkpoint and its train.csv equals an uninterrupted run's, every float bit for bit
+/// (only the wall-clock `seconds` differ).
+#[test]
+fn run_killed_during_training_resumes_to_the_same_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::write(dir.path(), "resume.toml", RESUME);
+    let args = |results: &str| -> Vec<String> {
+        ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
+            .map(String::from)
+            .to_vec()
+    };
+    gfa(dir.path(), &args("full").iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gfa"))
+        .current_dir(dir.path())
+        .args(args("killed"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let exp = dir.path().join("killed/resume");
+    let epoch_done = || {
+        fs::read_dir(&exp).ok().into_iter().flatten().flatten().any(|e| {
+            let meta = e.path().join("checkpoints");
+            gfa_core::checkpoint::read_meta(&meta).is_ok_and(|m| m.epoch >= 1)
+        })
+    };
+    while !epoch_done() {
+        assert!(child.try_wait().unwrap().is_none(), "gfa run ended before its first checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "gfa run finished before it was killed");
+    let run = fs::read_dir(&exp).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    assert!(!run.join("trained").exists(), "the kill came after training");
+
+    gfa(dir.path(), &args("killed").iter().map(String::as_str).collect::<Vec<_>>());
+    let rows = |root: &str| -> Vec<(TrainRow, [u64; 4])> {
+        let p =
+            dir.path().join(root).join("resume").join(run.file_name().unwrap()).join("train.csv");
+        read_rows::<TrainRow>(&p)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let bits =
+                    [r.lr, r.train_loss, r.train_acc, r.test_acc.unwrap()].map(f64::to_bits);
+                (TrainRow { seconds: 0.0, ..r }, bits)
+            })
+            .collect()
+    };
+    let (full, resumed) = (rows("full"), rows("killed"));
+    assert_eq!(full.len(), 4);
+    assert_eq!(resumed, full);
+}
