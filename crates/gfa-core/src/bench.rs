@@ -12,8 +12,8 @@ use crate::method::{Step, TrainMethod};
 use crate::models::{Arch, ModelSpec};
 use crate::regularizer::{Layers, Regularizer, RegularizerConfig};
 use crate::seed::{rng_for, seed_all};
-use crate::{Classifier, Method, TaskLoss};
 use crate::train::{Optimizer, OptimizerConfig};
+use crate::{Classifier, Method, TaskLoss};
 
 /// The cases timed, in order.
 pub const CASES: [&str; 3] = ["plain", "first", "deep"];

@@ -55,9 +55,28 @@ fn data_table(d: &DataArgs) -> Table {
     t
 }
 
+/// The flag of `gfa train` that sets a run key, for errors about values given as flags.
+const FLAG_OF: &[(&str, &str)] = &[
+    ("model.arch", "--model"),
+    ("model.width", "--width"),
+    ("method.kind", "--method"),
+    ("method.lambda", "--lambda"),
+    ("method.layers", "--layers"),
+    ("train.epochs", "--epochs"),
+    ("train.batch_size", "--batch-size"),
+    ("train.optimizer.lr", "--lr"),
+    ("data.n_train", "--n-train"),
+    ("data.n_test", "--n-test"),
+];
+
 fn type_check(t: &Table, origin: &str) -> Result<RunConfig> {
     RunConfig::from_table(t).map_err(|e| {
-        let mut msg = format!("{origin}: `{}`: {}", crate::spec::dotted(&e.path), e.message);
+        let key = crate::spec::dotted(&e.path);
+        let origin = match FLAG_OF.iter().find(|(k, _)| *k == key) {
+            Some((_, flag)) if origin == "flags" => *flag,
+            _ => origin,
+        };
+        let mut msg = format!("{origin}: `{key}`: {}", e.message);
         if let Some(s) = e.suggestion {
             let _ = write!(msg, "; did you mean `{s}`?");
         }
@@ -163,11 +182,12 @@ fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
 
 /// `gfa train`.
 pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
+    // Everything that can refuse the command is checked before the first write, so a refused
+    // `gfa train` leaves --out as it was (its run.toml still describes its checkpoint).
     let (cfg, seed) = train_config(a)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut snapshot = to_table(&cfg);
-    snapshot.insert("seed".into(), Value::Integer(seed as i64));
-    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {}: is a file, not a folder; pick another --out", a.out.display());
+    }
     if !a.resume && checkpoint::exists(&a.out) {
         bail!(
             "{} already holds a checkpoint; pass --resume to continue it or pick another --out",
@@ -175,6 +195,10 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
         );
     }
     let splits = stages::load_data(&cfg.data)?;
+    stages::check_train(&cfg, &splits, seed, &a.out, a.resume)?;
+    let mut snapshot = to_table(&cfg);
+    snapshot.insert("seed".into(), Value::Integer(seed as i64));
+    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
@@ -206,9 +230,11 @@ fn load_model(
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
-        let model = checkpoint::load(dir, checkpoint::FINAL, device)
-            .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
-            .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
+        checkpoint::check_dir(dir)?;
+        // The final weights of a finished run, else the last epoch's of one in progress.
+        let weights =
+            if dir.join(checkpoint::FINAL).exists() { checkpoint::FINAL } else { checkpoint::LAST };
+        let model = checkpoint::load(dir, weights, device)?;
         let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
             let mut t: Table = toml::from_str(&text).ok()?;
             t.remove("seed");
@@ -221,8 +247,7 @@ fn load_model(
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
     let data = stages::load_data(&data_for(flags, None))?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
-    let named = Tensor::read_safetensors(w)
-        .with_context(|| format!("reading weights from {}", w.display()))?;
+    let named = checkpoint::read_tensors(w)?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
         (Some(flag), Some(file)) if !flag.same_as(&file, spec.channels()) => bail!(
             "{} normalizes its inputs with {file} (its normalize.mean / normalize.std), but \
@@ -303,7 +328,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         t.insert("norm".into(), Value::String(a.norm.clone()));
         t.insert("eps".into(), Value::Array(eps.clone()));
         let entry = AttackEntry::from_table(&t).map_err(|e| {
-            let mut msg = format!("--attacks {kind}: {}", e.message);
+            let flag = match e.path.first().map(String::as_str) {
+                Some("eps") => "--eps".to_string(),
+                Some("norm") => "--norm".to_string(),
+                _ => format!("--attacks {kind}"),
+            };
+            let mut msg = format!("{flag}: {}", e.message);
             if let Some(s) = e.suggestion {
                 let _ = write!(msg, "; did you mean `{s}`?");
             }
@@ -313,6 +343,14 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     }
     if attacks.is_empty() {
         bail!("--attacks: name at least one attack (gfa list attacks)");
+    }
+    for entry in &attacks {
+        entry.check_eps(model.spec.input).map_err(|e| anyhow!("--eps: {}", e.message))?;
+    }
+    for (flag, v) in [("--n", a.n), ("--batch-size", a.batch_size)] {
+        if v == 0 {
+            bail!("{flag}: must be at least 1, got 0");
+        }
     }
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);

@@ -22,9 +22,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use gfa_core::method::gfa::Gfa;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, RegularizerConfig};
-use gfa_core::method::gfa::Gfa;
 use gfa_core::train::{AugmentConfig, OptimizerConfig, Schedule, TrainOptions};
 use gfa_core::{Classifier, Method, TaskLoss, TrainConfig, checkpoint};
 use serde::Serialize;
@@ -111,7 +111,8 @@ fn train_cfg(o: &Options) -> (TrainConfig, Method) {
     };
     // A small λ: the model learns (test accuracy ≈ 50 % after 4 epochs), so the attacks have
     // points to fool, and every step still goes through the double backprop.
-    let reg = RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::with_lambda(0.03) };
+    let reg =
+        RegularizerConfig { layers: Some(Layers::Deep), ..RegularizerConfig::with_lambda(0.03) };
     (cfg, Method::Gfa(Gfa(reg)))
 }
 

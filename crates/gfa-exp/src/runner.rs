@@ -123,6 +123,20 @@ pub struct Points {
 /// The file recording which intersection a run was evaluated on.
 const ALL_CORRECT: &str = "all_correct";
 
+/// An error unless every `--only` id (or id prefix) names a run of `runs`; `gfa run` checks
+/// them before it writes anything.
+pub fn check_only(runs: &[RunSpec], only: &[String]) -> Result<()> {
+    for id in only {
+        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
+            return Err(anyhow!(
+                "--only {id}: no run of this expansion has that id; `gfa plan` lists the run ids \
+                 (a unique prefix is enough)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Work every selected run. Errors of single runs are recorded, not returned; the result is
 /// an error only when the results folder itself cannot be written.
 pub fn run_grid(
@@ -131,13 +145,7 @@ pub fn run_grid(
     stages: &mut dyn Stages,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    for id in &opts.only {
-        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
-            return Err(anyhow!(
-                "--only {id}: no run of this expansion has that id (see gfa plan)"
-            ));
-        }
-    }
+    check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
     let compare = selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
     let bar = if opts.progress {

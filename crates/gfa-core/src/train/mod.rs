@@ -220,6 +220,78 @@ pub fn train<M: TrainMethod + Serialize>(
     trainer.finish()
 }
 
+/// Everything [`train`] would refuse before its first step, checked without changing
+/// anything: the configs, the method against `model`'s taps, the data, and, with
+/// `opts.resume`, that a checkpoint in `opts.checkpoint_dir` belongs to this run. A command
+/// calls it before it writes its first file, so a refused command writes nothing.
+pub fn preflight<M: TrainMethod + Serialize>(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &M,
+    opts: &TrainOptions<'_>,
+) -> Result<()> {
+    checks(model, splits, cfg, method, opts)?;
+    match opts.checkpoint_dir.as_deref().filter(|d| opts.resume && checkpoint::exists(d)) {
+        Some(dir) => {
+            check_resumable(dir, &model.spec, &run_hash(&model.spec, cfg, method, opts.seed))
+                .map(|_| ())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The checks of [`preflight`] that need no checkpoint; the method's regularizer bound to the
+/// model's taps.
+fn checks(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &dyn TrainMethod,
+    opts: &TrainOptions<'_>,
+) -> Result<Option<Regularizer>> {
+    cfg.validate()?;
+    check_method(method)?;
+    let reg = match method.regularizer() {
+        Some((kind, rc)) => Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?),
+        None => None,
+    };
+    if method.inner().is_some() && opts.perturbation.is_none() {
+        return Err(CoreError::Config(
+            "this method trains on adversarial inputs: give TrainOptions::perturbation \
+             (gfa_attacks::InnerPgd)"
+                .into(),
+        ));
+    }
+    if splits.train.is_empty() {
+        return Err(CoreError::Config("the training split is empty".into()));
+    }
+    Ok(reg)
+}
+
+/// The sidecar of the checkpoint in `dir` when it was written by the run of `spec` and `hash`;
+/// otherwise an error saying how to go on.
+fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Result<CheckpointMeta> {
+    let meta = checkpoint::read_meta(dir)?;
+    let refuse = |what: String| CoreError::Checkpoint {
+        path: dir.join(checkpoint::SIDECAR),
+        reason: format!(
+            "written by {what}; resume it with the configuration it was trained with, or drop \
+             --resume and use a new output folder"
+        ),
+    };
+    if meta.config_hash != hash {
+        return Err(refuse(format!(
+            "a different configuration (hash {} vs {hash})",
+            meta.config_hash
+        )));
+    }
+    if &meta.model != spec {
+        return Err(refuse("a different model spec".into()));
+    }
+    Ok(meta)
+}
+
 /// One training run in progress.
 struct Trainer<'a> {
     model: &'a mut Classifier,
@@ -246,24 +318,7 @@ impl<'a> Trainer<'a> {
         opts: &'a TrainOptions<'a>,
         hash: String,
     ) -> Result<Self> {
-        cfg.validate()?;
-        check_method(method)?;
-        let reg = match method.regularizer() {
-            Some((kind, rc)) => {
-                Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?)
-            }
-            None => None,
-        };
-        if method.inner().is_some() && opts.perturbation.is_none() {
-            return Err(CoreError::Config(
-                "this method trains on adversarial inputs: give TrainOptions::perturbation \
-                 (gfa_attacks::InnerPgd)"
-                    .into(),
-            ));
-        }
-        if splits.train.is_empty() {
-            return Err(CoreError::Config("the training split is empty".into()));
-        }
+        let reg = checks(model, splits, cfg, method, opts)?;
         let optimizer = Optimizer::new(&cfg.optimizer, model)?;
         Ok(Self {
             model,
@@ -288,17 +343,7 @@ impl<'a> Trainer<'a> {
         if !checkpoint::exists(dir) {
             return Ok(());
         }
-        let meta = checkpoint::read_meta(dir)?;
-        if meta.config_hash != self.hash {
-            return Err(CoreError::Checkpoint {
-                path: dir.join(checkpoint::SIDECAR),
-                reason: format!(
-                    "written by a different configuration (hash {} vs {}); use a new directory \
-                     or drop --resume",
-                    meta.config_hash, self.hash
-                ),
-            });
-        }
+        check_resumable(dir, &self.model.spec, &self.hash)?;
         let meta = checkpoint::restore(dir, self.model, &mut self.optimizer)?;
         self.resumed_epochs = meta.epoch;
         self.records = meta.metrics;

@@ -60,7 +60,8 @@ impl OptimizerConfig {
 
     /// Checks the values; an error names the key (`train.optimizer.lr`) and the valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, m: String| Err(CoreError::invalid(format!("train.optimizer.{key}"), m));
+        let bad =
+            |key: &str, m: String| Err(CoreError::invalid(format!("train.optimizer.{key}"), m));
         let lr = self.lr();
         if !(lr > 0.0 && lr.is_finite()) {
             return bad("lr", format!("must be a positive number, got {lr}"));

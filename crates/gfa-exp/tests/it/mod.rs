@@ -1,6 +1,7 @@
+mod bad_input;
 mod cli;
-mod export;
 mod cuda;
+mod export;
 mod grid;
 mod report;
 mod run;

@@ -169,8 +169,7 @@ fn run_killed_during_training_resumes_to_the_same_csv() {
             .unwrap()
             .into_iter()
             .map(|r| {
-                let bits =
-                    [r.lr, r.train_loss, r.train_acc, r.test_acc.unwrap()].map(f64::to_bits);
+                let bits = [r.lr, r.train_loss, r.train_acc, r.test_acc.unwrap()].map(f64::to_bits);
                 (TrainRow { seconds: 0.0, ..r }, bits)
             })
             .collect()
