@@ -24,7 +24,7 @@ use crate::masking::{GradHealth, masking_checks};
 use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
 use crate::spec::Subset;
 use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
-use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
+use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
 #[derive(Debug, Clone, Default)]
@@ -197,14 +197,16 @@ fn visit(
     upto: Upto,
 ) -> Result<()> {
     let dir = exp.run(&run.run_id);
-    dir.write_config(&run.config_toml())?;
-    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
+    // The lock comes first: a process that does not hold it writes nothing of the run.
     let Some(_lock) = dir.try_lock()? else {
         bar.println(format!("run {}: another process is working it; skipped", run.run_id));
         summary.locked.push(run.run_id.clone());
         return Ok(());
     };
-    remove_stale_temp_files(&dir);
+    remove_dead_temp_files(&dir.path);
+    remove_dead_temp_files(&dir.file("checkpoints"));
+    dir.write_config(&run.config_toml())?;
+    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
     if let Upto::Checked(Some(Ok(points))) = upto {
         let before = std::fs::read_to_string(dir.file(ALL_CORRECT)).unwrap_or_default();
         if dir.has(Stage::Evaluated) && before.trim() != points.key {
@@ -310,17 +312,6 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     let n = keep.iter().filter(|k| **k).count();
     let ids: Vec<String> = ids.into_iter().collect();
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
-}
-
-/// Temporary files a killed writer left behind (`gfa_data::atomic`); safe to remove while the
-/// run's lock is held.
-fn remove_stale_temp_files(dir: &RunDir) {
-    let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
-    for e in entries.flatten() {
-        if is_temp_file(&e.file_name().to_string_lossy()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 /// Regenerate every experiment-level CSV from the runs' files.

@@ -111,7 +111,7 @@ fn new_model(cfg: &RunConfig, splits: &Splits, seed: u64, device: Device) -> Res
     let spec = cfg.model.with_input_of(&splits.train);
     if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
         bail!(
-            "`model.input` = {:?} but the data's images are {:?}; leave model.input out, it \
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it \
              comes from the data",
             cfg.model.input,
             spec.input
