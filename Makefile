@@ -21,11 +21,11 @@ test: setup
 
 # The tests that compare floats (golden fixtures, bit-for-bit training, resume), to run again
 # under another of libtorch's CPU code paths: ATEN_CPU_CAPABILITY=default make test-float.
+# One workspace command (the build `make test` made serves it; `-p` would rebuild the
+# dependencies with other features), its name filters applied to every test binary.
 test-float: setup
-	$(CARGO) test -p gfa-core --lib libtorch
-	$(CARGO) test -p gfa-attacks --test integration -- matches_torchattacks
-	$(CARGO) test -p gfa-core --test integration -- pytorch bit_for_bit resumed finite_differences
-	$(CARGO) test -p gfa-exp --test integration -- run_killed
+	$(CARGO) test --workspace --lib --tests -- \
+	  libtorch matches_torchattacks pytorch bit_for_bit resumed finite_differences run_killed
 
 lint: setup
 	$(CARGO) fmt --all -- --check

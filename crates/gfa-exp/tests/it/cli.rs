@@ -421,7 +421,7 @@ fn import_then_eval_weights_with_normalize() {
     // `none` is the identity normalization: the same numbers as mean 0, std 1.
     let identity = ok(&with(&eval, &[&plain[..], &["--normalize", "0,1"]].concat()));
     assert_eq!(none, identity);
-    assert!(none.lines().nth(1).unwrap().starts_with("fgsm"), "{none}");
+    assert!(none.lines().nth(2).unwrap().starts_with("fgsm"), "{none}");
 
     // Bad input is named: a legacy file.
     let legacy = core_fixture("import_bad_legacy.pt");
@@ -489,7 +489,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
     assert_eq!(fc1.size(), [128, 784]);
     let out =
         run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
-    assert!(out.lines().nth(1).unwrap().starts_with("fgsm"), "{out}");
+    assert!(out.lines().nth(2).unwrap().starts_with("fgsm"), "{out}");
     // A `model.input` that contradicts the data is an error, not silently replaced.
     let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
                input = [3, 28, 28]\n[train]\nepochs = 1\n";

@@ -114,8 +114,8 @@ seeds = [3]
 [base]
 data = { source = "synthetic", n_train = 192, n_test = 64 }
 model = { arch = "cnn", width = 0.0625 }
-train = { epochs = 4, batch_size = 64, method = { kind = "gfa" }, optimizer = { kind = "adam", lr = 0.003 } }
-regularizer = { kind = "gfa", lambda = 0.3 }
+train = { epochs = 4, batch_size = 64, optimizer = { kind = "adam", lr = 0.003 } }
+method = { kind = "gfa", lambda = 0.3 }
 eval = { n = 16 }
 
 [[attacks]]
