@@ -235,11 +235,21 @@ fn load_model(
         let weights =
             if dir.join(checkpoint::FINAL).exists() { checkpoint::FINAL } else { checkpoint::LAST };
         let model = checkpoint::load(dir, weights, device)?;
-        let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
-            let mut t: Table = toml::from_str(&text).ok()?;
-            t.remove("seed");
-            RunConfig::from_table(&t).ok()
-        });
+        // The run's settings (its data above all); a run.toml that does not read is an error
+        // unless the flags name the data, never a silent fall back to the default data.
+        let path = dir.join(RUN_TOML);
+        let run = match std::fs::read_to_string(&path) {
+            Err(_) => None,
+            Ok(text) => match read_run_toml(&text) {
+                Ok(run) => Some(run),
+                Err(_) if data_given(flags) => None,
+                Err(e) => bail!(
+                    "{}: {e}; it names the data the checkpoint was trained on: fix it, or name \
+                     the data with --data / --dataset / --synthetic",
+                    path.display()
+                ),
+            },
+        };
         let data = stages::load_data(&data_for(flags, run.as_ref()))?;
         stages::check_input(&model, &data.test)?;
         return Ok((model, run, data));
@@ -279,13 +289,22 @@ pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
     crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
 }
 
+/// A `run.toml` of `gfa train` (its sections and seed).
+fn read_run_toml(text: &str) -> Result<RunConfig> {
+    let mut t: Table = toml::from_str(text).map_err(|e| anyhow!("{}", e.message().trim()))?;
+    t.remove("seed");
+    RunConfig::from_table(&t)
+        .map_err(|e| anyhow!("`{}`: {}", crate::spec::dotted(&e.path), e.message))
+}
+
+/// Whether the flags name the data (else a checkpoint's run.toml does).
+fn data_given(flags: &DataArgs) -> bool {
+    flags.synthetic || flags.dataset.is_some() || flags.data.is_some() || flags.n_test.is_some()
+}
+
 fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
-    let given = flags.synthetic
-        || flags.dataset.is_some()
-        || flags.data.is_some()
-        || flags.n_test.is_some();
     match run {
-        Some(r) if !given => r.data.clone(),
+        Some(r) if !data_given(flags) => r.data.clone(),
         _ => DataConfig {
             source: source_of(flags),
             dir: flags.data.as_ref().map(|d| d.display().to_string()),

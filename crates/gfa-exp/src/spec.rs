@@ -765,7 +765,8 @@ mod tests {
         assert_eq!(e.suggestion.as_deref(), Some("layers"));
         let t: Table = toml::from_str("[method]\nkind = \"gfa\"\nlambda = -1.0\n").unwrap();
         let e = RunConfig::from_table(&t).unwrap_err();
-        assert_eq!(e.path, vec!["method"], "{e:?}");
+        // A value out of range is located at its own key, not at its section.
+        assert_eq!(e.path, vec!["method", "lambda"], "{e:?}");
         let t: Table = toml::from_str(
             "[train]\nmethod = { kind = \"gnr\" }\n[regularizer]\nkind = \"gnr\"\nlambda = 1.0\n",
         )

@@ -396,6 +396,12 @@ fn bad_checkpoints_weights_and_eval_flags_are_refused() {
     fs::create_dir(d.join("cut")).unwrap();
     fs::copy(d.join("m/checkpoint.json"), d.join("cut/checkpoint.json")).unwrap();
     fs::write(d.join("cut/final.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    // A checkpoint whose run.toml no longer reads: no silent fall back to the default data.
+    fs::create_dir(d.join("badrun")).unwrap();
+    for f in ["checkpoint.json", "final.safetensors"] {
+        fs::copy(d.join("m").join(f), d.join("badrun").join(f)).unwrap();
+    }
+    write(&d.join("badrun"), "run.toml", "[train]\nepochs = 0\n");
     fs::create_dir(d.join("badmeta")).unwrap();
     fs::write(d.join("badmeta/checkpoint.json"), "{ not json").unwrap();
     fs::write(d.join("badmeta/final.safetensors"), &weights).unwrap();
@@ -412,6 +418,10 @@ fn bad_checkpoints_weights_and_eval_flags_are_refused() {
         (&["--checkpoint", "noise.safetensors"], &["is a file", "--weights FILE"]),
         (&["--checkpoint", "cut"], &["cut/final.safetensors", "not a complete safetensors file"]),
         (&["--checkpoint", "badmeta"], &["badmeta/checkpoint.json", "unreadable"]),
+        (
+            &["--checkpoint", "badrun"],
+            &["badrun/run.toml", "`train.epochs`", "--data / --dataset / --synthetic"],
+        ),
         (
             &[
                 "--weights",

@@ -18,6 +18,24 @@ fn gfa(dir: &Path, args: &[&str]) -> Output {
     o
 }
 
+/// `gfa run FILE --results RESULTS --quiet` on the CPU.
+fn run_args(file: &Path, results: &str) -> Vec<String> {
+    ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `gfa args` started in `dir`, its output captured.
+fn spawn(dir: &Path, args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_gfa"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn smoke_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/smoke.toml")
 }
@@ -130,20 +148,10 @@ eps = ["8/255"]
 fn run_killed_during_training_resumes_to_the_same_csv() {
     let dir = tempfile::tempdir().unwrap();
     let file = super::write(dir.path(), "resume.toml", RESUME);
-    let args = |results: &str| -> Vec<String> {
-        ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
-            .map(String::from)
-            .to_vec()
-    };
+    let args = |results: &str| run_args(&file, results);
     gfa(dir.path(), &args("full").iter().map(String::as_str).collect::<Vec<_>>());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gfa"))
-        .current_dir(dir.path())
-        .args(args("killed"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(dir.path(), &args("killed"));
     let exp = dir.path().join("killed/resume");
     let epoch_done = || {
         fs::read_dir(&exp).ok().into_iter().flatten().flatten().any(|e| {
@@ -203,11 +211,7 @@ eps = ["8/255"]
 fn two_runners_on_one_grid_share_it_without_a_race() {
     let dir = tempfile::tempdir().unwrap();
     let file = super::write(dir.path(), "race.toml", RACE);
-    let args = |results: &str| -> Vec<String> {
-        ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
-            .map(String::from)
-            .to_vec()
-    };
+    let args = |results: &str| run_args(&file, results);
     gfa(dir.path(), &args("alone").iter().map(String::as_str).collect::<Vec<_>>());
     let csvs = |root: &str| -> Vec<(String, Vec<TrainRow>, Vec<EvalRow>)> {
         let exp = dir.path().join(root).join("race");
@@ -235,16 +239,7 @@ fn two_runners_on_one_grid_share_it_without_a_race() {
     assert_eq!(alone.len(), 4);
     for trial in 0..3 {
         let results = format!("together{trial}");
-        let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_gfa"))
-                .current_dir(dir.path())
-                .args(args(&results))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
-        let (a, b) = (spawn(), spawn());
+        let (a, b) = (spawn(dir.path(), &args(&results)), spawn(dir.path(), &args(&results)));
         let mut done = 0;
         for child in [a, b] {
             let o = child.wait_with_output().unwrap();
