@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods reproduce bench gpu-check fixtures lint clean
+.PHONY: setup build test test-float quick methods reproduce bench fd-vs-exact gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -25,7 +25,7 @@ test: setup
 # dependencies with other features), its name filters applied to every test binary.
 test-float: setup
 	$(CARGO) test --workspace --lib --tests -- \
-	  libtorch matches_torchattacks pytorch bit_for_bit resumed finite_differences run_killed
+	  libtorch matches_torchattacks pytorch bit_for_bit resumed finite_difference run_killed
 
 lint: setup
 	$(CARGO) fmt --all -- --check
@@ -56,6 +56,12 @@ reproduce: build
 
 bench: build
 	bash scripts/bench.sh
+
+# The finite-difference GFA gradient against the exact one on quick.toml's recipe: its two GFA
+# runs trained both ways (4 runs, attacks cut to FGSM) -> results/fd_vs_exact/ and
+# results/bench/fd_vs_exact.md. See scripts/fd_vs_exact.sh.
+fd-vs-exact: build
+	bash scripts/fd_vs_exact.sh
 
 # CUDA against the CPU and against PyTorch on this machine's GPU -> results/bench/gpu.{md,jsonl};
 # on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh.

@@ -4,7 +4,8 @@
 #   2. `gfa cuda-check`: gfa on CUDA against gfa on the CPU on the same weights and points
 #      (training loss curve within 1 %, logits and GFA value per tap to 1e-4, FGSM and PGD-20
 #      robust accuracy within one point in 500), then gfa's training step (plain, GFA-first,
-#      GFA-deep) and APGD-CE timed on the GPU;
+#      GFA-deep, the GFA ones also with the finite-difference gradient) and APGD-CE timed on
+#      the GPU;
 #   3. scripts/gpu_check_torch.py: the same timings with PyTorch on the same GPU, weights and
 #      points;
 #   4. results/bench/gpu.md and results/bench/gpu.jsonl (scripts/gpu_check_report.py).

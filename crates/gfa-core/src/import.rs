@@ -371,13 +371,16 @@ fn check_fit(
     Ok(())
 }
 
+/// Named tensors and the kind conversions made to them.
+type Converted = (Vec<(String, Tensor)>, Vec<String>);
+
 /// The model's tensors from the file in the model's kinds (floats to float32, integers to
 /// int64; anything else refused), and the conversions made.
 fn convert_kinds(
     path: &Path,
     expected: &[(String, Vec<i64>, Kind)],
     file: &[(String, &Tensor)],
-) -> Result<(Vec<(String, Tensor)>, Vec<String>)> {
+) -> Result<Converted> {
     let mut converted = Vec::new();
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (name, _, kind) in expected {

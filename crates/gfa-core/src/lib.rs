@@ -41,5 +41,5 @@ pub use losses::TaskLoss;
 pub use method::{Method, TrainMethod};
 pub use models::ModelSpec;
 pub use provenance::Provenance;
-pub use regularizer::{RegKind, Regularizer, RegularizerConfig};
+pub use regularizer::{PenaltyGradient, RegKind, Regularizer, RegularizerConfig};
 pub use train::{EpochRecord, TrainConfig, TrainOptions, TrainOutcome, train};

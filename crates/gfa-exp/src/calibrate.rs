@@ -149,14 +149,12 @@ mod tests {
         assert_eq!(fmt_seconds(2e-5), "20.0 µs");
     }
 
+    /// The calibration pass gives a positive, finite time (timings are never compared in
+    /// a test: on a shared machine any ratio can invert; `make bench` holds speed comparisons).
     #[test]
-    fn a_bigger_model_costs_more_per_gradient() {
+    fn calibration_measures_a_positive_finite_time() {
         let small = ModelSpec { width: 0.125, ..ModelSpec::of(gfa_core::models::Arch::Cnn) };
-        let big = ModelSpec { width: 1.0, ..ModelSpec::of(gfa_core::models::Arch::Cnn) };
-        let (s, b) = (
-            seconds_per_gradient(&small, 16, Device::Cpu).unwrap(),
-            seconds_per_gradient(&big, 16, Device::Cpu).unwrap(),
-        );
-        assert!(s > 0.0 && b > 2.0 * s, "small {s}, big {b}");
+        let s = seconds_per_gradient(&small, 16, Device::Cpu).unwrap();
+        assert!(s.is_finite() && s > 0.0, "{s}");
     }
 }

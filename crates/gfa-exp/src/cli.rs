@@ -312,6 +312,17 @@ pub enum LayersArg {
     Deep,
 }
 
+/// How the penalty's parameter gradient is computed (the `gradient` option of gfa, gnr and
+/// gfa_pgd_at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GradientArg {
+    /// Double backprop.
+    Exact,
+    /// Two ordinary backward passes, no double-backprop graph.
+    #[value(name = "finite_difference")]
+    FiniteDifference,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// A run TOML (sections data, model, method, train; e.g. a run's config.toml);
@@ -333,6 +344,13 @@ pub struct TrainArgs {
     /// The penalty's tap set (default: deep for gfa, first for gnr).
     #[arg(long, value_enum)]
     pub layers: Option<LayersArg>,
+    /// The penalty's parameter gradient (gfa, gnr, gfa_pgd_at): exact (default) or
+    /// finite_difference.
+    #[arg(long, value_enum)]
+    pub gradient: Option<GradientArg>,
+    /// The finite difference's step, relative to each tap's norm, in (0, 1) (default 1e-3).
+    #[arg(long)]
+    pub fd_step: Option<f64>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]

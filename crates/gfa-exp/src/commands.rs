@@ -17,7 +17,7 @@ use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs,
+    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, GradientArg, LandscapeArgs, LayersArg, ModelArgs,
     OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
@@ -142,8 +142,9 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     Ok((type_check(&t, "flags")?, a.seed.unwrap_or(0)))
 }
 
-/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`); a flag
-/// the method has no option for, or a missing λ, is an error naming the method's options.
+/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`,
+/// `--gradient`, `--fd-step`); a flag the method has no option for, or a missing λ, is an error
+/// naming the method's options.
 fn method_table(a: &TrainArgs) -> Result<Table> {
     let info = Method::info(&a.method)
         .ok_or_else(|| anyhow!("--method {}: not a method (gfa list methods)", a.method))?;
@@ -151,9 +152,15 @@ fn method_table(a: &TrainArgs) -> Result<Table> {
     let mut t = Table::new();
     t.insert("kind".into(), Value::String(a.method.clone()));
     let layers = a.layers.map(|l| if l == LayersArg::First { "first" } else { "deep" });
+    let gradient = a.gradient.map(|g| match g {
+        GradientArg::Exact => "exact",
+        GradientArg::FiniteDifference => "finite_difference",
+    });
     let flags = [
         ("lambda", "--lambda", a.lambda.map(Value::Float)),
         ("layers", "--layers", layers.map(|w| Value::String(w.into()))),
+        ("gradient", "--gradient", gradient.map(|g| Value::String(g.into()))),
+        ("fd_step", "--fd-step", a.fd_step.map(Value::Float)),
     ];
     for (key, flag, value) in flags {
         match value {

@@ -15,9 +15,9 @@
 //! default, which rounds their inputs to 10 mantissa bits, far beyond 1e-4).
 //!
 //! Timings, on the GPU, each after the device has finished: the training step (plain, GFA-first,
-//! GFA-deep; [`gfa_core::bench`]) and APGD-CE (Linf 8/255, 100 iterations) on `n` points; the
-//! weights and points are written out (`--export`) so that `scripts/gpu_check_torch.py` times
-//! PyTorch on the same ones.
+//! GFA-deep, each GFA one exact and by finite difference; [`gfa_core::bench`]) and APGD-CE
+//! (Linf 8/255, 100 iterations) on `n` points; the weights and points are written out
+//! (`--export`) so that `scripts/gpu_check_torch.py` times PyTorch on the same ones.
 use std::path::Path;
 use std::time::Instant;
 
@@ -214,8 +214,8 @@ fn name(d: Device) -> String {
 pub fn timings(device: Device, model: &Classifier, o: &Options) -> Result<Vec<Timing>> {
     let mut out = Vec::new();
     for case in gfa_core::bench::CASES {
-        let t = gfa_core::bench::train_step_seconds(case, o.width, o.batch, device, 3, o.steps)?;
-        let m = gfa_core::bench::median(&t);
+        let t = gfa_core::bench::train_step_times(case, o.width, o.batch, device, 3, o.steps)?;
+        let m = gfa_core::bench::median(&t.iter().map(|t| t.wall).collect::<Vec<_>>());
         out.push(Timing {
             what: format!("train step {case}"),
             device: name(device),

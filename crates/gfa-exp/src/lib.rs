@@ -353,8 +353,13 @@ fn list(what: ListWhat) {
         }
         ListWhat::Methods => {
             for m in gfa_core::Method::list() {
+                let also = if m.unwritten.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n            also: {}", m.unwritten.join(", "))
+                };
                 println!(
-                    "{:<11} {:>4} grad/step  {}\n            e.g. {}",
+                    "{:<11} {:>4} grad/step  {}\n            e.g. {}{also}",
                     m.kind,
                     m.grads_per_step,
                     m.summary,

@@ -100,6 +100,46 @@ fn config_errors_exit_2_with_location() {
     assert!(text(&o).1.contains("unknown device 'tpu'"));
 }
 
+/// A finite-difference step of zero or NaN, or the option on a method without a penalty,
+/// stops `gfa train` before anything is written.
+#[test]
+fn train_refuses_a_bad_finite_difference_step_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--device", "cpu", "train", "--synthetic", "--out", "m"];
+    let fd = ["--gradient", "finite_difference"];
+    for (extra, want) in [
+        (
+            &["--method", "gfa", "--lambda", "0.3", fd[0], fd[1], "--fd-step", "0"][..],
+            "method.fd_step must be a number in (0, 1)",
+        ),
+        (
+            &["--method", "gnr", "--lambda", "1", "--fd-step", "NaN"][..],
+            "method.fd_step must be a number in (0, 1)",
+        ),
+        (
+            &["--method", "pgd_at", fd[0], fd[1]][..],
+            "--gradient: method `pgd_at` has no option `gradient`",
+        ),
+    ] {
+        let o = gfa(dir.path(), &[&base[..], extra].concat());
+        let errs = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {errs}");
+        assert!(errs.contains(want), "{extra:?}: {errs}");
+        assert!(!dir.path().join("m").exists(), "{extra:?}: nothing is written");
+    }
+    // The flags reach the method's options, `--layers` included (unwritten at its default).
+    let ok = ["--method", "gfa", "--lambda", "0.3", "--layers", "first", fd[0], fd[1]];
+    let tiny = ["--n-train", "16", "--epochs", "1", "--batch-size", "8", "--width", "0.0625"];
+    let o = gfa(dir.path(), &[&base[..], &ok, &["--fd-step", "2e-3"], &tiny].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let params: serde_json::Value = serde_json::from_str(&rows[0].method_params).unwrap();
+    assert_eq!(params["gradient"], "finite_difference", "{params}");
+    assert_eq!((params["fd_step"].as_f64(), &params["layers"]), (Some(2e-3), &"first".into()));
+    assert!(rows[0].terms().unwrap()["gfa"] > 0.0);
+}
+
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,8 @@ fn cuda_check_runs_on_the_cpu_against_itself() {
         assert!(r.pass && r.value == 0.0, "{r:?}");
     }
     let t = timings(Device::Cpu, &model, &small()).unwrap();
-    assert_eq!(t.len(), 4, "{t:?}");
+    // Every training-step case of gfa_core::bench, then APGD-CE.
+    assert_eq!(t.len(), gfa_core::bench::CASES.len() + 1, "{t:?}");
     assert!(t.iter().all(|t| t.median_s > 0.0 && t.per_s > 0.0), "{t:?}");
     let dir = tempfile::tempdir().unwrap();
     export(&model, &small(), dir.path()).unwrap();

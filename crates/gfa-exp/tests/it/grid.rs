@@ -222,3 +222,24 @@ fn override_errors_name_the_override() {
     let e = err(SMALL, &["modle.width=1"]);
     assert!(e.contains("did you mean `model`?"), "{e}");
 }
+
+#[test]
+fn a_finite_difference_step_of_zero_or_nan_is_refused_at_parse_time() {
+    for bad in ["0.0", "nan", "-1e-3", "1.5"] {
+        let method = format!(
+            "method = {{ kind = \"gfa\", lambda = 0.0, gradient = \"finite_difference\", \
+             fd_step = {bad} }}"
+        );
+        let e = err(&SMALL.replace("method = { kind = \"gfa\", lambda = 0.0 }", &method), &[]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        // A grid over the step is checked entry by entry as well.
+        let e = err(
+            &SMALL.replace("[grid]\n", &format!("[grid]\n\"method.fd_step\" = [1e-3, {bad}]\n")),
+            &[],
+        );
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        // and so is an override.
+        let e = err(SMALL, &[&format!("method.fd_step={bad}")]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+    }
+}
