@@ -296,10 +296,13 @@ impl RegularizerConfig {
         if let Some(d) = self.fd_step
             && !(d > 0.0 && d < 1.0)
         {
-            return bad(format!(
-                "method.fd_step must be a number in (0, 1) (the finite difference's step \
-                 relative to each tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
-            ));
+            return bad(
+                "fd_step",
+                format!(
+                    "must be a number in (0, 1) (the finite difference's step relative to each \
+                     tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
+                ),
+            );
         }
         Ok(())
     }

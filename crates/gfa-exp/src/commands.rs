@@ -62,6 +62,8 @@ const FLAG_OF: &[(&str, &str)] = &[
     ("method.kind", "--method"),
     ("method.lambda", "--lambda"),
     ("method.layers", "--layers"),
+    ("method.gradient", "--gradient"),
+    ("method.fd_step", "--fd-step"),
     ("train.epochs", "--epochs"),
     ("train.batch_size", "--batch-size"),
     ("train.optimizer.lr", "--lr"),

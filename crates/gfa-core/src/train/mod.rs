@@ -235,7 +235,6 @@ pub fn preflight<M: TrainMethod + Serialize>(
     match opts.checkpoint_dir.as_deref().filter(|d| opts.resume && checkpoint::exists(d)) {
         Some(dir) => {
             check_resumable(dir, &model.spec, &run_hash(&model.spec, cfg, method, opts.seed))
-                .map(|_| ())
         }
         None => Ok(()),
     }
@@ -269,9 +268,9 @@ fn checks(
     Ok(reg)
 }
 
-/// The sidecar of the checkpoint in `dir` when it was written by the run of `spec` and `hash`;
-/// otherwise an error saying how to go on.
-fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Result<CheckpointMeta> {
+/// An error, saying how to go on, unless the checkpoint in `dir` was written by the run of
+/// `spec` and `hash`.
+fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Result<()> {
     let meta = checkpoint::read_meta(dir)?;
     let refuse = |what: String| CoreError::Checkpoint {
         path: dir.join(checkpoint::SIDECAR),
@@ -289,7 +288,7 @@ fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Resul
     if &meta.model != spec {
         return Err(refuse("a different model spec".into()));
     }
-    Ok(meta)
+    Ok(())
 }
 
 /// One training run in progress.
