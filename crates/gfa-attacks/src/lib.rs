@@ -39,7 +39,7 @@ pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
-pub use inner::InnerPgd;
+pub use inner::{InnerPgd, ValidationPgd};
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;
 pub use threat::{Eps, Norm, ThreatModel};

@@ -3,7 +3,9 @@
 //!
 //! A checkpoint directory holds `last.safetensors` (the weights after the last finished
 //! epoch), `optimizer.safetensors` (the optimizer state, PyTorch slot names), optionally
-//! `final.safetensors` (the weights at the end of training), and `checkpoint.json` with the
+//! `final.safetensors` (the weights at the end of training) and `best.safetensors` (the robust
+//! checkpoint: the epoch with the best robust validation accuracy, `[train] validation`), and
+//! `checkpoint.json` with the
 //! model spec, epoch, config hash, the build that wrote it ([`Provenance`]), run id and the
 //! per-epoch metrics. Every file is written with `gfa_data::atomic::write_atomic` (temporary
 //! file, fsync, rename, fsync of the folder); the sidecar goes last, so a sidecar always
@@ -23,6 +25,8 @@ use crate::{CoreError, Result};
 
 pub const LAST: &str = "last.safetensors";
 pub const FINAL: &str = "final.safetensors";
+/// The robust checkpoint (written only with `[train] validation`).
+pub const BEST: &str = "best.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const SIDECAR: &str = "checkpoint.json";
 /// Version of the sidecar layout (2: `build` replaced `git_revision`, epoch records carry named
@@ -207,7 +211,8 @@ pub fn check_dir(dir: &Path) -> Result<()> {
     Err(ck_err(dir, reason))
 }
 
-/// Rebuild the model from the sidecar's spec and load `weights` (`LAST` or `FINAL`) into it.
+/// Rebuild the model from the sidecar's spec and load `weights` (`LAST`, `FINAL` or `BEST`)
+/// into it.
 pub fn load(dir: &Path, weights: &str, device: Device) -> Result<Classifier> {
     let mut model = Classifier::new(&read_model_spec(dir)?, device)?;
     load_weights(&mut model, &dir.join(weights))?;

@@ -360,9 +360,13 @@ pub struct TrainArgs {
     /// Learning rate (default 0.1 for SGD, 1e-3 for Adam).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Hold out this many training images and keep the epoch with the best PGD-10 accuracy on
+    /// them as best.safetensors (`[train] validation = { n = N }`).
+    #[arg(long, value_name = "N")]
+    pub validation: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output folder: train.csv, run.toml and the checkpoint files.
+    /// Output folder: train.csv, train_steps.csv, run.toml and the checkpoint files.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long)]
@@ -384,6 +388,10 @@ pub struct ModelArgs {
     /// A checkpoint folder (as written by gfa train --out or gfa run).
     #[arg(long, conflicts_with = "weights")]
     pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the robust checkpoint best.safetensors (a run trained with
+    /// validation) instead of the final weights.
+    #[arg(long, requires = "checkpoint")]
+    pub best: bool,
     /// A .safetensors weights file (needs --model, --width).
     #[arg(long)]
     pub weights: Option<PathBuf>,

@@ -21,7 +21,7 @@ use crate::cli::{
     OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
-use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
+use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, to_table};
 use crate::stages;
 
 /// The file `gfa train` writes next to its checkpoint.
@@ -136,6 +136,9 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     if let Some(b) = a.batch_size {
         train.insert("batch_size".into(), Value::Integer(b as i64));
     }
+    if let Some(n) = a.validation {
+        train.insert("validation".into(), table(vec![("n", Value::Integer(n as i64))]));
+    }
     let mut t = Table::new();
     t.insert("model".into(), Value::Table(model));
     t.insert("method".into(), Value::Table(method));
@@ -211,11 +214,13 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &records, &dev);
-    write_rows(&a.out.join("train.csv"), &rows)?;
+    let rows = stages::write_train_csvs(&a.out, &key_for(&cfg, &a.out, seed), &records, &dev)?;
     println!("epoch  lr        train_loss  train_acc  test_acc  terms");
     for (r, rec) in rows.iter().zip(&records) {
-        let terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        let mut terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        if let Some(v) = rec.validation {
+            terms.push(format!("val_clean={:.4} val_robust={:.4}", v.clean_acc, v.robust_acc));
+        }
         println!(
             "{:<5}  {:<8.4}  {:<10.4}  {:<9.4}  {:<8}  {}",
             r.epoch,
@@ -226,7 +231,14 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
             terms.join(" ")
         );
     }
-    println!("wrote {} and the checkpoint", a.out.join("train.csv").display());
+    if let Some(best) = records.last().and_then(|r| r.best_epoch) {
+        println!("best.safetensors: epoch {best} (best robust accuracy on the held-out images)");
+    }
+    println!(
+        "wrote {}, {} and the checkpoint",
+        a.out.join("train.csv").display(),
+        a.out.join(stages::TRAIN_STEPS).display()
+    );
     Ok(())
 }
 
@@ -240,10 +252,26 @@ fn load_model(
 ) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
         checkpoint::check_dir(dir)?;
-        // The final weights of a finished run, else the last epoch's of one in progress.
-        let weights =
-            if dir.join(checkpoint::FINAL).exists() { checkpoint::FINAL } else { checkpoint::LAST };
-        let model = checkpoint::load(dir, weights, device)?;
+        // With --best the robust checkpoint; else the final weights of a finished run, or the
+        // last epoch's of one in progress.
+        let weights = if m.best {
+            checkpoint::BEST
+        } else if dir.join(checkpoint::FINAL).exists() {
+            checkpoint::FINAL
+        } else {
+            checkpoint::LAST
+        };
+        let model = checkpoint::load(dir, weights, device).with_context(|| {
+            if m.best {
+                format!(
+                    "loading the robust checkpoint {} (written only by runs trained with \
+                     validation: gfa train --validation N, [train] validation)",
+                    dir.join(checkpoint::BEST).display()
+                )
+            } else {
+                format!("loading the checkpoint in {}", dir.display())
+            }
+        })?;
         // The run's settings (its data above all); a run.toml that does not read is an error
         // unless the flags name the data, never a silent fall back to the default data.
         let path = dir.join(RUN_TOML);
@@ -382,7 +410,7 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     }
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
-    let ecfg = EvalConfig { n, subset: Subset::All, batch_size: a.batch_size, individual: true };
+    let ecfg = EvalConfig { n, batch_size: a.batch_size, ..EvalConfig::default() };
     let out_dir =
         a.model.checkpoint.clone().or_else(|| a.model.weights.clone()).unwrap_or_default();
     let key = match &run {

@@ -108,6 +108,7 @@ fn train_cfg(o: &Options) -> (TrainConfig, Method) {
         augment: AugmentConfig { crop_padding: 0, flip: false },
         task_loss: TaskLoss::Ce,
         eval_batch_size: 250,
+        ..TrainConfig::default()
     };
     // A small λ: the model learns (test accuracy ≈ 50 % after 4 epochs), so the attacks have
     // points to fool, and every step still goes through the double backprop.

@@ -335,7 +335,8 @@ fn trained_twin(exp: &ExperimentDir, run: &RunSpec) -> Option<RunDir> {
     })
 }
 
-/// Take `from`'s checkpoint folder and train.csv (re-keyed to `run`) instead of training again.
+/// Take `from`'s checkpoint folder, train.csv and train_steps.csv (re-keyed to `run`) instead
+/// of training again.
 fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
     let (src, dst) = (from.file("checkpoints"), dir.file("checkpoints"));
     if src.is_dir() {
@@ -355,11 +356,23 @@ fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
             })?;
         }
     }
-    let mut rows: Vec<TrainRow> = read_rows(&from.file("train.csv"))?;
-    for r in &mut rows {
-        r.run_id = run.run_id.clone();
+    let steps = crate::stages::TRAIN_STEPS;
+    if from.file(steps).is_file() {
+        rekeyed(from, dir, steps, |r: &mut crate::records::StepRow| {
+            r.run_id.clone_from(&run.run_id)
+        })?;
     }
-    write_rows(&dir.file("train.csv"), &rows)
+    rekeyed(from, dir, "train.csv", |r: &mut TrainRow| r.run_id.clone_from(&run.run_id))
+}
+
+/// Copy the CSV `name` of `from` into `to`, each row changed by `set`.
+fn rekeyed<T>(from: &RunDir, to: &RunDir, name: &str, set: impl Fn(&mut T)) -> Result<()>
+where
+    T: serde::de::DeserializeOwned + Serialize + Default,
+{
+    let mut rows: Vec<T> = read_rows(&from.file(name))?;
+    rows.iter_mut().for_each(set);
+    write_rows(&to.file(name), &rows)
 }
 
 fn work_run(

@@ -353,6 +353,24 @@ impl Subset {
     }
 }
 
+/// `checkpoint` of `[eval]`: which weights of a trained run are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointChoice {
+    /// The weights after the last epoch.
+    #[default]
+    Final,
+    /// The robust checkpoint: the epoch with the best robust accuracy on the held-out training
+    /// images (`[train] validation`); never chosen on test-set numbers.
+    Best,
+}
+
+impl CheckpointChoice {
+    fn is_final(&self) -> bool {
+        *self == CheckpointChoice::Final
+    }
+}
+
 /// The `[eval]` section: which points the attack suite runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -363,6 +381,9 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Also run each attack on its own (`individual` rows), not only cumulatively.
     pub individual: bool,
+    /// The weights evaluated (`final` when absent, which keeps the run ids of files without it).
+    #[serde(skip_serializing_if = "CheckpointChoice::is_final")]
+    pub checkpoint: CheckpointChoice,
 }
 
 impl EvalConfig {
@@ -400,9 +421,15 @@ impl EvalConfig {
 }
 
 impl Default for EvalConfig {
-    /// 1000 points as in RobustBench's quick evaluations; both modes.
+    /// 1000 points as in RobustBench's quick evaluations; both modes; the final weights.
     fn default() -> Self {
-        Self { n: 1000, subset: Subset::All, batch_size: 250, individual: true }
+        Self {
+            n: 1000,
+            subset: Subset::All,
+            batch_size: 250,
+            individual: true,
+            checkpoint: CheckpointChoice::Final,
+        }
     }
 }
 
@@ -445,6 +472,15 @@ impl DataSource {
             DataSource::Cifar10 => "cifar10",
             DataSource::Synthetic => "synthetic",
             DataSource::FashionMnist => "fashion_mnist",
+        }
+    }
+
+    /// Images in the full training split.
+    pub fn train_len(self) -> usize {
+        match self {
+            DataSource::Cifar10 => 50_000,
+            DataSource::Synthetic => crate::stages::SYNTHETIC_TRAIN,
+            DataSource::FashionMnist => 60_000,
         }
     }
 }
@@ -541,7 +577,44 @@ impl RunConfig {
             e => FieldError::at(section, e.to_string()),
         };
         cfg.model.validate().map_err(|e| at("model", e))?;
+        if let Some(v) = &cfg.train.validation {
+            let at_key = |key: &str, message: String| FieldError {
+                path: vec!["train".into(), "validation".into(), key.into()],
+                message,
+                suggestion: None,
+            };
+            v.validate().map_err(|e| {
+                let key = ["n", "every", "steps", "eps"]
+                    .into_iter()
+                    .find(|k| e.to_string().contains(&format!("train.validation.{k}")))
+                    .unwrap_or("n");
+                at_key(key, e.to_string())
+            })?;
+            let full = cfg.data.source.train_len();
+            let len = cfg.data.n_train.map_or(full, |n| n.min(full));
+            if v.n >= len {
+                return Err(at_key(
+                    "n",
+                    format!(
+                        "train.validation.n = {} holds out every training image (the training \
+                         split has {len}): lower train.validation.n or train on more images \
+                         (data.n_train)",
+                        v.n
+                    ),
+                ));
+            }
+        }
         cfg.train.validate().map_err(|e| at("train", e))?;
+        if cfg.eval.checkpoint == CheckpointChoice::Best && cfg.train.validation.is_none() {
+            return Err(FieldError {
+                path: vec!["eval".into(), "checkpoint".into()],
+                message: "\"best\" is the epoch with the best robust accuracy on held-out \
+                          training images, and this run holds none out: add [train] validation \
+                          = { n = 1000 } or evaluate checkpoint = \"final\""
+                    .into(),
+                suggestion: None,
+            });
+        }
         gfa_core::train::check_method(&cfg.method).map_err(|e| at("method", e))?;
         cfg.data.validate()?;
         cfg.eval.validate()?;
@@ -782,6 +855,45 @@ mod tests {
         let mut sections: Vec<&str> = RUN_SECTIONS.to_vec();
         sections.sort();
         assert_eq!(keys, sections);
+    }
+
+    #[test]
+    fn best_checkpoint_needs_validation() {
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"best\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        assert!(e.message.contains("[train] validation"), "{}", e.message);
+        let t: Table = toml::from_str(
+            "[train]\nvalidation = { n = 100, steps = 5 }\n[eval]\ncheckpoint = \"best\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::from_table(&t).unwrap();
+        assert_eq!(cfg.eval.checkpoint, CheckpointChoice::Best);
+        assert_eq!(cfg.train.validation.map(|v| (v.n, v.steps, v.every)), Some((100, 5, 1)));
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"bset\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        // Bad values name their key.
+        for (text, key) in [
+            ("[train.validation]\nn = 0\n", "n"),
+            ("[train.validation]\nevery = 0\n", "every"),
+            ("[train.validation]\nsteps = 0\n", "steps"),
+            ("[data]\nn_train = 500\n[train.validation]\nn = 500\n", "n"),
+            ("[data]\nsource = \"synthetic\"\n[train.validation]\nn = 1000\n", "n"),
+        ] {
+            let t: Table = toml::from_str(text).unwrap();
+            let e = RunConfig::from_table(&t).unwrap_err();
+            assert_eq!(e.path, vec!["train", "validation", key], "{text}: {e:?}");
+            assert!(e.message.contains(key), "{text}: {}", e.message);
+        }
+        // An attack gfa does not validate with: the error lists the ones it does.
+        let t: Table = toml::from_str("[train.validation]\nattack = \"fgsm\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["train", "validation", "attack"], "{e:?}");
+        assert!(e.message.contains("`pgd`"), "{}", e.message);
+        let t: Table =
+            toml::from_str("[data]\nn_train = 500\n[train.validation]\nn = 499\n").unwrap();
+        assert!(RunConfig::from_table(&t).is_ok(), "one training image left is enough");
     }
 
     #[test]

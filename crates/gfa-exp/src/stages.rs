@@ -18,9 +18,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::grid::RunSpec;
 use crate::masking::GradHealth;
-use crate::records::{EvalRow, GfaValueRow, RunKey, TrainRow};
+use crate::records::{EvalRow, GfaValueRow, RunKey, StepRow, TrainRow, write_rows};
 use crate::runner::{EvalOutput, Stages};
-use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset};
+use crate::spec::{
+    AttackEntry, CheckpointChoice, DataConfig, DataSource, EvalConfig, RunConfig, Subset,
+};
 use crate::store::RunDir;
 
 /// Default sizes of the synthetic set when `data.n_train` / `data.n_test` are absent.
@@ -77,26 +79,83 @@ pub fn checkpoint_dir(dir: &RunDir) -> PathBuf {
     dir.file("checkpoints")
 }
 
+/// The file of the diagnostics probes beside `train.csv`.
+pub const TRAIN_STEPS: &str = "train_steps.csv";
+
 /// One `train.csv` row per epoch record.
 pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str) -> Vec<TrainRow> {
     records
         .iter()
-        .map(|r| TrainRow {
-            epoch: r.epoch,
-            lr: r.lr,
-            train_loss: r.train_loss,
-            train_acc: r.train_acc,
-            test_acc: r.test_acc,
-            lambda_now: r.lambda,
-            terms: crate::records::join_pairs(r.terms.iter().map(|(k, v)| (k.as_str(), *v))),
-            tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
-            tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
-            collapse: r.collapse,
-            seconds: r.seconds,
-            device: device.to_string(),
-            ..TrainRow::keyed(key)
+        .map(|r| {
+            let end = r.end_probe();
+            let val = r.validation;
+            TrainRow {
+                epoch: r.epoch,
+                lr: r.lr,
+                train_loss: r.train_loss,
+                train_acc: r.train_acc,
+                test_acc: r.test_acc,
+                lambda_now: r.lambda,
+                terms: crate::records::join_pairs(r.terms.iter().map(|(k, v)| (k.as_str(), *v))),
+                tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
+                tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
+                collapse: r.collapse,
+                seconds: r.seconds,
+                device: device.to_string(),
+                steps: Some(r.steps),
+                grad_norm: end.map(|p| p.grad_norm),
+                dead_frac: end.map(|p| dead_text(&p.taps)).unwrap_or_default(),
+                pred_entropy: end.map(|p| p.pred_entropy),
+                collapse_step: r.collapse_step,
+                val_clean_acc: val.map(|v| v.clean_acc),
+                val_robust_acc: val.map(|v| v.robust_acc),
+                best_epoch: r.best_epoch,
+                ..TrainRow::keyed(key)
+            }
         })
         .collect()
+}
+
+/// `train_steps.csv` rows: every diagnostics probe of the records, in order.
+pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow> {
+    records
+        .iter()
+        .flat_map(|r| &r.probes)
+        .map(|p| StepRow {
+            epoch: p.epoch,
+            step: p.step,
+            train_acc: p.train_acc,
+            test_acc: p.test_acc,
+            loss: p.loss,
+            penalty: p.penalty,
+            lambda_now: p.lambda,
+            tap_cos: join_taps(p.taps.iter().map(|t| (&t.tap, t.cos))),
+            grad_norm: p.grad_norm,
+            dead_frac: dead_text(&p.taps),
+            pred_entropy: p.pred_entropy,
+            collapse: p.collapse,
+            ..StepRow::keyed(key)
+        })
+        .collect()
+}
+
+/// Write a run's `train.csv` and `train_steps.csv` into `dir` (the steps file first, so a
+/// `train.csv` always has its steps beside it).
+pub fn write_train_csvs(
+    dir: &Path,
+    key: &RunKey,
+    records: &[gfa_core::EpochRecord],
+    device: &str,
+) -> Result<Vec<TrainRow>> {
+    write_rows(&dir.join(TRAIN_STEPS), &step_rows(key, records))?;
+    let rows = train_rows(key, records, device);
+    write_rows(&dir.join("train.csv"), &rows)?;
+    Ok(rows)
+}
+
+/// The dead-unit fractions of the taps that have one, `tap=value;…`.
+fn dead_text(taps: &[gfa_core::train::TapProbe]) -> String {
+    join_taps(taps.iter().filter_map(|t| Some((&t.tap, t.dead?))))
 }
 
 /// `tap=value` pairs joined by `;` (values to 6 significant digits).
@@ -129,6 +188,7 @@ fn train_options(seed: u64, run_id: &str, ckpt: &Path, resume: bool) -> TrainOpt
         resume,
         progress: false,
         perturbation: Some(&gfa_attacks::InnerPgd),
+        validation: Some(&gfa_attacks::ValidationPgd),
         max_steps: None,
         provenance: crate::build_info::provenance(),
     }
@@ -359,12 +419,22 @@ pub struct TorchStages {
     pub device: Device,
 }
 
+/// The weights file `[eval] checkpoint` names.
+pub fn weights_file(choice: CheckpointChoice) -> &'static str {
+    match choice {
+        CheckpointChoice::Final => checkpoint::FINAL,
+        CheckpointChoice::Best => checkpoint::BEST,
+    }
+}
+
 impl TorchStages {
-    /// The run's trained model and its data.
+    /// The run's trained model (the weights `[eval] checkpoint` names) and its data.
     fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
         let ckpt = checkpoint_dir(dir);
-        let model = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
-            .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
+        let file = weights_file(run.config.eval.checkpoint);
+        let model = checkpoint::load(&ckpt, file, self.device).with_context(|| {
+            format!("loading the trained model ({file}) from {}", ckpt.display())
+        })?;
         let data = load_data(&run.config.data)?;
         check_input(&model, &data.test)?;
         Ok((model, data))
@@ -378,6 +448,7 @@ impl Stages for TorchStages {
         let (_, records) =
             train_model(&run.config, &splits, run.seed, &run.run_id, &ckpt, true, self.device)?;
         let device = gfa_core::device::device_name(self.device);
+        write_rows(&dir.file(TRAIN_STEPS), &step_rows(&run.key(), &records))?;
         Ok(train_rows(&run.key(), &records, &device))
     }
 

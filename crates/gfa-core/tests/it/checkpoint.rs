@@ -118,6 +118,11 @@ fn sidecar_floats_read_back_bit_for_bit() {
         lambda: Some(v),
         seconds: v * 11.0,
         collapse: false,
+        steps: i * 10,
+        probes: vec![],
+        collapse_step: None,
+        validation: Some(gfa_core::train::ValidationRecord { clean_acc: v, robust_acc: v / 7.0 }),
+        best_epoch: Some(1),
     };
     let meta = CheckpointMeta {
         format: checkpoint::FORMAT,
@@ -140,6 +145,7 @@ fn sidecar_floats_read_back_bit_for_bit() {
                 v.extend(r.test_acc);
                 v.extend(r.taps.iter().flat_map(|t| [t.cos, t.term]));
                 v.extend(r.terms.values());
+                v.extend(r.validation.iter().flat_map(|m| [m.clean_acc, m.robust_acc]));
                 v
             })
             .map(f64::to_bits)

@@ -68,6 +68,7 @@ pub fn quick(epochs: usize) -> TrainConfig {
         augment: AugmentConfig::default(),
         task_loss: TaskLoss::Ce,
         eval_batch_size: 64,
+        ..TrainConfig::default()
     }
 }
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gfa_exp::records::{EvalRow, GfaValueRow, TrainRow, read_rows};
+use gfa_exp::records::{EvalRow, GfaValueRow, StepRow, TrainRow, read_rows};
 
 fn gfa(dir: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
@@ -255,4 +255,88 @@ fn two_runners_on_one_grid_share_it_without_a_race() {
         assert_eq!(done, 4, "trial {trial}: each run is done once");
         assert_eq!(csvs(&results), alone, "trial {trial}");
     }
+}
+
+/// Standard training with `[train] validation`, evaluated on the final and on the robust
+/// checkpoint (two runs sharing one training).
+const ROBUST: &str = r#"experiment = "robust"
+seeds = [2]
+
+[base]
+data = { source = "synthetic", n_train = 320, n_test = 48 }
+model = { arch = "mlp", width = 0.25 }
+method = { kind = "standard" }
+train = { epochs = 5, batch_size = 32, eval_batch_size = 64, optimizer = { kind = "adam", lr = 0.003 }, validation = { n = 32, steps = 2, every = 1, eps = "32/255" } }
+eval = { n = 48, batch_size = 48 }
+
+[grid]
+"eval.checkpoint" = ["final", "best"]
+
+[[attacks]]
+kind = "fgsm"
+eps = ["8/255"]
+"#;
+
+/// `gfa run` with `[train] validation`: train.csv logs the validation accuracies and the
+/// chosen epoch, `best.safetensors` holds that epoch, and `[eval] checkpoint` picks the weights
+/// the attack suite sees (the clean accuracy in eval.csv is the chosen file's). At 32/255 the
+/// MLP's robust validation accuracy peaks before the last epoch (epoch 3 of 5: 14 of 32
+/// held-out points against 12 at epochs 4 and 5), so the two files differ.
+#[test]
+fn validation_keeps_the_best_checkpoint_and_eval_picks_it() {
+    use gfa_exp::grid::ExperimentSpec;
+    use gfa_exp::spec::CheckpointChoice;
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::write(dir.path(), "robust.toml", ROBUST);
+    gfa(
+        dir.path(),
+        &["--device", "cpu", "run", file.to_str().unwrap(), "--results", "res", "--quiet"],
+    );
+    let runs = ExperimentSpec::load(&file, &[]).unwrap().expand().unwrap();
+    let exp = dir.path().join("res/robust");
+    let eval: Vec<EvalRow> = read_rows(&exp.join("eval.csv")).unwrap();
+    let data = gfa_exp::stages::load_data(&runs[0].config.data).unwrap();
+    let mut accs = Vec::new();
+    for run in &runs {
+        let rows: Vec<TrainRow> = read_rows(&exp.join(&run.run_id).join("train.csv")).unwrap();
+        assert_eq!(rows.len(), 5);
+        let robust: Vec<f64> = rows.iter().map(|r| r.val_robust_acc.unwrap()).collect();
+        assert!(rows.iter().all(|r| r.val_clean_acc.is_some_and(|a| (0.0..=1.0).contains(&a))));
+        // The highest robust validation accuracy so far, the earliest epoch on a tie.
+        let mut best = 0;
+        for (i, r) in rows.iter().enumerate() {
+            if robust[i] > robust[best] {
+                best = i;
+            }
+            assert_eq!(r.best_epoch, Some(best + 1), "epoch {}: {robust:?}", r.epoch);
+        }
+        // The collapse diagnostics (on by default): train_steps.csv holds every probe, and the
+        // one taken at the end of each epoch fills that epoch's train.csv columns.
+        let probes: Vec<StepRow> =
+            read_rows(&exp.join(&run.run_id).join("train_steps.csv")).unwrap();
+        assert_eq!(probes[0].step, 0, "the initial weights are probed");
+        for r in &rows {
+            let end = probes.iter().find(|p| Some(p.step) == r.steps).unwrap();
+            assert_eq!((end.epoch, Some(end.grad_norm)), (r.epoch, r.grad_norm));
+            assert_eq!((Some(end.pred_entropy), &end.dead_frac), (r.pred_entropy, &r.dead_frac));
+            assert_eq!(r.collapse_step.is_some(), end.collapse, "epoch {}", r.epoch);
+        }
+        let ckpt = exp.join(&run.run_id).join("checkpoints");
+        let file = gfa_exp::stages::weights_file(run.config.eval.checkpoint);
+        let want =
+            if run.config.eval.checkpoint == CheckpointChoice::Best { "best" } else { "final" };
+        assert_eq!(file, format!("{want}.safetensors"));
+        let model = gfa_core::checkpoint::load(&ckpt, file, tch::Device::Cpu).unwrap();
+        let acc = gfa_core::metrics::accuracy(&model, &data.test.head(48), 48).unwrap();
+        let clean: Vec<f64> =
+            eval.iter().filter(|r| r.run_id == run.run_id).map(|r| r.clean_acc).collect();
+        assert!(!clean.is_empty());
+        // Same weights, same points, same kernels: the same count of correct points.
+        assert!(clean.iter().all(|c| (c - acc).abs() < 1e-9), "{file}: {clean:?} vs {acc}");
+        accs.push((run.config.eval.checkpoint, acc, rows[4].best_epoch));
+    }
+    // The setting tells the two files apart: the robust checkpoint is an earlier epoch, with
+    // another test accuracy.
+    assert!(accs.iter().all(|a| a.2.is_some_and(|e| e < 5)), "{accs:?}");
+    assert_ne!(accs[0].1, accs[1].1, "{accs:?}");
 }
