@@ -156,7 +156,7 @@ def methods(path):
     print("# Epoch cost per training method (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; git {rev or 'unknown'}. One epoch of "
           f"`gfa train --model cnn --width 0.25 --optimizer adam --batch-size 128 --n-train {n} --n-test 100` "
-          f"per method on the CIFAR-10 copy, each at its SPEC §4 defaults (PGD-AT and TRADES: 10 inner "
+          f"per method on the CIFAR-10 copy, each at its defaults (docs/method.md §3) (PGD-AT and TRADES: 10 inner "
           f"steps; gfa, gnr, gfa_pgd_at: λ = 0.3, deep/first taps by default); the time is train.csv's "
           f"`seconds` (the epoch and a 100-point test pass), median over {len(t.get('standard', []))} round(s). "
           f"Raw: `results/bench/methods.jsonl`.\n")

@@ -1,7 +1,7 @@
 //! The Gradient-Feature Alignment (GFA) regularizer and the input-gradient-norm penalty (GNR).
 //!
 //! GFA: "DeepDefense: Layer-Wise Gradient-Feature Alignment for Building Robust Neural Networks"
-//! (Lin, Yeap, Kiringa, Zhang; arXiv 2511.13749), as restated in SPEC §2:
+//! (Lin, Yeap, Kiringa, Zhang; arXiv 2511.13749), as restated in docs/method.md §2:
 //!
 //! ```text
 //! g_{k,i} = ∂(Σ_j ℓ_j)/∂h_{k,i}                         (double backprop)
@@ -18,7 +18,7 @@
 //! summed for the tap gradients so that g_{k,i} does not depend on the batch size, which makes
 //! GNR batch-size independent; the cosine is scale invariant anyway.
 //!
-//! Defaults are SPEC §2's table; `eps = 1e-8` as PyTorch's `cosine_similarity`.
+//! Defaults are docs/method.md §2's table; `eps = 1e-8` as PyTorch's `cosine_similarity`.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -178,7 +178,7 @@ pub const DEFAULT_FD_STEP: f64 = 1e-3;
 
 /// The GFA options, shared by the methods that train with a tap-gradient penalty (`gfa`,
 /// `gnr`, `gfa_pgd_at`): the keys of their `[method]` table besides `kind` (and, for
-/// `gfa_pgd_at`, the PGD keys). SPEC §2's defaults for every key but λ, which has none.
+/// `gfa_pgd_at`, the PGD keys). docs/method.md §2's defaults for every key but λ, which has none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegularizerConfig {
@@ -222,7 +222,7 @@ fn eps_1e8() -> f64 {
 }
 
 impl RegularizerConfig {
-    /// Weight λ and SPEC §2's defaults otherwise: `layers` by kind, φ = 1 − c, uniform
+    /// Weight λ and docs/method.md §2's defaults otherwise: `layers` by kind, φ = 1 − c, uniform
     /// weights, post-activation taps, no warm-up, ε = 1e-8, the exact gradient.
     pub fn with_lambda(lambda: f64) -> Self {
         Self {

@@ -425,7 +425,7 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     };
     let dev = gfa_core::device::device_name(device);
     let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
-    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev)?;
+    let rows = stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev)?.eval;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

@@ -22,6 +22,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use gfa_attacks::AttackSpec;
+use gfa_attacks::apgd::ApgdConfig;
+use gfa_attacks::fgsm::FgsmConfig;
+use gfa_attacks::pgd::PgdConfig;
 use gfa_core::method::gfa::Gfa;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, RegularizerConfig};
@@ -122,8 +126,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Robust points (not fooled, clean-correct included) of an attack spec on `model`.
-fn robust(model: &Classifier, spec: serde_json::Value, x: &Tensor, y: &Tensor) -> Result<i64> {
-    let attack = gfa_attacks::AttackSpec::from_value(spec)?.build()?;
+fn robust(model: &Classifier, spec: AttackSpec, x: &Tensor, y: &Tensor) -> Result<i64> {
+    let attack = spec.build()?;
     let mut rng = gfa_core::seed::rng_for(0, "cuda-check/attack");
     let out = gfa_attacks::attack::run(attack.as_ref(), model, x, y, 8.0 / 255.0, &mut rng)?;
     Ok(out.success.logical_not().sum(Kind::Int64).int64_value(&[]))
@@ -193,8 +197,8 @@ pub fn compare(cpu: Device, gpu: Device, o: &Options) -> Result<(Vec<Comparison>
         ),
     ));
     for (label, spec) in [
-        ("FGSM", serde_json::json!({"kind": "fgsm"})),
-        ("PGD-20", serde_json::json!({"kind": "pgd", "steps": 20})),
+        ("FGSM", AttackSpec::Fgsm(FgsmConfig::default())),
+        ("PGD-20", AttackSpec::Pgd(PgdConfig { steps: 20, ..PgdConfig::default() })),
     ] {
         let (pa, pb) = (robust(&a, spec.clone(), &xa, &ya)?, robust(&b, spec, &xb, &yb)?);
         out.push(Comparison::new(
@@ -232,8 +236,7 @@ pub fn timings(device: Device, model: &Classifier, o: &Options) -> Result<Vec<Ti
     let on = Classifier::new(&model.spec, device)?;
     copy_weights(model, &on);
     let (x, y) = (x.to_device(device), y.to_device(device));
-    let attack =
-        gfa_attacks::AttackSpec::from_value(serde_json::json!({"kind": "apgd-ce"}))?.build()?;
+    let attack = AttackSpec::ApgdCe(ApgdConfig::default()).build()?;
     let mut rng = gfa_core::seed::rng_for(0, "cuda-check/apgd");
     gfa_core::bench::sync(device);
     let t0 = Instant::now();

@@ -643,18 +643,11 @@ impl RunSpec {
     }
 }
 
-fn int_at(t: &Table, key: &str) -> Option<f64> {
-    match t.get(key) {
-        Some(Value::Integer(i)) => Some(*i as f64),
-        Some(Value::Float(f)) => Some(*f),
-        _ => None,
-    }
-}
-
 /// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
 /// image): training epochs × training points × the method's gradients per step
 /// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
-/// gradients (or queries) per point × eps values.
+/// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
+/// minimum-norm attack).
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
@@ -668,28 +661,9 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     let mut total = n_train * epochs * c.method.grads_per_step();
     let n_eval = c.eval.n as f64;
     for a in &run.attacks {
-        let compat = a.preset == "torchattacks";
-        let steps = int_at(&a.config, "steps");
-        let restarts = int_at(&a.config, "restarts").unwrap_or(1.0);
-        let per_point = match a.kind.as_str() {
-            "fgsm" => 1.0,
-            "pgd" => steps.unwrap_or(if compat { 10.0 } else { 20.0 }) * restarts,
-            "apgd-ce" | "apgd-dlr" => steps.unwrap_or(if compat { 10.0 } else { 100.0 }) * restarts,
-            "apgd-t" => 9.0 * steps.unwrap_or(if compat { 10.0 } else { 100.0 }),
-            "square" => int_at(&a.config, "queries").unwrap_or(5000.0) / 3.0,
-            "autoattack" => 100.0 + 900.0 + 900.0 + 5000.0 / 3.0,
-            "deepfool" => 10.0 * steps.unwrap_or(50.0),
-            "cw" | "ead" => 9.0 * steps.unwrap_or(if compat { 100.0 } else { 1000.0 }),
-            "noise" => 10.0,
-            "transfer" => 100.0,
-            _ => 1.0,
-        };
-        let per_eps = if crate::spec::MIN_NORM_KINDS.contains(&a.kind.as_str()) && a.kind != "fab" {
-            1.0
-        } else {
-            a.eps.len().max(1) as f64
-        };
-        total += n_eval * per_point * per_eps;
+        // A minimum-norm attack runs once and is thresholded at each of its budgets.
+        let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
+        total += n_eval * a.spec.cost_per_point() * runs as f64;
     }
     total / 1e6
 }

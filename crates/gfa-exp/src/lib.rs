@@ -28,11 +28,13 @@ pub mod legacy;
 pub mod masking;
 pub mod overrides;
 pub mod plot;
+pub mod points;
 pub mod records;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod stages;
+pub mod stats;
 pub mod store;
 
 use std::fmt::Write as _;
@@ -370,10 +372,14 @@ fn list(what: ListWhat) {
         ListWhat::Attacks => {
             for a in gfa_attacks::registry::list() {
                 let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
+                let f = a.facts;
                 println!(
-                    "{:<11} {:?} norms: {}  defaults: {}",
+                    "{:<11} {} ({:?}, {:?}, {:?}) norms: {}  defaults: {}",
                     a.kind,
-                    a.family,
+                    f.algorithm.name(),
+                    f.family,
+                    f.access,
+                    f.steps,
                     norms.join(","),
                     a.defaults
                 );

@@ -281,9 +281,9 @@ keyed_row! {
 }
 
 keyed_row! {
-    /// `checks.csv`: one row per gradient-masking check (SPEC §6) plus one `verdict` row.
+    /// `checks.csv`: one row per gradient-masking check (docs/method.md §7) plus one `verdict` row.
     pub struct CheckRow {
-        /// SPEC §6 number (1–9); empty for the verdict row.
+        /// Check number (1–9, docs/method.md §7); empty for the verdict row.
         pub number: Option<u32>,
         /// Check code (`iterative_beats_single_step`, …, `verdict`).
         pub check: String,
@@ -295,6 +295,28 @@ keyed_row! {
         pub threshold: Option<f64>,
         /// Human-readable numbers behind the result.
         pub detail: String,
+    }
+}
+
+keyed_row! {
+    /// `points.csv`: per `eval.csv` row, the outcome at each evaluated point (see
+    /// [`crate::points`]), for paired comparisons of methods on the same points.
+    pub struct PointRow {
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub norm: String,
+        pub eps_text: String,
+        /// `clean`, `individual` or `cumulative`.
+        pub mode: String,
+        pub subset: String,
+        /// Number of evaluated points (the length of `robust`).
+        pub n: usize,
+        /// One character per evaluation point (the first `eval.n` test points): `1` where the
+        /// point was evaluated (every point, or those of the `all_correct` subset), else `0`.
+        pub points: String,
+        /// One character per evaluated point, in order: `1` robust at this row, `0` not.
+        pub robust: String,
     }
 }
 
@@ -314,7 +336,8 @@ keyed_row! {
     pub struct NormRow {
         pub attack: String,
         pub preset: String,
-        /// Index of the point in the evaluated subset.
+        /// Position of the point among the run's evaluation points (the first `eval.n` test
+        /// points), the same position `points.csv` uses.
         pub index: usize,
         pub success: bool,
         pub l0: Option<f64>,

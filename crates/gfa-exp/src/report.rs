@@ -1,5 +1,5 @@
 //! `gfa report DIR`: aggregate a results folder over seeds into `summary.csv` and the Markdown
-//! tables of SPEC §7 (`tables/T1.md` … `T4.md`, all of them in `report.md`).
+//! tables of docs/method.md §9 (`tables/T1.md` … `T4.md`, all of them in `report.md`).
 //!
 //! Reads only CSVs. Per-run numbers are computed first, then each cell is the mean ± sample
 //! standard deviation over the runs that differ only by seed. Accuracies are shown in percent.
@@ -23,6 +23,8 @@ use crate::records::{
 };
 use crate::store::ExperimentDir;
 use gfa_data::atomic::write_atomic;
+
+pub mod claims;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
 pub const PAPER_GAIN_APGD: f64 = 15.2;
@@ -216,6 +218,8 @@ pub struct Results {
     pub train: Vec<TrainRow>,
     pub checks: Vec<CheckRow>,
     pub gfa_value: Vec<GfaValueRow>,
+    /// Per `eval.csv` row, its per-point outcomes (`points.csv`; empty for older folders).
+    pub points: BTreeMap<crate::points::RowKey, crate::points::Outcomes>,
 }
 
 impl Results {
@@ -227,12 +231,17 @@ impl Results {
         if !exp.runs()?.is_empty() {
             crate::runner::collect_all(&exp)?;
         }
-        let r = Results {
+        let mut r = Results {
             eval: read_opt(&dir.join("eval.csv"))?,
             train: read_opt(&dir.join("train.csv"))?,
             checks: read_opt(&dir.join("checks.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
+            points: BTreeMap::new(),
         };
+        let points = dir.join("points.csv");
+        if points.is_file() {
+            r.points = crate::points::read_points(&points, &r.eval)?;
+        }
         if r.eval.is_empty() && r.train.is_empty() && r.gfa_value.is_empty() {
             bail!(
                 "{}: no results yet (no eval.csv, train.csv or gfa_value.csv rows)",
@@ -326,9 +335,15 @@ pub fn build(res: &Results) -> Built {
         .unwrap_or_default();
     let mut md = format!("# Results of experiment `{experiment}`\n\n");
     md.push_str(
-        "Accuracies in %, mean ± sample std over seeds. Protocols: **paper** = torchattacks \
-         presets on the points every model classifies correctly; **standard** = reference \
-         presets on all points.\n\n",
+        "Accuracies in %. With one seed, an accuracy is followed by its Wilson 95 % score \
+         interval [low, high]: the true accuracies on the population the n points were drawn \
+         from that these n points do not rule out. With several seeds, mean ± sample std over \
+         seeds (each run's value is in eval.csv). GFA − ADV compares the two \
+         methods on the same points: with one seed, the paired difference with Newcombe's 95 % \
+         interval, and the exact McNemar p-value, the chance of points this lopsided between \
+         the two methods were both equally robust; with several seeds, one p-value per seed. \
+         Protocols: **paper** = torchattacks presets on the points every model classifies \
+         correctly; **standard** = reference presets on all points.\n\n",
     );
     for (_, t) in &tables {
         md.push_str(t);
@@ -494,15 +509,21 @@ fn table_t1(res: &Results, ctx: &Ctx) -> String {
 /// Per-run robust accuracy of individual rows, by (protocol, attack, norm, eps_text).
 type CellKey = (String, String, String, String);
 
-fn eval_cells(res: &Results, ctx: &Ctx) -> BTreeMap<(Group, CellKey), Vec<f64>> {
-    let mut cells: BTreeMap<(Group, CellKey), Vec<f64>> = BTreeMap::new();
+fn eval_cells(res: &Results, ctx: &Ctx) -> BTreeMap<(Group, CellKey), Vec<(f64, usize)>> {
+    let mut cells: BTreeMap<(Group, CellKey), Vec<(f64, usize)>> = BTreeMap::new();
     for r in res.eval.iter().filter(|r| r.mode == "individual" && !r.eps_text.is_empty()) {
         let Some(acc) = r.robust_acc else { continue };
         let k =
             (protocol(&r.preset, &r.subset), r.attack.clone(), r.norm.clone(), r.eps_text.clone());
-        cells.entry((ctx.group_of(r), k)).or_default().push(acc);
+        cells.entry((ctx.group_of(r), k)).or_default().push((acc, r.n));
     }
     cells
+}
+
+/// An accuracy cell: with one run, the accuracy and its Wilson 95 % interval; with several,
+/// mean ± std over seeds.
+fn acc_pct(xs: &[(f64, usize)]) -> String {
+    claims::acc_cell(xs)
 }
 
 /// Per group and protocol: clean accuracies (one per run) and n.
@@ -552,6 +573,11 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
     let wc = worst_cases(&res.eval);
     let run_group: BTreeMap<String, Group> =
         res.eval.iter().map(|r| (r.run_id.clone(), ctx.group_of(r))).collect();
+    let run_n: BTreeMap<(String, String), usize> = res
+        .eval
+        .iter()
+        .map(|r| ((r.run_id.clone(), protocol(&r.preset, &r.subset)), r.n))
+        .collect();
     let eps_value: BTreeMap<(String, String), f64> = res
         .eval
         .iter()
@@ -596,99 +622,35 @@ fn table_t2(res: &Results, ctx: &Ctx) -> String {
                 g.0.clone(),
                 g.1.clone(),
                 ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
-                pct(accs),
+                match (&accs[..], ns.iter().next()) {
+                    ([one], Some(&n)) => acc_pct(&[(*one, n)]),
+                    _ => pct(accs),
+                },
             ];
             for c in &cols {
-                row.push(pct(cells.get(&(g.clone(), c.clone())).map(Vec::as_slice).unwrap_or(&[])));
+                row.push(acc_pct(cells.get(&(g.clone(), c.clone())).map_or(&[], Vec::as_slice)));
             }
             for (n, e) in &wc_cols {
-                let xs: Vec<f64> = wc
+                let xs: Vec<(f64, usize)> = wc
                     .iter()
                     .filter(|(k, _)| {
                         k.1 == p && &k.2 == n && &k.3 == e && run_group.get(&k.0) == Some(g)
                     })
-                    .map(|(_, v)| *v)
+                    .map(|(k, v)| {
+                        (*v, run_n.get(&(k.0.clone(), k.1.clone())).copied().unwrap_or(0))
+                    })
                     .collect();
-                row.push(pct(&xs));
+                row.push(acc_pct(&xs));
             }
             rows.push(row);
         }
         s.push_str(&md_table(&header, &rows));
         s.push('\n');
-        // GFA − ADV under APGD and FGSM, per model and eps, for every GFA configuration.
-        let mut diff_rows = Vec::new();
-        for (kind, claim) in [("apgd", PAPER_GAIN_APGD), ("fgsm", PAPER_GAIN_FGSM)] {
-            let kind_of: BTreeMap<&str, &str> =
-                res.eval.iter().map(|r| (r.attack.as_str(), r.kind.as_str())).collect();
-            for c in cols.iter().filter(|c| kind_of.get(c.1.as_str()) == Some(&kind)) {
-                for g in
-                    groups.iter().filter(|g| g.1.starts_with("gfa") && !g.1.starts_with("gfa+"))
-                {
-                    let adv = groups.iter().find(|a| a.0 == g.0 && a.1.starts_with("pgd_at"));
-                    let (Some(adv), Some(gx)) = (adv, cells.get(&(g.clone(), c.clone()))) else {
-                        continue;
-                    };
-                    let Some(ax) = cells.get(&(adv.clone(), c.clone())) else { continue };
-                    let (gm, am) =
-                        (Stat::of(gx).expect("non-empty"), Stat::of(ax).expect("non-empty"));
-                    diff_rows.push(vec![
-                        format!("{} − {}", g.1, adv.1),
-                        g.0.clone(),
-                        c.1.clone(),
-                        format!("{} {}", c.2, c.3),
-                        gm.fmt(100.0, 1),
-                        am.fmt(100.0, 1),
-                        format!("{:+.1}", 100.0 * (gm.mean - am.mean)),
-                        format!("up to +{claim:.1}"),
-                    ]);
-                }
-            }
-        }
-        if !diff_rows.is_empty() {
-            let header: Vec<String> = [
-                "GFA − ADV",
-                "model",
-                "attack",
-                "eps",
-                "GFA",
-                "ADV",
-                "GFA − ADV (pts)",
-                "paper (pts)",
-            ]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-            s.push_str(&md_table(&header, &diff_rows));
-            s.push('\n');
-        }
+        s.push_str(&claims::gains(res, ctx, &p));
     }
     s
 }
 
-/// Per-run median norms of a min-norm attack kind: one value per run (first row of the run).
-fn median_norms(
-    res: &Results,
-    ctx: &Ctx,
-    kind: &str,
-    p: &str,
-    metric: fn(&EvalRow) -> Option<f64>,
-) -> BTreeMap<Group, Vec<f64>> {
-    let mut seen = BTreeSet::new();
-    let mut out: BTreeMap<Group, Vec<f64>> = BTreeMap::new();
-    for r in &res.eval {
-        if r.kind != kind || protocol(&r.preset, &r.subset) != p {
-            continue;
-        }
-        let Some(v) = metric(r) else { continue };
-        if seen.insert(r.run_id.clone()) {
-            out.entry(ctx.group_of(r)).or_default().push(v);
-        }
-    }
-    out
-}
-
-// The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
-#[allow(clippy::type_complexity)]
 fn table_t3(res: &Results, ctx: &Ctx) -> String {
     let mut s = String::from(
         "## T3: median perturbation of minimum-norm attacks and ratio to standard training\n\n",
@@ -697,59 +659,20 @@ fn table_t3(res: &Results, ctx: &Ctx) -> String {
         s,
         "The paper claims DeepFool and EAD need {PAPER_RATIO} the perturbation of standard \
          training. Read the ratios next to the clean accuracy: a collapsed model also needs \
-         large perturbations (SPEC §6, check 9).\n"
+         large perturbations (masking check 9, docs/method.md §7). Each minimum-norm attack \
+         runs once per model; the median is over the points it fooled.\n"
     );
-    let clean = clean_by_group(res, ctx);
-    let specs: [(&str, &str, fn(&EvalRow) -> Option<f64>); 4] = [
-        ("deepfool", "DeepFool L2", |r| r.median_l2),
-        ("ead", "EAD L1", |r| r.median_l1),
-        ("ead", "EAD L2", |r| r.median_l2),
-        ("cw", "CW L2", |r| r.median_l2),
-    ];
     let mut any = false;
     for p in protocols(res) {
-        let data: Vec<(&str, BTreeMap<Group, Vec<f64>>)> = specs
-            .iter()
-            .map(|(k, name, f)| (*name, median_norms(res, ctx, k, &p, *f)))
-            .filter(|(_, m)| !m.is_empty())
-            .collect();
-        if data.is_empty() {
-            continue;
+        if let Some(t) = claims::ratios(res, ctx, &p) {
+            let _ = writeln!(s, "### Protocol: {p}\n");
+            s.push_str(&t);
+            s.push('\n');
+            any = true;
         }
-        any = true;
-        let _ = writeln!(s, "### Protocol: {p}\n");
-        let groups: BTreeSet<Group> = data.iter().flat_map(|(_, m)| m.keys().cloned()).collect();
-        let mut header = vec!["model".to_string(), "method".into(), "n".into(), "clean".into()];
-        for (name, _) in &data {
-            header.push(format!("{name} median"));
-            header.push(format!("{name} ratio (paper {PAPER_RATIO})"));
-        }
-        let mut rows = Vec::new();
-        for g in &groups {
-            let (accs, ns) = clean.get(&(g.clone(), p.clone())).cloned().unwrap_or_default();
-            let mut row = vec![
-                g.0.clone(),
-                g.1.clone(),
-                ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
-                pct(&accs),
-            ];
-            for (_, m) in &data {
-                let st = m.get(g).and_then(|xs| Stat::of(xs));
-                row.push(st.map(|x| x.fmt(1.0, 4)).unwrap_or_else(|| "—".into()));
-                let std_g = m.iter().find(|(k, _)| k.0 == g.0 && k.1 == "standard");
-                let ratio = match (st, std_g.and_then(|(_, xs)| Stat::of(xs))) {
-                    (Some(a), Some(b)) if b.mean > 0.0 => format!("{:.1}×", a.mean / b.mean),
-                    _ => "—".into(),
-                };
-                row.push(ratio);
-            }
-            rows.push(row);
-        }
-        s.push_str(&md_table(&header, &rows));
-        s.push('\n');
     }
     if !any {
-        s.push_str("No minimum-norm attack (DeepFool, EAD, CW) rows in this results folder.\n");
+        s.push_str(&claims::no_ratio_reason());
     }
     s
 }
@@ -769,7 +692,13 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
     let cols: Vec<CellKey> = cells
         .keys()
         .map(|(_, k)| k.clone())
-        .filter(|k| matches!(kind_of.get(k.1.as_str()), Some(&"autoattack") | Some(&"transfer")))
+        .filter(|k| {
+            let f = kind_of.get(k.1.as_str()).and_then(|kind| gfa_attacks::registry::facts(kind));
+            f.is_some_and(|f| {
+                f.algorithm == gfa_attacks::Algorithm::AutoAttack
+                    || f.access == gfa_attacks::Access::Surrogate
+            })
+        })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -782,10 +711,9 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
             .map(|g| {
                 let mut row = vec![g.0.clone(), g.1.clone()];
                 for c in &cols {
-                    row.push(pct(cells
-                        .get(&(g.clone(), c.clone()))
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[])));
+                    row.push(acc_pct(
+                        cells.get(&(g.clone(), c.clone())).map_or(&[], Vec::as_slice),
+                    ));
                 }
                 row
             })
@@ -832,7 +760,7 @@ fn table_t4(res: &Results, ctx: &Ctx) -> String {
                 vec![g.0.clone(), g.1.clone(), v, f]
             })
             .collect();
-        s.push_str("### Gradient-masking checks (SPEC §6)\n\n");
+        s.push_str("### Gradient-masking checks (docs/method.md §7)\n\n");
         s.push_str(&md_table(&header, &rows));
         s.push('\n');
     }

@@ -7,7 +7,7 @@
 //! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
 //!
 //! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
-//! expansion evaluated on the same points classifies correctly (SPEC §5). Such a grid trains every
+//! expansion evaluated on the same points classifies correctly (docs/method.md §6). Such a grid trains every
 //! selected run first, then intersects the trained models' correct points, then evaluates; a run
 //! evaluated on an intersection records its members (`all_correct` file) and is evaluated again
 //! when they change.
@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
-use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
+use crate::records::{
+    CheckRow, EvalRow, GfaValueRow, NormRow, PointRow, TrainRow, read_rows, write_rows,
+};
 use crate::spec::Subset;
 use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
 use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
@@ -31,6 +33,8 @@ use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
 pub struct EvalOutput {
     pub eval: Vec<EvalRow>,
     pub norms: Vec<NormRow>,
+    /// Per `eval.csv` row, the per-point outcomes (`points.csv`).
+    pub points: Vec<PointRow>,
     pub gfa_value: Vec<GfaValueRow>,
     pub grad_health: Option<GradHealth>,
 }
@@ -50,7 +54,7 @@ pub trait Stages {
         dir: &RunDir,
         keep: Option<&[bool]>,
     ) -> Result<EvalOutput>;
-    /// The masking checks of SPEC §6 from the eval rows (a pure function by default).
+    /// The masking checks (docs/method.md §7) from the eval rows (a pure function by default).
     fn checks(
         &mut self,
         run: &RunSpec,
@@ -413,6 +417,7 @@ fn work_run(
         }
         write_rows(&dir.file("eval.csv"), &out.eval)?;
         write_rows(&dir.file("norms.csv"), &out.norms)?;
+        write_rows(&dir.file("points.csv"), &out.points)?;
         write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
         let gh = out.grad_health.map(|g| GradHealthFile {
             zero_frac: g.zero_frac,

@@ -333,7 +333,7 @@ pub fn method_inline(m: &Table) -> String {
     format!("{{ {} }}", kv.join(", "))
 }
 
-/// `subset` of the evaluation protocol (SPEC §5).
+/// `subset` of the evaluation protocol (docs/method.md §6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subset {
@@ -640,9 +640,6 @@ impl RunConfig {
 /// Attack kinds of the evaluation suite: the `gfa_attacks` registry's kinds.
 pub const ATTACK_KINDS: &[&str] = AttackSpec::KINDS;
 
-/// Kinds that report per-sample minimum norms rather than success at a budget.
-pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
-
 /// Attack presets: the original authors' defaults, or torchattacks 3.5.1's.
 pub const PRESETS: &[&str] = &["reference", "torchattacks"];
 
@@ -712,6 +709,20 @@ impl AttackEntry {
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
+        // An attack on a surrogate's gradients needs a second model loaded beside the attacked
+        // one; grids cannot name one yet, so such an entry would train the models and then fail.
+        if gfa_attacks::registry::facts(&kind)
+            .is_some_and(|f| f.access == gfa_attacks::facts::Access::Surrogate)
+        {
+            return Err(err(
+                "kind",
+                format!(
+                    "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: \
+                     remove this entry (masking check 4 then reports `skipped`)"
+                ),
+                None,
+            ));
+        }
         let preset = string("preset")?.unwrap_or_else(|| "reference".into());
         if !PRESETS.contains(&preset.as_str()) {
             return Err(err(
@@ -730,7 +741,8 @@ impl AttackEntry {
         }
         let name = string("name")?.unwrap_or_else(|| kind.clone());
         let eps = eps_list(t.get("eps"))?;
-        if eps.is_empty() && !MIN_NORM_KINDS.contains(&kind.as_str()) {
+        let minimum_norm = gfa_attacks::registry::facts(&kind).is_some_and(|f| f.minimum_norm());
+        if eps.is_empty() && !minimum_norm {
             return Err(err(
                 "eps",
                 format!("attack '{name}' ({kind}) needs an eps list, e.g. eps = [\"8/255\"]"),

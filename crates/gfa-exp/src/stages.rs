@@ -8,8 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use gfa_attacks::eval::{EvalOptions, EvalRecord, Mode, Subset as EvalSubset};
-use gfa_attacks::{AttackSpec, Eps, Norm};
+use gfa_attacks::eval::{
+    EvalOptions, EvalRecord, Mode, NoStore, Subset as EvalSubset, SuiteEntry, evaluate_suite,
+};
+use gfa_attacks::{Family, Norm};
 use gfa_core::checkpoint;
 use gfa_core::seed::seed_all;
 use gfa_core::{Classifier, GfaValueConfig, TrainOptions};
@@ -18,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::grid::RunSpec;
 use crate::masking::GradHealth;
-use crate::records::{EvalRow, GfaValueRow, RunKey, StepRow, TrainRow, write_rows};
+use crate::records::{EvalRow, GfaValueRow, NormRow, RunKey, StepRow, TrainRow, write_rows};
 use crate::runner::{EvalOutput, Stages};
 use crate::spec::{
     AttackEntry, CheckpointChoice, DataConfig, DataSource, EvalConfig, RunConfig, Subset,
@@ -231,23 +233,6 @@ pub fn head_tensors(data: &Dataset, n: usize) -> (Tensor, Tensor) {
     data.batch(&index, Device::Cpu)
 }
 
-/// Every eps of the suite, in first-seen order (the evaluation runs the suite at each).
-/// The evaluation passes of a suite: per threat model (norm) and eps, in the order they first
-/// appear, the entries that list that eps. An attack runs only at the budgets it asks for, and
-/// the cumulative worst case at a budget is over the attacks of that norm which ask for it.
-fn passes(attacks: &[AttackEntry]) -> Vec<(Eps, Vec<&AttackEntry>)> {
-    let mut out: Vec<(String, Eps, Vec<&AttackEntry>)> = Vec::new();
-    for a in attacks {
-        for e in &a.eps {
-            match out.iter_mut().find(|(n, o, _)| *n == a.norm && o.text == e.text) {
-                Some((_, _, entries)) => entries.push(a),
-                None => out.push((a.norm.clone(), e.clone(), vec![a])),
-            }
-        }
-    }
-    out.into_iter().map(|(_, e, entries)| (e, entries)).collect()
-}
-
 fn norm_name(n: Norm) -> String {
     serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
@@ -274,18 +259,20 @@ pub struct Suite<'a> {
     pub seed: u64,
 }
 
-/// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows of `key`.
+/// Run the attack suite on `(x, y)` once (each attack at its own budgets, a minimum-norm attack
+/// once and thresholded at each) and turn the records into the `eval.csv`, `norms.csv` and
+/// `points.csv` rows of `key`.
 ///
 /// `subset = "all_correct"` keeps the points of `keep` (from `gfa run`: those every compared
 /// model classifies correctly); without `keep`, the points this model classifies correctly.
-pub fn eval_rows(
+pub fn evaluate_run(
     model: &Classifier,
     (x, y): (&Tensor, &Tensor),
     keep: Option<&[bool]>,
     suite: Suite<'_>,
     key: &RunKey,
     device: &str,
-) -> Result<Vec<EvalRow>> {
+) -> Result<EvalOutput> {
     let Suite { attacks, eval, seed } = suite;
     let mask = match (eval.subset, keep) {
         (Subset::All, _) => None,
@@ -307,39 +294,49 @@ pub fn eval_rows(
         cumulative: true,
         seed,
     };
-    let mut rows = Vec::new();
-    for (eps, entries) in passes(attacks) {
-        let suite: Vec<AttackSpec> = entries.iter().map(|a| a.spec.clone()).collect();
-        let eps = [eps];
-        let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
-        let records = gfa_attacks::eval::evaluate(model, points, &suite, &eps, &opts, &mut |_| {})?;
-        rows.extend(pass_rows(&records, &entries, &opts, eval, key, device)?);
-    }
-    Ok(rows)
+    let suite = attacks
+        .iter()
+        .map(|a| {
+            Ok(SuiteEntry {
+                name: a.name.clone(),
+                attack: a.spec.build()?,
+                preset: a.preset.clone(),
+                eps: a.eps.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
+    let records = evaluate_suite(model, points, &suite, &opts, &mut NoStore, &mut |_| {})?;
+    let out = EvalOutput {
+        eval: eval_rows_of(&records, attacks, eval, key, device)?,
+        norms: norm_rows(&records, attacks, key),
+        points: crate::points::point_rows(&records, attacks, eval, key, x.size()[0] as usize),
+        ..EvalOutput::default()
+    };
+    Ok(out)
 }
 
-/// `eval.csv` rows of one pass (one eps, its entries): the individual records, then the
-/// cumulative ones, each in suite order, after the clean record.
-fn pass_rows(
+/// The suite entry a record belongs to.
+fn entry_of<'a>(rec: &EvalRecord, attacks: &'a [AttackEntry]) -> Result<&'a AttackEntry> {
+    attacks.iter().find(|a| a.name == rec.name && a.preset == rec.preset).with_context(|| {
+        format!(
+            "the evaluation returned a record of \"{}\" ({}), not in the suite",
+            rec.name, rec.preset
+        )
+    })
+}
+
+/// `eval.csv` rows of the records, after the clean record, in the evaluation's order.
+fn eval_rows_of(
     records: &[EvalRecord],
-    attacks: &[&AttackEntry],
-    opts: &EvalOptions,
+    attacks: &[AttackEntry],
     eval: &EvalConfig,
     key: &RunKey,
     device: &str,
 ) -> Result<Vec<EvalRow>> {
-    let attacked: Vec<&EvalRecord> = records.iter().filter(|r| r.mode != Mode::Clean).collect();
-    let per_eps = attacks.len() * (usize::from(opts.individual) + 1);
-    if attacked.len() != per_eps {
-        bail!(
-            "the evaluation returned {} records, expected {per_eps} ({} attacks at one eps)",
-            attacked.len(),
-            attacks.len(),
-        );
-    }
     let mut rows = Vec::new();
-    for (k, rec) in attacked.iter().enumerate() {
-        let entry = attacks[k % attacks.len()];
+    for rec in records.iter().filter(|r| r.mode != Mode::Clean) {
+        let entry = entry_of(rec, attacks)?;
         let norm = rec.norm.map(norm_name).unwrap_or_else(|| entry.norm.clone());
         let mut row = EvalRow {
             attack: entry.name.clone(),
@@ -348,12 +345,8 @@ fn pass_rows(
             attack_config: rec.config.clone(),
             norm: norm.clone(),
             eps_text: rec.eps_text.clone(),
-            eps: Some(rec.eps),
-            mode: match rec.mode {
-                Mode::Individual => "individual",
-                _ => "cumulative",
-            }
-            .into(),
+            eps: rec.eps,
+            mode: mode_name(rec.mode).into(),
             subset: eval.subset.name().into(),
             n: rec.n as usize,
             clean_acc: rec.clean_acc,
@@ -372,6 +365,54 @@ fn pass_rows(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The `mode` column of a record.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Clean => "clean",
+        Mode::Individual => "individual",
+        Mode::Cumulative => "cumulative",
+    }
+}
+
+/// `norms.csv`: per minimum-norm attack (its one run), per attacked point, the norm it found
+/// (empty where it failed).
+fn norm_rows(records: &[EvalRecord], attacks: &[AttackEntry], key: &RunKey) -> Vec<NormRow> {
+    let mut rows = Vec::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let min_norm = records.iter().filter(|r| r.family == Some(Family::MinimumNorm));
+    for rec in min_norm.filter(|r| r.mode == Mode::Individual) {
+        if seen.contains(&(rec.name.as_str(), rec.preset.as_str())) {
+            continue;
+        }
+        seen.push((&rec.name, &rec.preset));
+        let Some(entry) = attacks.iter().find(|a| a.name == rec.name && a.preset == rec.preset)
+        else {
+            continue;
+        };
+        let clean = records.first().map(|c| c.robust.as_slice()).unwrap_or_default();
+        for (i, (&v, &ok)) in rec.point_norm.iter().zip(clean).enumerate() {
+            if !ok {
+                continue; // not attacked: misclassified without attack
+            }
+            let found = (!v.is_nan()).then_some(f64::from(v));
+            let mut row = NormRow {
+                attack: entry.name.clone(),
+                preset: entry.preset.clone(),
+                index: rec.index.get(i).map_or(i, |&k| k as usize),
+                success: found.is_some(),
+                ..NormRow::keyed(key)
+            };
+            match rec.norm {
+                Some(Norm::L2) => row.l2 = found,
+                Some(Norm::L1) => row.l1 = found,
+                _ => row.linf = found,
+            }
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// Masking check 8: the fraction of points whose cross-entropy input gradient (at the clean
@@ -472,56 +513,9 @@ impl Stages for TorchStages {
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
         let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
-        let eval = eval_rows(&model, (&x, &y), keep, suite, &key, &device)?;
+        let out = evaluate_run(&model, (&x, &y), keep, suite, &key, &device)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
-        Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(src: &str) -> AttackEntry {
-        AttackEntry::from_table(&src.parse::<toml::Table>().unwrap()).unwrap()
-    }
-
-    /// Each attack runs only at its own budgets, and a cumulative pass never mixes norms, even
-    /// where an L2 and an Linf budget share nothing but the suite.
-    #[test]
-    fn passes_group_by_norm_and_eps() {
-        let suite = [
-            entry(
-                r#"kind = "fgsm"
-                     eps = ["2/255", "8/255"]"#,
-            ),
-            entry(
-                r#"kind = "deepfool"
-                     norm = "l2"
-                     eps = ["0.5"]"#,
-            ),
-            entry(
-                r#"kind = "pgd"
-                     eps = ["8/255"]"#,
-            ),
-            entry(
-                r#"kind = "pgd"
-                     norm = "l2"
-                     eps = ["8/255"]"#,
-            ),
-        ];
-        let got: Vec<(String, Vec<String>)> = passes(&suite)
-            .into_iter()
-            .map(|(e, es)| (e.text, es.iter().map(|a| format!("{}:{}", a.kind, a.norm)).collect()))
-            .collect();
-        let want = [
-            ("2/255", vec!["fgsm:linf"]),
-            ("8/255", vec!["fgsm:linf", "pgd:linf"]),
-            ("0.5", vec!["deepfool:l2"]),
-            ("8/255", vec!["pgd:l2"]),
-        ]
-        .map(|(e, v)| (e.to_string(), v.into_iter().map(String::from).collect::<Vec<_>>()));
-        assert_eq!(got, want);
+        Ok(EvalOutput { gfa_value, grad_health, ..out })
     }
 }

@@ -136,13 +136,14 @@ impl ExperimentDir {
 }
 
 /// Per-run CSV files that `collect_all` concatenates to the experiment level.
-pub const RUN_CSVS: [&str; 7] = [
+pub const RUN_CSVS: [&str; 8] = [
     "train.csv",
     "train_steps.csv",
     "eval.csv",
     "checks.csv",
     "gfa_value.csv",
     "norms.csv",
+    "points.csv",
     "landscape.csv",
 ];
 

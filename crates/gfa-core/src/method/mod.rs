@@ -1,4 +1,4 @@
-//! Training methods (SPEC §4): how one step's loss is built.
+//! Training methods (docs/method.md §3): how one step's loss is built.
 //!
 //! A method is one value, written in a run's `[method]` section as its `kind` plus its options:
 //! `{ kind = "gfa", lambda = 0.3, layers = "first" }`, `{ kind = "pgd_at", steps = 3 }`. Each

@@ -1,4 +1,4 @@
-//! The paper-style small CNN (SPEC §3). The paper does not give its exact layers, so this is the
+//! The paper-style small CNN (docs/method.md §4). The paper does not give its exact layers, so this is the
 //! classic robustness CNN (Carlini & Wagner 2017; Zhang et al. 2019, TRADES' `SmallCNN` without
 //! dropout): conv3×3(64) ×2 → maxpool → conv3×3(128) ×2 → maxpool → fc256 → fc256 → fc10, ReLU,
 //! no BatchNorm. Channel and unit counts scale with `width`.

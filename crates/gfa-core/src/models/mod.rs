@@ -33,7 +33,7 @@ pub use wide_resnet::WideResNet;
 pub enum Arch {
     /// Flatten → one affine map (closed-form tests).
     Linear,
-    /// Flatten → hidden `widths` with ReLU → classes (SPEC §3).
+    /// Flatten → hidden `widths` with ReLU → classes (docs/method.md §4).
     Mlp,
     /// The classic robustness CNN: conv64 ×2 → pool → conv128 ×2 → pool → fc256 → fc256 → fc.
     Cnn,

@@ -74,8 +74,8 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// SPEC §4's CIFAR-10 reference: 100 epochs, batch 128, SGD (lr 0.1, momentum 0.9,
-    /// weight decay 5e-4), cosine schedule, crop + flip, cross-entropy.
+    /// The CIFAR-10 reference of docs/method.md §3: 100 epochs, batch 128, SGD (lr 0.1,
+    /// momentum 0.9, weight decay 5e-4), cosine schedule, crop + flip, cross-entropy.
     fn default() -> Self {
         Self {
             epochs: 100,

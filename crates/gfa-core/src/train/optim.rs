@@ -43,7 +43,7 @@ fn adam_eps() -> f64 {
 }
 
 impl Default for OptimizerConfig {
-    /// SGD, lr 0.1, momentum 0.9, weight decay 5e-4: the CIFAR-10 reference of SPEC §4
+    /// SGD, lr 0.1, momentum 0.9, weight decay 5e-4: the CIFAR-10 reference of docs/method.md §3
     /// (Rice et al. 2020; Madry et al. 2018).
     fn default() -> Self {
         OptimizerConfig::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: false }

@@ -2,6 +2,7 @@ mod bad_input;
 mod cli;
 mod cuda;
 mod export;
+mod facts;
 mod grid;
 mod report;
 mod run;

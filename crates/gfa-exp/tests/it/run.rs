@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gfa_exp::records::{EvalRow, GfaValueRow, StepRow, TrainRow, read_rows};
+use gfa_exp::records::{EvalRow, GfaValueRow, PointRow, StepRow, TrainRow, read_rows};
 
 fn gfa(dir: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
@@ -82,6 +82,13 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
             assert!(cum[1] <= cum[0] + 1e-12, "{cum:?}");
         }
     }
+    // Per-point outcomes: one row per eval.csv row and one clean row per run, each agreeing
+    // with its eval.csv row (the reader checks the robust fraction).
+    let points: Vec<PointRow> = read_rows(&exp.join("points.csv")).unwrap();
+    assert_eq!(points.len(), eval.len() + 4);
+    let outcomes = gfa_exp::points::read_points(&exp.join("points.csv"), &eval).unwrap();
+    assert_eq!(outcomes.len(), eval.len());
+    assert!(outcomes.values().all(|o| o.index == (0..64).collect::<Vec<_>>()));
     // The GFA value has one row per tap, the first being the input.
     let gv: Vec<GfaValueRow> = read_rows(&exp.join("gfa_value.csv")).unwrap();
     assert!(gv.len() >= 4 * 2 && gv.iter().all(|r| r.n == 64 && r.value.abs() <= 1.0));
