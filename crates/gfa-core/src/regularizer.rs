@@ -276,30 +276,33 @@ impl RegularizerConfig {
 
     /// Checks values that do not depend on the model.
     pub fn check(&self) -> Result<()> {
-        let bad = |m: String| Err(CoreError::Config(m));
+        let bad = |key: &str, m: String| Err(CoreError::invalid(format!("method.{key}"), m));
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return bad(format!("method.lambda must be a finite number ≥ 0, got {}", self.lambda));
+            return bad("lambda", format!("must be a finite number ≥ 0, got {}", self.lambda));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return bad(format!("method.eps must be a positive number, got {}", self.eps));
+            return bad("eps", format!("must be a positive number, got {}", self.eps));
         }
         if let Weights::List(w) = &self.weights
             && w.iter().any(|v| !(*v >= 0.0 && v.is_finite()))
         {
-            return bad(format!("method.weights must be finite and ≥ 0, got {w:?}"));
+            return bad("weights", format!("must be finite and ≥ 0, got {w:?}"));
         }
         if let Some(Layers::Names(n)) = &self.layers
             && n.is_empty()
         {
-            return bad("method.layers is an empty list; name at least one tap".into());
+            return bad("layers", "is an empty list; name at least one tap".into());
         }
         if let Some(d) = self.fd_step
             && !(d > 0.0 && d < 1.0)
         {
-            return bad(format!(
-                "method.fd_step must be a number in (0, 1) (the finite difference's step \
-                 relative to each tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
-            ));
+            return bad(
+                "fd_step",
+                format!(
+                    "must be a number in (0, 1) (the finite difference's step relative to each \
+                     tap's norm; default {DEFAULT_FD_STEP:e}), got {d}"
+                ),
+            );
         }
         Ok(())
     }
@@ -364,28 +367,35 @@ impl Regularizer {
         for n in &names {
             match tap_names.iter().position(|t| t == n) {
                 Some(i) if index.contains(&i) => {
-                    return Err(CoreError::Config(format!(
-                        "method.layers lists tap \"{n}\" twice"
-                    )));
+                    return Err(CoreError::invalid(
+                        "method.layers",
+                        format!("lists tap \"{n}\" twice"),
+                    ));
                 }
                 Some(i) => index.push(i),
                 None => {
-                    return Err(CoreError::Config(format!(
-                        "method.layers: unknown tap \"{n}\"; this model's taps are {}",
-                        tap_names.join(", ")
-                    )));
+                    return Err(CoreError::invalid(
+                        "method.layers",
+                        format!(
+                            "unknown tap \"{n}\"; this model's taps are {}",
+                            tap_names.join(", ")
+                        ),
+                    ));
                 }
             }
         }
         let weights = match &cfg.weights {
             Weights::Uniform => vec![1.0 / names.len().max(1) as f64; names.len()],
             Weights::List(w) if w.len() != names.len() => {
-                return Err(CoreError::Config(format!(
-                    "method.weights has {} entries but the tap set ({}) has {}",
-                    w.len(),
-                    names.join(", "),
-                    names.len()
-                )));
+                return Err(CoreError::invalid(
+                    "method.weights",
+                    format!(
+                        "has {} entries but the tap set ({}) has {}",
+                        w.len(),
+                        names.join(", "),
+                        names.len()
+                    ),
+                ));
             }
             Weights::List(w) => w.clone(),
         };

@@ -3,9 +3,11 @@
 //! [`write_atomic`] writes to a temporary file in the destination's folder, flushes it to disk
 //! (`fsync`), renames it over the destination and then flushes the folder, so that the rename
 //! itself is on disk. A reader (or a process started after a crash) sees the old file or the
-//! new one, never a prefix of either. Temporary files are named `.tmp.<pid>.<n>.<name>` (the
-//! extension stays last, for writers that choose the format by it); a killed writer may leave
-//! one behind, which [`is_temp_file`] recognizes. Errors name the file.
+//! new one, never a prefix of either. Temporary files are named by their owner,
+//! `.tmp.<pid>.<random>.<name>` (the extension stays last, for writers that choose the format
+//! by it); a killed writer may leave one behind, which [`is_temp_file`] recognizes and
+//! [`remove_dead_temp_files`] removes once its owner is provably gone, never while the owner
+//! may still rename it into place. Errors name the file.
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,31 @@ pub fn is_temp_file(name: &str) -> bool {
     name.starts_with(".tmp.")
 }
 
+/// The process id that owns the temporary file `name`, when `name` is one.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(".tmp.")?.split('.').next()?.parse().ok()
+}
+
+/// Whether process `pid` has provably exited: it is not this process and the process table
+/// (`/proc` on Linux) has no entry for it. Where there is no `/proc`, nothing is provable and
+/// the answer is `false`.
+pub fn owner_is_dead(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
+/// Remove the temporary files in `dir` whose owner has exited (a writer killed mid-write);
+/// those of live processes, this one included, are left to their owners.
+pub fn remove_dead_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_temp_file(&name) && temp_owner(&name).is_some_and(owner_is_dead) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -57,12 +84,16 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A temporary name next to `path`, unique within this process and among processes.
+/// A temporary name next to `path`, named by its owner: this process's id and a random token
+/// (a fresh draw of the standard library's per-process random hash keys, mixed with a counter),
+/// unique within this process and among processes.
 fn temp_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    folder_of(path).join(format!(".tmp.{}.{n}.{name}", std::process::id()))
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    folder_of(path).join(format!(".tmp.{}.{:016x}.{name}", std::process::id(), h.finish()))
 }
 
 #[cfg(test)]
@@ -133,6 +164,28 @@ mod tests {
         assert!(is_temp_file(&t.file_name().unwrap().to_string_lossy()));
         assert_eq!(t.extension().unwrap(), "png");
         assert!(!is_temp_file("train.csv") && !is_temp_file(".hidden"));
+    }
+
+    #[test]
+    fn only_the_temporary_files_of_exited_owners_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = temp_path(&dir.path().join("a.csv"));
+        assert_eq!(
+            temp_owner(&mine.file_name().unwrap().to_string_lossy()),
+            Some(std::process::id())
+        );
+        fs::write(&mine, b"mine").unwrap();
+        // A process that has exited: a child that ran and was waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let dead = dir.path().join(format!(".tmp.{gone}.00ff.b.csv"));
+        fs::write(&dead, b"dead").unwrap();
+        remove_dead_temp_files(dir.path());
+        assert!(mine.exists(), "a live owner's temporary file was removed");
+        if Path::new("/proc/self").exists() {
+            assert!(!dead.exists(), "an exited owner's temporary file was kept");
+        }
     }
 
     #[test]

@@ -55,9 +55,30 @@ fn data_table(d: &DataArgs) -> Table {
     t
 }
 
+/// The flag of `gfa train` that sets a run key, for errors about values given as flags.
+const FLAG_OF: &[(&str, &str)] = &[
+    ("model.arch", "--model"),
+    ("model.width", "--width"),
+    ("method.kind", "--method"),
+    ("method.lambda", "--lambda"),
+    ("method.layers", "--layers"),
+    ("method.gradient", "--gradient"),
+    ("method.fd_step", "--fd-step"),
+    ("train.epochs", "--epochs"),
+    ("train.batch_size", "--batch-size"),
+    ("train.optimizer.lr", "--lr"),
+    ("data.n_train", "--n-train"),
+    ("data.n_test", "--n-test"),
+];
+
 fn type_check(t: &Table, origin: &str) -> Result<RunConfig> {
     RunConfig::from_table(t).map_err(|e| {
-        let mut msg = format!("{origin}: `{}`: {}", crate::spec::dotted(&e.path), e.message);
+        let key = crate::spec::dotted(&e.path);
+        let origin = match FLAG_OF.iter().find(|(k, _)| *k == key) {
+            Some((_, flag)) if origin == "flags" => *flag,
+            _ => origin,
+        };
+        let mut msg = format!("{origin}: `{key}`: {}", e.message);
         if let Some(s) = e.suggestion {
             let _ = write!(msg, "; did you mean `{s}`?");
         }
@@ -173,11 +194,12 @@ fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
 
 /// `gfa train`.
 pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
+    // Everything that can refuse the command is checked before the first write, so a refused
+    // `gfa train` leaves --out as it was (its run.toml still describes its checkpoint).
     let (cfg, seed) = train_config(a)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut snapshot = to_table(&cfg);
-    snapshot.insert("seed".into(), Value::Integer(seed as i64));
-    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {}: is a file, not a folder; pick another --out", a.out.display());
+    }
     if !a.resume && checkpoint::exists(&a.out) {
         bail!(
             "{} already holds a checkpoint; pass --resume to continue it or pick another --out",
@@ -185,6 +207,10 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
         );
     }
     let splits = stages::load_data(&cfg.data)?;
+    stages::check_train(&cfg, &splits, seed, &a.out, a.resume)?;
+    let mut snapshot = to_table(&cfg);
+    snapshot.insert("seed".into(), Value::Integer(seed as i64));
+    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
@@ -225,24 +251,42 @@ fn load_model(
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
-        let model = if m.best {
-            checkpoint::load(dir, checkpoint::BEST, device).with_context(|| {
+        checkpoint::check_dir(dir)?;
+        // With --best the robust checkpoint; else the final weights of a finished run, or the
+        // last epoch's of one in progress.
+        let weights = if m.best {
+            checkpoint::BEST
+        } else if dir.join(checkpoint::FINAL).exists() {
+            checkpoint::FINAL
+        } else {
+            checkpoint::LAST
+        };
+        let model = checkpoint::load(dir, weights, device).with_context(|| {
+            if m.best {
                 format!(
                     "loading the robust checkpoint {} (written only by runs trained with \
                      validation: gfa train --validation N, [train] validation)",
                     dir.join(checkpoint::BEST).display()
                 )
-            })?
-        } else {
-            checkpoint::load(dir, checkpoint::FINAL, device)
-                .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
-                .with_context(|| format!("loading the checkpoint in {}", dir.display()))?
+            } else {
+                format!("loading the checkpoint in {}", dir.display())
+            }
+        })?;
+        // The run's settings (its data above all); a run.toml that does not read is an error
+        // unless the flags name the data, never a silent fall back to the default data.
+        let path = dir.join(RUN_TOML);
+        let run = match std::fs::read_to_string(&path) {
+            Err(_) => None,
+            Ok(text) => match read_run_toml(&text) {
+                Ok(run) => Some(run),
+                Err(_) if data_given(flags) => None,
+                Err(e) => bail!(
+                    "{}: {e}; it names the data the checkpoint was trained on: fix it, or name \
+                     the data with --data / --dataset / --synthetic",
+                    path.display()
+                ),
+            },
         };
-        let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
-            let mut t: Table = toml::from_str(&text).ok()?;
-            t.remove("seed");
-            RunConfig::from_table(&t).ok()
-        });
         let data = stages::load_data(&data_for(flags, run.as_ref()))?;
         stages::check_input(&model, &data.test)?;
         return Ok((model, run, data));
@@ -250,8 +294,7 @@ fn load_model(
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
     let data = stages::load_data(&data_for(flags, None))?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
-    let named = Tensor::read_safetensors(w)
-        .with_context(|| format!("reading weights from {}", w.display()))?;
+    let named = checkpoint::read_tensors(w)?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
         (Some(flag), Some(file)) if !flag.same_as(&file, spec.channels()) => bail!(
             "{} normalizes its inputs with {file} (its normalize.mean / normalize.std), but \
@@ -283,13 +326,22 @@ pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
     crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
 }
 
+/// A `run.toml` of `gfa train` (its sections and seed).
+fn read_run_toml(text: &str) -> Result<RunConfig> {
+    let mut t: Table = toml::from_str(text).map_err(|e| anyhow!("{}", e.message().trim()))?;
+    t.remove("seed");
+    RunConfig::from_table(&t)
+        .map_err(|e| anyhow!("`{}`: {}", crate::spec::dotted(&e.path), e.message))
+}
+
+/// Whether the flags name the data (else a checkpoint's run.toml does).
+fn data_given(flags: &DataArgs) -> bool {
+    flags.synthetic || flags.dataset.is_some() || flags.data.is_some() || flags.n_test.is_some()
+}
+
 fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
-    let given = flags.synthetic
-        || flags.dataset.is_some()
-        || flags.data.is_some()
-        || flags.n_test.is_some();
     match run {
-        Some(r) if !given => r.data.clone(),
+        Some(r) if !data_given(flags) => r.data.clone(),
         _ => DataConfig {
             source: source_of(flags),
             dir: flags.data.as_ref().map(|d| d.display().to_string()),
@@ -332,7 +384,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         t.insert("norm".into(), Value::String(a.norm.clone()));
         t.insert("eps".into(), Value::Array(eps.clone()));
         let entry = AttackEntry::from_table(&t).map_err(|e| {
-            let mut msg = format!("--attacks {kind}: {}", e.message);
+            let flag = match e.path.first().map(String::as_str) {
+                Some("eps") => "--eps".to_string(),
+                Some("norm") => "--norm".to_string(),
+                _ => format!("--attacks {kind}"),
+            };
+            let mut msg = format!("{flag}: {}", e.message);
             if let Some(s) = e.suggestion {
                 let _ = write!(msg, "; did you mean `{s}`?");
             }
@@ -342,6 +399,14 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     }
     if attacks.is_empty() {
         bail!("--attacks: name at least one attack (gfa list attacks)");
+    }
+    for entry in &attacks {
+        entry.check_eps(model.spec.input).map_err(|e| anyhow!("--eps: {}", e.message))?;
+    }
+    for (flag, v) in [("--n", a.n), ("--batch-size", a.batch_size)] {
+        if v == 0 {
+            bail!("{flag}: must be at least 1, got 0");
+        }
     }
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);

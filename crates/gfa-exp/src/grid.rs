@@ -167,6 +167,17 @@ impl ExperimentSpec {
                 ));
             }
         };
+        if file.base.is_empty() && file.grid.is_empty() && file.zip.is_empty() {
+            return Err(self.error_at(
+                &[],
+                "the file describes no run (no [base], [grid] or [[zip]]), so every setting \
+                 would be a default: add a [base] section naming at least the data, model and \
+                 method, e.g. [base.data] source = \"cifar10\", [base.model] arch = \"cnn\", \
+                 [base.method] kind = \"standard\" (see experiments/README.md)"
+                    .into(),
+                None,
+            ));
+        }
         self.description = file.description;
         if let Some(seeds) = file.seeds {
             self.seeds = self.checked_seeds(seeds)?;
@@ -408,6 +419,13 @@ impl ExperimentSpec {
                 axes.push((dotted(&axis.key), value_text(&v)));
             }
             let config = RunConfig::from_table(&table).map_err(|e| self.locate(combo, e))?;
+            if table.get("eval").and_then(Value::as_table).is_some_and(|e| e.contains_key("n")) {
+                config.eval.check_n(&config.data).map_err(|e| self.locate(combo, e))?;
+            }
+            for (i, a) in self.attacks.iter().enumerate() {
+                a.check_eps(config.image_shape())
+                    .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
+            }
             for &seed in &self.seeds {
                 let canonical = canonical_spec(&config, seed, &attacks);
                 let run_id = run_id_of(&canonical);

@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Plan(args) => plan(&args, cli.device),
         Command::Run(args) => {
             let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+            runner::check_only(&runs, &args.only)?;
             let exp = write_plan(&spec, &runs, &args.grid.results)?;
             let device = announce(cli.device)?;
             let mut stages = stages::TorchStages { device };
@@ -72,7 +73,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 summary.locked.len()
             );
             for (id, e) in &summary.failed {
-                println!("failed {id}: {e}");
+                eprintln!("failed {id}: {e}");
             }
             Ok(if summary.failed.is_empty() { 0 } else { 1 })
         }

@@ -26,7 +26,7 @@ use crate::records::{
 };
 use crate::spec::Subset;
 use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
-use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
+use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
 #[derive(Debug, Clone, Default)]
@@ -127,6 +127,20 @@ pub struct Points {
 /// The file recording which intersection a run was evaluated on.
 const ALL_CORRECT: &str = "all_correct";
 
+/// An error unless every `--only` id (or id prefix) names a run of `runs`; `gfa run` checks
+/// them before it writes anything.
+pub fn check_only(runs: &[RunSpec], only: &[String]) -> Result<()> {
+    for id in only {
+        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
+            return Err(anyhow!(
+                "--only {id}: no run of this expansion has that id; `gfa plan` lists the run ids \
+                 (a unique prefix is enough)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Work every selected run. Errors of single runs are recorded, not returned; the result is
 /// an error only when the results folder itself cannot be written.
 pub fn run_grid(
@@ -135,13 +149,7 @@ pub fn run_grid(
     stages: &mut dyn Stages,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    for id in &opts.only {
-        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
-            return Err(anyhow!(
-                "--only {id}: no run of this expansion has that id (see gfa plan)"
-            ));
-        }
-    }
+    check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
     let compare = selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
     let bar = if opts.progress {
@@ -193,14 +201,16 @@ fn visit(
     upto: Upto,
 ) -> Result<()> {
     let dir = exp.run(&run.run_id);
-    dir.write_config(&run.config_toml())?;
-    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
+    // The lock comes first: a process that does not hold it writes nothing of the run.
     let Some(_lock) = dir.try_lock()? else {
         bar.println(format!("run {}: another process is working it; skipped", run.run_id));
         summary.locked.push(run.run_id.clone());
         return Ok(());
     };
-    remove_stale_temp_files(&dir);
+    remove_dead_temp_files(&dir.path);
+    remove_dead_temp_files(&dir.file("checkpoints"));
+    dir.write_config(&run.config_toml())?;
+    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
     if let Upto::Checked(Some(Ok(points))) = upto {
         let before = std::fs::read_to_string(dir.file(ALL_CORRECT)).unwrap_or_default();
         if dir.has(Stage::Evaluated) && before.trim() != points.key {
@@ -306,17 +316,6 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     let n = keep.iter().filter(|k| **k).count();
     let ids: Vec<String> = ids.into_iter().collect();
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
-}
-
-/// Temporary files a killed writer left behind (`gfa_data::atomic`); safe to remove while the
-/// run's lock is held.
-fn remove_stale_temp_files(dir: &RunDir) {
-    let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
-    for e in entries.flatten() {
-        if is_temp_file(&e.file_name().to_string_lossy()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 /// Regenerate every experiment-level CSV from the runs' files.

@@ -262,6 +262,13 @@ pub struct FieldError {
     pub suggestion: Option<String>,
 }
 
+impl FieldError {
+    /// An error at the dotted key `key` (`eval.n`), without a suggestion.
+    pub fn at(key: &str, message: String) -> Self {
+        FieldError { path: key.split('.').map(String::from).collect(), message, suggestion: None }
+    }
+}
+
 /// Deserialize a TOML table into `T` and report the failing path and a suggestion.
 ///
 /// The table is printed as TOML and re-parsed, because `toml`'s deserializer reports a span for
@@ -379,6 +386,40 @@ pub struct EvalConfig {
     pub checkpoint: CheckpointChoice,
 }
 
+impl EvalConfig {
+    /// Checks `batch_size` and `n`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.batch_size == 0 {
+            return Err(FieldError::at("eval.batch_size", "must be at least 1, got 0".into()));
+        }
+        if self.n == 0 {
+            return Err(FieldError::at("eval.n", "must be at least 1, got 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks a written `n` against the test split of `data` (an experiment file's `eval.n`;
+    /// the default, 1000, is cut to a smaller split).
+    pub fn check_n(&self, data: &DataConfig) -> Result<(), FieldError> {
+        let available = data.test_len();
+        if self.n > available {
+            return Err(FieldError::at(
+                "eval.n",
+                format!(
+                    "{} points asked, but the test split{} has {available}: the valid range \
+                     is 1..={available}",
+                    self.n,
+                    match data.n_test {
+                        Some(_) => " cut by data.n_test",
+                        None => "",
+                    },
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EvalConfig {
     /// 1000 points as in RobustBench's quick evaluations; both modes; the final weights.
     fn default() -> Self {
@@ -408,6 +449,23 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// Sizes of the training and test splits, for the sets of fixed size.
+    pub fn split_sizes(self) -> Option<(usize, usize)> {
+        match self {
+            DataSource::Cifar10 => Some((50_000, 10_000)),
+            DataSource::FashionMnist => Some((60_000, 10_000)),
+            DataSource::Synthetic => None,
+        }
+    }
+
+    /// The shape (C, H, W) of the images.
+    pub fn image_shape(self) -> [i64; 3] {
+        match self {
+            DataSource::Cifar10 | DataSource::Synthetic => gfa_core::models::CIFAR_INPUT,
+            DataSource::FashionMnist => [1, 28, 28],
+        }
+    }
+
     /// The name in configs and result files.
     pub fn name(self) -> &'static str {
         match self {
@@ -444,6 +502,43 @@ pub struct DataConfig {
     pub n_test: Option<usize>,
 }
 
+impl DataConfig {
+    /// Checks `n_train` / `n_test` against the source's split sizes.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let sizes = self.source.split_sizes();
+        let limits = [
+            ("n_train", self.n_train, sizes.map(|s| s.0)),
+            ("n_test", self.n_test, sizes.map(|s| s.1)),
+        ];
+        for (key, n, max) in limits {
+            let Some(n) = n else { continue };
+            let range = max.map_or("≥ 1".to_string(), |m| format!("1..={m}"));
+            if n == 0 || max.is_some_and(|m| n > m) {
+                return Err(FieldError::at(
+                    &format!("data.{key}"),
+                    format!(
+                        "{n} is outside the valid range {range} ({} {} split{})",
+                        self.source.name(),
+                        if key == "n_train" { "training" } else { "test" },
+                        max.map_or(String::new(), |m| format!(" has {m} points")),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of test points a run of this data evaluates on at most.
+    pub fn test_len(&self) -> usize {
+        let whole = self.source.split_sizes().map_or(crate::stages::SYNTHETIC_TEST, |s| s.1);
+        match (self.source, self.n_test) {
+            (DataSource::Synthetic, Some(n)) => n,
+            (_, Some(n)) => n.min(whole),
+            (_, None) => whole,
+        }
+    }
+}
+
 /// One run's sections, typed by the crates that own them: `model` is `gfa_core::ModelSpec`,
 /// `method` is `gfa_core::Method` (its kind and all its options), `train` is
 /// `gfa_core::TrainConfig` (the recipe every method shares); `data` and `eval` are this
@@ -475,10 +570,11 @@ impl RunConfig {
             return Err(FieldError { path: vec![old.into()], message, suggestion: None });
         }
         let cfg: RunConfig = typed(t)?;
-        let at = |section: &str, e: gfa_core::CoreError| FieldError {
-            path: vec![section.into()],
-            message: e.to_string(),
-            suggestion: None,
+        // A value outside its domain is reported at its own key (`train.epochs`), so the
+        // experiment file's line is the line of that key.
+        let at = |section: &str, e: gfa_core::CoreError| match e {
+            gfa_core::CoreError::Invalid { key, message } => FieldError::at(&key, message),
+            e => FieldError::at(section, e.to_string()),
         };
         cfg.model.validate().map_err(|e| at("model", e))?;
         if let Some(v) = &cfg.train.validation {
@@ -520,7 +616,14 @@ impl RunConfig {
             });
         }
         gfa_core::train::check_method(&cfg.method).map_err(|e| at("method", e))?;
+        cfg.data.validate()?;
+        cfg.eval.validate()?;
         Ok(cfg)
+    }
+
+    /// The shape (C, H, W) of the run's images.
+    pub fn image_shape(&self) -> [i64; 3] {
+        self.data.source.image_shape()
     }
 
     /// The method label of result rows (`standard`, `gfa`, `pgd_at`, …).
@@ -667,6 +770,35 @@ impl AttackEntry {
         Ok(AttackEntry { name, kind, preset, norm, eps, config, spec })
     }
 
+    /// Checks each budget against the threat model on images of `shape` (C, H, W) with pixels
+    /// in [0, 1]: L∞ in [0, 1], L2 up to the image's diameter √(C·H·W), L1 up to C·H·W; an
+    /// error names the entry's `eps.<i>`.
+    pub fn check_eps(&self, shape: [i64; 3]) -> Result<(), FieldError> {
+        let dims = (shape[0] * shape[1] * shape[2]) as f64;
+        let (max, what) = match self.norm.as_str() {
+            "l2" => (
+                dims.sqrt(),
+                format!("√(C·H·W) = {:.2}, the diameter of {shape:?} images", dims.sqrt()),
+            ),
+            "l1" => (dims, format!("C·H·W = {dims}, for {shape:?} images")),
+            _ => (1.0, "1, the whole pixel range".to_string()),
+        };
+        for (i, e) in self.eps.iter().enumerate() {
+            if !(e.value >= 0.0 && e.value <= max) {
+                return Err(FieldError {
+                    path: vec!["eps".into(), i.to_string()],
+                    message: format!(
+                        "{} eps {} is outside the threat model's range: from 0 up to {what} \
+                         (e.g. \"8/255\" for L∞, \"0.5\" for L2)",
+                        self.norm, e.text
+                    ),
+                    suggestion: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The entry as a TOML table (the form stored in `config.toml` and hashed).
     pub fn to_table(&self) -> Table {
         let mut t = self.config.clone();
@@ -718,7 +850,8 @@ mod tests {
         assert_eq!(e.suggestion.as_deref(), Some("layers"));
         let t: Table = toml::from_str("[method]\nkind = \"gfa\"\nlambda = -1.0\n").unwrap();
         let e = RunConfig::from_table(&t).unwrap_err();
-        assert_eq!(e.path, vec!["method"], "{e:?}");
+        // A value out of range is located at its own key, not at its section.
+        assert_eq!(e.path, vec!["method", "lambda"], "{e:?}");
         let t: Table = toml::from_str(
             "[train]\nmethod = { kind = \"gnr\" }\n[regularizer]\nkind = \"gnr\"\nlambda = 1.0\n",
         )

@@ -165,6 +165,51 @@ fn join_taps<'a>(taps: impl Iterator<Item = (&'a String, f64)>) -> String {
     taps.map(|(t, v)| format!("{t}={v:.6}")).collect::<Vec<_>>().join(";")
 }
 
+/// The untrained model of `cfg` for `splits` (its input shape from the data), seeded.
+fn new_model(cfg: &RunConfig, splits: &Splits, seed: u64, device: Device) -> Result<Classifier> {
+    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
+    // written in the config must agree.
+    let spec = cfg.model.with_input_of(&splits.train);
+    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
+        bail!(
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it \
+             comes from the data",
+            cfg.model.input,
+            spec.input
+        );
+    }
+    seed_all(seed);
+    Ok(Classifier::new(&spec, device)?)
+}
+
+fn train_options(seed: u64, run_id: &str, ckpt: &Path, resume: bool) -> TrainOptions<'static> {
+    TrainOptions {
+        seed,
+        run_id: run_id.to_string(),
+        checkpoint_dir: Some(ckpt.to_path_buf()),
+        resume,
+        progress: false,
+        perturbation: Some(&gfa_attacks::InnerPgd),
+        validation: Some(&gfa_attacks::ValidationPgd),
+        max_steps: None,
+        provenance: crate::build_info::provenance(),
+    }
+}
+
+/// Everything [`train_model`] would refuse, checked on the CPU without writing anything (a
+/// `--resume` against a checkpoint of another run included).
+pub fn check_train(
+    cfg: &RunConfig,
+    splits: &Splits,
+    seed: u64,
+    ckpt: &Path,
+    resume: bool,
+) -> Result<()> {
+    let model = new_model(cfg, splits, seed, Device::Cpu)?;
+    let opts = train_options(seed, "", ckpt, resume);
+    Ok(gfa_core::train::preflight(&model, splits, &cfg.train, &cfg.method, &opts)?)
+}
+
 /// Train `cfg`'s model with `seed`, checkpointing into `ckpt` and resuming from it.
 pub fn train_model(
     cfg: &RunConfig,
@@ -175,30 +220,8 @@ pub fn train_model(
     resume: bool,
     device: Device,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
-    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
-    // written in the config must agree.
-    let spec = cfg.model.with_input_of(&splits.train);
-    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
-        bail!(
-            "model.input = {:?} but the data's images are {:?}; leave model.input out, it comes \
-             from the data",
-            cfg.model.input,
-            spec.input
-        );
-    }
-    seed_all(seed);
-    let mut model = Classifier::new(&spec, device)?;
-    let opts = TrainOptions {
-        seed,
-        run_id: run_id.to_string(),
-        checkpoint_dir: Some(ckpt.to_path_buf()),
-        resume,
-        progress: false,
-        perturbation: Some(&gfa_attacks::InnerPgd),
-        validation: Some(&gfa_attacks::ValidationPgd),
-        max_steps: None,
-        provenance: crate::build_info::provenance(),
-    };
+    let mut model = new_model(cfg, splits, seed, device)?;
+    let opts = train_options(seed, run_id, ckpt, resume);
     let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, &mut |_| Ok(()))?;
     Ok((model, out.records))
 }

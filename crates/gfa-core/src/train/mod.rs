@@ -92,14 +92,19 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks the values.
+    /// Checks the values; an error names the key (`train.epochs`) and the valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(CoreError::Config(m.into()));
-        if self.epochs == 0 {
-            return bad("train.epochs must be at least 1");
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("train.batch_size and train.eval_batch_size must be at least 1");
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                return Err(CoreError::invalid(
+                    format!("train.{key}"),
+                    "must be at least 1, got 0",
+                ));
+            }
         }
         if let Some(v) = &self.validation {
             v.validate()?;
@@ -113,13 +118,25 @@ impl TrainConfig {
 /// non-negative inner budget.
 pub fn check_method(method: &dyn TrainMethod) -> Result<()> {
     method.check()?;
-    if let Some(inner) = method.inner()
-        && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
-    {
-        return Err(CoreError::Config(format!(
-            "method: eps and step must be finite and ≥ 0, got {} and {}",
-            inner.eps, inner.step
-        )));
+    if let Some(inner) = method.inner() {
+        for (key, v) in [("eps", inner.eps), ("step", inner.step)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(CoreError::invalid(
+                    format!("method.{key}"),
+                    format!("must be a finite number ≥ 0 (e.g. \"8/255\"), got {v}"),
+                ));
+            }
+        }
+        if inner.eps > 1.0 {
+            return Err(CoreError::invalid(
+                "method.eps",
+                format!(
+                    "the training budget is an L∞ radius on [0, 1] pixels, so it lies in [0, 1] \
+                     (e.g. \"8/255\"); got {}",
+                    inner.eps
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -251,6 +268,81 @@ pub fn train<M: TrainMethod + Serialize>(
     trainer.finish()
 }
 
+/// Everything [`train`] would refuse before its first step, checked without changing
+/// anything: the configs, the method against `model`'s taps, the data, and, with
+/// `opts.resume`, that a checkpoint in `opts.checkpoint_dir` belongs to this run. A command
+/// calls it before it writes its first file, so a refused command writes nothing.
+pub fn preflight<M: TrainMethod + Serialize>(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &M,
+    opts: &TrainOptions<'_>,
+) -> Result<()> {
+    checks(model, splits, cfg, method, opts)?;
+    match opts.checkpoint_dir.as_deref().filter(|d| opts.resume && checkpoint::exists(d)) {
+        Some(dir) => {
+            check_resumable(dir, &model.spec, &run_hash(&model.spec, cfg, method, opts.seed))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The checks of [`preflight`] that need no checkpoint; the method's regularizer bound to the
+/// model's taps.
+fn checks(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &dyn TrainMethod,
+    opts: &TrainOptions<'_>,
+) -> Result<Option<Regularizer>> {
+    cfg.validate()?;
+    check_method(method)?;
+    let reg = match method.regularizer() {
+        Some((kind, rc)) => Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?),
+        None => None,
+    };
+    if method.inner().is_some() && opts.perturbation.is_none() {
+        return Err(CoreError::Config(
+            "this method trains on adversarial inputs: give TrainOptions::perturbation \
+             (gfa_attacks::InnerPgd)"
+                .into(),
+        ));
+    }
+    if splits.train.is_empty() {
+        return Err(CoreError::Config("the training split is empty".into()));
+    }
+    if let Some(v) = &cfg.validation {
+        // The held-out set must fit in the training split.
+        validation::holdout(splits.train.len(), v.n, opts.seed)?;
+    }
+    Ok(reg)
+}
+
+/// An error, saying how to go on, unless the checkpoint in `dir` was written by the run of
+/// `spec` and `hash`.
+fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Result<()> {
+    let meta = checkpoint::read_meta(dir)?;
+    let refuse = |what: String| CoreError::Checkpoint {
+        path: dir.join(checkpoint::SIDECAR),
+        reason: format!(
+            "written by {what}; resume it with the configuration it was trained with, or drop \
+             --resume and use a new output folder"
+        ),
+    };
+    if meta.config_hash != hash {
+        return Err(refuse(format!(
+            "a different configuration (hash {} vs {hash})",
+            meta.config_hash
+        )));
+    }
+    if &meta.model != spec {
+        return Err(refuse("a different model spec".into()));
+    }
+    Ok(())
+}
+
 /// One training run in progress.
 struct Trainer<'a> {
     model: &'a mut Classifier,
@@ -285,24 +377,7 @@ impl<'a> Trainer<'a> {
         opts: &'a TrainOptions<'a>,
         hash: String,
     ) -> Result<Self> {
-        cfg.validate()?;
-        check_method(method)?;
-        let reg = match method.regularizer() {
-            Some((kind, rc)) => {
-                Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?)
-            }
-            None => None,
-        };
-        if method.inner().is_some() && opts.perturbation.is_none() {
-            return Err(CoreError::Config(
-                "this method trains on adversarial inputs: give TrainOptions::perturbation \
-                 (gfa_attacks::InnerPgd)"
-                    .into(),
-            ));
-        }
-        if splits.train.is_empty() {
-            return Err(CoreError::Config("the training split is empty".into()));
-        }
+        let reg = checks(model, splits, cfg, method, opts)?;
         let (train, val) = match &cfg.validation {
             None => (splits.train.head(splits.train.len()), None),
             Some(v) => {
@@ -349,17 +424,7 @@ impl<'a> Trainer<'a> {
         if !checkpoint::exists(dir) {
             return Ok(());
         }
-        let meta = checkpoint::read_meta(dir)?;
-        if meta.config_hash != self.hash {
-            return Err(CoreError::Checkpoint {
-                path: dir.join(checkpoint::SIDECAR),
-                reason: format!(
-                    "written by a different configuration (hash {} vs {}); use a new directory \
-                     or drop --resume",
-                    meta.config_hash, self.hash
-                ),
-            });
-        }
+        check_resumable(dir, &self.model.spec, &self.hash)?;
         let meta = checkpoint::restore(dir, self.model, &mut self.optimizer)?;
         self.resumed_epochs = meta.epoch;
         self.records = meta.metrics;

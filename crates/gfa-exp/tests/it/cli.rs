@@ -110,11 +110,11 @@ fn train_refuses_a_bad_finite_difference_step_before_any_work() {
     for (extra, want) in [
         (
             &["--method", "gfa", "--lambda", "0.3", fd[0], fd[1], "--fd-step", "0"][..],
-            "method.fd_step must be a number in (0, 1)",
+            "`method.fd_step`: must be a number in (0, 1)",
         ),
         (
             &["--method", "gnr", "--lambda", "1", "--fd-step", "NaN"][..],
-            "method.fd_step must be a number in (0, 1)",
+            "`method.fd_step`: must be a number in (0, 1)",
         ),
         (
             &["--method", "pgd_at", fd[0], fd[1]][..],

@@ -175,9 +175,9 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
     assert!(e.starts_with("exp.toml:1: `sedes`") && e.ends_with("did you mean `seeds`?"), "{e}");
     let e = err(&SMALL.replace("[base.eval]", "[base.evl]"), &[]);
     assert!(e.contains("`base.evl`") && e.ends_with("did you mean `eval`?"), "{e}");
-    // Values the model rejects.
+    // Values the model rejects, at their own key and line.
     let e = err(&SMALL.replace("width = 0.25", "width = -1.0"), &[]);
-    assert!(e.contains("`base.model`") && e.contains("width"), "{e}");
+    assert!(e.starts_with("exp.toml:11: `base.model.width`: must be a positive"), "{e}");
     // Zip lists of different lengths.
     let e = err(&SMALL.replace("[\"cosine\", \"constant\"]", "[\"cosine\"]"), &[]);
     assert!(e.contains("equal lengths"), "{e}");

@@ -18,6 +18,24 @@ fn gfa(dir: &Path, args: &[&str]) -> Output {
     o
 }
 
+/// `gfa run FILE --results RESULTS --quiet` on the CPU.
+fn run_args(file: &Path, results: &str) -> Vec<String> {
+    ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `gfa args` started in `dir`, its output captured.
+fn spawn(dir: &Path, args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_gfa"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn smoke_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/smoke.toml")
 }
@@ -137,20 +155,10 @@ eps = ["8/255"]
 fn run_killed_during_training_resumes_to_the_same_csv() {
     let dir = tempfile::tempdir().unwrap();
     let file = super::write(dir.path(), "resume.toml", RESUME);
-    let args = |results: &str| -> Vec<String> {
-        ["--device", "cpu", "run", file.to_str().unwrap(), "--results", results, "--quiet"]
-            .map(String::from)
-            .to_vec()
-    };
+    let args = |results: &str| run_args(&file, results);
     gfa(dir.path(), &args("full").iter().map(String::as_str).collect::<Vec<_>>());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gfa"))
-        .current_dir(dir.path())
-        .args(args("killed"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(dir.path(), &args("killed"));
     let exp = dir.path().join("killed/resume");
     let epoch_done = || {
         fs::read_dir(&exp).ok().into_iter().flatten().flatten().any(|e| {
@@ -184,6 +192,76 @@ fn run_killed_during_training_resumes_to_the_same_csv() {
     let (full, resumed) = (rows("full"), rows("killed"));
     assert_eq!(full.len(), 4);
     assert_eq!(resumed, full);
+}
+
+/// Four tiny runs: synthetic data, an MLP, one epoch, one cheap attack.
+const RACE: &str = r#"experiment = "race"
+seeds = [0, 1, 2, 3]
+
+[base]
+data = { source = "synthetic", n_train = 64, n_test = 32 }
+model = { arch = "mlp" }
+method = { kind = "standard" }
+train = { epochs = 1, batch_size = 32 }
+eval = { n = 16 }
+
+[[attacks]]
+kind = "fgsm"
+eps = ["8/255"]
+"#;
+
+/// Two `gfa run` on one grid at the same time, several times: both exit 0, each run is done by
+/// exactly one of them, and every run's CSVs equal those of a run alone (timing aside). (A
+/// runner used to write a run's files before taking its lock, and the lock holder removed them
+/// as stale.)
+#[test]
+fn two_runners_on_one_grid_share_it_without_a_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::write(dir.path(), "race.toml", RACE);
+    let args = |results: &str| run_args(&file, results);
+    gfa(dir.path(), &args("alone").iter().map(String::as_str).collect::<Vec<_>>());
+    let csvs = |root: &str| -> Vec<(String, Vec<TrainRow>, Vec<EvalRow>)> {
+        let exp = dir.path().join(root).join("race");
+        let mut runs: Vec<PathBuf> = fs::read_dir(&exp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        runs.sort();
+        runs.iter()
+            .map(|r| {
+                assert_eq!(fs::read_to_string(r.join("status")).unwrap(), "done\n", "{r:?}");
+                let train = read_rows::<TrainRow>(&r.join("train.csv")).unwrap();
+                let eval = read_rows::<EvalRow>(&r.join("eval.csv")).unwrap();
+                (
+                    r.file_name().unwrap().to_string_lossy().into_owned(),
+                    train.into_iter().map(|t| TrainRow { seconds: 0.0, ..t }).collect(),
+                    eval.into_iter().map(|e| EvalRow { seconds: 0.0, ..e }).collect(),
+                )
+            })
+            .collect()
+    };
+    let alone = csvs("alone");
+    assert_eq!(alone.len(), 4);
+    for trial in 0..3 {
+        let results = format!("together{trial}");
+        let (a, b) = (spawn(dir.path(), &args(&results)), spawn(dir.path(), &args(&results)));
+        let mut done = 0;
+        for child in [a, b] {
+            let o = child.wait_with_output().unwrap();
+            let (out, err) =
+                (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success(), "trial {trial}:\n{out}\n{err}");
+            let summary = out.lines().find(|l| l.contains("runs done")).unwrap();
+            let n: Vec<usize> =
+                summary.split(' ').filter_map(|w| w.parse().ok()).collect::<Vec<_>>();
+            assert_eq!(n[2], 0, "trial {trial}: failed runs: {summary}\n{err}");
+            done += n[0];
+        }
+        assert_eq!(done, 4, "trial {trial}: each run is done once");
+        assert_eq!(csvs(&results), alone, "trial {trial}");
+    }
 }
 
 /// Standard training with `[train] validation`, evaluated on the final and on the robust
