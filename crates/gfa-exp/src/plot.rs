@@ -24,7 +24,7 @@ use plotters::style::FontStyle;
 
 use crate::cli::PlotFormat;
 use crate::records::{EvalRow, LandscapeRow, NormRow, TrainRow, read_rows};
-use crate::report::{Results, Stat, labels, protocol};
+use crate::report::{Budget, Results, Stat, WorstKey, labels, protocol};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -366,19 +366,26 @@ fn series_name(model: &str, label: &str, models: usize) -> String {
 /// Attack name of the worst-case figures (`f1_robust_vs_eps_<protocol>_worst-case_<norm>`).
 pub const WORST_CASE: &str = "worst-case";
 
+/// An F1 figure: one protocol, attack (or [`WORST_CASE`]) and norm.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct F1Key {
+    protocol: String,
+    attack: String,
+    norm: String,
+}
+
+/// One line of a figure over eps: per eps (keyed in units of 1e-9), the eps and the per-run
+/// values.
+type EpsPoints = BTreeMap<i64, (f64, Vec<f64>)>;
+
 /// F1: robust accuracy (%) vs eps per (protocol, attack, norm), and the worst case over the
 /// suite per (protocol, norm) from the cumulative rows; eps 0 is the clean accuracy.
-// Long: one figure, to be split with the report into one module per table/figure.
-// The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
-#[allow(clippy::type_complexity)]
+// Long: one figure kind whose collect, worst-case and draw steps share the same maps.
 pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     let lm = label_map(eval.iter().map(EvalRow::key));
     let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
-    // (protocol, attack, norm) -> series -> eps -> per-run values
-    let mut figs: BTreeMap<
-        (String, String, String),
-        BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>,
-    > = BTreeMap::new();
+    // figure -> series -> eps -> per-run values
+    let mut figs: BTreeMap<F1Key, BTreeMap<String, EpsPoints>> = BTreeMap::new();
     let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
     // (protocol, norm) -> series -> eps -> run -> lowest cumulative robust accuracy
     type Worst = BTreeMap<String, BTreeMap<i64, (f64, BTreeMap<String, f64>)>>;
@@ -404,7 +411,7 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
         if r.mode != "individual" {
             continue;
         }
-        figs.entry((p, r.attack.clone(), r.norm.clone()))
+        figs.entry(F1Key { protocol: p, attack: r.attack.clone(), norm: r.norm.clone() })
             .or_default()
             .entry(name)
             .or_default()
@@ -415,7 +422,8 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
     }
     // The worst case over the suite, per norm: the summary figure of an experiment.
     for ((p, norm), series) in worst {
-        let fig = figs.entry((p, WORST_CASE.to_string(), norm)).or_default();
+        let fig =
+            figs.entry(F1Key { protocol: p, attack: WORST_CASE.to_string(), norm }).or_default();
         for (name, by_eps) in series {
             let s = fig.entry(name).or_default();
             for (k, (e, runs)) in by_eps {
@@ -424,7 +432,7 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
         }
     }
     let mut files = Vec::new();
-    for ((p, attack, norm), series) in figs {
+    for (F1Key { protocol: p, attack, norm }, series) in figs {
         // Linf budgets read as multiples of 1/255.
         let scale = if norm == "linf" { 255.0 } else { 1.0 };
         let series: Vec<(String, Vec<(f64, f64)>)> = series
@@ -486,35 +494,52 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Resu
     Ok(files)
 }
 
+/// A trade-off figure: one model, method, protocol and budget.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TradeFig {
+    model: String,
+    method: String,
+    protocol: String,
+    budget: Budget,
+}
+
+/// A trade-off figure's points: per λ (keyed in units of 1e-9), λ and the clean and worst-case
+/// robust accuracies of its runs.
+type LambdaPoints = BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>;
+
 /// Clean and worst-case robust accuracy over λ, per (model, method, protocol, norm, eps).
-// The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
-#[allow(clippy::type_complexity)]
 pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     // Per run: worst case over the suite at each eps (min over all rows: cumulative <= individual).
-    let mut worst: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
+    // Per run and budget: its clean accuracy and worst case.
+    let mut worst: BTreeMap<WorstKey, (f64, f64)> = BTreeMap::new();
     for r in eval {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
-        let k =
-            (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
+        let k = WorstKey {
+            run_id: r.run_id.clone(),
+            protocol: protocol(&r.preset, &r.subset),
+            budget: Budget::of(r),
+        };
         let e = worst.entry(k).or_insert((r.clean_acc, acc));
         e.1 = e.1.min(acc);
     }
     let info: BTreeMap<&str, &EvalRow> = eval.iter().map(|r| (r.run_id.as_str(), r)).collect();
-    type Fig = (String, String, String, String, String);
-    let mut figs: BTreeMap<Fig, BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>> = BTreeMap::new();
-    for ((run, p, norm, eps), (c, w)) in worst {
-        let r = info[run.as_str()];
+    let mut figs: BTreeMap<TradeFig, LambdaPoints> = BTreeMap::new();
+    for (WorstKey { run_id, protocol, budget }, (c, w)) in worst {
+        let r = info[run_id.as_str()];
         let Some(l) = r.lambda else { continue };
-        let e = figs
-            .entry((r.model.clone(), r.method.clone(), p, norm, eps))
-            .or_default()
-            .entry((l * 1e9).round() as i64)
-            .or_insert((l, vec![], vec![]));
+        let fig = TradeFig { model: r.model.clone(), method: r.method.clone(), protocol, budget };
+        let e = figs.entry(fig).or_default().entry((l * 1e9).round() as i64).or_insert((
+            l,
+            vec![],
+            vec![],
+        ));
         e.1.push(c);
         e.2.push(w);
     }
     let mut files = Vec::new();
-    for ((model, method, p, norm, eps), pts) in figs {
+    for (TradeFig { model, method, protocol: p, budget: Budget { norm, eps_text: eps } }, pts) in
+        figs
+    {
         if pts.len() < 2 {
             continue;
         }

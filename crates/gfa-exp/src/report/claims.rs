@@ -15,10 +15,10 @@ use std::fmt::Write as _;
 
 use gfa_attacks::{Algorithm, AttackSpec, Facts};
 
-use super::{Ctx, Results, Stat, md_table, protocol};
+use super::{Acc, Ctx, Results, Stat, acc_cell, md_table, n_cell, protocol};
 use crate::points::{self, Outcomes};
 use crate::records::EvalRow;
-use crate::stats::{Paired, wilson};
+use crate::stats::Paired;
 
 /// The method kinds the claims compare.
 pub const GFA: &str = "gfa";
@@ -43,25 +43,6 @@ fn kinds_of(pred: impl Fn(Facts) -> bool) -> String {
         .join(", ")
 }
 
-/// One measured accuracy per run: the value and its `n`.
-type Acc = (f64, usize);
-
-/// Accuracies of one cell: with one run, the accuracy and its Wilson 95 % interval; with
-/// several, mean ± std over seeds.
-pub(super) fn acc_cell(xs: &[Acc]) -> String {
-    match xs {
-        [] => "—".into(),
-        [(value, n)] => {
-            let k = (value * *n as f64).round() as u64;
-            wilson(k, *n as u64).map_or("—".into(), |w| w.pct(1))
-        }
-        _ => {
-            let v: Vec<f64> = xs.iter().map(|a| a.0).collect();
-            Stat::of(&v).map_or("—".into(), |s| s.fmt(100.0, 1))
-        }
-    }
-}
-
 /// What identifies a GFA − ADV comparison: model, GFA label, ADV label, attack, norm, eps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GainKey {
@@ -81,8 +62,7 @@ struct Pair<'a> {
 
 fn pair_cells(pairs: &[Pair], pts: &BTreeMap<points::RowKey, Outcomes>) -> [String; 7] {
     let acc = |f: &dyn Fn(&Pair) -> (f64, usize)| -> Vec<Acc> { pairs.iter().map(f).collect() };
-    let n: BTreeSet<usize> = pairs.iter().map(|p| p.gfa.n).collect();
-    let n = n.iter().map(usize::to_string).collect::<Vec<_>>().join("/");
+    let n = n_cell(pairs.iter().map(|p| p.gfa.n));
     let clean_g = acc_cell(&acc(&|p| (p.gfa.clean_acc, p.gfa.n)));
     let clean_a = acc_cell(&acc(&|p| (p.adv.clean_acc, p.adv.n)));
     let rob_g = acc_cell(&acc(&|p| (p.gfa.robust_acc.unwrap_or(f64::NAN), p.gfa.n)));
@@ -294,11 +274,10 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
                 (Some(st), Some(&b)) if b > 0.0 => format!("{:.1}×", st.mean / b),
                 _ => "—".into(),
             };
-            let ns: BTreeSet<usize> = clean.iter().map(|a| a.1).collect();
             vec![
                 k.model.clone(),
                 k.method.clone(),
-                ns.iter().map(usize::to_string).collect::<Vec<_>>().join("/"),
+                n_cell(clean.iter().map(|a| a.1)),
                 acc_cell(clean),
                 format!("{} ({})", k.attack, k.norm),
                 st.map_or("— (fooled no point)".into(), |st| st.fmt(1.0, 4)),
