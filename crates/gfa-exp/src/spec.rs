@@ -682,6 +682,19 @@ pub struct AttackEntry {
     pub spec: AttackSpec,
 }
 
+/// Why a grid cannot evaluate `kind`, when it attacks through a surrogate's gradients: that needs
+/// a second model loaded beside the attacked one, which a grid cannot name yet, so such an entry
+/// would train the models and then fail.
+fn needs_surrogate(kind: &str) -> Option<String> {
+    let facts = gfa_attacks::registry::facts(kind)?;
+    (facts.access == gfa_attacks::facts::Access::Surrogate).then(|| {
+        format!(
+            "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: remove \
+             this entry (masking check 4 then reports `skipped`)"
+        )
+    })
+}
+
 impl AttackEntry {
     /// Parse entry `index` of `[[attacks]]`; errors carry the path inside the entry.
     pub fn from_table(t: &Table) -> Result<AttackEntry, FieldError> {
@@ -709,19 +722,8 @@ impl AttackEntry {
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
-        // An attack on a surrogate's gradients needs a second model loaded beside the attacked
-        // one; grids cannot name one yet, so such an entry would train the models and then fail.
-        if gfa_attacks::registry::facts(&kind)
-            .is_some_and(|f| f.access == gfa_attacks::facts::Access::Surrogate)
-        {
-            return Err(err(
-                "kind",
-                format!(
-                    "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: \
-                     remove this entry (masking check 4 then reports `skipped`)"
-                ),
-                None,
-            ));
+        if let Some(message) = needs_surrogate(&kind) {
+            return Err(err("kind", message, None));
         }
         let preset = string("preset")?.unwrap_or_else(|| "reference".into());
         if !PRESETS.contains(&preset.as_str()) {
