@@ -79,8 +79,7 @@ impl StepBench {
             Some((kind, c)) => Some(Regularizer::new(kind, c, TaskLoss::Ce, &model.tap_names())?),
             None => None,
         };
-        let opt_cfg =
-            OptimizerConfig::Adam { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
+        let opt_cfg = OptimizerConfig::adam(1e-3);
         let opt = Optimizer::new(&opt_cfg, &model)?;
         Ok(Self { model, method, reg, opt, rng: rng_for(0, "bench"), x, y })
     }

@@ -30,7 +30,7 @@ use gfa_core::method::gfa::Gfa;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, RegularizerConfig};
 use gfa_core::train::{AugmentConfig, OptimizerConfig, Schedule, TrainOptions};
-use gfa_core::{Classifier, Method, TaskLoss, TrainConfig, checkpoint};
+use gfa_core::{Classifier, Method, TrainConfig, checkpoint};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -102,15 +102,9 @@ fn train_cfg(o: &Options) -> (TrainConfig, Method) {
     let cfg = TrainConfig {
         epochs: o.epochs,
         batch_size: 64,
-        optimizer: OptimizerConfig::Adam {
-            lr: 1e-3,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::adam(1e-3),
         schedule: Schedule::Constant,
         augment: AugmentConfig { crop_padding: 0, flip: false },
-        task_loss: TaskLoss::Ce,
         eval_batch_size: 250,
         ..TrainConfig::default()
     };

@@ -51,6 +51,12 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// Adam at learning rate `lr` with the TOML defaults of its other keys (PyTorch's: betas
+    /// (0.9, 0.999), eps 1e-8, no weight decay).
+    pub fn adam(lr: f64) -> Self {
+        OptimizerConfig::Adam { lr, betas: adam_betas(), eps: adam_eps(), weight_decay: 0.0 }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
