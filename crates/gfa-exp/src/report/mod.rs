@@ -1,5 +1,5 @@
 //! `gfa report DIR`: aggregate a results folder over seeds into `summary.csv` and the Markdown
-//! tables of docs/method.md §9 (`tables/T1.md` … `T4.md`, all of them in `report.md`).
+//! tables of docs/method.md §9 (`tables/T1.md` … `T5.md`, all of them in `report.md`).
 //!
 //! One module per table (`t1` … `t4`, each a `table(res, ctx)` listed in [`build`]; the paper's
 //! claims in [`claims`]); this module loads the CSVs, labels the runs, writes `summary.csv` and
@@ -34,6 +34,7 @@ mod t1;
 mod t2;
 mod t3;
 mod t4;
+mod t5;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
 pub const PAPER_GAIN_APGD: f64 = 15.2;
@@ -382,6 +383,7 @@ pub fn build(res: &Results) -> Built {
         ("T2".to_string(), t2::table(res, &ctx)),
         ("T3".to_string(), t3::table(res, &ctx)),
         ("T4".to_string(), t4::table(res, &ctx)),
+        ("T5".to_string(), t5::table(res, &ctx)),
     ];
     let experiment = res
         .eval
