@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods reproduce bench fd-vs-exact gpu-check fixtures lint clean
+.PHONY: setup build test test-float quick methods knife-edge reproduce bench fd-vs-exact gpu-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -44,6 +44,14 @@ methods: build
 	$(GFA) run experiments/methods.toml --results results
 	$(GFA) report results/methods
 	$(GFA) plot results/methods
+
+# GFA's knife edge over λ: experiments/knife_edge.toml -> results/knife_edge/ (48 runs, then
+# AutoAttack for the runs whose worst case beats standard training's by 5 points; resumable).
+knife-edge: build
+	$(GFA) run experiments/knife_edge.toml --results results
+	$(GFA) escalate experiments/knife_edge.toml --results results
+	$(GFA) report results/knife_edge
+	$(GFA) plot results/knife_edge
 
 # GPU-scale study of the paper: experiments/paper.toml -> results/paper/. `gfa plan` first
 # prints the grid's estimated hours on the device it would use, and refuses a CPU (weeks of

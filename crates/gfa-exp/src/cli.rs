@@ -38,6 +38,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Train, evaluate and check every pending run of an experiment (resumable).
     Run(RunArgs),
+    /// After `gfa run`: evaluate the runs that beat the reference by the file's `[escalate]`
+    /// margin again, with its added attacks (e.g. AutoAttack), and recheck them (resumable).
+    Escalate(EscalateArgs),
     /// Aggregate a results folder over seeds into summary.csv and Markdown tables.
     Report(ReportArgs),
     /// Draw the figures of a results folder (SVG and PNG).
@@ -232,6 +235,18 @@ pub struct RunArgs {
     /// Work only shard i of n (1-based): runs whose position k has k mod n = i-1.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EscalateArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Only this run id (or unique prefix); repeatable.
+    #[arg(long)]
+    pub only: Vec<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -1,7 +1,11 @@
 //! Expansion of an experiment into runs: `[base]` × `[grid]` axes × `[[zip]]` groups × seeds.
 //!
 //! The order is fixed: grid axes in sorted key order (outermost first), then zip groups in file
-//! order, then seeds (innermost), so run numbers are stable. Each run's sections are type-checked
+//! order, then seeds (innermost), so run numbers are stable. A file may instead hold several
+//! `[[grid]]` blocks: each is expanded as a `[grid]` (with the `[[zip]]` groups and its own
+//! `seeds`, else the file's), one after the other, and the experiment is their union, for
+//! designs that are not one product (a sweep, variants at a few of its points, seeds at
+//! others); two blocks giving the same run are an error. Each run's sections are type-checked
 //! ([`RunConfig::from_table`]), and its `run_id` is the first 12 hex digits of the BLAKE3 hash of
 //! the canonical run spec (sorted keys, defaults filled, the attack suite included): the same
 //! run gets the same id whatever the file's key order or the grid it came from.
@@ -33,17 +37,50 @@ pub struct ExperimentFile {
     /// A complete run: the sections of [`RunConfig`].
     #[serde(default)]
     pub base: Table,
-    /// Dotted run key → list of values; the expansion is the cartesian product.
+    /// Dotted run key → list of values; the expansion is the cartesian product. Or a list of
+    /// such blocks (`[[grid]]`), each with optional `seeds`, whose expansions are concatenated.
     #[serde(default)]
-    pub grid: Table,
+    pub grid: GridTables,
     /// Groups of keys whose lists vary together.
     #[serde(default)]
     pub zip: Vec<Table>,
     /// The evaluation suite.
     #[serde(default)]
     pub attacks: Vec<Table>,
+    /// Attacks added after the grid for the runs that beat a reference (`gfa escalate`).
+    pub escalate: Option<Table>,
 }
 
+/// `[grid]` (one product) or `[[grid]]` (a union of products).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum GridTables {
+    One(Table),
+    Blocks(Vec<Table>),
+}
+
+impl Default for GridTables {
+    fn default() -> Self {
+        GridTables::One(Table::new())
+    }
+}
+
+impl GridTables {
+    /// No axis and no block.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GridTables::One(t) => t.is_empty(),
+            GridTables::Blocks(b) => b.is_empty(),
+        }
+    }
+}
+
+/// One product of the expansion: its axes and, when it says so, its own seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub axes: Vec<Axis>,
+    pub seeds: Option<Vec<u64>>,
+}
 /// One varying key and its values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
@@ -62,10 +99,13 @@ pub struct ExperimentSpec {
     pub source: SourceMap,
     pub seeds: Vec<u64>,
     pub base: Table,
-    pub axes: Vec<Axis>,
-    /// Each group's axes vary together (equal-length lists).
+    /// The `[grid]` (one block) or the `[[grid]]` blocks.
+    pub blocks: Vec<Block>,
+    /// Each group's axes vary together (equal-length lists); every block is crossed with them.
     pub zips: Vec<Vec<Axis>>,
     pub attacks: Vec<AttackEntry>,
+    /// The `[escalate]` table (`gfa escalate`).
+    pub escalate: Option<crate::escalate::Escalate>,
     pub overrides: Vec<Override>,
 }
 
@@ -118,9 +158,10 @@ impl ExperimentSpec {
             source,
             seeds: vec![0],
             base: Table::new(),
-            axes: vec![],
+            blocks: vec![],
             zips: vec![],
             attacks: vec![],
+            escalate: None,
             overrides: ovs,
         };
         spec.read_root(path, root)?;
@@ -183,18 +224,30 @@ impl ExperimentSpec {
             self.seeds = self.checked_seeds(seeds)?;
         }
         self.base = file.base;
-        self.axes = self.flatten_axes(&file.grid, &["grid".into()])?;
+        self.blocks = match &file.grid {
+            GridTables::One(t) => {
+                vec![Block { axes: self.flatten_axes(t, &["grid".into()])?, seeds: None }]
+            }
+            GridTables::Blocks(blocks) => blocks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| self.block(i, t))
+                .collect::<Result<_, _>>()?,
+        };
         for (i, t) in file.zip.iter().enumerate() {
             let axes = self.flatten_axes(t, &["zip".into(), i.to_string()])?;
             self.check_zip_lengths(&axes)?;
             self.zips.push(axes);
         }
-        self.check_axes_disjoint()?;
+        for b in &self.blocks {
+            self.check_axes_disjoint(&b.axes)?;
+        }
         // `--set section.key=…` pins the key: drop axes that would vary it. A pin inside the
         // values of an axis (`method.lambda` while `method` varies) has no one meaning.
         for o in &self.overrides {
             if let Some(pin) = &o.pins {
-                let all = self.axes.iter().chain(self.zips.iter().flatten());
+                let blocks = self.blocks.iter().flat_map(|b| &b.axes);
+                let all = blocks.chain(self.zips.iter().flatten());
                 if let Some(a) =
                     all.into_iter().find(|a| a.key.len() < pin.len() && overlaps(&a.key, pin))
                 {
@@ -211,7 +264,9 @@ impl ExperimentSpec {
                         None,
                     ));
                 }
-                self.axes.retain(|a| !overlaps(&a.key, pin));
+                for b in &mut self.blocks {
+                    b.axes.retain(|a| !overlaps(&a.key, pin));
+                }
                 for z in &mut self.zips {
                     z.retain(|a| !overlaps(&a.key, pin));
                 }
@@ -221,7 +276,30 @@ impl ExperimentSpec {
         for (i, t) in file.attacks.iter().enumerate() {
             self.add_attack(i, t)?;
         }
+        if let Some(t) = &file.escalate {
+            let origin = ["escalate".to_string()];
+            let e = crate::escalate::Escalate::from_table(t, &self.attacks)
+                .map_err(|e| self.field_error(&origin, e))?;
+            self.escalate = Some(e);
+        }
         Ok(())
+    }
+
+    /// Block `i` of `[[grid]]`: its `seeds`, and its other keys as axes.
+    fn block(&self, i: usize, t: &Table) -> Result<Block, ConfigError> {
+        let origin = vec!["grid".to_string(), i.to_string()];
+        let mut t = t.clone();
+        let seeds = match t.remove("seeds") {
+            None => None,
+            Some(v) => {
+                let at = [origin.clone(), vec!["seeds".into()]].concat();
+                let seeds = Value::try_into::<Vec<u64>>(v).map_err(|e| {
+                    self.error_at(&at, format!("expected a list of seeds: {}", e.message()), None)
+                })?;
+                Some(self.checked_seeds_at(seeds, &at)?)
+            }
+        };
+        Ok(Block { axes: self.flatten_axes(&t, &origin)?, seeds })
     }
 
     /// Where an old-form file first says so: `base.regularizer`, `base.train.method`, or the
@@ -259,7 +337,11 @@ impl ExperimentSpec {
     }
 
     fn checked_seeds(&self, seeds: Vec<u64>) -> Result<Vec<u64>, ConfigError> {
-        let bad = |m: &str| self.error_at(&["seeds".into()], m.to_string(), None);
+        self.checked_seeds_at(seeds, &["seeds".into()])
+    }
+
+    fn checked_seeds_at(&self, seeds: Vec<u64>, at: &[String]) -> Result<Vec<u64>, ConfigError> {
+        let bad = |m: &str| self.error_at(at, m.to_string(), None);
         if seeds.is_empty() {
             return Err(bad("empty seed list"));
         }
@@ -290,10 +372,10 @@ impl ExperimentSpec {
         }
     }
 
-    /// A key may vary in one place only.
-    fn check_axes_disjoint(&self) -> Result<(), ConfigError> {
+    /// A key may vary in one place only (within a block and the zip groups).
+    fn check_axes_disjoint(&self, axes: &[Axis]) -> Result<(), ConfigError> {
         let mut seen: Vec<&Axis> = Vec::new();
-        for a in self.axes.iter().chain(self.zips.iter().flatten()) {
+        for a in axes.iter().chain(self.zips.iter().flatten()) {
             if let Some(b) = seen.iter().find(|b| overlaps(&a.key, &b.key)) {
                 return Err(self.error_at(
                     &a.origin,
@@ -375,9 +457,12 @@ impl ExperimentSpec {
 
     /// Number of runs the expansion gives.
     pub fn len(&self) -> usize {
-        let g: usize = self.axes.iter().map(|a| a.values.len()).product();
         let z: usize = self.zips.iter().map(|z| z[0].values.len()).product();
-        g * z * self.seeds.len()
+        let block = |b: &Block| {
+            let g: usize = b.axes.iter().map(|a| a.values.len()).product();
+            g * b.seeds.as_ref().unwrap_or(&self.seeds).len()
+        };
+        self.blocks.iter().map(block).sum::<usize>() * z
     }
 
     pub fn is_empty(&self) -> bool {
@@ -387,9 +472,30 @@ impl ExperimentSpec {
     /// Expand into runs, type-checking each. The first bad run is reported with the place
     /// (file line, `--set`) its offending value came from.
     pub fn expand(&self) -> Result<Vec<RunSpec>, ConfigError> {
+        let mut runs = Vec::new();
+        for block in &self.blocks {
+            self.expand_block(block, &mut runs)?;
+        }
+        let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(self.source.error(
+                &[],
+                format!(
+                    "two runs of the expansion are identical (run id {}): a grid value repeats, \
+                     sets a key to its default twice, or two [[grid]] blocks share a run",
+                    w[0]
+                ),
+            ));
+        }
+        Ok(runs)
+    }
+
+    /// Append the runs of one block to `runs`.
+    fn expand_block(&self, block: &Block, runs: &mut Vec<RunSpec>) -> Result<(), ConfigError> {
         // Each dimension is a list of choices; a choice sets one or more (axis, value index).
         let mut dims: Vec<Vec<Vec<(&Axis, usize)>>> = Vec::new();
-        for a in &self.axes {
+        for a in &block.axes {
             dims.push((0..a.values.len()).map(|i| vec![(a, i)]).collect());
         }
         for z in &self.zips {
@@ -408,7 +514,6 @@ impl ExperimentSpec {
             combos = next;
         }
         let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
-        let mut runs = Vec::new();
         for combo in &combos {
             let mut table = self.base.clone();
             let mut axes = Vec::new();
@@ -426,7 +531,7 @@ impl ExperimentSpec {
                 a.check_eps(config.image_shape())
                     .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
             }
-            for &seed in &self.seeds {
+            for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
                 let canonical = canonical_spec(&config, seed, &attacks);
                 let run_id = run_id_of(&canonical);
                 runs.push(RunSpec {
@@ -441,19 +546,7 @@ impl ExperimentSpec {
                 });
             }
         }
-        let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-        ids.sort();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(self.source.error(
-                &[],
-                format!(
-                    "two runs of the expansion are identical (run id {}): a grid value repeats \
-                     or sets a key to its default twice",
-                    w[0]
-                ),
-            ));
-        }
-        Ok(runs)
+        Ok(())
     }
 
     /// Map a run-level typing error to the file path its value came from.

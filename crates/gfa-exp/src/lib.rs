@@ -21,12 +21,14 @@ pub mod cli;
 pub mod commands;
 pub mod cuda_check;
 pub mod doctor;
+pub mod escalate;
 pub mod export;
 pub mod grid;
 pub mod import;
 pub mod legacy;
 pub mod masking;
 pub mod overrides;
+pub mod phase;
 pub mod plot;
 pub mod points;
 pub mod records;
@@ -77,6 +79,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if summary.failed.is_empty() { 0 } else { 1 })
         }
+        Command::Escalate(args) => escalate_command(&args, cli.device),
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
             println!("{}", out.markdown);
@@ -163,6 +166,26 @@ fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
         eprintln!("{w}");
     }
     Ok(device)
+}
+
+/// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
+fn escalate_command(args: &cli::EscalateArgs, device: gfa_core::DeviceChoice) -> Result<i32> {
+    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let Some(esc) = &spec.escalate else {
+        bail!(
+            "{} has no [escalate] table, so no run is escalated: add one (experiments/README.md \
+             shows the keys)",
+            args.grid.file.display()
+        );
+    };
+    runner::check_only(&runs, &args.only)?;
+    let exp = ExperimentDir::new(&args.grid.results, &spec.name);
+    let mut stages = stages::TorchStages { device: announce(device)? };
+    let opts =
+        runner::RunOptions { only: args.only.clone(), progress: !args.quiet, ..Default::default() };
+    let done = escalate::escalate(&exp, &runs, esc, &mut stages, &opts)?;
+    println!("{} runs escalated", done.len());
+    Ok(0)
 }
 
 /// Load and expand an experiment file.

@@ -7,6 +7,9 @@
 //!   `landscape.csv`;
 //! - [`tradeoff`]: clean and worst-case robust accuracy over λ, per (model, method, eps);
 //! - [`training_curves`]: training loss and test accuracy per epoch;
+//! - [`crate::phase::figures`]: for a λ sweep, the phase diagram over λ (clean, worst case at
+//!   L∞ 2/255 and 8/255, input-tap cosine, collapse epoch; one line per variant) and the
+//!   clean-vs-robust trade-off with the methods without λ as reference points;
 //! - [`norm_distributions`]: cumulative distributions of the per-point minimum perturbation
 //!   norms of minimum-norm attacks, from `norms.csv`, standard training's median marked.
 //!
@@ -28,11 +31,11 @@ use crate::report::{Budget, Results, Stat, WorstKey, labels, protocol};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
-const FONT_NAME: &str = "sans-serif";
+pub(crate) const FONT_NAME: &str = "sans-serif";
 const W: u32 = 800;
 const H: u32 = 560;
 
-fn register_font() {
+pub(crate) fn register_font() {
     REGISTER.call_once(|| {
         plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("the bundled DejaVu Sans font is valid"));
@@ -51,13 +54,13 @@ pub fn slug(s: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e}")
 }
 
 /// Series colors: Okabe–Ito's eight (distinguishable with color-vision deficiencies), then four
 /// darker ones, so up to 12 series get 12 colors.
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     const C: [(u8, u8, u8); 12] = [
         (0, 114, 178),
         (213, 94, 0),
@@ -233,7 +236,7 @@ pub fn save_lines(stem: &Path, format: PlotFormat, c: &LineChart) -> Result<Vec<
 }
 
 /// Draw a figure to `path` through `gfa_data::atomic` (the backend writes the temporary file).
-fn atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub(crate) fn atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     gfa_data::atomic::write_atomic_with(path, |tmp| draw(tmp).map_err(std::io::Error::other))?;
     Ok(())
 }
@@ -719,6 +722,7 @@ pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     if norms.is_file() {
         files.extend(norm_distributions(&read_rows(&norms)?, &out, format)?);
     }
+    files.extend(crate::phase::figures(&res, &crate::phase::manifest_axes(dir)?, &out, format)?);
     Ok(files)
 }
 

@@ -299,7 +299,7 @@ pub(crate) struct WorstKey {
 
 /// Per-run worst case over the suite at each (protocol, norm, eps): the lowest cumulative
 /// robust accuracy (the per-sample worst case, never an average of attacks).
-fn worst_cases(eval: &[EvalRow]) -> BTreeMap<WorstKey, f64> {
+pub(crate) fn worst_cases(eval: &[EvalRow]) -> BTreeMap<WorstKey, f64> {
     let mut out: BTreeMap<WorstKey, f64> = BTreeMap::new();
     for r in eval.iter().filter(|r| r.mode == "cumulative") {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
