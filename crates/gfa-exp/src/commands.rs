@@ -425,7 +425,26 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     };
     let dev = gfa_core::device::device_name(device);
     let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
-    let rows = stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev)?.eval;
+    // Writing into a folder: keep the finished batches beside the CSV, so that an interrupted
+    // `gfa eval` started again resumes.
+    let log = a.csv.as_ref().map(|csv| {
+        let mut name = csv.file_name().unwrap_or_default().to_os_string();
+        name.push(".batches.jsonl");
+        csv.with_file_name(name)
+    });
+    let rows = match &log {
+        Some(log) => {
+            let mut store =
+                crate::batches::for_evaluation(log, &model, (&x, &y), None, suite, &key)?;
+            let rows =
+                stages::evaluate_run_with(&model, (&x, &y), None, suite, &key, &dev, &mut store)?;
+            if let Some(line) = store.resumed() {
+                eprintln!("{line}");
+            }
+            rows.eval
+        }
+        None => stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev)?.eval,
+    };
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"
@@ -446,6 +465,9 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         let mut all: Vec<EvalRow> = if csv.exists() { read_rows(csv)? } else { vec![] };
         all.extend(rows);
         write_rows(csv, &all)?;
+        if let Some(log) = &log {
+            crate::batches::remove(log)?;
+        }
         println!("appended to {}", csv.display());
     }
     Ok(())

@@ -15,6 +15,7 @@
 //! Around it: [`calibrate`] turns a plan's image-gradient counts into hours on the chosen
 //! device, [`doctor`] says what gfa runs on here, [`cuda_check`] checks CUDA against the CPU.
 
+pub mod batches;
 pub mod build_info;
 pub mod calibrate;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod cuda_check;
 pub mod doctor;
 pub mod escalate;
 pub mod export;
+pub mod fault;
 pub mod grid;
 pub mod import;
 pub mod legacy;

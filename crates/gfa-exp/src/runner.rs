@@ -2,7 +2,8 @@
 //!
 //! Per run: take its lock → train (+ checkpoint) → evaluate → masking checks. Each stage writes
 //! its CSV atomically and then its marker (see `store`), so a rerun after a kill skips finished
-//! stages and redoes an interrupted one from its start, never duplicating rows. A failing run
+//! stages and redoes an interrupted one from its start, never duplicating rows (an interrupted
+//! evaluation redoes only its unfinished batches: [`crate::batches`]). A failing run
 //! (error or panic) gets `status = failed` and its error text; the grid goes on. The stages
 //! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
 //!
@@ -426,6 +427,8 @@ fn work_run(
         });
         write_atomic(&dir.file("grad_health.json"), serde_json::to_string(&gh)?.as_bytes())?;
         dir.mark(Stage::Evaluated)?;
+        // The finished batches served a resume of this evaluation; its results are committed.
+        crate::batches::remove(&dir.file(crate::batches::FILE))?;
     }
     if !dir.has(Stage::Checked) {
         let eval: Vec<EvalRow> = read_rows(&dir.file("eval.csv"))?;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use gfa_attacks::eval::{
-    EvalOptions, EvalRecord, Mode, NoStore, Subset as EvalSubset, SuiteEntry, evaluate_suite,
+    BatchStore, EvalOptions, EvalRecord, Mode, NoStore, Subset as EvalSubset, SuiteEntry,
+    evaluate_suite,
 };
 use gfa_attacks::{Family, Norm};
 use gfa_core::checkpoint;
@@ -267,11 +268,25 @@ pub struct Suite<'a> {
 /// model classifies correctly); without `keep`, the points this model classifies correctly.
 pub fn evaluate_run(
     model: &Classifier,
+    points: (&Tensor, &Tensor),
+    keep: Option<&[bool]>,
+    suite: Suite<'_>,
+    key: &RunKey,
+    device: &str,
+) -> Result<EvalOutput> {
+    evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore)
+}
+
+/// [`evaluate_run`], keeping every finished batch in `store` and taking the batches it already
+/// holds from it (a resumed evaluation; see [`crate::batches`]).
+pub fn evaluate_run_with(
+    model: &Classifier,
     (x, y): (&Tensor, &Tensor),
     keep: Option<&[bool]>,
     suite: Suite<'_>,
     key: &RunKey,
     device: &str,
+    store: &mut dyn BatchStore,
 ) -> Result<EvalOutput> {
     let Suite { attacks, eval, seed } = suite;
     let mask = match (eval.subset, keep) {
@@ -306,7 +321,7 @@ pub fn evaluate_run(
         })
         .collect::<Result<Vec<_>>>()?;
     let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
-    let records = evaluate_suite(model, points, &suite, &opts, &mut NoStore, &mut |_| {})?;
+    let records = evaluate_suite(model, points, &suite, &opts, store, &mut |_| {})?;
     let out = EvalOutput {
         eval: eval_rows_of(&records, attacks, eval, key, device)?,
         norms: norm_rows(&records, attacks, key),
@@ -513,7 +528,13 @@ impl Stages for TorchStages {
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
         let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
-        let out = evaluate_run(&model, (&x, &y), keep, suite, &key, &device)?;
+        let log = dir.file(crate::batches::FILE);
+        let mut batches =
+            crate::batches::for_evaluation(&log, &model, (&x, &y), keep, suite, &key)?;
+        let out = evaluate_run_with(&model, (&x, &y), keep, suite, &key, &device, &mut batches)?;
+        if let Some(line) = batches.resumed() {
+            eprintln!("run {}: {line}", run.run_id);
+        }
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
         Ok(EvalOutput { gfa_value, grad_health, ..out })

@@ -72,6 +72,35 @@ pub struct SummaryRow {
     pub n_seeds: usize,
     /// Evaluated points per run (eval rows).
     pub n: Option<usize>,
+    /// Each run's value, `seed:value` pairs joined by `;` in seed order (`0:0.512;1:0.498`);
+    /// values in the shortest form that reads back to the same `f64` ([`SummaryRow::seeds`]).
+    #[serde(default)]
+    pub per_seed: String,
+}
+
+impl SummaryRow {
+    /// The per-seed values of `per_seed`, or an error naming the pair that does not parse.
+    pub fn seeds(&self) -> Result<Vec<(u64, f64)>> {
+        self.per_seed
+            .split(';')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let parsed =
+                    p.split_once(':').and_then(|(s, v)| Some((s.parse().ok()?, v.parse().ok()?)));
+                parsed.ok_or_else(|| anyhow::anyhow!("per_seed: {p:?} is not seed:value"))
+            })
+            .collect()
+    }
+}
+
+/// One run's value of a measurement and the run's seed.
+type SeedValue = (u64, f64);
+
+/// `per_seed` text of `(seed, value)` pairs, sorted by seed.
+fn per_seed_text(values: &[SeedValue]) -> String {
+    let mut v = values.to_vec();
+    v.sort_by_key(|&(s, _)| s);
+    v.iter().map(|(s, x)| format!("{s}:{x}")).collect::<Vec<_>>().join(";")
 }
 
 /// Mean and sample standard deviation.
@@ -414,7 +443,7 @@ pub fn build(res: &Results) -> Built {
 /// first row's fields and the values of every run.
 #[derive(Default)]
 struct Summary {
-    groups: BTreeMap<Vec<String>, (SummaryRow, Vec<f64>)>,
+    groups: BTreeMap<Vec<String>, (SummaryRow, Vec<SeedValue>)>,
 }
 
 impl Summary {
@@ -433,8 +462,9 @@ impl Summary {
         }
     }
 
-    /// One run's value `v` of the measurement `proto` describes (none: nothing).
-    fn add(&mut self, proto: SummaryRow, v: Option<f64>) {
+    /// The value `v` of the run with `seed` of the measurement `proto` describes (none:
+    /// nothing).
+    fn add(&mut self, proto: SummaryRow, seed: u64, v: Option<f64>) {
         let Some(v) = v else { return };
         let k = vec![
             proto.model.clone(),
@@ -450,7 +480,7 @@ impl Summary {
             proto.tap.clone(),
             proto.metric.clone(),
         ];
-        self.groups.entry(k).or_insert_with(|| (proto, vec![])).1.push(v);
+        self.groups.entry(k).or_insert_with(|| (proto, vec![])).1.push((seed, v));
     }
 
     fn eval(&mut self, res: &Results, ctx: &Ctx) {
@@ -476,7 +506,7 @@ impl Summary {
                     n: Some(r.n),
                     ..Self::base(&r.key(), label.clone(), "eval")
                 };
-                self.add(s, v);
+                self.add(s, r.seed, v);
             }
         }
     }
@@ -492,7 +522,7 @@ impl Summary {
                 metric: "robust_acc".into(),
                 ..Self::base(&r.key(), ctx.label(&r.method, &r.method_params), "worst_case")
             };
-            self.add(s, Some(*acc));
+            self.add(s, r.seed, Some(*acc));
         }
     }
 
@@ -516,7 +546,7 @@ impl Summary {
                     metric: metric.into(),
                     ..Self::base(&r.key(), label.clone(), "train")
                 };
-                self.add(s, v);
+                self.add(s, r.seed, v);
             }
         }
     }
@@ -530,7 +560,7 @@ impl Summary {
                 n: Some(r.n),
                 ..Self::base(&r.key(), ctx.label(&r.method, &r.method_params), "gfa_value")
             };
-            self.add(s, Some(r.value));
+            self.add(s, r.seed, Some(r.value));
         }
     }
 
@@ -538,8 +568,10 @@ impl Summary {
     fn rows(self) -> Vec<SummaryRow> {
         self.groups
             .into_values()
-            .map(|(mut s, xs)| {
+            .map(|(mut s, values)| {
+                let xs: Vec<f64> = values.iter().map(|&(_, v)| v).collect();
                 let st = Stat::of(&xs).expect("non-empty group");
+                s.per_seed = per_seed_text(&values);
                 s.mean = st.mean;
                 s.std = st.std;
                 s.n_seeds = st.n;

@@ -6,6 +6,7 @@ mod facts;
 mod grid;
 mod knife;
 mod report;
+mod resume_eval;
 mod run;
 mod setup;
 mod store;

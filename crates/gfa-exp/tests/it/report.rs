@@ -194,6 +194,15 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
         })
         .unwrap();
     assert!((r.mean - ga).abs() < 1e-12 && (r.std.unwrap() - gs).abs() < 1e-12 && r.n_seeds == 2);
+    // Each seed's value beside the mean, bit for bit as written in eval.csv.
+    assert_eq!(r.per_seed, "0:0.5;1:0.52");
+    assert_eq!(r.seeds().unwrap(), [(0, 0.50), (1, 0.52)]);
+    for s in &rows {
+        let v = s.seeds().unwrap();
+        assert_eq!(v.len(), s.n_seeds, "{s:?}");
+        let mean = v.iter().map(|p| p.1).sum::<f64>() / v.len() as f64;
+        assert!((mean - s.mean).abs() <= 1e-15, "{s:?}");
+    }
     let t = rows.iter().find(|r| r.label == "standard" && r.metric == "final_test_acc").unwrap();
     assert!((t.mean - 0.75).abs() < 1e-12 && t.std == Some(0.0));
     for f in
