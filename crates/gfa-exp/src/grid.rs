@@ -15,8 +15,8 @@ use toml::{Table, Value};
 use crate::overrides::Override;
 use crate::records::{ManifestRow, RunKey, SCHEMA_VERSION};
 use crate::spec::{
-    AttackEntry, ConfigError, FieldError, RunConfig, SourceMap, closest, dotted, split_dotted,
-    to_table,
+    AttackEntry, ConfigError, FieldError, LandscapeConfig, RunConfig, SourceMap, closest, dotted,
+    split_dotted, to_table,
 };
 
 /// The top level of an experiment file, typed: an unknown key is an error naming the closest
@@ -42,6 +42,8 @@ pub struct ExperimentFile {
     /// The evaluation suite.
     #[serde(default)]
     pub attacks: Vec<Table>,
+    /// Each run's loss landscape (F2), off when absent.
+    pub landscape: Option<Table>,
 }
 
 /// One varying key and its values.
@@ -67,6 +69,8 @@ pub struct ExperimentSpec {
     pub zips: Vec<Vec<Axis>>,
     pub attacks: Vec<AttackEntry>,
     pub overrides: Vec<Override>,
+    /// `[landscape]`, when the file has one.
+    pub landscape: Option<LandscapeConfig>,
 }
 
 /// One run of the expansion ("high-level" form).
@@ -83,6 +87,10 @@ pub struct RunSpec {
     pub axes: Vec<(String, String)>,
     /// The `--set` overrides in effect.
     pub overrides: Vec<String>,
+    /// The surrogate each transfer attack names, resolved ([`crate::surrogate`]).
+    pub surrogates: Vec<(String, crate::surrogate::SurrogateRef)>,
+    /// The loss landscape to compute after the evaluation (`[landscape]`).
+    pub landscape: Option<LandscapeConfig>,
 }
 
 impl ExperimentSpec {
@@ -122,6 +130,7 @@ impl ExperimentSpec {
             zips: vec![],
             attacks: vec![],
             overrides: ovs,
+            landscape: None,
         };
         spec.read_root(path, root)?;
         Ok(spec)
@@ -220,6 +229,13 @@ impl ExperimentSpec {
         self.zips.retain(|z| !z.is_empty());
         for (i, t) in file.attacks.iter().enumerate() {
             self.add_attack(i, t)?;
+        }
+        if let Some(t) = &file.landscape {
+            let origin = ["landscape".to_string()];
+            let l: LandscapeConfig =
+                crate::spec::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            l.validate().map_err(|e| self.field_error(&origin, e))?;
+            self.landscape = Some(l);
         }
         Ok(())
     }
@@ -407,8 +423,8 @@ impl ExperimentSpec {
             }
             combos = next;
         }
-        let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
         let mut runs = Vec::new();
+        let mut used = vec![false; self.attacks.len()];
         for combo in &combos {
             let mut table = self.base.clone();
             let mut axes = Vec::new();
@@ -422,25 +438,64 @@ impl ExperimentSpec {
             if table.get("eval").and_then(Value::as_table).is_some_and(|e| e.contains_key("n")) {
                 config.eval.check_n(&config.data).map_err(|e| self.locate(combo, e))?;
             }
+            // An entry with `subset` attacks only the runs evaluated on that subset.
+            let mut own = Vec::new();
             for (i, a) in self.attacks.iter().enumerate() {
+                if !a.applies_to(config.eval.subset) {
+                    continue;
+                }
+                used[i] = true;
                 a.check_eps(config.image_shape())
                     .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
+                own.push(a.clone());
             }
+            let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
             for &seed in &self.seeds {
-                let canonical = canonical_spec(&config, seed, &attacks);
-                let run_id = run_id_of(&canonical);
+                let mut text = canonical_spec(&config, seed, &attacks);
+                // A run with a landscape is another run (its evaluation stage computes it).
+                if let Some(l) = &self.landscape {
+                    text.push_str(&canonical(&Value::Table(to_table(l))));
+                }
+                let run_id = run_id_of(&text);
                 runs.push(RunSpec {
                     experiment: self.name.clone(),
                     index: runs.len() + 1,
                     run_id,
                     seed,
                     config: config.clone(),
-                    attacks: self.attacks.clone(),
+                    attacks: own.clone(),
                     axes: axes.clone(),
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
+                    surrogates: vec![],
+                    landscape: self.landscape.clone(),
                 });
             }
         }
+        if let Some(i) = used.iter().position(|u| !u)
+            && let Some(subset) = self.attacks[i].subset
+            && !combos.is_empty()
+        {
+            return Err(self.error_at(
+                &["attacks".into(), i.to_string(), "subset".into()],
+                format!(
+                    "no run of the expansion is evaluated on subset \"{}\", so this entry \
+                     attacks nothing: set eval.subset = \"{}\" in [base.eval] or as a [grid] \
+                     axis (\"eval.subset\" = [\"all\", \"all_correct\"]), or remove `subset`",
+                    subset.name(),
+                    subset.name()
+                ),
+                None,
+            ));
+        }
+        crate::surrogate::resolve(&mut runs).map_err(|(run, (i, e))| {
+            let entry = &runs[run].attacks[i];
+            let j = self
+                .attacks
+                .iter()
+                .position(|a| a.name == entry.name && a.preset == entry.preset)
+                .unwrap_or(i);
+            self.field_error(&["attacks".into(), j.to_string()], e)
+        })?;
         let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -600,6 +655,9 @@ impl RunSpec {
             "attacks".into(),
             Value::Array(self.attacks.iter().map(|a| Value::Table(a.to_table())).collect()),
         );
+        if let Some(l) = &self.landscape {
+            t.insert("landscape".into(), Value::Table(to_table(l)));
+        }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",
             self.run_id,

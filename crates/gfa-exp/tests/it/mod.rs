@@ -4,6 +4,7 @@ mod cuda;
 mod export;
 mod facts;
 mod grid;
+mod protocols;
 mod report;
 mod run;
 mod setup;
