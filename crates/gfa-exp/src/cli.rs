@@ -451,13 +451,19 @@ pub struct EvalArgs {
     pub n: usize,
     #[arg(long, default_value = "reference")]
     pub preset: String,
-    #[arg(long, default_value = "linf")]
-    pub norm: String,
+    /// Threat model: linf, l2 or l1 (default: each attack's own, L2 for cw and deepfool, L1
+    /// for ead, L∞ for the others).
+    #[arg(long)]
+    pub norm: Option<String>,
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
     /// Seed of the attacks' random generators.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Checkpoint folder of the surrogate model a `transfer` attack crafts its examples on
+    /// (e.g. a standard-training run's `checkpoints/`).
+    #[arg(long)]
+    pub surrogate: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Append the rows to this CSV (eval.csv layout).

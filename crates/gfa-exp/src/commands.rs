@@ -381,7 +381,9 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         let mut t = Table::new();
         t.insert("kind".into(), Value::String(kind.into()));
         t.insert("preset".into(), Value::String(a.preset.clone()));
-        t.insert("norm".into(), Value::String(a.norm.clone()));
+        if let Some(norm) = &a.norm {
+            t.insert("norm".into(), Value::String(norm.clone()));
+        }
         t.insert("eps".into(), Value::Array(eps.clone()));
         let entry = AttackEntry::from_table(&t).map_err(|e| {
             let flag = match e.path.first().map(String::as_str) {
@@ -424,7 +426,11 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         },
     };
     let dev = gfa_core::device::device_name(device);
-    let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
+    let specs: Vec<&gfa_attacks::AttackSpec> = attacks.iter().map(|e| &e.spec).collect();
+    let surrogates =
+        crate::surrogate::CheckpointSurrogates::folder(&specs, a.surrogate.as_deref(), device);
+    let suite =
+        stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed, surrogates: &surrogates };
     // Writing into a folder: keep the finished batches beside the CSV, so that an interrupted
     // `gfa eval` started again resumes.
     let log = a.csv.as_ref().map(|csv| {
@@ -517,44 +523,10 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     let (model, run, data) = load_model(&a.model, &a.data, device)?;
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
-    let (x, y) = (x.to_device(device), y.to_device(device));
-    // Radial: the sign of the input gradient of the summed loss.
-    let xg = x.detach().set_requires_grad(true);
-    let loss = model.logits(&xg, false).cross_entropy_loss::<Tensor>(
-        &y,
-        None,
-        tch::Reduction::Sum,
-        -100,
-        0.0,
-    );
-    let g = Tensor::run_backward(&[loss], &[&xg], false, false).remove(0);
-    let u_r = g.sign();
-    // Tangential: seeded Rademacher, orthogonalized against u_r per point.
-    let mut rng = gfa_core::seed::rng_for(a.seed, "landscape/tangential");
-    let numel = x.numel();
-    let signs: Vec<f32> =
-        (0..numel).map(|_| if rand::Rng::r#gen::<bool>(&mut rng) { 1.0 } else { -1.0 }).collect();
-    let r = Tensor::from_slice(&signs).reshape(x.size()).to_device(device);
-    let flat = |t: &Tensor| t.reshape([n as i64, -1]);
-    let dims: &[i64] = &[1];
-    let rr = flat(&u_r).square().sum_dim_intlist(dims, true, tch::Kind::Float).clamp_min(1e-12);
-    let proj = (flat(&r) * flat(&u_r)).sum_dim_intlist(dims, true, tch::Kind::Float) / &rr;
-    let t = flat(&r) - &proj * flat(&u_r);
-    let tn = t.square().sum_dim_intlist(dims, true, tch::Kind::Float).sqrt().clamp_min(1e-12);
-    let u_t = (t / tn * rr.sqrt()).reshape(x.size());
-
     let key = model_key(&model, run.as_ref(), &a.model, a.seed);
-    let k = a.steps as f64 - 1.0;
-    let coords: Vec<f64> =
-        (0..a.steps).map(|i| -radius.value + 2.0 * radius.value * i as f64 / k).collect();
-    let mut rows = Vec::with_capacity(a.steps * a.steps);
-    for &alpha in &coords {
-        for &beta in &coords {
-            let xp = (&x + &u_r * alpha + &u_t * beta).clamp(0.0, 1.0);
-            let loss = mean_loss(&model, &xp, &y, a.batch_size.max(1) as i64);
-            rows.push(LandscapeRow { alpha, beta, loss, ..LandscapeRow::keyed(&key) });
-        }
-    }
+    let grid =
+        Landscape { radius: radius.value, steps: a.steps, batch_size: a.batch_size, seed: a.seed };
+    let rows = landscape_rows(&model, (&x, &y), &grid, &key, device);
     let csv = match (&a.csv, &a.model.checkpoint) {
         (Some(c), _) => c.clone(),
         (None, Some(d)) => d.join("landscape.csv"),
@@ -569,4 +541,64 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     );
     println!("wrote {}", csv.display());
     Ok(())
+}
+
+/// The grid of a loss landscape: α, β over [-radius, radius] in `steps` points each; `seed`
+/// draws the tangential direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Landscape {
+    pub radius: f64,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// The `landscape.csv` rows of `model` on `(x, y)` (`gfa landscape`, and `gfa run` with a
+/// `[landscape]` section): the mean loss at each grid point, α outer, β inner.
+pub fn landscape_rows(
+    model: &Classifier,
+    (x, y): (&Tensor, &Tensor),
+    grid: &Landscape,
+    key: &RunKey,
+    device: Device,
+) -> Vec<LandscapeRow> {
+    let n = x.size()[0] as usize;
+    let (x, y) = (x.to_device(device), y.to_device(device));
+    // Radial: the sign of the input gradient of the summed loss.
+    let xg = x.detach().set_requires_grad(true);
+    let loss = model.logits(&xg, false).cross_entropy_loss::<Tensor>(
+        &y,
+        None,
+        tch::Reduction::Sum,
+        -100,
+        0.0,
+    );
+    let g = Tensor::run_backward(&[loss], &[&xg], false, false).remove(0);
+    let u_r = g.sign();
+    // Tangential: seeded Rademacher, orthogonalized against u_r per point.
+    let mut rng = gfa_core::seed::rng_for(grid.seed, "landscape/tangential");
+    let numel = x.numel();
+    let signs: Vec<f32> =
+        (0..numel).map(|_| if rand::Rng::r#gen::<bool>(&mut rng) { 1.0 } else { -1.0 }).collect();
+    let r = Tensor::from_slice(&signs).reshape(x.size()).to_device(device);
+    let flat = |t: &Tensor| t.reshape([n as i64, -1]);
+    let dims: &[i64] = &[1];
+    let rr = flat(&u_r).square().sum_dim_intlist(dims, true, tch::Kind::Float).clamp_min(1e-12);
+    let proj = (flat(&r) * flat(&u_r)).sum_dim_intlist(dims, true, tch::Kind::Float) / &rr;
+    let t = flat(&r) - &proj * flat(&u_r);
+    let tn = t.square().sum_dim_intlist(dims, true, tch::Kind::Float).sqrt().clamp_min(1e-12);
+    let u_t = (t / tn * rr.sqrt()).reshape(x.size());
+
+    let k = grid.steps as f64 - 1.0;
+    let r = grid.radius;
+    let coords: Vec<f64> = (0..grid.steps).map(|i| -r + 2.0 * r * i as f64 / k).collect();
+    let mut rows = Vec::with_capacity(grid.steps * grid.steps);
+    for &alpha in &coords {
+        for &beta in &coords {
+            let xp = (&x + &u_r * alpha + &u_t * beta).clamp(0.0, 1.0);
+            let loss = mean_loss(model, &xp, &y, grid.batch_size.max(1) as i64);
+            rows.push(LandscapeRow { alpha, beta, loss, ..LandscapeRow::keyed(key) });
+        }
+    }
+    rows
 }

@@ -19,8 +19,8 @@ use toml::{Table, Value};
 use crate::overrides::Override;
 use crate::records::{ManifestRow, RunKey, SCHEMA_VERSION};
 use crate::spec::{
-    AttackEntry, ConfigError, FieldError, RunConfig, SourceMap, closest, dotted, split_dotted,
-    to_table,
+    AttackEntry, ConfigError, FieldError, LandscapeConfig, RunConfig, SourceMap, closest, dotted,
+    split_dotted, to_table,
 };
 
 /// The top level of an experiment file, typed: an unknown key is an error naming the closest
@@ -49,6 +49,8 @@ pub struct ExperimentFile {
     pub attacks: Vec<Table>,
     /// Attacks added after the grid for the runs that beat a reference (`gfa escalate`).
     pub escalate: Option<Table>,
+    /// Each run's loss landscape (F2), off when absent.
+    pub landscape: Option<Table>,
 }
 
 /// `[grid]` (one product) or `[[grid]]` (a union of products).
@@ -107,6 +109,8 @@ pub struct ExperimentSpec {
     /// The `[escalate]` table (`gfa escalate`).
     pub escalate: Option<crate::escalate::Escalate>,
     pub overrides: Vec<Override>,
+    /// `[landscape]`, when the file has one.
+    pub landscape: Option<LandscapeConfig>,
 }
 
 /// One run of the expansion ("high-level" form).
@@ -123,6 +127,10 @@ pub struct RunSpec {
     pub axes: Vec<(String, String)>,
     /// The `--set` overrides in effect.
     pub overrides: Vec<String>,
+    /// The surrogate each transfer attack names, resolved ([`crate::surrogate`]).
+    pub surrogates: Vec<(String, crate::surrogate::SurrogateRef)>,
+    /// The loss landscape to compute after the evaluation (`[landscape]`).
+    pub landscape: Option<LandscapeConfig>,
 }
 
 impl ExperimentSpec {
@@ -163,6 +171,7 @@ impl ExperimentSpec {
             attacks: vec![],
             escalate: None,
             overrides: ovs,
+            landscape: None,
         };
         spec.read_root(path, root)?;
         Ok(spec)
@@ -281,6 +290,13 @@ impl ExperimentSpec {
             let e = crate::escalate::Escalate::from_table(t, &self.attacks)
                 .map_err(|e| self.field_error(&origin, e))?;
             self.escalate = Some(e);
+        }
+        if let Some(t) = &file.landscape {
+            let origin = ["landscape".to_string()];
+            let l: LandscapeConfig =
+                crate::spec::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            l.validate().map_err(|e| self.field_error(&origin, e))?;
+            self.landscape = Some(l);
         }
         Ok(())
     }
@@ -473,9 +489,36 @@ impl ExperimentSpec {
     /// (file line, `--set`) its offending value came from.
     pub fn expand(&self) -> Result<Vec<RunSpec>, ConfigError> {
         let mut runs = Vec::new();
+        // Which `[[attacks]]` entries attack at least one run (an entry's `subset` may match none).
+        let mut used = vec![false; self.attacks.len()];
         for block in &self.blocks {
-            self.expand_block(block, &mut runs)?;
+            self.expand_block(block, &mut runs, &mut used)?;
         }
+        if let Some(i) = used.iter().position(|u| !u)
+            && let Some(subset) = self.attacks[i].subset
+            && !runs.is_empty()
+        {
+            return Err(self.error_at(
+                &["attacks".into(), i.to_string(), "subset".into()],
+                format!(
+                    "no run of the expansion is evaluated on subset \"{}\", so this entry \
+                     attacks nothing: set eval.subset = \"{}\" in [base.eval] or as a [grid] \
+                     axis (\"eval.subset\" = [\"all\", \"all_correct\"]), or remove `subset`",
+                    subset.name(),
+                    subset.name()
+                ),
+                None,
+            ));
+        }
+        crate::surrogate::resolve(&mut runs).map_err(|(run, (i, e))| {
+            let entry = &runs[run].attacks[i];
+            let j = self
+                .attacks
+                .iter()
+                .position(|a| a.name == entry.name && a.preset == entry.preset)
+                .unwrap_or(i);
+            self.field_error(&["attacks".into(), j.to_string()], e)
+        })?;
         let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -492,7 +535,12 @@ impl ExperimentSpec {
     }
 
     /// Append the runs of one block to `runs`.
-    fn expand_block(&self, block: &Block, runs: &mut Vec<RunSpec>) -> Result<(), ConfigError> {
+    fn expand_block(
+        &self,
+        block: &Block,
+        runs: &mut Vec<RunSpec>,
+        used: &mut [bool],
+    ) -> Result<(), ConfigError> {
         // Each dimension is a list of choices; a choice sets one or more (axis, value index).
         let mut dims: Vec<Vec<Vec<(&Axis, usize)>>> = Vec::new();
         for a in &block.axes {
@@ -513,7 +561,6 @@ impl ExperimentSpec {
             }
             combos = next;
         }
-        let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
         for combo in &combos {
             let mut table = self.base.clone();
             let mut axes = Vec::new();
@@ -527,22 +574,36 @@ impl ExperimentSpec {
             if table.get("eval").and_then(Value::as_table).is_some_and(|e| e.contains_key("n")) {
                 config.eval.check_n(&config.data).map_err(|e| self.locate(combo, e))?;
             }
+            // An entry with `subset` attacks only the runs evaluated on that subset.
+            let mut own = Vec::new();
             for (i, a) in self.attacks.iter().enumerate() {
+                if !a.applies_to(config.eval.subset) {
+                    continue;
+                }
+                used[i] = true;
                 a.check_eps(config.image_shape())
                     .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
+                own.push(a.clone());
             }
+            let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
-                let canonical = canonical_spec(&config, seed, &attacks);
-                let run_id = run_id_of(&canonical);
+                let mut text = canonical_spec(&config, seed, &attacks);
+                // A run with a landscape is another run (its evaluation stage computes it).
+                if let Some(l) = &self.landscape {
+                    text.push_str(&canonical(&Value::Table(to_table(l))));
+                }
+                let run_id = run_id_of(&text);
                 runs.push(RunSpec {
                     experiment: self.name.clone(),
                     index: runs.len() + 1,
                     run_id,
                     seed,
                     config: config.clone(),
-                    attacks: self.attacks.clone(),
+                    attacks: own.clone(),
                     axes: axes.clone(),
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
+                    surrogates: vec![],
+                    landscape: self.landscape.clone(),
                 });
             }
         }
@@ -693,6 +754,9 @@ impl RunSpec {
             "attacks".into(),
             Value::Array(self.attacks.iter().map(|a| Value::Table(a.to_table())).collect()),
         );
+        if let Some(l) = &self.landscape {
+            t.insert("landscape".into(), Value::Table(to_table(l)));
+        }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",
             self.run_id,

@@ -40,6 +40,7 @@ pub mod spec;
 pub mod stages;
 pub mod stats;
 pub mod store;
+pub mod surrogate;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -276,11 +277,11 @@ fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let hours: f64 = runs.iter().map(|r| cal.hours(r)).sum();
     let dev = gfa_core::device::device_name(device);
     println!(
-        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients, \
-         about {} on {dev}",
+        "{} runs of experiment `{}` (up to {} attacks per run); total est. cost {} M \
+         image-gradients, about {} on {dev}",
         runs.len(),
         spec.name,
-        spec.attacks.len(),
+        runs.iter().map(|r| r.attacks.len()).max().unwrap_or(0),
         fmt_cost(total),
         calibrate::fmt_hours(hours)
     );

@@ -50,7 +50,10 @@ impl Verdict {
 pub const ITERATIVE_TOL: f64 = 0.01;
 pub const LARGE_EPS_MAX_ACC: f64 = 0.01;
 pub const LARGE_EPS_MIN: f64 = 64.0 / 255.0;
-pub const BLACK_BOX_TOL: f64 = 0.005;
+/// Checks 3 and 4: how far (0.5 pt) an attack that does not use the model's own gradients
+/// (black-box queries, a surrogate's gradients) may go below the white-box worst case before it
+/// flags; one tolerance for both, as both compare one accuracy against the same minimum.
+pub const NOT_BETTER_TOL: f64 = 0.005;
 pub const MORE_STEPS_TOL: f64 = 0.02;
 pub const LOSS_AGREE_TOL: f64 = 0.02;
 pub const ZERO_GRAD_MAX: f64 = 0.01;
@@ -177,12 +180,8 @@ pub fn masking_checks(
     let mut b = Builder { key: key.clone(), rows: Vec::new() };
     b.push(1, "iterative_beats_single_step", iterative_beats_single_step(rows, &pts));
     b.push(2, "large_eps_breaks_model", large_eps_breaks_model(rows, &pts));
-    b.push(
-        3,
-        "black_box_not_better",
-        not_better_than_white_box(rows, &pts, Access::BlackBox, BLACK_BOX_TOL),
-    );
-    let transfer = not_better_than_white_box(rows, &pts, Access::Surrogate, 0.0);
+    b.push(3, "black_box_not_better", not_better_than_white_box(rows, &pts, Access::BlackBox));
+    let transfer = not_better_than_white_box(rows, &pts, Access::Surrogate);
     b.push(4, "transfer_not_better", transfer);
     b.push(5, "more_steps_no_gain", more_steps_no_gain(rows, &pts));
     b.push(6, "ce_margin_agree", ce_margin_agree(rows, &pts));
@@ -217,14 +216,14 @@ fn large_eps_breaks_model(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Ou
     })
 }
 
-/// Checks 3 and 4: a black-box attack (Square) must not beat the white-box suite by > 0.5 pt, a
-/// transfer attack (surrogate gradients) must not beat it at all.
+/// Checks 3 and 4: a black-box attack (Square) or a transfer attack (a surrogate's gradients) must
+/// not beat the white-box suite by more than [`NOT_BETTER_TOL`].
 fn not_better_than_white_box(
     rows: &[EvalRow],
     pts: &[(String, f64, String)],
     other: Access,
-    tol: f64,
 ) -> Outcome {
+    let tol = NOT_BETTER_TOL;
     let c = worst(pts, |n, e| {
         let wb = min_acc(rows, n, e, white_box)?;
         Some((wb - tol, min_acc(rows, n, e, access(other))?))
@@ -432,6 +431,10 @@ mod tests {
         let c3 = result(&c, "black_box_not_better");
         assert_eq!(c3.value, Some(0.10));
         assert!((c3.threshold.unwrap() - 0.195).abs() < 1e-12);
+        // The transfer attack (15%) is held to the same tolerance below the same worst case.
+        let c4 = result(&c, "transfer_not_better");
+        assert_eq!(c4.value, Some(0.15));
+        assert!((c4.threshold.unwrap() - 0.195).abs() < 1e-12);
         assert_eq!(result(&c, "collapse").result, "pass");
         assert_eq!(c.last().unwrap().result, "masking_suspected");
     }

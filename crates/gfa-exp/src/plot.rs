@@ -490,8 +490,9 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Resu
             y_label: "β (tangential)".into(),
             points: rs.iter().map(|r| (r.alpha, r.beta, r.loss)).collect(),
         };
-        let stem =
-            out.join(format!("f2_landscape_{}_{}_seed{}_{run}", slug(label), r0.model, r0.seed));
+        // No '.' in the stem (λ = 0.1): the extension is set after it.
+        let name = format!("f2_landscape_{}_{}_seed{}_{run}", slug(label), r0.model, r0.seed);
+        let stem = out.join(name.replace('.', "_"));
         files.extend(save_heat(&stem, format, &h)?);
     }
     Ok(files)

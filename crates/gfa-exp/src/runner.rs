@@ -38,6 +38,8 @@ pub struct EvalOutput {
     pub points: Vec<PointRow>,
     pub gfa_value: Vec<GfaValueRow>,
     pub grad_health: Option<GradHealth>,
+    /// The loss landscape (`landscape.csv`), when the grid has a `[landscape]` section.
+    pub landscape: Option<Vec<crate::records::LandscapeRow>>,
 }
 
 /// The work of one run, stage by stage.
@@ -164,6 +166,16 @@ pub fn run_grid(
     );
     let mut summary = RunSummary::default();
     let mut common = BTreeMap::new();
+    // Surrogates of transfer attacks are trained before any run is evaluated (a surrogate run
+    // outside the selection must be trained by another shard or call first).
+    if !compare {
+        let needed: BTreeSet<&str> =
+            selected.iter().flat_map(|r| crate::surrogate::surrogate_runs(r)).collect();
+        for run in selected.iter().filter(|r| needed.contains(r.run_id.as_str())) {
+            bar.set_message(format!("training surrogate {} {}", run.run_id, run.axes_text()));
+            visit(exp, run, stages, &bar, &mut summary, Upto::Trained)?;
+        }
+    }
     if compare {
         for run in &selected {
             bar.set_message(format!("training {} {}", run.run_id, run.axes_text()));
@@ -420,6 +432,9 @@ fn work_run(
         write_rows(&dir.file("norms.csv"), &out.norms)?;
         write_rows(&dir.file("points.csv"), &out.points)?;
         write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
+        if let Some(rows) = &out.landscape {
+            write_rows(&dir.file("landscape.csv"), rows)?;
+        }
         let gh = out.grad_health.map(|g| GradHealthFile {
             zero_frac: g.zero_frac,
             nonfinite_frac: g.nonfinite_frac,

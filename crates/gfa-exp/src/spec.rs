@@ -637,6 +637,58 @@ impl RunConfig {
     }
 }
 
+/// The `[landscape]` section of an experiment file: each run's loss landscape (figure F2,
+/// `landscape.csv`), computed after its evaluation as `gfa landscape` does. Off when absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LandscapeConfig {
+    /// Test points the loss is averaged over (the first `n` of the test split).
+    pub n: usize,
+    /// Grid points per axis (odd, so that 0 is on the grid).
+    pub steps: usize,
+    /// α and β range over [-radius, radius] (L∞ pixel units, "8/255" accepted).
+    pub radius: String,
+    pub batch_size: usize,
+}
+
+impl Default for LandscapeConfig {
+    /// `gfa landscape`'s defaults: 256 points, 21 × 21 over ±8/255.
+    fn default() -> Self {
+        Self { n: 256, steps: 21, radius: "8/255".into(), batch_size: 256 }
+    }
+}
+
+impl LandscapeConfig {
+    /// Checks the values; an error names its key inside `[landscape]`.
+    pub fn validate(&self) -> Result<Eps, FieldError> {
+        let at = |key: &str, message: String| FieldError {
+            path: vec![key.into()],
+            message,
+            suggestion: None,
+        };
+        if self.n == 0 {
+            return Err(at("n", "must be at least 1, got 0".into()));
+        }
+        if self.steps < 2 {
+            return Err(at(
+                "steps",
+                format!("must be at least 2 (3 or more, odd), got {}", self.steps),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(at("batch_size", "must be at least 1, got 0".into()));
+        }
+        let r: Eps = self
+            .radius
+            .parse()
+            .map_err(|e| at("radius", format!("{e}: expected a budget like \"8/255\"")))?;
+        if !(r.value > 0.0 && r.value <= 1.0) {
+            return Err(at("radius", format!("{} is outside (0, 1], the pixel range", r.text)));
+        }
+        Ok(r)
+    }
+}
+
 /// Attack kinds of the evaluation suite: the `gfa_attacks` registry's kinds.
 pub const ATTACK_KINDS: &[&str] = AttackSpec::KINDS;
 
@@ -676,23 +728,13 @@ pub struct AttackEntry {
     pub preset: String,
     pub norm: String,
     pub eps: Vec<Eps>,
+    /// `subset = "all" | "all_correct"`: the entry attacks only the runs whose `eval.subset` is
+    /// this one (one protocol's attacks beside the other's in one grid); every run when absent.
+    pub subset: Option<Subset>,
     /// The remaining keys (the attack's own configuration).
     pub config: Table,
     /// The checked configuration: preset defaults with `config` merged over them.
     pub spec: AttackSpec,
-}
-
-/// Why a grid cannot evaluate `kind`, when it attacks through a surrogate's gradients: that needs
-/// a second model loaded beside the attacked one, which a grid cannot name yet, so such an entry
-/// would train the models and then fail.
-fn needs_surrogate(kind: &str) -> Option<String> {
-    let facts = gfa_attacks::registry::facts(kind)?;
-    (facts.access == gfa_attacks::facts::Access::Surrogate).then(|| {
-        format!(
-            "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: remove \
-             this entry (masking check 4 then reports `skipped`)"
-        )
-    })
 }
 
 impl AttackEntry {
@@ -722,9 +764,6 @@ impl AttackEntry {
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
-        if let Some(message) = needs_surrogate(&kind) {
-            return Err(err("kind", message, None));
-        }
         let preset = string("preset")?.unwrap_or_else(|| "reference".into());
         if !PRESETS.contains(&preset.as_str()) {
             return Err(err(
@@ -733,7 +772,14 @@ impl AttackEntry {
                 closest(&preset, PRESETS.iter().copied()),
             ));
         }
-        let norm = string("norm")?.unwrap_or_else(|| "linf".into());
+        // Without `norm`, the attack's own default threat model (the registry's: L2 for CW and
+        // DeepFool, L1 for EAD, L∞ for the others).
+        let norm = match string("norm")? {
+            Some(n) => n,
+            None => AttackSpec::from_value(serde_json::json!({ "kind": kind, "preset": preset }))
+                .map(|s| s.norm().to_string())
+                .unwrap_or_else(|_| "linf".into()),
+        };
         if !["linf", "l2", "l1"].contains(&norm.as_str()) {
             return Err(err(
                 "norm",
@@ -742,6 +788,20 @@ impl AttackEntry {
             ));
         }
         let name = string("name")?.unwrap_or_else(|| kind.clone());
+        let subsets = [Subset::All, Subset::AllCorrect];
+        let subset = match string("subset")? {
+            None => None,
+            Some(s) => Some(subsets.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+                err(
+                    "subset",
+                    format!(
+                        "unknown subset '{s}': expected \"all\" (the runs evaluated on every \
+                         point) or \"all_correct\" (the runs of the paper's protocol)"
+                    ),
+                    closest(&s, subsets.iter().map(|v| v.name())),
+                )
+            })?),
+        };
         let eps = eps_list(t.get("eps"))?;
         let minimum_norm = gfa_attacks::registry::facts(&kind).is_some_and(|f| f.minimum_norm());
         if eps.is_empty() && !minimum_norm {
@@ -752,7 +812,7 @@ impl AttackEntry {
             ));
         }
         let mut config = t.clone();
-        for k in ["kind", "preset", "name", "eps", "norm"] {
+        for k in ["kind", "preset", "name", "eps", "norm", "subset"] {
             config.remove(k);
         }
         // The registry checks the attack's own keys (unknown key, wrong type, unsupported norm).
@@ -769,7 +829,7 @@ impl AttackEntry {
                 .and_then(|k| closest(k, expected_names(&message).iter().map(String::as_str)));
             FieldError { path: key.into_iter().collect(), message, suggestion }
         })?;
-        Ok(AttackEntry { name, kind, preset, norm, eps, config, spec })
+        Ok(AttackEntry { name, kind, preset, norm, eps, subset, config, spec })
     }
 
     /// Checks each budget against the threat model on images of `shape` (C, H, W) with pixels
@@ -812,7 +872,15 @@ impl AttackEntry {
             "eps".into(),
             Value::Array(self.eps.iter().map(|e| Value::String(e.text.clone())).collect()),
         );
+        if let Some(s) = self.subset {
+            t.insert("subset".into(), Value::String(s.name().into()));
+        }
         t
+    }
+
+    /// Whether this entry attacks runs evaluated on `subset`.
+    pub fn applies_to(&self, subset: Subset) -> bool {
+        self.subset.is_none_or(|s| s == subset)
     }
 }
 

@@ -253,11 +253,13 @@ pub fn correct_mask(model: &Classifier, x: &Tensor, y: &Tensor, batch: usize) ->
 
 /// What an evaluation runs: the attack suite, the `[eval]` settings and the seed of the attacks'
 /// generators.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Suite<'a> {
     pub attacks: &'a [AttackEntry],
     pub eval: &'a EvalConfig,
     pub seed: u64,
+    /// Loads the surrogates of transfer attacks.
+    pub surrogates: &'a dyn gfa_attacks::transfer::Surrogates,
 }
 
 /// Run the attack suite on `(x, y)` once (each attack at its own budgets, a minimum-norm attack
@@ -288,7 +290,7 @@ pub fn evaluate_run_with(
     device: &str,
     store: &mut dyn BatchStore,
 ) -> Result<EvalOutput> {
-    let Suite { attacks, eval, seed } = suite;
+    let Suite { attacks, eval, seed, surrogates } = suite;
     let mask = match (eval.subset, keep) {
         (Subset::All, _) => None,
         (Subset::AllCorrect, Some(k)) => {
@@ -314,7 +316,7 @@ pub fn evaluate_run_with(
         .map(|a| {
             Ok(SuiteEntry {
                 name: a.name.clone(),
-                attack: a.spec.build()?,
+                attack: a.spec.build_with(surrogates)?,
                 preset: a.preset.clone(),
                 eps: a.eps.clone(),
             })
@@ -527,7 +529,13 @@ impl Stages for TorchStages {
         let (x, y) = head_tensors(&splits.test, n);
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
-        let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
+        let surrogates = crate::surrogate::CheckpointSurrogates::of_run(run, dir, self.device);
+        let suite = Suite {
+            attacks: &run.attacks,
+            eval: &run.config.eval,
+            seed: run.seed,
+            surrogates: &surrogates,
+        };
         let log = dir.file(crate::batches::FILE);
         let mut batches =
             crate::batches::for_evaluation(&log, &model, (&x, &y), keep, suite, &key)?;
@@ -537,6 +545,21 @@ impl Stages for TorchStages {
         }
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
-        Ok(EvalOutput { gfa_value, grad_health, ..out })
+        let landscape = match &run.landscape {
+            None => None,
+            Some(l) => {
+                let radius =
+                    l.validate().map_err(|e| anyhow::anyhow!("[landscape]: {}", e.message))?;
+                let (lx, ly) = head_tensors(&splits.test, l.n.min(splits.test.len()));
+                let grid = crate::commands::Landscape {
+                    radius: radius.value,
+                    steps: l.steps,
+                    batch_size: l.batch_size,
+                    seed: run.seed,
+                };
+                Some(crate::commands::landscape_rows(&model, (&lx, &ly), &grid, &key, self.device))
+            }
+        };
+        Ok(EvalOutput { gfa_value, grad_health, landscape, ..out })
     }
 }

@@ -32,13 +32,7 @@ fn grid_and_cost(kind: &str, norm: &str, f: Facts) {
     let mut t = toml::Table::new();
     t.insert("kind".into(), kind.into());
     t.insert("norm".into(), norm.into());
-    if f.access == gfa_attacks::Access::Surrogate {
-        // Refused at plan time until a grid can name the surrogate model.
-        t.insert("eps".into(), toml::Value::Array(vec!["0.1".into()]));
-        let e = AttackEntry::from_table(&t).unwrap_err();
-        assert!(e.message.contains("surrogate"), "{kind}: {}", e.message);
-        return;
-    }
+    // A transfer entry crafts on the grid's standard run (here the one run's own model).
     assert_eq!(AttackEntry::from_table(&t).is_ok(), f.minimum_norm(), "{kind} without eps");
     let none = estimate_cost(&run_with(""));
     let one = estimate_cost(&run_with(&attack_toml(kind, norm, &["0.1"])));

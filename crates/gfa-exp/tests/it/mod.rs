@@ -5,6 +5,7 @@ mod export;
 mod facts;
 mod grid;
 mod knife;
+mod protocols;
 mod report;
 mod resume_eval;
 mod run;
