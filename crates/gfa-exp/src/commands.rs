@@ -176,10 +176,14 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     }
     let splits = stages::load_data(&cfg.data)?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
-    let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::train_rows(&key_for(&cfg, &a.out, seed), &records, &dev);
-    write_rows(&a.out.join("train.csv"), &rows)?;
+    let (key, csv) = (key_for(&cfg, &a.out, seed), a.out.join("train.csv"));
+    let target =
+        stages::TrainTarget { run_id: &run_id, seed, ckpt: &a.out, resume: a.resume };
+    let mut write = stages::train_csv_writer(&key, &a.out, &csv, &dev);
+    let (_, records) = stages::train_model(&cfg, &splits, target, device, &mut write)?;
+    let rows = stages::train_rows(&key, &records, &dev);
+    write_rows(&csv, &rows)?;
     println!("epoch  lr        train_loss  train_acc  test_acc  terms");
     for (r, rec) in rows.iter().zip(&records) {
         let terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
@@ -331,7 +335,7 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     };
     let dev = gfa_core::device::device_name(device);
     let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
-    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev)?;
+    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev, &mut |_| {})?;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

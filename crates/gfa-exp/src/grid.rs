@@ -42,6 +42,17 @@ pub struct ExperimentFile {
     /// The evaluation suite.
     #[serde(default)]
     pub attacks: Vec<Table>,
+    /// How `gfa run` works the grid (not part of any run: changes no run id).
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// `[run]`: how `gfa run` works the grid.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Runs worked at once (`gfa run --jobs`, which wins); capped at the runs selected.
+    pub jobs: Option<usize>,
 }
 
 /// One varying key and its values.
@@ -67,6 +78,8 @@ pub struct ExperimentSpec {
     pub zips: Vec<Vec<Axis>>,
     pub attacks: Vec<AttackEntry>,
     pub overrides: Vec<Override>,
+    /// `[run] jobs`: how many runs `gfa run` works at once.
+    pub jobs: Option<usize>,
 }
 
 /// One run of the expansion ("high-level" form).
@@ -122,6 +135,7 @@ impl ExperimentSpec {
             zips: vec![],
             attacks: vec![],
             overrides: ovs,
+            jobs: None,
         };
         spec.read_root(path, root)?;
         Ok(spec)
@@ -168,6 +182,11 @@ impl ExperimentSpec {
             }
         };
         self.description = file.description;
+        if file.run.jobs == Some(0) {
+            let message = "expected the number of runs `gfa run` works at once, at least 1";
+            return Err(self.error_at(&["run".into(), "jobs".into()], message.into(), None));
+        }
+        self.jobs = file.run.jobs;
         if let Some(seeds) = file.seeds {
             self.seeds = self.checked_seeds(seeds)?;
         }

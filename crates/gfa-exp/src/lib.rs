@@ -16,10 +16,13 @@ pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod export;
+pub mod fault;
 pub mod grid;
 pub mod import;
+pub mod jobs;
 pub mod legacy;
 pub mod masking;
+pub mod monitor;
 pub mod overrides;
 pub mod plot;
 pub mod records;
@@ -38,36 +41,14 @@ use crate::cli::{Cli, Command, DataCommand, DatasetArg, Emit, ExportCommand, Lis
 use crate::grid::{ExperimentSpec, RunSpec};
 use gfa_data::atomic::write_atomic;
 
-use crate::records::{ManifestRow, write_rows};
-use crate::store::ExperimentDir;
+use crate::records::ManifestRow;
+use crate::store::{ExperimentDir, write_if_changed};
 
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Plan(args) => plan(&args).map(|_| 0),
-        Command::Run(args) => {
-            let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-            let exp = write_plan(&spec, &runs, &args.grid.results)?;
-            let device = cli.device.resolve()?;
-            let mut stages = stages::TorchStages { device };
-            let opts = runner::RunOptions {
-                only: args.only.clone(),
-                shard: args.shard,
-                progress: !args.quiet,
-            };
-            let summary = runner::run_grid(&exp, &runs, &mut stages, &opts)?;
-            println!(
-                "{} runs done, {} already done, {} failed, {} locked by another process",
-                summary.done.len(),
-                summary.already_done.len(),
-                summary.failed.len(),
-                summary.locked.len()
-            );
-            for (id, e) in &summary.failed {
-                println!("failed {id}: {e}");
-            }
-            Ok(if summary.failed.is_empty() { 0 } else { 1 })
-        }
+        Command::Run(args) => jobs::run_command(&args, cli.device),
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
             println!("{}", out.markdown);
@@ -148,13 +129,15 @@ pub fn write_plan(
     results: &Path,
 ) -> Result<ExperimentDir> {
     let exp = ExperimentDir::new(results, &spec.name);
+    // Only what is missing or different is written: processes sharing the folder (two
+    // `gfa run`, `--jobs` workers) agree on these files and rewrite nothing.
     for r in runs {
         let dir = exp.run(&r.run_id);
         dir.write_config(&r.config_toml())?;
-        write_atomic(&dir.file("overrides.toml"), r.overrides_toml().as_bytes())?;
+        write_if_changed(&dir.file("overrides.toml"), r.overrides_toml().as_bytes())?;
     }
     let rows: Vec<ManifestRow> = runs.iter().map(RunSpec::manifest_row).collect();
-    write_rows(&exp.manifest(), &rows)?;
+    write_if_changed(&exp.manifest(), &records::to_csv_bytes(&rows)?)?;
     Ok(exp)
 }
 

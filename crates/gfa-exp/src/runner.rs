@@ -1,10 +1,16 @@
 //! `gfa run`: works the pending runs of an expansion, one at a time, stage by stage.
 //!
-//! Per run: take its lock → train (+ checkpoint) → evaluate → masking checks. Each stage writes
-//! its CSV atomically and then its marker (see `store`), so a rerun after a kill skips finished
-//! stages and redoes an interrupted one from its start, never duplicating rows. A failing run
-//! (error or panic) gets `status = failed` and its error text; the grid goes on. The stages
-//! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
+//! Per run: take its lock (before writing anything of the run) → train (+ checkpoint) →
+//! evaluate → masking checks. Each stage writes its CSV atomically and then its marker (see
+//! `store`), so a rerun after a kill skips finished stages and redoes an interrupted one from
+//! its start, never duplicating rows (training resumes from its last epoch's checkpoint). A
+//! failing run (error or panic) gets `status = failed` and its error text; the grid goes on.
+//! The stages themselves are behind the [`Stages`] trait so the machinery is testable without a
+//! model. Stages and their timings go to the run's `log.txt` and to the [`Monitor`].
+//!
+//! Several processes may work one grid (`gfa run` twice, shards, `--jobs` workers): each run is
+//! worked by the one holding its lock, and the experiment-level CSVs are collected under the
+//! experiment's lock.
 //!
 //! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
 //! expansion evaluated on the same points classifies correctly (SPEC §5). Such a grid trains every
@@ -14,17 +20,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
+use crate::monitor::Monitor;
 use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
 use crate::spec::Subset;
-use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
-use gfa_data::atomic::{is_temp_file, write_atomic, write_atomic_with};
+use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status, write_if_changed};
+use gfa_data::atomic::{remove_stale_temp_files, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
 #[derive(Debug, Clone, Default)]
@@ -67,12 +74,14 @@ pub struct RunOptions {
     /// Only these run ids (all when empty).
     pub only: Vec<String>,
     pub shard: Option<Shard>,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+    /// Where progress is shown (nothing by default).
+    pub monitor: Monitor,
+    /// Only train the selected runs (a `--jobs` worker's first phase on an all-correct grid).
+    pub train_only: bool,
 }
 
 /// What `run_grid` did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Runs finished by this call.
     pub done: Vec<String>,
@@ -123,6 +132,18 @@ pub struct Points {
 /// The file recording which intersection a run was evaluated on.
 const ALL_CORRECT: &str = "all_correct";
 
+/// An error unless every `--only` id is (a prefix of) a run id of the expansion.
+pub fn check_only(runs: &[RunSpec], only: &[String]) -> Result<()> {
+    for id in only {
+        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
+            return Err(anyhow!(
+                "--only {id}: no run of this expansion has that id (see gfa plan)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Work every selected run. Errors of single runs are recorded, not returned; the result is
 /// an error only when the results folder itself cannot be written.
 pub fn run_grid(
@@ -131,31 +152,23 @@ pub fn run_grid(
     stages: &mut dyn Stages,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    for id in &opts.only {
-        if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
-            return Err(anyhow!(
-                "--only {id}: no run of this expansion has that id (see gfa plan)"
-            ));
-        }
-    }
+    check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
-    let compare = selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
-    let bar = if opts.progress {
-        ProgressBar::new(selected.len() as u64 * (1 + u64::from(compare)))
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} stages [{elapsed_precise}] {msg}")
-            .expect("valid template"),
-    );
+    let compare = opts.train_only
+        || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+    let bar = &opts.monitor;
+    bar.set_total(selected.len() as u64 * (1 + u64::from(compare && !opts.train_only)));
     let mut summary = RunSummary::default();
     let mut common = BTreeMap::new();
     if compare {
         for run in &selected {
-            bar.set_message(format!("training {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, &bar, &mut summary, Upto::Trained)?;
-            bar.inc(1);
+            bar.status(format!("training {} {}", run.run_id, run.axes_text()));
+            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
+            bar.inc();
+        }
+        if opts.train_only {
+            bar.finish();
+            return Ok(summary);
         }
         common = common_points(exp, runs, stages);
     }
@@ -164,39 +177,42 @@ pub fn run_grid(
         if summary.locked.contains(&run.run_id)
             || summary.failed.iter().any(|(id, _)| id == &run.run_id)
         {
-            bar.inc(1);
+            bar.inc();
             continue;
         }
-        bar.set_message(format!("{} {}", run.run_id, run.axes_text()));
+        bar.status(format!("{} {}", run.run_id, run.axes_text()));
         let keep = match run.config.eval.subset {
             Subset::AllCorrect => common.get(&points_key(run)),
             Subset::All => None,
         };
-        visit(exp, run, stages, &bar, &mut summary, Upto::Checked(keep))?;
-        bar.inc(1);
+        visit(exp, run, stages, bar, &mut summary, Upto::Checked(keep))?;
+        bar.inc();
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(summary)
 }
 
-/// Take one run up to a stage under its lock, recording the outcome in `summary`.
+/// Take one run up to a stage under its lock, recording the outcome in `summary`. Nothing of
+/// the run is written before the lock is held.
 fn visit(
     exp: &ExperimentDir,
     run: &RunSpec,
     stages: &mut dyn Stages,
-    bar: &ProgressBar,
+    bar: &Monitor,
     summary: &mut RunSummary,
     upto: Upto,
 ) -> Result<()> {
     let dir = exp.run(&run.run_id);
-    dir.write_config(&run.config_toml())?;
-    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
     let Some(_lock) = dir.try_lock()? else {
-        bar.println(format!("run {}: another process is working it; skipped", run.run_id));
+        bar.line(&format!("run {}: another process is working it; skipped", run.run_id));
         summary.locked.push(run.run_id.clone());
         return Ok(());
     };
-    remove_stale_temp_files(&dir);
+    dir.write_config(&run.config_toml())?;
+    write_if_changed(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
+    // Temporary files a killed writer of this run left behind.
+    remove_stale_temp_files(&dir.path);
+    remove_stale_temp_files(&dir.file("checkpoints"));
     if let Upto::Checked(Some(Ok(points))) = upto {
         let before = std::fs::read_to_string(dir.file(ALL_CORRECT)).unwrap_or_default();
         if dir.has(Stage::Evaluated) && before.trim() != points.key {
@@ -214,7 +230,7 @@ fn visit(
         return Ok(());
     }
     dir.set_status(&Status::Running)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, upto)))
+    let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, bar, upto)))
         .unwrap_or_else(|p| {
             let msg = p
                 .downcast_ref::<String>()
@@ -231,7 +247,7 @@ fn visit(
         }
         (Err(e), _) => {
             let text = format!("{e:#}");
-            bar.println(format!("run {} failed: {text}", run.run_id));
+            bar.event(&dir, &format!("failed: {text}"));
             dir.set_status(&Status::Failed(text.clone()))?;
             summary.failed.push((run.run_id.clone(), text));
         }
@@ -304,19 +320,11 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
-/// Temporary files a killed writer left behind (`gfa_data::atomic`); safe to remove while the
-/// run's lock is held.
-fn remove_stale_temp_files(dir: &RunDir) {
-    let Ok(entries) = std::fs::read_dir(&dir.path) else { return };
-    for e in entries.flatten() {
-        if is_temp_file(&e.file_name().to_string_lossy()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Regenerate every experiment-level CSV from the runs' files.
+/// Regenerate every experiment-level CSV from the runs' files, under the experiment's lock (so
+/// that of several processes collecting, the last one sees every run's files).
 pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
+    let _lock = exp.lock()?;
+    remove_stale_temp_files(&exp.root);
     for name in RUN_CSVS {
         exp.collect(name).with_context(|| format!("collecting {name}"))?;
     }
@@ -363,29 +371,41 @@ fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
     write_rows(&dir.file("train.csv"), &rows)
 }
 
+/// `<stage> done (12.3 s)` into the log and the monitor.
+fn done(bar: &Monitor, dir: &RunDir, stage: &str, t0: Instant) {
+    bar.event(dir, &format!("{stage} done ({:.1} s)", t0.elapsed().as_secs_f64()));
+}
+
 fn work_run(
     exp: &ExperimentDir,
     run: &RunSpec,
     dir: &RunDir,
     stages: &mut dyn Stages,
+    bar: &Monitor,
     upto: Upto,
 ) -> Result<()> {
     if !dir.has(Stage::Trained) {
         // Later stages belong to the previous model, if any.
         dir.unmark_from(Stage::Trained)?;
+        let t0 = Instant::now();
         if let Some(twin) = trained_twin(exp, run) {
+            bar.event(dir, &format!("train: taking the trained model of run {}", twin.id()));
             adopt_training(&twin, run, dir)
                 .with_context(|| format!("taking the trained model of run {}", twin.id()))?;
         } else {
+            bar.event(dir, &format!("train start {}", run.axes_text()));
             let rows = stages.train(run, dir).context("training")?;
             write_rows(&dir.file("train.csv"), &rows)?;
         }
         write_atomic(&dir.file(TRAIN_KEY), run.train_key().as_bytes())?;
         dir.mark(Stage::Trained)?;
+        done(bar, dir, "train", t0);
     }
     let Upto::Checked(common) = upto else { return Ok(()) };
     if !dir.has(Stage::Evaluated) {
         dir.unmark_from(Stage::Evaluated)?;
+        let t0 = Instant::now();
+        bar.event(dir, "evaluate start");
         let points = match (run.config.eval.subset, common) {
             (Subset::All, _) => None,
             (Subset::AllCorrect, Some(Ok(p))) => Some(p),
@@ -409,8 +429,10 @@ fn work_run(
         });
         write_atomic(&dir.file("grad_health.json"), serde_json::to_string(&gh)?.as_bytes())?;
         dir.mark(Stage::Evaluated)?;
+        done(bar, dir, "evaluate", t0);
     }
     if !dir.has(Stage::Checked) {
+        let t0 = Instant::now();
         let eval: Vec<EvalRow> = read_rows(&dir.file("eval.csv"))?;
         let gh: Option<GradHealthFile> = std::fs::read_to_string(dir.file("grad_health.json"))
             .ok()
@@ -424,6 +446,7 @@ fn work_run(
         let rows = stages.checks(run, &eval, gh).context("masking checks")?;
         write_rows(&dir.file("checks.csv"), &rows)?;
         dir.mark(Stage::Checked)?;
+        done(bar, dir, "checks", t0);
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::grid::RunSpec;
 use crate::masking::GradHealth;
+use crate::monitor::Monitor;
 use crate::records::{EvalRow, GfaValueRow, RunKey, TrainRow};
 use crate::runner::{EvalOutput, Stages};
 use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset};
@@ -104,16 +105,52 @@ fn join_taps<'a>(taps: impl Iterator<Item = (&'a String, f64)>) -> String {
     taps.map(|(t, v)| format!("{t}={v:.6}")).collect::<Vec<_>>().join(";")
 }
 
-/// Train `cfg`'s model with `seed`, checkpointing into `ckpt` and resuming from it.
+/// Which model a training is: its run id and seed, where its checkpoints go and whether it
+/// continues from the checkpoint found there.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainTarget<'a> {
+    pub run_id: &'a str,
+    pub seed: u64,
+    pub ckpt: &'a Path,
+    pub resume: bool,
+}
+
+/// An `on_epoch` for [`train_model`] that rewrites `csv` after every epoch with one row per
+/// finished epoch: the records of the checkpoint just written, so that after a kill and a
+/// resume the file is the uninterrupted run's (no epoch twice, none missing). Each rewrite is
+/// atomic: a reader sees all rows of some epoch, never a partial row.
+pub fn train_csv_writer<'a>(
+    key: &'a RunKey,
+    ckpt: &'a Path,
+    csv: &'a Path,
+    device: &'a str,
+) -> impl FnMut(&gfa_core::EpochRecord) -> gfa_core::Result<()> + 'a {
+    move |_| {
+        let records = checkpoint::read_meta(ckpt)?.metrics;
+        let failed = |source| gfa_core::CoreError::Io { path: csv.to_path_buf(), source };
+        let bytes = crate::records::to_csv_bytes(&train_rows(key, &records, device))
+            .map_err(|e| failed(std::io::Error::other(format!("{e:#}"))))?;
+        gfa_data::atomic::write_atomic_with(csv, |tmp| {
+            std::fs::write(tmp, &bytes)?;
+            crate::fault::point("train-csv");
+            Ok(())
+        })
+        .map_err(failed)?;
+        crate::fault::point("epoch");
+        Ok(())
+    }
+}
+
+/// Train `cfg`'s model as `target` says; `on_epoch` sees each epoch's record after its
+/// checkpoint is written.
 pub fn train_model(
     cfg: &RunConfig,
     splits: &Splits,
-    seed: u64,
-    run_id: &str,
-    ckpt: &Path,
-    resume: bool,
+    target: TrainTarget<'_>,
     device: Device,
+    on_epoch: &mut gfa_core::train::OnEpoch<'_>,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    let TrainTarget { run_id, seed, ckpt, resume } = target;
     // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
     // written in the config must agree.
     let spec = cfg.model.with_input_of(&splits.train);
@@ -137,7 +174,7 @@ pub fn train_model(
         max_steps: None,
         provenance: crate::build_info::provenance(),
     };
-    let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, &mut |_| Ok(()))?;
+    let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, on_epoch)?;
     Ok((model, out.records))
 }
 
@@ -202,6 +239,7 @@ pub fn eval_rows(
     suite: Suite<'_>,
     key: &RunKey,
     device: &str,
+    progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
 ) -> Result<Vec<EvalRow>> {
     let Suite { attacks, eval, seed } = suite;
     let mask = match (eval.subset, keep) {
@@ -229,7 +267,7 @@ pub fn eval_rows(
         let suite: Vec<AttackSpec> = entries.iter().map(|a| a.spec.clone()).collect();
         let eps = [eps];
         let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
-        let records = gfa_attacks::eval::evaluate(model, points, &suite, &eps, &opts, &mut |_| {})?;
+        let records = gfa_attacks::eval::evaluate(model, points, &suite, &eps, &opts, progress)?;
         rows.extend(pass_rows(&records, &entries, &opts, eval, key, device)?);
     }
     Ok(rows)
@@ -331,9 +369,11 @@ pub fn gfa_value_rows(
         .collect())
 }
 
-/// The stages `gfa run` works: real training and evaluation on `device`.
+/// The stages `gfa run` works: real training and evaluation on `device`, progress to
+/// `monitor` and each run's log.
 pub struct TorchStages {
     pub device: Device,
+    pub monitor: Monitor,
 }
 
 impl TorchStages {
@@ -352,10 +392,19 @@ impl Stages for TorchStages {
     fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>> {
         let splits = load_data(&run.config.data)?;
         let ckpt = checkpoint_dir(dir);
-        let (_, records) =
-            train_model(&run.config, &splits, run.seed, &run.run_id, &ckpt, true, self.device)?;
         let device = gfa_core::device::device_name(self.device);
-        Ok(train_rows(&run.key(), &records, &device))
+        let (key, csv) = (run.key(), dir.file("train.csv"));
+        let mut write = train_csv_writer(&key, &ckpt, &csv, &device);
+        let epochs = run.config.train.epochs;
+        let chance = gfa_core::metrics::chance(run.config.model.num_classes as i64);
+        let target = TrainTarget { run_id: &run.run_id, seed: run.seed, ckpt: &ckpt, resume: true };
+        let (_, records) = train_model(&run.config, &splits, target, self.device, &mut |r| {
+            write(r)?;
+            let line = gfa_core::train::summary_line(r, epochs, chance);
+            self.monitor.event(dir, &format!("train {line}"));
+            Ok(())
+        })?;
+        Ok(train_rows(&key, &records, &device))
     }
 
     fn correct(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<bool>> {
@@ -378,7 +427,12 @@ impl Stages for TorchStages {
         let key = run.key();
         let device = gfa_core::device::device_name(self.device);
         let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
-        let eval = eval_rows(&model, (&x, &y), keep, suite, &key, &device)?;
+        let mut progress = |p: &gfa_attacks::eval::Progress| {
+            let mode = format!("{:?}", p.mode).to_lowercase();
+            let text = format!("attack {} {} {mode} {}/{}", p.attack, p.eps, p.done, p.total);
+            self.monitor.progress(dir, &text);
+        };
+        let eval = eval_rows(&model, (&x, &y), keep, suite, &key, &device, &mut progress)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
         Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })

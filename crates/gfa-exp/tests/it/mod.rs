@@ -1,6 +1,7 @@
 mod cli;
 mod export;
 mod grid;
+mod jobs;
 mod report;
 mod run;
 mod store;
