@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training-method half of `make bench`: one epoch of each method of the trainer on the same
 # CIFAR-10 slice, `cnn` width 0.25, batch 128, Adam, each method at its published settings
-# (SPEC §4; gfa/gnr/gfa_pgd_at at λ = 0.3), measured in one run. The epoch cost relative to
+# (docs/method.md §3; gfa/gnr/gfa_pgd_at at λ = 0.3), measured in one run. The epoch cost relative to
 # `standard` is read from each run's train.csv `seconds`. Writes results/bench/methods.{jsonl,md}.
 #
 # Env: BENCH_METHOD_N (training points, default 2560), BENCH_ROUNDS (default 1), GFA_DATA_DIR.

@@ -4,12 +4,14 @@
 Times one training step of the PyTorch twin of gfa's `cnn` (width given, default 0.25) with the
 same batch, optimizer and loss as gfa's benchmark: plain cross-entropy, GFA on the first tap
 (`input`) and GFA on all taps (`deep`), each as one autograd.grad(create_graph=True) over the taps
-plus one backward of the total. Prints one JSON object per case on stdout.
+plus one backward of the total. Prints one JSON object per case on stdout: the median wall time
+and the median process CPU time of a step.
 
 Only for benchmarks: gfa itself and its tests never need Python.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -95,16 +97,18 @@ def main():
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         for _ in range(args.warmup):
             step(model, opt, x, y, mode, args.lam)
-        times = []
+        times, cpu = [], []
         for _ in range(args.steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(model, opt, x, y, mode, args.lam)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         print(json.dumps({
             "impl": "pytorch", "case": mode, "width": args.width, "batch": args.batch,
             "threads": torch.get_num_threads(), "median_s": statistics.median(times),
+            "cpu_median_s": statistics.median(cpu),
             "images_per_s": args.batch / statistics.median(times), "steps": args.steps,
-            "torch": torch.__version__,
+            "torch": torch.__version__, "load1": os.getloadavg()[0],
         }), flush=True)
 
 

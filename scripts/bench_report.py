@@ -23,36 +23,85 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+CASES = {
+    "plain": ("plain", "plain"),
+    "first": ("GFA first, exact", "first"),
+    "deep": ("GFA deep, exact", "deep"),
+    "first_fd": ("GFA first, finite difference", "first"),
+    "deep_fd": ("GFA deep, finite difference", "deep"),
+}
+
+
+def step_table(rows, key, batch):
+    """The per-case table of `key` (a per-step median): ms, ratios to PyTorch and to plain, the rounds' spread."""
+    t = defaultdict(list)
+    for r in rows:
+        if key in r:
+            t[(r["impl"], r["case"])].append(r[key])
+    med = {k: statistics.median(v) for k, v in t.items()}
+    print("| case | gfa ms/step | PyTorch ms/step | gfa img/s | gfa / PyTorch | gfa case / plain | PyTorch case / plain "
+          "| gfa FD / gfa exact | gfa rounds, ms | PyTorch rounds, ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    spread = lambda v: f"{min(v)*1e3:.0f}–{max(v)*1e3:.0f}"
+    gp, pp = med.get(("gfa", "plain")), med.get(("pytorch", "plain"))
+    for case, (label, ref) in CASES.items():
+        g, p = med.get(("gfa", case)), med.get(("pytorch", ref))
+        if g is None or p is None:
+            continue
+        e = med.get(("gfa", ref))
+        vs_exact = f"{g/e:.2f}" if case != ref and e else "—"
+        print(f"| {label} | {g*1e3:.1f} | {p*1e3:.1f} | {batch/g:.0f} | {g/p:.2f} | {g/gp:.2f} "
+              f"| {p/pp:.2f} | {vs_exact} | {spread(t[('gfa', case)])} | {spread(t[('pytorch', ref)])} |")
+
+
 def main(path, profile="release"):
     rows = [json.loads(l) for l in open(path) if l.strip()]
-    t = defaultdict(list)
-    meta = {}
-    for r in rows:
-        t[(r["impl"], r["case"])].append(r["median_s"])
-        meta = r
-    med = {k: statistics.median(v) for k, v in t.items()}
+    mem = [r for r in rows if r.get("kind") == "memory"]
+    rows = [r for r in rows if r.get("kind") != "memory"]
+    meta = rows[-1] if rows else {}
+    rounds = len({r.get("round") for r in rows if r["impl"] == "gfa" and r["case"] == "plain"})
     rev = meta.get("git") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                             text=True).stdout.strip()
     print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
           f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
-    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs; "
-          f"median step over {meta.get('steps')} steps, median over {len(t[('gfa', 'plain')])} alternating rounds. "
-          f"Raw: `results/bench/train_step.jsonl`.\n")
-    print("| case | gfa ms/step | PyTorch ms/step | gfa img/s | gfa / PyTorch | gfa case / plain | PyTorch case / plain "
-          "| gfa rounds, ms | PyTorch rounds, ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    spread = lambda v: f"{min(v)*1e3:.0f}–{max(v)*1e3:.0f}"
-    for case in ["plain", "first", "deep"]:
-        g, p = med.get(("gfa", case)), med.get(("pytorch", case))
-        gp, pp = med.get(("gfa", "plain")), med.get(("pytorch", "plain"))
-        if g is None or p is None:
-            continue
-        print(f"| {case} | {g*1e3:.1f} | {p*1e3:.1f} | {meta.get('batch', 0)/g:.0f} | {g/p:.2f} | {g/gp:.2f} | {p/pp:.2f} "
-              f"| {spread(t[('gfa', case)])} | {spread(t[('pytorch', case)])} |")
+    print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
+          f"{meta.get('threads')} intra-op thread(s) on both sides; median step over {meta.get('steps')} steps, "
+          f"median over {rounds} alternating rounds. Raw: `results/bench/train_step.jsonl`. The finite-difference "
+          f"rows (`gradient = \"finite_difference\"` in the GFA options, step 1e-3) are compared with PyTorch's exact "
+          f"double-backprop step of the same taps: PyTorch has no finite-difference GFA.\n")
+    loads = [r["load1"] for r in rows if isinstance(r.get("load1"), (int, float))]
+    if loads:
+        print(f"1-minute load average when each case ended: {min(loads):.1f}–{max(loads):.1f} on "
+              f"{os.cpu_count()} logical cores (above the threads in use, other processes shared the CPU).\n")
+    print("## Wall time\n")
+    step_table(rows, "median_s", meta.get("batch", 0))
     print("\nThe last two columns are the range of the rounds' medians: ratios inside that spread are not "
           "differences this machine can resolve.")
-    print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's.")
+    if any("cpu_median_s" in r for r in rows):
+        print("\n## CPU time\n")
+        print("The process's CPU time over a step (all its threads), median as above: with one thread it is the "
+              "step's own work, which other processes on the machine do not inflate as they do the wall time. "
+              "(img/s: images per CPU-second.)\n")
+        step_table(rows, "cpu_median_s", meta.get("batch", 0))
+    print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's. "
+          "Finite-difference GFA-deep step ≤ 2.2× gfa's plain step (the exact one costs 3.0–3.5×).")
+    if mem:
+        m0 = mem[0]
+        print(f"\n## Peak memory of one training step\n")
+        print(f"`{m0['arch']}` (full width), batch {m0['batch']}, random [0,1] inputs, Adam; "
+              f"{m0['steps']} steps in a fresh process per configuration "
+              f"(`bench_train_step --memory {m0['arch']} CASE {m0['batch']} {m0['steps']}`); the peak is the "
+              f"process's VmHWM, which includes libtorch and the model (see the RSS before the first step). "
+              f"The step times of these runs are in the raw file; the speed comparison is the tables above.\n")
+        print("| case | peak RSS MiB | RSS before the first step, MiB | peak − before, MiB | × plain (peak − before) |")
+        print("| --- | --- | --- | --- | --- |")
+        base = next((r["peak_rss_mib"] - r["rss_before_mib"] for r in mem if r["case"] == "plain"), None)
+        for r in mem:
+            grow = r["peak_rss_mib"] - r["rss_before_mib"]
+            rel = f"{grow / base:.2f}" if base else "—"
+            print(f"| {CASES.get(r['case'], (r['case'],))[0]} | {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} "
+                  f"| {grow:.0f} | {rel} |")
 
 
 def attacks(path, checkpoint="`target/bench-model`"):
@@ -107,7 +156,7 @@ def methods(path):
     print("# Epoch cost per training method (`make bench`)\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; git {rev or 'unknown'}. One epoch of "
           f"`gfa train --model cnn --width 0.25 --optimizer adam --batch-size 128 --n-train {n} --n-test 100` "
-          f"per method on the CIFAR-10 copy, each at its SPEC §4 defaults (PGD-AT and TRADES: 10 inner "
+          f"per method on the CIFAR-10 copy, each at its defaults (docs/method.md §3) (PGD-AT and TRADES: 10 inner "
           f"steps; gfa, gnr, gfa_pgd_at: λ = 0.3, deep/first taps by default); the time is train.csv's "
           f"`seconds` (the epoch and a 100-point test pass), median over {len(t.get('standard', []))} round(s). "
           f"Raw: `results/bench/methods.jsonl`.\n")

@@ -1,4 +1,4 @@
-//! Two things for the `gfa` binary:
+//! Three things for the `gfa` binary:
 //!
 //! - an rpath to the project's libtorch, so `cargo test`/`cargo run` and `target/*/` binaries
 //!   work without `LD_LIBRARY_PATH` (which still overrides it, `DT_RUNPATH`; e.g. on a GPU
@@ -6,7 +6,9 @@
 //! - the build's provenance, fixed into the binary: the git revision of the sources, whether
 //!   they had uncommitted changes, and the libtorch version linked. `src/build_info.rs` reads
 //!   them (`GFA_GIT_REV`, `GFA_GIT_DIRTY`, `GFA_LIBTORCH`); every CSV row and checkpoint
-//!   records them.
+//!   records them;
+//! - `GFA_TEST_CUDA=1` turns on the CUDA-only tests (cfg `gfa_test_cuda`); without it they are
+//!   reported as ignored, with the reason.
 //!
 //! "Dirty" means `git status` lists a change under the paths the binary is built from
 //! (`crates/`, `Cargo.toml`, `Cargo.lock`). The script reruns when those paths, the checked-out
@@ -33,6 +35,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     if let Ok(libtorch) = std::env::var("LIBTORCH") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{libtorch}/lib");
+    }
+    println!("cargo:rustc-check-cfg=cfg(gfa_test_cuda)");
+    println!("cargo:rerun-if-env-changed=GFA_TEST_CUDA");
+    if std::env::var("GFA_TEST_CUDA").as_deref() == Ok("1") {
+        println!("cargo:rustc-cfg=gfa_test_cuda");
     }
 }
 

@@ -2,7 +2,7 @@
 //! of diverse parameter-free attacks" (ICML 2020, arXiv 2003.01690).
 //!
 //! Semantics follow auto-attack `autoattack/autopgd_base.py` (`APGDAttack`,
-//! `APGDAttack_targeted`; ATTACKS.md §4.4–§4.5):
+//! `APGDAttack_targeted`; docs/attacks.md §3.3–§3.4):
 //! - random start at distance exactly `eps` (Linf: `eps * t / max|t|`, L2: on the sphere);
 //! - initial step `2 * eps`, momentum 0.75 (1.0 on the first step);
 //! - checkpoints after `0.22 N`, then windows shrinking by `0.03 N` down to `0.06 N` iterations;
@@ -16,7 +16,7 @@
 //!
 //! Defaults: `reference` = auto-attack (`n_iter=100`, `n_restarts=1`, `rho=0.75`,
 //! `n_target_classes=9`); `torchattacks` = torchattacks 3.5.1 `APGD`/`APGDT` (`steps=10`, else the
-//! same). torchattacks' APGDT-L2 `step_size[0]` bug is not reproduced (ATTACKS.md §0.4).
+//! same). torchattacks' APGDT-L2 `step_size[0]` bug is not reproduced (docs/attacks.md §3.4).
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -485,5 +485,21 @@ impl Attack for ApgdT {
             }
         }
         Ok((x_adv, queries))
+    }
+}
+
+impl crate::facts::Costed for ApgdConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// `n_iter` gradients per restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_iter * self.n_restarts.max(1)) as f64
+    }
+}
+
+impl crate::facts::Costed for ApgdTConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// `n_iter` gradients per target class and restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_iter * self.n_restarts.max(1) * self.n_target_classes.max(1)) as f64
     }
 }

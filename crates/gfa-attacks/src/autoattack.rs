@@ -1,6 +1,6 @@
 //! AutoAttack: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 //! diverse parameter-free attacks" (ICML 2020, arXiv 2003.01690), as run by auto-attack
-//! `autoattack/autoattack.py` (ATTACKS.md §4.11).
+//! `autoattack/autoattack.py` (docs/attacks.md §3.10).
 //!
 //! `version = "standard"` runs APGD-CE → APGD-T → FAB-T → Square, each only on the points every
 //! earlier component failed on; a point is robust only if all fail. FAB-T is taken from the
@@ -187,6 +187,19 @@ impl Attack for AutoAttack {
     ) -> Result<(Tensor, Tensor)> {
         let (x_adv, q, _) = self.perturb_logged(model, x, y, eps, rng)?;
         Ok((x_adv, q))
+    }
+}
+
+impl crate::facts::Costed for AutoAttackConfig {
+    /// Its components' keys count its cost.
+    const COST_KEY: Option<&'static str> = None;
+    /// The sum of its components' costs (each runs on the points the earlier ones left).
+    fn cost_per_point(&self) -> f64 {
+        let specs = match self.version {
+            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
+            AaVersion::Custom => self.attacks.clone(),
+        };
+        specs.iter().map(AttackSpec::cost_per_point).sum()
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! The `torchattacks` preset reproduces torchattacks 3.5.1 `CW(c=1, kappa=0, steps=50, lr=0.01)`:
 //! no binary search, no shrink (pixels at 0 or 1 never move), its margin
-//! (`max(onehot * z) - max((1 - onehot) * z)`, wrong when logits are negative; ATTACKS.md §0.4)
+//! (`max(onehot * z) - max((1 - onehot) * z)`, wrong when logits are negative; docs/attacks.md §3.8)
 //! and its abort rule (batch cost strictly above the previous check).
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;
@@ -292,6 +292,14 @@ impl Attack for Cw {
             update_const(&succ, &mut c, &mut lo, &mut hi);
         }
         Ok((best_adv.clamp(0.0, 1.0), queries))
+    }
+}
+
+impl crate::facts::Costed for CwConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
     }
 }
 

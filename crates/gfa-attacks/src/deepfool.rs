@@ -10,7 +10,7 @@
 //! Defaults follow the original LTS4 `Python/deepfool.py`: 50 steps, overshoot 0.02 applied to
 //! the accumulated perturbation (`x = x0 + (1 + overshoot) r_tot`), 10 candidate classes ranked by
 //! the clean logits. The Linf step is foolbox's `LinfDeepFoolAttack` (distance `|g| / ||w||_1`,
-//! direction `sign(w)`). Deviations, all documented in ATTACKS.md §4.8: the label attacked is the
+//! direction `sign(w)`). Deviations, all documented in docs/attacks.md §3.7: the label attacked is the
 //! ground truth `y` (a clean-misclassified point is returned unchanged, norm 0; for correctly
 //! classified points this is the predicted class, as in the original), and every iterate is
 //! clipped to `[0, 1]`.
@@ -223,6 +223,14 @@ impl Attack for DeepFool {
             queries = queries.index_add(0, &idx, &Tensor::ones_like(&idx));
         }
         Ok((x_adv.detach(), queries))
+    }
+}
+
+impl crate::facts::Costed for DeepFoolConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// Per step, the gradients of the candidate classes' logits.
+    fn cost_per_point(&self) -> f64 {
+        self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
     }
 }
 

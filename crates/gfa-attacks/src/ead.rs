@@ -261,6 +261,14 @@ impl Attack for Ead {
     }
 }
 
+impl crate::facts::Costed for EadConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per binary-search step.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.binary_search_steps.max(1)) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

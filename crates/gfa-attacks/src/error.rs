@@ -14,6 +14,9 @@ pub enum AttackError {
     Config(String),
     #[error("attack output failed validation: {0}")]
     Invalid(String),
+    /// A finished batch could not be recorded (`eval::BatchStore`).
+    #[error("recording evaluation results: {0}")]
+    Store(String),
     #[error(transparent)]
     Tch(#[from] tch::TchError),
 }

@@ -330,6 +330,20 @@ impl Attack for Fab {
     }
 }
 
+impl crate::facts::Costed for FabConfig {
+    const COST_KEY: Option<&'static str> = Some("n_iter");
+    /// Per iteration and restart: the gradients of every class's logit (untargeted), or of the
+    /// target's and the true class's (per target, FAB-T).
+    fn cost_per_point(&self) -> f64 {
+        let per_iter = if self.targeted {
+            2.0 * self.n_target_classes.max(1) as f64
+        } else {
+            crate::facts::COST_CLASSES
+        };
+        (self.n_iter * self.n_restarts.max(1)) as f64 * per_iter
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

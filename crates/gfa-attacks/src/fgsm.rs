@@ -63,3 +63,11 @@ impl Attack for Fgsm {
         Ok((x_adv, Tensor::ones([x.size()[0]], (Kind::Int64, x.device()))))
     }
 }
+
+impl crate::facts::Costed for FgsmConfig {
+    const COST_KEY: Option<&'static str> = None;
+    /// One gradient.
+    fn cost_per_point(&self) -> f64 {
+        1.0
+    }
+}

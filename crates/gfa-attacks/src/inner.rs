@@ -1,4 +1,5 @@
-//! gfa-attacks as the inner maximization of adversarial training.
+//! gfa-attacks as the inner maximization of adversarial training, and as the attack of the
+//! trainer's validation measurement (the robust checkpoint).
 //!
 //! [`InnerPgd`] implements gfa-core's [`TrainPerturbation`] with this crate's [`Pgd`]: the same
 //! threat model, random start (drawn from the trainer's seeded generator), signed steps and
@@ -11,12 +12,14 @@
 //! gfa-core says what to maximize, this crate's PGD loop computes it.
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;
-use gfa_core::train::{InnerLoss, InnerMax, Start, TrainPerturbation};
+use gfa_core::train::{
+    InnerLoss, InnerMax, Start, TrainPerturbation, ValidationAttack, ValidationConfig,
+};
 use tch::{Kind, Tensor};
 
 use crate::pgd::{Ascent, Keep, Pgd, PgdConfig};
 use crate::threat::{Norm, ThreatModel, normal};
-use crate::{Preset, loss};
+use crate::{Attack, Preset, loss};
 
 /// The trainer's inner maximization, computed by [`Pgd`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,10 +85,43 @@ impl TrainPerturbation for InnerPgd {
     }
 }
 
+/// The attack of `[train] validation`: this crate's `pgd` attack as the evaluation suite runs
+/// it (reference preset: L∞, step eps/4, uniform random start, one restart, a point counts as
+/// fooled at any misclassified iterate), with the validation's steps and eps, in eval mode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidationPgd;
+
+impl ValidationPgd {
+    /// The `pgd` attack configuration that `cfg` runs.
+    pub fn config(cfg: &ValidationConfig) -> PgdConfig {
+        PgdConfig { steps: cfg.steps, step_size: Some(cfg.step()), ..PgdConfig::default() }
+    }
+}
+
+impl ValidationAttack for ValidationPgd {
+    fn name(&self) -> &str {
+        "gfa-attacks/pgd"
+    }
+
+    fn perturb(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        cfg: &ValidationConfig,
+        rng: &mut SeededRng,
+    ) -> gfa_core::Result<Tensor> {
+        let config_error =
+            |e: crate::AttackError| gfa_core::CoreError::Config(format!("validation attack: {e}"));
+        let pgd = Pgd::new(Self::config(cfg)).map_err(config_error)?;
+        let (x_adv, _queries) = pgd.perturb(model, x, y, cfg.eps, rng).map_err(config_error)?;
+        Ok(x_adv.detach())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Attack;
     use gfa_core::models::{Arch, ModelSpec};
     use gfa_core::seed::rng_for;
     use gfa_core::{Method, TrainMethod};
@@ -126,6 +162,20 @@ mod tests {
         let (evaluated, _) = attack.perturb(&model, &x, &y, 8.0 / 255.0, &mut rng).unwrap();
         assert_eq!(trained_on, evaluated);
         assert!((&trained_on - &x).abs().max().double_value(&[]) > 7.0 / 255.0);
+    }
+
+    /// The validation attack is the evaluation's `pgd` with the validation's steps and budget.
+    #[test]
+    fn validation_attack_is_the_pgd_attack() {
+        let (model, x, y) = setup();
+        let cfg = ValidationConfig { steps: 5, eps: 4.0 / 255.0, ..Default::default() };
+        let mut rng = rng_for(1, "validation/attack");
+        let validated = ValidationPgd.perturb(&model, &x, &y, &cfg, &mut rng).unwrap();
+        let attack = Pgd::new(PgdConfig { steps: 5, ..PgdConfig::default() }).unwrap();
+        let mut rng = rng_for(1, "validation/attack");
+        let (evaluated, _) = attack.perturb(&model, &x, &y, 4.0 / 255.0, &mut rng).unwrap();
+        assert_eq!(validated, evaluated);
+        assert!((&validated - &x).abs().max().double_value(&[]) <= 4.0 / 255.0 + 1e-6);
     }
 
     /// TRADES' inner maximization stays in the ball and box and raises the KL to the clean

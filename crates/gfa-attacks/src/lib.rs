@@ -13,6 +13,8 @@
 //! - Fixed-budget attacks (FGSM, PGD, APGD, Square, AutoAttack) answer "is there an adversarial
 //!   example within `eps`?"; minimum-norm attacks (DeepFool, CW, EAD, FAB) return the smallest
 //!   perturbation they found, and accuracy at any `eps` is derived by thresholding its norm.
+//! - What each attack is (algorithm, family, white- or black-box, iterative, loss, cost) is a
+//!   typed fact of the registry ([`facts`]); callers ask it instead of matching names.
 
 pub mod apgd;
 pub mod attack;
@@ -24,6 +26,7 @@ pub mod ead;
 pub mod error;
 pub mod eval;
 pub mod fab;
+pub mod facts;
 pub mod fgsm;
 pub mod grad;
 pub mod inner;
@@ -39,7 +42,8 @@ pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
-pub use inner::InnerPgd;
+pub use facts::{Access, Algorithm, Facts, Loss, Steps};
+pub use inner::{InnerPgd, ValidationPgd};
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;
 pub use threat::{Eps, Norm, ThreatModel};

@@ -1,4 +1,4 @@
-//! Random noise at the budget: the baseline of gradient-masking check 7 (SPEC §6; Carlini et
+//! Random noise at the budget: the baseline of gradient-masking check 7 (docs/method.md §7; Carlini et
 //! al., "On Evaluating Adversarial Robustness", arXiv 1902.06705, §5). Each of `samples` draws is
 //! Gaussian noise scaled to norm exactly `eps` (Linf: its largest coordinate is `eps`; L2, L1:
 //! its norm is `eps`), added and clipped to `[0, 1]`; a point counts as fooled when any draw
@@ -85,6 +85,14 @@ impl Attack for Noise {
         }
         let q = Tensor::full([n], self.config.samples as i64, (Kind::Int64, x.device()));
         Ok((best, q))
+    }
+}
+
+impl crate::facts::Costed for NoiseConfig {
+    const COST_KEY: Option<&'static str> = Some("samples");
+    /// One forward pass per draw.
+    fn cost_per_point(&self) -> f64 {
+        self.samples as f64 * crate::facts::FORWARD_COST
     }
 }
 

@@ -1,7 +1,7 @@
 //! PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks"
 //! (ICLR 2018, arXiv 1706.06083), Linf and L2, on the cross-entropy.
 //!
-//! Defaults (ATTACKS.md §4.2, §4.3, §10):
+//! Defaults (docs/attacks.md §3.2):
 //! - `reference`: 20 steps, step `eps/4` (Linf; 2/255 at 8/255) or `eps/5` (L2; 0.1 at 0.5),
 //!   uniform random start, 1 restart, and any misclassified iterate counts ("PGD-any").
 //! - `torchattacks` 3.5.1 `PGD`/`PGDL2`: 10 steps, absolute step 2/255 (Linf) or 0.2 (L2), random
@@ -46,7 +46,7 @@ pub struct PgdConfig {
 
 impl Default for PgdConfig {
     /// Reference PGD-Linf: 20 steps of `eps/4`, random start, 1 restart, any iterate
-    /// (Madry et al. evaluate with 20 steps of 2/255 at 8/255; ATTACKS.md §10.1).
+    /// (Madry et al. evaluate with 20 steps of 2/255 at 8/255; docs/attacks.md §3.2).
     fn default() -> Self {
         Self::preset_for(Preset::Reference, Norm::Linf)
     }
@@ -198,5 +198,13 @@ impl Attack for Pgd {
         run_restarts(model, x, y, self.config.restarts, rng, |xs, ys, r| {
             self.single(model, xs, ys, eps, r)
         })
+    }
+}
+
+impl crate::facts::Costed for PgdConfig {
+    const COST_KEY: Option<&'static str> = Some("steps");
+    /// `steps` gradients per restart.
+    fn cost_per_point(&self) -> f64 {
+        (self.steps * self.restarts.max(1)) as f64
     }
 }

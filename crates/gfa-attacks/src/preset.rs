@@ -1,7 +1,7 @@
 //! Presets: which library's defaults an attack config starts from.
 //!
 //! - `reference`: the original authors' settings (auto-attack for APGD/APGD-T/Square/AutoAttack,
-//!   Madry et al. / ATTACKS.md §10 for PGD). Report these.
+//!   Madry et al. for PGD; docs/attacks.md §2). Report these.
 //! - `torchattacks`: torchattacks 3.5.1 defaults and quirks (10-step APGD, last-iterate PGD,
 //!   `resc_schedule=True` Square), to reproduce numbers made with that library.
 //!

@@ -15,18 +15,21 @@ use crate::cw::{Cw, CwConfig};
 use crate::deepfool::{DeepFool, DeepFoolConfig};
 use crate::ead::{Ead, EadConfig, EadRule};
 use crate::fab::{Fab, FabConfig};
+use crate::facts::Loss::{Ce, Margin};
+use crate::facts::{Access, Algorithm, Costed, Facts, Steps};
 use crate::fgsm::{Fgsm, FgsmConfig};
 use crate::noise::{Noise, NoiseConfig};
 use crate::pgd::{Pgd, PgdConfig};
 use crate::preset::{Configured, Preset};
 use crate::square::{Square, SquareConfig};
+use crate::transfer::{self, NoSurrogates, Surrogates, TransferConfig};
 use crate::{AttackError, Norm, Result};
 
 /// One row of `gfa list attacks`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttackInfo {
     pub kind: &'static str,
-    pub family: Family,
+    pub facts: Facts,
     pub norms: Vec<Norm>,
     pub presets: Vec<Preset>,
     /// The reference defaults for the first supported norm, as JSON.
@@ -57,11 +60,11 @@ fn merge<T: Configured + Serialize + DeserializeOwned>(
         .map_err(|e| AttackError::Config(format!("attack \"{kind}\": {e}")))
 }
 
-fn info<T: Configured + Serialize>(kind: &'static str, family: Family) -> AttackInfo {
+fn info<T: Configured + Serialize>(kind: &'static str, facts: Facts) -> AttackInfo {
     let norm = T::norms()[0];
     AttackInfo {
         kind,
-        family,
+        facts,
         norms: T::norms().to_vec(),
         presets: Preset::ALL.to_vec(),
         defaults: serde_json::to_string(&T::preset_for(Preset::Reference, norm))
@@ -69,13 +72,33 @@ fn info<T: Configured + Serialize>(kind: &'static str, family: Family) -> Attack
     }
 }
 
+/// The build function of a registry line: the config and the surrogate loader (transfer).
+type BuildFn<C> = fn(&C, &dyn Surrogates) -> Result<Box<dyn Attack>>;
+
 macro_rules! registry {
-    ($( $kind:literal => $variant:ident($cfg:ty), $family:expr, $build:expr; )*) => {
+    ($( $kind:literal => $variant:ident($cfg:ty),
+        facts($alg:ident, $family:ident, $access:ident, $steps:ident, $loss:expr),
+        $build:expr; )*) => {
         /// An attack as written in a config: its `kind` plus its settings.
         #[derive(Debug, Clone, PartialEq, Serialize)]
         #[serde(tag = "kind")]
         pub enum AttackSpec {
             $( #[serde(rename = $kind)] $variant($cfg), )*
+        }
+
+        /// The facts of a registered kind (`None` for a kind this build does not know).
+        pub fn facts(kind: &str) -> Option<Facts> {
+            match kind {
+                $( $kind => Some(Facts {
+                    algorithm: Algorithm::$alg,
+                    family: Family::$family,
+                    access: Access::$access,
+                    steps: Steps::$steps,
+                    loss: $loss,
+                    cost_key: <$cfg as Costed>::COST_KEY,
+                }), )*
+                _ => None,
+            }
         }
 
         impl AttackSpec {
@@ -97,12 +120,13 @@ macro_rules! registry {
                 }
             }
 
-            /// The attack, ready to run.
-            pub fn build(&self) -> Result<Box<dyn Attack>> {
+            /// The attack, ready to run; a transfer attack loads its surrogate through
+            /// `surrogates`.
+            pub fn build_with(&self, surrogates: &dyn Surrogates) -> Result<Box<dyn Attack>> {
                 match self {
                     $( Self::$variant(c) => {
-                        let f: fn(&$cfg) -> Result<Box<dyn Attack>> = $build;
-                        f(c)
+                        let f: BuildFn<$cfg> = $build;
+                        f(c, surrogates)
                     } )*
                 }
             }
@@ -113,44 +137,58 @@ macro_rules! registry {
                     $( Self::$variant(_) => $kind, )*
                 }
             }
+
+            /// Image-gradient evaluations per attacked point and budget (see [`Costed`]).
+            pub fn cost_per_point(&self) -> f64 {
+                match self {
+                    $( Self::$variant(c) => c.cost_per_point(), )*
+                }
+            }
         }
 
-        /// The registered attacks, their threat models, presets and reference defaults.
+        /// The registered attacks, their facts, threat models, presets and reference defaults.
         pub fn list() -> Vec<AttackInfo> {
-            vec![ $( info::<$cfg>($kind, $family), )* ]
+            vec![ $( info::<$cfg>($kind, facts($kind).expect("registered")), )* ]
         }
     };
 }
 
 registry! {
-    "fgsm" => Fgsm(FgsmConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Fgsm::new(c.clone())?));
-    "pgd" => Pgd(PgdConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Pgd::new(c.clone())?));
-    "apgd-ce" => ApgdCe(ApgdConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Ce)?));
-    "apgd-dlr" => ApgdDlr(ApgdConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Dlr)?));
-    "apgd-t" => ApgdT(ApgdTConfig), Family::FixedBudget,
-        |c| Ok(Box::new(ApgdT::new(c.clone())?));
-    "square" => Square(SquareConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Square::new(c.clone())?));
-    "autoattack" => AutoAttack(AutoAttackConfig), Family::FixedBudget,
-        |c| Ok(Box::new(AutoAttack::new(c.clone())?));
-    "deepfool" => DeepFool(DeepFoolConfig), Family::MinimumNorm,
-        |c| Ok(Box::new(DeepFool::new(c.clone())?));
-    "cw" => Cw(CwConfig), Family::MinimumNorm,
-        |c| Ok(Box::new(Cw::new(c.clone())?));
-    "ead-en" => EadEn(EadEnConfig), Family::MinimumNorm,
-        |c| Ok(Box::new(Ead::new(c.0.clone())?));
-    "ead-l1" => EadL1(EadL1Config), Family::MinimumNorm,
-        |c| Ok(Box::new(Ead::new(c.0.clone())?));
-    "fab" => Fab(FabConfig), Family::MinimumNorm,
-        |c| Ok(Box::new(Fab::new(c.clone())?));
-    "fab-t" => FabT(FabTConfig), Family::MinimumNorm,
-        |c| Ok(Box::new(Fab::new(c.0.clone())?));
-    "noise" => Noise(NoiseConfig), Family::FixedBudget,
-        |c| Ok(Box::new(Noise::new(c.clone())?));
+    "fgsm" => Fgsm(FgsmConfig), facts(Fgsm, FixedBudget, WhiteBox, Single, Some(Ce)),
+        |c, _| Ok(Box::new(Fgsm::new(c.clone())?));
+    "pgd" => Pgd(PgdConfig), facts(Pgd, FixedBudget, WhiteBox, Iterative, Some(Ce)),
+        |c, _| Ok(Box::new(Pgd::new(c.clone())?));
+    "apgd-ce" => ApgdCe(ApgdConfig), facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Ce)),
+        |c, _| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Ce)?));
+    "apgd-dlr" => ApgdDlr(ApgdConfig),
+        facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Dlr)?));
+    "apgd-t" => ApgdT(ApgdTConfig), facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(ApgdT::new(c.clone())?));
+    "square" => Square(SquareConfig),
+        facts(Square, FixedBudget, BlackBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(Square::new(c.clone())?));
+    "autoattack" => AutoAttack(AutoAttackConfig),
+        facts(AutoAttack, FixedBudget, WhiteBox, Iterative, None),
+        |c, _| Ok(Box::new(AutoAttack::new(c.clone())?));
+    "deepfool" => DeepFool(DeepFoolConfig),
+        facts(DeepFool, MinimumNorm, WhiteBox, Iterative, None),
+        |c, _| Ok(Box::new(DeepFool::new(c.clone())?));
+    "cw" => Cw(CwConfig), facts(Cw, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(Cw::new(c.clone())?));
+    "ead-en" => EadEn(EadEnConfig), facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(Ead::new(c.0.clone())?));
+    "ead-l1" => EadL1(EadL1Config), facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+        |c, _| Ok(Box::new(Ead::new(c.0.clone())?));
+    "fab" => Fab(FabConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None),
+        |c, _| Ok(Box::new(Fab::new(c.clone())?));
+    "fab-t" => FabT(FabTConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None),
+        |c, _| Ok(Box::new(Fab::new(c.0.clone())?));
+    "noise" => Noise(NoiseConfig), facts(Noise, FixedBudget, Random, Single, None),
+        |c, _| Ok(Box::new(Noise::new(c.clone())?));
+    "transfer" => Transfer(TransferConfig),
+        facts(Transfer, FixedBudget, Surrogate, Iterative, None),
+        |c, s| Ok(Box::new(transfer::build(c, s)?));
 }
 
 /// EAD with the elastic-net decision rule (`kind = "ead-en"`, torchattacks' `EADEN`).
@@ -167,6 +205,27 @@ pub struct EadL1Config(pub EadConfig);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FabTConfig(pub FabConfig);
+
+impl Costed for EadEnConfig {
+    const COST_KEY: Option<&'static str> = EadConfig::COST_KEY;
+    fn cost_per_point(&self) -> f64 {
+        self.0.cost_per_point()
+    }
+}
+
+impl Costed for EadL1Config {
+    const COST_KEY: Option<&'static str> = EadConfig::COST_KEY;
+    fn cost_per_point(&self) -> f64 {
+        self.0.cost_per_point()
+    }
+}
+
+impl Costed for FabTConfig {
+    const COST_KEY: Option<&'static str> = FabConfig::COST_KEY;
+    fn cost_per_point(&self) -> f64 {
+        self.0.cost_per_point()
+    }
+}
 
 impl Configured for DeepFoolConfig {
     fn preset_for(preset: Preset, norm: Norm) -> Self {
@@ -281,6 +340,41 @@ impl AttackSpec {
         Self::from_parts(&kind, preset, norm, obj)
     }
 
+    /// The attack, ready to run (a transfer attack needs [`AttackSpec::build_with`]).
+    pub fn build(&self) -> Result<Box<dyn Attack>> {
+        self.build_with(&NoSurrogates)
+    }
+
+    /// The facts of this attack's kind.
+    pub fn facts(&self) -> Facts {
+        facts(self.kind()).expect("a spec's kind is registered")
+    }
+
+    /// The surrogate a transfer attack names (`None` for every other attack).
+    pub fn surrogate(&self) -> Option<&str> {
+        match self {
+            Self::Transfer(c) => Some(&c.surrogate),
+            _ => None,
+        }
+    }
+
+    /// A spec from a result row's `kind` and `attack_config` (the attack's settings as JSON).
+    pub fn from_config_json(kind: &str, config: &str) -> Result<Self> {
+        let mut v: Value = serde_json::from_str(config)
+            .map_err(|e| AttackError::Config(format!("attack \"{kind}\": config {config}: {e}")))?;
+        match v.as_object_mut() {
+            Some(m) => {
+                m.insert("kind".into(), Value::String(kind.into()));
+            }
+            None => {
+                return Err(AttackError::Config(format!(
+                    "attack \"{kind}\": config {config} is not a JSON object"
+                )));
+            }
+        }
+        Self::from_value(v)
+    }
+
     /// The spec of `kind` with the defaults of `preset` for `norm`.
     pub fn preset(kind: &str, preset: Preset, norm: Norm) -> Result<Self> {
         Self::from_value(serde_json::json!({ "kind": kind, "preset": preset, "norm": norm }))
@@ -297,6 +391,9 @@ impl AttackSpec {
 
     /// The threat model of the config.
     pub fn norm(&self) -> Norm {
+        if let Self::Transfer(c) = self {
+            return c.norm;
+        }
         match self.build() {
             Ok(a) => a.norm(),
             Err(_) => {
@@ -317,24 +414,87 @@ impl<'de> Deserialize<'de> for AttackSpec {
 mod tests {
     use super::*;
 
+    /// Loads a linear model under any name (for building transfer attacks).
+    struct AnyLinear;
+
+    impl Surrogates for AnyLinear {
+        fn load(&self, name: &str) -> Result<(String, gfa_core::Classifier)> {
+            let spec = gfa_core::ModelSpec {
+                arch: gfa_core::models::Arch::Linear,
+                ..gfa_core::ModelSpec::default()
+            };
+            let m = gfa_core::Classifier::new(&spec, tch::Device::Cpu)
+                .map_err(|e| AttackError::Config(e.to_string()))?;
+            Ok((name.to_string(), m))
+        }
+    }
+
     /// Each kind builds an attack that reports that kind, the registry's family, and every norm
-    /// the registry lists for it, and whose config_json is the spec's own settings.
+    /// the registry lists for it, and whose config_json is the spec's own settings and reads
+    /// back as the same spec (what the report does with a result row).
     #[test]
     fn built_attacks_describe_themselves_as_registered() {
         for info in list() {
             for norm in &info.norms {
                 let v = serde_json::json!({ "kind": info.kind, "norm": norm });
                 let spec = AttackSpec::from_value(v).unwrap();
-                let a = spec.build().unwrap();
+                let a = spec.build_with(&AnyLinear).unwrap();
                 assert_eq!(a.name(), info.kind);
-                assert_eq!(a.family(), info.family, "{}", info.kind);
+                assert_eq!(a.family(), info.facts.family, "{}", info.kind);
                 assert_eq!(a.norm(), *norm, "{}", info.kind);
+                assert_eq!(spec.norm(), *norm, "{}", info.kind);
                 let mut want = serde_json::to_value(&spec).unwrap();
                 want.as_object_mut().unwrap().remove("kind");
                 let got: Value = serde_json::from_str(&a.config_json()).unwrap();
                 assert_eq!(got, want, "{}", info.kind);
+                assert_eq!(
+                    AttackSpec::from_config_json(info.kind, &a.config_json()).unwrap(),
+                    spec
+                );
             }
         }
+    }
+
+    /// Every kind's cost model: positive for every preset and norm, and, where a config key
+    /// counts the cost, doubling that key raises it.
+    #[test]
+    fn cost_models_read_their_key() {
+        for info in list() {
+            for &p in Preset::ALL {
+                for &n in &info.norms {
+                    let spec = AttackSpec::preset(info.kind, p, n).unwrap();
+                    let cost = spec.cost_per_point();
+                    assert!(cost > 0.0, "{} {p} {n}: {cost}", info.kind);
+                    let Some(key) = info.facts.cost_key else { continue };
+                    let mut v = serde_json::to_value(&spec).unwrap();
+                    let old = v[key].as_u64().unwrap_or_else(|| panic!("{}: {key}", info.kind));
+                    v[key] = Value::from(2 * old);
+                    let more = AttackSpec::from_value(v).unwrap().cost_per_point();
+                    assert!(
+                        more > cost,
+                        "{} {p} {n}: {key} doubled, cost {cost} -> {more}",
+                        info.kind
+                    );
+                }
+            }
+        }
+    }
+
+    /// A transfer attack needs its surrogate loaded; its inner attack is a fixed-budget white-box
+    /// attack of the transfer's norm.
+    #[test]
+    fn transfer_needs_a_surrogate_and_a_matching_inner_attack() {
+        let spec = AttackSpec::from_value(serde_json::json!({ "kind": "transfer" })).unwrap();
+        assert_eq!(spec.surrogate(), Some("standard"));
+        let e = spec.build().unwrap_err().to_string();
+        assert!(e.contains("surrogate") && e.contains("--surrogate"), "{e}");
+        let v = serde_json::json!({ "kind": "transfer", "norm": "l2",
+            "attack": { "kind": "pgd", "steps": 3 } });
+        let e = AttackSpec::from_value(v).unwrap().build_with(&AnyLinear).unwrap_err().to_string();
+        assert!(e.contains("norm = \"l2\""), "{e}");
+        let v = serde_json::json!({ "kind": "transfer", "attack": { "kind": "deepfool" } });
+        let e = AttackSpec::from_value(v).unwrap().build_with(&AnyLinear).unwrap_err().to_string();
+        assert!(e.contains("fixed-budget white-box"), "{e}");
     }
 
     #[test]

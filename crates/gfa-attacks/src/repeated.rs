@@ -1,6 +1,6 @@
 //! Restarts as a combinator: run an attack again on the points it has not fooled yet, keeping
 //! per sample the first adversarial point found (foolbox `Repeated`, auto-attack's restart loop
-//! in `APGDAttack.perturb`). Restarts combine per sample, never by "best loss" (ATTACKS.md §4.2).
+//! in `APGDAttack.perturb`). Restarts combine per sample, never by "best loss" (docs/attacks.md §1.8).
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;
 use tch::{Kind, Tensor};

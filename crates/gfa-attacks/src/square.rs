@@ -2,7 +2,7 @@
 //! black-box adversarial attack via random search" (ECCV 2020, arXiv 1912.00049).
 //!
 //! Score-based: only `model.logits` is called, never a gradient. Semantics follow auto-attack
-//! `autoattack/square.py` (ATTACKS.md §4.7): margin loss `z_y - max_{j != y} z_j`; Linf starts
+//! `autoattack/square.py` (docs/attacks.md §3.6): margin loss `z_y - max_{j != y} z_j`; Linf starts
 //! from vertical stripes of ±eps and changes one square window per iteration (the same window
 //! and channel signs for the whole batch, the last window position never drawn); L2 starts from
 //! a grid of "eta" ring patterns and moves mass between two windows; a candidate is accepted when
@@ -344,13 +344,21 @@ impl Attack for Square {
     }
 }
 
+impl crate::facts::Costed for SquareConfig {
+    const COST_KEY: Option<&'static str> = Some("n_queries");
+    /// One forward pass per query.
+    fn cost_per_point(&self) -> f64 {
+        (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn window_sides_follow_the_auto_attack_schedule() {
-        // ATTACKS.md §4.7: Linf side s on 32x32 with p_init 0.8, resc_schedule=False.
+        // docs/attacks.md §3.6: Linf side s on 32x32 with p_init 0.8, resc_schedule=False.
         let sq = Square::new(SquareConfig::default()).unwrap();
         let side = |i| ((sq.p_selection(i) * 1024.0).sqrt().round() as i64).max(1);
         let want =

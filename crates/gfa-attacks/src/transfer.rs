@@ -1,7 +1,7 @@
 //! Transfer attack: craft adversarial examples with any white-box attack on a surrogate model and
 //! score them on the target (Papernot, McDaniel & Goodfellow 2016, "Transferability in Machine
 //! Learning", arXiv 1605.07277; recommended as a gradient-masking check by Athalye, Carlini &
-//! Wagner 2018 and ATTACKS.md §7).
+//! Wagner 2018, arXiv 1802.00420).
 //!
 //! A model that resists white-box attacks but falls to examples crafted on an independently
 //! trained surrogate is masking its gradients. The target model is only evaluated, never
@@ -13,15 +13,103 @@ use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::facts::Access;
+use crate::pgd::PgdConfig;
+use crate::preset::{Configured, Preset};
+use crate::registry::AttackSpec;
 use crate::{Attack, AttackError, Family, Norm, Result};
 
-/// What a transfer attack records about its surrogate.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// A transfer attack's settings: the surrogate and the white-box attack run on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransferConfig {
-    /// Where the surrogate comes from (a checkpoint path or run id); gfa-exp loads it and
-    /// passes the model to [`Transfer::new`]. Recorded in result rows, not read here.
+    /// The preset these settings started from (recorded in result rows).
+    pub preset: Preset,
+    /// The threat model (the inner attack's).
+    pub norm: Norm,
+    /// Where the surrogate comes from. `gfa run`: `"standard"` (default) is the grid's
+    /// standard-training run of the same model, data and seed; otherwise a run id (or unique
+    /// prefix) of the experiment or a checkpoint folder. `gfa eval`: a checkpoint folder
+    /// (`--surrogate`). The caller loads it ([`Surrogates`]).
     pub surrogate: String,
+    /// The fixed-budget white-box attack crafted on the surrogate (default: the preset's PGD).
+    pub attack: Box<AttackSpec>,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self::preset_for(Preset::Reference, Norm::Linf)
+    }
+}
+
+impl Configured for TransferConfig {
+    fn preset_for(preset: Preset, norm: Norm) -> Self {
+        Self {
+            preset,
+            norm,
+            surrogate: STANDARD_SURROGATE.into(),
+            attack: Box::new(AttackSpec::Pgd(PgdConfig::preset_for(preset, norm))),
+        }
+    }
+    fn norms() -> &'static [Norm] {
+        &[Norm::Linf, Norm::L2]
+    }
+}
+
+impl crate::facts::Costed for TransferConfig {
+    /// The inner attack's key counts the cost.
+    const COST_KEY: Option<&'static str> = None;
+    /// The inner attack's cost on the surrogate, plus one forward pass on the target.
+    fn cost_per_point(&self) -> f64 {
+        self.attack.cost_per_point() + crate::facts::FORWARD_COST
+    }
+}
+
+/// The surrogate name meaning "the grid's standard-training model".
+pub const STANDARD_SURROGATE: &str = "standard";
+
+/// Loads the surrogate models transfer attacks name.
+pub trait Surrogates {
+    /// The model `name` refers to, and a description of what was loaded (recorded in result
+    /// rows, e.g. `standard = run 3896c68b7bac`).
+    fn load(&self, name: &str) -> Result<(String, Classifier)>;
+}
+
+/// No surrogate can be loaded: building a transfer attack is an error saying how to give one.
+pub struct NoSurrogates;
+
+impl Surrogates for NoSurrogates {
+    fn load(&self, name: &str) -> Result<(String, Classifier)> {
+        Err(AttackError::Config(format!(
+            "transfer: the surrogate model \"{name}\" must be loaded by the caller: `gfa run` \
+             loads a grid's runs, `gfa eval --surrogate DIR` a checkpoint"
+        )))
+    }
+}
+
+/// Build a transfer attack from its settings, loading the surrogate through `surrogates`.
+pub fn build(config: &TransferConfig, surrogates: &dyn Surrogates) -> Result<Transfer> {
+    let inner = config.attack.build_with(surrogates)?;
+    let facts = config.attack.facts();
+    if facts.family != Family::FixedBudget || facts.access != Access::WhiteBox {
+        return Err(AttackError::Config(format!(
+            "transfer: the attack crafted on the surrogate must be a fixed-budget white-box \
+             attack (fgsm, pgd, apgd-ce, …), not \"{}\"",
+            config.attack.kind()
+        )));
+    }
+    if inner.norm() != config.norm {
+        return Err(AttackError::Config(format!(
+            "transfer: the inner attack \"{}\" attacks {} but the transfer is {}; give the inner \
+             attack norm = \"{}\"",
+            config.attack.kind(),
+            inner.norm(),
+            config.norm,
+            config.norm
+        )));
+    }
+    let (resolved, model) = surrogates.load(&config.surrogate)?;
+    Ok(Transfer::new(config.clone(), resolved, model, inner))
 }
 
 /// Craft with `inner` on `surrogate`, return the examples for scoring on the target.
@@ -43,13 +131,20 @@ pub fn craft_on_surrogate(
 #[derive(Debug)]
 pub struct Transfer {
     pub config: TransferConfig,
+    /// What the surrogate name resolved to.
+    resolved: String,
     surrogate: Mutex<Classifier>,
     inner: Box<dyn Attack>,
 }
 
 impl Transfer {
-    pub fn new(config: TransferConfig, surrogate: Classifier, inner: Box<dyn Attack>) -> Self {
-        Self { config, surrogate: Mutex::new(surrogate), inner }
+    pub fn new(
+        config: TransferConfig,
+        resolved: String,
+        surrogate: Classifier,
+        inner: Box<dyn Attack>,
+    ) -> Self {
+        Self { config, resolved, surrogate: Mutex::new(surrogate), inner }
     }
 
     pub fn inner(&self) -> &dyn Attack {
@@ -67,14 +162,10 @@ impl Attack for Transfer {
     fn norm(&self) -> Norm {
         self.inner.norm()
     }
+    /// The settings, with the surrogate as resolved (`standard = run 3896c68b7bac`).
     fn config_json(&self) -> String {
-        serde_json::json!({
-            "surrogate": self.config.surrogate,
-            "inner": self.inner.name(),
-            "inner_config": serde_json::from_str::<serde_json::Value>(&self.inner.config_json())
-                .unwrap_or(serde_json::Value::Null),
-        })
-        .to_string()
+        let config = TransferConfig { surrogate: self.resolved.clone(), ..self.config.clone() };
+        serde_json::to_string(&config).unwrap_or_default()
     }
 
     fn perturb(

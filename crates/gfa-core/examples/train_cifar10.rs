@@ -34,12 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = TrainConfig {
         epochs,
         batch_size: 128,
-        optimizer: OptimizerConfig::Adam {
-            lr: 1e-3,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::adam(1e-3),
         schedule: Schedule::Constant,
         ..TrainConfig::default()
     };

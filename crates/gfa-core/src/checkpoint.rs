@@ -3,7 +3,9 @@
 //!
 //! A checkpoint directory holds `last.safetensors` (the weights after the last finished
 //! epoch), `optimizer.safetensors` (the optimizer state, PyTorch slot names), optionally
-//! `final.safetensors` (the weights at the end of training), and `checkpoint.json` with the
+//! `final.safetensors` (the weights at the end of training) and `best.safetensors` (the robust
+//! checkpoint: the epoch with the best robust validation accuracy, `[train] validation`), and
+//! `checkpoint.json` with the
 //! model spec, epoch, config hash, the build that wrote it ([`Provenance`]), run id and the
 //! per-epoch metrics. Every file is written with `gfa_data::atomic::write_atomic` (temporary
 //! file, fsync, rename, fsync of the folder); the sidecar goes last, so a sidecar always
@@ -23,6 +25,8 @@ use crate::{CoreError, Result};
 
 pub const LAST: &str = "last.safetensors";
 pub const FINAL: &str = "final.safetensors";
+/// The robust checkpoint (written only with `[train] validation`).
+pub const BEST: &str = "best.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const SIDECAR: &str = "checkpoint.json";
 /// Version of the sidecar layout (2: `build` replaced `git_revision`, epoch records carry named
@@ -73,6 +77,32 @@ pub fn named_weights(model: &Classifier) -> Vec<(String, Tensor)> {
     v
 }
 
+/// The named tensors of the safetensors file `path`. The error says what the entry is when it
+/// is not a readable safetensors file (a folder, a missing file, other bytes) and what to pass.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    if path.is_dir() {
+        return Err(ck_err(
+            path,
+            "is a folder, not a safetensors file: pass the weights file inside it (e.g. \
+             final.safetensors), or pass the folder as --checkpoint",
+        ));
+    }
+    if !path.exists() {
+        return Err(ck_err(path, "no such file: check the path"));
+    }
+    Tensor::read_safetensors(path).map_err(|e| {
+        ck_err(
+            path,
+            format!(
+                "is not a complete safetensors file (truncated, or other bytes: {}); pass a \
+                 file written by gfa (final.safetensors), by `gfa import`, or by safetensors' \
+                 save_file",
+                e.to_string().rsplit(": ").next().unwrap_or_default()
+            ),
+        )
+    })
+}
+
 /// Save the model's weights to `path` (safetensors, atomically).
 pub fn save_weights(model: &Classifier, path: &Path) -> Result<()> {
     write_tensors(path, &named_weights(model))
@@ -90,7 +120,7 @@ pub fn load_weights_except(
     path: &Path,
     skip: impl Fn(&str) -> bool,
 ) -> Result<()> {
-    let named = Tensor::read_safetensors(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let named = read_tensors(path)?;
     for (name, mut var) in named_weights(model).into_iter().filter(|(n, _)| !skip(n)) {
         let src = named.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| {
             ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
@@ -163,7 +193,26 @@ pub fn read_model_spec(dir: &Path) -> Result<ModelSpec> {
     Ok(s.model)
 }
 
-/// Rebuild the model from the sidecar's spec and load `weights` (`LAST` or `FINAL`) into it.
+/// An error unless `dir` is a checkpoint folder (one holding `checkpoint.json`); it says what
+/// `dir` is instead and what to pass.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    let reason = if !dir.exists() {
+        "no such folder: pass the --out folder of `gfa train` or a run's checkpoints/ folder"
+    } else if !dir.is_dir() {
+        "is a file, not a checkpoint folder: pass its folder, or pass a safetensors file as \
+         --weights FILE"
+    } else if !exists(dir) {
+        "holds no gfa checkpoint (no checkpoint.json): pass the --out folder of `gfa train`, a \
+         run's checkpoints/ folder (results/<experiment>/<run_id>/checkpoints), or a weights \
+         file as --weights FILE"
+    } else {
+        return Ok(());
+    };
+    Err(ck_err(dir, reason))
+}
+
+/// Rebuild the model from the sidecar's spec and load `weights` (`LAST`, `FINAL` or `BEST`)
+/// into it.
 pub fn load(dir: &Path, weights: &str, device: Device) -> Result<Classifier> {
     let mut model = Classifier::new(&read_model_spec(dir)?, device)?;
     load_weights(&mut model, &dir.join(weights))?;
@@ -185,7 +234,7 @@ pub fn restore(
     }
     load_weights(model, &dir.join(LAST))?;
     let path = dir.join(OPTIMIZER);
-    let state = Tensor::read_safetensors(&path).map_err(|e| ck_err(&path, e.to_string()))?;
+    let state = read_tensors(&path)?;
     optimizer.load_state(&state).map_err(|e| ck_err(&path, e.to_string()))?;
     Ok(meta)
 }

@@ -91,6 +91,49 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// One line naming where work runs, for the first line of `gfa run`, `train` and `eval`:
+/// `cpu (AVX2 code path, 2 threads)` or `cuda:0 (NVIDIA H200, 139.8 GiB)`.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => {
+            let gpu = crate::libtorch::driver_gpus()
+                .ok()
+                .and_then(|(_, gpus)| gpus.into_iter().find(|g| g.index == i));
+            match gpu {
+                Some(g) => format!("cuda:{i} ({}, {})", g.name, gib(g.total_bytes)),
+                None => format!("cuda:{i}"),
+            }
+        }
+        _ => format!(
+            "cpu ({} code path, {} threads)",
+            crate::libtorch::cpu_capability().unwrap_or_else(|| "unknown".into()),
+            tch::get_num_threads()
+        ),
+    }
+}
+
+/// Bytes as GiB with one decimal.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The warning `--device auto` prints when it falls back to the CPU on a machine with an
+/// NVIDIA driver: the CUDA backend did not load (or sees no GPU), and `gfa doctor` says why.
+pub fn auto_fallback_warning(choice: DeviceChoice, resolved: Device) -> Option<String> {
+    if choice != DeviceChoice::Auto || resolved != Device::Cpu {
+        return None;
+    }
+    let driver = crate::libtorch::nvidia_driver()?;
+    let why = match load_cuda_backend() {
+        Err(e) => format!("libtorch's CUDA backend did not load ({e})"),
+        Ok(()) => "libtorch's CUDA backend loaded but sees no GPU".into(),
+    };
+    Some(format!(
+        "warning: this machine has an NVIDIA driver ({driver}), but {why}; running on the CPU. \
+         `gfa doctor` says what is missing and how to fix it; --device cpu silences this."
+    ))
+}
+
 /// `dlopen` libtorch's CUDA library once, before any CUDA query (libtorch caches the first
 /// answer of its CUDA hooks). Returns why it failed; on a CPU machine failing is normal.
 pub fn load_cuda_backend() -> std::result::Result<(), String> {
@@ -130,6 +173,15 @@ mod tests {
         assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
         assert!("gpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn auto_warns_only_when_it_falls_back_to_the_cpu() {
+        assert_eq!(auto_fallback_warning(DeviceChoice::Cpu, Device::Cpu), None);
+        assert_eq!(auto_fallback_warning(DeviceChoice::Auto, Device::Cuda(0)), None);
+        let w = auto_fallback_warning(DeviceChoice::Auto, Device::Cpu);
+        assert_eq!(w.is_some(), crate::libtorch::nvidia_driver().is_some(), "{w:?}");
+        assert!(describe(Device::Cpu).starts_with("cpu ("), "{}", describe(Device::Cpu));
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub enum CoreError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration value outside its domain, at its dotted key in a run's sections
+    /// (`train.epochs`, `method.lambda`); the message says what the valid values are.
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
     #[error("device: {0}")]
     Device(String),
     #[error("checkpoint {path}: {reason}")]
@@ -24,6 +28,13 @@ pub enum CoreError {
     Pt(#[from] crate::pt::PtError),
     #[error(transparent)]
     Tch(#[from] tch::TchError),
+}
+
+impl CoreError {
+    /// [`CoreError::Invalid`] at `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        CoreError::Invalid { key: key.into(), message: message.into() }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;

@@ -1,8 +1,8 @@
 //! The "GFA value" of a model: mean_i c_{k,i} per tap over a data split, the quantity of
 //! Table 1 of "DeepDefense: Layer-Wise Gradient-Feature Alignment for Building Robust Neural
-//! Networks" (arXiv 2511.13749); SPEC §2 and §7 (T1). Defined for every model, also models
+//! Networks" (arXiv 2511.13749); docs/method.md §2 and §9 (T1). Defined for every model, also models
 //! not trained with GFA. Measured in eval mode, in batches; the per-sample cosine does not
-//! depend on the batching because the loss is summed before differentiating (SPEC §2).
+//! depend on the batching because the loss is summed before differentiating (docs/method.md §2).
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 

@@ -270,6 +270,30 @@ pub fn import_state_dict(
     let (sd, found_under) = find_state_dict(&root, path)?;
     let Value::Dict(items) = sd else { unreachable!("find_state_dict returns dicts") };
 
+    let (file, stripped, dropped) = file_tensors(items, spec.arch);
+    let expected = expected_tensors(spec)?;
+    check_fit(path, spec, &expected, &file)?;
+    let (mut tensors, converted) = convert_kinds(path, &expected, &file)?;
+    let (mean, std) = match normalization {
+        Normalization::None => (vec![0.0], vec![1.0]),
+        Normalization::MeanStd { mean, std } => (mean.clone(), std.clone()),
+    };
+    let norm_spec = ModelSpec { mean, std, normalize: true, ..spec.clone() };
+    let (mean, std) =
+        norm_spec.per_channel_mean_std().map_err(|e| import_err(path, e.to_string()))?;
+    let buffer = |v: Vec<f64>| Tensor::from_slice(&v).to_kind(Kind::Float);
+    tensors.push(("normalize.mean".into(), buffer(mean)));
+    tensors.push(("normalize.std".into(), buffer(std)));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Imported { tensors, found_under, stripped, dropped, converted })
+}
+
+/// What [`file_tensors`] returns.
+type FileTensors<'a> = (Vec<(String, &'a Tensor)>, Vec<String>, Vec<String>);
+
+/// The file's tensors under gfa's names (`module.`/`_orig_mod.` stripped), the prefixes
+/// stripped, and what was dropped (tensors the reference code never uses, non-tensor entries).
+fn file_tensors(items: &[(Value, Value)], arch: Arch) -> FileTensors<'_> {
     let mut stripped: Vec<String> = Vec::new();
     let mut file: Vec<(String, &Tensor)> = Vec::new();
     let mut dropped = Vec::new();
@@ -282,15 +306,23 @@ pub fn import_state_dict(
             }
         }
         match v {
-            Value::Tensor(_) if unused_by_reference(spec.arch, name) => {
-                dropped.push(name.to_string())
-            }
+            Value::Tensor(_) if unused_by_reference(arch, name) => dropped.push(name.to_string()),
             Value::Tensor(t) => file.push((name.to_string(), t)),
             other => dropped.push(format!("{name} ({})", other.describe())),
         }
     }
 
-    let expected = expected_tensors(spec)?;
+    (file, stripped, dropped)
+}
+
+/// An error listing every missing, unexpected and misshaped tensor (and the architecture the
+/// names fit better, if one does) unless the file's tensors are exactly the model's.
+fn check_fit(
+    path: &Path,
+    spec: &ModelSpec,
+    expected: &[(String, Vec<i64>, Kind)],
+    file: &[(String, &Tensor)],
+) -> Result<()> {
     let file_names: Vec<String> = file.iter().map(|(n, _)| n.clone()).collect();
     let missing: Vec<String> = expected
         .iter()
@@ -336,9 +368,22 @@ pub fn import_state_dict(
         return Err(import_err(path, msg));
     }
 
+    Ok(())
+}
+
+/// Named tensors and the kind conversions made to them.
+type Converted = (Vec<(String, Tensor)>, Vec<String>);
+
+/// The model's tensors from the file in the model's kinds (floats to float32, integers to
+/// int64; anything else refused), and the conversions made.
+fn convert_kinds(
+    path: &Path,
+    expected: &[(String, Vec<i64>, Kind)],
+    file: &[(String, &Tensor)],
+) -> Result<Converted> {
     let mut converted = Vec::new();
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for (name, _, kind) in &expected {
+    for (name, _, kind) in expected {
         let (_, t) = file.iter().find(|(f, _)| f == name).expect("checked above");
         let t = if t.kind() != *kind {
             let ok = match kind {
@@ -359,16 +404,5 @@ pub fn import_state_dict(
         };
         tensors.push((name.clone(), t));
     }
-    let (mean, std) = match normalization {
-        Normalization::None => (vec![0.0], vec![1.0]),
-        Normalization::MeanStd { mean, std } => (mean.clone(), std.clone()),
-    };
-    let norm_spec = ModelSpec { mean, std, normalize: true, ..spec.clone() };
-    let (mean, std) =
-        norm_spec.per_channel_mean_std().map_err(|e| import_err(path, e.to_string()))?;
-    let buffer = |v: Vec<f64>| Tensor::from_slice(&v).to_kind(Kind::Float);
-    tensors.push(("normalize.mean".into(), buffer(mean)));
-    tensors.push(("normalize.std".into(), buffer(std)));
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Imported { tensors, found_under, stripped, dropped, converted })
+    Ok((tensors, converted))
 }

@@ -14,12 +14,14 @@
 //! - A training method is one value ([`Method`], a run's `[method]` section); each lives in one
 //!   file of [`method`] and is registered by one line there.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classifier;
 pub mod device;
 pub mod error;
 pub mod gfa_value;
 pub mod import;
+pub mod libtorch;
 pub mod losses;
 pub mod method;
 pub mod metrics;
@@ -39,5 +41,5 @@ pub use losses::TaskLoss;
 pub use method::{Method, TrainMethod};
 pub use models::ModelSpec;
 pub use provenance::Provenance;
-pub use regularizer::{RegKind, Regularizer, RegularizerConfig};
+pub use regularizer::{PenaltyGradient, RegKind, Regularizer, RegularizerConfig};
 pub use train::{EpochRecord, TrainConfig, TrainOptions, TrainOutcome, train};

@@ -1,4 +1,4 @@
-//! Per-sample task losses ℓ_i (SPEC §2, option `task_loss`).
+//! Per-sample task losses ℓ_i (docs/method.md §2, option `task_loss`).
 //!
 //! The regularizer differentiates the *sum* Σ_i ℓ_i with respect to the taps, so that the
 //! gradient of sample i does not depend on the batch size; the loss that is optimized and

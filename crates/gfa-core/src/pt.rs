@@ -434,6 +434,9 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The pickle machine's loop: one arm per opcode it reads, each a few lines over the
+    /// machine's stack, memo and arena (long as one `match`: splitting it would scatter that
+    /// shared state over many functions without making any arm simpler).
     fn run(mut self, storage: &mut impl FnMut(&str) -> PtResult<Vec<u8>>) -> MResult<Value> {
         loop {
             let op = self.u8()?;

@@ -3,22 +3,14 @@
 //! [`write_atomic`] writes to a temporary file in the destination's folder, flushes it to disk
 //! (`fsync`), renames it over the destination and then flushes the folder, so that the rename
 //! itself is on disk. A reader (or a process started after a crash) sees the old file or the
-//! new one, never a prefix of either. Errors name the file.
-//!
-//! Temporary files are named by their owner: `.tmp.<pid>.<host>.<random>.<name>` (the
-//! process id, a hash of the host name, 64 random bits, and the destination's name last, so
-//! the extension stays last for writers that choose the format by it). A killed writer may
-//! leave one behind; [`is_temp_file`] recognizes it, and [`is_stale_temp_file`] says whether
-//! its owner is provably dead (a process of this host that no longer exists), the only case in
-//! which anyone but the owner may remove it. Two processes sharing a folder (two `gfa run` on
-//! one grid, or nodes of a cluster on a shared file system) therefore never delete each other's
-//! files in flight.
-use std::collections::hash_map::RandomState;
+//! new one, never a prefix of either. Temporary files are named by their owner,
+//! `.tmp.<pid>.<random>.<name>` (the extension stays last, for writers that choose the format
+//! by it); a killed writer may leave one behind, which [`is_temp_file`] recognizes and
+//! [`remove_dead_temp_files`] removes once its owner is provably gone, never while the owner
+//! may still rename it into place. Errors name the file.
 use std::fs::{self, File};
-use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Write `bytes` to `path` atomically and durably (see the module documentation). The folder
@@ -60,75 +52,29 @@ pub fn is_temp_file(name: &str) -> bool {
     name.starts_with(".tmp.")
 }
 
-/// The owner of a temporary file: its process id and the hash of its host's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TempOwner {
-    pub pid: u32,
-    pub host: u32,
+/// The process id that owns the temporary file `name`, when `name` is one.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(".tmp.")?.split('.').next()?.parse().ok()
 }
 
-impl TempOwner {
-    /// This process.
-    pub fn me() -> Self {
-        Self { pid: std::process::id(), host: host_hash() }
-    }
+/// Whether process `pid` has provably exited: it is not this process and the process table
+/// (`/proc` on Linux) has no entry for it. Where there is no `/proc`, nothing is provable and
+/// the answer is `false`.
+pub fn owner_is_dead(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
 
-    /// Provably dead: a process of this host (the id means nothing on another one) that is not
-    /// this process and does not exist. A live process, a process of another user, or any
-    /// process of another host is presumed alive.
-    pub fn is_dead(&self) -> bool {
-        if self.host != host_hash() || self.pid == std::process::id() {
-            return false;
+/// Remove the temporary files in `dir` whose owner has exited (a writer killed mid-write);
+/// those of live processes, this one included, are left to their owners.
+pub fn remove_dead_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_temp_file(&name) && temp_owner(&name).is_some_and(owner_is_dead) {
+            let _ = fs::remove_file(e.path());
         }
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else { return false };
-        // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-        !alive
     }
-}
-
-/// The owner named by a temporary file's name (`None` for other names, including those of the
-/// older `.tmp.<pid>.<n>.<name>` form, which are never removed).
-pub fn temp_owner(name: &str) -> Option<TempOwner> {
-    let rest = name.strip_prefix(".tmp.")?;
-    let mut parts = rest.splitn(4, '.');
-    let pid = parts.next()?.parse().ok()?;
-    let host = parts.next().filter(|h| h.len() == 8)?;
-    let host = u32::from_str_radix(host, 16).ok()?;
-    let random = parts.next().filter(|r| r.len() == 16)?;
-    u64::from_str_radix(random, 16).ok()?;
-    parts.next()?;
-    Some(TempOwner { pid, host })
-}
-
-/// Whether `name` is a temporary file whose writer is provably dead (see
-/// [`TempOwner::is_dead`]); only such a file may be removed by another process.
-pub fn is_stale_temp_file(name: &str) -> bool {
-    temp_owner(name).is_some_and(|o| o.is_dead())
-}
-
-/// Remove the temporary files in `dir` whose writers are provably dead; returns how many. Files
-/// of live writers, of other hosts and of unknown form stay.
-pub fn remove_stale_temp_files(dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .filter(|e| is_stale_temp_file(&e.file_name().to_string_lossy()))
-        .filter(|e| fs::remove_file(e.path()).is_ok())
-        .count()
-}
-
-/// A 32-bit hash of this host's name (stable across processes and runs).
-fn host_hash() -> u32 {
-    static HASH: OnceLock<u32> = OnceLock::new();
-    *HASH.get_or_init(|| {
-        let name = fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_default();
-        let digest = blake3::hash(name.trim().as_bytes());
-        u32::from_le_bytes(digest.as_bytes()[..4].try_into().expect("4 bytes"))
-    })
 }
 
 fn folder_of(path: &Path) -> PathBuf {
@@ -138,18 +84,16 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A temporary name next to `path` naming its owner (this process on this host) and 64 random
-/// bits, unique within this process and among processes. The bits come from the operating
-/// system's randomness through std's `RandomState` (they name a file; they never reach a
-/// result, so they need no seed).
+/// A temporary name next to `path`, named by its owner: this process's id and a random token
+/// (a fresh draw of the standard library's per-process random hash keys, mixed with a counter),
+/// unique within this process and among processes.
 fn temp_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let random = KEYS.get_or_init(RandomState::new).hash_one(n);
-    let me = TempOwner::me();
-    folder_of(path).join(format!(".tmp.{}.{:08x}.{random:016x}.{name}", me.pid, me.host))
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    folder_of(path).join(format!(".tmp.{}.{:016x}.{name}", std::process::id(), h.finish()))
 }
 
 #[cfg(test)]
@@ -223,49 +167,25 @@ mod tests {
     }
 
     #[test]
-    fn temporary_names_name_their_owner() {
-        let t = temp_path(Path::new("d/train.csv"));
-        let name = t.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(temp_owner(&name), Some(TempOwner::me()));
-        assert!(name.ends_with(".train.csv"), "{name}");
-        // Two names for one destination differ (the random part).
-        assert_ne!(t, temp_path(Path::new("d/train.csv")));
-        // Our own files are never stale; other forms are never removed.
-        assert!(!is_stale_temp_file(&name));
-        assert_eq!(temp_owner(".tmp.123.4.train.csv"), None);
-        assert_eq!(temp_owner("train.csv"), None);
-    }
-
-    /// A temporary file of a live process (this one, a child) or of another host stays; one of
-    /// an exited process of this host goes.
-    #[test]
-    fn only_provably_dead_owners_files_are_removed() {
+    fn only_the_temporary_files_of_exited_owners_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let live = child.id();
-        let mut dead_child = std::process::Command::new("true").spawn().unwrap();
-        let dead = dead_child.id();
-        dead_child.wait().unwrap();
-        let host = TempOwner::me().host;
-        let name = |pid: u32, host: u32| format!(".tmp.{pid}.{host:08x}.{:016x}.x.csv", 7u64);
-        let files = [
-            (name(std::process::id(), host), true),
-            (name(live, host), true),
-            (name(dead, host.wrapping_add(1)), true),
-            (name(dead, host), false),
-            (".tmp.1.2.x.csv".to_string(), true),
-        ];
-        for (f, _) in &files {
-            fs::write(dir.path().join(f), b"partial").unwrap();
-        }
-        assert_eq!(remove_stale_temp_files(dir.path()), 1);
-        for (f, stays) in &files {
-            assert_eq!(dir.path().join(f).exists(), *stays, "{f}");
-        }
-        child.kill().unwrap();
+        let mine = temp_path(&dir.path().join("a.csv"));
+        assert_eq!(
+            temp_owner(&mine.file_name().unwrap().to_string_lossy()),
+            Some(std::process::id())
+        );
+        fs::write(&mine, b"mine").unwrap();
+        // A process that has exited: a child that ran and was waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
         child.wait().unwrap();
-        // Once the live process is gone, its file is stale too.
-        assert!(is_stale_temp_file(&name(live, host)));
+        let dead = dir.path().join(format!(".tmp.{gone}.00ff.b.csv"));
+        fs::write(&dead, b"dead").unwrap();
+        remove_dead_temp_files(dir.path());
+        assert!(mine.exists(), "a live owner's temporary file was removed");
+        if Path::new("/proc/self").exists() {
+            assert!(!dead.exists(), "an exited owner's temporary file was kept");
+        }
     }
 
     #[test]

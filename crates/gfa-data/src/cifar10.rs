@@ -116,7 +116,14 @@ pub fn resolve_data_dir_from(cli: Option<&Path>, env: Option<OsString>) -> Resul
         first_given(cli, env, DATA_DIR_ENV, DEFAULT_DATA_DIR, "the default ./data");
     match locate(&path) {
         Some(loc) => Ok(loc.path().to_path_buf()),
-        None => Err(DataError::DataNotFound { path, origin }),
+        None => {
+            // A `data_batch_1.bin` that is a folder is reported as what it is.
+            let first = [path.join(TRAIN_FILES[0]), path.join(BATCHES_DIR).join(TRAIN_FILES[0])];
+            match first.iter().find_map(|p| DataError::not_a_file(p)) {
+                Some(e) => Err(e),
+                None => Err(DataError::DataNotFound { path, origin }),
+            }
+        }
     }
 }
 
@@ -160,7 +167,7 @@ pub fn load_dir(dir: &Path) -> Result<Splits> {
     for name in layout_files() {
         let path = dir.join(name);
         if !path.is_file() {
-            return Err(DataError::MissingFile { path });
+            return Err(DataError::not_a_file(&path).unwrap_or(DataError::MissingFile { path }));
         }
     }
     let (meta_path, meta) = read(META_FILE)?;

@@ -62,6 +62,15 @@ impl Dataset {
         }
     }
 
+    /// The records at `index` (an `i64` tensor of positions), in that order.
+    pub fn select(&self, index: &Tensor) -> Dataset {
+        Dataset {
+            images: self.images.index_select(0, index),
+            labels: self.labels.index_select(0, index),
+            classes: self.classes.clone(),
+        }
+    }
+
     /// Number of records of each class, indexed by label.
     pub fn class_counts(&self) -> Vec<i64> {
         let counts = self.labels.bincount::<Tensor>(None, self.classes.len() as i64);

@@ -31,6 +31,14 @@ pub enum DataError {
     )]
     MissingFile { path: PathBuf },
 
+    /// An entry of the official layout that is there but is not a file (a folder, …).
+    #[error(
+        "{path} is {what}, not a CIFAR-10 file: in a CIFAR-10 folder data_batch_1.bin … \
+         data_batch_5.bin, test_batch.bin and batches.meta.txt are files; move that entry away \
+         and {REFETCH_HINT}"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+
     /// A member of the official layout is not in the archive.
     #[error(
         "archive {archive} has no entry cifar-10-batches-bin/{entry}: it is not the CIFAR-10 \
@@ -156,6 +164,13 @@ pub enum DataError {
 impl DataError {
     /// Wraps an error reading a file of the CIFAR-10 layout: "not found" becomes
     /// [`DataError::MissingFile`], anything else [`DataError::Io`].
+    /// [`DataError::NotAFile`] when `path` exists but is not a file.
+    pub(crate) fn not_a_file(path: &std::path::Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok().filter(|m| !m.is_file())?;
+        let what = if meta.is_dir() { "a folder" } else { "not a regular file" };
+        Some(DataError::NotAFile { path: path.to_path_buf(), what })
+    }
+
     pub(crate) fn reading(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {

@@ -53,6 +53,13 @@ pub enum Command {
     GfaValue(GfaValueArgs),
     /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
     Landscape(LandscapeArgs),
+    /// What gfa runs on here: libtorch, CPU code path, threads, CUDA backend and GPUs, CIFAR-10,
+    /// the libtorch cache; and how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// gfa on CUDA against gfa on the CPU (same weights and points), and its GPU speed; what
+    /// scripts/gpu-check.sh runs.
+    #[command(name = "cuda-check")]
+    CudaCheck(CudaCheckArgs),
     /// Dataset utilities.
     Data {
         #[command(subcommand)]
@@ -179,6 +186,40 @@ pub struct PlanArgs {
     /// per run, each running `--only <id>`).
     #[arg(long)]
     pub tasks: Option<usize>,
+    /// Refuse (exit code 3, nothing written) when the grid would run on the CPU: for GPU-scale
+    /// grids.
+    #[arg(long)]
+    pub require_cuda: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// CIFAR-10 folder to look for (else $GFA_DATA_DIR, else data/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CudaCheckArgs {
+    /// Test points of the comparisons and of the APGD-CE timing.
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Timed training steps per case.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Append one JSON line per comparison and timing to this file.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Write the trained weights and the points here, for the PyTorch side of the timing.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Without a GPU: run every step on the CPU against itself, to check the plumbing
+    /// (proves nothing about CUDA).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +330,17 @@ pub enum LayersArg {
     Deep,
 }
 
+/// How the penalty's parameter gradient is computed (the `gradient` option of gfa, gnr and
+/// gfa_pgd_at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GradientArg {
+    /// Double backprop.
+    Exact,
+    /// Two ordinary backward passes, no double-backprop graph.
+    #[value(name = "finite_difference")]
+    FiniteDifference,
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// A run TOML (sections data, model, method, train; e.g. a run's config.toml);
@@ -310,6 +362,13 @@ pub struct TrainArgs {
     /// The penalty's tap set (default: deep for gfa, first for gnr).
     #[arg(long, value_enum)]
     pub layers: Option<LayersArg>,
+    /// The penalty's parameter gradient (gfa, gnr, gfa_pgd_at): exact (default) or
+    /// finite_difference.
+    #[arg(long, value_enum)]
+    pub gradient: Option<GradientArg>,
+    /// The finite difference's step, relative to each tap's norm, in (0, 1) (default 1e-3).
+    #[arg(long)]
+    pub fd_step: Option<f64>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -319,9 +378,13 @@ pub struct TrainArgs {
     /// Learning rate (default 0.1 for SGD, 1e-3 for Adam).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Hold out this many training images and keep the epoch with the best PGD-10 accuracy on
+    /// them as best.safetensors (`[train] validation = { n = N }`).
+    #[arg(long, value_name = "N")]
+    pub validation: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Output folder: train.csv, run.toml and the checkpoint files.
+    /// Output folder: train.csv, train_steps.csv, run.toml and the checkpoint files.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long)]
@@ -343,6 +406,10 @@ pub struct ModelArgs {
     /// A checkpoint folder (as written by gfa train --out or gfa run).
     #[arg(long, conflicts_with = "weights")]
     pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the robust checkpoint best.safetensors (a run trained with
+    /// validation) instead of the final weights.
+    #[arg(long, requires = "checkpoint")]
+    pub best: bool,
     /// A .safetensors weights file (needs --model, --width).
     #[arg(long)]
     pub weights: Option<PathBuf>,

@@ -17,11 +17,11 @@ use tch::{Device, Tensor};
 use toml::{Table, Value};
 
 use crate::cli::{
-    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, LandscapeArgs, LayersArg, ModelArgs,
+    DataArgs, DatasetArg, EvalArgs, GfaValueArgs, GradientArg, LandscapeArgs, LayersArg, ModelArgs,
     OptimizerKind, TrainArgs,
 };
 use crate::records::{EvalRow, LandscapeRow, RunKey, read_rows, write_rows};
-use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset, to_table};
+use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, to_table};
 use crate::stages;
 
 /// The file `gfa train` writes next to its checkpoint.
@@ -55,9 +55,30 @@ fn data_table(d: &DataArgs) -> Table {
     t
 }
 
+/// The flag of `gfa train` that sets a run key, for errors about values given as flags.
+const FLAG_OF: &[(&str, &str)] = &[
+    ("model.arch", "--model"),
+    ("model.width", "--width"),
+    ("method.kind", "--method"),
+    ("method.lambda", "--lambda"),
+    ("method.layers", "--layers"),
+    ("method.gradient", "--gradient"),
+    ("method.fd_step", "--fd-step"),
+    ("train.epochs", "--epochs"),
+    ("train.batch_size", "--batch-size"),
+    ("train.optimizer.lr", "--lr"),
+    ("data.n_train", "--n-train"),
+    ("data.n_test", "--n-test"),
+];
+
 fn type_check(t: &Table, origin: &str) -> Result<RunConfig> {
     RunConfig::from_table(t).map_err(|e| {
-        let mut msg = format!("{origin}: `{}`: {}", crate::spec::dotted(&e.path), e.message);
+        let key = crate::spec::dotted(&e.path);
+        let origin = match FLAG_OF.iter().find(|(k, _)| *k == key) {
+            Some((_, flag)) if origin == "flags" => *flag,
+            _ => origin,
+        };
+        let mut msg = format!("{origin}: `{key}`: {}", e.message);
         if let Some(s) = e.suggestion {
             let _ = write!(msg, "; did you mean `{s}`?");
         }
@@ -115,6 +136,9 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     if let Some(b) = a.batch_size {
         train.insert("batch_size".into(), Value::Integer(b as i64));
     }
+    if let Some(n) = a.validation {
+        train.insert("validation".into(), table(vec![("n", Value::Integer(n as i64))]));
+    }
     let mut t = Table::new();
     t.insert("model".into(), Value::Table(model));
     t.insert("method".into(), Value::Table(method));
@@ -123,8 +147,9 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
     Ok((type_check(&t, "flags")?, a.seed.unwrap_or(0)))
 }
 
-/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`); a flag
-/// the method has no option for, or a missing λ, is an error naming the method's options.
+/// The `[method]` table of `--method` and its option flags (`--lambda`, `--layers`,
+/// `--gradient`, `--fd-step`); a flag the method has no option for, or a missing λ, is an error
+/// naming the method's options.
 fn method_table(a: &TrainArgs) -> Result<Table> {
     let info = Method::info(&a.method)
         .ok_or_else(|| anyhow!("--method {}: not a method (gfa list methods)", a.method))?;
@@ -132,9 +157,15 @@ fn method_table(a: &TrainArgs) -> Result<Table> {
     let mut t = Table::new();
     t.insert("kind".into(), Value::String(a.method.clone()));
     let layers = a.layers.map(|l| if l == LayersArg::First { "first" } else { "deep" });
+    let gradient = a.gradient.map(|g| match g {
+        GradientArg::Exact => "exact",
+        GradientArg::FiniteDifference => "finite_difference",
+    });
     let flags = [
         ("lambda", "--lambda", a.lambda.map(Value::Float)),
         ("layers", "--layers", layers.map(|w| Value::String(w.into()))),
+        ("gradient", "--gradient", gradient.map(|g| Value::String(g.into()))),
+        ("fd_step", "--fd-step", a.fd_step.map(Value::Float)),
     ];
     for (key, flag, value) in flags {
         match value {
@@ -163,11 +194,12 @@ fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
 
 /// `gfa train`.
 pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
+    // Everything that can refuse the command is checked before the first write, so a refused
+    // `gfa train` leaves --out as it was (its run.toml still describes its checkpoint).
     let (cfg, seed) = train_config(a)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut snapshot = to_table(&cfg);
-    snapshot.insert("seed".into(), Value::Integer(seed as i64));
-    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {}: is a file, not a folder; pick another --out", a.out.display());
+    }
     if !a.resume && checkpoint::exists(&a.out) {
         bail!(
             "{} already holds a checkpoint; pass --resume to continue it or pick another --out",
@@ -175,18 +207,23 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
         );
     }
     let splits = stages::load_data(&cfg.data)?;
+    stages::check_train(&cfg, &splits, seed, &a.out, a.resume)?;
+    let mut snapshot = to_table(&cfg);
+    snapshot.insert("seed".into(), Value::Integer(seed as i64));
+    write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let dev = gfa_core::device::device_name(device);
-    let (key, csv) = (key_for(&cfg, &a.out, seed), a.out.join("train.csv"));
-    let target =
-        stages::TrainTarget { run_id: &run_id, seed, ckpt: &a.out, resume: a.resume };
-    let mut write = stages::train_csv_writer(&key, &a.out, &csv, &dev);
+    let key = key_for(&cfg, &a.out, seed);
+    let target = stages::TrainTarget { run_id: &run_id, seed, ckpt: &a.out, resume: a.resume };
+    let mut write = stages::train_csv_writer(&key, &a.out, &a.out, &dev);
     let (_, records) = stages::train_model(&cfg, &splits, target, device, &mut write)?;
-    let rows = stages::train_rows(&key, &records, &dev);
-    write_rows(&csv, &rows)?;
+    let rows = stages::write_train_csvs(&a.out, &key, &records, &dev)?;
     println!("epoch  lr        train_loss  train_acc  test_acc  terms");
     for (r, rec) in rows.iter().zip(&records) {
-        let terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        let mut terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        if let Some(v) = rec.validation {
+            terms.push(format!("val_clean={:.4} val_robust={:.4}", v.clean_acc, v.robust_acc));
+        }
         println!(
             "{:<5}  {:<8.4}  {:<10.4}  {:<9.4}  {:<8}  {}",
             r.epoch,
@@ -197,7 +234,14 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
             terms.join(" ")
         );
     }
-    println!("wrote {} and the checkpoint", a.out.join("train.csv").display());
+    if let Some(best) = records.last().and_then(|r| r.best_epoch) {
+        println!("best.safetensors: epoch {best} (best robust accuracy on the held-out images)");
+    }
+    println!(
+        "wrote {}, {} and the checkpoint",
+        a.out.join("train.csv").display(),
+        a.out.join(stages::TRAIN_STEPS).display()
+    );
     Ok(())
 }
 
@@ -210,14 +254,42 @@ fn load_model(
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits)> {
     if let Some(dir) = &m.checkpoint {
-        let model = checkpoint::load(dir, checkpoint::FINAL, device)
-            .or_else(|_| checkpoint::load(dir, checkpoint::LAST, device))
-            .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
-        let run = std::fs::read_to_string(dir.join(RUN_TOML)).ok().and_then(|text| {
-            let mut t: Table = toml::from_str(&text).ok()?;
-            t.remove("seed");
-            RunConfig::from_table(&t).ok()
-        });
+        checkpoint::check_dir(dir)?;
+        // With --best the robust checkpoint; else the final weights of a finished run, or the
+        // last epoch's of one in progress.
+        let weights = if m.best {
+            checkpoint::BEST
+        } else if dir.join(checkpoint::FINAL).exists() {
+            checkpoint::FINAL
+        } else {
+            checkpoint::LAST
+        };
+        let model = checkpoint::load(dir, weights, device).with_context(|| {
+            if m.best {
+                format!(
+                    "loading the robust checkpoint {} (written only by runs trained with \
+                     validation: gfa train --validation N, [train] validation)",
+                    dir.join(checkpoint::BEST).display()
+                )
+            } else {
+                format!("loading the checkpoint in {}", dir.display())
+            }
+        })?;
+        // The run's settings (its data above all); a run.toml that does not read is an error
+        // unless the flags name the data, never a silent fall back to the default data.
+        let path = dir.join(RUN_TOML);
+        let run = match std::fs::read_to_string(&path) {
+            Err(_) => None,
+            Ok(text) => match read_run_toml(&text) {
+                Ok(run) => Some(run),
+                Err(_) if data_given(flags) => None,
+                Err(e) => bail!(
+                    "{}: {e}; it names the data the checkpoint was trained on: fix it, or name \
+                     the data with --data / --dataset / --synthetic",
+                    path.display()
+                ),
+            },
+        };
         let data = stages::load_data(&data_for(flags, run.as_ref()))?;
         stages::check_input(&model, &data.test)?;
         return Ok((model, run, data));
@@ -225,8 +297,7 @@ fn load_model(
     let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
     let data = stages::load_data(&data_for(flags, None))?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
-    let named = Tensor::read_safetensors(w)
-        .with_context(|| format!("reading weights from {}", w.display()))?;
+    let named = checkpoint::read_tensors(w)?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
         (Some(flag), Some(file)) if !flag.same_as(&file, spec.channels()) => bail!(
             "{} normalizes its inputs with {file} (its normalize.mean / normalize.std), but \
@@ -258,13 +329,22 @@ pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
     crate::spec::typed(&t).map_err(|e| anyhow!("--model/--width: {}", e.message))
 }
 
+/// A `run.toml` of `gfa train` (its sections and seed).
+fn read_run_toml(text: &str) -> Result<RunConfig> {
+    let mut t: Table = toml::from_str(text).map_err(|e| anyhow!("{}", e.message().trim()))?;
+    t.remove("seed");
+    RunConfig::from_table(&t)
+        .map_err(|e| anyhow!("`{}`: {}", crate::spec::dotted(&e.path), e.message))
+}
+
+/// Whether the flags name the data (else a checkpoint's run.toml does).
+fn data_given(flags: &DataArgs) -> bool {
+    flags.synthetic || flags.dataset.is_some() || flags.data.is_some() || flags.n_test.is_some()
+}
+
 fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
-    let given = flags.synthetic
-        || flags.dataset.is_some()
-        || flags.data.is_some()
-        || flags.n_test.is_some();
     match run {
-        Some(r) if !given => r.data.clone(),
+        Some(r) if !data_given(flags) => r.data.clone(),
         _ => DataConfig {
             source: source_of(flags),
             dir: flags.data.as_ref().map(|d| d.display().to_string()),
@@ -307,7 +387,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         t.insert("norm".into(), Value::String(a.norm.clone()));
         t.insert("eps".into(), Value::Array(eps.clone()));
         let entry = AttackEntry::from_table(&t).map_err(|e| {
-            let mut msg = format!("--attacks {kind}: {}", e.message);
+            let flag = match e.path.first().map(String::as_str) {
+                Some("eps") => "--eps".to_string(),
+                Some("norm") => "--norm".to_string(),
+                _ => format!("--attacks {kind}"),
+            };
+            let mut msg = format!("{flag}: {}", e.message);
             if let Some(s) = e.suggestion {
                 let _ = write!(msg, "; did you mean `{s}`?");
             }
@@ -318,9 +403,17 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     if attacks.is_empty() {
         bail!("--attacks: name at least one attack (gfa list attacks)");
     }
+    for entry in &attacks {
+        entry.check_eps(model.spec.input).map_err(|e| anyhow!("--eps: {}", e.message))?;
+    }
+    for (flag, v) in [("--n", a.n), ("--batch-size", a.batch_size)] {
+        if v == 0 {
+            bail!("{flag}: must be at least 1, got 0");
+        }
+    }
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
-    let ecfg = EvalConfig { n, subset: Subset::All, batch_size: a.batch_size, individual: true };
+    let ecfg = EvalConfig { n, batch_size: a.batch_size, ..EvalConfig::default() };
     let out_dir =
         a.model.checkpoint.clone().or_else(|| a.model.weights.clone()).unwrap_or_default();
     let key = match &run {
@@ -335,7 +428,7 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     };
     let dev = gfa_core::device::device_name(device);
     let suite = stages::Suite { attacks: &attacks, eval: &ecfg, seed: a.seed };
-    let rows = stages::eval_rows(&model, (&x, &y), None, suite, &key, &dev, &mut |_| {})?;
+    let rows = stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev, &mut |_| {})?.eval;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

@@ -131,17 +131,23 @@ fn utc_date(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Whether `row` is an AutoAttack row (the registry's facts of its kind).
+fn is_autoattack(row: &EvalRow) -> bool {
+    gfa_attacks::registry::facts(&row.kind)
+        .is_some_and(|f| f.algorithm == gfa_attacks::Algorithm::AutoAttack)
+}
+
 /// Whether `row` is AutoAttack in its standard version with the reference preset.
 fn is_standard_autoattack(row: &EvalRow) -> bool {
     let version = serde_json::from_str::<serde_json::Value>(&row.attack_config)
         .ok()
         .and_then(|v| v.get("version").and_then(|s| s.as_str().map(String::from)));
-    row.kind == "autoattack" && row.preset == "reference" && version.as_deref() == Some("standard")
+    is_autoattack(row) && row.preset == "reference" && version.as_deref() == Some("standard")
 }
 
 /// The AutoAttack row to report, chosen by `--eps` / `--norm` when there are several.
 fn autoattack_row<'r>(rows: &'r [EvalRow], a: &RobustbenchArgs, csv: &Path) -> Result<&'r EvalRow> {
-    let aa: Vec<&EvalRow> = rows.iter().filter(|r| r.kind == "autoattack").collect();
+    let aa: Vec<&EvalRow> = rows.iter().filter(|r| is_autoattack(r)).collect();
     let how_to_run = "run it with `[[attacks]] kind = \"autoattack\"` (gfa run) or `gfa eval \
                       --attacks autoattack --csv <run_dir>/eval.csv`";
     if aa.is_empty() {

@@ -181,6 +181,17 @@ impl ExperimentSpec {
                 ));
             }
         };
+        if file.base.is_empty() && file.grid.is_empty() && file.zip.is_empty() {
+            return Err(self.error_at(
+                &[],
+                "the file describes no run (no [base], [grid] or [[zip]]), so every setting \
+                 would be a default: add a [base] section naming at least the data, model and \
+                 method, e.g. [base.data] source = \"cifar10\", [base.model] arch = \"cnn\", \
+                 [base.method] kind = \"standard\" (see experiments/README.md)"
+                    .into(),
+                None,
+            ));
+        }
         self.description = file.description;
         if file.run.jobs == Some(0) {
             let message = "expected the number of runs `gfa run` works at once, at least 1";
@@ -427,6 +438,13 @@ impl ExperimentSpec {
                 axes.push((dotted(&axis.key), value_text(&v)));
             }
             let config = RunConfig::from_table(&table).map_err(|e| self.locate(combo, e))?;
+            if table.get("eval").and_then(Value::as_table).is_some_and(|e| e.contains_key("n")) {
+                config.eval.check_n(&config.data).map_err(|e| self.locate(combo, e))?;
+            }
+            for (i, a) in self.attacks.iter().enumerate() {
+                a.check_eps(config.image_shape())
+                    .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
+            }
             for &seed in &self.seeds {
                 let canonical = canonical_spec(&config, seed, &attacks);
                 let run_id = run_id_of(&canonical);
@@ -644,18 +662,11 @@ impl RunSpec {
     }
 }
 
-fn int_at(t: &Table, key: &str) -> Option<f64> {
-    match t.get(key) {
-        Some(Value::Integer(i)) => Some(*i as f64),
-        Some(Value::Float(f)) => Some(*f),
-        _ => None,
-    }
-}
-
 /// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
 /// image): training epochs × training points × the method's gradients per step
 /// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
-/// gradients (or queries) per point × eps values.
+/// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
+/// minimum-norm attack).
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
@@ -669,28 +680,9 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     let mut total = n_train * epochs * c.method.grads_per_step();
     let n_eval = c.eval.n as f64;
     for a in &run.attacks {
-        let compat = a.preset == "torchattacks";
-        let steps = int_at(&a.config, "steps");
-        let restarts = int_at(&a.config, "restarts").unwrap_or(1.0);
-        let per_point = match a.kind.as_str() {
-            "fgsm" => 1.0,
-            "pgd" => steps.unwrap_or(if compat { 10.0 } else { 20.0 }) * restarts,
-            "apgd-ce" | "apgd-dlr" => steps.unwrap_or(if compat { 10.0 } else { 100.0 }) * restarts,
-            "apgd-t" => 9.0 * steps.unwrap_or(if compat { 10.0 } else { 100.0 }),
-            "square" => int_at(&a.config, "queries").unwrap_or(5000.0) / 3.0,
-            "autoattack" => 100.0 + 900.0 + 900.0 + 5000.0 / 3.0,
-            "deepfool" => 10.0 * steps.unwrap_or(50.0),
-            "cw" | "ead" => 9.0 * steps.unwrap_or(if compat { 100.0 } else { 1000.0 }),
-            "noise" => 10.0,
-            "transfer" => 100.0,
-            _ => 1.0,
-        };
-        let per_eps = if crate::spec::MIN_NORM_KINDS.contains(&a.kind.as_str()) && a.kind != "fab" {
-            1.0
-        } else {
-            a.eps.len().max(1) as f64
-        };
-        total += n_eval * per_point * per_eps;
+        // A minimum-norm attack runs once and is thresholded at each of its budgets.
+        let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
+        total += n_eval * a.spec.cost_per_point() * runs as f64;
     }
     total / 1e6
 }

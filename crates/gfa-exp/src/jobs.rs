@@ -104,6 +104,9 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     let selected = runner::select(&runs, &opts).len();
     let jobs = Jobs::resolve(args, spec.jobs, selected, device, cores())?;
     let exp = crate::write_plan(&spec, &runs, &args.grid.results)?;
+    if !args.worker {
+        crate::announce(device)?;
+    }
     if let Some(t) = jobs.threads {
         tch::set_num_threads(t as i32);
     }
@@ -131,7 +134,7 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
             summary.locked.len()
         );
         for (id, e) in &summary.failed {
-            println!("failed {id}: {e}");
+            eprintln!("failed {id}: {e}");
         }
     }
     Ok(if summary.failed.is_empty() { 0 } else { 1 })
@@ -168,8 +171,8 @@ impl Pool<'_> {
     /// The parallel counterpart of [`runner::run_grid`]: the same phases and summary.
     fn run_grid(&self, runs: &[RunSpec], opts: &RunOptions) -> Result<RunSummary> {
         let selected = runner::select(runs, opts);
-        let compare = opts.train_only
-            || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+        let compare =
+            opts.train_only || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
         let two_phases = compare && !opts.train_only;
         let threads = match self.jobs.threads {
             Some(t) => format!("{t} libtorch thread{} each", if t == 1 { "" } else { "s" }),

@@ -11,10 +11,16 @@
 //!    each stage's CSV atomically with a marker, so runs resume after a kill ([`records`]).
 //! 4. [`report`] aggregates over seeds into `summary.csv` and the Markdown tables T1–T4;
 //!    [`plot`] draws the figures. Both read only CSVs.
+//!
+//! Around it: [`calibrate`] turns a plan's image-gradient counts into hours on the chosen
+//! device, [`doctor`] says what gfa runs on here, [`cuda_check`] checks CUDA against the CPU.
 
 pub mod build_info;
+pub mod calibrate;
 pub mod cli;
 pub mod commands;
+pub mod cuda_check;
+pub mod doctor;
 pub mod export;
 pub mod fault;
 pub mod grid;
@@ -25,11 +31,13 @@ pub mod masking;
 pub mod monitor;
 pub mod overrides;
 pub mod plot;
+pub mod points;
 pub mod records;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod stages;
+pub mod stats;
 pub mod store;
 
 use std::fmt::Write as _;
@@ -47,7 +55,7 @@ use crate::store::{ExperimentDir, write_if_changed};
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Plan(args) => plan(&args).map(|_| 0),
+        Command::Plan(args) => plan(&args, cli.device),
         Command::Run(args) => jobs::run_command(&args, cli.device),
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
@@ -69,8 +77,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             list(args.what);
             Ok(0)
         }
-        Command::Train(args) => commands::train(&args, cli.device.resolve()?).map(|_| 0),
-        Command::Eval(args) => commands::eval(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Train(args) => commands::train(&args, announce(cli.device)?).map(|_| 0),
+        Command::Eval(args) => commands::eval(&args, announce(cli.device)?).map(|_| 0),
+        Command::Doctor(args) => {
+            let report = doctor::collect(args.data.as_deref());
+            if args.json {
+                println!("{}", doctor::to_json(&report));
+            } else {
+                print!("{}", doctor::render(&report));
+            }
+            Ok(0)
+        }
+        Command::CudaCheck(args) => cuda_check::command(&args, cli.device),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
         Command::Data { command: DataCommand::Fetch { dataset, dir } } => {
@@ -115,6 +133,18 @@ fn fetch(dataset: DatasetArg, dir: Option<std::path::PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Resolve the device and say on stdout where the work runs (the first line of `gfa run`,
+/// `train` and `eval`); `--device auto` falling back to the CPU on a machine with an NVIDIA
+/// driver also warns on stderr.
+pub(crate) fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
+    let device = choice.resolve()?;
+    println!("device: {}", gfa_core::device::describe(device));
+    if let Some(w) = gfa_core::device::auto_fallback_warning(choice, device) {
+        eprintln!("{w}");
+    }
+    Ok(device)
+}
+
 /// Load and expand an experiment file.
 pub fn load(file: &Path, set: &[String]) -> Result<(ExperimentSpec, Vec<RunSpec>)> {
     let spec = ExperimentSpec::load(file, set)?;
@@ -141,8 +171,8 @@ pub fn write_plan(
     Ok(exp)
 }
 
-/// The numbered table `gfa plan` prints.
-pub fn plan_table(runs: &[RunSpec]) -> String {
+/// The numbered table `gfa plan` prints (with each run's estimated hours when calibrated).
+pub fn plan_table(runs: &[RunSpec], cal: Option<&calibrate::Calibration>) -> String {
     let mut keys: Vec<String> = Vec::new();
     for r in runs {
         for (k, _) in &r.axes {
@@ -154,6 +184,9 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
     let mut header = vec!["#".to_string(), "run_id".into(), "seed".into()];
     header.extend(keys.iter().cloned());
     header.push("est. cost (M grad)".into());
+    if let Some(c) = cal {
+        header.push(format!("est. h ({})", gfa_core::device::device_name(c.device)));
+    }
     let mut rows = vec![header];
     for r in runs {
         let mut row = vec![r.index.to_string(), r.run_id.clone(), r.seed.to_string()];
@@ -163,6 +196,9 @@ pub fn plan_table(runs: &[RunSpec]) -> String {
             );
         }
         row.push(fmt_cost(grid::estimate_cost(r)));
+        if let Some(c) = cal {
+            row.push(calibrate::fmt_hours(c.hours(r)));
+        }
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -188,18 +224,39 @@ fn fmt_cost(x: f64) -> String {
     }
 }
 
-fn plan(args: &PlanArgs) -> Result<()> {
+fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-    let exp = write_plan(&spec, &runs, &args.grid.results)?;
-    print!("{}", plan_table(&runs));
+    let device = choice.resolve()?;
+    let cal = calibrate::calibrate(&runs, device)?;
+    print!("{}", plan_table(&runs, Some(&cal)));
     let total: f64 = runs.iter().map(grid::estimate_cost).sum();
+    let hours: f64 = runs.iter().map(|r| cal.hours(r)).sum();
+    let dev = gfa_core::device::device_name(device);
     println!(
-        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients",
+        "{} runs of experiment `{}` ({} attacks each); total est. cost {} M image-gradients, \
+         about {} on {dev}",
         runs.len(),
         spec.name,
         spec.attacks.len(),
-        fmt_cost(total)
+        fmt_cost(total),
+        calibrate::fmt_hours(hours)
     );
+    println!("  (calibrated on {dev}: {})", cal.summary());
+    if args.require_cuda && !device.is_cuda() {
+        let why = match gfa_core::device::load_cuda_backend() {
+            Err(e) => format!("libtorch's CUDA backend did not load ({e})"),
+            Ok(()) => "libtorch's CUDA backend sees no GPU".into(),
+        };
+        eprintln!(
+            "error: refusing to run `{}` on the CPU: it is a GPU-scale grid (about {} on {dev}) \
+             and no CUDA device is usable: {why}. `gfa doctor` says what is missing. To run it \
+             on the CPU anyway, drop --require-cuda (make reproduce: DEVICE=cpu make reproduce).",
+            spec.name,
+            calibrate::fmt_hours(hours)
+        );
+        return Ok(3);
+    }
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
     println!("wrote {}", exp.manifest().display());
     if args.emit == Some(Emit::Slurm) {
         let script = slurm_script(
@@ -214,7 +271,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
         write_atomic(&p, script.as_bytes())?;
         println!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(0)
 }
 
 fn shell_quote(s: &str) -> String {
@@ -280,8 +337,13 @@ fn list(what: ListWhat) {
         }
         ListWhat::Methods => {
             for m in gfa_core::Method::list() {
+                let also = if m.unwritten.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n            also: {}", m.unwritten.join(", "))
+                };
                 println!(
-                    "{:<11} {:>4} grad/step  {}\n            e.g. {}",
+                    "{:<11} {:>4} grad/step  {}\n            e.g. {}{also}",
                     m.kind,
                     m.grads_per_step,
                     m.summary,
@@ -292,10 +354,14 @@ fn list(what: ListWhat) {
         ListWhat::Attacks => {
             for a in gfa_attacks::registry::list() {
                 let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
+                let f = a.facts;
                 println!(
-                    "{:<11} {:?} norms: {}  defaults: {}",
+                    "{:<11} {} ({:?}, {:?}, {:?}) norms: {}  defaults: {}",
                     a.kind,
-                    a.family,
+                    f.algorithm.name(),
+                    f.family,
+                    f.access,
+                    f.steps,
                     norms.join(","),
                     a.defaults
                 );

@@ -1,4 +1,4 @@
-//! Gradient-masking checks of SPEC §6, as a pure function from one run's eval records to
+//! Gradient-masking checks (docs/method.md §7), as a pure function from one run's eval records to
 //! `checks.csv` rows.
 //!
 //! A defense whose gains come from gradient masking (Athalye, Carlini & Wagner 2018, "Obfuscated
@@ -8,7 +8,7 @@
 //! (norm, eps) and gives `pass`, `flag` or `skip` (the suite lacks the attacks it needs), with
 //! the numbers behind it. Accuracies are fractions; "1 pt" is 0.01.
 
-use serde_json::Value as Json;
+use gfa_attacks::{Access, Algorithm, AttackSpec, Facts, Loss};
 
 use crate::records::{CheckRow, EvalRow, RunKey};
 
@@ -46,7 +46,7 @@ impl Verdict {
     }
 }
 
-/// Tolerances of SPEC §6, in accuracy fractions.
+/// Tolerances of the checks (docs/method.md §7), in accuracy fractions.
 pub const ITERATIVE_TOL: f64 = 0.01;
 pub const LARGE_EPS_MAX_ACC: f64 = 0.01;
 pub const LARGE_EPS_MIN: f64 = 64.0 / 255.0;
@@ -59,32 +59,21 @@ pub const COLLAPSE_MARGIN: f64 = 0.05;
 
 const EPS_TOL: f64 = 1e-6;
 
-fn config(r: &EvalRow) -> Json {
-    serde_json::from_str(&r.attack_config).unwrap_or(Json::Null)
+/// The registry's facts of the row's attack (`None`: a kind this build does not know, e.g. a row
+/// of an older results folder; such rows count for no check).
+fn facts(r: &EvalRow) -> Option<Facts> {
+    gfa_attacks::registry::facts(&r.kind)
 }
 
-fn num(j: &Json, k: &str) -> Option<f64> {
-    j.get(k).and_then(Json::as_f64)
+/// A white-box attack (input gradients of the evaluated model).
+fn white_box(r: &EvalRow) -> bool {
+    facts(r).is_some_and(|f| f.white_box())
 }
 
-/// Whether the attack uses a margin (DLR / CW) loss rather than cross-entropy.
-fn loss_of(r: &EvalRow) -> Option<&'static str> {
-    let cfg = config(r);
-    let loss = cfg.get("loss").and_then(Json::as_str).map(str::to_lowercase);
-    let name = r.attack.to_lowercase();
-    match loss.as_deref() {
-        Some("ce") => Some("ce"),
-        Some("dlr" | "cw" | "margin") => Some("margin"),
-        _ if name.contains("dlr") || name.contains("margin") || name.ends_with("cw") => {
-            Some("margin")
-        }
-        _ if name.ends_with("ce") => Some("ce"),
-        _ => None,
-    }
-}
-
-fn is_white_box(kind: &str) -> bool {
-    !matches!(kind, "square" | "transfer" | "noise")
+/// The attack's work per point, from its settings and the registry's cost model.
+fn effort(r: &EvalRow) -> Option<f64> {
+    let spec = AttackSpec::from_config_json(&r.kind, &r.attack_config).ok()?;
+    Some(spec.cost_per_point())
 }
 
 /// The (norm, eps) points present in the rows, sorted by norm then eps.
@@ -157,16 +146,27 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
-fn kind(k: &'static str) -> impl Fn(&EvalRow) -> bool {
-    move |r: &EvalRow| indiv(r) && r.kind == k
+/// Individual rows of `algorithm`.
+fn algorithm(a: Algorithm) -> impl Fn(&EvalRow) -> bool {
+    move |r: &EvalRow| indiv(r) && facts(r).is_some_and(|f| f.algorithm == a)
 }
 
-/// Iterative white-box attacks (PGD, APGD).
+/// Individual rows of attacks with `access`.
+fn access(a: Access) -> impl Fn(&EvalRow) -> bool {
+    move |r: &EvalRow| indiv(r) && facts(r).is_some_and(|f| f.access == a)
+}
+
+/// Individual rows of iterative white-box fixed-budget attacks (PGD, APGD, AutoAttack).
 fn iterative(r: &EvalRow) -> bool {
-    indiv(r) && matches!(r.kind.as_str(), "pgd" | "apgd" | "apgd-ce" | "apgd-dlr")
+    indiv(r) && facts(r).is_some_and(|f| f.white_box() && f.iterative() && !f.minimum_norm())
 }
 
-/// All SPEC §6 checks for one run, plus a verdict row. `rows` are that run's eval rows.
+/// Iterative white-box rows whose attack maximizes `loss`.
+fn with_loss(loss: Loss) -> impl Fn(&EvalRow) -> bool {
+    move |r: &EvalRow| iterative(r) && facts(r).is_some_and(|f| f.loss == Some(loss))
+}
+
+/// All nine masking checks for one run, plus a verdict row. `rows` are that run's eval rows.
 pub fn masking_checks(
     key: &RunKey,
     rows: &[EvalRow],
@@ -180,9 +180,10 @@ pub fn masking_checks(
     b.push(
         3,
         "black_box_not_better",
-        not_better_than_white_box(rows, &pts, "square", BLACK_BOX_TOL),
+        not_better_than_white_box(rows, &pts, Access::BlackBox, BLACK_BOX_TOL),
     );
-    b.push(4, "transfer_not_better", not_better_than_white_box(rows, &pts, "transfer", 0.0));
+    let transfer = not_better_than_white_box(rows, &pts, Access::Surrogate, 0.0);
+    b.push(4, "transfer_not_better", transfer);
     b.push(5, "more_steps_no_gain", more_steps_no_gain(rows, &pts));
     b.push(6, "ce_margin_agree", ce_margin_agree(rows, &pts));
     b.push(7, "noise_not_better", noise_not_better(rows, &pts));
@@ -195,8 +196,8 @@ pub fn masking_checks(
 fn iterative_beats_single_step(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let c1 = worst(pts, |n, e| {
         Some((
-            min_acc(rows, n, e, kind("pgd"))?,
-            min_acc(rows, n, e, kind("fgsm"))? + ITERATIVE_TOL,
+            min_acc(rows, n, e, algorithm(Algorithm::Pgd))?,
+            min_acc(rows, n, e, algorithm(Algorithm::Fgsm))? + ITERATIVE_TOL,
         ))
     });
     c1.map(|(pgd, thr, at)| {
@@ -216,36 +217,39 @@ fn large_eps_breaks_model(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Ou
     })
 }
 
-/// Checks 3 and 4: Square (black box) must not beat the white-box suite by > 0.5 pt, transfer
-/// must not beat it at all.
+/// Checks 3 and 4: a black-box attack (Square) must not beat the white-box suite by > 0.5 pt, a
+/// transfer attack (surrogate gradients) must not beat it at all.
 fn not_better_than_white_box(
     rows: &[EvalRow],
     pts: &[(String, f64, String)],
-    k: &'static str,
+    other: Access,
     tol: f64,
 ) -> Outcome {
     let c = worst(pts, |n, e| {
-        let wb = min_acc(rows, n, e, |r| is_white_box(&r.kind))?;
-        Some((wb - tol, min_acc(rows, n, e, kind(k))?))
+        let wb = min_acc(rows, n, e, white_box)?;
+        Some((wb - tol, min_acc(rows, n, e, access(other))?))
     });
+    let label = match other {
+        Access::BlackBox => "black-box attack",
+        Access::Surrogate => "transfer attack",
+        Access::Random => "random noise",
+        Access::WhiteBox => "white-box attack",
+    };
     c.map(|(lhs, other, at)| {
         let wb = lhs + tol;
-        let d = format!("{at}: {k} {} vs white-box worst case {}", pct(other), pct(wb));
+        let d = format!("{at}: {label} {} vs white-box worst case {}", pct(other), pct(wb));
         (other < lhs, other, lhs, d)
     })
 }
 
-/// Check 5: PGD with more steps × restarts must not be weaker (higher accuracy) by > 2 pts
-/// than the PGD with the fewest.
+/// Check 5: PGD with more work (steps × restarts, the registry's cost model) must not be weaker
+/// (higher accuracy) by > 2 pts than the PGD with the least.
 fn more_steps_no_gain(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
-    let effort = |r: &EvalRow| {
-        let c = config(r);
-        Some(num(&c, "steps")? * num(&c, "restarts").unwrap_or(1.0))
-    };
+    let pgd = algorithm(Algorithm::Pgd);
     let c5 = worst(pts, |n, e| {
         let pgd: Vec<(f64, f64)> = rows
             .iter()
-            .filter(|r| indiv(r) && r.kind == "pgd" && r.norm == n)
+            .filter(|r| pgd(r) && r.norm == n)
             .filter(|r| r.eps.is_some_and(|x| (x - e).abs() < EPS_TOL))
             .filter_map(|r| Some((effort(r)?, r.robust_acc?)))
             .collect();
@@ -268,8 +272,8 @@ fn ce_margin_agree(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let c6 = pts
         .iter()
         .filter_map(|(n, e, t)| {
-            let ce = min_acc(rows, n, *e, |r| iterative(r) && loss_of(r) == Some("ce"))?;
-            let mg = min_acc(rows, n, *e, |r| iterative(r) && loss_of(r) == Some("margin"))?;
+            let ce = min_acc(rows, n, *e, with_loss(Loss::Ce))?;
+            let mg = min_acc(rows, n, *e, with_loss(Loss::Margin))?;
             Some((ce, mg, format!("{n} eps={t}")))
         })
         .max_by(|a, b| (a.0 - a.1).abs().total_cmp(&(b.0 - b.1).abs()));
@@ -282,7 +286,7 @@ fn ce_margin_agree(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
 /// 7. Noise must not beat PGD (iterative white-box).
 fn noise_not_better(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
     let c7 = worst(pts, |n, e| {
-        Some((min_acc(rows, n, e, iterative)?, min_acc(rows, n, e, kind("noise"))?))
+        Some((min_acc(rows, n, e, iterative)?, min_acc(rows, n, e, access(Access::Random))?))
     });
     c7.map(|(pgd, noise, at)| {
         let d = format!("{at}: noise {} vs PGD {}", pct(noise), pct(pgd));
@@ -373,9 +377,9 @@ mod tests {
     fn healthy_model_passes() {
         let rows = vec![
             row("fgsm", E8, 0.50, "{}"),
-            row("pgd", E8, 0.40, r#"{"steps":20,"loss":"ce"}"#),
-            row("pgd", E8, 0.39, r#"{"steps":100,"restarts":5,"loss":"ce"}"#),
-            row("apgd", E8, 0.40, r#"{"loss":"dlr"}"#),
+            row("pgd", E8, 0.40, r#"{"steps":20}"#),
+            row("pgd", E8, 0.39, r#"{"steps":100,"restarts":5}"#),
+            row("apgd-dlr", E8, 0.40, "{}"),
             row("square", E8, 0.45, "{}"),
             row("transfer", E8, 0.60, "{}"),
             row("noise", E8, 0.78, "{}"),
@@ -399,9 +403,9 @@ mod tests {
         let rows = vec![
             row("fgsm", E8, 0.20, "{}"),
             // Even the strongest PGD (0.30) is worse than FGSM + 1 pt.
-            row("pgd", E8, 0.45, r#"{"steps":20,"loss":"ce"}"#),
-            row("pgd", E8, 0.30, r#"{"steps":100,"restarts":5,"loss":"ce"}"#),
-            row("apgd", E8, 0.60, r#"{"loss":"dlr"}"#),
+            row("pgd", E8, 0.45, r#"{"steps":20}"#),
+            row("pgd", E8, 0.30, r#"{"steps":100,"restarts":5}"#),
+            row("apgd-dlr", E8, 0.60, "{}"),
             row("square", E8, 0.10, "{}"), // black box beats white box
             row("transfer", E8, 0.15, "{}"),
             row("noise", E8, 0.05, "{}"),

@@ -7,8 +7,8 @@
 //!   `landscape.csv`;
 //! - [`tradeoff`]: clean and worst-case robust accuracy over λ, per (model, method, eps);
 //! - [`training_curves`]: training loss and test accuracy per epoch;
-//! - [`norm_distributions`]: histograms of the per-sample perturbation norms of minimum-norm
-//!   attacks, from `norms.csv`.
+//! - [`norm_distributions`]: cumulative distributions of the per-point minimum perturbation
+//!   norms of minimum-norm attacks, from `norms.csv`, standard training's median marked.
 //!
 //! PNG text is drawn with the bundled DejaVu Sans (assets/, Bitstream Vera license) through
 //! plotters' `ab_glyph` backend, so no system font or fontconfig is needed.
@@ -24,7 +24,7 @@ use plotters::style::FontStyle;
 
 use crate::cli::PlotFormat;
 use crate::records::{EvalRow, LandscapeRow, NormRow, TrainRow, read_rows};
-use crate::report::{Results, Stat, labels, protocol};
+use crate::report::{Budget, Results, Stat, WorstKey, labels, protocol};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -55,9 +55,10 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e}")
 }
 
-/// Series colors (Okabe–Ito, distinguishable with color-vision deficiencies).
+/// Series colors: Okabe–Ito's eight (distinguishable with color-vision deficiencies), then four
+/// darker ones, so up to 12 series get 12 colors.
 fn color(i: usize) -> RGBColor {
-    const C: [(u8, u8, u8); 8] = [
+    const C: [(u8, u8, u8); 12] = [
         (0, 114, 178),
         (213, 94, 0),
         (0, 158, 115),
@@ -66,9 +67,18 @@ fn color(i: usize) -> RGBColor {
         (86, 180, 233),
         (0, 0, 0),
         (240, 228, 66),
+        (136, 34, 85),
+        (68, 119, 170),
+        (153, 153, 51),
+        (102, 102, 102),
     ];
     let (r, g, b) = C[i % C.len()];
     RGBColor(r, g, b)
+}
+
+/// Whether every value is an integer (up to the rounding of, e.g., 8/255 × 255).
+fn all_integers(v: &[f64]) -> bool {
+    !v.is_empty() && v.iter().all(|x| (x - x.round()).abs() < 1e-9)
 }
 
 /// A line chart: named series of (x, y) points.
@@ -113,10 +123,18 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .map_err(err)?;
     let area = chart.plotting_area().dim_in_pixel();
     let mut mesh = chart.configure_mesh();
-    // Integer x values (epochs, steps) get integer tick labels; others keep plotters' format.
+    // Integer values (epochs, eps in 1/255 units, accuracies in %) get integer tick labels;
+    // others keep plotters' format.
     let integer = |x: &f64| format!("{x:.0}");
-    if !xs.is_empty() && xs.iter().all(|x| x.fract() == 0.0) {
+    if all_integers(&xs) {
         mesh.x_label_formatter(&integer);
+    }
+    let y_integer = match c.y_range {
+        Some((lo, hi)) => hi - lo >= 10.0 && all_integers(&[lo, hi]),
+        None => all_integers(&ys) && fold(&ys).1 - fold(&ys).0 >= 5.0,
+    };
+    if y_integer {
+        mesh.y_label_formatter(&integer);
     }
     mesh.x_desc(c.x_label.as_str())
         .y_desc(c.y_label.as_str())
@@ -131,7 +149,20 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, col.filled()))).map_err(err)?;
+        // Markers cycle circle, triangle, square, cross: series of similar colors differ in
+        // shape too.
+        let p = pts.iter().cloned();
+        match i % 4 {
+            0 => chart.draw_series(p.map(|p| Circle::new(p, 4, col.filled()))),
+            1 => chart.draw_series(p.map(|p| TriangleMarker::new(p, 6, col.filled()))),
+            2 => {
+                chart.draw_series(p.map(|p| {
+                    EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], col.filled())
+                }))
+            }
+            _ => chart.draw_series(p.map(|p| Cross::new(p, 5, col.stroke_width(2)))),
+        }
+        .map_err(err)?;
     }
     if !c.series.is_empty() {
         chart
@@ -335,19 +366,26 @@ fn series_name(model: &str, label: &str, models: usize) -> String {
 /// Attack name of the worst-case figures (`f1_robust_vs_eps_<protocol>_worst-case_<norm>`).
 pub const WORST_CASE: &str = "worst-case";
 
+/// An F1 figure: one protocol, attack (or [`WORST_CASE`]) and norm.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct F1Key {
+    protocol: String,
+    attack: String,
+    norm: String,
+}
+
+/// One line of a figure over eps: per eps (keyed in units of 1e-9), the eps and the per-run
+/// values.
+type EpsPoints = BTreeMap<i64, (f64, Vec<f64>)>;
+
 /// F1: robust accuracy (%) vs eps per (protocol, attack, norm), and the worst case over the
 /// suite per (protocol, norm) from the cumulative rows; eps 0 is the clean accuracy.
-// Long: one figure, to be split with the report into one module per table/figure.
-// The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
-#[allow(clippy::type_complexity)]
+// Long: one figure kind whose collect, worst-case and draw steps share the same maps.
 pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     let lm = label_map(eval.iter().map(EvalRow::key));
     let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
-    // (protocol, attack, norm) -> series -> eps -> per-run values
-    let mut figs: BTreeMap<
-        (String, String, String),
-        BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>,
-    > = BTreeMap::new();
+    // figure -> series -> eps -> per-run values
+    let mut figs: BTreeMap<F1Key, BTreeMap<String, EpsPoints>> = BTreeMap::new();
     let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
     // (protocol, norm) -> series -> eps -> run -> lowest cumulative robust accuracy
     type Worst = BTreeMap<String, BTreeMap<i64, (f64, BTreeMap<String, f64>)>>;
@@ -373,7 +411,7 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
         if r.mode != "individual" {
             continue;
         }
-        figs.entry((p, r.attack.clone(), r.norm.clone()))
+        figs.entry(F1Key { protocol: p, attack: r.attack.clone(), norm: r.norm.clone() })
             .or_default()
             .entry(name)
             .or_default()
@@ -384,7 +422,8 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
     }
     // The worst case over the suite, per norm: the summary figure of an experiment.
     for ((p, norm), series) in worst {
-        let fig = figs.entry((p, WORST_CASE.to_string(), norm)).or_default();
+        let fig =
+            figs.entry(F1Key { protocol: p, attack: WORST_CASE.to_string(), norm }).or_default();
         for (name, by_eps) in series {
             let s = fig.entry(name).or_default();
             for (k, (e, runs)) in by_eps {
@@ -393,7 +432,7 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result
         }
     }
     let mut files = Vec::new();
-    for ((p, attack, norm), series) in figs {
+    for (F1Key { protocol: p, attack, norm }, series) in figs {
         // Linf budgets read as multiples of 1/255.
         let scale = if norm == "linf" { 255.0 } else { 1.0 };
         let series: Vec<(String, Vec<(f64, f64)>)> = series
@@ -455,35 +494,52 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: PlotFormat) -> Resu
     Ok(files)
 }
 
+/// A trade-off figure: one model, method, protocol and budget.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TradeFig {
+    model: String,
+    method: String,
+    protocol: String,
+    budget: Budget,
+}
+
+/// A trade-off figure's points: per λ (keyed in units of 1e-9), λ and the clean and worst-case
+/// robust accuracies of its runs.
+type LambdaPoints = BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>;
+
 /// Clean and worst-case robust accuracy over λ, per (model, method, protocol, norm, eps).
-// The nested maps stay until the report/plot rewrite gives them typed keys (one per table).
-#[allow(clippy::type_complexity)]
 pub fn tradeoff(eval: &[EvalRow], out: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     // Per run: worst case over the suite at each eps (min over all rows: cumulative <= individual).
-    let mut worst: BTreeMap<(String, String, String, String), (f64, f64)> = BTreeMap::new();
+    // Per run and budget: its clean accuracy and worst case.
+    let mut worst: BTreeMap<WorstKey, (f64, f64)> = BTreeMap::new();
     for r in eval {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
-        let k =
-            (r.run_id.clone(), protocol(&r.preset, &r.subset), r.norm.clone(), r.eps_text.clone());
+        let k = WorstKey {
+            run_id: r.run_id.clone(),
+            protocol: protocol(&r.preset, &r.subset),
+            budget: Budget::of(r),
+        };
         let e = worst.entry(k).or_insert((r.clean_acc, acc));
         e.1 = e.1.min(acc);
     }
     let info: BTreeMap<&str, &EvalRow> = eval.iter().map(|r| (r.run_id.as_str(), r)).collect();
-    type Fig = (String, String, String, String, String);
-    let mut figs: BTreeMap<Fig, BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>> = BTreeMap::new();
-    for ((run, p, norm, eps), (c, w)) in worst {
-        let r = info[run.as_str()];
+    let mut figs: BTreeMap<TradeFig, LambdaPoints> = BTreeMap::new();
+    for (WorstKey { run_id, protocol, budget }, (c, w)) in worst {
+        let r = info[run_id.as_str()];
         let Some(l) = r.lambda else { continue };
-        let e = figs
-            .entry((r.model.clone(), r.method.clone(), p, norm, eps))
-            .or_default()
-            .entry((l * 1e9).round() as i64)
-            .or_insert((l, vec![], vec![]));
+        let fig = TradeFig { model: r.model.clone(), method: r.method.clone(), protocol, budget };
+        let e = figs.entry(fig).or_default().entry((l * 1e9).round() as i64).or_insert((
+            l,
+            vec![],
+            vec![],
+        ));
         e.1.push(c);
         e.2.push(w);
     }
     let mut files = Vec::new();
-    for ((model, method, p, norm, eps), pts) in figs {
+    for (TradeFig { model, method, protocol: p, budget: Budget { norm, eps_text: eps } }, pts) in
+        figs
+    {
         if pts.len() < 2 {
             continue;
         }
@@ -565,7 +621,10 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: PlotFormat) -> Re
     Ok(files)
 }
 
-/// Histograms (as outlines) of per-sample perturbation norms of successful points.
+/// Per minimum-norm attack (and preset and norm), the cumulative distribution of the per-point
+/// minimum perturbation norms of each model: at norm x, the fraction of the attacked points
+/// fooled with a perturbation of at most x (it ends at the attack's success rate). A vertical
+/// line marks standard training's median.
 pub fn norm_distributions(
     rows: &[NormRow],
     out: &Path,
@@ -573,53 +632,75 @@ pub fn norm_distributions(
 ) -> Result<Vec<PathBuf>> {
     let lm = label_map(rows.iter().map(NormRow::key));
     let mut files = Vec::new();
-    let mut groups: BTreeMap<(String, String, &str), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.success) {
+    // Per (attack, preset, norm) and label: the found norms and the number of attacked points.
+    type Found = BTreeMap<String, (Vec<f64>, usize, bool)>;
+    let mut groups: BTreeMap<(String, String, &str), Found> = BTreeMap::new();
+    let own_norms = own_norms(rows);
+    for r in rows {
         let label = lm[&(r.method.clone(), r.method_params.clone())].clone();
         for (norm, v) in [("l1", r.l1), ("l2", r.l2), ("linf", r.linf)] {
-            if let Some(v) = v {
-                groups
-                    .entry((r.attack.clone(), r.preset.clone(), norm))
-                    .or_default()
-                    .entry(label.clone())
-                    .or_default()
-                    .push(v);
+            // A failed point has every norm empty: it counts for the attack's own norm, which
+            // the other rows of its attack name.
+            let failed_here = own_norms.get(&(r.attack.as_str(), r.preset.as_str())) == Some(&norm);
+            let own = v.is_some() || (!r.success && failed_here);
+            if !own {
+                continue;
             }
+            let e = groups
+                .entry((r.attack.clone(), r.preset.clone(), norm))
+                .or_default()
+                .entry(label.clone())
+                .or_default();
+            e.0.extend(v);
+            e.1 += 1;
+            e.2 |= r.method == crate::report::claims::STANDARD;
         }
     }
-    for ((attack, preset, norm), series) in groups {
-        let hi = series.values().flatten().cloned().fold(0.0f64, f64::max);
-        if hi <= 0.0 {
-            continue;
+    for ((attack, preset, norm), by_label) in groups {
+        let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut standard_median = None;
+        for (name, (mut xs, total, standard)) in by_label {
+            xs.sort_by(f64::total_cmp);
+            if standard && !xs.is_empty() {
+                let m = xs.len();
+                standard_median = Some((xs[(m - 1) / 2] + xs[m / 2]) / 2.0);
+            }
+            let pts = xs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (*x, (i + 1) as f64 / total.max(1) as f64))
+                .collect();
+            series.push((name, pts));
         }
-        let bins = 30;
-        let w = hi / bins as f64;
-        let series: Vec<(String, Vec<(f64, f64)>)> = series
-            .into_iter()
-            .map(|(name, xs)| {
-                let mut counts = vec![0usize; bins];
-                for x in &xs {
-                    counts[((x / w) as usize).min(bins - 1)] += 1;
-                }
-                let pts = counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| ((i as f64 + 0.5) * w, *c as f64 / xs.len() as f64))
-                    .collect();
-                (name, pts)
-            })
-            .collect();
+        if let Some(m) = standard_median {
+            series.push((format!("standard median {m:.3}"), vec![(m, 0.0), (m, 1.0)]));
+        }
         let chart = LineChart {
-            title: format!("{attack} ({preset}): {norm} norm of successful perturbations"),
+            title: format!("{attack} ({preset}): smallest {norm} perturbation per point"),
             x_label: format!("{norm} norm"),
-            y_label: "fraction of points".into(),
+            y_label: "fraction of attacked points fooled".into(),
             series,
-            y_range: None,
+            y_range: Some((0.0, 1.0)),
         };
         let stem = out.join(format!("norms_{}_{}_{norm}", slug(&attack), slug(&preset)));
         files.extend(save_lines(&stem, format, &chart)?);
     }
     Ok(files)
+}
+
+/// Per (attack, preset), its threat model: the norm its successful rows fill in.
+fn own_norms(rows: &[NormRow]) -> BTreeMap<(&str, &str), &'static str> {
+    let mut out = BTreeMap::new();
+    for o in rows {
+        let norm = match (o.l1, o.l2, o.linf) {
+            (Some(_), _, _) => "l1",
+            (_, Some(_), _) => "l2",
+            (_, _, Some(_)) => "linf",
+            _ => continue,
+        };
+        out.insert((o.attack.as_str(), o.preset.as_str()), norm);
+    }
+    out
 }
 
 /// Every figure of a results folder, into `DIR/figures/`.
@@ -644,6 +725,21 @@ pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Twelve series get twelve colors (a grid of nine methods gave two of them one color).
+    #[test]
+    fn twelve_series_twelve_colors() {
+        let colors: BTreeSet<(u8, u8, u8)> = (0..12)
+            .map(|i| {
+                let RGBColor(r, g, b) = color(i);
+                (r, g, b)
+            })
+            .collect();
+        assert_eq!(colors.len(), 12);
+        // 8/255 × 255 is an integer up to rounding: eps ticks in 1/255 units print as integers.
+        assert!(all_integers(&[2.0 / 255.0 * 255.0, 8.0 / 255.0 * 255.0, 64.0]));
+        assert!(!all_integers(&[0.5, 1.0]) && !all_integers(&[]));
+    }
 
     #[test]
     fn slug_is_file_safe() {

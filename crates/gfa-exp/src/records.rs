@@ -20,10 +20,11 @@ use gfa_data::atomic::write_atomic;
 
 use crate::build_info;
 
-/// Version of every CSV layout written by this crate (3: `method_params` holds the method
-/// value, train.csv's named `terms` replace `train_reg`, `kl` and `align`, every row ends with
-/// `git_rev`, `git_dirty`, `libtorch`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version of every CSV layout written by this crate (4: train.csv's collapse diagnostics and
+/// validation columns, `train_steps.csv`; 3: `method_params` holds the method value, train.csv's
+/// named `terms` replace `train_reg`, `kl` and `align`, every row ends with `git_rev`,
+/// `git_dirty`, `libtorch`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The identifying columns every row repeats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -171,6 +172,47 @@ keyed_row! {
         pub collapse: bool,
         pub seconds: f64,
         pub device: String,
+        /// Optimizer steps made since the start of training, at the end of the epoch.
+        pub steps: Option<usize>,
+        /// Diagnostics at the end of the epoch, on the fixed batch (`train_steps.csv` has the
+        /// same measurements during the first epochs): mean ‖∂ℓ/∂x‖₂.
+        pub grad_norm: Option<f64>,
+        /// Fraction of dead units per tap, `tap=value` joined by `;`.
+        pub dead_frac: String,
+        /// Entropy of the predicted-class histogram / ln(classes).
+        pub pred_entropy: Option<f64>,
+        /// While the fixed batch is at chance: the step at which that began (0: never left it).
+        pub collapse_step: Option<usize>,
+        /// Clean and robust accuracy on the held-out training images (`[train] validation`).
+        pub val_clean_acc: Option<f64>,
+        pub val_robust_acc: Option<f64>,
+        /// The epoch whose weights `best.safetensors` holds after this one.
+        pub best_epoch: Option<usize>,
+    }
+}
+
+keyed_row! {
+    /// `train_steps.csv`: the collapse diagnostics of one probe (fixed batch, eval mode), every
+    /// few dozen steps of the first epochs and at the end of each epoch.
+    pub struct StepRow {
+        /// 1-based epoch in which the probe was taken.
+        pub epoch: usize,
+        /// Optimizer steps made since the start of training (0: the initial weights).
+        pub step: usize,
+        pub train_acc: f64,
+        pub test_acc: Option<f64>,
+        pub loss: f64,
+        /// The method's penalty R on the fixed batch (methods with λ).
+        pub penalty: Option<f64>,
+        pub lambda_now: Option<f64>,
+        /// Mean cosine per tap (every tap of the model), `tap=value` joined by `;`.
+        pub tap_cos: String,
+        pub grad_norm: f64,
+        /// Fraction of dead units per tap after `input`, `tap=value` joined by `;`.
+        pub dead_frac: String,
+        pub pred_entropy: f64,
+        /// Fixed-batch accuracy below 1.5× chance.
+        pub collapse: bool,
     }
 }
 
@@ -239,9 +281,9 @@ keyed_row! {
 }
 
 keyed_row! {
-    /// `checks.csv`: one row per gradient-masking check (SPEC §6) plus one `verdict` row.
+    /// `checks.csv`: one row per gradient-masking check (docs/method.md §7) plus one `verdict` row.
     pub struct CheckRow {
-        /// SPEC §6 number (1–9); empty for the verdict row.
+        /// Check number (1–9, docs/method.md §7); empty for the verdict row.
         pub number: Option<u32>,
         /// Check code (`iterative_beats_single_step`, …, `verdict`).
         pub check: String,
@@ -253,6 +295,28 @@ keyed_row! {
         pub threshold: Option<f64>,
         /// Human-readable numbers behind the result.
         pub detail: String,
+    }
+}
+
+keyed_row! {
+    /// `points.csv`: per `eval.csv` row, the outcome at each evaluated point (see
+    /// [`crate::points`]), for paired comparisons of methods on the same points.
+    pub struct PointRow {
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub norm: String,
+        pub eps_text: String,
+        /// `clean`, `individual` or `cumulative`.
+        pub mode: String,
+        pub subset: String,
+        /// Number of evaluated points (the length of `robust`).
+        pub n: usize,
+        /// One character per evaluation point (the first `eval.n` test points): `1` where the
+        /// point was evaluated (every point, or those of the `all_correct` subset), else `0`.
+        pub points: String,
+        /// One character per evaluated point, in order: `1` robust at this row, `0` not.
+        pub robust: String,
     }
 }
 
@@ -272,7 +336,8 @@ keyed_row! {
     pub struct NormRow {
         pub attack: String,
         pub preset: String,
-        /// Index of the point in the evaluated subset.
+        /// Position of the point among the run's evaluation points (the first `eval.n` test
+        /// points), the same position `points.csv` uses.
         pub index: usize,
         pub success: bool,
         pub l0: Option<f64>,
@@ -326,18 +391,22 @@ pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Resu
     let versions: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r.get(i).unwrap_or("")).collect();
     let current = SCHEMA_VERSION.to_string();
-    if let Some(v) = versions.iter().find(|v| **v != current && **v != "2") {
+    if let Some(v) = versions.iter().find(|v| **v != current && **v != "2" && **v != "3") {
         bail!(
-            "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION} (and 2); \
+            "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION} (and 2, 3); \
              regenerate the file with this version of gfa",
             path.display()
         );
     }
     let mut out = Vec::with_capacity(records.len());
-    let upgraded = if versions.contains("2") { header_for::<T>() } else { vec![] };
+    let older = versions.iter().any(|v| *v != current);
+    let upgraded = if older { header_for::<T>() } else { vec![] };
     for (k, rec) in records.iter().enumerate() {
-        let row = if rec.get(i) == Some("2") {
-            let fields = upgrade_v2(&headers, rec);
+        let row = if rec.get(i) != Some(current.as_str()) {
+            let fields = match rec.get(i) {
+                Some("2") => upgrade_v2(&headers, rec),
+                _ => upgrade_v3(&headers, rec),
+            };
             let values: Vec<&str> =
                 upgraded.iter().map(|h| fields.get(h).map_or("", String::as_str)).collect();
             csv::StringRecord::from(values)
@@ -350,7 +419,7 @@ pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Resu
     Ok(out)
 }
 
-/// A row of schema version 2 as the columns of version 3, so results written before stay
+/// A row of schema version 2 as the columns of the current version, so results written before stay
 /// readable: `method_params` `{"method": …, "regularizer": …}` becomes the method value (see
 /// [`crate::legacy`]), train.csv's `train_reg`/`kl`/`align` become `terms`, and the build columns
 /// version 2 did not have stay empty (`git_dirty` unknown).
@@ -358,9 +427,7 @@ fn upgrade_v2(
     headers: &csv::StringRecord,
     rec: &csv::StringRecord,
 ) -> std::collections::BTreeMap<String, String> {
-    let mut f: std::collections::BTreeMap<String, String> =
-        headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
-    f.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+    let mut f = upgrade_v3(headers, rec);
     if let Some(params) =
         f.get("method_params").and_then(|p| serde_json::from_str::<toml::Value>(p).ok())
         && let Some(run) = params.as_table()
@@ -390,6 +457,18 @@ fn upgrade_v2(
     terms.sort();
     f.insert("terms".into(), terms.join(";"));
     f.entry("git_rev".into()).or_default();
+    f
+}
+
+/// A row of schema version 3 as the columns of version 4: the columns version 3 did not have
+/// (train.csv's diagnostics and validation) stay empty.
+fn upgrade_v3(
+    headers: &csv::StringRecord,
+    rec: &csv::StringRecord,
+) -> std::collections::BTreeMap<String, String> {
+    let mut f: std::collections::BTreeMap<String, String> =
+        headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+    f.insert("schema_version".into(), SCHEMA_VERSION.to_string());
     f
 }
 
@@ -491,6 +570,39 @@ mod tests {
         assert!(parse_pairs("gfa=x").is_err() && parse_pairs("gfa").is_err());
     }
 
+    /// CSV cells hold the shortest decimal that reads back to the same f64, so a report built
+    /// from the CSVs sees the values the run computed, bit for bit.
+    #[test]
+    fn floats_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let values = [0.09049479166666667, 1.390711545944214, 0.0002500000000000001, 1e-300];
+        let rows: Vec<TrainRow> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| TrainRow {
+                epoch: i + 1,
+                lr: v * 0.3,
+                train_loss: v,
+                lambda_now: Some(v / 3.0),
+                train_acc: v,
+                test_acc: Some(1.0 - v),
+                seconds: v * 11.0,
+                ..TrainRow::keyed(&key())
+            })
+            .collect();
+        write_rows(&p, &rows).unwrap();
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        let bits = |r: &TrainRow| {
+            [r.lr, r.train_loss, r.lambda_now.unwrap(), r.train_acc, r.test_acc.unwrap(), r.seconds]
+                .map(f64::to_bits)
+        };
+        assert_eq!(
+            back.iter().map(bits).collect::<Vec<_>>(),
+            rows.iter().map(bits).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn empty_file_has_the_header() {
         let dir = tempfile::tempdir().unwrap();
@@ -535,6 +647,58 @@ mod tests {
             ("70f138e1a2b3", None, "")
         );
         assert_eq!((r.lambda, r.train_loss, r.tap_cos.as_str()), (Some(0.3), 2.3, "input=0.6"));
+    }
+
+    /// A train.csv of schema 3 (no diagnostics or validation columns) reads as version 4 with
+    /// those columns empty and every other value unchanged.
+    #[test]
+    fn schema_3_rows_are_upgraded_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.csv");
+        let row = TrainRow {
+            epoch: 2,
+            train_loss: 0.09049479166666667,
+            test_acc: Some(0.5),
+            tap_cos: "input=0.1".into(),
+            seconds: 3.5,
+            device: "cpu".into(),
+            steps: Some(40),
+            grad_norm: Some(1.5),
+            dead_frac: "conv1=0.25".into(),
+            val_robust_acc: Some(0.25),
+            best_epoch: Some(1),
+            ..TrainRow::keyed(&RunKey { run_id: "abc".into(), ..RunKey::default() })
+        };
+        write_rows(&p, std::slice::from_ref(&row)).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        let new = ["steps", "grad_norm", "dead_frac", "pred_entropy", "collapse_step"];
+        let new = [&new[..], &["val_clean_acc", "val_robust_acc", "best_epoch"]].concat();
+        let table: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        let keep: Vec<usize> =
+            (0..table[0].len()).filter(|&i| !new.contains(&table[0][i])).collect();
+        assert_eq!(keep.len() + new.len(), table[0].len(), "every new column is in the file");
+        let v3: String = table
+            .iter()
+            .enumerate()
+            .map(|(k, cells)| {
+                let mut c: Vec<&str> = keep.iter().map(|&i| cells[i]).collect();
+                if k > 0 {
+                    c[0] = "3";
+                }
+                c.join(",") + "\n"
+            })
+            .collect();
+        fs::write(&p, v3).unwrap();
+        let back: Vec<TrainRow> = read_rows(&p).unwrap();
+        let want = TrainRow {
+            steps: None,
+            grad_norm: None,
+            dead_frac: String::new(),
+            val_robust_acc: None,
+            best_epoch: None,
+            ..row
+        };
+        assert_eq!(back, vec![want]);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! experiment's lock.
 //!
 //! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
-//! expansion evaluated on the same points classifies correctly (SPEC §5). Such a grid trains every
+//! expansion evaluated on the same points classifies correctly (docs/method.md §6). Such a grid trains every
 //! selected run first, then intersects the trained models' correct points, then evaluates; a run
 //! evaluated on an intersection records its members (`all_correct` file) and is evaluated again
 //! when they change.
@@ -28,16 +28,20 @@ use serde::{Deserialize, Serialize};
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
 use crate::monitor::Monitor;
-use crate::records::{CheckRow, EvalRow, GfaValueRow, NormRow, TrainRow, read_rows, write_rows};
+use crate::records::{
+    CheckRow, EvalRow, GfaValueRow, NormRow, PointRow, TrainRow, read_rows, write_rows,
+};
 use crate::spec::Subset;
-use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status, write_if_changed};
-use gfa_data::atomic::{remove_stale_temp_files, write_atomic, write_atomic_with};
+use crate::store::{ExperimentDir, RUN_CSVS, RunDir, Shard, Stage, Status};
+use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
 #[derive(Debug, Clone, Default)]
 pub struct EvalOutput {
     pub eval: Vec<EvalRow>,
     pub norms: Vec<NormRow>,
+    /// Per `eval.csv` row, the per-point outcomes (`points.csv`).
+    pub points: Vec<PointRow>,
     pub gfa_value: Vec<GfaValueRow>,
     pub grad_health: Option<GradHealth>,
 }
@@ -57,7 +61,7 @@ pub trait Stages {
         dir: &RunDir,
         keep: Option<&[bool]>,
     ) -> Result<EvalOutput>;
-    /// The masking checks of SPEC §6 from the eval rows (a pure function by default).
+    /// The masking checks (docs/method.md §7) from the eval rows (a pure function by default).
     fn checks(
         &mut self,
         run: &RunSpec,
@@ -132,12 +136,14 @@ pub struct Points {
 /// The file recording which intersection a run was evaluated on.
 const ALL_CORRECT: &str = "all_correct";
 
-/// An error unless every `--only` id is (a prefix of) a run id of the expansion.
+/// An error unless every `--only` id (or id prefix) names a run of `runs`; `gfa run` checks
+/// them before it writes anything.
 pub fn check_only(runs: &[RunSpec], only: &[String]) -> Result<()> {
     for id in only {
         if !runs.iter().any(|r| r.run_id.starts_with(id.as_str())) {
             return Err(anyhow!(
-                "--only {id}: no run of this expansion has that id (see gfa plan)"
+                "--only {id}: no run of this expansion has that id; `gfa plan` lists the run ids \
+                 (a unique prefix is enough)"
             ));
         }
     }
@@ -154,8 +160,8 @@ pub fn run_grid(
 ) -> Result<RunSummary> {
     check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
-    let compare = opts.train_only
-        || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+    let compare =
+        opts.train_only || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
     let bar = &opts.monitor;
     bar.set_total(selected.len() as u64 * (1 + u64::from(compare && !opts.train_only)));
     let mut summary = RunSummary::default();
@@ -203,16 +209,16 @@ fn visit(
     upto: Upto,
 ) -> Result<()> {
     let dir = exp.run(&run.run_id);
+    // The lock comes first: a process that does not hold it writes nothing of the run.
     let Some(_lock) = dir.try_lock()? else {
         bar.line(&format!("run {}: another process is working it; skipped", run.run_id));
         summary.locked.push(run.run_id.clone());
         return Ok(());
     };
+    remove_dead_temp_files(&dir.path);
+    remove_dead_temp_files(&dir.file("checkpoints"));
     dir.write_config(&run.config_toml())?;
-    write_if_changed(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
-    // Temporary files a killed writer of this run left behind.
-    remove_stale_temp_files(&dir.path);
-    remove_stale_temp_files(&dir.file("checkpoints"));
+    write_atomic(&dir.file("overrides.toml"), run.overrides_toml().as_bytes())?;
     if let Upto::Checked(Some(Ok(points))) = upto {
         let before = std::fs::read_to_string(dir.file(ALL_CORRECT)).unwrap_or_default();
         if dir.has(Stage::Evaluated) && before.trim() != points.key {
@@ -324,7 +330,7 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
 /// that of several processes collecting, the last one sees every run's files).
 pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
     let _lock = exp.lock()?;
-    remove_stale_temp_files(&exp.root);
+    remove_dead_temp_files(&exp.root);
     for name in RUN_CSVS {
         exp.collect(name).with_context(|| format!("collecting {name}"))?;
     }
@@ -344,7 +350,8 @@ fn trained_twin(exp: &ExperimentDir, run: &RunSpec) -> Option<RunDir> {
     })
 }
 
-/// Take `from`'s checkpoint folder and train.csv (re-keyed to `run`) instead of training again.
+/// Take `from`'s checkpoint folder, train.csv and train_steps.csv (re-keyed to `run`) instead
+/// of training again.
 fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
     let (src, dst) = (from.file("checkpoints"), dir.file("checkpoints"));
     if src.is_dir() {
@@ -364,11 +371,23 @@ fn adopt_training(from: &RunDir, run: &RunSpec, dir: &RunDir) -> Result<()> {
             })?;
         }
     }
-    let mut rows: Vec<TrainRow> = read_rows(&from.file("train.csv"))?;
-    for r in &mut rows {
-        r.run_id = run.run_id.clone();
+    let steps = crate::stages::TRAIN_STEPS;
+    if from.file(steps).is_file() {
+        rekeyed(from, dir, steps, |r: &mut crate::records::StepRow| {
+            r.run_id.clone_from(&run.run_id)
+        })?;
     }
-    write_rows(&dir.file("train.csv"), &rows)
+    rekeyed(from, dir, "train.csv", |r: &mut TrainRow| r.run_id.clone_from(&run.run_id))
+}
+
+/// Copy the CSV `name` of `from` into `to`, each row changed by `set`.
+fn rekeyed<T>(from: &RunDir, to: &RunDir, name: &str, set: impl Fn(&mut T)) -> Result<()>
+where
+    T: serde::de::DeserializeOwned + Serialize + Default,
+{
+    let mut rows: Vec<T> = read_rows(&from.file(name))?;
+    rows.iter_mut().for_each(set);
+    write_rows(&to.file(name), &rows)
 }
 
 /// `<stage> done (12.3 s)` into the log and the monitor.
@@ -421,6 +440,7 @@ fn work_run(
         }
         write_rows(&dir.file("eval.csv"), &out.eval)?;
         write_rows(&dir.file("norms.csv"), &out.norms)?;
+        write_rows(&dir.file("points.csv"), &out.points)?;
         write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
         let gh = out.grad_health.map(|g| GradHealthFile {
             zero_frac: g.zero_frac,

@@ -262,6 +262,13 @@ pub struct FieldError {
     pub suggestion: Option<String>,
 }
 
+impl FieldError {
+    /// An error at the dotted key `key` (`eval.n`), without a suggestion.
+    pub fn at(key: &str, message: String) -> Self {
+        FieldError { path: key.split('.').map(String::from).collect(), message, suggestion: None }
+    }
+}
+
 /// Deserialize a TOML table into `T` and report the failing path and a suggestion.
 ///
 /// The table is printed as TOML and re-parsed, because `toml`'s deserializer reports a span for
@@ -326,7 +333,7 @@ pub fn method_inline(m: &Table) -> String {
     format!("{{ {} }}", kv.join(", "))
 }
 
-/// `subset` of the evaluation protocol (SPEC §5).
+/// `subset` of the evaluation protocol (docs/method.md §6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subset {
@@ -346,6 +353,24 @@ impl Subset {
     }
 }
 
+/// `checkpoint` of `[eval]`: which weights of a trained run are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointChoice {
+    /// The weights after the last epoch.
+    #[default]
+    Final,
+    /// The robust checkpoint: the epoch with the best robust accuracy on the held-out training
+    /// images (`[train] validation`); never chosen on test-set numbers.
+    Best,
+}
+
+impl CheckpointChoice {
+    fn is_final(&self) -> bool {
+        *self == CheckpointChoice::Final
+    }
+}
+
 /// The `[eval]` section: which points the attack suite runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -356,12 +381,55 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Also run each attack on its own (`individual` rows), not only cumulatively.
     pub individual: bool,
+    /// The weights evaluated (`final` when absent, which keeps the run ids of files without it).
+    #[serde(skip_serializing_if = "CheckpointChoice::is_final")]
+    pub checkpoint: CheckpointChoice,
+}
+
+impl EvalConfig {
+    /// Checks `batch_size` and `n`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.batch_size == 0 {
+            return Err(FieldError::at("eval.batch_size", "must be at least 1, got 0".into()));
+        }
+        if self.n == 0 {
+            return Err(FieldError::at("eval.n", "must be at least 1, got 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks a written `n` against the test split of `data` (an experiment file's `eval.n`;
+    /// the default, 1000, is cut to a smaller split).
+    pub fn check_n(&self, data: &DataConfig) -> Result<(), FieldError> {
+        let available = data.test_len();
+        if self.n > available {
+            return Err(FieldError::at(
+                "eval.n",
+                format!(
+                    "{} points asked, but the test split{} has {available}: the valid range \
+                     is 1..={available}",
+                    self.n,
+                    match data.n_test {
+                        Some(_) => " cut by data.n_test",
+                        None => "",
+                    },
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for EvalConfig {
-    /// 1000 points as in RobustBench's quick evaluations; both modes.
+    /// 1000 points as in RobustBench's quick evaluations; both modes; the final weights.
     fn default() -> Self {
-        Self { n: 1000, subset: Subset::All, batch_size: 250, individual: true }
+        Self {
+            n: 1000,
+            subset: Subset::All,
+            batch_size: 250,
+            individual: true,
+            checkpoint: CheckpointChoice::Final,
+        }
     }
 }
 
@@ -381,12 +449,38 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// Sizes of the training and test splits, for the sets of fixed size.
+    pub fn split_sizes(self) -> Option<(usize, usize)> {
+        match self {
+            DataSource::Cifar10 => Some((50_000, 10_000)),
+            DataSource::FashionMnist => Some((60_000, 10_000)),
+            DataSource::Synthetic => None,
+        }
+    }
+
+    /// The shape (C, H, W) of the images.
+    pub fn image_shape(self) -> [i64; 3] {
+        match self {
+            DataSource::Cifar10 | DataSource::Synthetic => gfa_core::models::CIFAR_INPUT,
+            DataSource::FashionMnist => [1, 28, 28],
+        }
+    }
+
     /// The name in configs and result files.
     pub fn name(self) -> &'static str {
         match self {
             DataSource::Cifar10 => "cifar10",
             DataSource::Synthetic => "synthetic",
             DataSource::FashionMnist => "fashion_mnist",
+        }
+    }
+
+    /// Images in the full training split.
+    pub fn train_len(self) -> usize {
+        match self {
+            DataSource::Cifar10 => 50_000,
+            DataSource::Synthetic => crate::stages::SYNTHETIC_TRAIN,
+            DataSource::FashionMnist => 60_000,
         }
     }
 }
@@ -406,6 +500,43 @@ pub struct DataConfig {
     /// Measure test accuracy on the first `n_test` test points only (all when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_test: Option<usize>,
+}
+
+impl DataConfig {
+    /// Checks `n_train` / `n_test` against the source's split sizes.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let sizes = self.source.split_sizes();
+        let limits = [
+            ("n_train", self.n_train, sizes.map(|s| s.0)),
+            ("n_test", self.n_test, sizes.map(|s| s.1)),
+        ];
+        for (key, n, max) in limits {
+            let Some(n) = n else { continue };
+            let range = max.map_or("≥ 1".to_string(), |m| format!("1..={m}"));
+            if n == 0 || max.is_some_and(|m| n > m) {
+                return Err(FieldError::at(
+                    &format!("data.{key}"),
+                    format!(
+                        "{n} is outside the valid range {range} ({} {} split{})",
+                        self.source.name(),
+                        if key == "n_train" { "training" } else { "test" },
+                        max.map_or(String::new(), |m| format!(" has {m} points")),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of test points a run of this data evaluates on at most.
+    pub fn test_len(&self) -> usize {
+        let whole = self.source.split_sizes().map_or(crate::stages::SYNTHETIC_TEST, |s| s.1);
+        match (self.source, self.n_test) {
+            (DataSource::Synthetic, Some(n)) => n,
+            (_, Some(n)) => n.min(whole),
+            (_, None) => whole,
+        }
+    }
 }
 
 /// One run's sections, typed by the crates that own them: `model` is `gfa_core::ModelSpec`,
@@ -439,15 +570,60 @@ impl RunConfig {
             return Err(FieldError { path: vec![old.into()], message, suggestion: None });
         }
         let cfg: RunConfig = typed(t)?;
-        let at = |section: &str, e: gfa_core::CoreError| FieldError {
-            path: vec![section.into()],
-            message: e.to_string(),
-            suggestion: None,
+        // A value outside its domain is reported at its own key (`train.epochs`), so the
+        // experiment file's line is the line of that key.
+        let at = |section: &str, e: gfa_core::CoreError| match e {
+            gfa_core::CoreError::Invalid { key, message } => FieldError::at(&key, message),
+            e => FieldError::at(section, e.to_string()),
         };
         cfg.model.validate().map_err(|e| at("model", e))?;
+        if let Some(v) = &cfg.train.validation {
+            let at_key = |key: &str, message: String| FieldError {
+                path: vec!["train".into(), "validation".into(), key.into()],
+                message,
+                suggestion: None,
+            };
+            v.validate().map_err(|e| {
+                let key = ["n", "every", "steps", "eps"]
+                    .into_iter()
+                    .find(|k| e.to_string().contains(&format!("train.validation.{k}")))
+                    .unwrap_or("n");
+                at_key(key, e.to_string())
+            })?;
+            let full = cfg.data.source.train_len();
+            let len = cfg.data.n_train.map_or(full, |n| n.min(full));
+            if v.n >= len {
+                return Err(at_key(
+                    "n",
+                    format!(
+                        "train.validation.n = {} holds out every training image (the training \
+                         split has {len}): lower train.validation.n or train on more images \
+                         (data.n_train)",
+                        v.n
+                    ),
+                ));
+            }
+        }
         cfg.train.validate().map_err(|e| at("train", e))?;
+        if cfg.eval.checkpoint == CheckpointChoice::Best && cfg.train.validation.is_none() {
+            return Err(FieldError {
+                path: vec!["eval".into(), "checkpoint".into()],
+                message: "\"best\" is the epoch with the best robust accuracy on held-out \
+                          training images, and this run holds none out: add [train] validation \
+                          = { n = 1000 } or evaluate checkpoint = \"final\""
+                    .into(),
+                suggestion: None,
+            });
+        }
         gfa_core::train::check_method(&cfg.method).map_err(|e| at("method", e))?;
+        cfg.data.validate()?;
+        cfg.eval.validate()?;
         Ok(cfg)
+    }
+
+    /// The shape (C, H, W) of the run's images.
+    pub fn image_shape(&self) -> [i64; 3] {
+        self.data.source.image_shape()
     }
 
     /// The method label of result rows (`standard`, `gfa`, `pgd_at`, …).
@@ -463,9 +639,6 @@ impl RunConfig {
 
 /// Attack kinds of the evaluation suite: the `gfa_attacks` registry's kinds.
 pub const ATTACK_KINDS: &[&str] = AttackSpec::KINDS;
-
-/// Kinds that report per-sample minimum norms rather than success at a budget.
-pub const MIN_NORM_KINDS: &[&str] = &["deepfool", "cw", "ead", "fab"];
 
 /// Attack presets: the original authors' defaults, or torchattacks 3.5.1's.
 pub const PRESETS: &[&str] = &["reference", "torchattacks"];
@@ -509,6 +682,19 @@ pub struct AttackEntry {
     pub spec: AttackSpec,
 }
 
+/// Why a grid cannot evaluate `kind`, when it attacks through a surrogate's gradients: that needs
+/// a second model loaded beside the attacked one, which a grid cannot name yet, so such an entry
+/// would train the models and then fail.
+fn needs_surrogate(kind: &str) -> Option<String> {
+    let facts = gfa_attacks::registry::facts(kind)?;
+    (facts.access == gfa_attacks::facts::Access::Surrogate).then(|| {
+        format!(
+            "attack kind '{kind}' needs a surrogate model, which a grid cannot name yet: remove \
+             this entry (masking check 4 then reports `skipped`)"
+        )
+    })
+}
+
 impl AttackEntry {
     /// Parse entry `index` of `[[attacks]]`; errors carry the path inside the entry.
     pub fn from_table(t: &Table) -> Result<AttackEntry, FieldError> {
@@ -536,6 +722,9 @@ impl AttackEntry {
                 closest(&kind, ATTACK_KINDS.iter().copied()),
             ));
         }
+        if let Some(message) = needs_surrogate(&kind) {
+            return Err(err("kind", message, None));
+        }
         let preset = string("preset")?.unwrap_or_else(|| "reference".into());
         if !PRESETS.contains(&preset.as_str()) {
             return Err(err(
@@ -554,7 +743,8 @@ impl AttackEntry {
         }
         let name = string("name")?.unwrap_or_else(|| kind.clone());
         let eps = eps_list(t.get("eps"))?;
-        if eps.is_empty() && !MIN_NORM_KINDS.contains(&kind.as_str()) {
+        let minimum_norm = gfa_attacks::registry::facts(&kind).is_some_and(|f| f.minimum_norm());
+        if eps.is_empty() && !minimum_norm {
             return Err(err(
                 "eps",
                 format!("attack '{name}' ({kind}) needs an eps list, e.g. eps = [\"8/255\"]"),
@@ -580,6 +770,35 @@ impl AttackEntry {
             FieldError { path: key.into_iter().collect(), message, suggestion }
         })?;
         Ok(AttackEntry { name, kind, preset, norm, eps, config, spec })
+    }
+
+    /// Checks each budget against the threat model on images of `shape` (C, H, W) with pixels
+    /// in [0, 1]: L∞ in [0, 1], L2 up to the image's diameter √(C·H·W), L1 up to C·H·W; an
+    /// error names the entry's `eps.<i>`.
+    pub fn check_eps(&self, shape: [i64; 3]) -> Result<(), FieldError> {
+        let dims = (shape[0] * shape[1] * shape[2]) as f64;
+        let (max, what) = match self.norm.as_str() {
+            "l2" => (
+                dims.sqrt(),
+                format!("√(C·H·W) = {:.2}, the diameter of {shape:?} images", dims.sqrt()),
+            ),
+            "l1" => (dims, format!("C·H·W = {dims}, for {shape:?} images")),
+            _ => (1.0, "1, the whole pixel range".to_string()),
+        };
+        for (i, e) in self.eps.iter().enumerate() {
+            if !(e.value >= 0.0 && e.value <= max) {
+                return Err(FieldError {
+                    path: vec!["eps".into(), i.to_string()],
+                    message: format!(
+                        "{} eps {} is outside the threat model's range: from 0 up to {what} \
+                         (e.g. \"8/255\" for L∞, \"0.5\" for L2)",
+                        self.norm, e.text
+                    ),
+                    suggestion: None,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The entry as a TOML table (the form stored in `config.toml` and hashed).
@@ -633,7 +852,8 @@ mod tests {
         assert_eq!(e.suggestion.as_deref(), Some("layers"));
         let t: Table = toml::from_str("[method]\nkind = \"gfa\"\nlambda = -1.0\n").unwrap();
         let e = RunConfig::from_table(&t).unwrap_err();
-        assert_eq!(e.path, vec!["method"], "{e:?}");
+        // A value out of range is located at its own key, not at its section.
+        assert_eq!(e.path, vec!["method", "lambda"], "{e:?}");
         let t: Table = toml::from_str(
             "[train]\nmethod = { kind = \"gnr\" }\n[regularizer]\nkind = \"gnr\"\nlambda = 1.0\n",
         )
@@ -649,6 +869,45 @@ mod tests {
         let mut sections: Vec<&str> = RUN_SECTIONS.to_vec();
         sections.sort();
         assert_eq!(keys, sections);
+    }
+
+    #[test]
+    fn best_checkpoint_needs_validation() {
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"best\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        assert!(e.message.contains("[train] validation"), "{}", e.message);
+        let t: Table = toml::from_str(
+            "[train]\nvalidation = { n = 100, steps = 5 }\n[eval]\ncheckpoint = \"best\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::from_table(&t).unwrap();
+        assert_eq!(cfg.eval.checkpoint, CheckpointChoice::Best);
+        assert_eq!(cfg.train.validation.map(|v| (v.n, v.steps, v.every)), Some((100, 5, 1)));
+        let t: Table = toml::from_str("[eval]\ncheckpoint = \"bset\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["eval", "checkpoint"], "{e:?}");
+        // Bad values name their key.
+        for (text, key) in [
+            ("[train.validation]\nn = 0\n", "n"),
+            ("[train.validation]\nevery = 0\n", "every"),
+            ("[train.validation]\nsteps = 0\n", "steps"),
+            ("[data]\nn_train = 500\n[train.validation]\nn = 500\n", "n"),
+            ("[data]\nsource = \"synthetic\"\n[train.validation]\nn = 1000\n", "n"),
+        ] {
+            let t: Table = toml::from_str(text).unwrap();
+            let e = RunConfig::from_table(&t).unwrap_err();
+            assert_eq!(e.path, vec!["train", "validation", key], "{text}: {e:?}");
+            assert!(e.message.contains(key), "{text}: {}", e.message);
+        }
+        // An attack gfa does not validate with: the error lists the ones it does.
+        let t: Table = toml::from_str("[train.validation]\nattack = \"fgsm\"\n").unwrap();
+        let e = RunConfig::from_table(&t).unwrap_err();
+        assert_eq!(e.path, vec!["train", "validation", "attack"], "{e:?}");
+        assert!(e.message.contains("`pgd`"), "{}", e.message);
+        let t: Table =
+            toml::from_str("[data]\nn_train = 500\n[train.validation]\nn = 499\n").unwrap();
+        assert!(RunConfig::from_table(&t).is_ok(), "one training image left is enough");
     }
 
     #[test]

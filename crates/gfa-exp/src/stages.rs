@@ -8,8 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use gfa_attacks::eval::{EvalOptions, EvalRecord, Mode, Subset as EvalSubset};
-use gfa_attacks::{AttackSpec, Eps, Norm};
+use gfa_attacks::eval::{
+    EvalOptions, EvalRecord, Mode, NoStore, Subset as EvalSubset, SuiteEntry, evaluate_suite,
+};
+use gfa_attacks::{Family, Norm};
 use gfa_core::checkpoint;
 use gfa_core::seed::seed_all;
 use gfa_core::{Classifier, GfaValueConfig, TrainOptions};
@@ -19,9 +21,11 @@ use tch::{Device, Kind, Tensor};
 use crate::grid::RunSpec;
 use crate::masking::GradHealth;
 use crate::monitor::Monitor;
-use crate::records::{EvalRow, GfaValueRow, RunKey, TrainRow};
+use crate::records::{EvalRow, GfaValueRow, NormRow, RunKey, StepRow, TrainRow, write_rows};
 use crate::runner::{EvalOutput, Stages};
-use crate::spec::{AttackEntry, DataConfig, DataSource, EvalConfig, RunConfig, Subset};
+use crate::spec::{
+    AttackEntry, CheckpointChoice, DataConfig, DataSource, EvalConfig, RunConfig, Subset,
+};
 use crate::store::RunDir;
 
 /// Default sizes of the synthetic set when `data.n_train` / `data.n_test` are absent.
@@ -78,31 +82,133 @@ pub fn checkpoint_dir(dir: &RunDir) -> PathBuf {
     dir.file("checkpoints")
 }
 
+/// The file of the diagnostics probes beside `train.csv`.
+pub const TRAIN_STEPS: &str = "train_steps.csv";
+
 /// One `train.csv` row per epoch record.
 pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str) -> Vec<TrainRow> {
     records
         .iter()
-        .map(|r| TrainRow {
-            epoch: r.epoch,
-            lr: r.lr,
-            train_loss: r.train_loss,
-            train_acc: r.train_acc,
-            test_acc: r.test_acc,
-            lambda_now: r.lambda,
-            terms: crate::records::join_pairs(r.terms.iter().map(|(k, v)| (k.as_str(), *v))),
-            tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
-            tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
-            collapse: r.collapse,
-            seconds: r.seconds,
-            device: device.to_string(),
-            ..TrainRow::keyed(key)
+        .map(|r| {
+            let end = r.end_probe();
+            let val = r.validation;
+            TrainRow {
+                epoch: r.epoch,
+                lr: r.lr,
+                train_loss: r.train_loss,
+                train_acc: r.train_acc,
+                test_acc: r.test_acc,
+                lambda_now: r.lambda,
+                terms: crate::records::join_pairs(r.terms.iter().map(|(k, v)| (k.as_str(), *v))),
+                tap_cos: join_taps(r.taps.iter().map(|t| (&t.tap, t.cos))),
+                tap_reg: join_taps(r.taps.iter().map(|t| (&t.tap, t.term))),
+                collapse: r.collapse,
+                seconds: r.seconds,
+                device: device.to_string(),
+                steps: Some(r.steps),
+                grad_norm: end.map(|p| p.grad_norm),
+                dead_frac: end.map(|p| dead_text(&p.taps)).unwrap_or_default(),
+                pred_entropy: end.map(|p| p.pred_entropy),
+                collapse_step: r.collapse_step,
+                val_clean_acc: val.map(|v| v.clean_acc),
+                val_robust_acc: val.map(|v| v.robust_acc),
+                best_epoch: r.best_epoch,
+                ..TrainRow::keyed(key)
+            }
         })
         .collect()
+}
+
+/// `train_steps.csv` rows: every diagnostics probe of the records, in order.
+pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow> {
+    records
+        .iter()
+        .flat_map(|r| &r.probes)
+        .map(|p| StepRow {
+            epoch: p.epoch,
+            step: p.step,
+            train_acc: p.train_acc,
+            test_acc: p.test_acc,
+            loss: p.loss,
+            penalty: p.penalty,
+            lambda_now: p.lambda,
+            tap_cos: join_taps(p.taps.iter().map(|t| (&t.tap, t.cos))),
+            grad_norm: p.grad_norm,
+            dead_frac: dead_text(&p.taps),
+            pred_entropy: p.pred_entropy,
+            collapse: p.collapse,
+            ..StepRow::keyed(key)
+        })
+        .collect()
+}
+
+/// Write a run's `train.csv` and `train_steps.csv` into `dir` (the steps file first, so a
+/// `train.csv` always has its steps beside it).
+pub fn write_train_csvs(
+    dir: &Path,
+    key: &RunKey,
+    records: &[gfa_core::EpochRecord],
+    device: &str,
+) -> Result<Vec<TrainRow>> {
+    write_rows(&dir.join(TRAIN_STEPS), &step_rows(key, records))?;
+    let rows = train_rows(key, records, device);
+    write_rows(&dir.join("train.csv"), &rows)?;
+    Ok(rows)
+}
+
+/// The dead-unit fractions of the taps that have one, `tap=value;…`.
+fn dead_text(taps: &[gfa_core::train::TapProbe]) -> String {
+    join_taps(taps.iter().filter_map(|t| Some((&t.tap, t.dead?))))
 }
 
 /// `tap=value` pairs joined by `;` (values to 6 significant digits).
 fn join_taps<'a>(taps: impl Iterator<Item = (&'a String, f64)>) -> String {
     taps.map(|(t, v)| format!("{t}={v:.6}")).collect::<Vec<_>>().join(";")
+}
+
+/// The untrained model of `cfg` for `splits` (its input shape from the data), seeded.
+fn new_model(cfg: &RunConfig, splits: &Splits, seed: u64, device: Device) -> Result<Classifier> {
+    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
+    // written in the config must agree.
+    let spec = cfg.model.with_input_of(&splits.train);
+    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
+        bail!(
+            "model.input = {:?} but the data's images are {:?}; leave model.input out, it \
+             comes from the data",
+            cfg.model.input,
+            spec.input
+        );
+    }
+    seed_all(seed);
+    Ok(Classifier::new(&spec, device)?)
+}
+
+fn train_options(seed: u64, run_id: &str, ckpt: &Path, resume: bool) -> TrainOptions<'static> {
+    TrainOptions {
+        seed,
+        run_id: run_id.to_string(),
+        checkpoint_dir: Some(ckpt.to_path_buf()),
+        resume,
+        progress: false,
+        perturbation: Some(&gfa_attacks::InnerPgd),
+        validation: Some(&gfa_attacks::ValidationPgd),
+        max_steps: None,
+        provenance: crate::build_info::provenance(),
+    }
+}
+
+/// Everything [`train_model`] would refuse, checked on the CPU without writing anything (a
+/// `--resume` against a checkpoint of another run included).
+pub fn check_train(
+    cfg: &RunConfig,
+    splits: &Splits,
+    seed: u64,
+    ckpt: &Path,
+    resume: bool,
+) -> Result<()> {
+    let model = new_model(cfg, splits, seed, Device::Cpu)?;
+    let opts = train_options(seed, "", ckpt, resume);
+    Ok(gfa_core::train::preflight(&model, splits, &cfg.train, &cfg.method, &opts)?)
 }
 
 /// Which model a training is: its run id and seed, where its checkpoints go and whether it
@@ -115,23 +221,31 @@ pub struct TrainTarget<'a> {
     pub resume: bool,
 }
 
-/// An `on_epoch` for [`train_model`] that rewrites `csv` after every epoch with one row per
-/// finished epoch: the records of the checkpoint just written, so that after a kill and a
-/// resume the file is the uninterrupted run's (no epoch twice, none missing). Each rewrite is
-/// atomic: a reader sees all rows of some epoch, never a partial row.
+/// An `on_epoch` for [`train_model`] that rewrites `train_steps.csv` and then `train.csv` in
+/// `dir` after every epoch, one row per finished epoch: the records of the checkpoint just
+/// written, so that after a kill and a resume the files are the uninterrupted run's (no epoch
+/// twice, none missing). Each rewrite is atomic: a reader sees all rows of some epoch, never a
+/// partial row.
 pub fn train_csv_writer<'a>(
     key: &'a RunKey,
     ckpt: &'a Path,
-    csv: &'a Path,
+    dir: &'a Path,
     device: &'a str,
 ) -> impl FnMut(&gfa_core::EpochRecord) -> gfa_core::Result<()> + 'a {
     move |_| {
         let records = checkpoint::read_meta(ckpt)?.metrics;
-        let failed = |source| gfa_core::CoreError::Io { path: csv.to_path_buf(), source };
-        let bytes = crate::records::to_csv_bytes(&train_rows(key, &records, device))
-            .map_err(|e| failed(std::io::Error::other(format!("{e:#}"))))?;
-        gfa_data::atomic::write_atomic_with(csv, |tmp| {
-            std::fs::write(tmp, &bytes)?;
+        let csv = dir.join("train.csv");
+        let failed = |source| gfa_core::CoreError::Io { path: csv.clone(), source };
+        let bytes = |rows: Result<Vec<u8>>| {
+            rows.map_err(|e| failed(std::io::Error::other(format!("{e:#}"))))
+        };
+        let steps = bytes(crate::records::to_csv_bytes(&step_rows(key, &records)))?;
+        let rows = bytes(crate::records::to_csv_bytes(&train_rows(key, &records, device)))?;
+        let steps_csv = dir.join(TRAIN_STEPS);
+        gfa_data::atomic::write_atomic(&steps_csv, &steps)
+            .map_err(|source| gfa_core::CoreError::Io { path: steps_csv.clone(), source })?;
+        gfa_data::atomic::write_atomic_with(&csv, |tmp| {
+            std::fs::write(tmp, &rows)?;
             crate::fault::point("train-csv");
             Ok(())
         })
@@ -151,29 +265,8 @@ pub fn train_model(
     on_epoch: &mut gfa_core::train::OnEpoch<'_>,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
     let TrainTarget { run_id, seed, ckpt, resume } = target;
-    // The model takes the images as the data has them (3×32×32, 1×28×28, …); a `model.input`
-    // written in the config must agree.
-    let spec = cfg.model.with_input_of(&splits.train);
-    if cfg.model.input != gfa_core::models::CIFAR_INPUT && cfg.model.input != spec.input {
-        bail!(
-            "model.input = {:?} but the data's images are {:?}; leave model.input out, it comes \
-             from the data",
-            cfg.model.input,
-            spec.input
-        );
-    }
-    seed_all(seed);
-    let mut model = Classifier::new(&spec, device)?;
-    let opts = TrainOptions {
-        seed,
-        run_id: run_id.to_string(),
-        checkpoint_dir: Some(ckpt.to_path_buf()),
-        resume,
-        progress: false,
-        perturbation: Some(&gfa_attacks::InnerPgd),
-        max_steps: None,
-        provenance: crate::build_info::provenance(),
-    };
+    let mut model = new_model(cfg, splits, seed, device)?;
+    let opts = train_options(seed, run_id, ckpt, resume);
     let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, on_epoch)?;
     Ok((model, out.records))
 }
@@ -183,23 +276,6 @@ pub fn head_tensors(data: &Dataset, n: usize) -> (Tensor, Tensor) {
     let n = n.min(data.len());
     let index = Tensor::arange(n as i64, (Kind::Int64, Device::Cpu));
     data.batch(&index, Device::Cpu)
-}
-
-/// Every eps of the suite, in first-seen order (the evaluation runs the suite at each).
-/// The evaluation passes of a suite: per threat model (norm) and eps, in the order they first
-/// appear, the entries that list that eps. An attack runs only at the budgets it asks for, and
-/// the cumulative worst case at a budget is over the attacks of that norm which ask for it.
-fn passes(attacks: &[AttackEntry]) -> Vec<(Eps, Vec<&AttackEntry>)> {
-    let mut out: Vec<(String, Eps, Vec<&AttackEntry>)> = Vec::new();
-    for a in attacks {
-        for e in &a.eps {
-            match out.iter_mut().find(|(n, o, _)| *n == a.norm && o.text == e.text) {
-                Some((_, _, entries)) => entries.push(a),
-                None => out.push((a.norm.clone(), e.clone(), vec![a])),
-            }
-        }
-    }
-    out.into_iter().map(|(_, e, entries)| (e, entries)).collect()
 }
 
 fn norm_name(n: Norm) -> String {
@@ -228,11 +304,13 @@ pub struct Suite<'a> {
     pub seed: u64,
 }
 
-/// Run the attack suite on `(x, y)` and turn the records into `eval.csv` rows of `key`.
+/// Run the attack suite on `(x, y)` once (each attack at its own budgets, a minimum-norm attack
+/// once and thresholded at each) and turn the records into the `eval.csv`, `norms.csv` and
+/// `points.csv` rows of `key`.
 ///
 /// `subset = "all_correct"` keeps the points of `keep` (from `gfa run`: those every compared
 /// model classifies correctly); without `keep`, the points this model classifies correctly.
-pub fn eval_rows(
+pub fn evaluate_run(
     model: &Classifier,
     (x, y): (&Tensor, &Tensor),
     keep: Option<&[bool]>,
@@ -240,7 +318,7 @@ pub fn eval_rows(
     key: &RunKey,
     device: &str,
     progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
-) -> Result<Vec<EvalRow>> {
+) -> Result<EvalOutput> {
     let Suite { attacks, eval, seed } = suite;
     let mask = match (eval.subset, keep) {
         (Subset::All, _) => None,
@@ -262,39 +340,49 @@ pub fn eval_rows(
         cumulative: true,
         seed,
     };
-    let mut rows = Vec::new();
-    for (eps, entries) in passes(attacks) {
-        let suite: Vec<AttackSpec> = entries.iter().map(|a| a.spec.clone()).collect();
-        let eps = [eps];
-        let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
-        let records = gfa_attacks::eval::evaluate(model, points, &suite, &eps, &opts, progress)?;
-        rows.extend(pass_rows(&records, &entries, &opts, eval, key, device)?);
-    }
-    Ok(rows)
+    let suite = attacks
+        .iter()
+        .map(|a| {
+            Ok(SuiteEntry {
+                name: a.name.clone(),
+                attack: a.spec.build()?,
+                preset: a.preset.clone(),
+                eps: a.eps.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
+    let records = evaluate_suite(model, points, &suite, &opts, &mut NoStore, progress)?;
+    let out = EvalOutput {
+        eval: eval_rows_of(&records, attacks, eval, key, device)?,
+        norms: norm_rows(&records, attacks, key),
+        points: crate::points::point_rows(&records, attacks, eval, key, x.size()[0] as usize),
+        ..EvalOutput::default()
+    };
+    Ok(out)
 }
 
-/// `eval.csv` rows of one pass (one eps, its entries): the individual records, then the
-/// cumulative ones, each in suite order, after the clean record.
-fn pass_rows(
+/// The suite entry a record belongs to.
+fn entry_of<'a>(rec: &EvalRecord, attacks: &'a [AttackEntry]) -> Result<&'a AttackEntry> {
+    attacks.iter().find(|a| a.name == rec.name && a.preset == rec.preset).with_context(|| {
+        format!(
+            "the evaluation returned a record of \"{}\" ({}), not in the suite",
+            rec.name, rec.preset
+        )
+    })
+}
+
+/// `eval.csv` rows of the records, after the clean record, in the evaluation's order.
+fn eval_rows_of(
     records: &[EvalRecord],
-    attacks: &[&AttackEntry],
-    opts: &EvalOptions,
+    attacks: &[AttackEntry],
     eval: &EvalConfig,
     key: &RunKey,
     device: &str,
 ) -> Result<Vec<EvalRow>> {
-    let attacked: Vec<&EvalRecord> = records.iter().filter(|r| r.mode != Mode::Clean).collect();
-    let per_eps = attacks.len() * (usize::from(opts.individual) + 1);
-    if attacked.len() != per_eps {
-        bail!(
-            "the evaluation returned {} records, expected {per_eps} ({} attacks at one eps)",
-            attacked.len(),
-            attacks.len(),
-        );
-    }
     let mut rows = Vec::new();
-    for (k, rec) in attacked.iter().enumerate() {
-        let entry = attacks[k % attacks.len()];
+    for rec in records.iter().filter(|r| r.mode != Mode::Clean) {
+        let entry = entry_of(rec, attacks)?;
         let norm = rec.norm.map(norm_name).unwrap_or_else(|| entry.norm.clone());
         let mut row = EvalRow {
             attack: entry.name.clone(),
@@ -303,12 +391,8 @@ fn pass_rows(
             attack_config: rec.config.clone(),
             norm: norm.clone(),
             eps_text: rec.eps_text.clone(),
-            eps: Some(rec.eps),
-            mode: match rec.mode {
-                Mode::Individual => "individual",
-                _ => "cumulative",
-            }
-            .into(),
+            eps: rec.eps,
+            mode: mode_name(rec.mode).into(),
             subset: eval.subset.name().into(),
             n: rec.n as usize,
             clean_acc: rec.clean_acc,
@@ -327,6 +411,54 @@ fn pass_rows(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The `mode` column of a record.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Clean => "clean",
+        Mode::Individual => "individual",
+        Mode::Cumulative => "cumulative",
+    }
+}
+
+/// `norms.csv`: per minimum-norm attack (its one run), per attacked point, the norm it found
+/// (empty where it failed).
+fn norm_rows(records: &[EvalRecord], attacks: &[AttackEntry], key: &RunKey) -> Vec<NormRow> {
+    let mut rows = Vec::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let min_norm = records.iter().filter(|r| r.family == Some(Family::MinimumNorm));
+    for rec in min_norm.filter(|r| r.mode == Mode::Individual) {
+        if seen.contains(&(rec.name.as_str(), rec.preset.as_str())) {
+            continue;
+        }
+        seen.push((&rec.name, &rec.preset));
+        let Some(entry) = attacks.iter().find(|a| a.name == rec.name && a.preset == rec.preset)
+        else {
+            continue;
+        };
+        let clean = records.first().map(|c| c.robust.as_slice()).unwrap_or_default();
+        for (i, (&v, &ok)) in rec.point_norm.iter().zip(clean).enumerate() {
+            if !ok {
+                continue; // not attacked: misclassified without attack
+            }
+            let found = (!v.is_nan()).then_some(f64::from(v));
+            let mut row = NormRow {
+                attack: entry.name.clone(),
+                preset: entry.preset.clone(),
+                index: rec.index.get(i).map_or(i, |&k| k as usize),
+                success: found.is_some(),
+                ..NormRow::keyed(key)
+            };
+            match rec.norm {
+                Some(Norm::L2) => row.l2 = found,
+                Some(Norm::L1) => row.l1 = found,
+                _ => row.linf = found,
+            }
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// Masking check 8: the fraction of points whose cross-entropy input gradient (at the clean
@@ -376,12 +508,22 @@ pub struct TorchStages {
     pub monitor: Monitor,
 }
 
+/// The weights file `[eval] checkpoint` names.
+pub fn weights_file(choice: CheckpointChoice) -> &'static str {
+    match choice {
+        CheckpointChoice::Final => checkpoint::FINAL,
+        CheckpointChoice::Best => checkpoint::BEST,
+    }
+}
+
 impl TorchStages {
-    /// The run's trained model and its data.
+    /// The run's trained model (the weights `[eval] checkpoint` names) and its data.
     fn trained(&self, run: &RunSpec, dir: &RunDir) -> Result<(Classifier, Splits)> {
         let ckpt = checkpoint_dir(dir);
-        let model = checkpoint::load(&ckpt, checkpoint::FINAL, self.device)
-            .with_context(|| format!("loading the trained model from {}", ckpt.display()))?;
+        let file = weights_file(run.config.eval.checkpoint);
+        let model = checkpoint::load(&ckpt, file, self.device).with_context(|| {
+            format!("loading the trained model ({file}) from {}", ckpt.display())
+        })?;
         let data = load_data(&run.config.data)?;
         check_input(&model, &data.test)?;
         Ok((model, data))
@@ -393,8 +535,8 @@ impl Stages for TorchStages {
         let splits = load_data(&run.config.data)?;
         let ckpt = checkpoint_dir(dir);
         let device = gfa_core::device::device_name(self.device);
-        let (key, csv) = (run.key(), dir.file("train.csv"));
-        let mut write = train_csv_writer(&key, &ckpt, &csv, &device);
+        let key = run.key();
+        let mut write = train_csv_writer(&key, &ckpt, &dir.path, &device);
         let epochs = run.config.train.epochs;
         let chance = gfa_core::metrics::chance(run.config.model.num_classes as i64);
         let target = TrainTarget { run_id: &run.run_id, seed: run.seed, ckpt: &ckpt, resume: true };
@@ -404,6 +546,7 @@ impl Stages for TorchStages {
             self.monitor.event(dir, &format!("train {line}"));
             Ok(())
         })?;
+        write_rows(&dir.file(TRAIN_STEPS), &step_rows(&key, &records))?;
         Ok(train_rows(&key, &records, &device))
     }
 
@@ -428,60 +571,18 @@ impl Stages for TorchStages {
         let device = gfa_core::device::device_name(self.device);
         let suite = Suite { attacks: &run.attacks, eval: &run.config.eval, seed: run.seed };
         let mut progress = |p: &gfa_attacks::eval::Progress| {
-            let mode = format!("{:?}", p.mode).to_lowercase();
-            let text = format!("attack {} {} {mode} {}/{}", p.attack, p.eps, p.done, p.total);
+            let text = match p.stage {
+                gfa_attacks::eval::Stage::Clean => format!("clean pass {}/{}", p.done, p.total),
+                stage => {
+                    let stage = format!("{stage:?}").to_lowercase();
+                    format!("attack {} {} {stage} {}/{}", p.attack, p.eps, p.done, p.total)
+                }
+            };
             self.monitor.progress(dir, &text);
         };
-        let eval = eval_rows(&model, (&x, &y), keep, suite, &key, &device, &mut progress)?;
+        let out = evaluate_run(&model, (&x, &y), keep, suite, &key, &device, &mut progress)?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
-        Ok(EvalOutput { eval, norms: vec![], gfa_value, grad_health })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(src: &str) -> AttackEntry {
-        AttackEntry::from_table(&src.parse::<toml::Table>().unwrap()).unwrap()
-    }
-
-    /// Each attack runs only at its own budgets, and a cumulative pass never mixes norms, even
-    /// where an L2 and an Linf budget share nothing but the suite.
-    #[test]
-    fn passes_group_by_norm_and_eps() {
-        let suite = [
-            entry(
-                r#"kind = "fgsm"
-                     eps = ["2/255", "8/255"]"#,
-            ),
-            entry(
-                r#"kind = "deepfool"
-                     norm = "l2"
-                     eps = ["0.5"]"#,
-            ),
-            entry(
-                r#"kind = "pgd"
-                     eps = ["8/255"]"#,
-            ),
-            entry(
-                r#"kind = "pgd"
-                     norm = "l2"
-                     eps = ["8/255"]"#,
-            ),
-        ];
-        let got: Vec<(String, Vec<String>)> = passes(&suite)
-            .into_iter()
-            .map(|(e, es)| (e.text, es.iter().map(|a| format!("{}:{}", a.kind, a.norm)).collect()))
-            .collect();
-        let want = [
-            ("2/255", vec!["fgsm:linf"]),
-            ("8/255", vec!["fgsm:linf", "pgd:linf"]),
-            ("0.5", vec!["deepfool:l2"]),
-            ("8/255", vec!["pgd:l2"]),
-        ]
-        .map(|(e, v)| (e.to_string(), v.into_iter().map(String::from).collect::<Vec<_>>()));
-        assert_eq!(got, want);
+        Ok(EvalOutput { gfa_value, grad_health, ..out })
     }
 }

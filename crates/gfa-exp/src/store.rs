@@ -162,8 +162,16 @@ impl ExperimentDir {
 }
 
 /// Per-run CSV files that `collect_all` concatenates to the experiment level.
-pub const RUN_CSVS: [&str; 6] =
-    ["train.csv", "eval.csv", "checks.csv", "gfa_value.csv", "norms.csv", "landscape.csv"];
+pub const RUN_CSVS: [&str; 8] = [
+    "train.csv",
+    "train_steps.csv",
+    "eval.csv",
+    "checks.csv",
+    "gfa_value.csv",
+    "norms.csv",
+    "points.csv",
+    "landscape.csv",
+];
 
 /// The folder of one run.
 #[derive(Debug, Clone)]

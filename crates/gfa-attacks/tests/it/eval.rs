@@ -1,7 +1,9 @@
 //! Robust evaluation: clean accuracy, individual vs cumulative, eps lists, subsets, and the
 //! thresholding of minimum-norm attacks.
 use gfa_attacks::attack::{Attack, Family};
-use gfa_attacks::eval::{EvalOptions, Mode, Points, Subset, SuiteEntry, evaluate, evaluate_suite};
+use gfa_attacks::eval::{
+    EvalOptions, Mode, NoStore, Points, Stage, Subset, SuiteEntry, evaluate, evaluate_suite,
+};
 use gfa_attacks::{Eps, Norm, Result};
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;
@@ -30,7 +32,7 @@ fn cumulative_is_the_worst_case_of_the_individual_attacks() {
     let (mut calls, mut cumulative_runs) = (0, 0);
     let recs = evaluate(&m, Points::all(&x, &y), &suite, &eps_list(), &opts, &mut |p| {
         calls += 1;
-        cumulative_runs += usize::from(p.mode == Mode::Cumulative);
+        cumulative_runs += usize::from(p.stage == Stage::Cumulative);
     })
     .unwrap();
     assert!(calls > 0);
@@ -64,7 +66,7 @@ fn cumulative_is_the_worst_case_of_the_individual_attacks() {
                 );
             }
             assert_eq!(c.n, 96);
-            assert_eq!(c.eps, e.value);
+            assert_eq!(c.eps, Some(e.value));
         }
     }
 }
@@ -144,9 +146,15 @@ fn minimum_norm_attacks_are_thresholded_at_every_eps() {
     // Budgets spread over the distances.
     let (lo, hi) = (found.min().double_value(&[]), found.max().double_value(&[]));
     let eps: Vec<Eps> = [0.25, 0.5, 0.75].iter().map(|f| Eps::new(lo + (hi - lo) * f)).collect();
-    let suite = vec![SuiteEntry { attack: Box::new(ExactBoundary), preset: "reference".into() }];
+    let suite = vec![SuiteEntry {
+        name: "exact".into(),
+        attack: Box::new(ExactBoundary),
+        preset: "reference".into(),
+        eps: eps.clone(),
+    }];
     let opts = EvalOptions { batch_size: 7, cumulative: false, ..EvalOptions::default() };
-    let recs = evaluate_suite(&m, Points::all(&x, &y), &suite, &eps, &opts, &mut |_| {}).unwrap();
+    let points = Points::all(&x, &y);
+    let recs = evaluate_suite(&m, points, &suite, &opts, &mut NoStore, &mut |_| {}).unwrap();
     let mut sorted: Vec<f64> = Vec::try_from(&found).unwrap();
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[14] + sorted[15]) / 2.0;
@@ -154,6 +162,17 @@ fn minimum_norm_attacks_are_thresholded_at_every_eps() {
         let fooled = found.le(e.value + 1e-5).sum(Kind::Int64).int64_value(&[]);
         assert_eq!(r.robust_acc, (30 - fooled) as f64 / 30.0, "eps {}", e.text);
         assert_eq!(r.success_rate, Some(fooled as f64 / 30.0));
+        // Per point: the robust flags count the robust points, every point's found norm is kept
+        // (the exact boundary attack fools each at some size), positions are the input's. The
+        // kept norm is measured on the float32 adversarial point: within 1e-6 of the distance
+        // (float32 rounding of 5 pixels near 0.5 is ~3e-8 each), as for the median above.
+        assert_eq!(r.robust.iter().filter(|&&b| b).count() as i64, 30 - fooled);
+        assert_eq!(r.index, (0..30).collect::<Vec<i64>>());
+        let kept: Vec<f64> = Vec::try_from(&found).unwrap();
+        assert_eq!(r.point_norm.len(), 30);
+        for (got, want) in r.point_norm.iter().zip(&kept) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
         // Norm statistics are over every successful point of the single run.
         assert!((r.median_norm.unwrap() - median).abs() < 1e-6);
         assert_eq!(r.family, Some(Family::MinimumNorm));

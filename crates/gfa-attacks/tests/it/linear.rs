@@ -1,6 +1,6 @@
 //! Closed-form checks on the `linear` model: `z = W (x - 0.5) / 0.5 + b`, so the input gradient of
 //! CE is `2 (softmax(z) - e_y) W` and the distance to the boundary between classes y and k is
-//! `(z_y - z_k) / ‖2 (w_y - w_k)‖` in the dual norm (ATTACKS.md §5.3).
+//! `(z_y - z_k) / ‖2 (w_y - w_k)‖` in the dual norm (docs/attacks.md §5.2).
 use gfa_attacks::{Attack, Norm, attack};
 use gfa_core::Classifier;
 use gfa_core::seed::SeededRng;

@@ -3,7 +3,7 @@
 //!
 //! For `f(x) = W' x + b'` (W' = W / std after the normalization layer) and a point inside the box,
 //! the smallest L2 (Linf) perturbation that changes the label is
-//! `d* = min_{k != y} |f_k - f_y| / ||w'_k - w'_y||_2 (||.||_1)` (ATTACKS.md §5.3).
+//! `d* = min_{k != y} |f_k - f_y| / ||w'_k - w'_y||_2 (||.||_1)` (docs/attacks.md §5.2).
 use gfa_attacks::attack::run;
 use gfa_attacks::cw::{Cw, CwConfig};
 use gfa_attacks::deepfool::{DeepFool, DeepFoolConfig};
@@ -244,8 +244,15 @@ fn transfer_crafts_on_the_surrogate_and_scores_on_the_target() {
     // What DeepFool does on the surrogate itself, with the target's labels.
     let on_surrogate =
         inner().perturb(&surrogate, &x, &y, f64::INFINITY, &mut rng_for(0, "t")).unwrap().0;
-    let tr =
-        Transfer::new(TransferConfig { surrogate: "seed22".into() }, surrogate, Box::new(inner()));
+    let config = TransferConfig {
+        norm: Norm::L2,
+        attack: Box::new(gfa_attacks::AttackSpec::DeepFool(DeepFoolConfig {
+            steps: 10,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let tr = Transfer::new(config, "seed22".into(), surrogate, Box::new(inner()));
     let before = params(&target);
     let out = run(&tr, &target, &x, &y, f64::INFINITY, &mut rng_for(0, "t")).unwrap();
     assert!(out.x_adv.equal(&on_surrogate), "transfer did not craft on the surrogate");
@@ -257,7 +264,8 @@ fn transfer_crafts_on_the_surrogate_and_scores_on_the_target() {
     for ((k, a), (_, b)) in before.iter().zip(params(&target)) {
         assert!(a.equal(&b), "target parameter {k} changed");
     }
-    assert!(tr.config_json().contains("\"inner\":\"deepfool\""));
+    assert!(tr.config_json().contains("\"surrogate\":\"seed22\""), "{}", tr.config_json());
+    assert!(tr.config_json().contains("\"kind\":\"deepfool\""), "{}", tr.config_json());
     println!(
         "transfer deepfool seed22 -> seed21: success {}/4",
         out.success.sum(Kind::Int64).int64_value(&[])

@@ -21,7 +21,8 @@ fn adversarial_methods_lower_their_own_loss_with_the_pgd_of_the_attacks() {
         .into_iter()
         .filter(|m| serde_json::from_value::<Method>(m.example.clone()).unwrap().inner().is_some());
     assert_eq!(adversarial.count(), methods.len(), "a new adversarial method belongs here");
-    // SPEC §4's recipe (SGD 0.1, momentum 0.9, cosine, crop + flip) at a small batch.
+    // The CIFAR-10 recipe of docs/method.md §3 (SGD 0.1, momentum 0.9, cosine, crop + flip)
+    // at a small batch.
     let cfg =
         TrainConfig { epochs: 3, batch_size: 8, eval_batch_size: 64, ..TrainConfig::default() };
     for (json, terms) in methods {

@@ -37,10 +37,8 @@ macro_rules! penalty_method {
                 self.0.check()
             }
 
-            /// Forward, the double-backprop call for the tap gradients, the backward through
-            /// both.
             fn grads_per_step(&self) -> f64 {
-                3.0
+                self.0.grads_per_step()
             }
 
             fn loss(&self, step: &mut Step<'_>) -> Result<StepLoss> {
@@ -53,6 +51,7 @@ macro_rules! penalty_method {
             fn example() -> Self {
                 $name(RegularizerConfig::with_lambda($lambda))
             }
+            const UNWRITTEN_OPTIONS: &'static [&'static str] = &RegularizerConfig::OPTIONAL_KEYS;
         }
     };
 }

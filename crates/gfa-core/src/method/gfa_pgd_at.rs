@@ -32,9 +32,9 @@ impl TrainMethod for GfaPgdAt {
         self.gfa.check()
     }
 
-    /// PGD's steps, then GFA's forward, double backprop and backward on x′.
+    /// PGD's steps, then GFA's step on x′.
     fn grads_per_step(&self) -> f64 {
-        self.pgd.steps as f64 + 3.0
+        self.pgd.steps as f64 + self.gfa.grads_per_step()
     }
 
     fn loss(&self, step: &mut Step<'_>) -> Result<StepLoss> {
@@ -49,4 +49,5 @@ impl Registered for GfaPgdAt {
     fn example() -> Self {
         GfaPgdAt { pgd: PgdAt::default(), gfa: RegularizerConfig::with_lambda(0.1) }
     }
+    const UNWRITTEN_OPTIONS: &'static [&'static str] = &RegularizerConfig::OPTIONAL_KEYS;
 }

@@ -88,6 +88,7 @@ impl TrainMethod for GradAlign {
             logits: logits_adv.detach(),
             terms: vec![("align", align.detach())],
             taps: None,
+            grads: None,
         })
     }
 }

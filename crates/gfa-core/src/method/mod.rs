@@ -1,4 +1,4 @@
-//! Training methods (SPEC §4): how one step's loss is built.
+//! Training methods (docs/method.md §3): how one step's loss is built.
 //!
 //! A method is one value, written in a run's `[method]` section as its `kind` plus its options:
 //! `{ kind = "gfa", lambda = 0.3, layers = "first" }`, `{ kind = "pgd_at", steps = 3 }`. Each
@@ -25,7 +25,7 @@ use tch::Tensor;
 
 use crate::classifier::Classifier;
 use crate::losses::TaskLoss;
-use crate::regularizer::{RegKind, Regularizer, RegularizerConfig};
+use crate::regularizer::{ParamGrads, RegKind, Regularizer, RegularizerConfig};
 use crate::seed::SeededRng;
 use crate::train::perturb::{InnerMax, TrainPerturbation};
 use crate::{CoreError, Result};
@@ -75,10 +75,12 @@ pub trait TrainMethod: fmt::Debug {
     fn loss(&self, step: &mut Step<'_>) -> Result<StepLoss>;
 
     /// Backpropagate the step's loss into the parameters' `.grad` (the trainer has zeroed
-    /// them). The default is one `backward()` of [`StepLoss::total`]; a method whose gradient
-    /// is not (only) the autograd gradient of that scalar overrides this.
+    /// them). The default is [`StepLoss::backward`]: one `backward()` of [`StepLoss::total`],
+    /// or, for a loss that carries its parameter gradients (the finite-difference GFA
+    /// gradient, [`StepLoss::grads`]), their addition to `.grad`; a method whose gradient is
+    /// not (only) the autograd gradient of that scalar overrides this.
     fn backward(&self, loss: &StepLoss) -> Result<()> {
-        loss.total.backward();
+        loss.backward();
         Ok(())
     }
 }
@@ -89,6 +91,8 @@ pub trait Registered: TrainMethod + Sized {
     const SUMMARY: &'static str;
     /// A complete value: the defaults, and a usual value for each option without a default.
     fn example() -> Self;
+    /// Options that the example leaves out because they are not written at their defaults.
+    const UNWRITTEN_OPTIONS: &'static [&'static str] = &[];
 }
 
 /// One training step's inputs, as the trainer hands them to [`TrainMethod::loss`].
@@ -123,6 +127,20 @@ pub struct StepLoss {
     pub terms: Vec<(&'static str, Tensor)>,
     /// Mean cosine and mean penalty term per tap of the regularizer's tap set, `[|S|]` each.
     pub taps: Option<(Tensor, Tensor)>,
+    /// The parameter gradients of `total`, where the step computed them without autograd
+    /// through `total` (`gradient = "finite_difference"`); `total` is then its value only.
+    pub grads: Option<ParamGrads>,
+}
+
+impl StepLoss {
+    /// The step's parameter gradients into `.grad`: [`Self::grads`] added where the step
+    /// carries them, one `backward()` of [`Self::total`] otherwise.
+    pub fn backward(&self) {
+        match &self.grads {
+            Some(g) => g.accumulate(),
+            None => self.total.backward(),
+        }
+    }
 }
 
 impl Step<'_> {
@@ -142,7 +160,9 @@ impl Step<'_> {
     /// standard training, GFA, GNR, and of PGD-AT, fast AT and GFA+PGD-AT on x′.
     ///
     /// With λ = 0 the graph is exactly plain training's (R is still measured and logged), so
-    /// GFA at λ = 0 trains bit for bit like standard training.
+    /// GFA at λ = 0 trains bit for bit like standard training, whatever `gradient` says. With
+    /// λ > 0 and `gradient = "finite_difference"` the step's parameter gradients are computed
+    /// here ([`Regularizer::finite_difference`]) and carried in [`StepLoss::grads`].
     pub fn task_loss_and_penalty(&self, x: &Tensor) -> StepLoss {
         let Some(reg) = self.reg else {
             let logits = self.model.logits(x, true);
@@ -153,8 +173,21 @@ impl Step<'_> {
                 logits: logits.detach(),
                 terms: vec![],
                 taps: None,
+                grads: None,
             };
         };
+        // The finite-difference gradient: computed here, added to `.grad` by the backward.
+        if reg.uses_finite_difference(self.lambda) {
+            let (f, grads) = reg.finite_difference(self.model, x, self.y, self.lambda, true);
+            return StepLoss {
+                total: &f.loss + &f.reg * self.lambda,
+                task: f.loss,
+                logits: f.logits,
+                terms: vec![(reg.kind.name(), f.reg)],
+                taps: Some((f.cos, f.terms)),
+                grads: Some(grads),
+            };
+        }
         let trained = self.lambda > 0.0;
         let f = reg.forward(self.model, x, self.y, true, trained);
         let total = if trained { &f.loss + &f.reg * self.lambda } else { f.loss.shallow_clone() };
@@ -164,6 +197,7 @@ impl Step<'_> {
             logits: f.logits.detach(),
             terms: vec![(reg.kind.name(), f.reg.detach())],
             taps: Some((f.cos, f.terms)),
+            grads: None,
         }
     }
 }
@@ -209,6 +243,9 @@ pub struct MethodInfo {
     pub grads_per_step: f64,
     /// The example value as a TOML-like inline table.
     pub example: serde_json::Value,
+    /// [`Registered::UNWRITTEN_OPTIONS`].
+    #[serde(skip)]
+    pub unwritten: &'static [&'static str],
 }
 
 impl MethodInfo {
@@ -224,14 +261,19 @@ impl MethodInfo {
             summary: M::SUMMARY,
             grads_per_step: example.grads_per_step(),
             example: value,
+            unwritten: M::UNWRITTEN_OPTIONS,
         }
     }
 
-    /// The option names of the method (the keys of its example, `kind` excluded).
+    /// The option names of the method (the keys of its example, `kind` excluded, and its
+    /// unwritten options), sorted.
     pub fn options(&self) -> Vec<String> {
         let keys = self.example.as_object().map(|m| m.keys().cloned().collect());
         let mut keys: Vec<String> = keys.unwrap_or_default();
         keys.retain(|k| k != "kind");
+        keys.extend(self.unwritten.iter().map(|k| k.to_string()));
+        keys.sort();
+        keys.dedup();
         keys
     }
 }
@@ -375,6 +417,17 @@ mod tests {
     }
 
     #[test]
+    fn penalty_methods_list_their_unwritten_options() {
+        for kind in ["gfa", "gnr", "gfa_pgd_at"] {
+            let options = Method::info(kind).unwrap().options();
+            for key in ["lambda", "layers", "gradient", "fd_step"] {
+                assert!(options.iter().any(|o| o == key), "{kind}: {options:?}");
+            }
+        }
+        assert!(!Method::info("pgd_at").unwrap().options().iter().any(|o| o == "gradient"));
+    }
+
+    #[test]
     fn penalty_methods_need_lambda() {
         for kind in ["gfa", "gnr", "gfa_pgd_at"] {
             let e = parse(&format!("[method]\nkind = \"{kind}\"\n")).unwrap_err();
@@ -391,5 +444,12 @@ mod tests {
         assert_eq!(pgd(10).unwrap().grads_per_step(), 11.0);
         assert_eq!(pgd(3).unwrap().grads_per_step(), 4.0);
         assert_eq!(Method::default().grads_per_step(), 1.0);
+        let gfa = |extra: &str| parse(&format!("[method]\nkind = \"gfa\"\nlambda = 1{extra}\n"));
+        assert_eq!(gfa("").unwrap().grads_per_step(), 3.0);
+        assert_eq!(gfa("\ngradient = \"finite_difference\"").unwrap().grads_per_step(), 2.0);
+        let m = parse(
+            "[method]\nkind = \"gfa_pgd_at\"\nlambda = 1\nsteps = 3\ngradient = \"finite_difference\"\n",
+        );
+        assert_eq!(m.unwrap().grads_per_step(), 5.0);
     }
 }

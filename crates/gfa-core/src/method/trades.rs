@@ -71,6 +71,7 @@ impl TrainMethod for Trades {
             logits: logits.detach(),
             terms: vec![("kl", kl.detach())],
             taps: None,
+            grads: None,
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The paper-style small CNN (SPEC §3). The paper does not give its exact layers, so this is the
+//! The paper-style small CNN (docs/method.md §4). The paper does not give its exact layers, so this is the
 //! classic robustness CNN (Carlini & Wagner 2017; Zhang et al. 2019, TRADES' `SmallCNN` without
 //! dropout): conv3×3(64) ×2 → maxpool → conv3×3(128) ×2 → maxpool → fc256 → fc256 → fc10, ReLU,
 //! no BatchNorm. Channel and unit counts scale with `width`.
@@ -13,7 +13,7 @@
 use tch::{Tensor, nn};
 
 use super::{ModelSpec, layers};
-use crate::classifier::{Network, Taps, record_tap};
+use crate::classifier::{Act, Network, Taps, max_pool2, record_tap};
 
 #[derive(Debug)]
 pub struct Cnn {
@@ -49,18 +49,14 @@ impl Network for Cnn {
     fn forward(&self, x: &Tensor, _train: bool, mut taps: Option<&mut Taps>) -> Tensor {
         let mut h = x.shallow_clone();
         for (i, conv) in self.convs.iter().enumerate() {
-            let pre = h.apply(conv);
-            h = pre.relu();
-            record_tap(&mut taps, &pre, &h);
+            h = record_tap(&mut taps, &h.apply(conv), Act::Relu);
             if i % 2 == 1 {
-                h = h.max_pool2d_default(2);
+                h = max_pool2(&mut taps, &h);
             }
         }
         h = h.flatten(1, -1);
         for fc in &self.fcs {
-            let pre = h.apply(fc);
-            h = pre.relu();
-            record_tap(&mut taps, &pre, &h);
+            h = record_tap(&mut taps, &h.apply(fc), Act::Relu);
         }
         h.apply(&self.head)
     }

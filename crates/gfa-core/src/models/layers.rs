@@ -119,7 +119,7 @@ pub fn linear(p: nn::Path, d_in: i64, d_out: i64, zero_bias: bool) -> nn::Linear
 /// # Shapes
 /// `[N, C, H, W]` → `[N, C]`.
 pub fn global_avg_pool(x: &Tensor) -> Tensor {
-    x.mean_dim(&[2i64, 3][..], false, Kind::Float)
+    x.mean_dim(&[2i64, 3][..], false, x.kind())
 }
 
 #[cfg(test)]

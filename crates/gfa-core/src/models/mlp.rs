@@ -2,7 +2,7 @@
 use tch::{Tensor, nn};
 
 use super::{ModelSpec, layers};
-use crate::classifier::{Network, Taps, record_tap};
+use crate::classifier::{Act, Network, Taps, record_tap};
 
 #[derive(Debug)]
 pub struct Mlp {
@@ -28,9 +28,7 @@ impl Network for Mlp {
     fn forward(&self, x: &Tensor, _train: bool, mut taps: Option<&mut Taps>) -> Tensor {
         let mut h = x.flatten(1, -1);
         for fc in &self.hidden {
-            let pre = h.apply(fc);
-            h = pre.relu();
-            record_tap(&mut taps, &pre, &h);
+            h = record_tap(&mut taps, &h.apply(fc), Act::Relu);
         }
         h.apply(&self.head)
     }

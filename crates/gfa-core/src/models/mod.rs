@@ -33,7 +33,7 @@ pub use wide_resnet::WideResNet;
 pub enum Arch {
     /// Flatten → one affine map (closed-form tests).
     Linear,
-    /// Flatten → hidden `widths` with ReLU → classes (SPEC §3).
+    /// Flatten → hidden `widths` with ReLU → classes (docs/method.md §4).
     Mlp,
     /// The classic robustness CNN: conv64 ×2 → pool → conv128 ×2 → pool → fc256 → fc256 → fc.
     Cnn,
@@ -176,33 +176,37 @@ impl ModelSpec {
         Self { arch, ..Self::default() }
     }
 
+    /// Checks the values; an error names the key (`model.width`) and the valid values.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(CoreError::Config(msg));
+        let bad = |key: &str, msg: String| Err(CoreError::invalid(format!("model.{key}"), msg));
         if !(self.width > 0.0 && self.width.is_finite()) {
-            return bad(format!("model.width must be a positive number, got {}", self.width));
+            return bad("width", format!("must be a positive number, got {}", self.width));
         }
         if self.num_classes < 2 {
-            return bad(format!("model.num_classes must be at least 2, got {}", self.num_classes));
+            return bad("num_classes", format!("must be at least 2, got {}", self.num_classes));
         }
         if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
-            return bad(format!("model.std must be positive, got {:?}", self.std));
+            return bad("std", format!("must be positive, got {:?}", self.std));
         }
         if self.input.iter().any(|d| *d < 1) {
-            return bad(format!("model.input must be positive [C, H, W], got {:?}", self.input));
+            return bad("input", format!("must be positive [C, H, W], got {:?}", self.input));
         }
         for (key, v) in [("mean", &self.mean), ("std", &self.std)] {
             if per_channel(v, self.input[0]).is_none() {
-                return bad(format!(
-                    "model.{key} has {} values {v:?} but the images have {} channel(s): give one \
-                     value per channel, or a single value",
-                    v.len(),
-                    self.input[0]
-                ));
+                return bad(
+                    key,
+                    format!(
+                        "has {} values {v:?} but the images have {} channel(s): give one value \
+                         per channel, or a single value",
+                        v.len(),
+                        self.input[0]
+                    ),
+                );
             }
         }
         if self.arch == Arch::Mlp && (self.widths.is_empty() || self.widths.iter().any(|w| *w < 1))
         {
-            return bad(format!("model.widths must be positive integers, got {:?}", self.widths));
+            return bad("widths", format!("must be positive integers, got {:?}", self.widths));
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use tch::nn;
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
 use super::resnet18::{STAGE_CHANNELS, stages};
-use crate::classifier::{Network, Taps, record_tap};
+use crate::classifier::{Act, Network, Taps, record_tap, relu};
 
 #[derive(Debug)]
 struct PreActBlock {
@@ -44,13 +44,13 @@ impl PreActBlock {
 
     /// # Shapes
     /// `[N, c_in, H, W]` → `[N, c_out, H / stride, W / stride]`.
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let a = x.apply_t(&self.bn1, train).relu();
+    fn forward(&self, x: &Tensor, train: bool, taps: &mut Option<&mut Taps>) -> Tensor {
+        let a = relu(taps, &x.apply_t(&self.bn1, train));
         let skip = match &self.shortcut {
             Some(c) => a.apply(c),
             None => x.shallow_clone(),
         };
-        let out = a.apply(&self.conv1).apply_t(&self.bn2, train).relu().apply(&self.conv2);
+        let out = relu(taps, &a.apply(&self.conv1).apply_t(&self.bn2, train)).apply(&self.conv2);
         out + skip
     }
 }
@@ -78,17 +78,14 @@ impl PreActResNet18 {
 
 impl Network for PreActResNet18 {
     fn forward(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Tensor {
-        let mut h = x.apply(&self.conv1);
-        record_tap(&mut taps, &h, &h);
+        let mut h = record_tap(&mut taps, &x.apply(&self.conv1), Act::Identity);
         for stage in &self.layers {
             for block in stage {
-                h = block.forward(&h, train);
+                h = block.forward(&h, train, &mut taps);
             }
-            record_tap(&mut taps, &h, &h);
+            h = record_tap(&mut taps, &h, Act::Identity);
         }
-        let pre = h.apply_t(&self.bn, train);
-        let post = pre.relu();
-        record_tap(&mut taps, &pre, &post);
+        let post = record_tap(&mut taps, &h.apply_t(&self.bn, train), Act::Relu);
         global_avg_pool(&post).apply(&self.linear)
     }
 

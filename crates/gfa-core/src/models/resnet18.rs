@@ -17,7 +17,7 @@ use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
-use crate::classifier::{Network, Taps, record_tap};
+use crate::classifier::{Act, Network, Taps, record_tap, relu};
 
 /// Output channels of the four stages at `width = 1`.
 pub const STAGE_CHANNELS: [i64; 4] = [64, 128, 256, 512];
@@ -76,20 +76,18 @@ impl BasicBlock {
         }
     }
 
-    /// The residual sum (before the final ReLU) and the block output.
+    /// The residual sum (the block output is its ReLU).
     ///
     /// # Shapes
-    /// `[N, c_in, H, W]` → two `[N, c_out, H / stride, W / stride]`.
-    fn forward(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+    /// `[N, c_in, H, W]` → `[N, c_out, H / stride, W / stride]`.
+    fn forward(&self, x: &Tensor, train: bool, taps: &mut Option<&mut Taps>) -> Tensor {
+        let out = relu(taps, &x.apply(&self.conv1).apply_t(&self.bn1, train));
         let out = out.apply(&self.conv2).apply_t(&self.bn2, train);
         let skip = match &self.shortcut {
             Some((c, bn)) => x.apply(c).apply_t(bn, train),
             None => x.shallow_clone(),
         };
-        let sum = out + skip;
-        let post = sum.relu();
-        (sum, post)
+        out + skip
     }
 }
 
@@ -116,15 +114,18 @@ impl ResNet18 {
 
 impl Network for ResNet18 {
     fn forward(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Tensor {
-        let pre = x.apply(&self.conv1).apply_t(&self.bn1, train);
-        let mut h = pre.relu();
-        record_tap(&mut taps, &pre, &h);
+        let stem = x.apply(&self.conv1).apply_t(&self.bn1, train);
+        let mut h = record_tap(&mut taps, &stem, Act::Relu);
         for stage in &self.layers {
-            let mut sum = h.shallow_clone();
-            for block in stage {
-                (sum, h) = block.forward(&h, train);
+            // Each stage is tapped at its last block: the residual sum, or the ReLU after it.
+            for (i, block) in stage.iter().enumerate() {
+                let sum = block.forward(&h, train, &mut taps);
+                h = if i + 1 == stage.len() {
+                    record_tap(&mut taps, &sum, Act::Relu)
+                } else {
+                    relu(&mut taps, &sum)
+                };
             }
-            record_tap(&mut taps, &sum, &h);
         }
         global_avg_pool(&h).apply(&self.linear)
     }

@@ -21,7 +21,7 @@ use tch::nn;
 
 use super::ModelSpec;
 use super::layers::{BatchNorm2d, ConvInit, conv, global_avg_pool, linear};
-use crate::classifier::{Network, Taps, record_tap};
+use crate::classifier::{Act, Network, Taps, record_tap, relu};
 
 /// Blocks per group of a WideResNet of `depth` (6 · n + 4): 4 for depth 28, 5 for depth 34.
 pub const fn blocks_per_group(depth: i64) -> i64 {
@@ -58,9 +58,9 @@ impl BasicBlock {
 
     /// # Shapes
     /// `[N, c_in, H, W]` → `[N, c_out, H / stride, W / stride]`.
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let a = x.apply_t(&self.bn1, train).relu();
-        let out = a.apply(&self.conv1).apply_t(&self.bn2, train).relu().apply(&self.conv2);
+    fn forward(&self, x: &Tensor, train: bool, taps: &mut Option<&mut Taps>) -> Tensor {
+        let a = relu(taps, &x.apply_t(&self.bn1, train));
+        let out = relu(taps, &a.apply(&self.conv1).apply_t(&self.bn2, train)).apply(&self.conv2);
         match &self.conv_shortcut {
             Some(c) => out + a.apply(c),
             None => out + x,
@@ -109,17 +109,14 @@ impl WideResNet {
 
 impl Network for WideResNet {
     fn forward(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Tensor {
-        let mut h = x.apply(&self.conv1);
-        record_tap(&mut taps, &h, &h);
+        let mut h = record_tap(&mut taps, &x.apply(&self.conv1), Act::Identity);
         for group in &self.groups {
             for block in group {
-                h = block.forward(&h, train);
+                h = block.forward(&h, train, &mut taps);
             }
-            record_tap(&mut taps, &h, &h);
+            h = record_tap(&mut taps, &h, Act::Identity);
         }
-        let pre = h.apply_t(&self.bn1, train);
-        let post = pre.relu();
-        record_tap(&mut taps, &pre, &post);
+        let post = record_tap(&mut taps, &h.apply_t(&self.bn1, train), Act::Relu);
         global_avg_pool(&post).apply(&self.fc)
     }
 

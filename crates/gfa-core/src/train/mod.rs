@@ -3,8 +3,10 @@
 //! One step draws a batch (seeded permutation), augments it, asks the method for the step's
 //! loss ([`TrainMethod::loss`]), backpropagates it ([`TrainMethod::backward`]) and makes one
 //! optimizer update; [`Trainer::step`] is that seam. After each epoch the trainer measures
-//! test accuracy, writes a checkpoint (when a directory is given) and hands an
-//! [`EpochRecord`] to the caller.
+//! test accuracy, the collapse diagnostics on a fixed batch ([`diagnostics`]; also every few
+//! dozen steps of the first epochs) and, with `[train] validation`, clean and robust accuracy on
+//! held-out training images ([`validation`]: the robust checkpoint `best.safetensors`); then it
+//! writes a checkpoint (when a directory is given) and hands an [`EpochRecord`] to the caller.
 //!
 //! Determinism and resume: at the start of epoch e libtorch is reseeded from `(seed, e)` and
 //! the shuffle, augmentation and perturbation generators are `rng_for(seed, "<purpose>/e")`;
@@ -15,7 +17,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gfa_data::Splits;
+use gfa_data::{Dataset, Splits};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -31,14 +33,20 @@ use crate::regularizer::Regularizer;
 use crate::seed::{SeededRng, rng_for, seed_all};
 use crate::{CoreError, Result, metrics};
 
+pub mod diagnostics;
 pub mod optim;
 pub mod perturb;
 pub mod schedule;
+pub mod validation;
 
+pub use diagnostics::{DiagnosticsConfig, Probe, TapProbe};
 pub use gfa_data::AugmentConfig;
 pub use optim::{Optimizer, OptimizerConfig};
 pub use perturb::{InnerLoss, InnerMax, Start, TrainPerturbation};
 pub use schedule::Schedule;
+pub use validation::{ValidationAttack, ValidationConfig, ValidationRecord};
+
+use diagnostics::{FixedBatches, ProbeContext};
 
 /// The `[train]` table: the recipe every method shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,13 +60,22 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// The task loss ℓ every method trains on (and GFA/GNR differentiate at the taps).
     pub task_loss: TaskLoss,
-    /// Batch size of the per-epoch test accuracy.
+    /// Batch size of the per-epoch test accuracy (and of the validation measurement).
     pub eval_batch_size: usize,
+    /// Hold out training images and keep the robust checkpoint `best.safetensors`
+    /// ([`validation`]); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationConfig>,
+    /// Collapse diagnostics on a fixed batch ([`diagnostics`]); left out of the canonical spec
+    /// when it is the default, so run ids of files without it stay what they were (probes do
+    /// not change the trained weights).
+    #[serde(skip_serializing_if = "DiagnosticsConfig::is_default")]
+    pub diagnostics: DiagnosticsConfig,
 }
 
 impl Default for TrainConfig {
-    /// SPEC §4's CIFAR-10 reference: 100 epochs, batch 128, SGD (lr 0.1, momentum 0.9,
-    /// weight decay 5e-4), cosine schedule, crop + flip, cross-entropy.
+    /// The CIFAR-10 reference of docs/method.md §3: 100 epochs, batch 128, SGD (lr 0.1,
+    /// momentum 0.9, weight decay 5e-4), cosine schedule, crop + flip, cross-entropy.
     fn default() -> Self {
         Self {
             epochs: 100,
@@ -68,19 +85,29 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             task_loss: TaskLoss::Ce,
             eval_batch_size: 500,
+            validation: None,
+            diagnostics: DiagnosticsConfig::default(),
         }
     }
 }
 
 impl TrainConfig {
-    /// Checks the values.
+    /// Checks the values; an error names the key (`train.epochs`) and the valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(CoreError::Config(m.into()));
-        if self.epochs == 0 {
-            return bad("train.epochs must be at least 1");
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                return Err(CoreError::invalid(
+                    format!("train.{key}"),
+                    "must be at least 1, got 0",
+                ));
+            }
         }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("train.batch_size and train.eval_batch_size must be at least 1");
+        if let Some(v) = &self.validation {
+            v.validate()?;
         }
         self.optimizer.validate()?;
         self.schedule.validate()
@@ -91,13 +118,25 @@ impl TrainConfig {
 /// non-negative inner budget.
 pub fn check_method(method: &dyn TrainMethod) -> Result<()> {
     method.check()?;
-    if let Some(inner) = method.inner()
-        && !(inner.eps >= 0.0 && inner.step >= 0.0 && inner.eps.is_finite())
-    {
-        return Err(CoreError::Config(format!(
-            "method: eps and step must be finite and ≥ 0, got {} and {}",
-            inner.eps, inner.step
-        )));
+    if let Some(inner) = method.inner() {
+        for (key, v) in [("eps", inner.eps), ("step", inner.step)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(CoreError::invalid(
+                    format!("method.{key}"),
+                    format!("must be a finite number ≥ 0 (e.g. \"8/255\"), got {v}"),
+                ));
+            }
+        }
+        if inner.eps > 1.0 {
+            return Err(CoreError::invalid(
+                "method.eps",
+                format!(
+                    "the training budget is an L∞ radius on [0, 1] pixels, so it lies in [0, 1] \
+                     (e.g. \"8/255\"); got {}",
+                    inner.eps
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -111,7 +150,7 @@ pub struct TapRecord {
 }
 
 /// What one epoch did; one row of `train.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
@@ -132,6 +171,30 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training accuracy below 1.5× chance after the second epoch.
     pub collapse: bool,
+    /// Optimizer steps made since the start of training, at the end of the epoch.
+    #[serde(default)]
+    pub steps: usize,
+    /// The diagnostics probes taken during the epoch, the last one at its end (empty when the
+    /// diagnostics are off).
+    #[serde(default)]
+    pub probes: Vec<Probe>,
+    /// When the last probe is flagged: the step at which the flag rose for this collapse
+    /// ([`diagnostics::collapse_step`]; 0: the model never left chance).
+    #[serde(default)]
+    pub collapse_step: Option<usize>,
+    /// Clean and robust accuracy on the held-out images, when measured this epoch.
+    #[serde(default)]
+    pub validation: Option<ValidationRecord>,
+    /// The epoch whose weights `best.safetensors` holds after this epoch (with validation).
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+}
+
+impl EpochRecord {
+    /// The probe taken at the end of the epoch.
+    pub fn end_probe(&self) -> Option<&Probe> {
+        self.probes.last().filter(|p| p.step == self.steps)
+    }
 }
 
 /// Everything about a run that is not in the configs.
@@ -149,6 +212,8 @@ pub struct TrainOptions<'a> {
     /// The inner maximization of adversarial methods (`gfa_attacks::InnerPgd`); training an
     /// adversarial method without one is an error.
     pub perturbation: Option<&'a dyn TrainPerturbation>,
+    /// The attack of `[train] validation` (`gfa_attacks::ValidationPgd`); needed with it.
+    pub validation: Option<&'a dyn ValidationAttack>,
     /// Cut every epoch after this many optimizer steps (tests, profiling).
     pub max_steps: Option<usize>,
     /// The build recorded in the checkpoints.
@@ -203,10 +268,93 @@ pub fn train<M: TrainMethod + Serialize>(
     trainer.finish()
 }
 
+/// Everything [`train`] would refuse before its first step, checked without changing
+/// anything: the configs, the method against `model`'s taps, the data, and, with
+/// `opts.resume`, that a checkpoint in `opts.checkpoint_dir` belongs to this run. A command
+/// calls it before it writes its first file, so a refused command writes nothing.
+pub fn preflight<M: TrainMethod + Serialize>(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &M,
+    opts: &TrainOptions<'_>,
+) -> Result<()> {
+    checks(model, splits, cfg, method, opts)?;
+    match opts.checkpoint_dir.as_deref().filter(|d| opts.resume && checkpoint::exists(d)) {
+        Some(dir) => {
+            check_resumable(dir, &model.spec, &run_hash(&model.spec, cfg, method, opts.seed))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The checks of [`preflight`] that need no checkpoint; the method's regularizer bound to the
+/// model's taps.
+fn checks(
+    model: &Classifier,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    method: &dyn TrainMethod,
+    opts: &TrainOptions<'_>,
+) -> Result<Option<Regularizer>> {
+    cfg.validate()?;
+    check_method(method)?;
+    let reg = match method.regularizer() {
+        Some((kind, rc)) => Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?),
+        None => None,
+    };
+    if method.inner().is_some() && opts.perturbation.is_none() {
+        return Err(CoreError::Config(
+            "this method trains on adversarial inputs: give TrainOptions::perturbation \
+             (gfa_attacks::InnerPgd)"
+                .into(),
+        ));
+    }
+    if splits.train.is_empty() {
+        return Err(CoreError::Config("the training split is empty".into()));
+    }
+    if let Some(v) = &cfg.validation {
+        // The held-out set must fit in the training split.
+        validation::holdout(splits.train.len(), v.n, opts.seed)?;
+    }
+    Ok(reg)
+}
+
+/// An error, saying how to go on, unless the checkpoint in `dir` was written by the run of
+/// `spec` and `hash`.
+fn check_resumable(dir: &std::path::Path, spec: &ModelSpec, hash: &str) -> Result<()> {
+    let meta = checkpoint::read_meta(dir)?;
+    let refuse = |what: String| CoreError::Checkpoint {
+        path: dir.join(checkpoint::SIDECAR),
+        reason: format!(
+            "written by {what}; resume it with the configuration it was trained with, or drop \
+             --resume and use a new output folder"
+        ),
+    };
+    if meta.config_hash != hash {
+        return Err(refuse(format!(
+            "a different configuration (hash {} vs {hash})",
+            meta.config_hash
+        )));
+    }
+    if &meta.model != spec {
+        return Err(refuse("a different model spec".into()));
+    }
+    Ok(())
+}
+
 /// One training run in progress.
 struct Trainer<'a> {
     model: &'a mut Classifier,
     splits: &'a Splits,
+    /// The training images (without the held-out ones).
+    train: Dataset,
+    /// The held-out images of `[train] validation`.
+    val: Option<Dataset>,
+    /// The diagnostics' fixed batches, when they are on.
+    fixed: Option<FixedBatches>,
+    /// Optimizer steps made since the start of training.
+    steps_done: usize,
     cfg: &'a TrainConfig,
     method: &'a dyn TrainMethod,
     /// The method's regularizer bound to the model's taps.
@@ -229,28 +377,33 @@ impl<'a> Trainer<'a> {
         opts: &'a TrainOptions<'a>,
         hash: String,
     ) -> Result<Self> {
-        cfg.validate()?;
-        check_method(method)?;
-        let reg = match method.regularizer() {
-            Some((kind, rc)) => {
-                Some(Regularizer::new(kind, rc, cfg.task_loss, &model.tap_names())?)
+        let reg = checks(model, splits, cfg, method, opts)?;
+        let (train, val) = match &cfg.validation {
+            None => (splits.train.head(splits.train.len()), None),
+            Some(v) => {
+                if opts.validation.is_none() {
+                    return Err(CoreError::Config(
+                        "train.validation measures robust accuracy: give \
+                         TrainOptions::validation (gfa_attacks::ValidationPgd)"
+                            .into(),
+                    ));
+                }
+                let (held, kept) = validation::holdout(splits.train.len(), v.n, opts.seed)?;
+                let pick = |i: &[i64]| splits.train.select(&Tensor::from_slice(i));
+                (pick(&kept), Some(pick(&held)))
             }
-            None => None,
         };
-        if method.inner().is_some() && opts.perturbation.is_none() {
-            return Err(CoreError::Config(
-                "this method trains on adversarial inputs: give TrainOptions::perturbation \
-                 (gfa_attacks::InnerPgd)"
-                    .into(),
-            ));
-        }
-        if splits.train.is_empty() {
-            return Err(CoreError::Config("the training split is empty".into()));
-        }
+        let fixed = cfg.diagnostics.enabled().then(|| {
+            FixedBatches::new(&train, &splits.test, cfg.diagnostics.batch, model.device())
+        });
         let optimizer = Optimizer::new(&cfg.optimizer, model)?;
         Ok(Self {
             model,
             splits,
+            train,
+            val,
+            fixed,
+            steps_done: 0,
             cfg,
             method,
             reg,
@@ -271,25 +424,17 @@ impl<'a> Trainer<'a> {
         if !checkpoint::exists(dir) {
             return Ok(());
         }
-        let meta = checkpoint::read_meta(dir)?;
-        if meta.config_hash != self.hash {
-            return Err(CoreError::Checkpoint {
-                path: dir.join(checkpoint::SIDECAR),
-                reason: format!(
-                    "written by a different configuration (hash {} vs {}); use a new directory \
-                     or drop --resume",
-                    meta.config_hash, self.hash
-                ),
-            });
-        }
+        check_resumable(dir, &self.model.spec, &self.hash)?;
         let meta = checkpoint::restore(dir, self.model, &mut self.optimizer)?;
         self.resumed_epochs = meta.epoch;
         self.records = meta.metrics;
+        self.steps_done = self.records.last().map_or(0, |r| r.steps);
         Ok(())
     }
 
-    /// One epoch (0-based `epoch`): reseed, one pass over the shuffled training set, test
-    /// accuracy; the epoch's record is kept and returned.
+    /// One epoch (0-based `epoch`): reseed, one pass over the shuffled training set (with the
+    /// diagnostics' probes), test accuracy, the epoch-end probe and validation; the epoch's
+    /// record is kept and returned.
     fn epoch(&mut self, epoch: usize) -> Result<EpochRecord> {
         let t0 = Instant::now();
         let (cfg, seed) = (self.cfg, self.opts.seed);
@@ -297,24 +442,29 @@ impl<'a> Trainer<'a> {
         let mut shuffle_rng = rng_for(seed, &format!("shuffle/{epoch}"));
         let mut augment_rng = rng_for(seed, &format!("augment/{epoch}"));
         let mut perturb_rng = rng_for(seed, &format!("perturb/{epoch}"));
-        let data = &self.splits.train;
-        let mut perm: Vec<i64> = (0..data.len() as i64).collect();
+        let n_train = self.train.len();
+        let mut perm: Vec<i64> = (0..n_train as i64).collect();
         perm.shuffle(&mut shuffle_rng);
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs);
         let lambda = self.reg.as_ref().map(|r| r.cfg.lambda_at(epoch));
         let show = self.opts.progress && std::io::stderr().is_terminal();
-        let bar = progress_bar(show, data.len().div_ceil(cfg.batch_size) as u64, epoch, cfg.epochs);
+        let bar = progress_bar(show, n_train.div_ceil(cfg.batch_size) as u64, epoch, cfg.epochs);
 
         let taps = self.reg.as_ref().map_or(0, |r| r.tap_names().len());
         let mut sums = Sums::new(taps, self.model.device());
+        let mut probes = Vec::new();
         for (step, chunk) in perm.chunks(cfg.batch_size).enumerate() {
             if self.opts.max_steps.is_some_and(|m| step >= m) {
                 break;
             }
-            let (x, y) = data.batch(&Tensor::from_slice(chunk), self.model.device());
+            if cfg.diagnostics.due(epoch, step, self.steps_done) {
+                probes.extend(self.probe(epoch, lambda)?);
+            }
+            let (x, y) = self.train.batch(&Tensor::from_slice(chunk), self.model.device());
             let x = cfg.augment.apply(&x, &mut augment_rng)?;
             let out =
                 self.step(&x, &y, lambda.unwrap_or(0.0), lr, &mut perturb_rng, (epoch, step))?;
+            self.steps_done += 1;
             sums.add(&out, &y);
             if show {
                 bar.set_position(step as u64 + 1);
@@ -326,7 +476,16 @@ impl<'a> Trainer<'a> {
         } else {
             Some(metrics::accuracy(self.model, &self.splits.test, cfg.eval_batch_size)?)
         };
-        let record = self.record(epoch, &sums, test_acc, lr, lambda, t0)?;
+        probes.extend(self.probe(epoch, lambda)?);
+        let validation = match (&cfg.validation, &self.val, self.opts.validation) {
+            (Some(v), Some(data), Some(attack)) if v.due(epoch, cfg.epochs) => {
+                let batch = cfg.eval_batch_size;
+                Some(validation::measure(self.model, data, v, attack, batch, seed)?)
+            }
+            _ => None,
+        };
+        let measured = Measured { test_acc, lr, lambda, probes, validation };
+        let record = self.record(epoch, &sums, measured, t0)?;
         if show {
             bar.finish_and_clear();
             eprintln!("{}", summary_line(&record, cfg.epochs, self.chance()));
@@ -372,20 +531,27 @@ impl<'a> Trainer<'a> {
         metrics::chance(self.model.num_classes())
     }
 
-    /// The record of epoch `epoch` from its running sums.
-    fn record(
-        &self,
-        epoch: usize,
-        sums: &Sums,
-        test_acc: Option<f64>,
-        lr: f64,
-        lambda: Option<f64>,
-        t0: Instant,
-    ) -> Result<EpochRecord> {
+    /// A diagnostics probe now (during the 0-based `epoch`), when they are on.
+    fn probe(&self, epoch: usize, lambda: Option<f64>) -> Result<Option<Probe>> {
+        let Some(fixed) = &self.fixed else { return Ok(None) };
+        let ctx = ProbeContext {
+            task: self.cfg.task_loss,
+            reg: self.reg.as_ref(),
+            lambda,
+            at: (epoch + 1, self.steps_done),
+        };
+        diagnostics::probe(self.model, fixed, ctx).map(Some)
+    }
+
+    /// The record of epoch `epoch` from its running sums and what was measured after it.
+    fn record(&self, epoch: usize, sums: &Sums, m: Measured, t0: Instant) -> Result<EpochRecord> {
+        let Measured { test_acc, lr, lambda, probes, validation } = m;
         let (train_loss, train_acc) = sums.snapshot();
         let names = self.reg.as_ref().map(|r| r.tap_names()).unwrap_or_default();
         let cos = sums.per_tap(&sums.cos)?;
         let term = sums.per_tap(&sums.tap_terms)?;
+        let earlier = self.records.iter().flat_map(|r| &r.probes);
+        let collapse_step = diagnostics::collapse_step(earlier.chain(&probes));
         Ok(EpochRecord {
             epoch: epoch + 1,
             train_loss,
@@ -401,12 +567,24 @@ impl<'a> Trainer<'a> {
             lambda,
             seconds: t0.elapsed().as_secs_f64(),
             collapse: epoch + 1 >= 2 && train_acc < 1.5 * self.chance(),
+            steps: self.steps_done,
+            probes,
+            collapse_step,
+            best_epoch: validation::best_epoch(&self.records, epoch + 1, validation.as_ref()),
+            validation,
         })
     }
 
-    /// Save weights, optimizer state and the sidecar after an epoch (with a directory).
+    /// Save weights, optimizer state and the sidecar after an epoch (with a directory); the
+    /// epoch's weights also as `best.safetensors` when they are the new robust checkpoint
+    /// (before the sidecar, which always describes complete weight files).
     fn checkpoint(&self, record: &EpochRecord) -> Result<()> {
         let Some(dir) = &self.opts.checkpoint_dir else { return Ok(()) };
+        if record.validation.is_some() && record.best_epoch == Some(record.epoch) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| CoreError::Io { path: dir.clone(), source })?;
+            checkpoint::save_weights(self.model, &dir.join(checkpoint::BEST))?;
+        }
         let meta = CheckpointMeta {
             format: checkpoint::FORMAT,
             model: self.model.spec.clone(),
@@ -429,6 +607,15 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// What an epoch measured besides its running sums.
+struct Measured {
+    test_acc: Option<f64>,
+    lr: f64,
+    lambda: Option<f64>,
+    probes: Vec<Probe>,
+    validation: Option<ValidationRecord>,
+}
+
 /// `name value` pairs of the named terms, for the progress lines.
 fn terms_text(terms: &BTreeMap<String, f64>) -> String {
     terms.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect()
@@ -438,8 +625,13 @@ fn terms_text(terms: &BTreeMap<String, f64>) -> String {
 pub fn summary_line(r: &EpochRecord, epochs: usize, chance: f64) -> String {
     let test = r.test_acc.map(|a| format!(" test {:.1}%", 100.0 * a)).unwrap_or_default();
     let lambda = r.lambda.map(|l| format!(" λ {l}")).unwrap_or_default();
+    let val = r.validation.map_or(String::new(), |v| {
+        let best = if r.best_epoch == Some(r.epoch) { ", best so far" } else { "" };
+        let (c, a) = (100.0 * v.clean_acc, 100.0 * v.robust_acc);
+        format!(" val {c:.1}% / robust {a:.1}%{best}")
+    });
     let mut line = format!(
-        "epoch {}/{} loss {:.4}{} acc {:.1}%{test} lr {:.4}{lambda} ({:.1} s)",
+        "epoch {}/{} loss {:.4}{} acc {:.1}%{test}{val} lr {:.4}{lambda} ({:.1} s)",
         r.epoch,
         epochs,
         r.train_loss,
@@ -577,8 +769,14 @@ mod tests {
             lambda: Some(1.0),
             seconds: 1.0,
             collapse: true,
+            steps: 10,
+            probes: vec![],
+            collapse_step: Some(0),
+            validation: Some(ValidationRecord { clean_acc: 0.5, robust_acc: 0.25 }),
+            best_epoch: Some(2),
         };
         let line = summary_line(&r, 10, 0.1);
         assert!(line.contains("COLLAPSE") && line.contains("gfa 0.7500"), "{line}");
+        assert!(line.contains("val 50.0% / robust 25.0%, best so far"), "{line}");
     }
 }

@@ -43,7 +43,7 @@ fn adam_eps() -> f64 {
 }
 
 impl Default for OptimizerConfig {
-    /// SGD, lr 0.1, momentum 0.9, weight decay 5e-4: the CIFAR-10 reference of SPEC §4
+    /// SGD, lr 0.1, momentum 0.9, weight decay 5e-4: the CIFAR-10 reference of docs/method.md §3
     /// (Rice et al. 2020; Madry et al. 2018).
     fn default() -> Self {
         OptimizerConfig::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: false }
@@ -51,6 +51,12 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// Adam at learning rate `lr` with the TOML defaults of its other keys (PyTorch's: betas
+    /// (0.9, 0.999), eps 1e-8, no weight decay).
+    pub fn adam(lr: f64) -> Self {
+        OptimizerConfig::Adam { lr, betas: adam_betas(), eps: adam_eps(), weight_decay: 0.0 }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
@@ -58,39 +64,35 @@ impl OptimizerConfig {
         }
     }
 
+    /// Checks the values; an error names the key (`train.optimizer.lr`) and the valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(CoreError::Config(m));
+        let bad =
+            |key: &str, m: String| Err(CoreError::invalid(format!("train.optimizer.{key}"), m));
         let lr = self.lr();
         if !(lr > 0.0 && lr.is_finite()) {
-            return bad(format!("train.optimizer.lr must be a positive number, got {lr}"));
+            return bad("lr", format!("must be a positive number, got {lr}"));
         }
         match self {
             OptimizerConfig::Sgd { momentum, weight_decay, nesterov, .. } => {
                 if !(0.0..1.0).contains(momentum) {
-                    return bad(format!(
-                        "train.optimizer.momentum must be in [0, 1), got {momentum}"
-                    ));
+                    return bad("momentum", format!("must be in [0, 1), got {momentum}"));
                 }
                 if *nesterov && *momentum == 0.0 {
-                    return bad("train.optimizer.nesterov needs momentum > 0".into());
+                    return bad("nesterov", "needs momentum > 0".into());
                 }
                 if weight_decay.is_nan() || *weight_decay < 0.0 {
-                    return bad(format!(
-                        "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
-                    ));
+                    return bad("weight_decay", format!("must be ≥ 0, got {weight_decay}"));
                 }
             }
             OptimizerConfig::Adam { betas, eps, weight_decay, .. } => {
                 if betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-                    return bad(format!("train.optimizer.betas must be in [0, 1), got {betas:?}"));
+                    return bad("betas", format!("must be in [0, 1), got {betas:?}"));
                 }
                 if eps.is_nan() || *eps <= 0.0 {
-                    return bad(format!("train.optimizer.eps must be positive, got {eps}"));
+                    return bad("eps", format!("must be positive, got {eps}"));
                 }
                 if weight_decay.is_nan() || *weight_decay < 0.0 {
-                    return bad(format!(
-                        "train.optimizer.weight_decay must be ≥ 0, got {weight_decay}"
-                    ));
+                    return bad("weight_decay", format!("must be ≥ 0, got {weight_decay}"));
                 }
             }
         }

@@ -38,9 +38,10 @@ impl Schedule {
         if let Schedule::Step { gamma, .. } = self
             && !(*gamma > 0.0 && gamma.is_finite())
         {
-            return Err(CoreError::Config(format!(
-                "train.schedule.gamma must be a positive number, got {gamma}"
-            )));
+            return Err(CoreError::invalid(
+                "train.schedule.gamma",
+                format!("must be a positive number, got {gamma}"),
+            ));
         }
         Ok(())
     }

@@ -99,3 +99,58 @@ fn sidecar_round_trips() {
     checkpoint::write_meta(dir.path(), &meta).unwrap();
     assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), meta);
 }
+
+/// Floats in `checkpoint.json` read back bit for bit: a resumed run continues from exactly the
+/// recorded metrics. 0.09049479166666667 is a training accuracy a run produced; serde_json
+/// without its `float_roundtrip` feature reads it back as 0.09049479166666669.
+#[test]
+fn sidecar_floats_read_back_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = [0.09049479166666667, 1.390711545944214, 0.0002500000000000001, 1e-300, 0.1];
+    let record = |i: usize, v: f64| gfa_core::EpochRecord {
+        epoch: i + 1,
+        train_loss: v,
+        taps: vec![gfa_core::train::TapRecord { tap: "input".into(), cos: -v, term: v * 7.0 }],
+        terms: [("gfa".to_string(), v / 3.0), ("kl".to_string(), v * 1.1)].into_iter().collect(),
+        train_acc: v,
+        test_acc: Some(1.0 - v),
+        lr: v * 0.3,
+        lambda: Some(v),
+        seconds: v * 11.0,
+        collapse: false,
+        steps: i * 10,
+        probes: vec![],
+        collapse_step: None,
+        validation: Some(gfa_core::train::ValidationRecord { clean_acc: v, robust_acc: v / 7.0 }),
+        best_epoch: Some(1),
+    };
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT,
+        model: tiny_cnn(1).spec.clone(),
+        epoch: values.len(),
+        config_hash: "0123456789abcdef".into(),
+        build: Provenance::unknown(),
+        run_id: "run".into(),
+        clean_acc: Some(values[0]),
+        metrics: values.iter().enumerate().map(|(i, &v)| record(i, v)).collect(),
+    };
+    checkpoint::write_meta(dir.path(), &meta).unwrap();
+    let back = checkpoint::read_meta(dir.path()).unwrap();
+    let bits = |m: &CheckpointMeta| {
+        m.metrics
+            .iter()
+            .flat_map(|r| {
+                let mut v = vec![r.train_loss, r.train_acc, r.lr, r.seconds];
+                v.extend(r.lambda);
+                v.extend(r.test_acc);
+                v.extend(r.taps.iter().flat_map(|t| [t.cos, t.term]));
+                v.extend(r.terms.values());
+                v.extend(r.validation.iter().flat_map(|m| [m.clean_acc, m.robust_acc]));
+                v
+            })
+            .map(f64::to_bits)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&back), bits(&meta));
+    assert_eq!(back, meta);
+}

@@ -4,6 +4,7 @@ mod import;
 mod methods;
 mod models;
 mod regularizer;
+mod robust;
 mod train;
 
 use gfa_core::Classifier;

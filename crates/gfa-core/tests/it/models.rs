@@ -401,3 +401,70 @@ fn linear_model_is_the_closed_form_affine_map() {
     let expected = h.matmul(&vars["fc.weight"].tr()) + &vars["fc.bias"];
     assert_close(&model.logits(&x, false), &expected, "linear logits");
 }
+
+/// Offsets at the taps (the finite-difference GFA gradient's probe) enter exactly where each tap
+/// is read: the directional derivative of the loss along an offset at tap k is <∂loss/∂h_k, o>.
+/// And with the switches (ReLU masks, max-pool indices) of a recorded forward replayed, an
+/// eval-mode network is affine in the offsets, however large; without the replay it is not.
+/// Double precision: the central difference's rounding error (≈ 1e-16·|loss|/1e-7) is far below
+/// the 1e-6·‖g‖‖o‖ bound, while an offset added at another tensor misses by O(‖g‖‖o‖).
+#[test]
+fn tap_offsets_enter_where_taps_are_read_and_replayed_switches_make_the_network_affine() {
+    use gfa_core::classifier::Gates;
+    for &arch in Arch::ALL {
+        seed_all(3);
+        let mut model = Classifier::new(&tiny(arch), Device::Cpu).unwrap();
+        model.vs.double();
+        let x = Tensor::rand([1, 3, 32, 32], (Kind::Double, Device::Cpu));
+        let r = Tensor::randn([1, 10], (Kind::Double, Device::Cpu));
+        let loss = |logits: &Tensor| (logits * &r).sum(Kind::Double);
+        let names = model.tap_names();
+        for point in [TapPoint::PostActivation, TapPoint::PreActivation] {
+            let base = model.forward_taps(&x, false, point);
+            let grads = Tensor::run_backward(&[loss(&base.logits)], &base.taps, false, false);
+            for (k, (h, g)) in base.taps.iter().zip(&grads).enumerate() {
+                // Not at exact zeros: a max pool over ReLU zeros has ties, where the loss has
+                // no directional derivative.
+                let o = h.randn_like() * h.ne(0.0);
+                let at = |s: f64| {
+                    let mut offsets: Vec<Option<Tensor>> = (0..names.len()).map(|_| None).collect();
+                    offsets[k] = Some(&o * s);
+                    let f = model.forward_taps_with(&x, false, point, offsets, Gates::Free);
+                    loss(&f.logits).double_value(&[])
+                };
+                let e = 1e-7;
+                let numeric = (at(e) - at(-e)) / (2.0 * e);
+                let analytic = (g * &o).sum(Kind::Double).double_value(&[]);
+                // The scale of a directional derivative: |<g, o>| ≤ ‖g‖‖o‖.
+                let scale = g.norm().double_value(&[]) * o.norm().double_value(&[]);
+                assert!(
+                    (numeric - analytic).abs() <= 1e-6 * scale,
+                    "{arch} {point:?} {}: {numeric} vs {analytic}",
+                    names[k]
+                );
+            }
+
+            // Large offsets at every tap: affine under the replayed switches only.
+            let rec = model.forward_taps_with(&x, false, point, Vec::new(), Gates::Record(vec![]));
+            let big: Vec<Tensor> =
+                rec.taps.iter().map(|h| h.randn_like() * h.abs().mean(Kind::Double)).collect();
+            let logits = |s: f64, gates: Gates| {
+                let offsets = big.iter().map(|o| Some(o * s)).collect();
+                model.forward_taps_with(&x, false, point, offsets, gates).logits
+            };
+            let l0 = logits(0.0, rec.gates.replay());
+            assert!(l0.equal(&rec.logits), "{arch} {point:?}: a replay without offsets");
+            let curvature = |gates: &dyn Fn() -> Gates| {
+                let (l1, l2) = (logits(1.0, gates()), logits(2.0, gates()));
+                let bend = (&l2 - &l0 - (&l1 - &l0) * 2.0).abs().max().double_value(&[]);
+                bend / (&l2 - &l0).abs().max().double_value(&[])
+            };
+            let replayed = curvature(&|| rec.gates.replay());
+            assert!(replayed <= 1e-9, "{arch} {point:?}: replayed forward bends by {replayed:e}");
+            if arch != Arch::Linear {
+                let free = curvature(&|| Gates::Free);
+                assert!(free > 1e-3, "{arch} {point:?}: free forward bends only {free:e}");
+            }
+        }
+    }
+}

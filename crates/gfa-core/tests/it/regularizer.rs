@@ -12,7 +12,9 @@
 //! R.backward()                                                  # fixture: R and p.grad per parameter
 //! ```
 use gfa_core::models::{Arch, ModelSpec};
-use gfa_core::regularizer::{Layers, Penalty, RegKind, Regularizer, RegularizerConfig, cosine};
+use gfa_core::regularizer::{
+    Layers, Penalty, PenaltyGradient, RegKind, Regularizer, RegularizerConfig, cosine,
+};
 use gfa_core::{Classifier, TapPoint, TaskLoss};
 use tch::{Device, Kind, Tensor};
 
@@ -269,5 +271,152 @@ fn gfa_value_does_not_depend_on_batching_and_leaves_the_model_alone() {
     for ((_, p), q) in params(&model).into_iter().zip(before) {
         assert!(p.equal(&q));
         assert!(!p.grad().defined(), "no parameter gradient may be accumulated");
+    }
+}
+
+/// Every parameter gradient, flattened in name order.
+fn flat_grads(model: &Classifier) -> Tensor {
+    let g: Vec<Tensor> = params(model).iter().map(|(_, p)| p.grad().flatten(0, -1)).collect();
+    Tensor::cat(&g, 0)
+}
+
+/// ∇θR as the change it makes to the plain gradient (over λ), with double backprop or with
+/// the finite difference; the trainer's own calls in both cases.
+fn penalty_gradient(
+    model: &Classifier,
+    reg: &Regularizer,
+    (x, y): (&Tensor, &Tensor),
+    train: bool,
+    finite_difference: bool,
+) -> Tensor {
+    let lambda = reg.cfg.lambda;
+    zero_grads(model);
+    reg.forward(model, x, y, train, false).loss.backward();
+    let plain = flat_grads(model);
+    zero_grads(model);
+    if finite_difference {
+        reg.finite_difference(model, x, y, lambda, train).1.accumulate();
+    } else {
+        let f = reg.forward(model, x, y, train, true);
+        (&f.loss + &f.reg * lambda).backward();
+    }
+    (flat_grads(model) - plain) / lambda
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+/// The bound of the finite difference against double backprop: at the default step δ = 1e-3
+/// truncation (O(δ)) and float32 rounding (≈ 6e-8·k/δ, k the accumulation over a backward)
+/// each stay near 1e-3 (`examples/fd_accuracy.rs` measures 1e-4–4e-3 on these models), so
+/// 1e-2 leaves a margin for other CPUs' summation orders. ‖Δ‖/‖g‖ ≤ 1e-2 also bounds the
+/// cosine (≥ 1 − 5e-5) and the norm ratio (within 1 %).
+const FD_TOL: f64 = 1e-2;
+
+fn fd_config(base: RegularizerConfig) -> RegularizerConfig {
+    RegularizerConfig { gradient: PenaltyGradient::FiniteDifference, ..base }
+}
+
+/// `cfg` with the finite-difference gradient, bound to `model`.
+fn fd_reg(
+    model: &Classifier,
+    kind: RegKind,
+    cfg: &RegularizerConfig,
+    task: TaskLoss,
+) -> Regularizer {
+    Regularizer::new(kind, &fd_config(cfg.clone()), task, &model.tap_names()).unwrap()
+}
+
+#[test]
+fn finite_difference_gradient_matches_double_backprop_on_the_fixture() {
+    let model = twin();
+    let cases = Tensor::read_safetensors(super::fixture("gfa_cases.safetensors")).unwrap();
+    let get = |k: &str| cases.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+    let (x, y) = (get("x"), get("y"));
+    let gfa = |penalty, layers, tap, task| {
+        let cfg = RegularizerConfig {
+            penalty,
+            layers: Some(layers),
+            tap,
+            ..RegularizerConfig::with_lambda(1.0)
+        };
+        (RegKind::Gfa, cfg, task)
+    };
+    let (post, pre) = (TapPoint::PostActivation, TapPoint::PreActivation);
+    let mut configs = Vec::new();
+    for penalty in [Penalty::OneMinusCos, Penalty::OneMinusAbsCos, Penalty::Sin2] {
+        for layers in [Layers::First, Layers::Deep] {
+            configs.push(gfa(penalty, layers, post, TaskLoss::Ce));
+        }
+    }
+    for task_loss in [TaskLoss::Ce, TaskLoss::MseSoftmax, TaskLoss::MseLogits] {
+        configs.push(gfa(Penalty::OneMinusCos, Layers::Deep, pre, task_loss));
+        configs.push(gfa(Penalty::Sin2, Layers::First, post, task_loss));
+    }
+    configs.push(gfa(Penalty::OneMinusCos, Layers::Deep, post, TaskLoss::MseLogits));
+    let one = RegularizerConfig::with_lambda(1.0);
+    configs.push((RegKind::Gnr, one.clone(), TaskLoss::Ce));
+    configs.push((
+        RegKind::Gnr,
+        RegularizerConfig { layers: Some(Layers::Deep), ..one },
+        TaskLoss::Ce,
+    ));
+    for (kind, cfg, task) in configs {
+        let reg = fd_reg(&model, kind, &cfg, task);
+        let exact = penalty_gradient(&model, &reg, (&x, &y), true, false);
+        let fd = penalty_gradient(&model, &reg, (&x, &y), true, true);
+        let err = rel_err(&fd, &exact);
+        assert!(err <= FD_TOL, "{kind:?} {task:?} {cfg:?}: ‖fd − exact‖/‖exact‖ = {err:e}");
+
+        // What the trainer logs is what the plain forward measures, and nothing is written
+        // to `.grad` before the gradients are accumulated.
+        zero_grads(&model);
+        let (f, _) = reg.finite_difference(&model, &x, &y, 1.0, true);
+        let untouched = |g: Tensor| !g.defined() || g.abs().max().double_value(&[]) == 0.0;
+        assert!(params(&model).into_iter().all(|(_, p)| untouched(p.grad())));
+        let m = reg.forward(&model, &x, &y, true, false);
+        for (a, b) in [(&f.loss, &m.loss), (&f.reg, &m.reg), (&f.cos, &m.cos), (&f.terms, &m.terms)]
+        {
+            assert!(max_abs(&(a - b)) <= 1e-6 * max_abs(b).max(1e-6), "{cfg:?}: {a:?} vs {b:?}");
+        }
+        assert!(!f.loss.requires_grad() && !f.reg.requires_grad() && !f.logits.requires_grad());
+    }
+}
+
+/// With BatchNorm in training mode (samples coupled through the batch statistics) the finite
+/// difference still matches, and the running statistics move exactly as on the exact path.
+#[test]
+fn finite_difference_handles_batch_norm_and_keeps_its_running_statistics() {
+    let spec = ModelSpec { width: 0.0625, ..ModelSpec::of(Arch::PreActResNet18) };
+    let fresh = || {
+        tch::manual_seed(4);
+        Classifier::new(&spec, Device::Cpu).unwrap()
+    };
+    let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 3, 5, 7, 9, 1]);
+    let buffers = |m: &Classifier| -> Vec<(String, Tensor)> {
+        let mut b: Vec<_> =
+            m.vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
+        b.sort_by(|a, b| a.0.cmp(&b.0));
+        b
+    };
+    for layers in [Layers::First, Layers::Deep] {
+        let cfg = RegularizerConfig { layers: Some(layers), ..RegularizerConfig::with_lambda(1.0) };
+        let model = fresh();
+        let reg = fd_reg(&model, RegKind::Gfa, &cfg, TaskLoss::Ce);
+        let exact = penalty_gradient(&model, &reg, (&x, &y), true, false);
+        let fd = penalty_gradient(&model, &reg, (&x, &y), true, true);
+        let err = rel_err(&fd, &exact);
+        assert!(err <= FD_TOL, "{:?}: ‖fd − exact‖/‖exact‖ = {err:e}", cfg.layers);
+
+        let (a, b) = (fresh(), fresh());
+        let f = reg.forward(&a, &x, &y, true, true);
+        (&f.loss + &f.reg).backward();
+        reg.finite_difference(&b, &x, &y, 1.0, true).1.accumulate();
+        for ((name, u), (_, v)) in buffers(&a).iter().zip(buffers(&b)) {
+            assert!(u.equal(&v), "{name}: {u:?} vs {v:?}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! a diverging run stops with an error naming where, adversarial methods need and use an inner
 //! maximization and log their terms by name.
 use gfa_core::method::gfa::{Gfa, Gnr};
+use gfa_core::method::gfa_pgd_at::GfaPgdAt;
+use gfa_core::method::pgd_at::PgdAt;
 use gfa_core::models::{Arch, ModelSpec};
-use gfa_core::regularizer::RegularizerConfig;
+use gfa_core::regularizer::{PenaltyGradient, RegularizerConfig};
 use gfa_core::seed::SeededRng;
 use gfa_core::train::{
     AugmentConfig, InnerMax, OptimizerConfig, Schedule, TrainOptions, TrainPerturbation, train,
@@ -66,6 +68,7 @@ pub fn quick(epochs: usize) -> TrainConfig {
         augment: AugmentConfig::default(),
         task_loss: TaskLoss::Ce,
         eval_batch_size: 64,
+        ..TrainConfig::default()
     }
 }
 
@@ -92,6 +95,14 @@ fn lambda_zero_is_plain_training_bit_for_bit() {
     let mut gfa0 = tiny_cnn(9);
     let out = train(&mut gfa0, &data, &quick(1), &gfa(0.0), &opts, &mut |_| Ok(())).unwrap();
     assert_same_weights(&plain, &gfa0);
+    // So does λ = 0 with the finite-difference penalty gradient.
+    let mut fd0 = tiny_cnn(9);
+    let fd = RegularizerConfig {
+        gradient: PenaltyGradient::FiniteDifference,
+        ..RegularizerConfig::with_lambda(0.0)
+    };
+    train(&mut fd0, &data, &quick(1), &Method::Gfa(Gfa(fd)), &opts, &mut |_| Ok(())).unwrap();
+    assert_same_weights(&plain, &fd0);
     // The cosines and R were still measured and logged.
     assert_eq!(out.records[0].taps.len(), gfa0.tap_names().len());
     assert!(out.records[0].taps.iter().all(|t| t.cos.is_finite() && t.cos != 0.0));
@@ -326,4 +337,54 @@ fn collapse_is_flagged_after_two_epochs_near_chance() {
     let chance_like = out.records[1].train_acc < 1.5 * 0.25;
     assert!(!out.records[0].collapse);
     assert_eq!(out.records[1].collapse, chance_like);
+}
+
+/// A few trainer steps with the finite-difference penalty gradient land where double backprop
+/// does, for every method that trains on the penalty: the weights' change differs by ≤ 1 %
+/// (each step's gradient is within a few 1e-3, see tests/it/regularizer.rs), while the change
+/// the penalty itself makes is far larger than that.
+#[test]
+fn finite_difference_training_follows_double_backprop() {
+    let data = splits(24, 0);
+    let opts = TrainOptions {
+        seed: 5,
+        max_steps: Some(3),
+        perturbation: Some(&RandomCorner),
+        ..Default::default()
+    };
+    let flat = |m: &Classifier| {
+        Tensor::cat(&weights(m).iter().map(|(_, t)| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
+    };
+    let start = flat(&tiny_cnn(9));
+    let methods: [fn(RegularizerConfig) -> Method; 3] = [
+        |c| Method::Gfa(Gfa(c)),
+        |c| Method::GfaPgdAt(GfaPgdAt { pgd: PgdAt { steps: 2, ..PgdAt::default() }, gfa: c }),
+        |c| Method::Gnr(Gnr(c)),
+    ];
+    for (method, lambda) in methods.into_iter().zip([1.0, 1.0, 0.3]) {
+        let reg = RegularizerConfig::with_lambda(lambda);
+        let name = method(reg.clone()).name();
+        let run = |reg: RegularizerConfig| {
+            let mut m = tiny_cnn(9);
+            let out =
+                train(&mut m, &data, &quick(1), &method(reg), &opts, &mut |_| Ok(())).unwrap();
+            (flat(&m) - &start, out.records[0].clone())
+        };
+        let (exact, r_exact) = run(reg.clone());
+        let (fd, r_fd) =
+            run(RegularizerConfig { gradient: PenaltyGradient::FiniteDifference, ..reg.clone() });
+        let (plain, _) = run(RegularizerConfig { lambda: 0.0, ..reg.clone() });
+        let norm = |t: &Tensor| t.norm().double_value(&[]);
+        let err = norm(&(&fd - &exact)) / norm(&exact);
+        let penalty_part = norm(&(&exact - &plain)) / norm(&exact);
+        assert!(err <= 1e-2, "{name}: ‖Δw_fd − Δw_exact‖/‖Δw_exact‖ = {err:e}");
+        assert!(
+            penalty_part > 20.0 * err,
+            "{name}: the penalty moves the weights by {penalty_part:e}"
+        );
+        let term = if name == "gnr" { "gnr" } else { "gfa" };
+        let (fd_r, exact_r) = (r_fd.terms[term], r_exact.terms[term]);
+        assert!((fd_r - exact_r).abs() <= 1e-2 * exact_r, "{name}: R {fd_r} vs {exact_r}");
+        assert_eq!(r_fd.taps.len(), r_exact.taps.len());
+    }
 }

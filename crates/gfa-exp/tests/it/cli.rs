@@ -100,6 +100,46 @@ fn config_errors_exit_2_with_location() {
     assert!(text(&o).1.contains("unknown device 'tpu'"));
 }
 
+/// A finite-difference step of zero or NaN, or the option on a method without a penalty,
+/// stops `gfa train` before anything is written.
+#[test]
+fn train_refuses_a_bad_finite_difference_step_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--device", "cpu", "train", "--synthetic", "--out", "m"];
+    let fd = ["--gradient", "finite_difference"];
+    for (extra, want) in [
+        (
+            &["--method", "gfa", "--lambda", "0.3", fd[0], fd[1], "--fd-step", "0"][..],
+            "`method.fd_step`: must be a number in (0, 1)",
+        ),
+        (
+            &["--method", "gnr", "--lambda", "1", "--fd-step", "NaN"][..],
+            "`method.fd_step`: must be a number in (0, 1)",
+        ),
+        (
+            &["--method", "pgd_at", fd[0], fd[1]][..],
+            "--gradient: method `pgd_at` has no option `gradient`",
+        ),
+    ] {
+        let o = gfa(dir.path(), &[&base[..], extra].concat());
+        let errs = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {errs}");
+        assert!(errs.contains(want), "{extra:?}: {errs}");
+        assert!(!dir.path().join("m").exists(), "{extra:?}: nothing is written");
+    }
+    // The flags reach the method's options, `--layers` included (unwritten at its default).
+    let ok = ["--method", "gfa", "--lambda", "0.3", "--layers", "first", fd[0], fd[1]];
+    let tiny = ["--n-train", "16", "--epochs", "1", "--batch-size", "8", "--width", "0.0625"];
+    let o = gfa(dir.path(), &[&base[..], &ok, &["--fd-step", "2e-3"], &tiny].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows: Vec<gfa_exp::records::TrainRow> =
+        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let params: serde_json::Value = serde_json::from_str(&rows[0].method_params).unwrap();
+    assert_eq!(params["gradient"], "finite_difference", "{params}");
+    assert_eq!((params["fd_step"].as_f64(), &params["layers"]), (Some(2e-3), &"first".into()));
+    assert!(rows[0].terms().unwrap()["gfa"] > 0.0);
+}
+
 #[test]
 fn missing_pieces_say_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +275,8 @@ fn train_then_gfa_value_and_eval_from_flags() {
     let mut args = vec!["train", "--width", "0.125", "--method", "gfa", "--lambda", "0.3"];
     args.extend(["--epochs", "2", "--batch-size", "64", "--out", "m", "--seed", "3"]);
     args.extend(data);
-    run(&args);
+    let out = run(&args);
+    assert!(out.starts_with("device: cpu (") && out.contains("code path"), "{out}");
     let rows: Vec<gfa_exp::records::TrainRow> =
         gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
@@ -275,7 +316,9 @@ fn train_then_gfa_value_and_eval_from_flags() {
         "--csv",
         "e.csv",
     ]);
-    assert!(out.lines().next().unwrap().starts_with("attack"), "{out}");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("device: cpu ("), "{out}");
+    assert!(lines.next().unwrap().starts_with("attack"), "{out}");
     run(&[
         "eval",
         "--checkpoint",
@@ -418,7 +461,7 @@ fn import_then_eval_weights_with_normalize() {
     // `none` is the identity normalization: the same numbers as mean 0, std 1.
     let identity = ok(&with(&eval, &[&plain[..], &["--normalize", "0,1"]].concat()));
     assert_eq!(none, identity);
-    assert!(none.lines().nth(1).unwrap().starts_with("fgsm"), "{none}");
+    assert!(none.lines().nth(2).unwrap().starts_with("fgsm"), "{none}");
 
     // Bad input is named: a legacy file.
     let legacy = core_fixture("import_bad_legacy.pt");
@@ -486,7 +529,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
     assert_eq!(fc1.size(), [128, 784]);
     let out =
         run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
-    assert!(out.lines().nth(1).unwrap().starts_with("fgsm"), "{out}");
+    assert!(out.lines().nth(2).unwrap().starts_with("fgsm"), "{out}");
     // A `model.input` that contradicts the data is an error, not silently replaced.
     let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
                input = [3, 28, 28]\n[train]\nepochs = 1\n";
@@ -533,4 +576,66 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
         ],
     );
     assert!(!o.status.success() && text(&o).1.contains("[1, 28, 28]"), "{}", text(&o).1);
+}
+
+/// `--device auto` on a machine with an NVIDIA driver but no working CUDA backend runs on the
+/// CPU, says so in its first line, and warns naming `gfa doctor` (an `nvidia-smi` on PATH is
+/// what makes it look like such a machine).
+#[test]
+fn auto_device_on_a_driver_without_cuda_warns() {
+    if tch::Cuda::is_available() {
+        return; // the GPU is used: nothing to warn about (see tests/it/cuda.rs)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let smi = bin.join("nvidia-smi");
+    fs::write(&smi, "#!/bin/sh\nexit 9\n").unwrap();
+    fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let with_driver = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gfa"))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .args(args)
+            .output()
+            .unwrap();
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{errs}");
+        (out, errs)
+    };
+    let train = ["train", "--synthetic", "--n-train", "32", "--n-test", "16", "--width", "0.125"];
+    let (out, errs) = with_driver(&[&train[..], &["--epochs", "1", "--out", "a"]].concat());
+    assert!(out.starts_with("device: cpu ("), "{out}");
+    assert!(errs.contains("NVIDIA driver") && errs.contains("gfa doctor"), "{errs}");
+    // --device cpu is a choice: no warning.
+    let (out, errs) =
+        with_driver(&[&["--device", "cpu"][..], &train, &["--epochs", "1", "--out", "b"]].concat());
+    assert!(out.starts_with("device: cpu (") && !errs.contains("warning"), "{errs}");
+    // gfa doctor sees the driver and says why CUDA is not used.
+    let (out, _) = with_driver(&["doctor"]);
+    assert!(out.contains("NVIDIA driver present") && out.contains("CUDA backend"), "{out}");
+}
+
+/// `gfa plan` gives each run's and the grid's hours on the device it would use;
+/// `--require-cuda` refuses a CPU with exit code 3 and says what to do.
+#[test]
+fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.toml", SMALL);
+    let o = gfa(dir.path(), &["plan", "small.toml", "--require-cuda"]);
+    let (out, errs) = text(&o);
+    let dev = if tch::Cuda::is_available() { "cuda:0" } else { "cpu" };
+    assert!(out.lines().next().unwrap().contains(&format!("est. h ({dev})")), "{out}");
+    assert!(out.contains(&format!(" h on {dev}")) && out.contains("per image-gradient"), "{out}");
+    if dev == "cpu" {
+        assert_eq!(o.status.code(), Some(3), "{out}\n{errs}");
+        assert!(errs.contains("refusing") && errs.contains("gfa doctor"), "{errs}");
+        assert!(errs.contains("DEVICE=cpu make reproduce"), "{errs}");
+        assert!(!dir.path().join("results").exists(), "a refused plan writes nothing");
+        // Without the flag the same plan is fine.
+        assert!(gfa(dir.path(), &["--device", "cpu", "plan", "small.toml"]).status.success());
+    } else {
+        assert!(o.status.success(), "{errs}");
+    }
 }

@@ -63,7 +63,7 @@ fn run_dir(root: &Path, rows: &[EvalRow]) -> std::path::PathBuf {
     fs::create_dir_all(&dir).unwrap();
     let config = "run_id = \"ab12cd34\"\nseed = 1\n[data]\nsource = \"cifar10\"\n\
                   [model]\narch = \"wrn_34_10\"\n[train]\nepochs = 2\n\
-                  [train.method]\nkind = \"trades\"\n";
+                  [method]\nkind = \"trades\"\n";
     fs::write(dir.join("config.toml"), config).unwrap();
     write_rows(&dir.join("eval.csv"), rows).unwrap();
     let train: Vec<TrainRow> = (1..=2)

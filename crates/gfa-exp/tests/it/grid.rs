@@ -175,9 +175,9 @@ fn bad_values_are_located_in_base_grid_and_attacks() {
     assert!(e.starts_with("exp.toml:1: `sedes`") && e.ends_with("did you mean `seeds`?"), "{e}");
     let e = err(&SMALL.replace("[base.eval]", "[base.evl]"), &[]);
     assert!(e.contains("`base.evl`") && e.ends_with("did you mean `eval`?"), "{e}");
-    // Values the model rejects.
+    // Values the model rejects, at their own key and line.
     let e = err(&SMALL.replace("width = 0.25", "width = -1.0"), &[]);
-    assert!(e.contains("`base.model`") && e.contains("width"), "{e}");
+    assert!(e.starts_with("exp.toml:11: `base.model.width`: must be a positive"), "{e}");
     // Zip lists of different lengths.
     let e = err(&SMALL.replace("[\"cosine\", \"constant\"]", "[\"cosine\"]"), &[]);
     assert!(e.contains("equal lengths"), "{e}");
@@ -221,4 +221,25 @@ fn override_errors_name_the_override() {
     assert!(e.contains("(--set model.widht=1)") && e.ends_with("did you mean `width`?"), "{e}");
     let e = err(SMALL, &["modle.width=1"]);
     assert!(e.contains("did you mean `model`?"), "{e}");
+}
+
+#[test]
+fn a_finite_difference_step_of_zero_or_nan_is_refused_at_parse_time() {
+    for bad in ["0.0", "nan", "-1e-3", "1.5"] {
+        let method = format!(
+            "method = {{ kind = \"gfa\", lambda = 0.0, gradient = \"finite_difference\", \
+             fd_step = {bad} }}"
+        );
+        let e = err(&SMALL.replace("method = { kind = \"gfa\", lambda = 0.0 }", &method), &[]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        // A grid over the step is checked entry by entry as well.
+        let e = err(
+            &SMALL.replace("[grid]\n", &format!("[grid]\n\"method.fd_step\" = [1e-3, {bad}]\n")),
+            &[],
+        );
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+        // and so is an override.
+        let e = err(SMALL, &[&format!("method.fd_step={bad}")]);
+        assert!(e.contains("method.fd_step") && e.contains("(0, 1)"), "{bad}: {e}");
+    }
 }

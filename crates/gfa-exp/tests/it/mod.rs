@@ -1,9 +1,13 @@
+mod bad_input;
 mod cli;
+mod cuda;
 mod export;
+mod facts;
 mod grid;
 mod jobs;
 mod report;
 mod run;
+mod setup;
 mod store;
 
 use std::path::{Path, PathBuf};

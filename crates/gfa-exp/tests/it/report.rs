@@ -2,8 +2,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use gfa_exp::records::{CheckRow, EvalRow, RunKey, TrainRow, write_rows};
+use gfa_exp::records::{CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows};
 use gfa_exp::report::{SummaryRow, report};
+use gfa_exp::stats::{Paired, wilson};
 
 fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     RunKey {
@@ -17,7 +18,8 @@ fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     }
 }
 
-/// One seed's (clean, APGD, FGSM, DeepFool median L2) accuracies/norm at eps 8/255.
+/// One seed's (clean, APGD, FGSM, DeepFool median L2) accuracies/norm at eps 8/255 (APGD-DLR
+/// is 1 point above APGD-CE, EAD-L1's median L1 is 10 times DeepFool's median L2).
 type Seed = (f64, f64, f64, f64);
 
 /// Per method (and λ) and seed.
@@ -41,7 +43,12 @@ pub fn hand_made(dir: &Path) {
                     kind: attack.into(),
                     preset: preset.into(),
                     attack_config: "{}".into(),
-                    norm: if attack == "deepfool" { "l2" } else { "linf" }.into(),
+                    norm: match attack {
+                        "deepfool" => "l2",
+                        "ead-l1" => "l1",
+                        _ => "linf",
+                    }
+                    .into(),
                     eps_text: if eps { "8/255".into() } else { String::new() },
                     eps: eps.then_some(8.0 / 255.0),
                     mode: mode.into(),
@@ -51,12 +58,16 @@ pub fn hand_made(dir: &Path) {
                     robust_acc: acc,
                     ..EvalRow::keyed(&k)
                 };
-                eval.push(row("apgd", "individual", Some(*apgd), true));
+                eval.push(row("apgd-ce", "individual", Some(*apgd), true));
+                eval.push(row("apgd-dlr", "individual", Some(apgd + 0.01), true));
                 eval.push(row("fgsm", "individual", Some(*fgsm), true));
-                eval.push(row("apgd", "cumulative", Some(*apgd), true));
+                eval.push(row("apgd-ce", "cumulative", Some(*apgd), true));
                 let mut d = row("deepfool", "individual", None, false);
                 d.median_l2 = Some(*df);
                 eval.push(d);
+                let mut e = row("ead-l1", "individual", None, false);
+                e.median_l1 = Some(10.0 * df);
+                eval.push(e);
             }
             for epoch in 1..=3 {
                 train.push(TrainRow {
@@ -88,6 +99,24 @@ pub fn hand_made(dir: &Path) {
     write_rows(&dir.join("eval.csv"), &eval).unwrap();
     write_rows(&dir.join("train.csv"), &train).unwrap();
     write_rows(&dir.join("checks.csv"), &checks).unwrap();
+    // DeepFool's per-point L2 norms: three fooled points around the run's median, one not.
+    let mut norms = Vec::new();
+    for (method, lambda, seeds) in NUMBERS {
+        for (seed, (_, _, _, df)) in seeds.iter().enumerate() {
+            let k = key(method, lambda, seed as u64);
+            for (index, f) in [0.5, 1.0, 1.5, f64::NAN].into_iter().enumerate() {
+                norms.push(NormRow {
+                    attack: "deepfool".into(),
+                    preset: "reference".into(),
+                    index,
+                    success: !f.is_nan(),
+                    l2: (!f.is_nan()).then_some(f * df),
+                    ..NormRow::keyed(&k)
+                });
+            }
+        }
+    }
+    write_rows(&dir.join("norms.csv"), &norms).unwrap();
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -107,20 +136,42 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
     }
     let (ga, gs) = mean_std(&[0.50, 0.52]);
     let (aa, as_) = mean_std(&[0.40, 0.44]);
+    let (dm, ds) = mean_std(&[0.10, 0.08]);
     let cell = |m: f64, s: f64| format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s);
-    // GFA − ADV under APGD: 51.0 − 42.0 = +9.0 next to the paper's +15.2.
+    // GFA − ADV under each APGD variant of the suite: 51.0 − 42.0 = +9.0 next to the paper's
+    // +15.2, with the clean accuracies and n beside; no points.csv: no McNemar p per seed.
     let apgd_row = format!(
-        "| gfa λ=0.1 − pgd_at | cnn | apgd | linf 8/255 | {} | {} | {:+.1} | up to +15.2 |",
+        "| gfa λ=0.1 − pgd_at | cnn | apgd-ce | linf 8/255 | 100 | {} | {} | {} | {} | {:+.1} ± \
+         {:.1} | —; — | up to +15.2 |",
+        cell(0.86, mean_std(&[0.85, 0.87]).1),
+        cell(0.80, 0.0),
         cell(ga, gs),
         cell(aa, as_),
-        100.0 * (ga - aa)
+        100.0 * (ga - aa),
+        100.0 * ds,
     );
     assert!(md.contains(&apgd_row), "{apgd_row}\n{md}");
+    assert!(md.contains("| gfa λ=0.1 − pgd_at | cnn | apgd-dlr | linf 8/255 | 100 |"), "{md}");
+    assert!((dm - 0.09).abs() < 1e-12);
     let (gf, _) = mean_std(&[0.80, 0.82]);
     let (af, _) = mean_std(&[0.50, 0.52]);
-    assert!(md.contains(&format!("| {:+.1} | up to +24.7 |", 100.0 * (gf - af))), "{md}");
-    // DeepFool median L2 ratio to standard training: 2.1 / 0.1 = 21×, pgd_at 0.6 / 0.1 = 6×.
-    assert!(md.contains("| 21.0× |") && md.contains("| 6.0× |") && md.contains("20–30×"), "{md}");
+    assert!(
+        md.contains(&format!("| {:+.1} ± 0.0 | —; — | up to +24.7 |", 100.0 * (gf - af))),
+        "{md}"
+    );
+    assert!(!md.contains("cannot be computed"), "{md}");
+    // Every minimum-norm attack's median ratio to standard training, with n and clean beside:
+    // DeepFool L2 2.1 / 0.1 = 21×, pgd_at 0.6 / 0.1 = 6×; EAD-L1 the same ratios.
+    let clean_gfa = cell(0.86, mean_std(&[0.85, 0.87]).1);
+    for (attack, median) in
+        [("deepfool (l2)", "2.1000 ± 0.1414"), ("ead-l1 (l1)", "21.0000 ± 1.4142")]
+    {
+        let row = format!(
+            "| cnn | gfa λ=0.1 | 100 | {clean_gfa} | {attack} | {median} | 21.0× | 20–30× |"
+        );
+        assert!(md.contains(&row), "{row}\n{md}");
+    }
+    assert!(md.contains("| 6.0× |"), "{md}");
     // Masking verdicts over seeds.
     assert!(
         md.contains("masking_suspected (1/2)") && md.contains("black_box_not_better (1)"),
@@ -136,7 +187,7 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
         .iter()
         .find(|r| {
             r.label == "gfa λ=0.1"
-                && r.attack == "apgd"
+                && r.attack == "apgd-ce"
                 && r.preset == "reference"
                 && r.mode == "individual"
                 && r.metric == "robust_acc"
@@ -165,19 +216,153 @@ fn report_and_plot_through_the_binary() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let figs = dir.path().join("figures");
     for f in [
-        "f1_robust_vs_eps_standard_apgd_linf",
+        "f1_robust_vs_eps_standard_apgd-ce_linf",
         "f1_robust_vs_eps_standard_worst-case_linf",
         "train_train_loss",
         "train_test_acc",
+        "norms_deepfool_reference_l2",
     ] {
         let svg = std::fs::read_to_string(figs.join(format!("{f}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("gfa λ=0.1"), "{f}");
         let png = std::fs::read(figs.join(format!("{f}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{f}");
     }
+    // The norm distribution marks standard training's median (0.1 × the middle norm 1.0).
+    let svg = std::fs::read_to_string(figs.join("norms_deepfool_reference_l2.svg")).unwrap();
+    assert!(svg.contains("standard median 0.100"), "{svg}");
     // A results folder without CSVs is a clear error.
     let empty = tempfile::tempdir().unwrap();
     let o = Command::new(gfa).arg("report").arg(empty.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no results yet"));
+}
+
+/// One seed of GFA and ADV under APGD-CE on 10 points, with their per-point outcomes.
+fn one_seed(dir: &Path, gfa_robust: &str, adv_robust: &str) -> Vec<EvalRow> {
+    let mut eval = Vec::new();
+    let mut points = Vec::new();
+    for (method, lambda, robust) in [("gfa", Some(0.1), gfa_robust), ("pgd_at", None, adv_robust)] {
+        let k = key(method, lambda, 0);
+        let acc = robust.chars().filter(|&c| c == '1').count() as f64 / 10.0;
+        eval.push(EvalRow {
+            attack: "apgd-ce".into(),
+            kind: "apgd-ce".into(),
+            preset: "reference".into(),
+            attack_config: "{}".into(),
+            norm: "linf".into(),
+            eps_text: "8/255".into(),
+            eps: Some(8.0 / 255.0),
+            mode: "individual".into(),
+            subset: "all".into(),
+            n: 10,
+            clean_acc: 0.9,
+            robust_acc: Some(acc),
+            ..EvalRow::keyed(&k)
+        });
+        points.push(PointRow {
+            attack: "apgd-ce".into(),
+            kind: "apgd-ce".into(),
+            preset: "reference".into(),
+            norm: "linf".into(),
+            eps_text: "8/255".into(),
+            mode: "individual".into(),
+            subset: "all".into(),
+            n: 10,
+            points: "1".repeat(10),
+            robust: robust.into(),
+            ..PointRow::keyed(&k)
+        });
+    }
+    write_rows(&dir.join("eval.csv"), &eval).unwrap();
+    write_rows(&dir.join("points.csv"), &points).unwrap();
+    eval
+}
+
+/// With one seed and per-point outcomes, accuracies carry Wilson intervals and GFA − ADV the
+/// paired interval and exact McNemar p of gfa_exp::stats, computed from the points.
+#[test]
+fn one_seed_gets_intervals_and_mcnemar_from_the_points() {
+    let dir = tempfile::tempdir().unwrap();
+    // GFA robust on 0–6, ADV on 5–7: both 5, 6; GFA only 0–4; ADV only 7; neither 8, 9.
+    one_seed(dir.path(), "1111111000", "0000011100");
+    let md = report(dir.path()).unwrap().markdown;
+    let t = Paired { both: 2, first_only: 5, second_only: 1, neither: 2 };
+    let row = format!(
+        "| gfa λ=0.1 − pgd_at | cnn | apgd-ce | linf 8/255 | 10 | {} | {} | {} | {} | {} | {:.3} |",
+        wilson(9, 10).unwrap().pct(1),
+        wilson(9, 10).unwrap().pct(1),
+        wilson(7, 10).unwrap().pct(1),
+        wilson(3, 10).unwrap().pct(1),
+        t.difference().unwrap().pct_signed(1),
+        t.mcnemar_p()
+    );
+    assert!(md.contains(&row), "{row}\n{md}");
+    // McNemar by hand: 6 discordant points, 1 on ADV's side: 2·(1 + 6)/64 = 0.21875.
+    assert!(md.contains("| 0.219 |"), "{md}");
+}
+
+/// A points.csv that does not match eval.csv (another run's) or of another schema is refused.
+#[test]
+fn points_of_another_run_or_schema_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut eval = one_seed(dir.path(), "1111111000", "0000011100");
+    eval[0].robust_acc = Some(0.2);
+    write_rows(&dir.path().join("eval.csv"), &eval).unwrap();
+    let e = format!("{:#}", report(dir.path()).unwrap_err());
+    assert!(e.contains("points.csv") && e.contains("another run"), "{e}");
+    one_seed(dir.path(), "1111111000", "0000011100");
+    let p = dir.path().join("points.csv");
+    let mut rows: Vec<PointRow> = gfa_exp::records::read_rows(&p).unwrap();
+    rows[1].schema_version = 2;
+    write_rows(&p, &rows).unwrap();
+    let e = format!("{:#}", report(dir.path()).unwrap_err());
+    assert!(e.contains("schema_version 2") && e.contains("rerun the evaluation"), "{e}");
+    rows[1].schema_version = gfa_exp::records::SCHEMA_VERSION;
+    rows[1].robust = "11".into();
+    write_rows(&p, &rows).unwrap();
+    let e = format!("{:#}", report(dir.path()).unwrap_err());
+    assert!(e.contains("`robust` has 2"), "{e}");
+}
+
+/// A grid without APGD or without ADV still reports, saying which claim rows cannot be computed
+/// and why; without a minimum-norm attack, T3 says so.
+#[test]
+fn missing_claims_are_named_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made(dir.path());
+    let p = dir.path().join("eval.csv");
+    let rows: Vec<EvalRow> = gfa_exp::records::read_rows(&p).unwrap();
+    let kept: Vec<EvalRow> = rows
+        .into_iter()
+        .filter(|r| !r.kind.starts_with("apgd") && r.method != "pgd_at" && r.median_l2.is_none())
+        .filter(|r| r.median_l1.is_none())
+        .collect();
+    write_rows(&p, &kept).unwrap();
+    let md = report(dir.path()).unwrap().markdown;
+    assert!(
+        md.contains(
+            "- GFA − ADV under APGD cannot be computed: the suite has no APGD attack \
+             (apgd-ce, apgd-dlr, apgd-t); no run trains with `pgd_at`"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("- GFA − ADV under FGSM cannot be computed: no run trains with `pgd_at`"));
+    assert!(md.contains("T3 cannot be computed: the suite has no minimum-norm attack (deepfool"));
+}
+
+/// A model the minimum-norm attack fooled nowhere keeps its T3 row, saying so.
+#[test]
+fn a_model_fooled_nowhere_keeps_its_t3_row() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made(dir.path());
+    let p = dir.path().join("eval.csv");
+    let mut rows: Vec<EvalRow> = gfa_exp::records::read_rows(&p).unwrap();
+    for r in rows.iter_mut().filter(|r| r.method == "pgd_at" && r.kind == "deepfool") {
+        r.median_l2 = None;
+    }
+    write_rows(&p, &rows).unwrap();
+    let md = report(dir.path()).unwrap().markdown;
+    let row =
+        "| cnn | pgd_at | 100 | 80.0 ± 0.0 | deepfool (l2) | — (fooled no point) | — | 20–30× |";
+    assert!(md.contains(row), "{row}\n{md}");
 }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# gfa on a CUDA GPU, checked in one command (a few minutes on one GPU):
+#   1. `gfa doctor`: libtorch, CPU code path, CUDA backend, GPUs;
+#   2. `gfa cuda-check`: gfa on CUDA against gfa on the CPU on the same weights and points
+#      (training loss curve within 1 %, logits and GFA value per tap to 1e-4, FGSM and PGD-20
+#      robust accuracy within one point in 500), then gfa's training step (plain, GFA-first,
+#      GFA-deep, the GFA ones also with the finite-difference gradient) and APGD-CE timed on
+#      the GPU;
+#   3. scripts/gpu_check_torch.py: the same timings with PyTorch on the same GPU, weights and
+#      points;
+#   4. results/bench/gpu.md and results/bench/gpu.jsonl (scripts/gpu_check_report.py).
+# On a machine without a usable GPU it says which parts it skipped and exits 0, writing
+# nothing under results/ (GPU_CHECK_DRY_RUN=1 runs every step on the CPU instead, into a
+# temporary folder, to check the plumbing).
+#
+# Needs no Rust toolchain: only a gfa binary (x86-64 Linux, glibc >= 2.34) and the machine's
+# own torch 2.11.0, e.g. on a GPU box where PyTorch lives in /opt/torch/.venv:
+#
+#   make build                         # where Rust is; then copy target/release/gfa over
+#   T=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib
+#   LD_LIBRARY_PATH=$T GFA=./gfa PYTHON=/opt/torch/.venv/bin/python3 bash scripts/gpu-check.sh
+#
+# LD_LIBRARY_PATH makes the binary load that torch's libtorch (its CUDA libraries come with
+# its nvidia-* packages); on a machine set up with `make setup` (an NVIDIA driver present, or
+# GFA_CUDA=1) `make gpu-check` is enough.
+# Env: GFA (default target/release/gfa), PYTHON (a python3 with torch 2.11.0 built for CUDA;
+# default python3), AUTOATTACK_DIR (a checkout of fra31/auto-attack for the APGD-CE reference;
+# else torchattacks' APGD if installed, else skipped), GPU_CHECK_N (points, default 500),
+# GPU_CHECK_STEPS (timed training steps, default 20), GPU_CHECK_OUT (default results/bench).
+# Exit code 1 when CUDA disagrees with the CPU beyond a bound.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+GFA="${GFA:-target/release/gfa}"
+PYTHON="${PYTHON:-python3}"
+N="${GPU_CHECK_N:-500}"
+STEPS="${GPU_CHECK_STEPS:-20}"
+OUT="${GPU_CHECK_OUT:-results/bench}"
+DRY="${GPU_CHECK_DRY_RUN:-0}"
+[ -x "$GFA" ] || { echo "gpu-check: no gfa binary at $GFA: run \`make build\`, or set GFA=<path>" >&2; exit 2; }
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+jsonl="$tmp/gpu.jsonl"
+skip() {  # skip WHAT WHY
+  echo "skipped: $1 ($2)"
+  printf '{"kind": "skipped", "what": "%s", "why": "%s"}\n' "$1" "${2//\"/\'}" >> "$jsonl"
+}
+t0=$SECONDS
+
+echo "== gfa doctor"
+"$GFA" doctor
+"$GFA" doctor --json | sed 's/^{/{"kind": "doctor", /' >> "$jsonl"
+devices="$(grep -o '"torch_cuda_devices":[0-9]*' "$jsonl" | head -1 | cut -d: -f2)"
+backend="$(grep -o '"cuda_backend":"[^"]*"' "$jsonl" | head -1 | cut -d'"' -f4)"
+rev="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+printf '{"kind": "run", "command": "bash scripts/gpu-check.sh", "git": "%s", "date": "%s"}\n' \
+  "$rev" "$(date -u +%Y-%m-%dT%H:%MZ)" >> "$jsonl"
+
+if [ "${devices:-0}" -gt 0 ]; then
+  gpu_args=()
+  dev=cuda
+elif [ "$DRY" = 1 ]; then
+  echo "== no usable CUDA device ($backend): dry run, every step on the CPU"
+  gpu_args=(--dry-run)
+  dev=cpu
+else
+  why="no usable CUDA device: CUDA backend ${backend:-unknown}; gfa doctor above says why"
+  skip "gfa on CUDA against gfa on the CPU" "$why"
+  skip "gfa and PyTorch timings on the GPU" "$why"
+  skip "results/bench/gpu.md and gpu.jsonl (written only when a GPU ran)" "$why"
+  echo "gpu-check: nothing to check on this machine; GPU_CHECK_DRY_RUN=1 runs the steps on the CPU"
+  exit 0
+fi
+
+echo "== gfa cuda-check ${gpu_args[*]}"
+status=0
+"$GFA" cuda-check "${gpu_args[@]}" --n "$N" --steps "$STEPS" --jsonl "$jsonl" --export "$tmp/export" \
+  || status=$?
+
+echo "== PyTorch on $dev"
+if "$PYTHON" -c "import sys, torch; sys.exit(0 if '$dev' == 'cpu' or torch.cuda.is_available() else 1)" 2>/dev/null; then
+  "$PYTHON" scripts/gpu_check_torch.py --export "$tmp/export" --device "$dev" --steps "$STEPS" \
+    ${AUTOATTACK_DIR:+--autoattack "$AUTOATTACK_DIR"} >> "$jsonl" \
+    || skip "PyTorch timings" "scripts/gpu_check_torch.py failed (exit $?)"
+else
+  skip "PyTorch timings" "$PYTHON has no torch that sees the GPU (set PYTHON=...)"
+fi
+
+report="$("$PYTHON" scripts/gpu_check_report.py "$jsonl" 2>/dev/null || python3 scripts/gpu_check_report.py "$jsonl")"
+if [ "$DRY" = 1 ] && [ "$dev" = cpu ]; then
+  echo "$report"
+  echo "gpu-check: dry run on the CPU done in $((SECONDS - t0)) s (nothing written under $OUT)"
+else
+  mkdir -p "$OUT"
+  echo "$report" > "$OUT/gpu.md.tmp" && mv "$OUT/gpu.md.tmp" "$OUT/gpu.md"
+  cp "$jsonl" "$OUT/gpu.jsonl.tmp" && mv "$OUT/gpu.jsonl.tmp" "$OUT/gpu.jsonl"
+  echo "$report"
+  echo "gpu-check: wrote $OUT/gpu.md and $OUT/gpu.jsonl in $((SECONDS - t0)) s"
+fi
+[ "$status" = 0 ] || echo "gpu-check: CUDA disagrees with the CPU (see the table above)" >&2
+exit "$status"
