@@ -538,7 +538,7 @@ impl Stages for TorchStages {
         let key = run.key();
         let mut write = train_csv_writer(&key, &ckpt, &dir.path, &device);
         let epochs = run.config.train.epochs;
-        let chance = gfa_core::metrics::chance(run.config.model.num_classes as i64);
+        let chance = gfa_core::metrics::chance(run.config.model.num_classes);
         let target = TrainTarget { run_id: &run.run_id, seed: run.seed, ckpt: &ckpt, resume: true };
         let (_, records) = train_model(&run.config, &splits, target, self.device, &mut |r| {
             write(r)?;

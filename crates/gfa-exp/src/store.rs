@@ -307,7 +307,7 @@ pub fn utc_now() -> String {
 }
 
 /// `secs` after 1970-01-01T00:00:00Z as ISO 8601 text (civil calendar from a day count).
-fn utc_text(secs: u64) -> String {
+pub(crate) fn utc_text(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Days since 1970-01-01 to year/month/day in the proleptic Gregorian calendar, counting
     // from 0000-03-01 so that the leap day ends a year (eras of 400 years = 146,097 days).
