@@ -235,9 +235,27 @@ pub struct RunArgs {
     /// Work only shard i of n (1-based): runs whose position k has k mod n = i-1.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// No progress bar.
+    /// Work N runs at once, each in a child process with its share of the cores (or one of
+    /// --devices each). Default: `[run] jobs` of the experiment file, else the number of
+    /// --devices, else 1.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Devices of the --jobs workers, e.g. cuda:0,cuda:1 (worker k uses the k-th, round robin).
+    #[arg(long, value_delimiter = ',', value_parser = parse_device, value_name = "LIST")]
+    pub devices: Vec<DeviceChoice>,
+    /// libtorch threads per process (default: all cores; with --jobs N, cores / N each).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bar and no progress lines (each run's log.txt is still written).
     #[arg(long)]
     pub quiet: bool,
+    /// Only train the selected runs (a --jobs worker's first phase on an all-correct grid).
+    #[arg(long, hide = true)]
+    pub train_only: bool,
+    /// Run as a --jobs worker: progress lines without times on stderr, a JSON summary on
+    /// stdout.
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 #[derive(Debug, Args)]

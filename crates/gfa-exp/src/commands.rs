@@ -212,9 +212,12 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     snapshot.insert("seed".into(), Value::Integer(seed as i64));
     write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
-    let (_, records) = stages::train_model(&cfg, &splits, seed, &run_id, &a.out, a.resume, device)?;
     let dev = gfa_core::device::device_name(device);
-    let rows = stages::write_train_csvs(&a.out, &key_for(&cfg, &a.out, seed), &records, &dev)?;
+    let key = key_for(&cfg, &a.out, seed);
+    let target = stages::TrainTarget { run_id: &run_id, seed, ckpt: &a.out, resume: a.resume };
+    let mut write = stages::train_csv_writer(&key, &a.out, &a.out, &dev);
+    let (_, records) = stages::train_model(&cfg, &splits, target, device, &mut write)?;
+    let rows = stages::write_train_csvs(&a.out, &key, &records, &dev)?;
     println!("epoch  lr        train_loss  train_acc  test_acc  terms");
     for (r, rec) in rows.iter().zip(&records) {
         let mut terms: Vec<String> = rec.terms.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
@@ -442,14 +445,22 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         Some(log) => {
             let mut store =
                 crate::batches::for_evaluation(log, &model, (&x, &y), None, suite, &key)?;
-            let rows =
-                stages::evaluate_run_with(&model, (&x, &y), None, suite, &key, &dev, &mut store)?;
+            let rows = stages::evaluate_run_with(
+                &model,
+                (&x, &y),
+                None,
+                suite,
+                &key,
+                &dev,
+                &mut store,
+                &mut |_| {},
+            )?;
             if let Some(line) = store.resumed() {
                 eprintln!("{line}");
             }
             rows.eval
         }
-        None => stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev)?.eval,
+        None => stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev, &mut |_| {})?.eval,
     };
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",

@@ -116,19 +116,10 @@ fn architecture(spec: &gfa_core::ModelSpec) -> String {
     }
 }
 
-/// The civil date (UTC) of a time: days since 1970 to year/month/day (Hinnant's algorithm).
+/// The civil date (UTC) of a time, `2025-01-31`.
 fn utc_date(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    crate::store::utc_text(secs)[..10].to_string()
 }
 
 /// Whether `row` is an AutoAttack row (the registry's facts of its kind).

@@ -51,6 +51,17 @@ pub struct ExperimentFile {
     pub escalate: Option<Table>,
     /// Each run's loss landscape (F2), off when absent.
     pub landscape: Option<Table>,
+    /// How `gfa run` works the grid (not part of any run: changes no run id).
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// `[run]`: how `gfa run` works the grid.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Runs worked at once (`gfa run --jobs`, which wins); capped at the runs selected.
+    pub jobs: Option<usize>,
 }
 
 /// `[grid]` (one product) or `[[grid]]` (a union of products).
@@ -111,6 +122,8 @@ pub struct ExperimentSpec {
     pub overrides: Vec<Override>,
     /// `[landscape]`, when the file has one.
     pub landscape: Option<LandscapeConfig>,
+    /// `[run] jobs`: how many runs `gfa run` works at once.
+    pub jobs: Option<usize>,
 }
 
 /// One run of the expansion ("high-level" form).
@@ -172,6 +185,7 @@ impl ExperimentSpec {
             escalate: None,
             overrides: ovs,
             landscape: None,
+            jobs: None,
         };
         spec.read_root(path, root)?;
         Ok(spec)
@@ -229,6 +243,11 @@ impl ExperimentSpec {
             ));
         }
         self.description = file.description;
+        if file.run.jobs == Some(0) {
+            let message = "expected the number of runs `gfa run` works at once, at least 1";
+            return Err(self.error_at(&["run".into(), "jobs".into()], message.into(), None));
+        }
+        self.jobs = file.run.jobs;
         if let Some(seeds) = file.seeds {
             self.seeds = self.checked_seeds(seeds)?;
         }

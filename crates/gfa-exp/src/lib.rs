@@ -27,8 +27,10 @@ pub mod export;
 pub mod fault;
 pub mod grid;
 pub mod import;
+pub mod jobs;
 pub mod legacy;
 pub mod masking;
+pub mod monitor;
 pub mod overrides;
 pub mod phase;
 pub mod plot;
@@ -51,37 +53,14 @@ use crate::cli::{Cli, Command, DataCommand, DatasetArg, Emit, ExportCommand, Lis
 use crate::grid::{ExperimentSpec, RunSpec};
 use gfa_data::atomic::write_atomic;
 
-use crate::records::{ManifestRow, write_rows};
-use crate::store::ExperimentDir;
+use crate::records::ManifestRow;
+use crate::store::{ExperimentDir, write_if_changed};
 
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Plan(args) => plan(&args, cli.device),
-        Command::Run(args) => {
-            let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
-            runner::check_only(&runs, &args.only)?;
-            let exp = write_plan(&spec, &runs, &args.grid.results)?;
-            let device = announce(cli.device)?;
-            let mut stages = stages::TorchStages { device };
-            let opts = runner::RunOptions {
-                only: args.only.clone(),
-                shard: args.shard,
-                progress: !args.quiet,
-            };
-            let summary = runner::run_grid(&exp, &runs, &mut stages, &opts)?;
-            println!(
-                "{} runs done, {} already done, {} failed, {} locked by another process",
-                summary.done.len(),
-                summary.already_done.len(),
-                summary.failed.len(),
-                summary.locked.len()
-            );
-            for (id, e) in &summary.failed {
-                eprintln!("failed {id}: {e}");
-            }
-            Ok(if summary.failed.is_empty() { 0 } else { 1 })
-        }
+        Command::Run(args) => jobs::run_command(&args, cli.device),
         Command::Escalate(args) => escalate_command(&args, cli.device),
         Command::Report(args) => {
             let out = report::report(&args.dir)?;
@@ -162,7 +141,7 @@ fn fetch(dataset: DatasetArg, dir: Option<std::path::PathBuf>) -> Result<()> {
 /// Resolve the device and say on stdout where the work runs (the first line of `gfa run`,
 /// `train` and `eval`); `--device auto` falling back to the CPU on a machine with an NVIDIA
 /// driver also warns on stderr.
-fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
+pub(crate) fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
     let device = choice.resolve()?;
     println!("device: {}", gfa_core::device::describe(device));
     if let Some(w) = gfa_core::device::auto_fallback_warning(choice, device) {
@@ -183,9 +162,9 @@ fn escalate_command(args: &cli::EscalateArgs, device: gfa_core::DeviceChoice) ->
     };
     runner::check_only(&runs, &args.only)?;
     let exp = ExperimentDir::new(&args.grid.results, &spec.name);
-    let mut stages = stages::TorchStages { device: announce(device)? };
-    let opts =
-        runner::RunOptions { only: args.only.clone(), progress: !args.quiet, ..Default::default() };
+    let monitor = monitor::Monitor::new(args.quiet);
+    let mut stages = stages::TorchStages { device: announce(device)?, monitor: monitor.clone() };
+    let opts = runner::RunOptions { only: args.only.clone(), monitor, ..Default::default() };
     let done = escalate::escalate(&exp, &runs, esc, &mut stages, &opts)?;
     println!("{} runs escalated", done.len());
     Ok(0)
@@ -205,13 +184,15 @@ pub fn write_plan(
     results: &Path,
 ) -> Result<ExperimentDir> {
     let exp = ExperimentDir::new(results, &spec.name);
+    // Only what is missing or different is written: processes sharing the folder (two
+    // `gfa run`, `--jobs` workers) agree on these files and rewrite nothing.
     for r in runs {
         let dir = exp.run(&r.run_id);
         dir.write_config(&r.config_toml())?;
-        write_atomic(&dir.file("overrides.toml"), r.overrides_toml().as_bytes())?;
+        write_if_changed(&dir.file("overrides.toml"), r.overrides_toml().as_bytes())?;
     }
     let rows: Vec<ManifestRow> = runs.iter().map(RunSpec::manifest_row).collect();
-    write_rows(&exp.manifest(), &rows)?;
+    write_if_changed(&exp.manifest(), &records::to_csv_bytes(&rows)?)?;
     Ok(exp)
 }
 

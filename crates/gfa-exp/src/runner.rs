@@ -1,11 +1,17 @@
 //! `gfa run`: works the pending runs of an expansion, one at a time, stage by stage.
 //!
-//! Per run: take its lock → train (+ checkpoint) → evaluate → masking checks. Each stage writes
-//! its CSV atomically and then its marker (see `store`), so a rerun after a kill skips finished
-//! stages and redoes an interrupted one from its start, never duplicating rows (an interrupted
-//! evaluation redoes only its unfinished batches: [`crate::batches`]). A failing run
-//! (error or panic) gets `status = failed` and its error text; the grid goes on. The stages
-//! themselves are behind the [`Stages`] trait so the machinery is testable without a model.
+//! Per run: take its lock (before writing anything of the run) → train (+ checkpoint) →
+//! evaluate → masking checks. Each stage writes its CSV atomically and then its marker (see
+//! `store`), so a rerun after a kill skips finished stages and redoes an interrupted one from
+//! its start, never duplicating rows (training resumes from its last epoch's checkpoint;
+//! an interrupted evaluation redoes only its unfinished batches: [`crate::batches`]). A
+//! failing run (error or panic) gets `status = failed` and its error text; the grid goes on.
+//! The stages themselves are behind the [`Stages`] trait so the machinery is testable without a
+//! model. Stages and their timings go to the run's `log.txt` and to the [`Monitor`].
+//!
+//! Several processes may work one grid (`gfa run` twice, shards, `--jobs` workers): each run is
+//! worked by the one holding its lock, and the experiment-level CSVs are collected under the
+//! experiment's lock.
 //!
 //! `eval.subset = "all_correct"` compares models: it evaluates only the points every run of the
 //! expansion evaluated on the same points classifies correctly (docs/method.md §6). Such a grid trains every
@@ -15,13 +21,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::RunSpec;
 use crate::masking::{GradHealth, masking_checks};
+use crate::monitor::Monitor;
 use crate::records::{
     CheckRow, EvalRow, GfaValueRow, NormRow, PointRow, TrainRow, read_rows, write_rows,
 };
@@ -74,12 +81,14 @@ pub struct RunOptions {
     /// Only these run ids (all when empty).
     pub only: Vec<String>,
     pub shard: Option<Shard>,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+    /// Where progress is shown (nothing by default).
+    pub monitor: Monitor,
+    /// Only train the selected runs (a `--jobs` worker's first phase on an all-correct grid).
+    pub train_only: bool,
 }
 
 /// What `run_grid` did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Runs finished by this call.
     pub done: Vec<String>,
@@ -154,16 +163,10 @@ pub fn run_grid(
 ) -> Result<RunSummary> {
     check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
-    let compare = selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
-    let bar = if opts.progress {
-        ProgressBar::new(selected.len() as u64 * (1 + u64::from(compare)))
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} stages [{elapsed_precise}] {msg}")
-            .expect("valid template"),
-    );
+    let compare =
+        opts.train_only || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+    let bar = &opts.monitor;
+    bar.set_total(selected.len() as u64 * (1 + u64::from(compare && !opts.train_only)));
     let mut summary = RunSummary::default();
     let mut common = BTreeMap::new();
     // Surrogates of transfer attacks are trained before any run is evaluated (a surrogate run
@@ -172,15 +175,19 @@ pub fn run_grid(
         let needed: BTreeSet<&str> =
             selected.iter().flat_map(|r| crate::surrogate::surrogate_runs(r)).collect();
         for run in selected.iter().filter(|r| needed.contains(r.run_id.as_str())) {
-            bar.set_message(format!("training surrogate {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, &bar, &mut summary, Upto::Trained)?;
+            bar.status(format!("training surrogate {} {}", run.run_id, run.axes_text()));
+            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
         }
     }
     if compare {
         for run in &selected {
-            bar.set_message(format!("training {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, &bar, &mut summary, Upto::Trained)?;
-            bar.inc(1);
+            bar.status(format!("training {} {}", run.run_id, run.axes_text()));
+            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
+            bar.inc();
+        }
+        if opts.train_only {
+            bar.finish();
+            return Ok(summary);
         }
         common = common_points(exp, runs, stages);
     }
@@ -189,34 +196,35 @@ pub fn run_grid(
         if summary.locked.contains(&run.run_id)
             || summary.failed.iter().any(|(id, _)| id == &run.run_id)
         {
-            bar.inc(1);
+            bar.inc();
             continue;
         }
-        bar.set_message(format!("{} {}", run.run_id, run.axes_text()));
+        bar.status(format!("{} {}", run.run_id, run.axes_text()));
         let keep = match run.config.eval.subset {
             Subset::AllCorrect => common.get(&points_key(run)),
             Subset::All => None,
         };
-        visit(exp, run, stages, &bar, &mut summary, Upto::Checked(keep))?;
-        bar.inc(1);
+        visit(exp, run, stages, bar, &mut summary, Upto::Checked(keep))?;
+        bar.inc();
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(summary)
 }
 
-/// Take one run up to a stage under its lock, recording the outcome in `summary`.
+/// Take one run up to a stage under its lock, recording the outcome in `summary`. Nothing of
+/// the run is written before the lock is held.
 fn visit(
     exp: &ExperimentDir,
     run: &RunSpec,
     stages: &mut dyn Stages,
-    bar: &ProgressBar,
+    bar: &Monitor,
     summary: &mut RunSummary,
     upto: Upto,
 ) -> Result<()> {
     let dir = exp.run(&run.run_id);
     // The lock comes first: a process that does not hold it writes nothing of the run.
     let Some(_lock) = dir.try_lock()? else {
-        bar.println(format!("run {}: another process is working it; skipped", run.run_id));
+        bar.line(&format!("run {}: another process is working it; skipped", run.run_id));
         summary.locked.push(run.run_id.clone());
         return Ok(());
     };
@@ -241,7 +249,7 @@ fn visit(
         return Ok(());
     }
     dir.set_status(&Status::Running)?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, upto)))
+    let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, bar, upto)))
         .unwrap_or_else(|p| {
             let msg = p
                 .downcast_ref::<String>()
@@ -258,7 +266,7 @@ fn visit(
         }
         (Err(e), _) => {
             let text = format!("{e:#}");
-            bar.println(format!("run {} failed: {text}", run.run_id));
+            bar.event(&dir, &format!("failed: {text}"));
             dir.set_status(&Status::Failed(text.clone()))?;
             summary.failed.push((run.run_id.clone(), text));
         }
@@ -331,8 +339,11 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
-/// Regenerate every experiment-level CSV from the runs' files.
+/// Regenerate every experiment-level CSV from the runs' files, under the experiment's lock (so
+/// that of several processes collecting, the last one sees every run's files).
 pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
+    let _lock = exp.lock()?;
+    remove_dead_temp_files(&exp.root);
     for name in RUN_CSVS {
         exp.collect(name).with_context(|| format!("collecting {name}"))?;
     }
@@ -392,29 +403,41 @@ where
     write_rows(&to.file(name), &rows)
 }
 
+/// `<stage> done (12.3 s)` into the log and the monitor.
+fn done(bar: &Monitor, dir: &RunDir, stage: &str, t0: Instant) {
+    bar.event(dir, &format!("{stage} done ({:.1} s)", t0.elapsed().as_secs_f64()));
+}
+
 fn work_run(
     exp: &ExperimentDir,
     run: &RunSpec,
     dir: &RunDir,
     stages: &mut dyn Stages,
+    bar: &Monitor,
     upto: Upto,
 ) -> Result<()> {
     if !dir.has(Stage::Trained) {
         // Later stages belong to the previous model, if any.
         dir.unmark_from(Stage::Trained)?;
+        let t0 = Instant::now();
         if let Some(twin) = trained_twin(exp, run) {
+            bar.event(dir, &format!("train: taking the trained model of run {}", twin.id()));
             adopt_training(&twin, run, dir)
                 .with_context(|| format!("taking the trained model of run {}", twin.id()))?;
         } else {
+            bar.event(dir, &format!("train start {}", run.axes_text()));
             let rows = stages.train(run, dir).context("training")?;
             write_rows(&dir.file("train.csv"), &rows)?;
         }
         write_atomic(&dir.file(TRAIN_KEY), run.train_key().as_bytes())?;
         dir.mark(Stage::Trained)?;
+        done(bar, dir, "train", t0);
     }
     let Upto::Checked(common) = upto else { return Ok(()) };
     if !dir.has(Stage::Evaluated) {
         dir.unmark_from(Stage::Evaluated)?;
+        let t0 = Instant::now();
+        bar.event(dir, "evaluate start");
         let points = match (run.config.eval.subset, common) {
             (Subset::All, _) => None,
             (Subset::AllCorrect, Some(Ok(p))) => Some(p),
@@ -444,8 +467,10 @@ fn work_run(
         dir.mark(Stage::Evaluated)?;
         // The finished batches served a resume of this evaluation; its results are committed.
         crate::batches::remove(&dir.file(crate::batches::FILE))?;
+        done(bar, dir, "evaluate", t0);
     }
     if !dir.has(Stage::Checked) {
+        let t0 = Instant::now();
         let eval: Vec<EvalRow> = read_rows(&dir.file("eval.csv"))?;
         let gh: Option<GradHealthFile> = std::fs::read_to_string(dir.file("grad_health.json"))
             .ok()
@@ -459,6 +484,7 @@ fn work_run(
         let rows = stages.checks(run, &eval, gh).context("masking checks")?;
         write_rows(&dir.file("checks.csv"), &rows)?;
         dir.mark(Stage::Checked)?;
+        done(bar, dir, "checks", t0);
     }
     Ok(())
 }

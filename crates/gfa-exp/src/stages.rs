@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::grid::RunSpec;
 use crate::masking::GradHealth;
+use crate::monitor::Monitor;
 use crate::records::{EvalRow, GfaValueRow, NormRow, RunKey, StepRow, TrainRow, write_rows};
 use crate::runner::{EvalOutput, Stages};
 use crate::spec::{
@@ -211,19 +212,63 @@ pub fn check_train(
     Ok(gfa_core::train::preflight(&model, splits, &cfg.train, &cfg.method, &opts)?)
 }
 
-/// Train `cfg`'s model with `seed`, checkpointing into `ckpt` and resuming from it.
+/// Which model a training is: its run id and seed, where its checkpoints go and whether it
+/// continues from the checkpoint found there.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainTarget<'a> {
+    pub run_id: &'a str,
+    pub seed: u64,
+    pub ckpt: &'a Path,
+    pub resume: bool,
+}
+
+/// An `on_epoch` for [`train_model`] that rewrites `train_steps.csv` and then `train.csv` in
+/// `dir` after every epoch, one row per finished epoch: the records of the checkpoint just
+/// written, so that after a kill and a resume the files are the uninterrupted run's (no epoch
+/// twice, none missing). Each rewrite is atomic: a reader sees all rows of some epoch, never a
+/// partial row.
+pub fn train_csv_writer<'a>(
+    key: &'a RunKey,
+    ckpt: &'a Path,
+    dir: &'a Path,
+    device: &'a str,
+) -> impl FnMut(&gfa_core::EpochRecord) -> gfa_core::Result<()> + 'a {
+    move |_| {
+        let records = checkpoint::read_meta(ckpt)?.metrics;
+        let csv = dir.join("train.csv");
+        let failed = |source| gfa_core::CoreError::Io { path: csv.clone(), source };
+        let bytes = |rows: Result<Vec<u8>>| {
+            rows.map_err(|e| failed(std::io::Error::other(format!("{e:#}"))))
+        };
+        let steps = bytes(crate::records::to_csv_bytes(&step_rows(key, &records)))?;
+        let rows = bytes(crate::records::to_csv_bytes(&train_rows(key, &records, device)))?;
+        let steps_csv = dir.join(TRAIN_STEPS);
+        gfa_data::atomic::write_atomic(&steps_csv, &steps)
+            .map_err(|source| gfa_core::CoreError::Io { path: steps_csv.clone(), source })?;
+        gfa_data::atomic::write_atomic_with(&csv, |tmp| {
+            std::fs::write(tmp, &rows)?;
+            crate::fault::point("train-csv");
+            Ok(())
+        })
+        .map_err(failed)?;
+        crate::fault::point("epoch");
+        Ok(())
+    }
+}
+
+/// Train `cfg`'s model as `target` says; `on_epoch` sees each epoch's record after its
+/// checkpoint is written.
 pub fn train_model(
     cfg: &RunConfig,
     splits: &Splits,
-    seed: u64,
-    run_id: &str,
-    ckpt: &Path,
-    resume: bool,
+    target: TrainTarget<'_>,
     device: Device,
+    on_epoch: &mut gfa_core::train::OnEpoch<'_>,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
+    let TrainTarget { run_id, seed, ckpt, resume } = target;
     let mut model = new_model(cfg, splits, seed, device)?;
     let opts = train_options(seed, run_id, ckpt, resume);
-    let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, &mut |_| Ok(()))?;
+    let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, on_epoch)?;
     Ok((model, out.records))
 }
 
@@ -275,8 +320,9 @@ pub fn evaluate_run(
     suite: Suite<'_>,
     key: &RunKey,
     device: &str,
+    progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
 ) -> Result<EvalOutput> {
-    evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore)
+    evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore, progress)
 }
 
 /// [`evaluate_run`], keeping every finished batch in `store` and taking the batches it already
@@ -289,6 +335,7 @@ pub fn evaluate_run_with(
     key: &RunKey,
     device: &str,
     store: &mut dyn BatchStore,
+    progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
 ) -> Result<EvalOutput> {
     let Suite { attacks, eval, seed, surrogates } = suite;
     let mask = match (eval.subset, keep) {
@@ -323,7 +370,7 @@ pub fn evaluate_run_with(
         })
         .collect::<Result<Vec<_>>>()?;
     let points = gfa_attacks::eval::Points { x, y, all_correct: mask.as_ref() };
-    let records = evaluate_suite(model, points, &suite, &opts, store, &mut |_| {})?;
+    let records = evaluate_suite(model, points, &suite, &opts, store, progress)?;
     let out = EvalOutput {
         eval: eval_rows_of(&records, attacks, eval, key, device)?,
         norms: norm_rows(&records, attacks, key),
@@ -472,9 +519,11 @@ pub fn gfa_value_rows(
         .collect())
 }
 
-/// The stages `gfa run` works: real training and evaluation on `device`.
+/// The stages `gfa run` works: real training and evaluation on `device`, progress to
+/// `monitor` and each run's log.
 pub struct TorchStages {
     pub device: Device,
+    pub monitor: Monitor,
 }
 
 /// The weights file `[eval] checkpoint` names.
@@ -503,11 +552,20 @@ impl Stages for TorchStages {
     fn train(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<TrainRow>> {
         let splits = load_data(&run.config.data)?;
         let ckpt = checkpoint_dir(dir);
-        let (_, records) =
-            train_model(&run.config, &splits, run.seed, &run.run_id, &ckpt, true, self.device)?;
         let device = gfa_core::device::device_name(self.device);
-        write_rows(&dir.file(TRAIN_STEPS), &step_rows(&run.key(), &records))?;
-        Ok(train_rows(&run.key(), &records, &device))
+        let key = run.key();
+        let mut write = train_csv_writer(&key, &ckpt, &dir.path, &device);
+        let epochs = run.config.train.epochs;
+        let chance = gfa_core::metrics::chance(run.config.model.num_classes);
+        let target = TrainTarget { run_id: &run.run_id, seed: run.seed, ckpt: &ckpt, resume: true };
+        let (_, records) = train_model(&run.config, &splits, target, self.device, &mut |r| {
+            write(r)?;
+            let line = gfa_core::train::summary_line(r, epochs, chance);
+            self.monitor.event(dir, &format!("train {line}"));
+            Ok(())
+        })?;
+        write_rows(&dir.file(TRAIN_STEPS), &step_rows(&key, &records))?;
+        Ok(train_rows(&key, &records, &device))
     }
 
     fn correct(&mut self, run: &RunSpec, dir: &RunDir) -> Result<Vec<bool>> {
@@ -539,7 +597,26 @@ impl Stages for TorchStages {
         let log = dir.file(crate::batches::FILE);
         let mut batches =
             crate::batches::for_evaluation(&log, &model, (&x, &y), keep, suite, &key)?;
-        let out = evaluate_run_with(&model, (&x, &y), keep, suite, &key, &device, &mut batches)?;
+        let mut progress = |p: &gfa_attacks::eval::Progress| {
+            let text = match p.stage {
+                gfa_attacks::eval::Stage::Clean => format!("clean pass {}/{}", p.done, p.total),
+                stage => {
+                    let stage = format!("{stage:?}").to_lowercase();
+                    format!("attack {} {} {stage} {}/{}", p.attack, p.eps, p.done, p.total)
+                }
+            };
+            self.monitor.progress(dir, &text);
+        };
+        let out = evaluate_run_with(
+            &model,
+            (&x, &y),
+            keep,
+            suite,
+            &key,
+            &device,
+            &mut batches,
+            &mut progress,
+        )?;
         if let Some(line) = batches.resumed() {
             eprintln!("run {}: {line}", run.run_id);
         }

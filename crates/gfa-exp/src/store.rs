@@ -7,9 +7,12 @@
 //!     config.toml  overrides.toml                     (snapshot, written by `gfa plan`)
 //!     status                                          (pending | running | done | failed + error)
 //!     trained  evaluated  checked                     (stage markers)
-//!     train.csv  eval.csv  checks.csv  …              (each written once, when its stage ends)
+//!     train.csv                                       (rewritten after every epoch)
+//!     eval.csv  checks.csv  …                         (each written once, when its stage ends)
+//!     log.txt                                         (stages, epochs, attacks, timings)
 //!     checkpoints/                                    (model weights)
 //!     lock                                            (held while a process works the run)
+//!   lock                                              (held while a process collects the CSVs)
 //! ```
 //!
 //! Every file is written with `gfa_data::atomic::write_atomic` (temporary file in the same
@@ -17,11 +20,23 @@
 //! leaves either the old or the new file, never half of one. A stage's CSV is renamed
 //! into place before its marker, so a marker implies complete rows; a stage killed before its
 //! marker is redone and its CSV replaced, never appended to (no duplicated rows).
-//! Experiment-level CSVs are concatenations of the per-run files, regenerated at will.
+//! Experiment-level CSVs are concatenations of the per-run files, regenerated at will under the
+//! experiment's lock, so that the last of several processes to collect sees every run.
+//!
+//! A process writes nothing of a run before it holds the run's lock ([`RunDir::try_lock`]);
+//! the config snapshots `gfa plan` writes are the exception, and they are written only when
+//! missing or different ([`write_if_changed`]). Temporary files name their owner and only a
+//! provably dead owner's are removed (`gfa_data::atomic::remove_stale_temp_files`).
+//!
+//! `log.txt` is the one file appended to rather than replaced: one line per event, each line
+//! written by a single `write` of a file opened for appending, so lines of a killed process are
+//! whole and a resumed run's lines follow them.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use gfa_data::atomic::write_atomic;
@@ -128,6 +143,17 @@ impl ExperimentDir {
         Ok(out)
     }
 
+    /// Wait for the experiment's lock (held while a process collects the experiment-level
+    /// CSVs); released when the guard drops or the process dies.
+    pub fn lock(&self) -> Result<RunLock> {
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let p = self.root.join("lock");
+        let f = open_lock_file(&p)?;
+        f.lock().with_context(|| format!("locking {}", p.display()))?;
+        Ok(RunLock { _file: f })
+    }
+
     /// Regenerate the experiment-level CSV `name` from every run's file of that name.
     pub fn collect(&self, name: &str) -> Result<usize> {
         let inputs: Vec<PathBuf> = self.runs()?.iter().map(|r| r.path.join(name)).collect();
@@ -207,14 +233,10 @@ impl RunDir {
     /// when the guard drops or the process dies (`File::try_lock`, an `flock` on Linux), so a
     /// killed run never stays locked.
     pub fn try_lock(&self) -> Result<Option<RunLock>> {
-        fs::create_dir_all(&self.path)?;
+        fs::create_dir_all(&self.path)
+            .with_context(|| format!("creating {}", self.path.display()))?;
         let p = self.path.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .with_context(|| format!("opening {}", p.display()))?;
+        let f = open_lock_file(&p)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(RunLock { _file: f })),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -222,6 +244,17 @@ impl RunDir {
                 Err(e).with_context(|| format!("locking {}", p.display()))
             }
         }
+    }
+
+    /// Append one line to the run's `log.txt`: UTC time, then `text` (see the module
+    /// documentation). A log that cannot be written is not worth failing a run for.
+    pub fn log(&self, text: &str) {
+        let line = format!("{} {text}\n", utc_now());
+        let _ = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join("log.txt"))
+            .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 
     /// Write the config snapshot, or check that an existing one is identical.
@@ -242,11 +275,53 @@ impl RunDir {
     }
 }
 
-/// Held while a process works a run (see [`RunDir::try_lock`]); closing the file releases the
-/// lock.
+/// Held while a process works a run (see [`RunDir::try_lock`]) or collects an experiment's
+/// CSVs ([`ExperimentDir::lock`]); closing the file releases the lock.
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+fn open_lock_file(p: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .with_context(|| format!("opening {}", p.display()))
+}
+
+/// Write `bytes` to `path` atomically unless it already holds exactly them (so that processes
+/// sharing a results folder rewrite nothing they agree on).
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    Ok(write_atomic(path, bytes)?)
+}
+
+/// The time now in UTC, `2025-01-31T23:59:59Z` (for log lines).
+pub fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    utc_text(secs)
+}
+
+/// `secs` after 1970-01-01T00:00:00Z as ISO 8601 text (civil calendar from a day count).
+pub(crate) fn utc_text(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to year/month/day in the proleptic Gregorian calendar, counting
+    // from 0000-03-01 so that the leap day ends a year (eras of 400 years = 146,097 days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rem / 3_600, rem / 60 % 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 #[cfg(test)]
@@ -286,6 +361,39 @@ mod tests {
         assert!(run.try_lock().unwrap().is_none(), "second lock must fail");
         drop(g);
         assert!(run.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn utc_text_of_known_instants() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_text(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(utc_text(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn log_lines_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().to_path_buf() };
+        run.log("train start");
+        run.log("train epoch 1/2");
+        let text = fs::read_to_string(run.file("log.txt")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with("Z train start") && lines[1].ends_with(" train epoch 1/2"));
+    }
+
+    #[test]
+    fn write_if_changed_leaves_equal_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.csv");
+        write_if_changed(&p, b"a").unwrap();
+        let t0 = fs::metadata(&p).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_if_changed(&p, b"a").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), t0);
+        write_if_changed(&p, b"b").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"b");
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod cuda;
 mod export;
 mod facts;
 mod grid;
+mod jobs;
 mod knife;
 mod protocols;
 mod report;

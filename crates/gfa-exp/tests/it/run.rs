@@ -260,6 +260,14 @@ fn two_runners_on_one_grid_share_it_without_a_race() {
             done += n[0];
         }
         assert_eq!(done, 4, "trial {trial}: each run is done once");
+        for run in fs::read_dir(dir.path().join(&results).join("race")).unwrap().flatten() {
+            let Ok(log) = fs::read_to_string(run.path().join("log.txt")) else { continue };
+            assert_eq!(
+                log.matches(" train start").count(),
+                1,
+                "trial {trial}: trained twice\n{log}"
+            );
+        }
         assert_eq!(csvs(&results), alone, "trial {trial}");
     }
 }
