@@ -356,7 +356,8 @@ pub fn attack_configs(suite: &Suite<'_>) -> Result<HashMap<(String, String), Str
         .attacks
         .iter()
         .map(|a| {
-            let built = a.spec.build()?;
+            // A transfer attack's configuration names its loaded surrogate.
+            let built = a.spec.build_with(suite.surrogates)?;
             let text = format!("{}\u{1f}{}\u{1f}{}", a.kind, a.norm, built.config_json());
             let fp = blake3::hash(text.as_bytes()).to_hex()[..16].to_string();
             Ok(((a.name.clone(), a.preset.clone()), fp))
