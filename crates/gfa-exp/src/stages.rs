@@ -327,6 +327,8 @@ pub fn evaluate_run(
 
 /// [`evaluate_run`], keeping every finished batch in `store` and taking the batches it already
 /// holds from it (a resumed evaluation; see [`crate::batches`]).
+// The arguments of `evaluate_run` plus where the batches go and where progress is reported.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_run_with(
     model: &Classifier,
     (x, y): (&Tensor, &Tensor),
