@@ -17,6 +17,9 @@ struct Cost {
     group: Option<Group>,
     seed: u64,
     train: f64,
+    /// The training is another run's of this table (same configuration, seed and epoch times):
+    /// a run differing only in `[eval]` took its twin's checkpoint.
+    shared: bool,
     attacks: BTreeMap<String, f64>,
 }
 
@@ -40,6 +43,13 @@ fn costs(res: &Results, ctx: &Ctx) -> BTreeMap<String, Cost> {
             continue;
         }
         *c.attacks.entry(r.attack.clone()).or_default() += r.seconds;
+    }
+    // Twins share one training: count it in the first (by run id) only.
+    let mut seen: BTreeSet<(Option<Group>, u64, u64)> = BTreeSet::new();
+    for c in out.values_mut() {
+        if c.train > 0.0 && !seen.insert((c.group.clone(), c.seed, c.train.to_bits())) {
+            c.shared = true;
+        }
     }
     out
 }
@@ -65,7 +75,7 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
         "Wall time per run (m:ss) of training (all epochs, diagnostics and validation included) \
          and of each attack (all its budgets; a minimum-norm attack runs once), from the \
          `seconds` columns of train.csv and eval.csv. Runs that share one training (differing \
-         only in `[eval]`) show the training once, in the run that trained.\n\n",
+         only in `[eval]`) count the training once (`shared` in the other).\n\n",
     );
     let attacks: BTreeSet<&String> = costs.values().flat_map(|c| c.attacks.keys()).collect();
     let mut header = vec!["model", "method", "seed", "train"];
@@ -79,9 +89,10 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     for (c, _) in rows {
         let mut cells = c.group.as_ref().map_or_else(|| vec![String::new(); 2], Group::cells);
         cells.push(c.seed.to_string());
-        cells.push(clock(c.train));
-        sums[0] += c.train;
-        let mut total = c.train;
+        let train = if c.shared { 0.0 } else { c.train };
+        cells.push(if c.shared { "shared".into() } else { clock(train) });
+        sums[0] += train;
+        let mut total = train;
         for (i, a) in attacks.iter().enumerate() {
             let v = c.attacks.get(*a).copied();
             cells.push(v.map_or_else(|| "—".into(), clock));
@@ -144,6 +155,25 @@ mod tests {
         assert_eq!(c.attacks["deepfool"], 5.0, "a minimum-norm attack runs once per run");
         let t = table(&res, &ctx);
         assert!(t.contains("| cnn | standard | 0 | 0:22 | 0:05 | 0:07 | 0:34 |"), "{t}");
+    }
+
+    #[test]
+    fn a_training_shared_by_twins_is_counted_once() {
+        let mut res = Results::default();
+        for run in ["a", "b"] {
+            res.train.push(TrainRow {
+                run_id: run.into(),
+                model: "cnn".into(),
+                method: "standard".into(),
+                seconds: 30.0,
+                ..Default::default()
+            });
+        }
+        let ctx = Ctx { labels: super::super::labels(&res.keys()) };
+        let t = table(&res, &ctx);
+        assert!(t.contains("| cnn | standard | 0 | 0:30 | 0:30 |"), "{t}");
+        assert!(t.contains("| cnn | standard | 0 | shared | 0:00 |"), "{t}");
+        assert!(t.contains("| **all runs** |  |  | **0:30** | **0:30** |"), "{t}");
     }
 
     #[test]
