@@ -9,7 +9,8 @@
 //! experiment's lock for the collected CSVs), so the results are those of `--jobs 1` (bit for
 //! bit where libtorch's thread count does not change the arithmetic).
 //!
-//! An all-correct grid (`eval.subset = "all_correct"`) runs in two phases: every selected run
+//! An all-correct grid (`eval.subset = "all_correct"`), or one with a transfer attack (whose
+//! surrogate must be trained first), runs in two phases: every selected run
 //! is trained first (workers with `--train-only`), then each is evaluated on the intersection.
 //! Runs that share one training (`train_key`) are never in flight together: the second waits
 //! and takes the first's checkpoint.
@@ -171,8 +172,13 @@ impl Pool<'_> {
     /// The parallel counterpart of [`runner::run_grid`]: the same phases and summary.
     fn run_grid(&self, runs: &[RunSpec], opts: &RunOptions) -> Result<RunSummary> {
         let selected = runner::select(runs, opts);
-        let compare =
-            opts.train_only || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+        // Train every selected run first when an evaluation needs other runs' weights: the
+        // all-correct intersection, or a transfer attack's surrogate (which a worker evaluating
+        // one run would otherwise find untrained).
+        let compare = opts.train_only
+            || selected
+                .iter()
+                .any(|r| r.config.eval.subset == Subset::AllCorrect || !r.surrogates.is_empty());
         let two_phases = compare && !opts.train_only;
         let threads = match self.jobs.threads {
             Some(t) => format!("{t} libtorch thread{} each", if t == 1 { "" } else { "s" }),

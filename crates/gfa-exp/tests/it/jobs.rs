@@ -255,6 +255,30 @@ fn jobs_on_an_all_correct_grid_match_one_process() {
     assert!(members.iter().all(|m| m == &members[0] && m.contains(" of 16")), "{members:?}");
 }
 
+/// A transfer attack's surrogate (the grid's standard run) is trained before any worker
+/// evaluates a run that attacks with it, even when that run comes first in the expansion and
+/// trains faster: both workers start with the GFA runs, whose surrogates no worker has trained.
+#[test]
+fn jobs_train_transfer_surrogates_before_evaluating() {
+    let grid = TINY
+        .replace(
+            "[grid]\nmethod = [{ kind = \"standard\" }, { kind = \"gfa\", lambda = 0.1 }]",
+            "[[grid]]\nmethod = [{ kind = \"gfa\", lambda = 0.1 }]\n\
+             \"train.epochs\" = [1]\n\n[[grid]]\nmethod = [{ kind = \"standard\" }]",
+        )
+        .replace(
+            "[[attacks]]\nkind = \"pgd\"",
+            "[[attacks]]\nkind = \"transfer\"\neps = [\"8/255\"]\n\n[[attacks]]\nkind = \"pgd\"",
+        );
+    assert!(grid.contains("[[grid]]") && grid.contains("transfer"), "{grid}");
+    let want = reference(&grid, &[]);
+    let dir = setup(&grid);
+    let o =
+        ok(gfa_cmd(dir.path(), &run_args("res", &["--jobs", "2", "--quiet"])).output().unwrap());
+    assert_eq!(counts(&o), [RUNS, 0, 0, 0], "{}", text(&o));
+    assert_eq!(tables(&exp_dir(dir.path())), want);
+}
+
 /// Bad `--jobs`, `--threads`, `--devices` and `[run] jobs` are errors before anything is
 /// written.
 #[test]
