@@ -172,13 +172,7 @@ impl Pool<'_> {
     /// The parallel counterpart of [`runner::run_grid`]: the same phases and summary.
     fn run_grid(&self, runs: &[RunSpec], opts: &RunOptions) -> Result<RunSummary> {
         let selected = runner::select(runs, opts);
-        // Train every selected run first when an evaluation needs other runs' weights: the
-        // all-correct intersection, or a transfer attack's surrogate (which a worker evaluating
-        // one run would otherwise find untrained).
-        let compare = opts.train_only
-            || selected
-                .iter()
-                .any(|r| r.config.eval.subset == Subset::AllCorrect || !r.surrogates.is_empty());
+        let compare = runner::trains_first(&selected, opts);
         let two_phases = compare && !opts.train_only;
         let threads = match self.jobs.threads {
             Some(t) => format!("{t} libtorch thread{} each", if t == 1 { "" } else { "s" }),

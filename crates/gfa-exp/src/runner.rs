@@ -101,6 +101,16 @@ pub struct RunSummary {
 }
 
 /// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
+/// Whether every selected run is trained before any is evaluated: the all-correct intersection
+/// needs every compared model, a transfer attack its surrogate run (one outside the selection
+/// must be trained by another shard or call first). `gfa run --jobs` follows the same rule.
+pub fn trains_first(selected: &[&RunSpec], opts: &RunOptions) -> bool {
+    opts.train_only
+        || selected
+            .iter()
+            .any(|r| r.config.eval.subset == Subset::AllCorrect || !r.surrogates.is_empty())
+}
+
 pub fn select<'a>(runs: &'a [RunSpec], opts: &RunOptions) -> Vec<&'a RunSpec> {
     runs.iter()
         .enumerate()
@@ -163,22 +173,11 @@ pub fn run_grid(
 ) -> Result<RunSummary> {
     check_only(runs, &opts.only)?;
     let selected = select(runs, opts);
-    let compare =
-        opts.train_only || selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect);
+    let compare = trains_first(&selected, opts);
     let bar = &opts.monitor;
     bar.set_total(selected.len() as u64 * (1 + u64::from(compare && !opts.train_only)));
     let mut summary = RunSummary::default();
     let mut common = BTreeMap::new();
-    // Surrogates of transfer attacks are trained before any run is evaluated (a surrogate run
-    // outside the selection must be trained by another shard or call first).
-    if !compare {
-        let needed: BTreeSet<&str> =
-            selected.iter().flat_map(|r| crate::surrogate::surrogate_runs(r)).collect();
-        for run in selected.iter().filter(|r| needed.contains(r.run_id.as_str())) {
-            bar.status(format!("training surrogate {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
-        }
-    }
     if compare {
         for run in &selected {
             bar.status(format!("training {} {}", run.run_id, run.axes_text()));
@@ -189,7 +188,9 @@ pub fn run_grid(
             bar.finish();
             return Ok(summary);
         }
-        common = common_points(exp, runs, stages);
+        if selected.iter().any(|r| r.config.eval.subset == Subset::AllCorrect) {
+            common = common_points(exp, runs, stages);
+        }
     }
     for run in selected {
         // A run locked by another process or failed in training is not tried again.

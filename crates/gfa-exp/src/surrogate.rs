@@ -33,14 +33,6 @@ pub enum SurrogateRef {
     Checkpoint(PathBuf),
 }
 
-/// The surrogate run ids `run` attacks through.
-pub fn surrogate_runs(run: &RunSpec) -> impl Iterator<Item = &str> {
-    run.surrogates.iter().filter_map(|(_, r)| match r {
-        SurrogateRef::Run(id) => Some(id.as_str()),
-        SurrogateRef::Checkpoint(_) => None,
-    })
-}
-
 /// Resolve the surrogate of every transfer entry of every run against the expansion `runs`.
 /// An error gives the run's index, the entry's index in its attacks and the error at the entry's
 /// `surrogate` key.
