@@ -723,7 +723,7 @@ pub fn plot_dir(dir: &Path, format: PlotFormat) -> Result<Vec<PathBuf>> {
     if norms.is_file() {
         files.extend(norm_distributions(&read_rows(&norms)?, &out, format)?);
     }
-    files.extend(crate::phase::figures(&res, &crate::phase::manifest_axes(dir)?, &out, format)?);
+    files.extend(crate::phase::figures(&res, &res.axes, &out, format)?);
     Ok(files)
 }
 

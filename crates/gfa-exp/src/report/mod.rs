@@ -1,7 +1,7 @@
 //! `gfa report DIR`: aggregate a results folder over seeds into `summary.csv` and the Markdown
-//! tables of docs/method.md §9 (`tables/T1.md` … `T5.md`, all of them in `report.md`).
+//! tables of docs/method.md §9 (`tables/T1.md` … `T6.md`, all of them in `report.md`).
 //!
-//! One module per table (`t1` … `t4`, each a `table(res, ctx)` listed in [`build`]; the paper's
+//! One module per table (`t1` … `t6`, each a `table(res, ctx)` listed in [`build`]; the paper's
 //! claims in [`claims`]); this module loads the CSVs, labels the runs, writes `summary.csv` and
 //! holds what the tables share: the typed keys and the accuracy cell (`acc_cell`).
 //!
@@ -35,6 +35,7 @@ mod t2;
 mod t3;
 mod t4;
 mod t5;
+mod t6;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
 pub const PAPER_GAIN_APGD: f64 = 15.2;
@@ -259,6 +260,8 @@ pub struct Results {
     pub gfa_value: Vec<GfaValueRow>,
     /// Per `eval.csv` row, its per-point outcomes (`points.csv`; empty for older folders).
     pub points: BTreeMap<crate::points::RowKey, crate::points::Outcomes>,
+    /// Run id → the grid keys it varies (`manifest.csv`'s `axes`; empty without one).
+    pub axes: BTreeMap<String, String>,
 }
 
 impl Results {
@@ -276,6 +279,7 @@ impl Results {
             checks: read_opt(&dir.join("checks.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
             points: BTreeMap::new(),
+            axes: crate::phase::manifest_axes(dir)?,
         };
         let points = dir.join("points.csv");
         if points.is_file() {
@@ -413,6 +417,7 @@ pub fn build(res: &Results) -> Built {
         ("T3".to_string(), t3::table(res, &ctx)),
         ("T4".to_string(), t4::table(res, &ctx)),
         ("T5".to_string(), t5::table(res, &ctx)),
+        ("T6".to_string(), t6::table(res)),
     ];
     let experiment = res
         .eval
