@@ -243,18 +243,22 @@ fn the_knife_edge_experiment_expands_to_its_design() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/knife_edge.toml");
     let spec = ExperimentSpec::load(&file, &[]).unwrap();
     let runs = spec.expand().unwrap();
-    // 14 sweep + 2 baselines + 6 warm-up + 12 penalties + 6 MSE + 3 pre-activation + 5 seeds.
-    assert_eq!(runs.len(), 48);
+    // 16 sweep + 2 baselines + 8 warm-up + 16 penalties + 8 MSE + 4 pre-activation + 7 seeds.
+    assert_eq!(runs.len(), 61);
     let count = |f: &dyn Fn(&RunSpec) -> bool| runs.iter().filter(|r| f(r)).count();
-    assert_eq!(count(&|r| r.seed == 1), 5);
+    assert_eq!(count(&|r| r.seed == 1), 7);
     assert_eq!(count(&|r| r.key().method == "standard"), 2);
     assert_eq!(count(&|r| r.key().method == "pgd_at"), 1);
-    assert_eq!(count(&|r| r.key().method_params.contains("pre_activation")), 3);
-    assert_eq!(count(&|r| r.key().method_params.contains("\"lambda_warmup_epochs\":2")), 6);
+    assert_eq!(count(&|r| r.key().method_params.contains("pre_activation")), 4);
+    assert_eq!(count(&|r| r.key().method_params.contains("\"lambda_warmup_epochs\":2")), 8);
+    // Every run meets the transfer attack (check 4); the two costly ones wait for [escalate].
+    assert!(runs.iter().all(|r| r.attacks.iter().any(|a| a.kind == "transfer")));
+    assert!(runs.iter().all(|r| !r.attacks.iter().any(|a| a.kind == "square")));
     let esc = spec.escalate.expect("knife_edge.toml escalates");
     assert_eq!(
         (esc.reference.as_str(), esc.margin, esc.eps.text.as_str()),
         ("standard", 0.05, "8/255")
     );
-    assert_eq!(esc.attacks[0].kind, "autoattack");
+    let kinds: Vec<&str> = esc.attacks.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["autoattack", "pgd", "square"]);
 }
