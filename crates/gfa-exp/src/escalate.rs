@@ -256,6 +256,8 @@ pub fn escalate(
             let _ = writeln!(note, "{}", crate::grid::canonical(&toml::Value::Table(a.to_table())));
         }
         gfa_data::atomic::write_atomic(&dir.file(ESCALATED), note.as_bytes())?;
+        // The finished batches served a resume of this evaluation; its results are written.
+        crate::batches::remove(&dir.file(crate::batches::FILE))?;
         dir.unmark_from(Stage::Checked)?;
         escalated.push(run.run_id.clone());
     }

@@ -181,6 +181,10 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
     // and deep (10 %), are more than 5 points above it; the collapsed runs (3 %), the sin² and
     // seed-1 runs at λ = 0.2 and the rest are not.
     let esc = spec.escalate.as_ref().expect("[escalate] is read");
+    // A batch log an interrupted escalation would leave in every run folder.
+    for r in &runs {
+        fs::write(exp.run(&r.run_id).file("eval_batches.jsonl"), "{}\n").unwrap();
+    }
     let done =
         gfa_exp::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default()).unwrap();
     let expected: Vec<String> =
@@ -194,6 +198,8 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
         let escalated = expected.contains(&r.run_id);
         assert_eq!(aa, if escalated { 2 } else { 0 }, "run {}", r.run_id);
         assert_eq!(dir.file("escalated").is_file(), escalated);
+        // An escalated run's evaluation is written: its batch log goes.
+        assert_eq!(dir.file("eval_batches.jsonl").is_file(), !escalated, "run {}", r.run_id);
         // The masking checks ran again on the new rows and the run is finished.
         assert!(dir.has(Stage::Checked) && dir.status() == Status::Done);
         if escalated {
