@@ -30,7 +30,7 @@ use toml::Table;
 use gfa_attacks::{Eps, Norm};
 
 use crate::grid::RunSpec;
-use crate::records::{CheckRow, EvalRow, read_rows, write_rows};
+use crate::records::{CheckRow, EvalRow, read_rows};
 use crate::report::Stat;
 use crate::runner::{self, RunOptions, Stages};
 use crate::spec::{AttackEntry, FieldError, Subset, closest, typed};
@@ -238,12 +238,7 @@ pub fn escalate(
         let out = stages
             .evaluate(&wider, &dir, None)
             .with_context(|| format!("escalating run {}", run.run_id))?;
-        write_rows(&dir.file("eval.csv"), &out.eval)?;
-        write_rows(&dir.file("norms.csv"), &out.norms)?;
-        write_rows(&dir.file("points.csv"), &out.points)?;
-        if !out.gfa_value.is_empty() {
-            write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
-        }
+        runner::write_evaluation(&dir, &out)?;
         let mut note = format!(
             "worst case {worst:.2}% at {} {} > reference `{}` {:.2}% + {:.2} points; added:\n",
             esc.norm,
@@ -256,8 +251,6 @@ pub fn escalate(
             let _ = writeln!(note, "{}", crate::grid::canonical(&toml::Value::Table(a.to_table())));
         }
         gfa_data::atomic::write_atomic(&dir.file(ESCALATED), note.as_bytes())?;
-        // The finished batches served a resume of this evaluation; its results are written.
-        crate::batches::remove(&dir.file(crate::batches::FILE))?;
         dir.unmark_from(Stage::Checked)?;
         escalated.push(run.run_id.clone());
     }

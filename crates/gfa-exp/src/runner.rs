@@ -404,6 +404,26 @@ where
     write_rows(&to.file(name), &rows)
 }
 
+/// Write an evaluation's files into the run folder and mark it evaluated (`gfa run` and `gfa
+/// escalate`). The finished batches of its log served a resume of this evaluation and go.
+pub fn write_evaluation(dir: &RunDir, out: &EvalOutput) -> Result<()> {
+    write_rows(&dir.file("eval.csv"), &out.eval)?;
+    write_rows(&dir.file("norms.csv"), &out.norms)?;
+    write_rows(&dir.file("points.csv"), &out.points)?;
+    write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
+    if let Some(rows) = &out.landscape {
+        write_rows(&dir.file("landscape.csv"), rows)?;
+    }
+    let gh = out.grad_health.map(|g| GradHealthFile {
+        zero_frac: g.zero_frac,
+        nonfinite_frac: g.nonfinite_frac,
+        n: g.n,
+    });
+    write_atomic(&dir.file("grad_health.json"), serde_json::to_string(&gh)?.as_bytes())?;
+    dir.mark(Stage::Evaluated)?;
+    crate::batches::remove(&dir.file(crate::batches::FILE))
+}
+
 /// `<stage> done (12.3 s)` into the log and the monitor.
 fn done(bar: &Monitor, dir: &RunDir, stage: &str, t0: Instant) {
     bar.event(dir, &format!("{stage} done ({:.1} s)", t0.elapsed().as_secs_f64()));
@@ -452,22 +472,7 @@ fn work_run(
         if let Some(p) = points {
             write_atomic(&dir.file(ALL_CORRECT), p.key.as_bytes())?;
         }
-        write_rows(&dir.file("eval.csv"), &out.eval)?;
-        write_rows(&dir.file("norms.csv"), &out.norms)?;
-        write_rows(&dir.file("points.csv"), &out.points)?;
-        write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
-        if let Some(rows) = &out.landscape {
-            write_rows(&dir.file("landscape.csv"), rows)?;
-        }
-        let gh = out.grad_health.map(|g| GradHealthFile {
-            zero_frac: g.zero_frac,
-            nonfinite_frac: g.nonfinite_frac,
-            n: g.n,
-        });
-        write_atomic(&dir.file("grad_health.json"), serde_json::to_string(&gh)?.as_bytes())?;
-        dir.mark(Stage::Evaluated)?;
-        // The finished batches served a resume of this evaluation; its results are committed.
-        crate::batches::remove(&dir.file(crate::batches::FILE))?;
+        write_evaluation(dir, &out)?;
         done(bar, dir, "evaluate", t0);
     }
     if !dir.has(Stage::Checked) {

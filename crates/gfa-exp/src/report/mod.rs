@@ -333,7 +333,13 @@ pub(crate) struct WorstKey {
 /// Per-run worst case over the suite at each (protocol, norm, eps): the lowest cumulative
 /// robust accuracy (the per-sample worst case, never an average of attacks).
 pub(crate) fn worst_cases(eval: &[EvalRow]) -> BTreeMap<WorstKey, f64> {
-    let mut out: BTreeMap<WorstKey, f64> = BTreeMap::new();
+    worst_rows(eval).into_iter().filter_map(|(k, r)| Some((k, r.robust_acc?))).collect()
+}
+
+/// The `eval.csv` row behind each of [`worst_cases`]: the cumulative row with the lowest robust
+/// accuracy (its per-point outcomes are the run's per-sample worst case).
+pub(crate) fn worst_rows(eval: &[EvalRow]) -> BTreeMap<WorstKey, &EvalRow> {
+    let mut out: BTreeMap<WorstKey, &EvalRow> = BTreeMap::new();
     for r in eval.iter().filter(|r| r.mode == "cumulative") {
         let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
         let k = WorstKey {
@@ -341,8 +347,10 @@ pub(crate) fn worst_cases(eval: &[EvalRow]) -> BTreeMap<WorstKey, f64> {
             protocol: protocol(&r.preset, &r.subset),
             budget: Budget::of(r),
         };
-        let e = out.entry(k).or_insert(acc);
-        *e = e.min(acc);
+        let e = out.entry(k).or_insert(r);
+        if acc < e.robust_acc.unwrap_or(f64::INFINITY) {
+            *e = r;
+        }
     }
     out
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Results, md_table, protocol};
+use super::{Results, md_table, worst_rows};
 use crate::phase::{self, BUDGETS, RunPoint};
 use crate::points;
 use crate::records::EvalRow;
@@ -22,29 +22,23 @@ const AT: &str = BUDGETS[1];
 /// The references a run is compared with, by method kind.
 const REFERENCES: [(&str, &str); 2] = [("standard", "standard"), ("pgd_at", "PGD-AT")];
 
-/// The cumulative `eval.csv` row holding a run's worst case at L∞ `eps` (standard protocol):
-/// the one with the lowest robust accuracy.
-fn worst_row<'a>(res: &'a Results, run_id: &str, eps: &str) -> Option<&'a EvalRow> {
-    res.eval
-        .iter()
-        .filter(|r| r.run_id == run_id && r.mode == "cumulative")
-        .filter(|r| r.norm == "linf" && r.eps_text == eps)
-        .filter(|r| protocol(&r.preset, &r.subset) == "standard")
-        .filter(|r| r.robust_acc.is_some())
-        .min_by(|a, b| a.robust_acc.unwrap_or(1.0).total_cmp(&b.robust_acc.unwrap_or(1.0)))
+/// Each run's worst-case row at L∞ [`AT`] under the standard protocol.
+fn worst_at(res: &Results) -> BTreeMap<&str, &EvalRow> {
+    worst_rows(&res.eval)
+        .into_iter()
+        .filter(|(k, _)| k.protocol == "standard")
+        .filter(|(k, _)| k.budget.norm == "linf" && k.budget.eps_text == AT)
+        .map(|(_, r)| (r.run_id.as_str(), r))
+        .collect()
 }
 
-/// The first run (by id) of method `kind` with `run`'s model and seed and worst-case rows.
-fn reference<'a>(res: &'a Results, run: &EvalRow, kind: &str) -> Option<&'a EvalRow> {
-    let mut ids: Vec<&str> = res
-        .eval
-        .iter()
-        .filter(|r| r.method == kind && r.model == run.model && r.seed == run.seed)
-        .map(|r| r.run_id.as_str())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.into_iter().find_map(|id| worst_row(res, id, AT))
+/// The worst-case row of the first run (by id) of method `kind` with `run`'s model and seed.
+fn reference<'a>(
+    worst: &BTreeMap<&str, &'a EvalRow>,
+    run: &EvalRow,
+    kind: &str,
+) -> Option<&'a EvalRow> {
+    worst.values().copied().find(|r| r.method == kind && r.model == run.model && r.seed == run.seed)
 }
 
 /// `run`'s worst case at [`AT`] minus `other`'s on the same points, with its 95 % interval.
@@ -72,16 +66,17 @@ fn rows(res: &Results) -> Vec<Row> {
         .filter(|c| c.check == "verdict")
         .map(|c| (c.run_id.as_str(), c.result.as_str()))
         .collect();
+    let worst = worst_at(res);
     let mut out: Vec<Row> = phase::run_points(res, &res.axes)
         .into_iter()
         .filter(|p| p.lambda.is_some())
         .map(|point| {
-            let worst = worst_row(res, &point.run_id, AT);
+            let own = worst.get(point.run_id.as_str()).copied();
             let diffs = REFERENCES
                 .iter()
                 .map(|(kind, _)| {
-                    let w = worst?;
-                    difference(res, w, reference(res, w, kind)?)
+                    let w = own?;
+                    difference(res, w, reference(&worst, w, kind)?)
                 })
                 .collect();
             let seed = res.eval.iter().find(|r| r.run_id == point.run_id).map_or(0, |r| r.seed);
