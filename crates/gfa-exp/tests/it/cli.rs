@@ -132,8 +132,8 @@ fn train_refuses_a_bad_finite_difference_step_before_any_work() {
     let tiny = ["--n-train", "16", "--epochs", "1", "--batch-size", "8", "--width", "0.0625"];
     let o = gfa(dir.path(), &[&base[..], &ok, &["--fd-step", "2e-3"], &tiny].concat());
     assert!(o.status.success(), "{}", text(&o).1);
-    let rows: Vec<gfa_exp::records::TrainRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let rows: Vec<gfa_exp::results::records::TrainRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     let params: serde_json::Value = serde_json::from_str(&rows[0].method_params).unwrap();
     assert_eq!(params["gradient"], "finite_difference", "{params}");
     assert_eq!((params["fd_step"].as_f64(), &params["layers"]), (Some(2e-3), &"first".into()));
@@ -247,8 +247,8 @@ fn version_and_rows_name_the_build() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o).1);
-    let rows: Vec<gfa_exp::records::TrainRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let rows: Vec<gfa_exp::results::records::TrainRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     let meta = gfa_core::checkpoint::read_meta(&dir.path().join("m")).unwrap();
     assert_eq!(meta.build.git_rev, rows[0].git_rev);
     assert!(rows[0].libtorch.starts_with("2.11.0") && meta.build.libtorch == rows[0].libtorch);
@@ -277,8 +277,8 @@ fn train_then_gfa_value_and_eval_from_flags() {
     args.extend(data);
     let out = run(&args);
     assert!(out.starts_with("device: cpu (") && out.contains("code path"), "{out}");
-    let rows: Vec<gfa_exp::records::TrainRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let rows: Vec<gfa_exp::results::records::TrainRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
     assert!(rows.iter().all(|r| r.method == "gfa"
         && r.lambda == Some(0.3)
@@ -289,8 +289,8 @@ fn train_then_gfa_value_and_eval_from_flags() {
     assert!(!o.status.success() && text(&o).1.contains("--resume"), "{}", text(&o).1);
     args.push("--resume");
     run(&args);
-    let again: Vec<gfa_exp::records::TrainRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let again: Vec<gfa_exp::results::records::TrainRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(
         again.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
         rows.iter().map(|r| r.train_loss).collect::<Vec<_>>()
@@ -332,16 +332,16 @@ fn train_then_gfa_value_and_eval_from_flags() {
         "--csv",
         "e.csv",
     ]);
-    let rows: Vec<gfa_exp::records::EvalRow> =
-        gfa_exp::records::read_rows(&dir.path().join("e.csv")).unwrap();
+    let rows: Vec<gfa_exp::results::records::EvalRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("e.csv")).unwrap();
     // 2 attacks × 2 eps × 2 modes, then 1 × 1 × 2 appended.
     assert_eq!(rows.len(), 8 + 2);
     assert!(rows.iter().all(|r| r.n == 32 && r.method == "gfa"));
     // Landscape: 5 × 5 over ±1/255; along the radial (gradient-sign) direction the loss rises
     // on one side of x and falls on the other (first order), and `gfa plot` draws it.
     run(&["landscape", "--checkpoint", "m", "--n", "32", "--steps", "5", "--radius", "1/255"]);
-    let land: Vec<gfa_exp::records::LandscapeRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/landscape.csv")).unwrap();
+    let land: Vec<gfa_exp::results::records::LandscapeRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/landscape.csv")).unwrap();
     assert_eq!(land.len(), 25);
     let at = |a: f64, b: f64| {
         land.iter().find(|r| (r.alpha - a).abs() < 1e-9 && (r.beta - b).abs() < 1e-9).unwrap().loss
@@ -511,8 +511,8 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
         "--seed",
         "1",
     ]);
-    let rows: Vec<gfa_exp::records::TrainRow> =
-        gfa_exp::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
+    let rows: Vec<gfa_exp::results::records::TrainRow> =
+        gfa_exp::results::records::read_rows(&dir.path().join("m/train.csv")).unwrap();
     assert_eq!(rows.len(), 5);
     // Chance is 0.1; the classes are separable gratings (gfa-data's synthetic set), so a
     // working reader and model reach far above it in five epochs (random flips make some

@@ -3,7 +3,7 @@
 //! with that reason, elsewhere. The CPU test runs the same check with the CPU in both roles,
 //! so its plumbing is tested on every machine.
 use gfa_core::DeviceChoice;
-use gfa_exp::cuda_check::{Options, compare, cuda_device, export, timings};
+use gfa_exp::cli::cuda_check::{Options, compare, cuda_device, export, timings};
 use tch::Device;
 
 /// Small sizes: seconds on two CPU cores.

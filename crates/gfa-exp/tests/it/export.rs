@@ -5,7 +5,7 @@ use std::process::Command;
 
 use gfa_attacks::autoattack::AutoAttackConfig;
 use gfa_attacks::{Configured, Norm, Preset};
-use gfa_exp::records::{EvalRow, RunKey, TrainRow, write_rows};
+use gfa_exp::results::records::{EvalRow, RunKey, TrainRow, write_rows};
 
 fn gfa(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();

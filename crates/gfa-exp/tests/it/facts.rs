@@ -5,10 +5,10 @@ use std::path::Path;
 
 use gfa_attacks::registry;
 use gfa_attacks::{AttackSpec, Facts};
-use gfa_exp::grid::{ExperimentSpec, RunSpec, estimate_cost};
-use gfa_exp::masking::masking_checks;
-use gfa_exp::records::{CheckRow, EvalRow, RunKey, write_rows};
-use gfa_exp::spec::AttackEntry;
+use gfa_exp::analysis::masking::masking_checks;
+use gfa_exp::config::grid::{ExperimentSpec, RunSpec, estimate_cost};
+use gfa_exp::config::spec::AttackEntry;
+use gfa_exp::results::records::{CheckRow, EvalRow, RunKey, write_rows};
 
 /// A one-run grid whose suite is `attacks` (TOML `[[attacks]]` tables).
 fn run_with(attacks: &str) -> RunSpec {
@@ -108,7 +108,7 @@ fn report(kind: &str, norm: &str, f: Facts) {
         eval.push(r);
     }
     write_rows(&dir.path().join("eval.csv"), &eval).unwrap();
-    let md = gfa_exp::report::report(dir.path()).unwrap().markdown;
+    let md = gfa_exp::analysis::report::report(dir.path()).unwrap().markdown;
     let claimed =
         [gfa_attacks::Algorithm::Apgd, gfa_attacks::Algorithm::Fgsm].contains(&f.algorithm);
     let gain = format!("| gfa − pgd_at | cnn | {kind} | {norm} 8/255 |");

@@ -1,12 +1,12 @@
 //! Golden expansions of small TOMLs, run-id stability, overrides and error messages.
 use std::path::Path;
 
-use gfa_exp::grid::{ExperimentSpec, canonical_spec, run_id_of};
+use gfa_exp::config::grid::{ExperimentSpec, canonical_spec, run_id_of};
 use toml::Value;
 
 use super::SMALL;
 
-fn parse(text: &str, set: &[&str]) -> Result<ExperimentSpec, gfa_exp::spec::ConfigError> {
+fn parse(text: &str, set: &[&str]) -> Result<ExperimentSpec, gfa_exp::config::keys::ConfigError> {
     let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
     ExperimentSpec::parse(Path::new("exp.toml"), text, &set)
 }

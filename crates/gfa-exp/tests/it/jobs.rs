@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gfa_exp::records::{TrainRow, read_rows};
+use gfa_exp::results::records::{TrainRow, read_rows};
 
 /// 2 methods × 2 seeds of a linear model on synthetic data, three epochs, two attacks.
 const TINY: &str = r#"experiment = "tiny"

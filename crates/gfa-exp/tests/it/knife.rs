@@ -6,10 +6,10 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::Result;
-use gfa_exp::grid::{ExperimentSpec, RunSpec};
-use gfa_exp::records::{EvalRow, GfaValueRow, TrainRow, read_rows};
-use gfa_exp::runner::{EvalOutput, RunOptions, Stages, run_grid};
-use gfa_exp::store::{RunDir, Stage, Status};
+use gfa_exp::config::grid::{ExperimentSpec, RunSpec};
+use gfa_exp::results::records::{EvalRow, GfaValueRow, TrainRow, read_rows};
+use gfa_exp::results::store::{RunDir, Stage, Status};
+use gfa_exp::run::runner::{EvalOutput, RunOptions, Stages, run_grid};
 
 /// Ten runs in four blocks: a sweep (3 λ × first/deep), a variant at one λ, the two baselines
 /// and a second seed at one λ.
@@ -51,7 +51,7 @@ eps = "8/255"
 attacks = [{ kind = "autoattack", eps = ["8/255"] }]
 "#;
 
-fn parse(text: &str) -> std::result::Result<ExperimentSpec, gfa_exp::spec::ConfigError> {
+fn parse(text: &str) -> std::result::Result<ExperimentSpec, gfa_exp::config::keys::ConfigError> {
     ExperimentSpec::parse(Path::new("edge.toml"), text, &[])
 }
 
@@ -172,7 +172,7 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
     let tmp = tempfile::tempdir().unwrap();
     let spec = parse(EDGE).unwrap();
     let runs = spec.expand().unwrap();
-    let exp = gfa_exp::write_plan(&spec, &runs, tmp.path()).unwrap();
+    let exp = gfa_exp::results::plan::write_plan(&spec, &runs, tmp.path()).unwrap();
     let mut fake = Fake::default();
     let s = run_grid(&exp, &runs, &mut fake, &RunOptions::default()).unwrap();
     assert_eq!(s.done.len(), 10, "{s:?}");
@@ -186,7 +186,8 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
         fs::write(exp.run(&r.run_id).file("eval_batches.jsonl"), "{}\n").unwrap();
     }
     let done =
-        gfa_exp::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default()).unwrap();
+        gfa_exp::run::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default())
+            .unwrap();
     let expected: Vec<String> =
         runs.iter().filter(|r| profile(r).1 > 0.07).map(|r| r.run_id.clone()).collect();
     assert_eq!(expected.len(), 3);
@@ -214,11 +215,14 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
     // A second call finds the added rows and evaluates nothing.
     let before = fake.evaluated.clone();
     let again =
-        gfa_exp::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default()).unwrap();
+        gfa_exp::run::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default())
+            .unwrap();
     assert!(again.is_empty() && fake.evaluated == before);
 
     // The λ-sweep figures from the folder's CSVs.
-    let files = gfa_exp::plot::plot_dir(&exp.root, gfa_exp::cli::PlotFormat::Both).unwrap();
+    let files =
+        gfa_exp::analysis::plot::plot_dir(&exp.root, gfa_exp::analysis::style::Format::Both)
+            .unwrap();
     let figures = exp.root.join("figures");
     for name in ["phase_diagram_cnn", "tradeoff_clean_vs_robust_cnn"] {
         for ext in ["svg", "png"] {

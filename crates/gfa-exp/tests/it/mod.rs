@@ -6,6 +6,7 @@ mod facts;
 mod grid;
 mod jobs;
 mod knife;
+mod layers;
 mod protocols;
 mod report;
 mod resume_eval;

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use gfa_exp::grid::ExperimentSpec;
-use gfa_exp::records::{CheckRow, EvalRow, LandscapeRow, read_rows};
-use gfa_exp::surrogate::SurrogateRef;
+use gfa_exp::config::grid::ExperimentSpec;
+use gfa_exp::config::surrogate::SurrogateRef;
+use gfa_exp::results::records::{CheckRow, EvalRow, LandscapeRow, read_rows};
 
 use super::write;
 
@@ -58,7 +58,7 @@ n_iter = 2
 eps = ["8/255"]
 "#;
 
-fn parse(text: &str) -> Result<Vec<gfa_exp::grid::RunSpec>, String> {
+fn parse(text: &str) -> Result<Vec<gfa_exp::config::grid::RunSpec>, String> {
     ExperimentSpec::parse(Path::new("exp.toml"), text, &[])
         .and_then(|s| s.expand())
         .map_err(|e| e.to_string())
@@ -76,7 +76,7 @@ fn subset_entries_attack_only_their_protocol_and_transfer_resolves_to_the_standa
     for r in &runs {
         let presets: BTreeSet<&str> = r.attacks.iter().map(|a| a.preset.as_str()).collect();
         match r.config.eval.subset {
-            gfa_exp::spec::Subset::All => {
+            gfa_exp::config::spec::Subset::All => {
                 assert_eq!(presets, BTreeSet::from(["reference"]), "{}", r.run_id);
                 assert_eq!(r.attacks.len(), 3);
                 // The surrogate is a standard run sharing the run's training recipe and seed.
@@ -86,7 +86,7 @@ fn subset_entries_attack_only_their_protocol_and_transfer_resolves_to_the_standa
                 assert_eq!(name, "standard");
                 assert!(standard.contains(&id.as_str()), "{id}");
             }
-            gfa_exp::spec::Subset::AllCorrect => {
+            gfa_exp::config::spec::Subset::AllCorrect => {
                 assert_eq!(presets, BTreeSet::from(["torchattacks"]), "{}", r.run_id);
                 assert!(r.surrogates.is_empty());
             }

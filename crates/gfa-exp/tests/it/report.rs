@@ -2,9 +2,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use gfa_exp::records::{CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows};
-use gfa_exp::report::{SummaryRow, report};
-use gfa_exp::stats::{Paired, wilson};
+use gfa_exp::analysis::report::{SummaryRow, report};
+use gfa_exp::analysis::stats::{Paired, wilson};
+use gfa_exp::results::records::{
+    CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
+};
 
 fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     RunKey {
@@ -182,7 +184,7 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
 
     // summary.csv holds the same numbers unrounded.
     let rows: Vec<SummaryRow> =
-        gfa_exp::records::read_rows(&dir.path().join("summary.csv")).unwrap();
+        gfa_exp::results::records::read_rows(&dir.path().join("summary.csv")).unwrap();
     let r = rows
         .iter()
         .find(|r| {
@@ -287,7 +289,7 @@ fn one_seed(dir: &Path, gfa_robust: &str, adv_robust: &str) -> Vec<EvalRow> {
 }
 
 /// With one seed and per-point outcomes, accuracies carry Wilson intervals and GFA − ADV the
-/// paired interval and exact McNemar p of gfa_exp::stats, computed from the points.
+/// paired interval and exact McNemar p of gfa_exp::analysis::stats, computed from the points.
 #[test]
 fn one_seed_gets_intervals_and_mcnemar_from_the_points() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,12 +322,12 @@ fn points_of_another_run_or_schema_are_refused() {
     assert!(e.contains("points.csv") && e.contains("another run"), "{e}");
     one_seed(dir.path(), "1111111000", "0000011100");
     let p = dir.path().join("points.csv");
-    let mut rows: Vec<PointRow> = gfa_exp::records::read_rows(&p).unwrap();
+    let mut rows: Vec<PointRow> = gfa_exp::results::records::read_rows(&p).unwrap();
     rows[1].schema_version = 2;
     write_rows(&p, &rows).unwrap();
     let e = format!("{:#}", report(dir.path()).unwrap_err());
     assert!(e.contains("schema_version 2") && e.contains("rerun the evaluation"), "{e}");
-    rows[1].schema_version = gfa_exp::records::SCHEMA_VERSION;
+    rows[1].schema_version = gfa_exp::results::records::SCHEMA_VERSION;
     rows[1].robust = "11".into();
     write_rows(&p, &rows).unwrap();
     let e = format!("{:#}", report(dir.path()).unwrap_err());
@@ -339,7 +341,7 @@ fn missing_claims_are_named_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
     hand_made(dir.path());
     let p = dir.path().join("eval.csv");
-    let rows: Vec<EvalRow> = gfa_exp::records::read_rows(&p).unwrap();
+    let rows: Vec<EvalRow> = gfa_exp::results::records::read_rows(&p).unwrap();
     let kept: Vec<EvalRow> = rows
         .into_iter()
         .filter(|r| !r.kind.starts_with("apgd") && r.method != "pgd_at" && r.median_l2.is_none())
@@ -364,7 +366,7 @@ fn a_model_fooled_nowhere_keeps_its_t3_row() {
     let dir = tempfile::tempdir().unwrap();
     hand_made(dir.path());
     let p = dir.path().join("eval.csv");
-    let mut rows: Vec<EvalRow> = gfa_exp::records::read_rows(&p).unwrap();
+    let mut rows: Vec<EvalRow> = gfa_exp::results::records::read_rows(&p).unwrap();
     for r in rows.iter_mut().filter(|r| r.method == "pgd_at" && r.kind == "deepfool") {
         r.median_l2 = None;
     }

@@ -6,8 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use gfa_exp::records::{EvalRow, NormRow, PointRow, read_rows};
-use gfa_exp::report::SummaryRow;
+use gfa_exp::analysis::report::SummaryRow;
+use gfa_exp::results::records::{EvalRow, NormRow, PointRow, read_rows};
 
 /// Two seeds, a tiny CNN on synthetic data, 32 evaluation points in batches of 8 (the clean pass
 /// is 4 batches); one minimum-norm attack at two budgets and two fixed-budget attacks at two.
@@ -106,14 +106,14 @@ fn a_killed_evaluation_resumes_its_unfinished_batches_only() {
     let exp = killed.path().join("res/resume");
     let runs = run_dirs(&exp);
     assert_eq!(runs.len(), 2);
-    let first = runs.iter().find(|r| r.join(gfa_exp::batches::FILE).is_file()).unwrap();
-    let log = fs::read_to_string(first.join(gfa_exp::batches::FILE)).unwrap();
+    let first = runs.iter().find(|r| r.join(gfa_exp::run::batches::FILE).is_file()).unwrap();
+    let log = fs::read_to_string(first.join(gfa_exp::run::batches::FILE)).unwrap();
     assert_eq!(log.lines().count(), 1 + KILL_AT, "header and one line per batch:\n{log}");
     assert!(!first.join("evaluated").exists() && !first.join("eval.csv").exists());
     // A log of another evaluation in the other run's folder is not reused.
     let other = runs.iter().find(|r| *r != first).unwrap();
     let _ = fs::remove_file(other.join("evaluated"));
-    fs::write(other.join(gfa_exp::batches::FILE), &log).unwrap();
+    fs::write(other.join(gfa_exp::run::batches::FILE), &log).unwrap();
 
     let o = gfa(killed.path(), None);
     let out = text(&o);
@@ -146,7 +146,7 @@ fn a_killed_evaluation_resumes_its_unfinished_batches_only() {
     let norms: Vec<NormRow> = read_rows(&exp.join("norms.csv")).unwrap();
     assert!(!points.is_empty() && !norms.is_empty());
     for r in &runs {
-        assert!(!r.join(gfa_exp::batches::FILE).exists(), "{}", r.display());
+        assert!(!r.join(gfa_exp::run::batches::FILE).exists(), "{}", r.display());
     }
 
     // DeepFool ran once per model: both of its rows carry the time of that one run.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gfa_exp::records::{EvalRow, GfaValueRow, PointRow, StepRow, TrainRow, read_rows};
+use gfa_exp::results::records::{EvalRow, GfaValueRow, PointRow, StepRow, TrainRow, read_rows};
 
 fn gfa(dir: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
@@ -86,7 +86,7 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
     // with its eval.csv row (the reader checks the robust fraction).
     let points: Vec<PointRow> = read_rows(&exp.join("points.csv")).unwrap();
     assert_eq!(points.len(), eval.len() + 4);
-    let outcomes = gfa_exp::points::read_points(&exp.join("points.csv"), &eval).unwrap();
+    let outcomes = gfa_exp::analysis::points::read_points(&exp.join("points.csv"), &eval).unwrap();
     assert_eq!(outcomes.len(), eval.len());
     assert!(outcomes.values().all(|o| o.index == (0..64).collect::<Vec<_>>()));
     // The GFA value has one row per tap, the first being the input.
@@ -299,8 +299,8 @@ eps = ["8/255"]
 /// held-out points against 12 at epochs 4 and 5), so the two files differ.
 #[test]
 fn validation_keeps_the_best_checkpoint_and_eval_picks_it() {
-    use gfa_exp::grid::ExperimentSpec;
-    use gfa_exp::spec::CheckpointChoice;
+    use gfa_exp::config::grid::ExperimentSpec;
+    use gfa_exp::config::spec::CheckpointChoice;
     let dir = tempfile::tempdir().unwrap();
     let file = super::write(dir.path(), "robust.toml", ROBUST);
     gfa(
@@ -310,7 +310,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_picks_it() {
     let runs = ExperimentSpec::load(&file, &[]).unwrap().expand().unwrap();
     let exp = dir.path().join("res/robust");
     let eval: Vec<EvalRow> = read_rows(&exp.join("eval.csv")).unwrap();
-    let data = gfa_exp::stages::load_data(&runs[0].config.data).unwrap();
+    let data = gfa_exp::run::stages::load_data(&runs[0].config.data).unwrap();
     let mut accs = Vec::new();
     for run in &runs {
         let rows: Vec<TrainRow> = read_rows(&exp.join(&run.run_id).join("train.csv")).unwrap();
@@ -337,7 +337,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_picks_it() {
             assert_eq!(r.collapse_step.is_some(), end.collapse, "epoch {}", r.epoch);
         }
         let ckpt = exp.join(&run.run_id).join("checkpoints");
-        let file = gfa_exp::stages::weights_file(run.config.eval.checkpoint);
+        let file = gfa_exp::run::stages::weights_file(run.config.eval.checkpoint);
         let want =
             if run.config.eval.checkpoint == CheckpointChoice::Best { "best" } else { "final" };
         assert_eq!(file, format!("{want}.safetensors"));

@@ -5,10 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use gfa_exp::grid::{ExperimentSpec, RunSpec};
-use gfa_exp::records::{EvalRow, TrainRow, read_rows};
-use gfa_exp::runner::{EvalOutput, RunOptions, Stages, run_grid};
-use gfa_exp::store::{ExperimentDir, Shard, Stage, Status};
+use gfa_exp::config::grid::{ExperimentSpec, RunSpec};
+use gfa_exp::results::records::{EvalRow, TrainRow, read_rows};
+use gfa_exp::results::store::{ExperimentDir, Shard, Stage, Status};
+use gfa_exp::run::runner::{EvalOutput, RunOptions, Stages, run_grid};
 
 use super::SMALL;
 
@@ -26,7 +26,11 @@ struct Fake {
 }
 
 impl Stages for Fake {
-    fn train(&mut self, run: &RunSpec, dir: &gfa_exp::store::RunDir) -> Result<Vec<TrainRow>> {
+    fn train(
+        &mut self,
+        run: &RunSpec,
+        dir: &gfa_exp::results::store::RunDir,
+    ) -> Result<Vec<TrainRow>> {
         *self.trained.entry(run.run_id.clone()).or_default() += 1;
         if self.panic_train.contains(&run.run_id) {
             panic!("shape mismatch in a tensor op");
@@ -45,7 +49,11 @@ impl Stages for Fake {
             .collect())
     }
 
-    fn correct(&mut self, run: &RunSpec, dir: &gfa_exp::store::RunDir) -> Result<Vec<bool>> {
+    fn correct(
+        &mut self,
+        run: &RunSpec,
+        dir: &gfa_exp::results::store::RunDir,
+    ) -> Result<Vec<bool>> {
         assert!(dir.has(Stage::Trained), "correct() on an untrained run");
         Ok(self.correct.get(&run.run_id).cloned().unwrap_or_else(|| vec![true; 64]))
     }
@@ -53,7 +61,7 @@ impl Stages for Fake {
     fn evaluate(
         &mut self,
         run: &RunSpec,
-        _dir: &gfa_exp::store::RunDir,
+        _dir: &gfa_exp::results::store::RunDir,
         keep: Option<&[bool]>,
     ) -> Result<EvalOutput> {
         *self.evaluated.entry(run.run_id.clone()).or_default() += 1;
@@ -128,7 +136,8 @@ fn failing_run_does_not_stop_the_grid_and_rerun_resumes() {
     }
     // 3 attack-eps rows per finished run; experiment-level files hold the finished runs only.
     assert_eq!(unique_eval_rows(&exp).len(), 6);
-    let checks: Vec<gfa_exp::records::CheckRow> = read_rows(&exp.root.join("checks.csv")).unwrap();
+    let checks: Vec<gfa_exp::results::records::CheckRow> =
+        read_rows(&exp.root.join("checks.csv")).unwrap();
     assert_eq!(checks.len(), 2 * 10);
 
     // Simulate a kill -9 of run 3 in the middle of its evaluation: status stays `running`, the

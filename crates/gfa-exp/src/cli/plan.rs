@@ -1,0 +1,164 @@
+//! `gfa plan`: the numbered runs of an experiment with their estimated cost, the plan's files,
+//! and (`--emit slurm`) a job-array script.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use gfa_data::atomic::write_atomic;
+
+use crate::cli::args::{Emit, PlanArgs};
+use crate::cli::calibrate;
+use crate::config::grid::{self, ExperimentSpec, RunSpec, load};
+use crate::results::plan::write_plan;
+
+/// The numbered table `gfa plan` prints (with each run's estimated hours when calibrated).
+pub fn plan_table(runs: &[RunSpec], cal: Option<&calibrate::Calibration>) -> String {
+    let mut keys: Vec<String> = Vec::new();
+    for r in runs {
+        for (k, _) in &r.axes {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    let mut header = vec!["#".to_string(), "run_id".into(), "seed".into()];
+    header.extend(keys.iter().cloned());
+    header.push("est. cost (M grad)".into());
+    if let Some(c) = cal {
+        header.push(format!("est. h ({})", gfa_core::device::device_name(c.device)));
+    }
+    let mut rows = vec![header];
+    for r in runs {
+        let mut row = vec![r.index.to_string(), r.run_id.clone(), r.seed.to_string()];
+        for k in &keys {
+            row.push(
+                r.axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default(),
+            );
+        }
+        row.push(fmt_cost(grid::estimate_cost(r)));
+        if let Some(c) = cal {
+            row.push(calibrate::fmt_hours(c.hours(r)));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+/// A cost with about three significant digits.
+fn fmt_cost(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
+    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let device = choice.resolve()?;
+    let cal = calibrate::calibrate(&runs, device)?;
+    print!("{}", plan_table(&runs, Some(&cal)));
+    let total: f64 = runs.iter().map(grid::estimate_cost).sum();
+    let hours: f64 = runs.iter().map(|r| cal.hours(r)).sum();
+    let dev = gfa_core::device::device_name(device);
+    println!(
+        "{} runs of experiment `{}` (up to {} attacks per run); total est. cost {} M \
+         image-gradients, about {} on {dev}",
+        runs.len(),
+        spec.name,
+        runs.iter().map(|r| r.attacks.len()).max().unwrap_or(0),
+        fmt_cost(total),
+        calibrate::fmt_hours(hours)
+    );
+    println!("  (calibrated on {dev}: {})", cal.summary());
+    if args.require_cuda && !device.is_cuda() {
+        let why = match gfa_core::device::load_cuda_backend() {
+            Err(e) => format!("libtorch's CUDA backend did not load ({e})"),
+            Ok(()) => "libtorch's CUDA backend sees no GPU".into(),
+        };
+        eprintln!(
+            "error: refusing to run `{}` on the CPU: it is a GPU-scale grid (about {} on {dev}) \
+             and no CUDA device is usable: {why}. `gfa doctor` says what is missing. To run it \
+             on the CPU anyway, drop --require-cuda (make reproduce: DEVICE=cpu make reproduce).",
+            spec.name,
+            calibrate::fmt_hours(hours)
+        );
+        return Ok(3);
+    }
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
+    println!("wrote {}", exp.manifest().display());
+    if args.emit == Some(Emit::Slurm) {
+        let script = slurm_script(
+            &spec,
+            &runs,
+            &args.grid.file,
+            &args.grid.set,
+            &args.grid.results,
+            args.tasks,
+        )?;
+        let p = exp.root.join("slurm.sh");
+        write_atomic(&p, script.as_bytes())?;
+        println!("wrote {}", p.display());
+    }
+    Ok(0)
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// An sbatch job-array script running the plan's runs.
+pub fn slurm_script(
+    spec: &ExperimentSpec,
+    runs: &[RunSpec],
+    file: &Path,
+    set: &[String],
+    results: &Path,
+    tasks: Option<usize>,
+) -> Result<String> {
+    let mut common = format!(
+        "gfa run {} --results {} --quiet",
+        shell_quote(&file.display().to_string()),
+        shell_quote(&results.display().to_string())
+    );
+    for s in set {
+        let _ = write!(common, " --set {}", shell_quote(s));
+    }
+    let mut out = String::new();
+    let n = match tasks {
+        Some(0) => bail!("--tasks must be at least 1"),
+        Some(t) => t.min(runs.len().max(1)),
+        None => runs.len(),
+    };
+    let _ = writeln!(out, "#!/bin/bash");
+    let _ =
+        writeln!(out, "# gfa experiment `{}`: {} runs in {n} array tasks.", spec.name, runs.len());
+    let _ = writeln!(out, "#SBATCH --job-name=gfa-{}", spec.name);
+    let _ = writeln!(out, "#SBATCH --array=1-{n}");
+    let _ = writeln!(out, "#SBATCH --output={}/%x-%a.log", results.join(&spec.name).display());
+    let _ = writeln!(out, "set -euo pipefail");
+    if tasks.is_some() {
+        let _ = writeln!(out, "{common} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
+    } else {
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        let _ = writeln!(out, "IDS=({})", ids.join(" "));
+        let _ = writeln!(out, "{common} --only \"${{IDS[$((SLURM_ARRAY_TASK_ID - 1))]}}\"");
+    }
+    Ok(out)
+}

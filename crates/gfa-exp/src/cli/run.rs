@@ -1,0 +1,153 @@
+//! `gfa run` and `gfa escalate`: an experiment's pending runs, worked in this process or by
+//! `--jobs N` worker processes ([`crate::run::jobs`]); then the `[escalate]` rule on them.
+
+use anyhow::{Result, bail};
+use gfa_core::DeviceChoice;
+
+use crate::cli::announce;
+use crate::cli::args::{EscalateArgs, RunArgs};
+use crate::config::grid::load;
+use crate::results::plan::write_plan;
+use crate::results::store::ExperimentDir;
+use crate::run::escalate;
+use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores};
+use crate::run::monitor::{Monitor, Show};
+use crate::run::runner::{self, RunOptions};
+use crate::run::stages::TorchStages;
+
+impl RunArgs {
+    /// The flags that size the worker pool.
+    pub fn job_flags(&self) -> JobFlags {
+        JobFlags { jobs: self.jobs, devices: self.devices.clone(), threads: self.threads }
+    }
+}
+
+/// `gfa run`: the exit code is 1 when a run failed.
+pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
+    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let opts = RunOptions {
+        only: args.only.clone(),
+        shard: args.shard,
+        monitor: Monitor::default(),
+        train_only: args.train_only,
+    };
+    runner::check_only(&runs, &opts.only)?;
+    let selected = runner::select(&runs, &opts).len();
+    let jobs = Jobs::resolve(&args.job_flags(), spec.jobs, selected, device, cores())?;
+    let exp = write_plan(&spec, &runs, &args.grid.results)?;
+    if !args.worker {
+        announce(device)?;
+    }
+    if let Some(t) = jobs.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let monitor = match (args.worker, args.quiet) {
+        (_, true) => Monitor::with(Show::Quiet),
+        (true, false) => Monitor::with(Show::Worker),
+        (false, false) => Monitor::new(false),
+    };
+    let opts = RunOptions { monitor: monitor.clone(), ..opts };
+    let summary = if jobs.jobs == 1 {
+        let mut stages = TorchStages { device: jobs.devices[0], monitor };
+        runner::run_grid(&exp, &runs, &mut stages, &opts)?
+    } else {
+        let worker = WorkerArgs {
+            file: args.grid.file.clone(),
+            set: args.grid.set.clone(),
+            results: args.grid.results.clone(),
+            quiet: args.quiet,
+        };
+        let pool = Pool { args: &worker, jobs: &jobs, exp: &exp, monitor: &monitor };
+        pool.run_grid(&runs, &opts)?
+    };
+    if args.worker {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{} runs done, {} already done, {} failed, {} locked by another process",
+            summary.done.len(),
+            summary.already_done.len(),
+            summary.failed.len(),
+            summary.locked.len()
+        );
+        for (id, e) in &summary.failed {
+            eprintln!("failed {id}: {e}");
+        }
+    }
+    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+/// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
+pub fn escalate_command(args: &EscalateArgs, device: DeviceChoice) -> Result<i32> {
+    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let Some(esc) = &spec.escalate else {
+        bail!(
+            "{} has no [escalate] table, so no run is escalated: add one (experiments/README.md \
+             shows the keys)",
+            args.grid.file.display()
+        );
+    };
+    runner::check_only(&runs, &args.only)?;
+    let exp = ExperimentDir::new(&args.grid.results, &spec.name);
+    let monitor = Monitor::new(args.quiet);
+    let mut stages = TorchStages { device: announce(device)?, monitor: monitor.clone() };
+    let opts = runner::RunOptions { only: args.only.clone(), monitor, ..Default::default() };
+    let done = escalate::escalate(&exp, &runs, esc, &mut stages, &opts)?;
+    println!("{} runs escalated", done.len());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::jobs::Jobs;
+    use clap::Parser;
+    use tch::Device;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["gfa", "run", "x.toml"];
+        argv.extend_from_slice(extra);
+        match crate::cli::args::Cli::parse_from(argv).command {
+            crate::cli::args::Command::Run(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn resolve(extra: &[&str], file: Option<usize>, runs: usize) -> Result<Jobs> {
+        Jobs::resolve(&args(extra).job_flags(), file, runs, DeviceChoice::Cpu, 8)
+    }
+
+    #[test]
+    fn jobs_threads_and_their_errors() {
+        let j = resolve(&[], None, 4).unwrap();
+        assert_eq!((j.jobs, j.threads, j.devices), (1, None, vec![Device::Cpu]));
+        let j = resolve(&["--jobs", "2"], None, 4).unwrap();
+        assert_eq!((j.jobs, j.threads), (2, Some(4)));
+        let j = resolve(&["--jobs", "3", "--threads", "1"], None, 4).unwrap();
+        assert_eq!((j.jobs, j.threads), (3, Some(1)));
+        // The file's wish is capped at the selection; the flag wins over the file.
+        assert_eq!(resolve(&[], Some(4), 1).unwrap().jobs, 1);
+        assert_eq!(resolve(&["--jobs", "2"], Some(4), 4).unwrap().jobs, 2);
+        let e = resolve(&["--jobs", "0"], None, 4).unwrap_err().to_string();
+        assert!(e.contains("--jobs 0") && e.contains("at least 1"), "{e}");
+        let e = resolve(&["--jobs", "5"], None, 4).unwrap_err().to_string();
+        assert!(e.contains("only 4 runs") && e.contains("--jobs 4 or fewer"), "{e}");
+        let e = resolve(&["--threads", "0"], None, 4).unwrap_err().to_string();
+        assert!(e.contains("--threads 0"), "{e}");
+    }
+
+    #[test]
+    fn devices_set_the_default_jobs_and_a_missing_gpu_is_an_error() {
+        let j = resolve(&["--devices", "cpu,cpu"], None, 4).unwrap();
+        assert_eq!((j.jobs, j.devices.len()), (2, 2));
+        if !tch::Cuda::is_available() {
+            let e = resolve(&["--devices", "cpu,cuda:0"], None, 4).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains("--devices: cuda:0") && e.contains("cuda:0"), "{e}");
+        }
+        let n = tch::Cuda::device_count();
+        let missing = format!("cuda:{}", n.max(0) + 7);
+        let e = resolve(&["--devices", &missing], None, 4).unwrap_err();
+        assert!(format!("{e:#}").contains(&missing), "{e:#}");
+    }
+}

@@ -1,0 +1,349 @@
+//! The worker pool of `gfa run --jobs N`: the run's work spread over worker processes.
+//!
+//! With `--jobs N` (or `[run] jobs = N` in the experiment file) the command starts up to N
+//! children of the same binary at once, each working one run (`--only <id>`) with its share of
+//! the cores (`--threads`, `OMP_NUM_THREADS`) or its own device (`--devices cuda:0,cuda:1`).
+//! The parent keeps the grid's progress bar, passes each child's lines through, and records a
+//! child that dies without a word (a crash, a kill) as that run's failure. Everything a child
+//! writes goes through the same runner as a single process (the run's lock, atomic files, the
+//! experiment's lock for the collected CSVs), so the results are those of `--jobs 1` (bit for
+//! bit where libtorch's thread count does not change the arithmetic).
+//!
+//! An all-correct grid (`eval.subset = "all_correct"`), or one with a transfer attack (whose
+//! surrogate must be trained first), runs in two phases: every selected run
+//! is trained first (workers with `--train-only`), then each is evaluated on the intersection.
+//! Runs that share one training (`train_key`) are never in flight together: the second waits
+//! and takes the first's checkpoint.
+//!
+//! Every flag is checked before any work starts: `--jobs 0`, more jobs than selected runs, or a
+//! `--devices` entry naming a GPU that does not exist are errors that write nothing.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gfa_core::DeviceChoice;
+use tch::Device;
+
+use crate::config::grid::RunSpec;
+use crate::config::spec::Subset;
+use crate::results::store::{ExperimentDir, Stage, Status};
+use crate::run::monitor::Monitor;
+use crate::run::runner::{self, RunOptions, RunSummary};
+
+/// What the command line asks of the pool: `--jobs`, `--devices`, `--threads`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFlags {
+    pub jobs: Option<usize>,
+    pub devices: Vec<DeviceChoice>,
+    pub threads: Option<usize>,
+}
+
+/// The `gfa run` command line a worker process is started with: the experiment file, its
+/// `--set` overrides, the results folder and `--quiet`.
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    pub file: PathBuf,
+    pub set: Vec<String>,
+    pub results: PathBuf,
+    pub quiet: bool,
+}
+
+/// How many runs at once, where, with how many threads each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jobs {
+    pub jobs: usize,
+    /// Worker k runs on `devices[k % len]` (one entry: every worker on it).
+    pub devices: Vec<Device>,
+    /// libtorch threads of each process (`None`: libtorch's default, all cores).
+    pub threads: Option<usize>,
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Jobs {
+    /// Check `--jobs`, `--devices` and `--threads` against the selection (`runs` selected runs)
+    /// and the machine. `file_jobs` is `[run] jobs` of the experiment file: a wish, capped at
+    /// the selection (so `--only` works on a grid that asks for 4), where the flag is a demand.
+    pub fn resolve(
+        args: &JobFlags,
+        file_jobs: Option<usize>,
+        runs: usize,
+        device: DeviceChoice,
+        cores: usize,
+    ) -> Result<Jobs> {
+        let devices = if args.devices.is_empty() {
+            vec![device.resolve()?]
+        } else {
+            let mut out = Vec::new();
+            for d in &args.devices {
+                out.push(d.resolve().with_context(|| format!("--devices: {d}"))?);
+            }
+            out
+        };
+        let jobs = match (args.jobs, file_jobs) {
+            (Some(0), _) => bail!("--jobs 0: give the number of runs to work at once, at least 1"),
+            (Some(j), _) if j > runs.max(1) => bail!(
+                "--jobs {j}: the selection has only {runs} run{}; use --jobs {} or fewer",
+                if runs == 1 { "" } else { "s" },
+                runs.max(1)
+            ),
+            (Some(j), _) => j,
+            (None, Some(j)) => j.clamp(1, runs.max(1)),
+            (None, None) if !args.devices.is_empty() => devices.len().min(runs.max(1)),
+            (None, None) => 1,
+        };
+        let threads = match args.threads {
+            Some(0) => bail!("--threads 0: give the number of libtorch threads, at least 1"),
+            Some(t) => Some(t),
+            None if jobs > 1 => Some((cores / jobs).max(1)),
+            None => None,
+        };
+        Ok(Jobs { jobs, devices, threads })
+    }
+}
+
+/// What a worker process was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Train only (an all-correct grid's first phase).
+    Train,
+    /// Every stage.
+    All,
+}
+
+/// A worker that ended: its run, its slot, how it exited, its summary (when it printed one)
+/// and its last lines on stderr.
+struct Finished {
+    run_id: String,
+    slot: usize,
+    status: std::io::Result<ExitStatus>,
+    summary: Option<RunSummary>,
+    tail: Vec<String>,
+}
+
+/// The worker processes of one `gfa run --jobs N`.
+pub struct Pool<'a> {
+    pub args: &'a WorkerArgs,
+    pub jobs: &'a Jobs,
+    pub exp: &'a ExperimentDir,
+    pub monitor: &'a Monitor,
+}
+
+impl Pool<'_> {
+    /// The parallel counterpart of [`runner::run_grid`]: the same phases and summary.
+    pub fn run_grid(&self, runs: &[RunSpec], opts: &RunOptions) -> Result<RunSummary> {
+        let selected = runner::select(runs, opts);
+        let compare = runner::trains_first(&selected, opts);
+        let two_phases = compare && !opts.train_only;
+        let threads = match self.jobs.threads {
+            Some(t) => format!("{t} libtorch thread{} each", if t == 1 { "" } else { "s" }),
+            None => "libtorch's default threads".into(),
+        };
+        let devices: Vec<String> =
+            self.jobs.devices.iter().map(|d| gfa_core::device::device_name(*d)).collect();
+        self.monitor.line(&format!(
+            "{} runs with {} worker processes, {threads} (on {})",
+            selected.len(),
+            self.jobs.jobs,
+            devices.join(", ")
+        ));
+        self.monitor.set_total(selected.len() as u64 * (1 + u64::from(two_phases)));
+        let mut summary = RunSummary::default();
+        if compare {
+            let mut trained = RunSummary::default();
+            let todo: Vec<&RunSpec> = selected
+                .iter()
+                .copied()
+                .filter(|r| {
+                    let done = self.exp.run(&r.run_id).has(Stage::Trained);
+                    if done {
+                        self.monitor.inc();
+                    }
+                    !done
+                })
+                .collect();
+            self.work(todo, Phase::Train, &mut trained)?;
+            summary.failed = trained.failed;
+            summary.locked = trained.locked;
+            if opts.train_only {
+                self.monitor.finish();
+                return Ok(summary);
+            }
+        }
+        let mut todo = Vec::new();
+        for run in selected {
+            let skip = summary.locked.contains(&run.run_id)
+                || summary.failed.iter().any(|(id, _)| id == &run.run_id);
+            // A finished run needs no worker, except on an all-correct grid, where the worker
+            // checks whether the intersection it was evaluated on still holds.
+            let dir = self.exp.run(&run.run_id);
+            let finished = dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s));
+            if finished && run.config.eval.subset == Subset::All {
+                summary.already_done.push(run.run_id.clone());
+            }
+            if skip || (finished && run.config.eval.subset == Subset::All) {
+                self.monitor.inc();
+            } else {
+                todo.push(run);
+            }
+        }
+        self.work(todo, Phase::All, &mut summary)?;
+        crate::results::store::collect_all(self.exp)?;
+        self.monitor.finish();
+        Ok(summary)
+    }
+
+    /// Work `todo` with up to `jobs` workers at once; their outcomes go into `summary`.
+    fn work(&self, todo: Vec<&RunSpec>, phase: Phase, summary: &mut RunSummary) -> Result<()> {
+        let mut queue: VecDeque<&RunSpec> = todo.into();
+        let mut free: Vec<usize> = (0..self.jobs.jobs).rev().collect();
+        let mut in_flight: Vec<&RunSpec> = Vec::new();
+        let (tx, rx) = mpsc::channel::<Finished>();
+        loop {
+            while let Some(&slot) = free.last() {
+                // Runs sharing one training: the second waits and takes the first's model.
+                let Some(pos) = queue.iter().position(|r| {
+                    !in_flight.iter().any(|f| f.train_key() == r.train_key())
+                        || self.exp.run(&r.run_id).has(Stage::Trained)
+                }) else {
+                    break;
+                };
+                let run = queue.remove(pos).expect("position in queue");
+                free.pop();
+                self.spawn(run, slot, phase, tx.clone())?;
+                in_flight.push(run);
+                self.show_in_flight(&in_flight);
+            }
+            if in_flight.is_empty() {
+                return Ok(());
+            }
+            let f = rx.recv().map_err(|_| anyhow!("a worker's watcher thread died"))?;
+            in_flight.retain(|r| r.run_id != f.run_id);
+            free.push(f.slot);
+            self.record(f, summary)?;
+            self.monitor.inc();
+            self.show_in_flight(&in_flight);
+        }
+    }
+
+    fn show_in_flight(&self, in_flight: &[&RunSpec]) {
+        let ids: Vec<&str> = in_flight.iter().map(|r| r.run_id.as_str()).collect();
+        self.monitor.status(format!("working {}", ids.join(", ")));
+    }
+
+    /// The command line of the worker for `run` in slot `slot`.
+    fn command(&self, run: &RunSpec, slot: usize, phase: Phase) -> Result<Command> {
+        let exe = std::env::current_exe().context("locating the gfa binary for the workers")?;
+        let device = self.jobs.devices[slot % self.jobs.devices.len()];
+        let a = self.args;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--device").arg(gfa_core::device::device_name(device)).arg("run");
+        cmd.arg(&a.file).arg("--results").arg(&a.results);
+        for s in &a.set {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.args(["--only", &run.run_id, "--jobs", "1", "--worker"]);
+        if let Some(t) = self.jobs.threads {
+            cmd.arg("--threads").arg(t.to_string());
+            cmd.env("OMP_NUM_THREADS", t.to_string()).env("MKL_NUM_THREADS", t.to_string());
+        }
+        if phase == Phase::Train {
+            cmd.arg("--train-only");
+        }
+        if a.quiet {
+            cmd.arg("--quiet");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Ok(cmd)
+    }
+
+    /// Start the worker for `run`; a watcher thread passes its stderr lines on and reports its
+    /// end on `done`.
+    fn spawn(
+        &self,
+        run: &RunSpec,
+        slot: usize,
+        phase: Phase,
+        done: mpsc::Sender<Finished>,
+    ) -> Result<()> {
+        let mut child = self
+            .command(run, slot, phase)?
+            .spawn()
+            .with_context(|| format!("starting the worker process for run {}", run.run_id))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let monitor = self.monitor.clone();
+        let run_id = run.run_id.clone();
+        std::thread::spawn(move || {
+            // stdout is read on its own thread so that neither pipe can fill and block the
+            // worker.
+            let out = std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut s) = stdout {
+                    let _ = s.read_to_string(&mut text);
+                }
+                text
+            });
+            let mut tail: VecDeque<String> = VecDeque::new();
+            if let Some(s) = stderr {
+                for line in BufReader::new(s).lines().map_while(|l| l.ok()) {
+                    monitor.line(&line);
+                    tail.push_back(line);
+                    if tail.len() > 20 {
+                        tail.pop_front();
+                    }
+                }
+            }
+            let status = child.wait();
+            let text = out.join().unwrap_or_default();
+            let summary = text.lines().rev().find_map(|l| serde_json::from_str(l).ok());
+            let _ = done.send(Finished { run_id, slot, status, summary, tail: tail.into() });
+        });
+        Ok(())
+    }
+
+    /// Fold a worker's outcome into `summary`. A worker that printed no summary died (killed,
+    /// crashed, or failed before its run began): that is the run's failure, recorded in its
+    /// `status` like any other once its lock is free.
+    fn record(&self, f: Finished, summary: &mut RunSummary) -> Result<()> {
+        if let Some(s) = f.summary {
+            summary.done.extend(s.done);
+            summary.already_done.extend(s.already_done);
+            summary.failed.extend(s.failed);
+            summary.locked.extend(s.locked);
+            return Ok(());
+        }
+        let how = match &f.status {
+            Ok(s) => exit_text(s),
+            Err(e) => format!("could not be waited for ({e})"),
+        };
+        let mut text = format!("the worker process {how}");
+        if !f.tail.is_empty() {
+            text.push_str(&format!("; its last lines:\n{}", f.tail.join("\n")));
+        }
+        let dir = self.exp.run(&f.run_id);
+        if let Some(_lock) = dir.try_lock()? {
+            dir.set_status(&Status::Failed(text.clone()))?;
+            dir.log(&format!("failed: {text}"));
+        }
+        self.monitor.line(&format!("run {} failed: {text}", f.run_id));
+        summary.failed.push((f.run_id, text));
+        Ok(())
+    }
+}
+
+/// How a process ended, in words.
+fn exit_text(s: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        (None, None) => "ended".into(),
+    }
+}
