@@ -10,6 +10,7 @@
 
 use gfa_attacks::{Access, Algorithm, AttackSpec, Facts, Loss};
 
+use crate::analysis::stats::percent_sign;
 use crate::results::records::{CheckRow, EvalRow, RunKey};
 
 /// Input-gradient statistics of a model on the evaluated points (check 8).
@@ -145,10 +146,6 @@ where
 /// The outcome of one check: (flagged, measured value, threshold, detail), or `None` (skip).
 type Outcome = Option<(bool, f64, f64, String)>;
 
-fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
-
 /// Individual rows of `algorithm`.
 fn algorithm(a: Algorithm) -> impl Fn(&EvalRow) -> bool {
     move |r: &EvalRow| indiv(r) && facts(r).is_some_and(|f| f.algorithm == a)
@@ -200,8 +197,11 @@ fn iterative_beats_single_step(rows: &[EvalRow], pts: &[(String, f64, String)]) 
         ))
     });
     c1.map(|(pgd, thr, at)| {
-        let d =
-            format!("{at}: PGD {} vs FGSM {} (+1 pt allowed)", pct(pgd), pct(thr - ITERATIVE_TOL));
+        let d = format!(
+            "{at}: PGD {} vs FGSM {} (+1 pt allowed)",
+            percent_sign(pgd, 1),
+            percent_sign(thr - ITERATIVE_TOL, 1)
+        );
         (pgd > thr, pgd, thr, d)
     })
 }
@@ -211,7 +211,7 @@ fn large_eps_breaks_model(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Ou
     let large = pts.iter().rev().find(|(n, e, _)| n == "linf" && *e >= LARGE_EPS_MIN - EPS_TOL);
     large.and_then(|(n, e, t)| {
         let acc = min_acc(rows, n, *e, |_| true)?;
-        let d = format!("{n} eps={t}: worst-case robust accuracy {}", pct(acc));
+        let d = format!("{n} eps={t}: worst-case robust accuracy {}", percent_sign(acc, 1));
         Some((acc > LARGE_EPS_MAX_ACC, acc, LARGE_EPS_MAX_ACC, d))
     })
 }
@@ -236,7 +236,11 @@ fn not_better_than_white_box(
     };
     c.map(|(lhs, other, at)| {
         let wb = lhs + tol;
-        let d = format!("{at}: {label} {} vs white-box worst case {}", pct(other), pct(wb));
+        let d = format!(
+            "{at}: {label} {} vs white-box worst case {}",
+            percent_sign(other, 1),
+            percent_sign(wb, 1)
+        );
         (other < lhs, other, lhs, d)
     })
 }
@@ -259,8 +263,8 @@ fn more_steps_no_gain(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcom
     c5.map(|(thr, strong, at)| {
         let d = format!(
             "{at}: strongest PGD {} vs weakest PGD {} (2 pts allowed)",
-            pct(strong),
-            pct(thr + MORE_STEPS_TOL)
+            percent_sign(strong, 1),
+            percent_sign(thr + MORE_STEPS_TOL, 1)
         );
         (strong < thr, strong, thr, d)
     })
@@ -277,7 +281,8 @@ fn ce_margin_agree(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome {
         })
         .max_by(|a, b| (a.0 - a.1).abs().total_cmp(&(b.0 - b.1).abs()));
     c6.map(|(ce, mg, at)| {
-        let d = format!("{at}: CE-loss {} vs margin-loss {}", pct(ce), pct(mg));
+        let d =
+            format!("{at}: CE-loss {} vs margin-loss {}", percent_sign(ce, 1), percent_sign(mg, 1));
         ((ce - mg).abs() > LOSS_AGREE_TOL, (ce - mg).abs(), LOSS_AGREE_TOL, d)
     })
 }
@@ -288,7 +293,7 @@ fn noise_not_better(rows: &[EvalRow], pts: &[(String, f64, String)]) -> Outcome 
         Some((min_acc(rows, n, e, iterative)?, min_acc(rows, n, e, access(Access::Random))?))
     });
     c7.map(|(pgd, noise, at)| {
-        let d = format!("{at}: noise {} vs PGD {}", pct(noise), pct(pgd));
+        let d = format!("{at}: noise {} vs PGD {}", percent_sign(noise, 1), percent_sign(pgd, 1));
         (noise < pgd, noise, pgd, d)
     })
 }
@@ -298,9 +303,9 @@ fn gradient_health(grad: Option<GradHealth>) -> Outcome {
     grad.map(|g| {
         let d = format!(
             "{} of {} points have a zero input gradient, {} a non-finite one",
-            pct(g.zero_frac),
+            percent_sign(g.zero_frac, 1),
             g.n,
-            pct(g.nonfinite_frac)
+            percent_sign(g.nonfinite_frac, 1)
         );
         (g.zero_frac > ZERO_GRAD_MAX || g.nonfinite_frac > 0.0, g.zero_frac, ZERO_GRAD_MAX, d)
     })
@@ -311,7 +316,11 @@ fn collapse(rows: &[EvalRow], num_classes: usize) -> Outcome {
     let clean = rows.first().map(|r| (r.clean_acc, r.n));
     let chance = 1.0 / num_classes.max(1) as f64;
     clean.map(|(acc, n)| {
-        let d = format!("clean accuracy {} on n={n}, chance {}", pct(acc), pct(chance));
+        let d = format!(
+            "clean accuracy {} on n={n}, chance {}",
+            percent_sign(acc, 1),
+            percent_sign(chance, 1)
+        );
         (acc <= chance + COLLAPSE_MARGIN, acc, chance + COLLAPSE_MARGIN, d)
     })
 }

@@ -368,7 +368,7 @@ fn sweep(points: &[&RunPoint], get: fn(&RunPoint) -> Option<f64>, names: &[Strin
 }
 
 /// The two figures for each model whose penalty runs span two λ or more (`axes`: see
-/// [`manifest_axes`]).
+/// [`crate::results::plan::manifest_axes`]).
 pub fn figures(
     res: &Results,
     axes: &BTreeMap<String, String>,
@@ -379,13 +379,49 @@ pub fn figures(
     let models: BTreeSet<&str> = points.iter().map(|p| p.model.as_str()).collect();
     let mut files = Vec::new();
     for model in models {
+        let Some(sweep) = ModelSweep::of(&points, model) else { continue };
+        let phase = Figure {
+            panels: sweep.phase_panels(),
+            cols: 2,
+            names: sweep.names.clone(),
+            refs: sweep.refs.clone(),
+            size: (1200, 1350),
+        };
+        files.extend(save(&out.join(format!("phase_diagram_{}", slug(model))), format, &phase)?);
+        let tradeoff = Figure {
+            panels: sweep.tradeoff_panels(),
+            cols: 3,
+            names: sweep.names,
+            refs: sweep.refs,
+            size: (1500, 520),
+        };
+        let stem = out.join(format!("tradeoff_clean_vs_robust_{}", slug(model)));
+        files.extend(save(&stem, format, &tradeoff)?);
+    }
+    Ok(files)
+}
+
+/// One model's λ sweep: its runs, those with λ > 0, the series they form and the reference
+/// methods without λ.
+struct ModelSweep<'a> {
+    of_model: Vec<&'a RunPoint>,
+    swept: Vec<&'a RunPoint>,
+    names: Vec<String>,
+    refs: Vec<String>,
+    /// The λ axis: the swept λ, widened by a factor 1.3 each side.
+    x: (f64, f64),
+}
+
+impl<'a> ModelSweep<'a> {
+    /// The sweep of `model`, when its penalty runs span two λ or more.
+    fn of(points: &'a [RunPoint], model: &str) -> Option<ModelSweep<'a>> {
         let of_model: Vec<&RunPoint> = points.iter().filter(|p| p.model == model).collect();
         let swept: Vec<&RunPoint> =
             of_model.iter().copied().filter(|p| p.lambda.is_some_and(|l| l > 0.0)).collect();
         let lambdas: BTreeSet<i64> =
             swept.iter().filter_map(|p| p.lambda).map(|l| (l * 1e9).round() as i64).collect();
         if lambdas.len() < 2 {
-            continue;
+            return None;
         }
         let names: Vec<String> =
             swept.iter().map(|p| p.series.clone()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -397,22 +433,30 @@ pub fn figures(
             .into_iter()
             .collect();
         let (l0, l1) = span(swept.iter().filter_map(|p| p.lambda)).unwrap_or((0.01, 1.0));
-        let x = (l0 / 1.3, l1 * 1.3);
-        let ref_mean = |name: &String, get: fn(&RunPoint) -> Option<f64>| {
-            let vs: Vec<f64> =
-                of_model.iter().filter(|p| &p.series == name).filter_map(|p| get(p)).collect();
-            Stat::of(&vs).map(|s| s.mean)
-        };
-        let panels = METRICS
+        Some(ModelSweep { of_model, swept, names, refs, x: (l0 / 1.3, l1 * 1.3) })
+    }
+
+    /// The mean of `get` over the runs of the reference series `name`.
+    fn ref_mean(&self, name: &str, get: fn(&RunPoint) -> Option<f64>) -> Option<f64> {
+        let vs: Vec<f64> =
+            self.of_model.iter().filter(|p| p.series == name).filter_map(|p| get(p)).collect();
+        Stat::of(&vs).map(|s| s.mean)
+    }
+
+    /// The phase diagram: one panel per metric over λ, the references as flat lines.
+    fn phase_panels(&self) -> Vec<Panel> {
+        let x = self.x;
+        METRICS
             .iter()
             .map(|(title, y_label, get)| {
-                let series = sweep(&swept, *get, &names);
-                let refs: Vec<(String, Vec<(f64, f64)>)> = refs
+                let series = sweep(&self.swept, *get, &self.names);
+                let refs: Vec<(String, Vec<(f64, f64)>)> = self
+                    .refs
                     .iter()
                     .filter_map(|n| {
                         Some((
                             n.clone(),
-                            vec![(x.0, ref_mean(n, *get)?), (x.1, ref_mean(n, *get)?)],
+                            vec![(x.0, self.ref_mean(n, *get)?), (x.1, self.ref_mean(n, *get)?)],
                         ))
                     })
                     .collect();
@@ -433,36 +477,35 @@ pub fn figures(
                     refs,
                 }
             })
-            .collect();
-        let phase = Figure {
-            panels,
-            cols: 2,
-            names: names.clone(),
-            refs: refs.clone(),
-            size: (1200, 1350),
-        };
-        files.extend(save(&out.join(format!("phase_diagram_{}", slug(model))), format, &phase)?);
+            .collect()
+    }
 
-        let panels = BUDGETS
+    /// The trade-off: clean against worst-case accuracy, one panel per budget, the references
+    /// as single points.
+    fn tradeoff_panels(&self) -> Vec<Panel> {
+        BUDGETS
             .iter()
             .enumerate()
             .map(|(k, eps)| {
                 let pair = |p: &RunPoint| Some((100.0 * p.clean?, 100.0 * p.worst[k]?));
-                let series = names
+                let series = self
+                    .names
                     .iter()
                     .map(|n| Series {
                         mean: vec![],
-                        points: swept
+                        points: self
+                            .swept
                             .iter()
                             .filter(|p| &p.series == n)
                             .filter_map(|p| pair(p))
                             .collect(),
                     })
                     .collect();
-                let refs = refs
+                let refs = self
+                    .refs
                     .iter()
                     .filter_map(|n| {
-                        let at = |get: fn(&RunPoint) -> Option<f64>| ref_mean(n, get);
+                        let at = |get: fn(&RunPoint) -> Option<f64>| self.ref_mean(n, get);
                         let c = at(|p| pct(p.clean))?;
                         let w = if k == 0 {
                             at(|p| pct(p.worst[0]))?
@@ -483,12 +526,8 @@ pub fn figures(
                     refs,
                 }
             })
-            .collect();
-        let tradeoff = Figure { panels, cols: 3, names, refs, size: (1500, 520) };
-        let stem = out.join(format!("tradeoff_clean_vs_robust_{}", slug(model)));
-        files.extend(save(&stem, format, &tradeoff)?);
+            .collect()
     }
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -24,11 +24,8 @@ use plotters::prelude::*;
 
 use crate::analysis::report::base::{Budget, Results, WorstKey, labels, protocol};
 use crate::analysis::stats::Stat;
-use crate::analysis::style::{Draw, FONT_NAME, Format, color, err, save, slug};
+use crate::analysis::style::{CHART_SIZE, Draw, FONT_NAME, Format, color, err, save, slug};
 use crate::results::records::{EvalRow, LandscapeRow, NormRow, TrainRow, read_rows};
-
-/// The size of a line chart or heat map, in pixels.
-const SIZE: (u32, u32) = (800, 560);
 
 /// Whether every value is an integer (up to the rounding of, e.g., 8/255 × 255).
 fn all_integers(v: &[f64]) -> bool {
@@ -55,9 +52,6 @@ fn pad_range(lo: f64, hi: f64) -> (f64, f64) {
 }
 
 impl Draw for LineChart {
-    fn size(&self) -> (u32, u32) {
-        SIZE
-    }
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
         draw_lines(root, self)
     }
@@ -204,9 +198,6 @@ pub struct HeatMap {
 }
 
 impl Draw for HeatMap {
-    fn size(&self) -> (u32, u32) {
-        SIZE
-    }
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
         draw_heat(root, self)
     }
@@ -229,7 +220,7 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &HeatMap) -> R
         zs.iter().cloned().fold(f64::INFINITY, f64::min),
         zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
     );
-    let (main, bar) = root.split_horizontally(SIZE.0 - 110);
+    let (main, bar) = root.split_horizontally(CHART_SIZE.0 - 110);
     let x_range =
         xs.first().copied().unwrap_or(0.0) - dx / 2.0..xs.last().copied().unwrap_or(1.0) + dx / 2.0;
     let y_range =

@@ -16,12 +16,8 @@ pub struct Interval {
 impl Interval {
     /// `a [lo, hi]` in percent with `digits` decimals.
     pub fn pct(&self, digits: usize) -> String {
-        format!(
-            "{:.digits$} [{:.digits$}, {:.digits$}]",
-            100.0 * self.estimate,
-            100.0 * self.low,
-            100.0 * self.high
-        )
+        let [e, l, h] = [self.estimate, self.low, self.high].map(|x| percent(x, digits));
+        format!("{e} [{l}, {h}]")
     }
 
     /// Like [`Interval::pct`] with a sign on each number (for differences).
@@ -137,6 +133,22 @@ impl Paired {
         }
         (2.0 * tail).min(1.0)
     }
+}
+
+/// A fraction in percent with `digits` decimals (`0.1234` → `12.3` with one): the one percent
+/// format of the tables, the masking checks' details and the intervals.
+pub fn percent(x: f64, digits: usize) -> String {
+    format!("{:.digits$}", 100.0 * x)
+}
+
+/// [`percent`] followed by `%`.
+pub fn percent_sign(x: f64, digits: usize) -> String {
+    format!("{}%", percent(x, digits))
+}
+
+/// [`percent`], or `—` where there is no value.
+pub fn percent_or_dash(v: Option<f64>, digits: usize) -> String {
+    v.map_or("—".into(), |x| percent(x, digits))
 }
 
 /// Mean and sample standard deviation.

@@ -20,10 +20,15 @@ pub enum Format {
     Both,
 }
 
+/// The size of a figure of one chart (a line chart, a heat map), in pixels.
+pub const CHART_SIZE: (u32, u32) = (800, 560);
+
 /// A figure that draws itself on any plotters backend.
 pub trait Draw {
     /// Width and height in pixels.
-    fn size(&self) -> (u32, u32);
+    fn size(&self) -> (u32, u32) {
+        CHART_SIZE
+    }
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>;
 }
 

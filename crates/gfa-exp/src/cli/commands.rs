@@ -377,9 +377,9 @@ pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
     Ok(())
 }
 
-/// `gfa eval`.
-pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
-    let (model, run, data) = load_model(&a.model, &a.data, device)?;
+/// `gfa eval`'s `--attacks`, `--preset`, `--norm` and `--eps` as checked suite entries for a
+/// model taking `input`-shaped images; errors name the flag.
+fn attacks_from_flags(a: &EvalArgs, input: [i64; 3]) -> Result<Vec<AttackEntry>> {
     let eps: Vec<Value> = a.eps.split(',').map(|e| Value::String(e.trim().to_string())).collect();
     let mut attacks = Vec::new();
     for kind in a.attacks.split(',').map(str::trim).filter(|k| !k.is_empty()) {
@@ -408,8 +408,15 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         bail!("--attacks: name at least one attack (gfa list attacks)");
     }
     for entry in &attacks {
-        entry.check_eps(model.spec.input).map_err(|e| anyhow!("--eps: {}", e.message))?;
+        entry.check_eps(input).map_err(|e| anyhow!("--eps: {}", e.message))?;
     }
+    Ok(attacks)
+}
+
+/// `gfa eval`.
+pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
+    let (model, run, data) = load_model(&a.model, &a.data, device)?;
+    let attacks = attacks_from_flags(a, model.spec.input)?;
     for (flag, v) in [("--n", a.n), ("--batch-size", a.batch_size)] {
         if v == 0 {
             bail!("{flag}: must be at least 1, got 0");
@@ -447,27 +454,21 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         name.push(".batches.jsonl");
         csv.with_file_name(name)
     });
+    let points = (&x, &y);
     let rows = match &log {
-        Some(log) => {
-            let mut store =
-                crate::run::batches::for_evaluation(log, &model, (&x, &y), None, suite, &key)?;
-            let rows = stages::evaluate_run_with(
-                &model,
-                (&x, &y),
-                None,
-                suite,
-                &key,
-                &dev,
-                &mut store,
-                &mut |_| {},
-            )?;
-            if let Some(line) = store.resumed() {
-                eprintln!("{line}");
-            }
-            rows.eval
-        }
-        None => stages::evaluate_run(&model, (&x, &y), None, suite, &key, &dev, &mut |_| {})?.eval,
-    };
+        Some(log) => stages::evaluate_logged(
+            &model,
+            points,
+            None,
+            suite,
+            &key,
+            &dev,
+            (log, ""),
+            &mut |_| {},
+        )?,
+        None => stages::evaluate_run(&model, points, None, suite, &key, &dev, &mut |_| {})?,
+    }
+    .eval;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

@@ -271,8 +271,30 @@ impl ExperimentSpec {
         for b in &self.blocks {
             self.check_axes_disjoint(&b.axes)?;
         }
-        // `--set section.key=…` pins the key: drop axes that would vary it. A pin inside the
-        // values of an axis (`method.lambda` while `method` varies) has no one meaning.
+        self.apply_pins()?;
+        self.zips.retain(|z| !z.is_empty());
+        for (i, t) in file.attacks.iter().enumerate() {
+            self.add_attack(i, t)?;
+        }
+        if let Some(t) = &file.escalate {
+            let origin = ["escalate".to_string()];
+            let e = crate::config::escalate::Escalate::from_table(t, &self.attacks)
+                .map_err(|e| self.field_error(&origin, e))?;
+            self.escalate = Some(e);
+        }
+        if let Some(t) = &file.landscape {
+            let origin = ["landscape".to_string()];
+            let l: LandscapeConfig =
+                crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            l.validate().map_err(|e| self.field_error(&origin, e))?;
+            self.landscape = Some(l);
+        }
+        Ok(())
+    }
+
+    /// `--set section.key=…` pins the key: drop the axes that would vary it. A pin inside the
+    /// values of an axis (`method.lambda` while `method` varies) has no one meaning: an error.
+    fn apply_pins(&mut self) -> Result<(), ConfigError> {
         for o in &self.overrides {
             if let Some(pin) = &o.pins {
                 let blocks = self.blocks.iter().flat_map(|b| &b.axes);
@@ -300,23 +322,6 @@ impl ExperimentSpec {
                     z.retain(|a| !overlaps(&a.key, pin));
                 }
             }
-        }
-        self.zips.retain(|z| !z.is_empty());
-        for (i, t) in file.attacks.iter().enumerate() {
-            self.add_attack(i, t)?;
-        }
-        if let Some(t) = &file.escalate {
-            let origin = ["escalate".to_string()];
-            let e = crate::config::escalate::Escalate::from_table(t, &self.attacks)
-                .map_err(|e| self.field_error(&origin, e))?;
-            self.escalate = Some(e);
-        }
-        if let Some(t) = &file.landscape {
-            let origin = ["landscape".to_string()];
-            let l: LandscapeConfig =
-                crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
-            l.validate().map_err(|e| self.field_error(&origin, e))?;
-            self.landscape = Some(l);
         }
         Ok(())
     }

@@ -308,6 +308,29 @@ pub fn evaluate_run(
     evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore, progress)
 }
 
+/// [`evaluate_run`] with the batch log `log`: each finished batch is kept there, an interrupted
+/// evaluation started again takes the batches it holds, and how many it took is said on stderr
+/// after `who` (`gfa run` names the run). What `gfa run` and `gfa eval --csv` evaluate with.
+// The arguments of `evaluate_run` plus the log and the name it is reported under.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_logged(
+    model: &Classifier,
+    points: (&Tensor, &Tensor),
+    keep: Option<&[bool]>,
+    suite: Suite<'_>,
+    key: &RunKey,
+    device: &str,
+    (log, who): (&Path, &str),
+    progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
+) -> Result<EvalOutput> {
+    let mut store = crate::run::batches::for_evaluation(log, model, points, keep, suite, key)?;
+    let out = evaluate_run_with(model, points, keep, suite, key, device, &mut store, progress)?;
+    if let Some(line) = store.resumed() {
+        eprintln!("{who}{line}");
+    }
+    Ok(out)
+}
+
 /// [`evaluate_run`], keeping every finished batch in `store` and taking the batches it already
 /// holds from it (a resumed evaluation; see [`crate::run::batches`]).
 // The arguments of `evaluate_run` plus where the batches go and where progress is reported.
@@ -577,8 +600,7 @@ impl Stages for TorchStages {
             surrogates: &surrogates,
         };
         let log = dir.file(crate::run::batches::FILE);
-        let mut batches =
-            crate::run::batches::for_evaluation(&log, &model, (&x, &y), keep, suite, &key)?;
+        let who = format!("run {}: ", run.run_id);
         let mut progress = |p: &gfa_attacks::eval::Progress| {
             let text = match p.stage {
                 gfa_attacks::eval::Stage::Clean => format!("clean pass {}/{}", p.done, p.total),
@@ -589,19 +611,16 @@ impl Stages for TorchStages {
             };
             self.monitor.progress(dir, &text);
         };
-        let out = evaluate_run_with(
+        let out = evaluate_logged(
             &model,
             (&x, &y),
             keep,
             suite,
             &key,
             &device,
-            &mut batches,
+            (&log, &who),
             &mut progress,
         )?;
-        if let Some(line) = batches.resumed() {
-            eprintln!("run {}: {line}", run.run_id);
-        }
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
         let landscape = match &run.landscape {

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use super::base::{Results, md_table, worst_rows};
 use crate::analysis::phase::{self, BUDGETS, RunPoint};
 use crate::analysis::points;
-use crate::analysis::stats::{Interval, Paired};
+use crate::analysis::stats::{Interval, Paired, percent_or_dash};
 use crate::results::records::EvalRow;
 
 /// The budget the differences are taken at (the last of [`BUDGETS`]).
@@ -45,10 +45,6 @@ fn reference<'a>(
 fn difference(res: &Results, run: &EvalRow, other: &EvalRow) -> Option<Interval> {
     let (a, b) = (points::of(&res.points, run)?, points::of(&res.points, other)?);
     Paired::of(&points::paired(a, b)?).difference()
-}
-
-fn pct(v: Option<f64>, digits: usize) -> String {
-    v.map_or("—".into(), |v| format!("{:.digits$}", 100.0 * v))
 }
 
 /// One row of the table, and whether the run beats each reference beyond its interval.
@@ -125,11 +121,11 @@ pub(super) fn table(res: &Results) -> String {
                 p.series.clone(),
                 p.lambda.map_or("—".into(), |l| format!("{l}")),
                 r.seed.to_string(),
-                pct(p.clean, 1),
+                percent_or_dash(p.clean, 1),
                 p.collapse_epoch.map_or("—".into(), |e| format!("{e:.2}")),
                 p.input_cos.map_or("—".into(), |c| format!("{c:.3}")),
             ];
-            row.extend(p.worst.iter().map(|w| pct(*w, 1)));
+            row.extend(p.worst.iter().map(|w| percent_or_dash(*w, 1)));
             row.extend(r.diffs.iter().map(|d| d.map_or("—".into(), |d| d.pct_signed(1))));
             row.push(r.verdict.clone());
             row
