@@ -455,20 +455,9 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
         csv.with_file_name(name)
     });
     let points = (&x, &y);
-    let rows = match &log {
-        Some(log) => stages::evaluate_logged(
-            &model,
-            points,
-            None,
-            suite,
-            &key,
-            &dev,
-            (log, ""),
-            &mut |_| {},
-        )?,
-        None => stages::evaluate_run(&model, points, None, suite, &key, &dev, &mut |_| {})?,
-    }
-    .eval;
+    let log_with = log.as_deref().map(|l| (l, ""));
+    let rows =
+        stages::evaluate_run(&model, points, None, suite, &key, &dev, log_with, &mut |_| {})?.eval;
     println!(
         "{:<10}  {:<12}  {:<8}  {:<10}  {:>6}  {:>9}  {:>10}",
         "attack", "preset", "eps", "mode", "n", "clean_acc", "robust_acc"

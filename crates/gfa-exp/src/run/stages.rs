@@ -296,6 +296,13 @@ pub fn correct_mask(model: &Classifier, x: &Tensor, y: &Tensor, batch: usize) ->
 ///
 /// `subset = "all_correct"` keeps the points of `keep` (from `gfa run`: those every compared
 /// model classifies correctly); without `keep`, the points this model classifies correctly.
+///
+/// With `log = Some((path, who))`, each finished batch is kept in the batch log `path`, an
+/// interrupted evaluation started again takes the batches it holds, and how many it took is
+/// said on stderr after `who` (`gfa run` names the run): how `gfa run` and `gfa eval --csv`
+/// evaluate.
+// The suite's inputs plus the batch log and where progress is reported.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_run(
     model: &Classifier,
     points: (&Tensor, &Tensor),
@@ -303,27 +310,13 @@ pub fn evaluate_run(
     suite: Suite<'_>,
     key: &RunKey,
     device: &str,
+    log: Option<(&Path, &str)>,
     progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
 ) -> Result<EvalOutput> {
-    evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore, progress)
-}
-
-/// [`evaluate_run`] with the batch log `log`: each finished batch is kept there, an interrupted
-/// evaluation started again takes the batches it holds, and how many it took is said on stderr
-/// after `who` (`gfa run` names the run). What `gfa run` and `gfa eval --csv` evaluate with.
-// The arguments of `evaluate_run` plus the log and the name it is reported under.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_logged(
-    model: &Classifier,
-    points: (&Tensor, &Tensor),
-    keep: Option<&[bool]>,
-    suite: Suite<'_>,
-    key: &RunKey,
-    device: &str,
-    (log, who): (&Path, &str),
-    progress: &mut dyn FnMut(&gfa_attacks::eval::Progress),
-) -> Result<EvalOutput> {
-    let mut store = crate::run::batches::for_evaluation(log, model, points, keep, suite, key)?;
+    let Some((path, who)) = log else {
+        return evaluate_run_with(model, points, keep, suite, key, device, &mut NoStore, progress);
+    };
+    let mut store = crate::run::batches::for_evaluation(path, model, points, keep, suite, key)?;
     let out = evaluate_run_with(model, points, keep, suite, key, device, &mut store, progress)?;
     if let Some(line) = store.resumed() {
         eprintln!("{who}{line}");
@@ -333,7 +326,7 @@ pub fn evaluate_logged(
 
 /// [`evaluate_run`], keeping every finished batch in `store` and taking the batches it already
 /// holds from it (a resumed evaluation; see [`crate::run::batches`]).
-// The arguments of `evaluate_run` plus where the batches go and where progress is reported.
+// The suite's inputs plus where the batches go and where progress is reported.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_run_with(
     model: &Classifier,
@@ -611,14 +604,14 @@ impl Stages for TorchStages {
             };
             self.monitor.progress(dir, &text);
         };
-        let out = evaluate_logged(
+        let out = evaluate_run(
             &model,
             (&x, &y),
             keep,
             suite,
             &key,
             &device,
-            (&log, &who),
+            Some((log.as_path(), who.as_str())),
             &mut progress,
         )?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
