@@ -19,13 +19,11 @@ build: setup
 test: setup
 	$(CARGO) test --workspace
 
-# The tests that compare floats (golden fixtures, bit-for-bit training, resume), to run again
-# under another of libtorch's CPU code paths: ATEN_CPU_CAPABILITY=default make test-float.
-# One workspace command (the build `make test` made serves it; `-p` would rebuild the
-# dependencies with other features), its name filters applied to every test binary.
+# The tests that compare floats (golden fixtures, bit-for-bit training, resume), once under
+# each of libtorch's CPU code paths (default, avx2, avx512) that this CPU has; it names the
+# paths it skipped. See scripts/test-float.sh and CONTRIBUTING.md ("Tests that compare floats").
 test-float: setup
-	$(CARGO) test --workspace --lib --tests -- \
-	  libtorch matches_torchattacks pytorch bit_for_bit resumed finite_difference run_killed
+	CARGO="$(CARGO)" bash scripts/test-float.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check

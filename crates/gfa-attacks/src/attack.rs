@@ -134,10 +134,10 @@ pub fn run(
 }
 
 fn check_inputs(x: &Tensor, y: &Tensor) -> Result<()> {
-    if x.kind() != Kind::Float || x.dim() < 2 {
+    if !matches!(x.kind(), Kind::Float | Kind::Double) || x.dim() < 2 {
         return Err(AttackError::ShapeMismatch {
             what: "x".into(),
-            expected: "float tensor [N, ...]".into(),
+            expected: "float or double tensor [N, ...]".into(),
             got: format!("{:?} {:?}", x.kind(), x.size()),
         });
     }

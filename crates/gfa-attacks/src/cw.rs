@@ -70,7 +70,7 @@ pub(crate) fn is_adversarial(z: &Tensor, y: &Tensor, kappa: f64) -> Tensor {
     let bumped = z.scatter_add(
         1,
         &y.unsqueeze(1),
-        &Tensor::full([z.size()[0], 1], kappa, (Kind::Float, z.device())),
+        &Tensor::full([z.size()[0], 1], kappa, (z.kind(), z.device())),
     );
     bumped.argmax(1, false).ne_tensor(y)
 }
@@ -233,7 +233,7 @@ impl Attack for Cw {
         let form =
             if cfg.torchattacks_margin { MarginForm::TorchattacksCw } else { MarginForm::Exact };
         let w0 = ((&x0 * 2.0 - 1.0) * cfg.tanh_shrink).clamp(-1.0, 1.0).atanh();
-        let opts = (Kind::Float, dev);
+        let opts = (x0.kind(), dev);
         let mut c = Tensor::full([n], cfg.initial_const, opts);
         let mut lo = Tensor::zeros([n], opts);
         let mut hi = Tensor::full([n], 1e10, opts);
@@ -254,11 +254,11 @@ impl Attack for Cw {
                 let wv = w.detach().set_requires_grad(true);
                 let xa = (wv.tanh() + 1.0) / 2.0;
                 let z = model.logits(&xa, false);
-                let l2 = (&xa - &x0).square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float);
+                let l2 = (&xa - &x0).square().flatten(1, -1).sum_dim_intlist(1, false, xa.kind());
                 let f = cw_margin(&z, y, cfg.kappa, form);
                 let loss = &l2 + &c * &f;
                 let g =
-                    Tensor::run_backward(&[loss.sum(Kind::Float)], &[&wv], false, false).remove(0);
+                    Tensor::run_backward(&[loss.sum(loss.kind())], &[&wv], false, false).remove(0);
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
                 queries += active.to_kind(Kind::Int64);
@@ -280,7 +280,7 @@ impl Attack for Cw {
                             }
                         }
                         AbortScope::Batch => {
-                            let total = loss.sum(Kind::Float).double_value(&[]);
+                            let total = loss.sum(loss.kind()).double_value(&[]);
                             if total > prev_batch * cfg.abort_tolerance {
                                 break;
                             }

@@ -123,7 +123,7 @@ pub(crate) fn logit_jacobian(x: &Tensor, logits: &Tensor, classes: &Tensor) -> T
     let k = sel.size()[1];
     let grads: Vec<Tensor> = (0..k)
         .map(|j| {
-            let out = sel.select(1, j).sum(Kind::Float);
+            let out = sel.select(1, j).sum(sel.kind());
             Tensor::run_backward(&[out], &[x], j + 1 < k, false).remove(0)
         })
         .collect();
@@ -146,8 +146,8 @@ pub(crate) fn select_rows(w: &Tensor, l: &Tensor) -> Tensor {
 fn dual_norm(w: &Tensor, norm: Norm) -> Tensor {
     let flat = w.flatten(2, -1);
     match norm {
-        Norm::L2 => flat.square().sum_dim_intlist(2, false, Kind::Float).sqrt(),
-        _ => flat.abs().sum_dim_intlist(2, false, Kind::Float),
+        Norm::L2 => flat.square().sum_dim_intlist(2, false, flat.kind()).sqrt(),
+        _ => flat.abs().sum_dim_intlist(2, false, flat.kind()),
     }
 }
 

@@ -144,7 +144,7 @@ fn shrink(u: &Tensor, origin: &Tensor, beta: f64) -> Tensor {
 }
 
 fn per_sample_sum(t: &Tensor) -> Tensor {
-    t.flatten(1, -1).sum_dim_intlist(1, false, Kind::Float)
+    t.flatten(1, -1).sum_dim_intlist(1, false, t.kind())
 }
 
 impl Attack for Ead {
@@ -172,7 +172,7 @@ impl Attack for Ead {
         let cfg = &self.config;
         let n = x.size()[0];
         let dev = x.device();
-        let opts = (Kind::Float, dev);
+        let opts = (x.kind(), dev);
         let x0 = x.detach();
         let form =
             if cfg.torchattacks_margin { MarginForm::TorchattacksEad } else { MarginForm::Exact };
@@ -206,7 +206,7 @@ impl Attack for Ead {
                 let z = model.logits(&yv, false);
                 let smooth = &c * cw_margin(&z, y, cfg.kappa, form)
                     + per_sample_sum(&(&yv - &origin).square());
-                let g = Tensor::run_backward(&[smooth.sum(Kind::Float)], &[&yv], false, false)
+                let g = Tensor::run_backward(&[smooth.sum(smooth.kind())], &[&yv], false, false)
                     .remove(0);
                 let u = y_k.detach() - g * lr;
                 if cfg.torchattacks_alias_origin && first_step {
@@ -235,7 +235,7 @@ impl Attack for Ead {
                             }
                         }
                         AbortScope::Batch => {
-                            let total = loss.sum(Kind::Float).double_value(&[]);
+                            let total = loss.sum(loss.kind()).double_value(&[]);
                             if total > prev_batch * cfg.abort_tolerance {
                                 break;
                             }

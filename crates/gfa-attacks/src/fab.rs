@@ -192,7 +192,7 @@ fn single_run(
         }
     };
     let mut adv = x0.shallow_clone();
-    let mut best = Tensor::full([n], f64::INFINITY, (Kind::Float, dev));
+    let mut best = Tensor::full([n], f64::INFINITY, (x0.kind(), dev));
     for _ in 0..cfg.n_iter {
         let xv = x1.detach().set_requires_grad(true);
         let z = model.logits(&xv, false);
@@ -202,7 +202,7 @@ fn single_run(
                 let diff =
                     z.gather(1, &t.unsqueeze(1), false) - z.gather(1, &y.unsqueeze(1), false);
                 let g =
-                    Tensor::run_backward(&[diff.sum(Kind::Float)], &[&xv], false, false).remove(0);
+                    Tensor::run_backward(&[diff.sum(diff.kind())], &[&xv], false, false).remove(0);
                 (diff.detach(), g.flatten(1, -1).unsqueeze(1))
             }
             None => {
@@ -218,8 +218,8 @@ fn single_run(
             }
         };
         let dual = match cfg.norm {
-            Norm::L2 => dg.square().sum_dim_intlist(2, false, Kind::Float).sqrt(),
-            _ => dg.abs().sum_dim_intlist(2, false, Kind::Float),
+            Norm::L2 => dg.square().sum_dim_intlist(2, false, dg.kind()).sqrt(),
+            _ => dg.abs().sum_dim_intlist(2, false, dg.kind()),
         };
         let dist = df.abs() / (dual + 1e-12);
         let ind = dist.argmin(1, true);
@@ -227,7 +227,7 @@ fn single_run(
         let w = dg.gather(1, &ind.unsqueeze(2).expand([n, 1, d_len], false), false).squeeze_dim(1);
         let x1f = x1.flatten(1, -1);
         let b = -df.gather(1, &ind, false).squeeze_dim(1)
-            + (&w * &x1f).sum_dim_intlist(1, false, Kind::Float);
+            + (&w * &x1f).sum_dim_intlist(1, false, w.kind());
         let d3 = project_hyperplane(
             &Tensor::cat(&[&x1f, &x0f], 0),
             &Tensor::cat(&[&w, &w], 0),
@@ -287,7 +287,7 @@ impl Attack for Fab {
         let z0 = tch::no_grad(|| model.logits(&x0, false));
         let correct = z0.argmax(1, false).eq_tensor(y);
         let mut robust = correct.shallow_clone();
-        let mut best = Tensor::full([n], f64::INFINITY, (Kind::Float, dev));
+        let mut best = Tensor::full([n], f64::INFINITY, (x0.kind(), dev));
         let mut x_adv = x0.shallow_clone();
         let mut queries = Tensor::zeros([n], (Kind::Int64, dev));
         let ranked = z0.argsort(1, true);

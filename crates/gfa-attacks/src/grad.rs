@@ -25,6 +25,6 @@ pub fn input_grad_in(
     let x = x.detach().set_requires_grad(true);
     let logits = model.logits(&x, train);
     let per_sample = loss(&logits);
-    let g = Tensor::run_backward(&[per_sample.sum(tch::Kind::Float)], &[&x], false, false);
+    let g = Tensor::run_backward(&[per_sample.sum(per_sample.kind())], &[&x], false, false);
     (per_sample.detach(), g[0].detach(), logits.detach())
 }

@@ -1,7 +1,8 @@
 //! gfa-attacks: batched adversarial attacks on [`gfa_core::Classifier`] models.
 //!
 //! # The attack contract
-//! - Inputs `x` are NCHW `Kind::Float` in `[0, 1]` on the model's device; labels `y` are `Int64`.
+//! - Inputs `x` are NCHW `Kind::Float` in `[0, 1]` on the model's device (or `Kind::Double`,
+//!   with the model converted by `vs.double()`: the golden tests run so); labels `y` are `Int64`.
 //! - The model is evaluated with `train = false` and is never changed: no weight, no BatchNorm
 //!   statistic, no `.grad` of a parameter. Input gradients come from
 //!   `Tensor::run_backward(&[loss], &[x], false, false)` (see [`grad`]), never `loss.backward()`.

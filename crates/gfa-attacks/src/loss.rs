@@ -8,7 +8,7 @@
 //!
 //! All take logits `[N, C]` and labels `[N]` (int64) and return `[N]` float; the batch is never
 //! reduced, so gradients of the sum are per-sample gradients.
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// A per-sample loss of logits and labels (`[N, C]`, `[N]` → `[N]`): [`ce`], [`dlr`], ….
 pub type PerSample = fn(&Tensor, &Tensor) -> Tensor;
@@ -25,7 +25,7 @@ fn pick(logits: &Tensor, idx: &Tensor) -> Tensor {
 /// # Shapes
 /// `logits`: `[N, C]`, `y`: `[N]` → `[N]`.
 pub fn ce(logits: &Tensor, y: &Tensor) -> Tensor {
-    -pick(&logits.log_softmax(1, Kind::Float), y)
+    -pick(&logits.log_softmax(1, logits.kind()), y)
 }
 
 /// Per-sample `KL(p ‖ softmax(logits))` to fixed probabilities `p` (TRADES' inner loss, with `p`
@@ -34,8 +34,8 @@ pub fn ce(logits: &Tensor, y: &Tensor) -> Tensor {
 /// # Shapes
 /// `logits`, `p`: `[N, C]` → `[N]`.
 pub fn kl_from(logits: &Tensor, p: &Tensor) -> Tensor {
-    let logq = logits.log_softmax(1, Kind::Float);
-    (p * (p.clamp_min(1e-30).log() - logq)).sum_dim_intlist(1, false, Kind::Float)
+    let logq = logits.log_softmax(1, logits.kind());
+    (p * (p.clamp_min(1e-30).log() - logq)).sum_dim_intlist(1, false, logits.kind())
 }
 
 /// Untargeted DLR: `-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12)`, `pi` sorting the logits
@@ -46,7 +46,7 @@ pub fn kl_from(logits: &Tensor, p: &Tensor) -> Tensor {
 pub fn dlr(logits: &Tensor, y: &Tensor) -> Tensor {
     let (sorted, ind) = logits.sort(1, true);
     let top = |k: i64| sorted.select(1, k);
-    let y_is_top = ind.select(1, 0).eq_tensor(y).to_kind(Kind::Float);
+    let y_is_top = ind.select(1, 0).eq_tensor(y).to_kind(logits.kind());
     let other: Tensor = top(1) * &y_is_top + top(0) * (1.0 - &y_is_top);
     let num: Tensor = pick(logits, y) - other;
     let den: Tensor = top(0) - top(2) + DLR_EPS;

@@ -211,14 +211,14 @@ impl Square {
             let mask2 = window_mask(h, w, vh2, vw2, s, x);
             let win1 = delta.narrow(2, vh, s).narrow(3, vw, s);
             let norm_win1 =
-                win1.square().sum_dim_intlist(&[-2i64, -1][..], true, Kind::Float).sqrt();
+                win1.square().sum_dim_intlist(&[-2i64, -1][..], true, win1.kind()).sqrt();
             let norm_image = per_sample(&per_sample_norm(&delta, Norm::L2), &delta);
             let norm_windows =
                 per_sample(&per_sample_norm(&(&delta * mask1.maximum(&mask2)), Norm::L2), &delta);
             let e = eta(s, rng).to_device(dev).view([1, 1, s, s]);
             let mut new = e * random_sign(&[m, c, 1, 1], rng, x);
             new += &win1 / (norm_win1 + 1e-12);
-            let new_norm = new.square().sum_dim_intlist(&[-2i64, -1][..], true, Kind::Float).sqrt();
+            let new_norm = new.square().sum_dim_intlist(&[-2i64, -1][..], true, new.kind()).sqrt();
             let budget = ((eps * eps - norm_image.square()).clamp_min(0.0) / c as f64
                 + norm_windows.square())
             .sqrt();
@@ -285,7 +285,7 @@ fn rand_below(k: i64, rng: &mut SeededRng) -> i64 {
 
 /// A `[1, 1, h, w]` mask with ones in the `s`×`s` window at `(vh, vw)`.
 fn window_mask(h: i64, w: i64, vh: i64, vw: i64, s: i64, like: &Tensor) -> Tensor {
-    let m = Tensor::zeros([1, 1, h, w], (Kind::Float, like.device()));
+    let m = Tensor::zeros([1, 1, h, w], (like.kind(), like.device()));
     let _ = m.narrow(2, vh, s).narrow(3, vw, s).fill_(1.0);
     m
 }

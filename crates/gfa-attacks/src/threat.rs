@@ -95,8 +95,8 @@ pub fn per_sample_norm(delta: &Tensor, norm: Norm) -> Tensor {
     let d = delta.flatten(1, -1);
     match norm {
         Norm::Linf => d.abs().amax(1, false),
-        Norm::L2 => d.square().sum_dim_intlist(1, false, Kind::Float).sqrt(),
-        Norm::L1 => d.abs().sum_dim_intlist(1, false, Kind::Float),
+        Norm::L2 => d.square().sum_dim_intlist(1, false, d.kind()).sqrt(),
+        Norm::L1 => d.abs().sum_dim_intlist(1, false, d.kind()),
     }
 }
 
@@ -169,8 +169,8 @@ impl ThreatModel {
                 let d = flat.size()[1];
                 let k = ((d as f64) * 0.01).ceil().max(1.0) as i64;
                 let kth = flat.abs().topk(k, 1, true, true).0.select(1, k - 1).unsqueeze(1);
-                let mask = flat.abs().ge_tensor(&kth).to_kind(Kind::Float);
-                let count = mask.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+                let mask = flat.abs().ge_tensor(&kth).to_kind(flat.kind());
+                let count = mask.sum_dim_intlist(1, true, flat.kind()).clamp_min(1.0);
                 let dir = flat.sign() * mask / count;
                 x + dir.view(grad.size().as_slice()) * step_size
             }
@@ -208,14 +208,14 @@ pub fn project_l1_ball(delta: &Tensor, eps: f64) -> Tensor {
     let shape = delta.size();
     let v = delta.flatten(1, -1);
     let abs = v.abs();
-    let inside = abs.sum_dim_intlist(1, true, Kind::Float).le(eps);
+    let inside = abs.sum_dim_intlist(1, true, abs.kind()).le(eps);
     let (mu, _) = abs.sort(1, true);
-    let cssv = mu.cumsum(1, Kind::Float) - eps;
+    let cssv = mu.cumsum(1, mu.kind()) - eps;
     let d = v.size()[1];
-    let ind = Tensor::arange_start(1, d + 1, (Kind::Float, v.device())).unsqueeze(0);
-    let cond = (&mu - &cssv / &ind).gt(0.0).to_kind(Kind::Float);
+    let ind = Tensor::arange_start(1, d + 1, (v.kind(), v.device())).unsqueeze(0);
+    let cond = (&mu - &cssv / &ind).gt(0.0).to_kind(v.kind());
     // rho = last index where cond holds (cond is a prefix of ones).
-    let rho = cond.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+    let rho = cond.sum_dim_intlist(1, true, v.kind()).clamp_min(1.0);
     let theta = cssv.gather(1, &(&rho - 1.0).to_kind(Kind::Int64), false) / &rho;
     let projected = v.sign() * (abs - theta).clamp_min(0.0);
     v.where_self(&inside, &projected).view(shape.as_slice())

@@ -3,7 +3,7 @@
 //! ∇ₓℓ(x + η))), η uniform in the ε-ball, λ_align = 0.2. The FGSM step and the alignment term
 //! run the model in training mode, as the authors' code (built on Wong et al.'s) does.
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{Registered, Step, StepLoss, TrainMethod, eps_8, frac};
 use crate::Result;
@@ -51,11 +51,11 @@ pub fn penalty(
     let n2 = g2.norm_scalaropt_dim(2, [1i64], false);
     let keep = n1.gt(0.0).logical_and(&n2.gt(0.0));
     let denom = (&n1 * &n2).where_scalarother(&keep, 1.0);
-    let cos =
-        ((&g1 * &g2).sum_dim_intlist(1, false, Kind::Float) / denom).where_scalarother(&keep, 0.0);
-    let kept = keep.sum(Kind::Float).clamp_min(1.0);
-    let any = keep.any().to_kind(Kind::Float);
-    (cos.sum(Kind::Float) / kept).neg() * &any + any
+    let kind = g1.kind();
+    let cos = ((&g1 * &g2).sum_dim_intlist(1, false, kind) / denom).where_scalarother(&keep, 0.0);
+    let kept = keep.sum(kind).clamp_min(1.0);
+    let any = keep.any().to_kind(kind);
+    (cos.sum(kind) / kept).neg() * &any + any
 }
 
 impl TrainMethod for GradAlign {

@@ -3,7 +3,7 @@
 //! x + 0.001·N(0, 1) in the 8/255 L∞ ball, β = 6. The inner maximization runs the model in eval
 //! mode (`model.eval()` in the authors' `trades_loss`); the loss itself in training mode.
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Reduction, Tensor};
+use tch::{Reduction, Tensor};
 
 use super::{Registered, Step, StepLoss, TrainMethod, eps_8, frac, step_2, ten};
 use crate::Result;
@@ -34,8 +34,8 @@ pub struct Trades {
 /// `logits`, `logits_adv`: `[N, C]` → scalar.
 pub fn kl(logits: &Tensor, logits_adv: &Tensor) -> Tensor {
     let n = logits.size()[0] as f64;
-    logits_adv.log_softmax(-1, Kind::Float).kl_div(
-        &logits.softmax(-1, Kind::Float),
+    logits_adv.log_softmax(-1, logits_adv.kind()).kl_div(
+        &logits.softmax(-1, logits.kind()),
         Reduction::Sum,
         false,
     ) / n
