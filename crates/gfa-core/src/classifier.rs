@@ -211,6 +211,20 @@ impl Classifier {
         Ok(Self { vs, spec: spec.clone(), normalize, net })
     }
 
+    /// A classifier around a network built elsewhere (a TorchScript module, see
+    /// [`crate::torchscript`]) whose variables, if any, live outside `vs`; `spec.normalize`
+    /// adds gfa's normalization layer under `vs` in front of it.
+    pub fn with_network(vs: nn::VarStore, spec: &ModelSpec, net: Box<dyn Network>) -> Result<Self> {
+        let normalize = match spec.normalize {
+            true => {
+                let (mean, std) = spec.per_channel_mean_std()?;
+                Some(Normalize::new(&vs.root() / "normalize", &mean, &std))
+            }
+            false => None,
+        };
+        Ok(Self { vs, spec: spec.clone(), normalize, net })
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }

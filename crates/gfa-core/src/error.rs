@@ -19,6 +19,9 @@ pub enum CoreError {
     Device(String),
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A TorchScript module gfa cannot evaluate (`gfa eval --torchscript`).
+    #[error("TorchScript module {path}: {reason}")]
+    TorchScript { path: PathBuf, reason: String },
     #[error("training diverged: non-finite {what} at epoch {epoch}, step {step}")]
     NonFinite { what: String, epoch: usize, step: usize },
     #[error(transparent)]

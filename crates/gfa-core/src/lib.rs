@@ -31,6 +31,7 @@ pub mod pt;
 pub mod rational;
 pub mod regularizer;
 pub mod seed;
+pub mod torchscript;
 pub mod train;
 
 pub use classifier::{Classifier, TapForward, TapPoint};

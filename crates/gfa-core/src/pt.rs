@@ -10,14 +10,27 @@
 //! class name, so checkpoints that also hold an `argparse.Namespace`, NumPy scalars or optimizer
 //! state still read.
 //!
+//! Before 1.6, `torch.save` wrote one stream (the *legacy* format, still written with
+//! `_use_new_zipfile_serialization=False`): five pickles one after the other — the magic number
+//! 0x1950a86a20f9469cfc6c, the protocol version 1001, a dict of system facts (`little_endian`,
+//! `type_sizes`), the object itself (persistent ids `("storage", torch.FloatStorage, key,
+//! location, numel, None)`), and the sorted list of storage keys — then, for each key in that
+//! order, the storage's element count (int64) and its raw elements, little-endian. [`read`] reads
+//! both formats into the same [`Value`] tree.
+//!
+//! A file from outside is read defensively: any byte string gives a [`Value`] or a [`PtError`],
+//! never a panic, and nothing is allocated beyond what the file's own bytes hold
+//! (`tests/it/pt_fuzz.rs` checks this on random and mutated files).
+//!
 //! Why not libtorch's own unpickler: the `tch` crate does not expose `torch::pickle_load`
 //! (only TorchScript's `torch::jit::load` and the C++ `torch::load` archives), so using it would
 //! mean a C++ shim compiled against libtorch; and it rejects checkpoints holding Python objects
 //! it does not know, where a state dict under `"state_dict"` beside an `argparse.Namespace` is
-//! the common case. Reading here also lets every unsupported file be named precisely: the legacy
-//! (pre-1.6) format, TorchScript archives, plain pickles.
+//! the common case. Reading here also lets every unsupported file be named precisely: TorchScript
+//! archives, plain pickles, truncated files.
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
@@ -32,15 +45,20 @@ pub enum PtError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is in the legacy (pre-zip) torch.save format, which gfa does not read; re-save \
-         it with PyTorch 1.6 or later, which writes the zip format: \
-         `torch.save(torch.load(\"{path}\", map_location=\"cpu\"), \"new.pt\")`"
+        "{path} is truncated: it ends at byte {len}, inside {inside}; the download or copy was \
+         cut short, fetch the file again"
     )]
-    Legacy { path: PathBuf },
+    Truncated { path: PathBuf, len: usize, inside: String },
+    #[error(
+        "{path} (legacy torch.save format) holds {class} storages (key {key}); gfa reads legacy \
+         files whose float tensors are float32: convert the model with `model.float()` before \
+         saving, or save it in the zip format (PyTorch ≥ 1.6), which `gfa import` converts"
+    )]
+    LegacyDtype { path: PathBuf, class: String, key: String },
     #[error(
         "{path} is a TorchScript archive (torch.jit.save: it has {member}), not a torch.save \
-         file; save the weights with `torch.save(torch.jit.load(\"{path}\").state_dict(), \
-         \"weights.pt\")`"
+         file; evaluate it as it is with `gfa eval --torchscript {path}`, or save its weights \
+         with `torch.save(torch.jit.load(\"{path}\").state_dict(), \"weights.pt\")`"
     )]
     TorchScript { path: PathBuf, member: String },
     #[error("{path} is not a torch.save file: {reason}")]
@@ -119,36 +137,58 @@ impl Value {
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 /// The pickled magic number the legacy format starts with: PROTO 2, LONG1 of 10 bytes,
 /// 0x1950a86a20f9469cfc6c little-endian.
-const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+pub const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
 
-/// Reads a `torch.save` file into a [`Value`] tree, tensors on the CPU (contiguous, the dtype
-/// they were saved with).
+/// Reads a `torch.save` file (zip or legacy format) into a [`Value`] tree, tensors on the CPU
+/// (contiguous, the dtype they were saved with).
 pub fn read(path: &Path) -> PtResult<Value> {
     let io = |source| PtError::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut head = [0u8; 16];
     let got = read_up_to(&mut file, &mut head).map_err(io)?;
-    let head = &head[..got];
-    if !head.starts_with(ZIP_MAGIC) {
-        return Err(if head.starts_with(LEGACY_MAGIC) {
-            PtError::Legacy { path: path.to_path_buf() }
-        } else if head.first() == Some(&0x80) {
-            PtError::NotTorchSave {
-                path: path.to_path_buf(),
-                reason: "it is a plain pickle (no tensor storages); save the state dict with \
-                         torch.save"
-                    .into(),
-            }
-        } else {
-            PtError::NotTorchSave {
-                path: path.to_path_buf(),
-                reason: "it is neither a zip archive (PyTorch ≥ 1.6) nor a legacy pickle; \
-                         gfa imports what torch.save(model.state_dict(), \"file.pt\") writes"
-                    .into(),
-            }
-        });
+    match sniff(&head[..got], path)? {
+        Format::Zip => {
+            file.rewind().map_err(io)?;
+            read_zip(file, path)
+        }
+        Format::Legacy => {
+            let bytes = std::fs::read(path).map_err(io)?;
+            read_legacy(&bytes, path)
+        }
     }
-    let file = std::fs::File::open(path).map_err(io)?;
+}
+
+/// [`read`] of a file already in memory; `path` names it in errors.
+pub fn read_bytes(bytes: &[u8], path: &Path) -> PtResult<Value> {
+    match sniff(bytes, path)? {
+        Format::Zip => read_zip(std::io::Cursor::new(bytes), path),
+        Format::Legacy => read_legacy(bytes, path),
+    }
+}
+
+enum Format {
+    Zip,
+    Legacy,
+}
+
+/// The format a file's first bytes announce, or why it is no `torch.save` file.
+fn sniff(head: &[u8], path: &Path) -> PtResult<Format> {
+    if head.starts_with(ZIP_MAGIC) {
+        return Ok(Format::Zip);
+    }
+    if head.starts_with(LEGACY_MAGIC) {
+        return Ok(Format::Legacy);
+    }
+    let reason = if head.first() == Some(&0x80) {
+        "it is a plain pickle (no tensor storages); save the state dict with torch.save"
+    } else {
+        "it is neither a zip archive (PyTorch ≥ 1.6) nor a legacy torch.save stream; gfa \
+         imports what torch.save(model.state_dict(), \"file.pt\") writes"
+    };
+    Err(PtError::NotTorchSave { path: path.to_path_buf(), reason: reason.into() })
+}
+
+fn read_zip<R: Read + Seek>(file: R, path: &Path) -> PtResult<Value> {
     let corrupt = |reason: String| PtError::Corrupt { path: path.to_path_buf(), reason };
     let mut zip = zip::ZipArchive::new(file).map_err(|e| corrupt(format!("zip: {e}")))?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
@@ -168,7 +208,9 @@ pub fn read(path: &Path) -> PtResult<Value> {
     }
     let mut member = |name: &str| -> PtResult<Vec<u8>> {
         let mut f = zip.by_name(name).map_err(|e| corrupt(format!("member {name}: {e}")))?;
-        let mut bytes = Vec::with_capacity(f.size() as usize);
+        // The declared size is the file's word, not a promise: reserve no more than a modest
+        // amount up front and let the read grow the buffer with the bytes actually there.
+        let mut bytes = Vec::with_capacity(f.size().min(1 << 20) as usize);
         f.read_to_end(&mut bytes).map_err(|e| corrupt(format!("member {name}: {e}")))?;
         Ok(bytes)
     };
@@ -182,21 +224,130 @@ pub fn read(path: &Path) -> PtResult<Value> {
         }
     }
     let pickle = member(&pkl)?;
-    let mut storages = HashMap::new();
-    let value = Machine::new(&pickle)
-        .run(&mut |key: &str| -> PtResult<Vec<u8>> {
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut machine = Machine::new(&pickle, 0, false);
+    machine
+        .run(&mut |key: &str| -> PtResult<Option<Vec<u8>>> {
             if let Some(b) = storages.get(key) {
-                return Ok(Vec::clone(b));
+                return Ok(Some(b.clone()));
             }
             let b = member(&format!("{prefix}data/{key}"))?;
             storages.insert(key.to_string(), b.clone());
-            Ok(b)
+            Ok(Some(b))
         })
-        .map_err(|e| match e {
-            MachineError::Pt(e) => e,
-            MachineError::Bad(reason) => corrupt(reason),
-        })?;
-    Ok(value)
+        .map_err(|e| e.into_pt(path, "the pickle", None))
+}
+
+/// The protocol version the legacy format records.
+const LEGACY_PROTOCOL: i64 = 1001;
+
+/// Reads the legacy (pre-1.6) format: the header pickles, the object, the storage keys, then the
+/// storages. The object's pickle is run twice: once to learn each storage's dtype and size (its
+/// bytes come after it), then again with them.
+fn read_legacy(bytes: &[u8], path: &Path) -> PtResult<Value> {
+    let corrupt = |reason: String| PtError::Corrupt { path: path.to_path_buf(), reason };
+    let no_storage = &mut |_: &str| -> PtResult<Option<Vec<u8>>> {
+        Err(PtError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "a tensor in the legacy header".into(),
+        })
+    };
+    let mut pos = 0;
+    let mut header = |what: &str, pos: &mut usize| -> PtResult<Value> {
+        let mut m = Machine::new(bytes, *pos, true);
+        let v = m.run(no_storage).map_err(|e| e.into_pt(path, what, Some(bytes.len())))?;
+        *pos = m.pos;
+        Ok(v)
+    };
+    header("the magic number", &mut pos)?; // its bytes were checked by `sniff`
+    match header("the protocol version", &mut pos)? {
+        Value::Int(LEGACY_PROTOCOL) => {}
+        other => {
+            return Err(corrupt(format!(
+                "legacy protocol version {}, gfa reads {LEGACY_PROTOCOL}",
+                match other {
+                    Value::Int(i) => i.to_string(),
+                    v => v.describe(),
+                }
+            )));
+        }
+    }
+    let sys = header("the system information", &mut pos)?;
+    if matches!(sys.get("little_endian"), Some(Value::Bool(false))) {
+        return Err(corrupt(
+            "written on a big-endian machine; gfa reads little-endian files".into(),
+        ));
+    }
+
+    // Pass 1: the object, with each tensor left out, to learn its storages.
+    let object_start = pos;
+    let mut first = Machine::new(bytes, object_start, true);
+    first
+        .run(&mut |_: &str| Ok(None))
+        .map_err(|e| e.into_pt(path, "the pickled object", Some(bytes.len())))?;
+    pos = first.pos;
+    let mut kinds: HashMap<&str, (Kind, i64)> = HashMap::new();
+    for o in &first.arena {
+        if let Obj::Storage(kind, key, numel) = o {
+            kinds.insert(key.as_str(), (*kind, *numel));
+        }
+    }
+    let keys = match header("the storage key list", &mut pos)? {
+        Value::List(keys) => keys,
+        other => return Err(corrupt(format!("storage key list is a {}", other.describe()))),
+    };
+
+    // The storages: per key, its element count (int64) and its elements.
+    let mut ranges: HashMap<String, Range<usize>> = HashMap::new();
+    for key in &keys {
+        let Value::Str(key) = key else {
+            return Err(corrupt(format!("a storage key that is a {}", key.describe())));
+        };
+        let Some(&(kind, numel)) = kinds.get(key.as_str()) else {
+            return Err(corrupt(format!("storage {key} is listed but no tensor uses it")));
+        };
+        let truncated = |what: String| PtError::Truncated {
+            path: path.to_path_buf(),
+            len: bytes.len(),
+            inside: what,
+        };
+        let Some(count) = bytes.get(pos..pos + 8) else {
+            return Err(truncated(format!("the element count of storage {key}")));
+        };
+        let count = i64::from_le_bytes(count.try_into().expect("8 bytes"));
+        pos += 8;
+        if count != numel {
+            return Err(corrupt(format!(
+                "storage {key} records {count} elements, its tensors {numel}"
+            )));
+        }
+        let len = usize::try_from(numel)
+            .ok()
+            .and_then(|n| n.checked_mul(kind.elt_size_in_bytes()))
+            .ok_or_else(|| corrupt(format!("storage {key} of {numel} elements")))?;
+        let Some(end) = pos.checked_add(len).filter(|e| *e <= bytes.len()) else {
+            return Err(truncated(format!(
+                "storage {key} ({numel} {kind:?} elements from byte {pos})"
+            )));
+        };
+        ranges.insert(key.clone(), pos..end);
+        pos = end;
+    }
+    if let Some(key) = kinds.keys().find(|k| !ranges.contains_key(**k)) {
+        return Err(corrupt(format!("storage {key} is used but not in the storage key list")));
+    }
+
+    // Pass 2: the object with its tensors.
+    let mut second = Machine::new(bytes, object_start, true);
+    second
+        .run(&mut |key: &str| -> PtResult<Option<Vec<u8>>> {
+            let r = ranges.get(key).cloned().ok_or_else(|| PtError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("storage {key} has no data"),
+            })?;
+            Ok(Some(bytes[r].to_vec()))
+        })
+        .map_err(|e| e.into_pt(path, "the pickled object", Some(bytes.len())))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -213,6 +364,31 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 enum MachineError {
     Pt(PtError),
     Bad(String),
+    /// The bytes end inside a pickle.
+    Truncated,
+    /// A legacy file's float storage that is not float32: its class and key.
+    Dtype(String, String),
+}
+
+impl MachineError {
+    /// The error for the file at `path`, the machine reading `what`.
+    /// A truncated pickle is [`PtError::Truncated`] when `len` (the file's length) is given,
+    /// damage otherwise (a zip member's pickle).
+    fn into_pt(self, path: &Path, what: &str, len: Option<usize>) -> PtError {
+        let path = path.to_path_buf();
+        match self {
+            MachineError::Pt(e) => e,
+            MachineError::Bad(reason) => PtError::Corrupt { path, reason },
+            MachineError::Truncated => match len {
+                Some(len) => PtError::Truncated { path, len, inside: what.to_string() },
+                None => PtError::Corrupt {
+                    path,
+                    reason: format!("{what} ends in the middle of an opcode"),
+                },
+            },
+            MachineError::Dtype(class, key) => PtError::LegacyDtype { path, class, key },
+        }
+    }
 }
 
 impl From<PtError> for MachineError {
@@ -254,7 +430,16 @@ struct Machine<'a> {
     arena: Vec<Obj>,
     stack: Vec<Slot>,
     memo: HashMap<u64, usize>,
+    /// Reading a legacy file: storages carry a sixth field, and float storages must be float32.
+    legacy: bool,
 }
+
+/// A storage's bytes by key; `None` leaves its tensors out (the legacy reader's first pass).
+type StorageFn<'f> = dyn FnMut(&str) -> PtResult<Option<Vec<u8>>> + 'f;
+
+/// The most values [`Machine::resolve`] builds: shared references (a memoized list put twice
+/// into another, again and again) would otherwise build exponentially many.
+const RESOLVE_BUDGET: usize = 1 << 22;
 
 /// The dtype of a `torch.<Name>Storage` class.
 fn storage_kind(class: &str) -> Option<Kind> {
@@ -274,13 +459,14 @@ fn storage_kind(class: &str) -> Option<Kind> {
 }
 
 impl<'a> Machine<'a> {
-    fn new(code: &'a [u8]) -> Self {
-        Self { code, pos: 0, arena: Vec::new(), stack: Vec::new(), memo: HashMap::new() }
+    /// A machine for the pickle starting at byte `pos` of `code`.
+    fn new(code: &'a [u8], pos: usize, legacy: bool) -> Self {
+        Self { code, pos, arena: Vec::new(), stack: Vec::new(), memo: HashMap::new(), legacy }
     }
 
     fn take(&mut self, n: usize) -> MResult<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.code.len());
-        let Some(end) = end else { return bad("the pickle ends in the middle of an opcode") };
+        let Some(end) = end else { return Err(MachineError::Truncated) };
         let s = &self.code[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -301,7 +487,7 @@ impl<'a> Machine<'a> {
     fn line(&mut self) -> MResult<String> {
         let rest = &self.code[self.pos..];
         let Some(n) = rest.iter().position(|b| *b == b'\n') else {
-            return bad("unterminated text argument");
+            return Err(MachineError::Truncated);
         };
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
@@ -395,12 +581,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `callable(*args)`: tensors and dicts are built, anything else becomes an inert object.
-    fn call(
-        &mut self,
-        callable: usize,
-        args: usize,
-        storage: &mut impl FnMut(&str) -> PtResult<Vec<u8>>,
-    ) -> MResult<Obj> {
+    fn call(&mut self, callable: usize, args: usize, storage: &mut StorageFn<'_>) -> MResult<Obj> {
         let name = match &self.arena[callable] {
             Obj::Global(g) => g.clone(),
             o => return bad(format!("call of a non-class {o:?}")),
@@ -421,11 +602,18 @@ impl<'a> Machine<'a> {
                 let offset = self.int_of(argv[1])?;
                 let size = self.ints_of(argv[2])?;
                 let stride = self.ints_of(argv[3])?;
-                Ok(Obj::Tensor(tensor_from(&storage(&key)?, kind, numel, offset, &size, &stride)?))
+                match storage(&key)? {
+                    Some(bytes) => {
+                        Ok(Obj::Tensor(tensor_from(&bytes, kind, numel, offset, &size, &stride)?))
+                    }
+                    None => Ok(Obj::Object("torch.Tensor".into())),
+                }
             }
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
                 match argv.first().map(|a| &self.arena[*a]) {
                     Some(Obj::Tensor(t)) => Ok(Obj::Tensor(t.shallow_clone())),
+                    // A tensor the legacy reader's first pass left out.
+                    Some(Obj::Object(c)) if c == "torch.Tensor" => Ok(Obj::Object(c.clone())),
                     _ => bad(format!("{name} without a tensor")),
                 }
             }
@@ -437,7 +625,7 @@ impl<'a> Machine<'a> {
     /// The pickle machine's loop: one arm per opcode it reads, each a few lines over the
     /// machine's stack, memo and arena (long as one `match`: splitting it would scatter that
     /// shared state over many functions without making any arm simpler).
-    fn run(mut self, storage: &mut impl FnMut(&str) -> PtResult<Vec<u8>>) -> MResult<Value> {
+    fn run(&mut self, storage: &mut StorageFn<'_>) -> MResult<Value> {
         loop {
             let op = self.u8()?;
             match op {
@@ -449,7 +637,7 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => {
                     let id = self.pop()?;
-                    return self.resolve(id, 0);
+                    return self.resolve(id, 0, &mut RESOLVE_BUDGET.clone());
                 }
                 b'(' => self.stack.push(Slot::Mark),
                 b'0' => {
@@ -660,16 +848,37 @@ impl<'a> Machine<'a> {
                 "storage type {class} (gfa reads float, integer and bool tensors)"
             ));
         };
-        Ok(Obj::Storage(kind, self.str_of(parts[2])?.to_string(), self.int_of(parts[4])?))
+        let key = self.str_of(parts[2])?.to_string();
+        if self.legacy {
+            if matches!(kind, Kind::Double | Kind::Half | Kind::BFloat16) {
+                return Err(MachineError::Dtype(class, key));
+            }
+            if parts.get(5).is_some_and(|v| !matches!(self.arena[*v], Obj::Scalar(Value::None))) {
+                return bad(format!(
+                    "storage {key} is a view of another storage, which only PyTorch 0.3 and \
+                     earlier wrote"
+                ));
+            }
+        }
+        let numel = self.int_of(parts[4])?;
+        if numel < 0 {
+            return bad(format!("storage {key} of {numel} elements"));
+        }
+        Ok(Obj::Storage(kind, key, numel))
     }
 
-    /// The value tree under `id` (depth-limited: a cycle is an error, not a hang).
-    fn resolve(&self, id: usize, depth: usize) -> MResult<Value> {
+    /// The value tree under `id` (depth-limited: a cycle is an error, not a hang; at most
+    /// `budget` values in all).
+    fn resolve(&self, id: usize, depth: usize, budget: &mut usize) -> MResult<Value> {
         if depth > 200 {
             return bad("values nested more than 200 deep (a reference cycle?)");
         }
-        let all = |ids: &[usize]| -> MResult<Vec<Value>> {
-            ids.iter().map(|i| self.resolve(*i, depth + 1)).collect()
+        let Some(left) = budget.checked_sub(1) else {
+            return bad(format!("more than {RESOLVE_BUDGET} values (shared references)"));
+        };
+        *budget = left;
+        let all = |ids: &[usize], budget: &mut usize| -> MResult<Vec<Value>> {
+            ids.iter().map(|i| self.resolve(*i, depth + 1, budget)).collect()
         };
         Ok(match &self.arena[id] {
             Obj::Scalar(v) => match v {
@@ -681,13 +890,16 @@ impl<'a> Machine<'a> {
                 Value::Bytes(b) => Value::Bytes(b.clone()),
                 _ => unreachable!("scalars only"),
             },
-            Obj::List(v) => Value::List(all(v)?),
-            Obj::Tuple(v) => Value::Tuple(all(v)?),
-            Obj::Dict(kv) => Value::Dict(
-                kv.iter()
-                    .map(|(k, v)| Ok((self.resolve(*k, depth + 1)?, self.resolve(*v, depth + 1)?)))
-                    .collect::<MResult<_>>()?,
-            ),
+            Obj::List(v) => Value::List(all(v, budget)?),
+            Obj::Tuple(v) => Value::Tuple(all(v, budget)?),
+            Obj::Dict(kv) => {
+                let mut items = Vec::with_capacity(kv.len());
+                for (k, v) in kv {
+                    let k = self.resolve(*k, depth + 1, budget)?;
+                    items.push((k, self.resolve(*v, depth + 1, budget)?));
+                }
+                Value::Dict(items)
+            }
             Obj::Global(g) => Value::Global(g.clone()),
             Obj::Object(c) => Value::Object(c.clone()),
             Obj::Storage(..) => Value::Object("torch storage".into()),
@@ -705,19 +917,32 @@ fn tensor_from(
     size: &[i64],
     stride: &[i64],
 ) -> MResult<Tensor> {
-    let elt = kind.elt_size_in_bytes() as i64;
-    if bytes.len() as i64 != numel * elt {
+    let elt = kind.elt_size_in_bytes() as i128;
+    if bytes.len() as i128 != numel as i128 * elt {
         return bad(format!(
             "a storage of {numel} {kind:?} elements holds {} bytes, not {}",
             bytes.len(),
-            numel * elt
+            numel as i128 * elt
         ));
     }
     if size.len() != stride.len() || size.iter().chain(stride).any(|d| *d < 0) || offset < 0 {
         return bad(format!("tensor size {size:?} / stride {stride:?} / offset {offset}"));
     }
-    let last = size.iter().zip(stride).map(|(n, s)| (n - 1).max(0) * s).sum::<i64>() + offset;
-    if size.iter().all(|n| *n > 0) && last >= numel {
+    // In i128: sizes and strides are the file's word and their products may overflow i64.
+    let elements = size.iter().fold(1i128, |p, n| p.saturating_mul(*n as i128));
+    // A tensor holds its storage's elements, repeated at most this often (stride-0 expansions
+    // are legal): more is a damaged file asking for an unbounded allocation.
+    const MAX_REPEAT: i128 = 1024;
+    if elements > (numel as i128).max(1) * MAX_REPEAT {
+        return bad(format!(
+            "tensor size {size:?} has {elements} elements, over {MAX_REPEAT} times its storage's \
+             {numel}"
+        ));
+    }
+    let last =
+        size.iter().zip(stride).map(|(n, s)| (*n as i128 - 1).max(0) * *s as i128).sum::<i128>()
+            + offset as i128;
+    if size.iter().all(|n| *n > 0) && last >= numel as i128 {
         return bad(format!(
             "tensor size {size:?}, stride {stride:?}, offset {offset} reach past its storage of \
              {numel} elements"

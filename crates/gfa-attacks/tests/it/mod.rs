@@ -5,6 +5,7 @@ pub mod golden;
 mod invariants;
 mod linear;
 mod ordering;
+mod torchscript;
 mod training;
 
 /// The golden fixture's trained model and its 128 points.

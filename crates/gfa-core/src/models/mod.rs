@@ -49,6 +49,10 @@ pub enum Arch {
     /// The CIFAR ResNet-18 of kuangliu/pytorch-cifar, with its PyTorch tensor names.
     #[serde(rename = "resnet18")]
     ResNet18,
+    /// A TorchScript module loaded from a file ([`crate::torchscript`]): not built by gfa, not
+    /// in [`Arch::ALL`], not a `--model` name.
+    #[serde(rename = "torchscript")]
+    TorchScript,
 }
 
 impl Arch {
@@ -72,6 +76,7 @@ impl Arch {
             Arch::Wrn28x10 => "wrn_28_10",
             Arch::Wrn34x10 => "wrn_34_10",
             Arch::ResNet18 => "resnet18",
+            Arch::TorchScript => "torchscript",
         }
     }
 
@@ -92,6 +97,7 @@ impl Arch {
             Arch::ResNet18 => {
                 "CIFAR ResNet-18 of kuangliu/pytorch-cifar with its PyTorch tensor names, BatchNorm"
             }
+            Arch::TorchScript => "a TorchScript module loaded from a file (gfa eval --torchscript)",
         }
     }
 
@@ -255,6 +261,13 @@ impl ModelSpec {
             Arch::Wrn28x10 => Box::new(WideResNet::new(root, self, 28)),
             Arch::Wrn34x10 => Box::new(WideResNet::new(root, self, 34)),
             Arch::ResNet18 => Box::new(ResNet18::new(root, self)),
+            Arch::TorchScript => {
+                return Err(CoreError::Config(
+                    "a TorchScript model is loaded from its file (gfa_core::torchscript::load), \
+                     not built from a spec"
+                        .into(),
+                ));
+            }
         })
     }
 }

@@ -114,8 +114,6 @@ fn import_error(file: &str, arch: &str) -> String {
 fn bad_inputs_are_named_with_the_fix() {
     let e = import_error("import_bad_torchscript.pt", "resnet18");
     assert!(e.contains("TorchScript") && e.contains("state_dict()"), "{e}");
-    let e = import_error("import_bad_legacy.pt", "resnet18");
-    assert!(e.contains("legacy (pre-zip)") && e.contains("torch.save(torch.load("), "{e}");
     let e = import_error("import_bad_optimizer.pt", "resnet18");
     assert!(e.contains("optimizer") && e.contains("model.state_dict()"), "{e}");
     let e = import_error("import_bad_module.pt", "resnet18");

@@ -3,8 +3,10 @@ mod custom_method;
 mod import;
 mod methods;
 mod models;
+mod pt;
 mod regularizer;
 mod robust;
+mod torchscript;
 mod train;
 
 use gfa_core::Classifier;

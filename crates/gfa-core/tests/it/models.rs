@@ -73,6 +73,7 @@ fn tiny(arch: Arch) -> ModelSpec {
         Arch::Wrn28x10 | Arch::Wrn34x10 => 0.03125,
         Arch::ResNet18 | Arch::PreActResNet18 | Arch::Cnn => 0.0625,
         Arch::Mlp | Arch::Linear => 0.125,
+        Arch::TorchScript => unreachable!("not in Arch::ALL"),
     };
     ModelSpec { width, widths: vec![32, 16], ..ModelSpec::of(arch) }
 }
@@ -202,6 +203,7 @@ fn every_arch_exposes_named_taps_with_the_expected_shapes() {
                 ("block3", vec![s(640), 8, 8]),
                 ("bn1", vec![s(640), 8, 8]),
             ],
+            Arch::TorchScript => unreachable!("not in Arch::ALL"),
         };
         seed_all(0);
         let model = Classifier::new(&spec, Device::Cpu).unwrap();
@@ -358,6 +360,7 @@ fn parameters_by_formula(arch: Arch) -> i64 {
                 + bn(640)
                 + fc(640, classes)
         }
+        Arch::TorchScript => unreachable!("not in Arch::ALL"),
     }
 }
 

@@ -428,14 +428,20 @@ pub struct ModelArgs {
     /// A .safetensors weights file (needs --model, --width).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Any PyTorch model as a TorchScript file (torch.jit.save of a scripted or traced module;
+    /// scripts/export_torchscript.py): evaluated through libtorch on [0, 1] pixels, in eval
+    /// mode. Opaque: no taps after `input`, no training.
+    #[arg(long, conflicts_with_all = ["checkpoint", "weights"])]
+    pub torchscript: Option<PathBuf>,
     #[arg(long, default_value = "cnn")]
     pub model: String,
     #[arg(long)]
     pub width: Option<f64>,
     /// With --weights: how the model expects its inputs, when the file has no
     /// normalize.mean/normalize.std: `none` ([0, 1] pixels), `cifar10`, `imagenet` or MEAN,STD
-    /// (one value each, or one per channel: m1,m2,m3,s1,s2,s3).
-    #[arg(long, requires = "weights", value_parser = parse_normalization)]
+    /// (one value each, or one per channel: m1,m2,m3,s1,s2,s3). With --torchscript: gfa's
+    /// normalization in front of a module that does not normalize itself (default none).
+    #[arg(long, conflicts_with = "checkpoint", value_parser = parse_normalization)]
     pub normalize: Option<gfa_core::import::Normalization>,
 }
 

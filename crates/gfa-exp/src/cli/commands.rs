@@ -296,7 +296,24 @@ fn load_model(
         stages::check_input(&model, &data.test)?;
         return Ok((model, run, data));
     }
-    let Some(w) = &m.weights else { bail!("give --checkpoint DIR or --weights FILE") };
+    if let Some(file) = &m.torchscript {
+        let data = stages::load_data(&data_for(flags, None))?;
+        let input = ModelSpec::default().with_input_of(&data.test).input;
+        let norm = m.normalize.clone().unwrap_or(Normalization::None);
+        let (model, info) =
+            gfa_core::torchscript::load(file, &norm, input, tch::Kind::Float, device)?;
+        eprintln!(
+            "TorchScript module {}: {} parameters, {} classes, inputs {norm}",
+            file.display(),
+            info.parameters,
+            info.num_classes
+        );
+        return Ok((model, None, data));
+    }
+    let Some(w) = &m.weights else {
+        bail!("give --checkpoint DIR, --weights FILE or --torchscript FILE")
+    };
+
     let data = stages::load_data(&data_for(flags, None))?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
     let named = checkpoint::read_tensors(w)?;
@@ -358,6 +375,14 @@ fn data_for(flags: &DataArgs, run: Option<&RunConfig>) -> DataConfig {
 
 /// `gfa gfa-value`.
 pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
+    if let Some(file) = &a.model.torchscript {
+        bail!(
+            "{}: a TorchScript module is opaque, with no taps after `input`, so it has no GFA \
+             value per layer; when the model is one of gfa's architectures (gfa list models), \
+             import its weights with gfa import and use --weights",
+            file.display()
+        );
+    }
     let (model, _, data) = load_model(&a.model, &a.data, device)?;
     let (split, name) = match a.split {
         crate::cli::args::SplitArg::Train => (data.train, "train"),
@@ -425,8 +450,13 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
     let ecfg = EvalConfig { n, batch_size: a.batch_size, ..EvalConfig::default() };
-    let out_dir =
-        a.model.checkpoint.clone().or_else(|| a.model.weights.clone()).unwrap_or_default();
+    let out_dir = a
+        .model
+        .checkpoint
+        .clone()
+        .or_else(|| a.model.weights.clone())
+        .or_else(|| a.model.torchscript.clone())
+        .unwrap_or_default();
     let key = match &run {
         Some(r) => key_for(r, &out_dir, a.seed),
         None => RunKey {
@@ -488,7 +518,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
 
 /// The key of rows about a loaded model.
 fn model_key(model: &Classifier, run: Option<&RunConfig>, m: &ModelArgs, seed: u64) -> RunKey {
-    let path = m.checkpoint.clone().or_else(|| m.weights.clone()).unwrap_or_default();
+    let path = m
+        .checkpoint
+        .clone()
+        .or_else(|| m.weights.clone())
+        .or_else(|| m.torchscript.clone())
+        .unwrap_or_default();
     match run {
         Some(r) => key_for(r, &path, seed),
         None => RunKey {
@@ -520,7 +555,7 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     let csv = match (&a.csv, &a.model.checkpoint) {
         (Some(c), _) => c.clone(),
         (None, Some(d)) => d.join("landscape.csv"),
-        (None, None) => bail!("--csv FILE is needed with --weights"),
+        (None, None) => bail!("--csv FILE is needed with --weights or --torchscript"),
     };
     write_rows(&csv, &rows)?;
     let centre = rows[rows.len() / 2].loss;

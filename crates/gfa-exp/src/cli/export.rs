@@ -113,6 +113,7 @@ fn architecture(spec: &gfa_core::ModelSpec) -> String {
         Arch::Wrn28x10 => "WideResNet-28-10",
         Arch::Wrn34x10 => "WideResNet-34-10",
         Arch::ResNet18 => "ResNet-18",
+        Arch::TorchScript => "TorchScript module",
     };
     if spec.width == 1.0 || spec.arch == Arch::Linear {
         name.to_string()

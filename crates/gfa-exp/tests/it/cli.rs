@@ -463,14 +463,27 @@ fn import_then_eval_weights_with_normalize() {
     assert_eq!(none, identity);
     assert!(none.lines().nth(2).unwrap().starts_with("fgsm"), "{none}");
 
-    // Bad input is named: a legacy file.
-    let legacy = core_fixture("import_bad_legacy.pt");
-    let o = gfa(
-        dir.path(),
-        &["import", &legacy, "--model", "resnet18", "--normalize", "none", "-o", "x.safetensors"],
-    );
-    assert!(!o.status.success() && text(&o).1.contains("legacy (pre-zip)"), "{}", text(&o).1);
-    assert!(!dir.path().join("x.safetensors").exists());
+    // A legacy (pre-1.6) file imports to the same weights as its zip-format twin.
+    let import = |file: &str, out: &str| {
+        let f = core_fixture(file);
+        let args = ["import", &f, "--model", "resnet18", "--width", "0.0625", "--normalize"];
+        gfa(dir.path(), &[&args[..], &["none", "-o", out]].concat())
+    };
+    assert!(import("import_resnet18.pt", "zip.safetensors").status.success());
+    let o = import("legacy_resnet18.pt", "legacy.safetensors");
+    assert!(o.status.success(), "{}", text(&o).1);
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    assert_eq!(read("zip.safetensors"), read("legacy.safetensors"));
+    // Bad input is named, and nothing is written: a truncated legacy file, a TorchScript module.
+    for (file, says) in [
+        ("legacy_bad_truncated.pt", "is truncated"),
+        ("legacy_bad_float64.pt", "torch.DoubleStorage"),
+        ("ts_resnet18_traced.pt", "gfa eval --torchscript"),
+    ] {
+        let o = import(file, "x.safetensors");
+        assert!(!o.status.success() && text(&o).1.contains(says), "{file}: {}", text(&o).1);
+        assert!(!dir.path().join("x.safetensors").exists(), "{file}");
+    }
 }
 
 /// The paper's MLP setting end to end on a synthetic Fashion-MNIST copy written as IDX files:
