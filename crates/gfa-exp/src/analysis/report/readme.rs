@@ -70,17 +70,16 @@ pub fn check(readme: &str, res: &Results) -> Vec<String> {
             let after = &readme[k + piece.len() + 2..];
             let before = &readme[..k];
             let mut quoted = Vec::new();
-            if let Some(rest) = after.strip_prefix(": ") {
-                if let Some(n) = leading_number(rest) {
-                    if rest[n.len()..].trim_start().starts_with('%') {
-                        quoted.push(n);
-                    }
-                }
+            if let Some(rest) = after.strip_prefix(": ")
+                && let Some(n) = leading_number(rest)
+                && rest[n.len()..].trim_start().starts_with('%')
+            {
+                quoted.push(n);
             }
-            if let Some(head) = before.strip_suffix(" (") {
-                if let Some(head) = head.trim_end().strip_suffix('%') {
-                    quoted.extend(trailing_number(head.trim_end()));
-                }
+            if let Some(head) = before.strip_suffix(" (")
+                && let Some(head) = head.trim_end().strip_suffix('%')
+            {
+                quoted.extend(trailing_number(head.trim_end()));
             }
             for n in quoted {
                 if !runs.contains(piece) {
