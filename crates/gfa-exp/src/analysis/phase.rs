@@ -5,14 +5,18 @@
 //!   worst case over the suite at L∞ 2/255 and 8/255 (standard protocol), the input-tap cosine
 //!   on the test points (`gfa_value.csv`) and the collapse epoch (`train.csv`: when the fixed
 //!   diagnostics batch fell to chance for good, in epochs of training; no point: no collapse).
-//!   One line per variant through the means over seeds, each seed a point; the methods without
-//!   λ (standard training, PGD-AT, …) are dashed horizontal references.
+//!   A marker per run; a line through the runs of one seed of each sweep series (seed 0
+//!   solid, other seeds dashed), never through a mean over runs whose outcomes may differ in
+//!   kind; the collapse epochs are markers only. The configurations without λ (standard
+//!   training, PGD-AT, …) are dashed horizontal references at the mean of their runs (the
+//!   legend says over how many). Each y-axis spans the runs and the references, padded.
 //! - `tradeoff_clean_vs_robust_<model>`: worst case against clean accuracy at L∞ 2/255 and
-//!   8/255, a point per run, the methods without λ as black reference markers.
+//!   8/255, a point per run, the configurations without λ as black reference markers; axes
+//!   fitted to the points.
 //!
-//! A *variant* is everything that tells runs of one method apart except λ and the seed: the
-//! method options that differ from the method's defaults (`layers`, `penalty`, warm-up, `tap`,
-//! …) and the other keys the grid varies (`manifest.csv`'s axes, e.g. `train.task_loss`).
+//! A series is a sweep series of [`crate::report::groups`]: a configuration with λ left out
+//! (the method options that differ from the method's defaults and the other keys the grid
+//! varies, e.g. `train.task_loss`), the same rule as the tables'.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::analysis::report::base::{Budget, Results, WorstKey, protocol, worst_cases};
+use crate::analysis::report::groups::Groups;
 use crate::analysis::stats::Stat;
 use crate::analysis::style::{Draw, FONT_NAME, Format, color, err, save, slug};
 
@@ -32,86 +37,52 @@ pub const BUDGETS: [&str; 2] = ["2/255", "8/255"];
 pub struct RunPoint {
     pub run_id: String,
     pub model: String,
-    /// The method kind for runs without λ (references); the variant label otherwise.
+    /// The configuration's label for runs without λ (references); the sweep series otherwise.
     pub series: String,
     pub lambda: Option<f64>,
+    pub seed: u64,
     pub clean: Option<f64>,
     /// Worst case at each of [`BUDGETS`].
     pub worst: [Option<f64>; 2],
     pub input_cos: Option<f64>,
-    /// Epochs of training after which the fixed batch fell to chance for good.
-    pub collapse_epoch: Option<f64>,
+    /// When the run fell to chance for good, if it did ([`collapse_of`]).
+    pub collapse: Option<Collapse>,
 }
 
-/// How an option value reads in a variant label.
-fn option_text(key: &str, value: &serde_json::Value) -> String {
-    let text = match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|v| v.as_str().map_or(v.to_string(), String::from))
-            .collect::<Vec<_>>()
-            .join(","),
-        v => v.to_string(),
-    };
-    match (key, text.as_str()) {
-        ("layers", _) => text,
-        ("penalty", "one_minus_cos") => "1−cos".into(),
-        ("penalty", "one_minus_abs_cos") => "1−|cos|".into(),
-        ("penalty", "sin2") => "sin²".into(),
-        ("tap", "pre_activation") => "pre-act taps".into(),
-        ("tap", "post_activation") => "post-act taps".into(),
-        ("lambda_warmup_epochs", n) => format!("warm-up {n} ep"),
-        (k, v) => format!("{k}={v}"),
+impl RunPoint {
+    /// The collapse epoch, whichever diagnostic dated it.
+    pub fn collapse_epoch(&self) -> Option<f64> {
+        self.collapse.map(|c| c.epoch)
     }
 }
 
-/// The options of `method` at their defaults (λ aside), as canonical JSON; the registry's
-/// example when the method needs more than λ to be written.
-fn default_options(method: &str) -> serde_json::Value {
-    let mut t = toml::Table::new();
-    t.insert("kind".into(), toml::Value::String(method.into()));
-    t.insert("lambda".into(), toml::Value::Float(1.0));
-    match toml::Value::Table(t).try_into::<gfa_core::Method>() {
-        Ok(m) => {
-            let text = crate::config::keys::canonical(&toml::Value::Table(
-                crate::config::keys::to_table(&m),
-            ));
-            serde_json::from_str(&text).unwrap_or_default()
-        }
-        Err(_) => gfa_core::Method::info(method).map(|i| i.example).unwrap_or_default(),
-    }
+/// When a run fell to chance for good, and which diagnostic of `train.csv` says so.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Collapse {
+    /// Epochs of training.
+    pub epoch: f64,
+    /// `true`: the fixed diagnostics batch (`collapse_step` of the last epoch, in epochs);
+    /// `false`: the training accuracy (the `collapse` flag, set in every epoch from this one
+    /// to the last, while the fixed batch was off chance at its last probe).
+    pub fixed_batch: bool,
 }
 
-/// The variant label of a run of `method` with options `params` (JSON) and grid axes `axes`
-/// (`manifest.csv`'s `key=value; …`): the method, then each option that differs from its
-/// default (`layers` first), then the other keys the grid varies, seeds and the method aside.
-pub fn variant(method: &str, params: &str, axes: &str) -> String {
-    let defaults = default_options(method);
-    let mut parts = vec![method.to_string()];
-    if let Ok(serde_json::Value::Object(p)) = serde_json::from_str::<serde_json::Value>(params) {
-        // `layers` first: the main split of a sweep (first / deep).
-        let mut keys: Vec<&String> =
-            p.keys().filter(|k| !["kind", "lambda"].contains(&k.as_str())).collect();
-        keys.sort_by_key(|k| (k.as_str() != "layers", k.as_str()));
-        for k in keys {
-            if k == "layers" || defaults.get(k.as_str()) != Some(&p[k.as_str()]) {
-                parts.push(option_text(k, &p[k.as_str()]));
-            }
-        }
+/// When the run whose `train.csv` rows are `rows` (in epoch order) fell to chance for good:
+/// the fixed batch's date when it was at chance at the end of training; else, when the
+/// training accuracy was at chance (the `collapse` flag) in the last epoch, the first epoch of
+/// the unbroken run of flagged epochs that ends there; else none.
+pub fn collapse_of(rows: &[&crate::results::records::TrainRow]) -> Option<Collapse> {
+    let last = rows.last()?;
+    let per_epoch = rows.first().and_then(|t| t.steps).filter(|s| *s > 0);
+    if let (Some(steps), Some(at)) = (per_epoch, last.collapse_step) {
+        return Some(Collapse { epoch: at as f64 / steps as f64, fixed_batch: true });
     }
-    for pair in axes.split("; ").filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "method" || key.starts_with("method.") || key == "seed" {
-            continue;
-        }
-        parts.push(format!("{}={value}", key.rsplit('.').next().unwrap_or(key)));
-    }
-    parts.join(" ")
+    let flagged = rows.iter().rev().take_while(|t| t.collapse).last()?;
+    Some(Collapse { epoch: flagged.epoch as f64, fixed_batch: false })
 }
 
-/// Every run of `res` with what the figures show of it (`axes`: run id → manifest axes).
-pub fn run_points(res: &Results, axes: &BTreeMap<String, String>) -> Vec<RunPoint> {
+/// Every run of `res` with what the figures show of it (`groups`: [`Results::groups`]).
+pub fn run_points(res: &Results, groups: &Groups) -> Vec<RunPoint> {
     let worst = worst_cases(&res.eval);
     let mut out: BTreeMap<String, RunPoint> = BTreeMap::new();
     for r in &res.eval {
@@ -120,16 +91,15 @@ pub fn run_points(res: &Results, axes: &BTreeMap<String, String>) -> Vec<RunPoin
             run_id: r.run_id.clone(),
             model: r.model.clone(),
             series: match r.lambda {
-                Some(_) => {
-                    variant(&r.method, &r.method_params, axes.get(&r.run_id).map_or("", |a| a))
-                }
-                None => r.method.clone(),
+                Some(_) => groups.series(&r.run_id),
+                None => groups.label(&r.run_id),
             },
+            seed: r.seed,
             lambda: r.lambda,
             clean: None,
             worst: [None, None],
             input_cos: None,
-            collapse_epoch: None,
+            collapse: None,
         });
         if p == "standard" {
             e.clean = Some(r.clean_acc);
@@ -154,19 +124,18 @@ pub fn run_points(res: &Results, axes: &BTreeMap<String, String>) -> Vec<RunPoin
     }
     for (run, mut rows) in by_run {
         rows.sort_by_key(|t| t.epoch);
-        let per_epoch = rows.first().and_then(|t| t.steps).filter(|s| *s > 0);
-        let last = rows.last().and_then(|t| t.collapse_step);
-        if let (Some(p), Some(steps), Some(at)) = (out.get_mut(run), per_epoch, last) {
-            p.collapse_epoch = Some(at as f64 / steps as f64);
+        if let Some(p) = out.get_mut(run) {
+            p.collapse = collapse_of(&rows);
         }
     }
     out.into_values().collect()
 }
 
-/// A figure's series: a line through `mean` and a marker at each of `points`.
+/// A figure's series: a marker at each of `points` (one per run) and, per seed, a line through
+/// that seed's runs (`lines`: seed → points in λ order).
 #[derive(Debug, Clone, Default)]
 struct Series {
-    mean: Vec<(f64, f64)>,
+    lines: BTreeMap<u64, Vec<(f64, f64)>>,
     points: Vec<(f64, f64)>,
 }
 
@@ -186,6 +155,8 @@ struct Panel {
 
 /// Panels on a grid of `cols` columns, the last cell holding the legend of `names`.
 struct Figure {
+    /// A line above the legend (what a line and a marker are).
+    note: Option<String>,
     panels: Vec<Panel>,
     cols: usize,
     names: Vec<String>,
@@ -243,10 +214,17 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                 }
             }
             for (i, s) in p.series.iter().enumerate() {
-                if s.mean.len() > 1 {
-                    chart
-                        .draw_series(LineSeries::new(s.mean.clone(), series_style(i)))
-                        .map_err(err)?;
+                for (k, line) in s.lines.values().enumerate().filter(|(_, l)| l.len() > 1) {
+                    if k == 0 {
+                        chart
+                            .draw_series(LineSeries::new(line.clone(), series_style(i)))
+                            .map_err(err)?;
+                    } else {
+                        let style = color(i).stroke_width(1);
+                        chart
+                            .draw_series(DashedLineSeries::new(line.clone(), 6, 4, style))
+                            .map_err(err)?;
+                    }
                 }
                 markers!(chart, (i / 8) % 3, s.points.iter().copied(), color(i).filled(), 4);
             }
@@ -279,6 +257,10 @@ fn legend_marker<DB: DrawingBackend>(
 fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, f: &Figure) -> Result<()> {
     let style = (FONT_NAME, 14).into_font().color(&BLACK);
     let mut y = 16;
+    if let Some(note) = &f.note {
+        area.draw(&Text::new(note.clone(), (10, y - 8), style.clone())).map_err(err)?;
+        y += 22;
+    }
     for (i, name) in f.names.iter().enumerate() {
         area.draw(&PathElement::new(vec![(10, y), (40, y)], series_style(i))).map_err(err)?;
         legend_marker(area, (i / 8) % 3, (25, y), color(i).filled())?;
@@ -331,7 +313,7 @@ const METRICS: [Metric; 5] = [
     ("worst case, L∞ 2/255", "robust accuracy (%)", |p| pct(p.worst[0])),
     ("worst case, L∞ 8/255", "robust accuracy (%)", |p| pct(p.worst[1])),
     ("input-tap cosine (test points)", "mean cos", |p| p.input_cos),
-    ("collapse epoch (no point: none)", "epochs of training", |p| p.collapse_epoch),
+    ("collapse epoch (no point: none)", "epochs of training", |p| p.collapse_epoch()),
 ];
 
 fn span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -346,53 +328,65 @@ fn padded((lo, hi): (f64, f64)) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// The series (variants with their seeds) of one metric over λ.
-fn sweep(points: &[&RunPoint], get: fn(&RunPoint) -> Option<f64>, names: &[String]) -> Vec<Series> {
+/// The series of one metric over λ: per sweep series, a point per run and a line per seed
+/// (none with `lines` false).
+fn sweep(
+    points: &[&RunPoint],
+    get: fn(&RunPoint) -> Option<f64>,
+    names: &[String],
+    lines: bool,
+) -> Vec<Series> {
     names
         .iter()
         .map(|name| {
-            let mut by_lambda: BTreeMap<i64, (f64, Vec<f64>)> = BTreeMap::new();
             let mut s = Series::default();
             for p in points.iter().filter(|p| &p.series == name) {
                 let (Some(l), Some(v)) = (p.lambda, get(p)) else { continue };
-                by_lambda.entry((l * 1e9).round() as i64).or_insert((l, vec![])).1.push(v);
                 s.points.push((l, v));
+                if lines {
+                    s.lines.entry(p.seed).or_default().push((l, v));
+                }
             }
-            s.mean = by_lambda
-                .into_values()
-                .filter_map(|(l, vs)| Some((l, Stat::of(&vs)?.mean)))
-                .collect();
+            for line in s.lines.values_mut() {
+                line.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
             s
         })
         .collect()
 }
 
-/// The two figures for each model whose penalty runs span two λ or more (`axes`: see
-/// [`crate::results::plan::manifest_axes`]).
-pub fn figures(
-    res: &Results,
-    axes: &BTreeMap<String, String>,
-    out: &Path,
-    format: Format,
-) -> Result<Vec<PathBuf>> {
-    let points = run_points(res, axes);
+/// A y-axis range that holds every value of `ys`, padded; within [0, 100] for accuracies.
+fn fitted(ys: impl Iterator<Item = f64>, percent: bool) -> (f64, f64) {
+    let (lo, hi) = padded(span(ys).unwrap_or((0.0, 1.0)));
+    if percent { (lo.max(0.0), hi.min(100.0)) } else { (lo, hi) }
+}
+
+/// The two figures for each model whose penalty runs span two λ or more (`groups`:
+/// [`Results::groups`]).
+pub fn figures(res: &Results, groups: &Groups, out: &Path, format: Format) -> Result<Vec<PathBuf>> {
+    let points = run_points(res, groups);
     let models: BTreeSet<&str> = points.iter().map(|p| p.model.as_str()).collect();
     let mut files = Vec::new();
     for model in models {
         let Some(sweep) = ModelSweep::of(&points, model) else { continue };
         let phase = Figure {
+            note: Some(
+                "a marker per run; lines join the runs of one seed (seed 0 solid, seed 1 dashed)"
+                    .into(),
+            ),
             panels: sweep.phase_panels(),
             cols: 2,
             names: sweep.names.clone(),
-            refs: sweep.refs.clone(),
+            refs: sweep.refs_legend.clone(),
             size: (1200, 1350),
         };
         files.extend(save(&out.join(format!("phase_diagram_{}", slug(model))), format, &phase)?);
         let tradeoff = Figure {
+            note: Some("a marker per run".into()),
             panels: sweep.tradeoff_panels(),
             cols: 3,
             names: sweep.names,
-            refs: sweep.refs,
+            refs: sweep.refs_legend,
             size: (1500, 520),
         };
         let stem = out.join(format!("tradeoff_clean_vs_robust_{}", slug(model)));
@@ -408,6 +402,8 @@ struct ModelSweep<'a> {
     swept: Vec<&'a RunPoint>,
     names: Vec<String>,
     refs: Vec<String>,
+    /// The legend's name of each reference, with the number of runs its line is the mean of.
+    refs_legend: Vec<String>,
     /// The λ axis: the swept λ, widened by a factor 1.3 each side.
     x: (f64, f64),
 }
@@ -432,8 +428,15 @@ impl<'a> ModelSweep<'a> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let refs_legend = refs
+            .iter()
+            .map(|n| match of_model.iter().filter(|p| &p.series == n).count() {
+                1 => n.clone(),
+                k => format!("{n}, mean of {k} runs"),
+            })
+            .collect();
         let (l0, l1) = span(swept.iter().filter_map(|p| p.lambda)).unwrap_or((0.01, 1.0));
-        Some(ModelSweep { of_model, swept, names, refs, x: (l0 / 1.3, l1 * 1.3) })
+        Some(ModelSweep { of_model, swept, names, refs, refs_legend, x: (l0 / 1.3, l1 * 1.3) })
     }
 
     /// The mean of `get` over the runs of the reference series `name`.
@@ -443,29 +446,29 @@ impl<'a> ModelSweep<'a> {
         Stat::of(&vs).map(|s| s.mean)
     }
 
-    /// The phase diagram: one panel per metric over λ, the references as flat lines.
+    /// The phase diagram: one panel per metric over λ, the references as flat lines (none on
+    /// the collapse-epoch panel).
     fn phase_panels(&self) -> Vec<Panel> {
         let x = self.x;
         METRICS
             .iter()
             .map(|(title, y_label, get)| {
-                let series = sweep(&self.swept, *get, &self.names);
-                let refs: Vec<(String, Vec<(f64, f64)>)> = self
-                    .refs
-                    .iter()
-                    .filter_map(|n| {
-                        Some((
-                            n.clone(),
-                            vec![(x.0, self.ref_mean(n, *get)?), (x.1, self.ref_mean(n, *get)?)],
-                        ))
-                    })
-                    .collect();
+                let collapse = title.starts_with("collapse");
+                let series = sweep(&self.swept, *get, &self.names, !collapse);
+                let refs: Vec<(String, Vec<(f64, f64)>)> = if collapse {
+                    vec![]
+                } else {
+                    self.refs
+                        .iter()
+                        .filter_map(|n| {
+                            let m = self.ref_mean(n, *get)?;
+                            Some((n.clone(), vec![(x.0, m), (x.1, m)]))
+                        })
+                        .collect()
+                };
                 let ys =
                     series.iter().flat_map(|s| &s.points).chain(refs.iter().flat_map(|r| &r.1));
-                let y = match *y_label {
-                    "accuracy (%)" | "robust accuracy (%)" => (0.0, 100.0),
-                    _ => padded(span(ys.map(|p| p.1)).unwrap_or((0.0, 1.0))),
-                };
+                let y = fitted(ys.map(|p| p.1), y_label.contains('%'));
                 Panel {
                     title: title.to_string(),
                     x_label: "λ (log scale)".into(),
@@ -480,19 +483,19 @@ impl<'a> ModelSweep<'a> {
             .collect()
     }
 
-    /// The trade-off: clean against worst-case accuracy, one panel per budget, the references
-    /// as single points.
+    /// The trade-off: clean against worst-case accuracy, one panel per budget, a marker per
+    /// run, the references as single points.
     fn tradeoff_panels(&self) -> Vec<Panel> {
         BUDGETS
             .iter()
             .enumerate()
             .map(|(k, eps)| {
                 let pair = |p: &RunPoint| Some((100.0 * p.clean?, 100.0 * p.worst[k]?));
-                let series = self
+                let series: Vec<Series> = self
                     .names
                     .iter()
                     .map(|n| Series {
-                        mean: vec![],
+                        lines: BTreeMap::new(),
                         points: self
                             .swept
                             .iter()
@@ -501,7 +504,7 @@ impl<'a> ModelSweep<'a> {
                             .collect(),
                     })
                     .collect();
-                let refs = self
+                let refs: Vec<(String, Vec<(f64, f64)>)> = self
                     .refs
                     .iter()
                     .filter_map(|n| {
@@ -515,12 +518,14 @@ impl<'a> ModelSweep<'a> {
                         Some((n.clone(), vec![(c, w)]))
                     })
                     .collect();
+                let all =
+                    || series.iter().flat_map(|s| &s.points).chain(refs.iter().flat_map(|r| &r.1));
                 Panel {
                     title: format!("clean vs worst case, L∞ {eps}"),
                     x_label: "clean accuracy (%)".into(),
                     y_label: "worst-case robust accuracy (%)".into(),
-                    x: (0.0, 100.0),
-                    y: (0.0, 100.0),
+                    x: fitted(all().map(|p| p.0), true),
+                    y: fitted(all().map(|p| p.1), true),
                     log_x: false,
                     series,
                     refs,
@@ -533,15 +538,48 @@ impl<'a> ModelSweep<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::records::TrainRow;
 
+    fn epoch(e: usize, collapse: bool, step: Option<usize>) -> TrainRow {
+        TrainRow { epoch: e, collapse, collapse_step: step, steps: Some(100), ..Default::default() }
+    }
+
+    /// A run at chance on its training accuracy to the end is collapsed even when the fixed
+    /// batch was off chance at its last probe; a run that broke out is not.
     #[test]
-    fn variants_name_what_differs_from_the_defaults() {
-        let p = r#"{"eps":1e-8,"kind":"gfa","lambda":0.1,"layers":"first","penalty":"one_minus_cos","tap":"post_activation","weights":"uniform","lambda_warmup_epochs":0}"#;
-        assert_eq!(variant("gfa", p, "method={ kind = \"gfa\" }"), "gfa first");
-        let p = r#"{"kind":"gfa","lambda":0.1,"layers":"deep","penalty":"sin2","tap":"pre_activation","lambda_warmup_epochs":2}"#;
-        assert_eq!(
-            variant("gfa", p, "method={ … }; train.task_loss=mse_softmax"),
-            "gfa deep warm-up 2 ep sin² pre-act taps task_loss=mse_softmax"
-        );
+    fn collapse_reads_the_fixed_batch_then_the_training_accuracy() {
+        let rows = [epoch(1, false, Some(100)), epoch(2, true, Some(175)), epoch(3, true, None)];
+        let c = collapse_of(&rows.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((c.epoch, c.fixed_batch), (2.0, false));
+        let rows = [epoch(1, false, Some(0)), epoch(2, true, Some(0)), epoch(3, true, Some(0))];
+        let c = collapse_of(&rows.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((c.epoch, c.fixed_batch), (0.0, true));
+        let rows = [epoch(1, false, Some(0)), epoch(2, true, None), epoch(3, false, None)];
+        assert_eq!(collapse_of(&rows.iter().collect::<Vec<_>>()), None);
+    }
+
+    /// Each seed's runs make their own line; no point of a line is a mean over runs.
+    #[test]
+    fn sweep_lines_join_the_runs_of_one_seed() {
+        let run = |seed: u64, l: f64, clean: f64| RunPoint {
+            run_id: format!("{seed}-{l}"),
+            model: "cnn".into(),
+            series: "gfa layers=first".into(),
+            lambda: Some(l),
+            seed,
+            clean: Some(clean),
+            worst: [None, None],
+            input_cos: None,
+            collapse: None,
+        };
+        let runs = [run(0, 0.1, 0.4), run(1, 0.1, 0.1), run(0, 0.2, 0.36), run(1, 0.2, 0.12)];
+        let refs: Vec<&RunPoint> = runs.iter().collect();
+        let s = &sweep(&refs, |p| p.clean, &["gfa layers=first".into()], true)[0];
+        assert_eq!(s.points.len(), 4);
+        assert_eq!(s.lines[&0], vec![(0.1, 0.4), (0.2, 0.36)]);
+        assert_eq!(s.lines[&1], vec![(0.1, 0.1), (0.2, 0.12)]);
+        // Fitted axes hold the data and stay inside [0, 100] for accuracies.
+        let (lo, hi) = fitted([2.0, 12.0].into_iter(), true);
+        assert!((0.0..=2.0).contains(&lo) && (12.0..20.0).contains(&hi), "{lo} {hi}");
     }
 }

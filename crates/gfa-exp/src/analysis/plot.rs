@@ -2,16 +2,20 @@
 //!
 //! One function per figure kind, each writing `figures/<name>.{svg,png}`:
 //! - [`robust_vs_eps`] (F1): robust accuracy vs eps, one figure per (protocol, attack, norm),
-//!   one line per method configuration (mean over seeds; eps 0 is the clean accuracy);
+//!   one line per run (eps 0 is the clean accuracy);
 //! - [`landscapes`] (F2): loss heat map over (α radial, β tangential) per run, from
 //!   `landscape.csv`;
-//! - [`tradeoff`]: clean and worst-case robust accuracy over λ, per (model, method, eps);
 //! - [`training_curves`]: training loss and test accuracy per epoch;
 //! - [`crate::analysis::phase::figures`]: for a λ sweep, the phase diagram over λ (clean, worst case at
-//!   L∞ 2/255 and 8/255, input-tap cosine, collapse epoch; one line per variant) and the
-//!   clean-vs-robust trade-off with the methods without λ as reference points;
+//!   L∞ 2/255 and 8/255, input-tap cosine, collapse epoch; a marker per run, a line through
+//!   the runs of one seed of each sweep series) and the clean-vs-robust trade-off with the
+//!   methods without λ as reference points;
 //! - [`norm_distributions`]: cumulative distributions of the per-point minimum perturbation
 //!   norms of minimum-norm attacks, from `norms.csv`, standard training's median marked.
+//!
+//! Lines are named by [`line_names`]: the configuration's label of the one grouping rule
+//! ([`crate::analysis::report::groups`]), with the seed where a configuration has several — a
+//! line is one run, never a mean over seeds whose outcomes may differ in kind.
 //!
 //! Fonts, colours and the one SVG + PNG save are in [`crate::analysis::style`].
 
@@ -22,10 +26,11 @@ use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::analysis::report::base::{Budget, Results, WorstKey, labels, protocol};
+use crate::analysis::report::base::{Results, protocol};
+use crate::analysis::report::groups::Groups;
 use crate::analysis::stats::Stat;
 use crate::analysis::style::{CHART_SIZE, Draw, FONT_NAME, Format, color, err, save, slug};
-use crate::results::records::{EvalRow, LandscapeRow, NormRow, TrainRow, read_rows};
+use crate::results::records::{EvalRow, LandscapeRow, NormRow, RunKey, TrainRow, read_rows};
 
 /// Whether every value is an integer (up to the rounding of, e.g., 8/255 × 255).
 fn all_integers(v: &[f64]) -> bool {
@@ -277,14 +282,35 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &HeatMap) -> R
     Ok(())
 }
 
-fn label_map(
-    rows: impl Iterator<Item = crate::results::records::RunKey>,
-) -> BTreeMap<(String, String), String> {
-    labels(&rows.collect::<Vec<_>>())
-}
-
-fn series_name(model: &str, label: &str, models: usize) -> String {
-    if models > 1 { format!("{label} ({model})") } else { label.to_string() }
+/// Run id → the name of its line in a figure: its configuration's label ([`Groups`]), then
+/// `seed s` where the configuration has runs of several seeds, then `(model)` where the runs
+/// are of several models.
+pub fn line_names(
+    groups: &Groups,
+    keys: impl IntoIterator<Item = RunKey>,
+) -> BTreeMap<String, String> {
+    let mut runs: BTreeMap<String, RunKey> = BTreeMap::new();
+    for k in keys {
+        runs.entry(k.run_id.clone()).or_insert(k);
+    }
+    let models: BTreeSet<&str> = runs.values().map(|k| k.model.as_str()).collect();
+    let mut seeds: BTreeMap<(&str, String), BTreeSet<u64>> = BTreeMap::new();
+    for k in runs.values() {
+        seeds.entry((k.model.as_str(), groups.label(&k.run_id))).or_default().insert(k.seed);
+    }
+    runs.iter()
+        .map(|(id, k)| {
+            let label = groups.label(id);
+            let mut name = label.clone();
+            if seeds[&(k.model.as_str(), label)].len() > 1 {
+                name = format!("{name} seed {}", k.seed);
+            }
+            if models.len() > 1 {
+                name = format!("{name} ({})", k.model);
+            }
+            (id.clone(), name)
+        })
+        .collect()
 }
 
 /// Attack name of the worst-case figures (`f1_robust_vs_eps_<protocol>_worst-case_<norm>`).
@@ -305,9 +331,13 @@ type EpsPoints = BTreeMap<i64, (f64, Vec<f64>)>;
 /// F1: robust accuracy (%) vs eps per (protocol, attack, norm), and the worst case over the
 /// suite per (protocol, norm) from the cumulative rows; eps 0 is the clean accuracy.
 // Long: one figure kind whose collect, worst-case and draw steps share the same maps.
-pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: Format) -> Result<Vec<PathBuf>> {
-    let lm = label_map(eval.iter().map(EvalRow::key));
-    let models: BTreeSet<&str> = eval.iter().map(|r| r.model.as_str()).collect();
+pub fn robust_vs_eps(
+    eval: &[EvalRow],
+    groups: &Groups,
+    out: &Path,
+    format: Format,
+) -> Result<Vec<PathBuf>> {
+    let names = line_names(groups, eval.iter().map(EvalRow::key));
     // figure -> series -> eps -> per-run values
     let mut figs: BTreeMap<F1Key, BTreeMap<String, EpsPoints>> = BTreeMap::new();
     let mut clean: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
@@ -316,8 +346,7 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: Format) -> Result<Vec
     let mut worst: BTreeMap<(String, String), Worst> = BTreeMap::new();
     for r in eval {
         let p = protocol(&r.preset, &r.subset);
-        let name =
-            series_name(&r.model, &lm[&(r.method.clone(), r.method_params.clone())], models.len());
+        let name = names[&r.run_id].clone();
         clean.entry((p.clone(), name.clone())).or_default().insert(r.run_id.clone(), r.clean_acc);
         let (Some(e), Some(acc)) = (r.eps, r.robust_acc) else { continue };
         let k = (e * 1e9).round() as i64;
@@ -395,8 +424,12 @@ pub fn robust_vs_eps(eval: &[EvalRow], out: &Path, format: Format) -> Result<Vec
 }
 
 /// F2: loss-landscape heat maps, one per run.
-pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: Format) -> Result<Vec<PathBuf>> {
-    let lm = label_map(rows.iter().map(LandscapeRow::key));
+pub fn landscapes(
+    rows: &[LandscapeRow],
+    groups: &Groups,
+    out: &Path,
+    format: Format,
+) -> Result<Vec<PathBuf>> {
     let mut by_run: BTreeMap<String, Vec<&LandscapeRow>> = BTreeMap::new();
     for r in rows {
         by_run.entry(r.run_id.clone()).or_default().push(r);
@@ -404,7 +437,7 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: Format) -> Result<V
     let mut files = Vec::new();
     for (run, rs) in by_run {
         let r0 = rs[0];
-        let label = &lm[&(r0.method.clone(), r0.method_params.clone())];
+        let label = &groups.label(&run);
         let h = HeatMap {
             title: format!("loss landscape: {label}, {} seed {} ({run})", r0.model, r0.seed),
             x_label: "α (radial)".into(),
@@ -419,85 +452,17 @@ pub fn landscapes(rows: &[LandscapeRow], out: &Path, format: Format) -> Result<V
     Ok(files)
 }
 
-/// A trade-off figure: one model, method, protocol and budget.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct TradeFig {
-    model: String,
-    method: String,
-    protocol: String,
-    budget: Budget,
-}
-
-/// A trade-off figure's points: per λ (keyed in units of 1e-9), λ and the clean and worst-case
-/// robust accuracies of its runs.
-type LambdaPoints = BTreeMap<i64, (f64, Vec<f64>, Vec<f64>)>;
-
-/// Clean and worst-case robust accuracy over λ, per (model, method, protocol, norm, eps).
-pub fn tradeoff(eval: &[EvalRow], out: &Path, format: Format) -> Result<Vec<PathBuf>> {
-    // Per run: worst case over the suite at each eps (min over all rows: cumulative <= individual).
-    // Per run and budget: its clean accuracy and worst case.
-    let mut worst: BTreeMap<WorstKey, (f64, f64)> = BTreeMap::new();
-    for r in eval {
-        let (Some(acc), false) = (r.robust_acc, r.eps_text.is_empty()) else { continue };
-        let k = WorstKey {
-            run_id: r.run_id.clone(),
-            protocol: protocol(&r.preset, &r.subset),
-            budget: Budget::of(r),
-        };
-        let e = worst.entry(k).or_insert((r.clean_acc, acc));
-        e.1 = e.1.min(acc);
-    }
-    let info: BTreeMap<&str, &EvalRow> = eval.iter().map(|r| (r.run_id.as_str(), r)).collect();
-    let mut figs: BTreeMap<TradeFig, LambdaPoints> = BTreeMap::new();
-    for (WorstKey { run_id, protocol, budget }, (c, w)) in worst {
-        let r = info[run_id.as_str()];
-        let Some(l) = r.lambda else { continue };
-        let fig = TradeFig { model: r.model.clone(), method: r.method.clone(), protocol, budget };
-        let e = figs.entry(fig).or_default().entry((l * 1e9).round() as i64).or_insert((
-            l,
-            vec![],
-            vec![],
-        ));
-        e.1.push(c);
-        e.2.push(w);
-    }
-    let mut files = Vec::new();
-    for (TradeFig { model, method, protocol: p, budget: Budget { norm, eps_text: eps } }, pts) in
-        figs
-    {
-        if pts.len() < 2 {
-            continue;
-        }
-        let mean = |xs: &[f64]| 100.0 * Stat::of(xs).map(|s| s.mean).unwrap_or(f64::NAN);
-        let clean: Vec<(f64, f64)> = pts.values().map(|(l, c, _)| (*l, mean(c))).collect();
-        let robust: Vec<(f64, f64)> = pts.values().map(|(l, _, w)| (*l, mean(w))).collect();
-        let chart = LineChart {
-            title: format!("{method} on {model}: trade-off over λ ({p}, {norm} {eps})"),
-            x_label: "λ".into(),
-            y_label: "accuracy (%)".into(),
-            series: vec![("clean".into(), clean), ("worst-case robust".into(), robust)],
-            y_range: Some((0.0, 100.0)),
-        };
-        let stem = out.join(format!(
-            "tradeoff_{}_{}_{}_{}_{}",
-            slug(&model),
-            slug(&method),
-            slug(&p),
-            norm,
-            slug(&eps)
-        ));
-        files.extend(save(&stem, format, &chart)?);
-    }
-    Ok(files)
-}
-
-/// Training loss and test accuracy per epoch (mean over seeds), one line per configuration.
-pub fn training_curves(train: &[TrainRow], out: &Path, format: Format) -> Result<Vec<PathBuf>> {
+/// Training loss and test accuracy per epoch, one line per run ([`line_names`]).
+pub fn training_curves(
+    train: &[TrainRow],
+    groups: &Groups,
+    out: &Path,
+    format: Format,
+) -> Result<Vec<PathBuf>> {
     if train.is_empty() {
         return Ok(vec![]);
     }
-    let lm = label_map(train.iter().map(TrainRow::key));
-    let models: BTreeSet<&str> = train.iter().map(|r| r.model.as_str()).collect();
+    let names = line_names(groups, train.iter().map(TrainRow::key));
     let mut files = Vec::new();
     for (metric, title, ylab, scale, get) in [
         (
@@ -514,11 +479,7 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: Format) -> Result
         let mut series: BTreeMap<String, BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
         for r in train {
             let Some(v) = get(r) else { continue };
-            let name = series_name(
-                &r.model,
-                &lm[&(r.method.clone(), r.method_params.clone())],
-                models.len(),
-            );
+            let name = names[&r.run_id].clone();
             series.entry(name).or_default().entry(r.epoch).or_default().push(v * scale);
         }
         if series.is_empty() {
@@ -550,15 +511,20 @@ pub fn training_curves(train: &[TrainRow], out: &Path, format: Format) -> Result
 /// minimum perturbation norms of each model: at norm x, the fraction of the attacked points
 /// fooled with a perturbation of at most x (it ends at the attack's success rate). A vertical
 /// line marks standard training's median.
-pub fn norm_distributions(rows: &[NormRow], out: &Path, format: Format) -> Result<Vec<PathBuf>> {
-    let lm = label_map(rows.iter().map(NormRow::key));
+pub fn norm_distributions(
+    rows: &[NormRow],
+    groups: &Groups,
+    out: &Path,
+    format: Format,
+) -> Result<Vec<PathBuf>> {
+    let names = line_names(groups, rows.iter().map(NormRow::key));
     let mut files = Vec::new();
     // Per (attack, preset, norm) and label: the found norms and the number of attacked points.
     type Found = BTreeMap<String, (Vec<f64>, usize, bool)>;
     let mut groups: BTreeMap<(String, String, &str), Found> = BTreeMap::new();
     let own_norms = own_norms(rows);
     for r in rows {
-        let label = lm[&(r.method.clone(), r.method_params.clone())].clone();
+        let label = names[&r.run_id].clone();
         for (norm, v) in [("l1", r.l1), ("l2", r.l2), ("linf", r.linf)] {
             // A failed point has every norm empty: it counts for the attack's own norm, which
             // the other rows of its attack name.
@@ -629,18 +595,18 @@ pub fn plot_dir(dir: &Path, format: Format) -> Result<Vec<PathBuf>> {
     let res = Results::load(dir)?;
     let out = dir.join("figures");
     std::fs::create_dir_all(&out)?;
-    let mut files = robust_vs_eps(&res.eval, &out, format)?;
-    files.extend(tradeoff(&res.eval, &out, format)?);
-    files.extend(training_curves(&res.train, &out, format)?);
+    let groups = res.groups();
+    let mut files = robust_vs_eps(&res.eval, &groups, &out, format)?;
+    files.extend(training_curves(&res.train, &groups, &out, format)?);
     let land = dir.join("landscape.csv");
     if land.is_file() {
-        files.extend(landscapes(&read_rows(&land)?, &out, format)?);
+        files.extend(landscapes(&read_rows(&land)?, &groups, &out, format)?);
     }
     let norms = dir.join("norms.csv");
     if norms.is_file() {
-        files.extend(norm_distributions(&read_rows(&norms)?, &out, format)?);
+        files.extend(norm_distributions(&read_rows(&norms)?, &groups, &out, format)?);
     }
-    files.extend(crate::analysis::phase::figures(&res, &res.axes, &out, format)?);
+    files.extend(crate::analysis::phase::figures(&res, &groups, &out, format)?);
     Ok(files)
 }
 

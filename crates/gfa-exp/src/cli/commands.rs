@@ -99,9 +99,10 @@ pub fn train_config(a: &TrainArgs) -> Result<(RunConfig, u64)> {
             Some(Value::Integer(s)) => s as u64,
             _ => a.seed.unwrap_or(0),
         };
-        // A run's config.toml also records its id and attack suite.
-        t.remove("run_id");
-        t.remove("attacks");
+        // A run's config.toml also records its id, attack suite and landscape.
+        for k in crate::config::spec::RUN_FILE_KEYS {
+            t.remove(*k);
+        }
         let mut cfg = type_check(&t, &path.display().to_string())?;
         if a.data.synthetic || a.data.data.is_some() || a.data.dataset.is_some() {
             cfg.data = type_check(
@@ -351,7 +352,9 @@ pub fn spec_from_flags(model: &str, width: Option<f64>) -> Result<ModelSpec> {
 /// A `run.toml` of `gfa train` (its sections and seed).
 fn read_run_toml(text: &str) -> Result<RunConfig> {
     let mut t: Table = toml::from_str(text).map_err(|e| anyhow!("{}", e.message().trim()))?;
-    t.remove("seed");
+    for k in crate::config::spec::RUN_FILE_KEYS {
+        t.remove(*k);
+    }
     RunConfig::from_table(&t)
         .map_err(|e| anyhow!("`{}`: {}", crate::config::keys::dotted(&e.path), e.message))
 }

@@ -83,8 +83,8 @@ fn run_config(dir: &Path) -> Result<RunConfig> {
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
         let mut t: Table =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        for k in ["seed", "run_id", "attacks"] {
-            t.remove(k);
+        for k in crate::config::spec::RUN_FILE_KEYS {
+            t.remove(*k);
         }
         return RunConfig::from_table(&t).map_err(|e| {
             anyhow::anyhow!(

@@ -261,6 +261,12 @@ pub struct RunConfig {
 /// Names of the sections of a run (the keys allowed in `[base]`), in [`RunConfig`]'s order.
 pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "train", "eval"];
 
+/// The keys a run file gfa writes holds beside the run's sections ([`RUN_SECTIONS`]):
+/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite and `[landscape]`; `run.toml`
+/// (`gfa train --out`) its seed. Every reader of a run file takes them out, so that a key gfa
+/// writes is one every reader knows.
+pub const RUN_FILE_KEYS: &[&str] = &["run_id", "seed", "attacks", "landscape"];
+
 impl RunConfig {
     /// Type-check a run's sections and fill in defaults. A run of the old form (a
     /// `regularizer` section or `train.method`) is an error that shows the new form.

@@ -178,3 +178,51 @@ fn robustbench_needs_an_autoattack_row_and_one_budget() {
     let (ok, _, err) = gfa(tmp.path(), &["export", "robustbench", dir.to_str().unwrap()]);
     assert!(!ok && err.contains("preset torchattacks"), "{err}");
 }
+
+/// Every config gfa writes, gfa reads: the `config.toml` `gfa plan` writes for a grid with
+/// every optional section (`[landscape]`, `[escalate]`, a transfer attack) is read back by
+/// `gfa export robustbench` and by `gfa train --config`.
+#[test]
+fn every_run_file_gfa_writes_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = format!(
+        "{}\n[landscape]\nn = 8\nsteps = 3\n\n[escalate]\nreference = \"standard\"\n\
+         margin = 0.05\neps = \"8/255\"\n\n[[escalate.attacks]]\nkind = \"autoattack\"\n\
+         eps = [\"8/255\"]\n",
+        super::SMALL
+    );
+    super::write(tmp.path(), "grid.toml", &grid);
+    let (ok, out, err) = gfa(tmp.path(), &["plan", "grid.toml", "--results", "results"]);
+    assert!(ok, "{out}\n{err}");
+    let runs: Vec<std::path::PathBuf> = fs::read_dir(tmp.path().join("results/small"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.toml").is_file())
+        .collect();
+    assert_eq!(runs.len(), 8);
+    let dir = &runs[0];
+    let config = fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("[landscape]"), "{config}");
+    // Every top-level key of the file is a run section or a key every reader takes out.
+    let t: toml::Table = toml::from_str(&config).unwrap();
+    for k in t.keys() {
+        assert!(
+            gfa_exp::config::spec::RUN_SECTIONS.contains(&k.as_str())
+                || gfa_exp::config::spec::RUN_FILE_KEYS.contains(&k.as_str()),
+            "config.toml key `{k}` is one no reader knows"
+        );
+    }
+    let rows = [
+        row("autoattack", "linf", "8/255", "individual", 0.8534, 0.5342),
+        row("autoattack", "linf", "8/255", "cumulative", 0.8534, 0.5342),
+    ];
+    write_rows(&dir.join("eval.csv"), &rows).unwrap();
+    let (ok, out, err) = gfa(tmp.path(), &["export", "robustbench", dir.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    assert!(dir.join("robustbench.json").is_file());
+    // `gfa train --config` reads the same file (one epoch on the synthetic data of the grid).
+    let cfg = dir.join("config.toml");
+    let args = ["train", "--config", cfg.to_str().unwrap(), "--out", "m", "--epochs", "1"];
+    let (ok, out, err) = gfa(tmp.path(), &args);
+    assert!(ok, "{out}\n{err}");
+}

@@ -376,3 +376,24 @@ fn a_model_fooled_nowhere_keeps_its_t3_row() {
         "| cnn | pgd_at | 100 | 80.0 ± 0.0 | deepfool (l2) | — (fooled no point) | — | 20–30× |";
     assert!(md.contains(row), "{row}\n{md}");
 }
+
+/// The accuracies the committed results READMEs quote next to a run id are that run's rows,
+/// rounded (`report::readme::check`).
+#[test]
+fn results_readmes_quote_their_rows() {
+    use gfa_exp::analysis::report::base::Results;
+    use gfa_exp::results::records::read_rows;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+    for name in ["knife_edge", "quick", "methods"] {
+        let dir = root.join(name);
+        let res = Results {
+            eval: read_rows(&dir.join("eval.csv")).unwrap(),
+            train: read_rows(&dir.join("train.csv")).unwrap(),
+            axes: gfa_exp::results::plan::manifest_axes(&dir).unwrap(),
+            ..Default::default()
+        };
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let problems = gfa_exp::analysis::report::readme::check(&readme, &res);
+        assert!(problems.is_empty(), "results/{name}/README.md: {problems:#?}");
+    }
+}

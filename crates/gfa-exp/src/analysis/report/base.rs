@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::groups::Groups;
 use crate::analysis::stats::{Stat, wilson};
 use crate::results::records::{CheckRow, EvalRow, GfaValueRow, RunKey, TrainRow, read_rows};
 use crate::results::store::ExperimentDir;
@@ -26,102 +27,6 @@ pub fn protocol(preset: &str, subset: &str) -> String {
         ("reference", "all") => "standard".into(),
         (p, s) => format!("{p}/{s}"),
     }
-}
-
-/// Table labels for method configurations: `method`, `method λ=x`, and, when several
-/// configurations share both, the parameters that tell them apart (`gfa λ=0.3 layers=first`),
-/// else `#k`.
-pub fn labels(keys: &[RunKey]) -> BTreeMap<(String, String), String> {
-    let mut configs: BTreeSet<(String, Option<String>, String)> = BTreeSet::new();
-    for k in keys {
-        configs.insert((
-            k.method.clone(),
-            k.lambda.map(|l| format!("{l}")),
-            k.method_params.clone(),
-        ));
-    }
-    let mut groups: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
-    for (m, l, p) in &configs {
-        groups.entry((m.clone(), l.clone())).or_default().push(p.clone());
-    }
-    let mut out = BTreeMap::new();
-    for ((m, l), params) in groups {
-        let base = match &l {
-            Some(l) => format!("{m} λ={l}"),
-            None => m.clone(),
-        };
-        if params.len() == 1 {
-            out.insert((m.clone(), params[0].clone()), base);
-            continue;
-        }
-        let flat: Vec<BTreeMap<String, String>> = params.iter().map(|p| flatten_json(p)).collect();
-        let keys: BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
-        let differing: Vec<&String> = keys
-            .into_iter()
-            .filter(|k| flat.iter().any(|f| f.get(*k) != flat[0].get(*k)))
-            .collect();
-        let suffixes: Vec<String> = flat
-            .iter()
-            .map(|f| {
-                differing
-                    .iter()
-                    .map(|k| {
-                        let leaf = k.rsplit('.').next().unwrap_or(k);
-                        format!("{leaf}={}", f.get(*k).map_or("-", String::as_str))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        let distinct: BTreeSet<&String> = suffixes.iter().collect();
-        for (i, (p, suffix)) in params.iter().zip(&suffixes).enumerate() {
-            let label = if distinct.len() == params.len() && !suffix.is_empty() {
-                format!("{base} {suffix}")
-            } else {
-                format!("{base} #{}", i + 1)
-            };
-            out.insert((m.clone(), p.clone()), label);
-        }
-    }
-    out
-}
-
-/// `method_params` JSON without the method's `lambda` (unchanged if it is not JSON).
-pub(crate) fn without_lambda(params: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(params) {
-        Ok(mut v) => {
-            if let Some(m) = v.as_object_mut() {
-                m.remove("lambda");
-            }
-            v.to_string()
-        }
-        Err(_) => params.to_string(),
-    }
-}
-
-/// A JSON object's leaves as `dotted.path → text` (strings unquoted); not JSON: empty.
-pub(crate) fn flatten_json(text: &str) -> BTreeMap<String, String> {
-    pub(crate) fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    walk(&path, v, out);
-                }
-            }
-            serde_json::Value::String(s) => {
-                out.insert(prefix.to_string(), s.clone());
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-        walk("", &v, &mut out);
-    }
-    out
 }
 
 pub(crate) fn read_opt<T: serde::de::DeserializeOwned + Serialize + Default>(
@@ -177,7 +82,14 @@ impl Results {
         let mut keys: Vec<RunKey> = self.eval.iter().map(EvalRow::key).collect();
         keys.extend(self.train.iter().map(TrainRow::key));
         keys.extend(self.gfa_value.iter().map(GfaValueRow::key));
+        keys.extend(self.checks.iter().map(CheckRow::key));
         keys
+    }
+
+    /// Every run's group: the one grouping rule of the tables, `summary.csv` and the figures
+    /// (all grid keys equal but the seed, [`super::groups`]).
+    pub fn groups(&self) -> Groups {
+        Groups::of(self.keys(), &self.axes)
     }
 }
 
@@ -238,7 +150,7 @@ pub(crate) fn worst_rows(eval: &[EvalRow]) -> BTreeMap<WorstKey, &EvalRow> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Group {
     pub(crate) model: String,
-    /// The configuration's label ([`labels`]).
+    /// The configuration's label ([`Groups`]).
     pub(crate) label: String,
 }
 
@@ -249,22 +161,26 @@ impl Group {
     }
 }
 
+/// The tables' view of the runs: each run's group ([`Groups`]).
 pub(crate) struct Ctx {
-    pub(crate) labels: BTreeMap<(String, String), String>,
+    pub(crate) groups: Groups,
 }
 
 impl Ctx {
-    pub(crate) fn label(&self, method: &str, params: &str) -> String {
-        self.labels
-            .get(&(method.to_string(), params.to_string()))
-            .cloned()
-            .unwrap_or_else(|| method.into())
+    pub(crate) fn of(res: &Results) -> Ctx {
+        Ctx { groups: res.groups() }
     }
-    pub(crate) fn group(&self, model: &str, method: &str, params: &str) -> Group {
-        Group { model: model.to_string(), label: self.label(method, params) }
+    /// The label of run `run_id`'s configuration.
+    pub(crate) fn label(&self, run_id: &str) -> String {
+        self.groups.label(run_id)
+    }
+    /// The table row of run `run_id`: its model and its configuration's label.
+    pub(crate) fn group(&self, run_id: &str) -> Group {
+        let model = self.groups.config(run_id).map_or_else(String::new, |c| c.model.clone());
+        Group { model, label: self.label(run_id) }
     }
     pub(crate) fn group_of(&self, r: &EvalRow) -> Group {
-        self.group(&r.model, &r.method, &r.method_params)
+        self.group(&r.run_id)
     }
 }
 
@@ -380,46 +296,5 @@ mod tests {
         assert_eq!(protocol("torchattacks", "all_correct"), "paper");
         assert_eq!(protocol("reference", "all"), "standard");
         assert_eq!(protocol("reference", "all_correct"), "reference/all_correct");
-    }
-
-    /// The λ trade-off groups runs by everything but λ: two λ of one configuration share a
-    /// label, first and deep taps do not.
-    #[test]
-    fn trade_off_groups_ignore_only_lambda() {
-        let p =
-            |layers: &str, l: f64| format!(r#"{{"kind":"gfa","lambda":{l},"layers":"{layers}"}}"#);
-        assert_eq!(without_lambda(&p("deep", 0.1)), without_lambda(&p("deep", 1.0)));
-        assert_ne!(without_lambda(&p("deep", 0.1)), without_lambda(&p("first", 0.1)));
-        let k = |layers: &str, l: f64| RunKey {
-            method: "gfa".into(),
-            method_params: without_lambda(&p(layers, l)),
-            ..Default::default()
-        };
-        let keys = [k("deep", 0.1), k("deep", 1.0), k("first", 0.1)];
-        let l = labels(&keys);
-        assert_eq!(l.len(), 2);
-        assert_eq!(l[&("gfa".into(), keys[0].method_params.clone())], "gfa layers=deep");
-        assert_eq!(l[&("gfa".into(), keys[2].method_params.clone())], "gfa layers=first");
-    }
-
-    #[test]
-    fn labels_disambiguate() {
-        let k = |m: &str, l: Option<f64>, p: &str| RunKey {
-            method: m.into(),
-            lambda: l,
-            method_params: p.into(),
-            ..Default::default()
-        };
-        let l =
-            labels(&[k("standard", None, "a"), k("gfa", Some(0.1), "b"), k("gfa", Some(0.1), "c")]);
-        assert_eq!(l[&("standard".into(), "a".into())], "standard");
-        assert_eq!(l[&("gfa".into(), "b".into())], "gfa λ=0.1 #1");
-        assert_eq!(l[&("gfa".into(), "c".into())], "gfa λ=0.1 #2");
-        // With JSON parameters the label names what differs.
-        let first = r#"{"kind":"gfa","layers":"first","lambda":0.3}"#;
-        let deep = r#"{"kind":"gfa","layers":"deep","lambda":0.3}"#;
-        let l = labels(&[k("gfa", Some(0.3), first), k("gfa", Some(0.3), deep)]);
-        assert_eq!(l[&("gfa".into(), first.into())], "gfa λ=0.3 layers=first");
-        assert_eq!(l[&("gfa".into(), deep.into())], "gfa λ=0.3 layers=deep");
     }
 }

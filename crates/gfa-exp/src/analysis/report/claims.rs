@@ -135,8 +135,8 @@ fn gain_rows(
             }
             let key = GainKey {
                 model: g.model.clone(),
-                gfa: ctx.label(&g.method, &g.method_params),
-                adv: ctx.label(&a.method, &a.method_params),
+                gfa: ctx.label(&g.run_id),
+                adv: ctx.label(&a.run_id),
                 attack: g.attack.clone(),
                 norm: g.norm.clone(),
                 eps_text: g.eps_text.clone(),
@@ -242,7 +242,7 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
         }
         let key = RatioKey {
             model: r.model.clone(),
-            method: ctx.label(&r.method, &r.method_params),
+            method: ctx.label(&r.run_id),
             attack: r.attack.clone(),
             norm: r.norm.clone(),
         };

@@ -6,7 +6,8 @@
 //! holds what the tables share: the typed keys and the accuracy cell (`acc_cell`).
 //!
 //! Reads only CSVs. Per-run numbers are computed first, then each cell is the mean ± sample
-//! standard deviation over the runs that differ only by seed. Accuracies are shown in percent.
+//! standard deviation over the runs of one group: every grid key equal except the seed
+//! ([`groups`]). Accuracies are shown in percent.
 //! Two protocols are kept apart in every table:
 //! - **paper**: attack preset `torchattacks`, subset `all_correct` (the paper's likely setup);
 //! - **standard**: preset `reference`, every test point, with AutoAttack.
@@ -21,13 +22,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use self::base::{Ctx, Results, labels, worst_cases};
+use self::base::{Ctx, Results, worst_cases};
 use crate::analysis::stats::Stat;
 use crate::results::records::{RunKey, SCHEMA_VERSION, TrainRow, write_rows};
 use gfa_data::atomic::write_atomic;
 
 pub mod base;
 pub mod claims;
+pub mod groups;
+pub mod readme;
 mod t1;
 mod t2;
 mod t3;
@@ -131,7 +134,7 @@ pub struct Built {
 }
 
 pub fn build(res: &Results) -> Built {
-    let ctx = Ctx { labels: labels(&res.keys()) };
+    let ctx = Ctx::of(res);
     let summary = summarize(res, &ctx);
     // One line per table: its name and its module's `table`.
     let tables = vec![
@@ -213,7 +216,7 @@ impl Summary {
 
     fn eval(&mut self, res: &Results, ctx: &Ctx) {
         for r in &res.eval {
-            let label = ctx.label(&r.method, &r.method_params);
+            let label = ctx.label(&r.run_id);
             for (metric, v) in [
                 ("clean_acc", Some(r.clean_acc)),
                 ("robust_acc", r.robust_acc),
@@ -248,7 +251,7 @@ impl Summary {
                 norm: k.budget.norm.clone(),
                 eps_text: k.budget.eps_text.clone(),
                 metric: "robust_acc".into(),
-                ..Self::base(&r.key(), ctx.label(&r.method, &r.method_params), "worst_case")
+                ..Self::base(&r.key(), ctx.label(&r.run_id), "worst_case")
             };
             self.add(s, r.seed, Some(*acc));
         }
@@ -264,7 +267,7 @@ impl Summary {
             }
         }
         for r in last.values() {
-            let label = ctx.label(&r.method, &r.method_params);
+            let label = ctx.label(&r.run_id);
             for (metric, v) in [
                 ("final_train_loss", Some(r.train_loss)),
                 ("final_train_acc", Some(r.train_acc)),
@@ -286,7 +289,7 @@ impl Summary {
                 tap: r.tap.clone(),
                 metric: "gfa_value".into(),
                 n: Some(r.n),
-                ..Self::base(&r.key(), ctx.label(&r.method, &r.method_params), "gfa_value")
+                ..Self::base(&r.key(), ctx.label(&r.run_id), "gfa_value")
             };
             self.add(s, r.seed, Some(r.value));
         }

@@ -27,7 +27,7 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let cols: BTreeSet<Column> = res.gfa_value.iter().map(column).collect();
     let mut cells: BTreeMap<(Group, Column), Vec<f64>> = BTreeMap::new();
     for r in &res.gfa_value {
-        let g = ctx.group(&r.model, &r.method, &r.method_params);
+        let g = ctx.group(&r.run_id);
         cells.entry((g, column(r))).or_default().push(r.value);
     }
     let groups: BTreeSet<Group> = cells.keys().map(|(g, _)| g.clone()).collect();

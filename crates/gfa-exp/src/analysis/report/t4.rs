@@ -6,16 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use gfa_attacks::{Access, Algorithm};
 
 use super::base::{
-    CellKey, Ctx, Group, Results, WorstKey, acc_cell, clean_by_group, eval_cells, labels, md_table,
-    pct, protocol, without_lambda, worst_cases,
+    CellKey, Ctx, Group, Results, WorstKey, acc_cell, clean_by_group, eval_cells, md_table, pct,
+    protocol, worst_cases,
 };
-use crate::results::records::RunKey;
 
 pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let mut s = String::from(
         "## T4: AutoAttack, transfer, gradient-masking checks, clean–robust trade-off\n\n",
     );
-    let sections = [autoattack_and_transfer(res, ctx), masking_checks(res, ctx), trade_off(res)];
+    let sections =
+        [autoattack_and_transfer(res, ctx), masking_checks(res, ctx), trade_off(res, ctx)];
     if sections.iter().all(Option::is_none) {
         s.push_str("No AutoAttack, transfer, checks or λ-sweep rows in this results folder.\n");
     }
@@ -102,7 +102,7 @@ fn masking_checks(res: &Results, ctx: &Ctx) -> Option<String> {
     }
     let mut by: BTreeMap<Group, Checks> = BTreeMap::new();
     for r in &res.checks {
-        let e = by.entry(ctx.group(&r.model, &r.method, &r.method_params)).or_default();
+        let e = by.entry(ctx.group(&r.run_id)).or_default();
         e.runs.insert(r.run_id.clone());
         if r.check == "verdict" {
             e.verdicts.push(r.result.clone());
@@ -141,26 +141,13 @@ struct SweepRun {
     lambda: Option<f64>,
 }
 
-/// Each run's place in a λ sweep: one series per configuration up to λ, whose label names what
-/// else differs.
-fn sweep_runs(res: &Results) -> BTreeMap<String, SweepRun> {
-    let sweep_keys: Vec<RunKey> = res
-        .eval
-        .iter()
-        .map(|r| RunKey {
-            lambda: None,
-            method_params: without_lambda(&r.method_params),
-            ..r.key()
-        })
-        .collect();
-    let sweep_labels = labels(&sweep_keys);
+/// Each run's place in a λ sweep: its sweep series (its configuration with λ left out,
+/// [`super::groups`]).
+fn sweep_runs(res: &Results, ctx: &Ctx) -> BTreeMap<String, SweepRun> {
     res.eval
         .iter()
         .map(|r| {
-            let method = sweep_labels
-                .get(&(r.method.clone(), without_lambda(&r.method_params)))
-                .cloned()
-                .unwrap_or_else(|| r.method.clone());
+            let method = ctx.groups.series(&r.run_id);
             let run = SweepRun { model: r.model.clone(), method, lambda: r.lambda };
             (r.run_id.clone(), run)
         })
@@ -168,8 +155,8 @@ fn sweep_runs(res: &Results) -> BTreeMap<String, SweepRun> {
 }
 
 /// Clean versus worst-case robust accuracy per method with a λ, standard protocol first.
-fn trade_off(res: &Results) -> Option<String> {
-    let runs = sweep_runs(res);
+fn trade_off(res: &Results, ctx: &Ctx) -> Option<String> {
+    let runs = sweep_runs(res, ctx);
     // Per row: the clean and the worst-case robust accuracies of its runs.
     let mut trade: BTreeMap<TradeKey, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for (WorstKey { run_id, protocol: p, budget }, acc) in &worst_cases(&res.eval) {

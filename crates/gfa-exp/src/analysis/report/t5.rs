@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::base::{Ctx, Group, Results};
+use super::groups::Config;
 
 /// One run's costs in seconds: training, and per attack name.
 #[derive(Debug, Default)]
@@ -28,7 +29,7 @@ fn costs(res: &Results, ctx: &Ctx) -> BTreeMap<String, Cost> {
     let mut out: BTreeMap<String, Cost> = BTreeMap::new();
     for r in &res.train {
         let c = out.entry(r.run_id.clone()).or_default();
-        c.group.get_or_insert_with(|| ctx.group(&r.model, &r.method, &r.method_params));
+        c.group.get_or_insert_with(|| ctx.group(&r.run_id));
         c.seed = r.seed;
         c.train += r.seconds;
     }
@@ -45,9 +46,10 @@ fn costs(res: &Results, ctx: &Ctx) -> BTreeMap<String, Cost> {
         *c.attacks.entry(r.attack.clone()).or_default() += r.seconds;
     }
     // Twins share one training: count it in the first (by run id) only.
-    let mut seen: BTreeSet<(Option<Group>, u64, u64)> = BTreeSet::new();
-    for c in out.values_mut() {
-        if c.train > 0.0 && !seen.insert((c.group.clone(), c.seed, c.train.to_bits())) {
+    let mut seen: BTreeSet<(Option<Config>, u64, u64)> = BTreeSet::new();
+    for (id, c) in out.iter_mut() {
+        let training = ctx.groups.config(id).map(Config::training);
+        if c.train > 0.0 && !seen.insert((training, c.seed, c.train.to_bits())) {
             c.shared = true;
         }
     }
@@ -148,7 +150,7 @@ mod tests {
             eval("r1", "deepfool", "deepfool", "0.25", "individual", 5.0),
             eval("r1", "deepfool", "deepfool", "0.5", "individual", 5.0),
         ];
-        let ctx = Ctx { labels: super::super::base::labels(&res.keys()) };
+        let ctx = Ctx::of(&res);
         let c = &costs(&res, &ctx)["r1"];
         assert_eq!(c.train, 22.0);
         assert_eq!(c.attacks["pgd"], 7.0);
@@ -169,10 +171,13 @@ mod tests {
                 ..Default::default()
             });
         }
-        let ctx = Ctx { labels: super::super::base::labels(&res.keys()) };
+        // Twins differ in an `[eval]` key only: two groups, one training.
+        res.axes.insert("a".into(), "eval.subset=all".into());
+        res.axes.insert("b".into(), "eval.subset=all_correct".into());
+        let ctx = Ctx::of(&res);
         let t = table(&res, &ctx);
-        assert!(t.contains("| cnn | standard | 0 | 0:30 | 0:30 |"), "{t}");
-        assert!(t.contains("| cnn | standard | 0 | shared | 0:00 |"), "{t}");
+        assert!(t.contains("| cnn | standard subset=all | 0 | 0:30 | 0:30 |"), "{t}");
+        assert!(t.contains("| cnn | standard subset=all_correct | 0 | shared | 0:00 |"), "{t}");
         assert!(t.contains("| **all runs** |  |  | **0:30** | **0:30** |"), "{t}");
     }
 

@@ -1,5 +1,5 @@
 //! T6: a λ sweep run by run — for every run of a penalty method (a method with λ), its clean
-//! accuracy, when its fixed diagnostics batch collapsed, its input-tap cosine, its worst case
+//! accuracy, when it fell to chance for good (`phase::collapse_of`), its input-tap cosine, its worst case
 //! over the suite at L∞ 2/255 and 8/255 (standard protocol), its worst case at 8/255 minus that
 //! of the standard model and of PGD-AT of the same model and seed (paired over the same points,
 //! Newcombe's 95 % interval), and its masking verdict. The same numbers as the phase diagram
@@ -63,7 +63,7 @@ fn rows(res: &Results) -> Vec<Row> {
         .map(|c| (c.run_id.as_str(), c.result.as_str()))
         .collect();
     let worst = worst_at(res);
-    let mut out: Vec<Row> = phase::run_points(res, &res.axes)
+    let mut out: Vec<Row> = phase::run_points(res, &res.groups())
         .into_iter()
         .filter(|p| p.lambda.is_some())
         .map(|point| {
@@ -99,7 +99,9 @@ pub(super) fn table(res: &Results) -> String {
     let _ = writeln!(
         s,
         "Standard protocol. Collapse: epochs of training after which the fixed diagnostics batch \
-         fell to chance for good (— : never). Input cos: the input tap's mean cosine on the test \
+         fell to chance for good; `e (train acc.)`: the fixed batch was off chance at its last \
+         probe, but the training accuracy was at chance in every epoch from epoch e to the last \
+         (train.csv's `collapse` flag); — : neither. Input cos: the input tap's mean cosine on the test \
          points. The last columns: the run's worst case at L∞ {AT} minus that of the reference \
          of the same model and seed, paired over the same points, with Newcombe's 95 % \
          interval.\n"
@@ -122,7 +124,11 @@ pub(super) fn table(res: &Results) -> String {
                 p.lambda.map_or("—".into(), |l| format!("{l}")),
                 r.seed.to_string(),
                 percent_or_dash(p.clean, 1),
-                p.collapse_epoch.map_or("—".into(), |e| format!("{e:.2}")),
+                match p.collapse {
+                    None => "—".into(),
+                    Some(c) if c.fixed_batch => format!("{:.2}", c.epoch),
+                    Some(c) => format!("{} (train acc.)", c.epoch),
+                },
                 p.input_cos.map_or("—".into(), |c| format!("{c:.3}")),
             ];
             row.extend(p.worst.iter().map(|w| percent_or_dash(*w, 1)));
