@@ -47,11 +47,11 @@ const N_EXACT: i64 = 32;
 /// attack moves elements by a step's fraction (step × 0.9: 0.1 · alpha ≥ 6e-3) or more.
 const EXACT_TOL: f64 = 1e-9;
 
-/// PGD-L2 against torchattacks' PGDL2, both in float64: measured max 4.0e-7 on the AVX-512 path
-/// (FGSM and PGD-Linf: 0), above what rounding explains ([`EXACT_TOL`]): some discrete step of
-/// the two (a tie, the `+ 1e-10` of the norm) differs on a point, which no CPU path changes.
-/// This bound is measured, not derived, until that difference is found; it still fails for a
-/// wrong step (× 0.9), a missing projection and a norm taken over the channels (each checked).
+/// PGD-L2 against torchattacks' PGDL2, both in float64: measured max 1.2e-14 on the `default`
+/// path but 4.0e-7 on AVX-512 (FGSM and PGD-Linf: 0 on both), more than rounding explains
+/// ([`EXACT_TOL`]): some AVX-512 double kernel on the L2 path computes coarser (not yet found).
+/// This bound is measured, not derived, until it is; it still fails for a wrong step (× 0.9), a
+/// missing projection and a norm taken over the channels (each checked).
 const PGD_L2_TOL: f64 = 1e-6;
 
 fn fixture(name: &str) -> PathBuf {
