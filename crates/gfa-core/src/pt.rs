@@ -47,6 +47,10 @@ pub enum PtError {
     NotTorchSave { path: PathBuf, reason: String },
     #[error("{path}: damaged torch.save file: {reason}; save it again")]
     Corrupt { path: PathBuf, reason: String },
+    /// A well-formed file holding something gfa does not import (complex, sparse or quantized
+    /// tensors); the reason names the fix.
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
 }
 
 type PtResult<T> = std::result::Result<T, PtError>;
@@ -125,7 +129,14 @@ const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x
 /// they were saved with).
 pub fn read(path: &Path) -> PtResult<Value> {
     let io = |source| PtError::Io { path: path.to_path_buf(), source };
+    if path.is_dir() {
+        return Err(PtError::NotTorchSave {
+            path: path.to_path_buf(),
+            reason: "it is a folder; pass the .pt / .pth file inside it".into(),
+        });
+    }
     let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
     let mut head = [0u8; 16];
     let got = read_up_to(&mut file, &mut head).map_err(io)?;
     let head = &head[..got];
@@ -168,7 +179,8 @@ pub fn read(path: &Path) -> PtResult<Value> {
     }
     let mut member = |name: &str| -> PtResult<Vec<u8>> {
         let mut f = zip.by_name(name).map_err(|e| corrupt(format!("member {name}: {e}")))?;
-        let mut bytes = Vec::with_capacity(f.size() as usize);
+        check_member_size(name, f.size(), f.compression(), file_len).map_err(corrupt)?;
+        let mut bytes = Vec::with_capacity(f.size().min(file_len) as usize);
         f.read_to_end(&mut bytes).map_err(|e| corrupt(format!("member {name}: {e}")))?;
         Ok(bytes)
     };
@@ -195,8 +207,33 @@ pub fn read(path: &Path) -> PtResult<Value> {
         .map_err(|e| match e {
             MachineError::Pt(e) => e,
             MachineError::Bad(reason) => corrupt(reason),
+            MachineError::Unsupported(reason) => {
+                PtError::Unsupported { path: path.to_path_buf(), reason }
+            }
         })?;
     Ok(value)
+}
+
+/// An error unless a zip member's declared size `claimed` fits in a `file_len`-byte file
+/// (stored members are at most the file; deflated ones expand at most 1032:1), checked before
+/// anything is allocated for it.
+pub fn check_member_size(
+    name: &str,
+    claimed: u64,
+    method: zip::CompressionMethod,
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    let most = match method {
+        zip::CompressionMethod::Stored => file_len,
+        _ => file_len.saturating_mul(1032),
+    };
+    if claimed > most {
+        return Err(format!(
+            "member {name} claims {claimed} bytes ({method}), more than the {file_len}-byte \
+             file can hold"
+        ));
+    }
+    Ok(())
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -213,6 +250,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 enum MachineError {
     Pt(PtError),
     Bad(String),
+    /// Well-formed, but not something gfa imports.
+    Unsupported(String),
 }
 
 impl From<PtError> for MachineError {
@@ -430,6 +469,18 @@ impl<'a> Machine<'a> {
                 }
             }
             "collections.OrderedDict" | "builtins.dict" => Ok(Obj::Dict(Vec::new())),
+            n if n.starts_with("torch._utils._rebuild_sparse") => {
+                Err(MachineError::Unsupported(format!(
+                    "it holds a sparse tensor ({n}); gfa imports dense tensors: save \
+                     `{{k: v.to_dense() for k, v in state_dict.items()}}`"
+                )))
+            }
+            n if n.starts_with("torch._utils._rebuild_qtensor") => {
+                Err(MachineError::Unsupported(format!(
+                    "it holds a quantized tensor ({n}); gfa imports float weights: save the \
+                     state dict of the model before quantization, or `v.dequantize()` of each"
+                )))
+            }
             _ => Ok(Obj::Object(name)),
         }
     }
@@ -656,6 +707,12 @@ impl<'a> Machine<'a> {
             o => return bad(format!("storage type {o:?}")),
         };
         let Some(kind) = storage_kind(&class) else {
+            if class.contains("Complex") {
+                return Err(MachineError::Unsupported(format!(
+                    "it holds a complex tensor ({class}); a classifier's weights are real: \
+                     save the real weights (`v.real` or the model they came from)"
+                )));
+            }
             return bad(format!(
                 "storage type {class} (gfa reads float, integer and bool tensors)"
             ));
@@ -706,17 +763,26 @@ fn tensor_from(
     stride: &[i64],
 ) -> MResult<Tensor> {
     let elt = kind.elt_size_in_bytes() as i64;
-    if bytes.len() as i64 != numel * elt {
+    if numel < 0 || numel.checked_mul(elt) != Some(bytes.len() as i64) {
         return bad(format!(
-            "a storage of {numel} {kind:?} elements holds {} bytes, not {}",
-            bytes.len(),
-            numel * elt
+            "a storage of {numel} {kind:?} elements holds {} bytes, not {numel} × {elt}",
+            bytes.len()
         ));
     }
     if size.len() != stride.len() || size.iter().chain(stride).any(|d| *d < 0) || offset < 0 {
         return bad(format!("tensor size {size:?} / stride {stride:?} / offset {offset}"));
     }
-    let last = size.iter().zip(stride).map(|(n, s)| (n - 1).max(0) * s).sum::<i64>() + offset;
+    // Every count from the pickle is checked in i64: a size or stride near 2⁶³ is an error, not
+    // an overflow.
+    let overflow = || bad(format!("tensor size {size:?} / stride {stride:?} overflow"));
+    let mut last = offset;
+    let mut elements: i64 = 1;
+    for (n, s) in size.iter().zip(stride) {
+        let Some(reach) = (n - 1).max(0).checked_mul(*s) else { return overflow() };
+        let Some(l) = last.checked_add(reach) else { return overflow() };
+        let Some(e) = elements.checked_mul(*n) else { return overflow() };
+        (last, elements) = (l, e);
+    }
     if size.iter().all(|n| *n > 0) && last >= numel {
         return bad(format!(
             "tensor size {size:?}, stride {stride:?}, offset {offset} reach past its storage of \
@@ -724,7 +790,14 @@ fn tensor_from(
         ));
     }
     let flat = Tensor::f_from_data_size(bytes, &[numel], kind).map_err(|e| bad_tch(&e))?;
-    flat.f_as_strided(size, stride, offset).and_then(|t| t.f_contiguous()).map_err(|e| bad_tch(&e))
+    let view = flat.f_as_strided(size, stride, offset).map_err(|e| bad_tch(&e))?;
+    // A view with more elements than its storage repeats them (stride 0): it stays a view, so
+    // a header claiming 2⁴⁰ repeats allocates nothing (shapes are checked against the model
+    // before any tensor is copied).
+    if elements > numel {
+        return Ok(view);
+    }
+    view.f_contiguous().map_err(|e| bad_tch(&e))
 }
 
 fn bad_tch(e: &tch::TchError) -> MachineError {

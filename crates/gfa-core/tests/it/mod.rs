@@ -6,6 +6,7 @@ mod models;
 mod regularizer;
 mod robust;
 mod train;
+mod untrusted;
 
 use gfa_core::Classifier;
 use gfa_core::checkpoint::load_weights;
