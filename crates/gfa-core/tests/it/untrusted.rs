@@ -153,6 +153,18 @@ fn zip_member_sizes_are_bounded_by_the_file() {
     assert!(e.contains("a/data/0") && e.contains("4611686018427387904"), "{e}");
 }
 
+/// `b` with 1–5 random bytes overwritten, or cut at a random length (one or the other, evenly).
+fn damage(rng: &mut gfa_data::SeededRng, b: &mut Vec<u8>) {
+    if rng.gen_range(0..2) == 0 {
+        for _ in 0..rng.gen_range(1..6) {
+            let i = rng.gen_range(0..b.len());
+            b[i] = rng.r#gen();
+        }
+    } else {
+        b.truncate(rng.gen_range(0..b.len()));
+    }
+}
+
 /// Property: a torch.save file whose pickle is damaged anyhow (bytes flipped, cut, integers
 /// rewritten to huge values) reads as a value or an error naming the file; never a panic or
 /// an allocation abort. 400 seeded cases, over a state dict and a training checkpoint.
@@ -169,13 +181,7 @@ fn damaged_pickles_never_panic() {
                 return b;
             }
             match rng.gen_range(0..3) {
-                0 => {
-                    for _ in 0..rng.gen_range(1..6) {
-                        let i = rng.gen_range(0..b.len());
-                        b[i] = rng.r#gen();
-                    }
-                }
-                1 => b.truncate(rng.gen_range(0..b.len())),
+                0 | 1 => damage(&mut rng, &mut b),
                 _ => {
                     // BININT (J) arguments: sizes, strides, offsets, numels, memo keys.
                     let at: Vec<usize> = (0..b.len() - 4).filter(|i| b[*i] == b'J').collect();
@@ -217,13 +223,7 @@ fn damaged_safetensors_never_panic() {
     for case in 0..200 {
         let mut b = bytes.clone();
         match case % 3 {
-            0 => {
-                for _ in 0..rng.gen_range(1..6) {
-                    let i = rng.gen_range(0..b.len());
-                    b[i] = rng.r#gen();
-                }
-            }
-            1 => b.truncate(rng.gen_range(0..b.len())),
+            0 | 1 => damage(&mut rng, &mut b),
             _ => {
                 let n: u64 = rng.r#gen::<u64>() >> rng.gen_range(0..64);
                 b[..8].copy_from_slice(&n.to_le_bytes());

@@ -783,24 +783,6 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     total / 1e6
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_sorts_keys_and_keeps_float_type() {
-        let a: Table = toml::from_str("b = 1\na = 0.1\nc = [1.0, \"x\"]").unwrap();
-        assert_eq!(canonical(&Value::Table(a)), r#"{"a":0.1,"b":1,"c":[1.0,"x"]}"#);
-    }
-
-    #[test]
-    fn run_id_is_12_hex_digits_of_blake3() {
-        let id = run_id_of("abc");
-        assert_eq!(id, blake3::hash(b"abc").to_hex()[..12].to_string());
-        assert_eq!(id.len(), 12);
-    }
-}
-
 /// The most runs a grid may expand to unless `--max-runs` raises it: each run is a folder, a
 /// manifest row and a model to train, and a grid past this size is most often a typo (an
 /// axis of 40 values where 4 were meant).
@@ -826,4 +808,22 @@ pub fn load(
     }
     let runs = spec.expand()?;
     Ok((spec, runs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_sorts_keys_and_keeps_float_type() {
+        let a: Table = toml::from_str("b = 1\na = 0.1\nc = [1.0, \"x\"]").unwrap();
+        assert_eq!(canonical(&Value::Table(a)), r#"{"a":0.1,"b":1,"c":[1.0,"x"]}"#);
+    }
+
+    #[test]
+    fn run_id_is_12_hex_digits_of_blake3() {
+        let id = run_id_of("abc");
+        assert_eq!(id, blake3::hash(b"abc").to_hex()[..12].to_string());
+        assert_eq!(id.len(), 12);
+    }
 }
