@@ -14,6 +14,14 @@ pub enum AttackError {
     Config(String),
     #[error("attack output failed validation: {0}")]
     Invalid(String),
+    /// The model's logits on clean points hold a NaN or an infinity: no accuracy measured on
+    /// it means anything, so none is reported.
+    #[error(
+        "the model outputs NaN or infinite logits on {points} of {of} clean points (batch \
+         {batch}): its accuracy would mean nothing, so none is reported; check its weights (a \
+         run that diverged, a NaN in the file) and its normalization (mean and std)"
+    )]
+    NonFiniteLogits { points: i64, of: i64, batch: usize },
     /// A finished batch could not be recorded (`eval::BatchStore`).
     #[error("recording evaluation results: {0}")]
     Store(String),

@@ -325,7 +325,14 @@ impl Ctx<'_> {
         let ys = self.y.index_select(0, chunk).to_device(self.device);
         let start = Instant::now();
         let Some(entry) = entry else {
-            let wrong = crate::repeated::predict(self.model, &xs).ne_tensor(&ys);
+            let logits = tch::no_grad(|| self.model.logits(&xs, false));
+            let bad = logits.isfinite().all_dim(1, false).logical_not();
+            let points = bad.sum(Kind::Int64).int64_value(&[]);
+            if points > 0 {
+                let (of, batch) = (logits.size()[0], key.batch);
+                return Err(crate::AttackError::NonFiniteLogits { points, of, batch });
+            }
+            let wrong = logits.argmax(1, false).ne_tensor(&ys);
             return Ok(BatchResult {
                 fooled: Vec::try_from(&wrong.to_device(Device::Cpu))?,
                 norm: vec![],

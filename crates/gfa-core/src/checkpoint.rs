@@ -14,7 +14,7 @@ use std::path::Path;
 
 use gfa_data::atomic::{write_atomic, write_atomic_with};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::classifier::Classifier;
 use crate::models::ModelSpec;
@@ -90,7 +90,7 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         return Err(ck_err(path, "no such file: check the path"));
     }
-    Tensor::read_safetensors(path).map_err(|e| {
+    let named = Tensor::read_safetensors(path).map_err(|e| {
         ck_err(
             path,
             format!(
@@ -100,7 +100,42 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 e.to_string().rsplit(": ").next().unwrap_or_default()
             ),
         )
-    })
+    })?;
+    check_finite(path, &named)?;
+    Ok(named)
+}
+
+/// The first floating-point tensor of `named` holding a NaN or an infinity: its name, how many
+/// of its values are NaN and how many infinite.
+pub fn first_non_finite(named: &[(String, Tensor)]) -> Result<Option<(String, i64, i64)>> {
+    for (name, t) in named {
+        if !t.is_floating_point() {
+            continue;
+        }
+        let nan = t.f_isnan()?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        let inf = t.f_isinf()?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        if nan + inf > 0 {
+            return Ok(Some((name.clone(), nan, inf)));
+        }
+    }
+    Ok(None)
+}
+
+/// An error naming the first tensor of `named` (read from `path`) that holds a NaN or an
+/// infinity: such a model outputs NaN, and any accuracy measured on it would mean nothing.
+pub fn check_finite(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+    match first_non_finite(named)? {
+        None => Ok(()),
+        Some((name, nan, inf)) => Err(ck_err(
+            path,
+            format!(
+                "tensor \"{name}\" holds {nan} NaN and {inf} infinite values: a model with \
+                 non-finite weights outputs NaN and its accuracy would mean nothing; use \
+                 weights saved before training diverged (an earlier checkpoint), or export them \
+                 again"
+            ),
+        )),
+    }
 }
 
 /// Save the model's weights to `path` (safetensors, atomically).

@@ -60,8 +60,16 @@ impl FromStr for Normalization {
             return Err(format!("bad normalization '{s}': {} numbers; {usage}", values.len()));
         }
         let (mean, std) = values.split_at(values.len() / 2);
-        if std.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
-            return Err(format!("bad normalization '{s}': std must be positive"));
+        if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
+            return Err(format!(
+                "bad normalization '{s}': mean {v} is not a finite number (a NaN or infinite \
+                 mean makes every output NaN); {usage}"
+            ));
+        }
+        if let Some(v) = std.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
+            return Err(format!(
+                "bad normalization '{s}': std {v} is not a positive finite number; {usage}"
+            ));
         }
         Ok(Normalization::MeanStd { mean: mean.to_vec(), std: std.to_vec() })
     }
@@ -195,7 +203,11 @@ fn find_state_dict<'v>(root: &'v Value, path: &Path) -> Result<(&'v Value, Optio
             "a pickled {class} object (torch.save(model) pickles the whole module); save \
              `model.state_dict()` instead"
         ),
-        other => other.describe(),
+        other => format!(
+            "a {}, not a dict of names → tensors; save the weights with \
+             `torch.save(model.state_dict(), \"weights.pt\")`",
+            other.describe()
+        ),
     };
     Err(import_err(path, format!("no state dict found: the file holds {what}")))
 }
@@ -274,6 +286,7 @@ pub fn import_state_dict(
     let expected = expected_tensors(spec)?;
     check_fit(path, spec, &expected, &file)?;
     let (mut tensors, converted) = convert_kinds(path, &expected, &file)?;
+    check_finite_import(path, &file, &tensors)?;
     let (mean, std) = match normalization {
         Normalization::None => (vec![0.0], vec![1.0]),
         Normalization::MeanStd { mean, std } => (mean.clone(), std.clone()),
@@ -286,6 +299,60 @@ pub fn import_state_dict(
     tensors.push(("normalize.std".into(), buffer(std)));
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Imported { tensors, found_under, stripped, dropped, converted })
+}
+
+/// An error naming the first imported tensor holding a NaN or an infinity, and saying when the
+/// file's value was finite but beyond float32's range (1e300 in a float64 tensor becomes inf).
+fn check_finite_import(
+    path: &Path,
+    file: &[(String, &Tensor)],
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
+    let Some((name, nan, inf)) = crate::checkpoint::first_non_finite(tensors)? else {
+        return Ok(());
+    };
+    let original = file.iter().find(|(n, _)| *n == name).map(|(_, t)| t.shallow_clone());
+    let in_file = original.map(|t| vec![(name.clone(), t)]).unwrap_or_default();
+    let why = if crate::checkpoint::first_non_finite(&in_file)?.is_some() {
+        format!("tensor {name} holds {nan} NaN and {inf} infinite values")
+    } else {
+        format!(
+            "tensor {name} holds {inf} values beyond float32's range (±3.4e38), which become \
+             infinite in the float32 weights gfa stores"
+        )
+    };
+    Err(import_err(
+        path,
+        format!(
+            "{why}: a model with non-finite weights outputs NaN and its accuracy would mean \
+             nothing; import weights saved before training diverged"
+        ),
+    ))
+}
+
+/// An error when writing `output` would replace `input`: the same path, a symbolic link to
+/// it, or a hard link of it (`gfa import a.pt -o a.pt` used to replace the PyTorch file).
+pub fn check_output_is_not_input(input: &Path, output: &Path, flag: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output)) else {
+        return Ok(());
+    };
+    if i.dev() == o.dev() && i.ino() == o.ino() {
+        let how = if input == output { "is" } else { "is the same file as (a link of)" };
+        let stem = output.file_stem().unwrap_or_default().to_string_lossy();
+        let other = output.with_file_name(format!("{stem}-gfa.safetensors"));
+        return Err(CoreError::invalid(
+            flag,
+            format!(
+                "{} {how} the input {}: writing it would replace the file being read; pass \
+                 another {flag} (e.g. {})",
+                output.display(),
+                input.display(),
+                other.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What [`file_tensors`] returns.

@@ -65,6 +65,10 @@ pub enum PtError {
     NotTorchSave { path: PathBuf, reason: String },
     #[error("{path}: damaged torch.save file: {reason}; save it again")]
     Corrupt { path: PathBuf, reason: String },
+    /// A well-formed file holding something gfa does not import (complex, sparse or quantized
+    /// tensors); the reason names the fix.
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
 }
 
 type PtResult<T> = std::result::Result<T, PtError>;
@@ -143,13 +147,20 @@ pub const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\x
 /// (contiguous, the dtype they were saved with).
 pub fn read(path: &Path) -> PtResult<Value> {
     let io = |source| PtError::Io { path: path.to_path_buf(), source };
+    if path.is_dir() {
+        return Err(PtError::NotTorchSave {
+            path: path.to_path_buf(),
+            reason: "it is a folder; pass the .pt / .pth file inside it".into(),
+        });
+    }
     let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
     let mut head = [0u8; 16];
     let got = read_up_to(&mut file, &mut head).map_err(io)?;
     match sniff(&head[..got], path)? {
         Format::Zip => {
             file.rewind().map_err(io)?;
-            read_zip(file, path)
+            read_zip(file, file_len, path)
         }
         Format::Legacy => {
             let bytes = std::fs::read(path).map_err(io)?;
@@ -161,7 +172,7 @@ pub fn read(path: &Path) -> PtResult<Value> {
 /// [`read`] of a file already in memory; `path` names it in errors.
 pub fn read_bytes(bytes: &[u8], path: &Path) -> PtResult<Value> {
     match sniff(bytes, path)? {
-        Format::Zip => read_zip(std::io::Cursor::new(bytes), path),
+        Format::Zip => read_zip(std::io::Cursor::new(bytes), bytes.len() as u64, path),
         Format::Legacy => read_legacy(bytes, path),
     }
 }
@@ -188,7 +199,7 @@ fn sniff(head: &[u8], path: &Path) -> PtResult<Format> {
     Err(PtError::NotTorchSave { path: path.to_path_buf(), reason: reason.into() })
 }
 
-fn read_zip<R: Read + Seek>(file: R, path: &Path) -> PtResult<Value> {
+fn read_zip<R: Read + Seek>(file: R, file_len: u64, path: &Path) -> PtResult<Value> {
     let corrupt = |reason: String| PtError::Corrupt { path: path.to_path_buf(), reason };
     let mut zip = zip::ZipArchive::new(file).map_err(|e| corrupt(format!("zip: {e}")))?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
@@ -208,9 +219,8 @@ fn read_zip<R: Read + Seek>(file: R, path: &Path) -> PtResult<Value> {
     }
     let mut member = |name: &str| -> PtResult<Vec<u8>> {
         let mut f = zip.by_name(name).map_err(|e| corrupt(format!("member {name}: {e}")))?;
-        // The declared size is the file's word, not a promise: reserve no more than a modest
-        // amount up front and let the read grow the buffer with the bytes actually there.
-        let mut bytes = Vec::with_capacity(f.size().min(1 << 20) as usize);
+        check_member_size(name, f.size(), f.compression(), file_len).map_err(corrupt)?;
+        let mut bytes = Vec::with_capacity(f.size().min(file_len) as usize);
         f.read_to_end(&mut bytes).map_err(|e| corrupt(format!("member {name}: {e}")))?;
         Ok(bytes)
     };
@@ -350,6 +360,28 @@ fn read_legacy(bytes: &[u8], path: &Path) -> PtResult<Value> {
         .map_err(|e| e.into_pt(path, "the pickled object", Some(bytes.len())))
 }
 
+/// An error unless a zip member's declared size `claimed` fits in a `file_len`-byte file
+/// (stored members are at most the file; deflated ones expand at most 1032:1), checked before
+/// anything is allocated for it.
+pub fn check_member_size(
+    name: &str,
+    claimed: u64,
+    method: zip::CompressionMethod,
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    let most = match method {
+        zip::CompressionMethod::Stored => file_len,
+        _ => file_len.saturating_mul(1032),
+    };
+    if claimed > most {
+        return Err(format!(
+            "member {name} claims {claimed} bytes ({method}), more than the {file_len}-byte \
+             file can hold"
+        ));
+    }
+    Ok(())
+}
+
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -368,6 +400,8 @@ enum MachineError {
     Truncated,
     /// A legacy file's float storage that is not float32: its class and key.
     Dtype(String, String),
+    /// Well-formed, but not something gfa imports.
+    Unsupported(String),
 }
 
 impl MachineError {
@@ -387,6 +421,7 @@ impl MachineError {
                 },
             },
             MachineError::Dtype(class, key) => PtError::LegacyDtype { path, class, key },
+            MachineError::Unsupported(reason) => PtError::Unsupported { path, reason },
         }
     }
 }
@@ -618,6 +653,18 @@ impl<'a> Machine<'a> {
                 }
             }
             "collections.OrderedDict" | "builtins.dict" => Ok(Obj::Dict(Vec::new())),
+            n if n.starts_with("torch._utils._rebuild_sparse") => {
+                Err(MachineError::Unsupported(format!(
+                    "it holds a sparse tensor ({n}); gfa imports dense tensors: save \
+                     `{{k: v.to_dense() for k, v in state_dict.items()}}`"
+                )))
+            }
+            n if n.starts_with("torch._utils._rebuild_qtensor") => {
+                Err(MachineError::Unsupported(format!(
+                    "it holds a quantized tensor ({n}); gfa imports float weights: save the \
+                     state dict of the model before quantization, or `v.dequantize()` of each"
+                )))
+            }
             _ => Ok(Obj::Object(name)),
         }
     }
@@ -844,6 +891,12 @@ impl<'a> Machine<'a> {
             o => return bad(format!("storage type {o:?}")),
         };
         let Some(kind) = storage_kind(&class) else {
+            if class.contains("Complex") {
+                return Err(MachineError::Unsupported(format!(
+                    "it holds a complex tensor ({class}); a classifier's weights are real: \
+                     save the real weights (`v.real` or the model they came from)"
+                )));
+            }
             return bad(format!(
                 "storage type {class} (gfa reads float, integer and bool tensors)"
             ));
@@ -917,39 +970,42 @@ fn tensor_from(
     size: &[i64],
     stride: &[i64],
 ) -> MResult<Tensor> {
-    let elt = kind.elt_size_in_bytes() as i128;
-    if bytes.len() as i128 != numel as i128 * elt {
+    let elt = kind.elt_size_in_bytes() as i64;
+    if numel < 0 || numel.checked_mul(elt) != Some(bytes.len() as i64) {
         return bad(format!(
-            "a storage of {numel} {kind:?} elements holds {} bytes, not {}",
-            bytes.len(),
-            numel as i128 * elt
+            "a storage of {numel} {kind:?} elements holds {} bytes, not {numel} × {elt}",
+            bytes.len()
         ));
     }
     if size.len() != stride.len() || size.iter().chain(stride).any(|d| *d < 0) || offset < 0 {
         return bad(format!("tensor size {size:?} / stride {stride:?} / offset {offset}"));
     }
-    // In i128: sizes and strides are the file's word and their products may overflow i64.
-    let elements = size.iter().fold(1i128, |p, n| p.saturating_mul(*n as i128));
-    // A tensor holds its storage's elements, repeated at most this often (stride-0 expansions
-    // are legal): more is a damaged file asking for an unbounded allocation.
-    const MAX_REPEAT: i128 = 1024;
-    if elements > (numel as i128).max(1) * MAX_REPEAT {
-        return bad(format!(
-            "tensor size {size:?} has {elements} elements, over {MAX_REPEAT} times its storage's \
-             {numel}"
-        ));
+    // Every count from the pickle is checked in i64: a size or stride near 2⁶³ is an error, not
+    // an overflow.
+    let overflow = || bad(format!("tensor size {size:?} / stride {stride:?} overflow"));
+    let mut last = offset;
+    let mut elements: i64 = 1;
+    for (n, s) in size.iter().zip(stride) {
+        let Some(reach) = (n - 1).max(0).checked_mul(*s) else { return overflow() };
+        let Some(l) = last.checked_add(reach) else { return overflow() };
+        let Some(e) = elements.checked_mul(*n) else { return overflow() };
+        (last, elements) = (l, e);
     }
-    let last =
-        size.iter().zip(stride).map(|(n, s)| (*n as i128 - 1).max(0) * *s as i128).sum::<i128>()
-            + offset as i128;
-    if size.iter().all(|n| *n > 0) && last >= numel as i128 {
+    if size.iter().all(|n| *n > 0) && last >= numel {
         return bad(format!(
             "tensor size {size:?}, stride {stride:?}, offset {offset} reach past its storage of \
              {numel} elements"
         ));
     }
     let flat = Tensor::f_from_data_size(bytes, &[numel], kind).map_err(|e| bad_tch(&e))?;
-    flat.f_as_strided(size, stride, offset).and_then(|t| t.f_contiguous()).map_err(|e| bad_tch(&e))
+    let view = flat.f_as_strided(size, stride, offset).map_err(|e| bad_tch(&e))?;
+    // A view with more elements than its storage repeats them (stride 0): it stays a view, so
+    // a header claiming 2⁴⁰ repeats allocates nothing (shapes are checked against the model
+    // before any tensor is copied).
+    if elements > numel {
+        return Ok(view);
+    }
+    view.f_contiguous().map_err(|e| bad_tch(&e))
 }
 
 fn bad_tch(e: &tch::TchError) -> MachineError {

@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::dataset::{Dataset, Splits};
-use crate::error::{DataError, Result};
+use crate::error::{DataError, REFETCH_HINT, Result};
 
 /// Bytes per record: 1 label byte + 3 × 32 × 32 pixel bytes.
 pub const RECORD_BYTES: usize = 1 + PIXEL_BYTES;
@@ -202,6 +202,7 @@ pub(crate) fn read_archive_members(archive: &Path) -> Result<HashMap<&'static st
         path: archive.to_path_buf(),
         reason: e.to_string(),
     };
+    let archive_len = file.metadata().map_err(|e| DataError::reading(archive, e))?.len();
     let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut tar = tar::Archive::new(gz);
     let mut members = HashMap::new();
@@ -209,7 +210,11 @@ pub(crate) fn read_archive_members(archive: &Path) -> Result<HashMap<&'static st
         let mut entry = entry.map_err(corrupt)?;
         let path = entry.path().map_err(corrupt)?.into_owned();
         let Some(name) = layout_member(&path) else { continue };
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        let claimed = entry.size();
+        check_member_size(archive, name, claimed, archive_len)?;
+        // The header's size is checked above but not trusted further: the buffer grows with
+        // the bytes that are really there, and a stream that ends early is a corrupt archive.
+        let mut bytes = Vec::with_capacity(claimed.min(MAX_PREALLOCATION) as usize);
         entry.read_to_end(&mut bytes).map_err(corrupt)?;
         members.insert(name, bytes);
     }
@@ -218,6 +223,28 @@ pub(crate) fn read_archive_members(archive: &Path) -> Result<HashMap<&'static st
     let mut rest = tar.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink()).map_err(corrupt)?;
     Ok(members)
+}
+
+/// Deflate (RFC 1951) expands at most 1032:1: one 258-byte match costs at least 2 bits.
+pub const MAX_DEFLATE_RATIO: u64 = 1032;
+/// The most bytes reserved up front for one archive member (the official members are 30 MB).
+const MAX_PREALLOCATION: u64 = 64 << 20;
+
+/// An error unless an archive member's header size `claimed` fits in what `archive_len` bytes
+/// of gzip can hold, checked before anything is allocated for it.
+pub fn check_member_size(archive: &Path, name: &str, claimed: u64, archive_len: u64) -> Result<()> {
+    let most = archive_len.saturating_mul(MAX_DEFLATE_RATIO);
+    if claimed > most {
+        return Err(DataError::CorruptArchive {
+            path: archive.to_path_buf(),
+            reason: format!(
+                "the tar header of {BATCHES_DIR}/{name} claims {claimed} bytes, but a \
+                 {archive_len}-byte gzip file holds at most {most} (deflate expands at most \
+                 {MAX_DEFLATE_RATIO}×)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The layout file name of an archive entry `…/cifar-10-batches-bin/<name>`, if it is one.
@@ -294,6 +321,10 @@ fn assemble(
     let mut parse = |(path, bytes): &(PathBuf, Vec<u8>)| -> Result<(Tensor, Tensor)> {
         let (x, y) = parse_batch(bytes, path)?;
         let got = y.size()[0] as usize;
+        if let Some(value) = crate::dataset::constant_pixel(&x)? {
+            let fix = REFETCH_HINT;
+            return Err(DataError::ConstantImages { path: path.clone(), records: got, value, fix });
+        }
         match expected {
             None => expected = Some(got),
             Some(e) if e != got => {

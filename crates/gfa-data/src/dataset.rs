@@ -22,6 +22,17 @@ pub struct Splits {
     pub test: Dataset,
 }
 
+/// The value every pixel of `images` holds, when they all hold one (`None` when the images
+/// differ, or there are none).
+pub(crate) fn constant_pixel(images: &Tensor) -> Result<Option<u8>> {
+    if images.numel() == 0 {
+        return Ok(None);
+    }
+    let lo = images.f_min()?.f_int64_value(&[])?;
+    let hi = images.f_max()?.f_int64_value(&[])?;
+    Ok((lo == hi).then_some(lo as u8))
+}
+
 impl Dataset {
     /// A dataset from its parts, checking kinds and shapes (labels are not range-checked here:
     /// the readers do that where the bytes come in).

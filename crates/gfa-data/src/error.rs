@@ -71,6 +71,14 @@ pub enum DataError {
     )]
     LabelOutOfRange { path: PathBuf, record: usize, value: u8, num_classes: usize },
 
+    /// A batch file whose pixels all hold one value (a zeroed or placeholder file): training
+    /// on it or evaluating on it gives numbers that mean nothing.
+    #[error(
+        "{path}: every pixel of its {records} records is {value}, so it holds no images (a \
+         zeroed or placeholder file); {fix}"
+    )]
+    ConstantImages { path: PathBuf, records: usize, value: u8, fix: &'static str },
+
     /// `batches.meta.txt` is not 10 class names, one a line.
     #[error(
         "bad class-name file {path}: {reason}; it must list the 10 class names in label order, \

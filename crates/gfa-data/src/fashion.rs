@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, Splits};
-use crate::error::{DataError, Result};
+use crate::error::{DataError, FASHION_REFETCH_HINT, Result};
 use crate::idx;
 
 /// The class names, in label order (the Fashion-MNIST README's table).
@@ -126,6 +126,10 @@ fn split(images: &Path, labels: &Path) -> Result<Dataset> {
         });
     }
     let x = idx::images_tensor(&idims, &ibytes)?;
+    if let Some(value) = crate::dataset::constant_pixel(&x)? {
+        let (path, records, fix) = (images.to_path_buf(), idims[0] as usize, FASHION_REFETCH_HINT);
+        return Err(DataError::ConstantImages { path, records, value, fix });
+    }
     let y = tch::Tensor::from_slice(&lbytes).to_kind(tch::Kind::Int64);
     Dataset::new(x, y, CLASSES.iter().map(|s| s.to_string()).collect())
 }

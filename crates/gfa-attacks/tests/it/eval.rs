@@ -178,3 +178,28 @@ fn minimum_norm_attacks_are_thresholded_at_every_eps() {
         assert_eq!(r.family, Some(Family::MinimumNorm));
     }
 }
+
+/// A model whose logits are NaN (a NaN weight) gets no accuracy at all: the evaluation stops
+/// at the clean pass with an error, instead of reporting clean = robust = 9.4 % and an attack
+/// success of 0 %, which looked like a robust model.
+#[test]
+fn non_finite_logits_give_no_accuracy() {
+    let (m, x, y) = golden_data();
+    let (x, y) = (x.narrow(0, 0, 8), y.narrow(0, 0, 8));
+    let suite = vec![spec(json!({"kind": "fgsm"}))];
+    let opts = EvalOptions { batch_size: 5, ..EvalOptions::default() };
+    // The same model, finite: it evaluates.
+    evaluate(&m, Points::all(&x, &y), &suite, &eps_list(), &opts, &mut |_| {}).unwrap();
+    let nan = m;
+    for (name, var) in nan.vs.variables() {
+        if name.ends_with("weight") {
+            let _ = tch::no_grad(|| var.get(0).fill_(f64::NAN));
+            break;
+        }
+    }
+    let err = evaluate(&nan, Points::all(&x, &y), &suite, &eps_list(), &opts, &mut |_| {})
+        .expect_err("NaN logits were evaluated");
+    let msg = err.to_string();
+    assert!(msg.contains("NaN or infinite logits on 5 of 5 clean points (batch 0)"), "{msg}");
+    assert!(msg.contains("weights") && msg.contains("normalization"), "{msg}");
+}

@@ -191,8 +191,11 @@ impl ModelSpec {
         if self.num_classes < 2 {
             return bad("num_classes", format!("must be at least 2, got {}", self.num_classes));
         }
-        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
-            return bad("std", format!("must be positive, got {:?}", self.std));
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad("std", format!("must be positive and finite, got {:?}", self.std));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return bad("mean", format!("must be finite numbers, got {:?}", self.mean));
         }
         if self.input.iter().any(|d| *d < 1) {
             return bad("input", format!("must be positive [C, H, W], got {:?}", self.input));

@@ -8,6 +8,7 @@ mod regularizer;
 mod robust;
 mod torchscript;
 mod train;
+mod untrusted;
 
 use gfa_core::Classifier;
 use gfa_core::checkpoint::load_weights;

@@ -203,3 +203,24 @@ fn fetch_with_a_wrong_checksum_keeps_nothing() {
     assert!(!dest.exists());
     assert!(entries(tmp.path()).is_empty(), "left behind: {:?}", entries(tmp.path()));
 }
+
+/// An all-zero image file is refused by name, as for CIFAR-10.
+#[test]
+fn constant_image_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gfa_data::fashion::write_synthetic(dir, 20, 10, 5).unwrap();
+    let path = dir.join("t10k-images-idx3-ubyte.gz");
+    let (dims, data) = gfa_data::idx::read(&path, 3).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let plain = dir.join("t10k-images-idx3-ubyte");
+    std::fs::write(&plain, gfa_data::idx::encode(&dims, &vec![0; data.len()])).unwrap();
+    match gfa_data::fashion::load_dir(dir) {
+        Err(e @ gfa_data::DataError::ConstantImages { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(plain.to_str().unwrap()) && msg.contains("is 0"), "{msg}");
+            assert!(msg.contains("gfa data fetch fashion-mnist"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -170,6 +170,9 @@ pub struct GridArgs {
     /// Results root; runs go to <results>/<experiment>/<run_id>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Refuse a grid that expands to more runs than this (checked before expanding).
+    #[arg(long, value_name = "N", default_value_t = crate::config::grid::MAX_RUNS)]
+    pub max_runs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -443,6 +446,10 @@ pub struct ModelArgs {
     /// normalization in front of a module that does not normalize itself (default none).
     #[arg(long, conflicts_with = "checkpoint", value_parser = parse_normalization)]
     pub normalize: Option<gfa_core::import::Normalization>,
+    /// With --checkpoint: evaluate on the data that --data / --dataset / --synthetic name even
+    /// though the checkpoint was trained on other data.
+    #[arg(long, requires = "checkpoint")]
+    pub other_data: bool,
 }
 
 #[derive(Debug, Args)]

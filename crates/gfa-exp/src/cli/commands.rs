@@ -6,7 +6,7 @@
 //! filled in) next to the checkpoint, so `eval` and `gfa-value` find the run's data settings.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use gfa_core::import::Normalization;
@@ -248,15 +248,23 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     Ok(())
 }
 
-/// The model of `--checkpoint` / `--weights`, the data settings of its run when known, and the
-/// data to run it on (the run's, unless the flags name other data). A `--weights` model takes
-/// the data's image shape and the normalization of its file or of `--normalize`.
+/// The model of `--checkpoint` / `--weights`, the data settings of its run when known, the
+/// data to run it on (the run's; other data only with `--other-data`) and a line saying which
+/// data that is. A `--weights` model takes the data's image shape and the normalization of its
+/// file or of `--normalize`.
 fn load_model(
     m: &ModelArgs,
     flags: &DataArgs,
     device: Device,
-) -> Result<(Classifier, Option<RunConfig>, Splits)> {
+) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
     if let Some(dir) = &m.checkpoint {
+        // A run folder stands for its checkpoints/ folder.
+        let inner = dir.join("checkpoints");
+        let dir = &if !checkpoint::exists(dir) && checkpoint::exists(&inner) {
+            inner
+        } else {
+            dir.clone()
+        };
         checkpoint::check_dir(dir)?;
         // With --best the robust checkpoint; else the final weights of a finished run, or the
         // last epoch's of one in progress.
@@ -280,7 +288,7 @@ fn load_model(
         })?;
         // The run's settings (its data above all); a run.toml that does not read is an error
         // unless the flags name the data, never a silent fall back to the default data.
-        let path = dir.join(RUN_TOML);
+        let path = run_settings(dir);
         let run = match std::fs::read_to_string(&path) {
             Err(_) => None,
             Ok(text) => match read_run_toml(&text) {
@@ -293,12 +301,42 @@ fn load_model(
                 ),
             },
         };
-        let data = stages::load_data(&data_for(flags, run.as_ref()))?;
+        let config = data_for(flags, run.as_ref());
+        let line = match &run {
+            Some(r) if other_data(&r.data, &config) => {
+                if !m.other_data {
+                    bail!(
+                        "{}: the checkpoint was trained on {}, and the flags name {}: pass \
+                         --other-data to evaluate it on other data, or drop --data / \
+                         --dataset / --synthetic to use its own",
+                        path.display(),
+                        data_text(&r.data),
+                        data_text(&config)
+                    );
+                }
+                format!(
+                    "data: {} (--other-data; the checkpoint was trained on {})",
+                    data_text(&config),
+                    data_text(&r.data)
+                )
+            }
+            Some(_) => {
+                format!("data: {} (the checkpoint's, {})", data_text(&config), path.display())
+            }
+            None => format!(
+                "data: {} (from the flags: {} names no training data)",
+                data_text(&config),
+                dir.display()
+            ),
+        };
+        let data = stages::load_data(&config)?;
         stages::check_input(&model, &data.test)?;
-        return Ok((model, run, data));
+        return Ok((model, run, data, line));
     }
     if let Some(file) = &m.torchscript {
-        let data = stages::load_data(&data_for(flags, None))?;
+        let config = data_for(flags, None);
+        let line = format!("data: {} (from the flags)", data_text(&config));
+        let data = stages::load_data(&config)?;
         let input = ModelSpec::default().with_input_of(&data.test).input;
         let norm = m.normalize.clone().unwrap_or(Normalization::None);
         let (model, info) =
@@ -309,13 +347,14 @@ fn load_model(
             info.parameters,
             info.num_classes
         );
-        return Ok((model, None, data));
+        return Ok((model, None, data, line));
     }
     let Some(w) = &m.weights else {
         bail!("give --checkpoint DIR, --weights FILE or --torchscript FILE")
     };
-
-    let data = stages::load_data(&data_for(flags, None))?;
+    let config = data_for(flags, None);
+    let line = format!("data: {} (from the flags)", data_text(&config));
+    let data = stages::load_data(&config)?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
     let named = checkpoint::read_tensors(w)?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
@@ -336,7 +375,35 @@ fn load_model(
     let mut model = Classifier::new(&norm.apply(&spec), device)?;
     checkpoint::load_weights_except(&mut model, w, |n| n.starts_with("normalize."))
         .with_context(|| format!("loading weights from {}", w.display()))?;
-    Ok((model, None, data))
+    Ok((model, None, data, line))
+}
+
+/// The file naming the data a checkpoint folder was trained on: its `run.toml` (`gfa train
+/// --out`), or, for a run's `checkpoints/` folder, the run folder's `config.toml` (`gfa run`).
+fn run_settings(dir: &Path) -> PathBuf {
+    let own = dir.join(RUN_TOML);
+    if own.is_file() {
+        return own;
+    }
+    let run = std::fs::canonicalize(dir).ok().filter(|d| d.ends_with("checkpoints"));
+    match run.as_deref().and_then(Path::parent).map(|p| p.join("config.toml")) {
+        Some(config) if config.is_file() => dir.join("..").join("config.toml"),
+        _ => own,
+    }
+}
+
+/// Whether `flags` names data other than `trained` (another source or folder; a smaller
+/// `--n-test` is the same data).
+fn other_data(trained: &DataConfig, flags: &DataConfig) -> bool {
+    trained.source != flags.source || (flags.dir.is_some() && flags.dir != trained.dir)
+}
+
+/// The data set of `d`, for the header of `gfa eval`.
+fn data_text(d: &DataConfig) -> String {
+    match &d.dir {
+        Some(dir) => format!("{} at {dir}", d.source.name()),
+        None => d.source.name().to_string(),
+    }
 }
 
 /// The model spec `--model ARCH [--width W]` name (defaults for the rest), checked.
@@ -386,7 +453,7 @@ pub fn gfa_value(a: &GfaValueArgs, device: Device) -> Result<()> {
             file.display()
         );
     }
-    let (model, _, data) = load_model(&a.model, &a.data, device)?;
+    let (model, _, data, _) = load_model(&a.model, &a.data, device)?;
     let (split, name) = match a.split {
         crate::cli::args::SplitArg::Train => (data.train, "train"),
         crate::cli::args::SplitArg::Test => (data.test, "test"),
@@ -443,7 +510,8 @@ fn attacks_from_flags(a: &EvalArgs, input: [i64; 3]) -> Result<Vec<AttackEntry>>
 
 /// `gfa eval`.
 pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
-    let (model, run, data) = load_model(&a.model, &a.data, device)?;
+    let (model, run, data, data_line) = load_model(&a.model, &a.data, device)?;
+    println!("{data_line}");
     let attacks = attacks_from_flags(a, model.spec.input)?;
     for (flag, v) in [("--n", a.n), ("--batch-size", a.batch_size)] {
         if v == 0 {
@@ -548,7 +616,7 @@ pub fn landscape(a: &LandscapeArgs, device: Device) -> Result<()> {
     }
     let radius: gfa_attacks::Eps =
         a.radius.parse().map_err(|e| anyhow!("--radius {}: {e}", a.radius))?;
-    let (model, run, data) = load_model(&a.model, &a.data, device)?;
+    let (model, run, data, _) = load_model(&a.model, &a.data, device)?;
     let n = a.n.min(data.test.len());
     let (x, y) = stages::head_tensors(&data.test, n);
     let key = model_key(&model, run.as_ref(), &a.model, a.seed);

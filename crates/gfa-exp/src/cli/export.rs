@@ -211,6 +211,7 @@ pub fn model_info(a: &RobustbenchArgs) -> Result<ModelInfo> {
         );
     }
     let cfg = run_config(dir)?;
+    crate::results::records::check_csv_file(&csv)?;
     let rows: Vec<EvalRow> = read_rows(&csv)?;
     let row = autoattack_row(&rows, a, &csv)?;
     let modified = std::fs::metadata(&csv).and_then(|m| m.modified()).unwrap_or(SystemTime::now());

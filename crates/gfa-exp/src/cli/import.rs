@@ -12,6 +12,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
     let spec = crate::cli::commands::spec_from_flags(&a.model, a.width)?;
     let spec = ModelSpec { input: a.input_shape, ..spec };
     spec.validate()?;
+    gfa_core::import::check_output_is_not_input(&a.input, &a.out, "-o")?;
     let imported = import_state_dict(&a.input, &spec, &a.normalize)
         .with_context(|| format!("importing {}", a.input.display()))?;
     write_tensors(&a.out, &imported.tensors)?;

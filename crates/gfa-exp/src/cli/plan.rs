@@ -66,7 +66,7 @@ fn fmt_cost(x: f64) -> String {
 }
 
 pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
-    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
     let device = choice.resolve()?;
     let cal = calibrate::calibrate(&runs, device)?;
     print!("{}", plan_table(&runs, Some(&cal)));

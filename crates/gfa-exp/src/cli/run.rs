@@ -24,7 +24,7 @@ impl RunArgs {
 
 /// `gfa run`: the exit code is 1 when a run failed.
 pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
-    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
     let opts = RunOptions {
         only: args.only.clone(),
         shard: args.shard,
@@ -79,7 +79,7 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
 
 /// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
 pub fn escalate_command(args: &EscalateArgs, device: DeviceChoice) -> Result<i32> {
-    let (spec, runs) = load(&args.grid.file, &args.grid.set)?;
+    let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
     let Some(esc) = &spec.escalate else {
         bail!(
             "{} has no [escalate] table, so no run is escalated: add one (experiments/README.md \

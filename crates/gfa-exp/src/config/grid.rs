@@ -496,14 +496,16 @@ impl ExperimentSpec {
         Ok(out)
     }
 
-    /// Number of runs the expansion gives.
+    /// Number of runs the expansion gives (`usize::MAX` when it is more than that), counted
+    /// without expanding.
     pub fn len(&self) -> usize {
-        let z: usize = self.zips.iter().map(|z| z[0].values.len()).product();
+        let product = |it: &mut dyn Iterator<Item = usize>| it.fold(1usize, usize::saturating_mul);
+        let z = product(&mut self.zips.iter().map(|z| z[0].values.len()));
         let block = |b: &Block| {
-            let g: usize = b.axes.iter().map(|a| a.values.len()).product();
-            g * b.seeds.as_ref().unwrap_or(&self.seeds).len()
+            let g = product(&mut b.axes.iter().map(|a| a.values.len()));
+            g.saturating_mul(b.seeds.as_ref().unwrap_or(&self.seeds).len())
         };
-        self.blocks.iter().map(block).sum::<usize>() * z
+        self.blocks.iter().map(block).fold(0usize, usize::saturating_add).saturating_mul(z)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -786,6 +788,33 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     total / 1e6
 }
 
+/// The most runs a grid may expand to unless `--max-runs` raises it: each run is a folder, a
+/// manifest row and a model to train, and a grid past this size is most often a typo (an
+/// axis of 40 values where 4 were meant).
+pub const MAX_RUNS: usize = 100_000;
+
+/// Load and expand an experiment file, refusing (before expanding) a grid of more than
+/// `max_runs` runs.
+pub fn load(
+    file: &Path,
+    set: &[String],
+    max_runs: usize,
+) -> anyhow::Result<(ExperimentSpec, Vec<RunSpec>)> {
+    let spec = ExperimentSpec::load(file, set)?;
+    let n = spec.len();
+    if n > max_runs {
+        let n = if n == usize::MAX { "more than 2^64".to_string() } else { n.to_string() };
+        anyhow::bail!(
+            "{}: the grid expands to {n} runs (the product of its axes' lengths and seeds, \
+             summed over its blocks), more than the {max_runs} that --max-runs allows; nothing \
+             was written: shorten its axes or seeds, or raise the cap with --max-runs N",
+            file.display()
+        );
+    }
+    let runs = spec.expand()?;
+    Ok((spec, runs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,11 +831,4 @@ mod tests {
         assert_eq!(id, blake3::hash(b"abc").to_hex()[..12].to_string());
         assert_eq!(id.len(), 12);
     }
-}
-
-/// Load and expand an experiment file.
-pub fn load(file: &Path, set: &[String]) -> anyhow::Result<(ExperimentSpec, Vec<RunSpec>)> {
-    let spec = ExperimentSpec::load(file, set)?;
-    let runs = spec.expand()?;
-    Ok((spec, runs))
 }

@@ -369,7 +369,88 @@ pub fn to_csv_bytes<T: Serialize + Default>(rows: &[T]) -> Result<Vec<u8>> {
         w.serialize(r)?;
     }
     w.flush()?;
-    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A NaN or an infinity is never written: it would read back as a number that means nothing.
+    let mut r = csv::Reader::from_reader(bytes.as_slice());
+    let headers = r.headers()?.clone();
+    for (k, rec) in r.records().enumerate() {
+        if let Some((column, value)) = non_finite_cell(&headers, &rec?) {
+            bail!(
+                "row {} of {} would have {column} = {value}: gfa writes finite numbers only \
+                 (the measurement that produced it failed; this is a bug to report)",
+                k + 1,
+                rows.len()
+            );
+        }
+    }
+    Ok(bytes)
+}
+
+/// The first cell of `rec` that is a NaN or an infinity, with its column.
+pub fn non_finite_cell(
+    headers: &csv::StringRecord,
+    rec: &csv::StringRecord,
+) -> Option<(String, String)> {
+    headers.iter().zip(rec.iter()).find_map(|(h, v)| {
+        let x = v.trim().parse::<f64>().ok()?;
+        (!x.is_finite()).then(|| (h.to_string(), v.to_string()))
+    })
+}
+
+/// The `schema_version` values this gfa reads: its own, and 2 and 3 (upgraded on read).
+pub fn readable_version(v: &str) -> bool {
+    v == SCHEMA_VERSION.to_string() || v == "2" || v == "3"
+}
+
+/// Checks a CSV file gfa wrote without knowing its row type: a `schema_version` column, every
+/// row as many fields as the header, a version this gfa reads, no NaN or infinite number, and a
+/// line break at the end (every file gfa writes ends with one; a file cut while it was written
+/// does not). The error names the file, the row (counting the header as row 1) and what is
+/// wrong.
+pub fn check_csv_file(path: &Path) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let at = |row: usize| format!("{}: row {row}", path.display());
+    if bytes.is_empty() {
+        bail!("{}: empty file (gfa writes at least the header line)", path.display());
+    }
+    let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(bytes.as_slice());
+    let headers = r.headers().with_context(|| at(1))?.clone();
+    let Some(sv) = headers.iter().position(|h| h == "schema_version") else {
+        bail!("{}: no `schema_version` column; not a gfa CSV", path.display());
+    };
+    let mut last = 1;
+    for (k, rec) in r.records().enumerate() {
+        let row = k + 2;
+        let rec = rec.with_context(|| at(row))?;
+        if rec.len() != headers.len() {
+            bail!(
+                "{}: {} fields where the header has {}: the row is cut or was edited",
+                at(row),
+                rec.len(),
+                headers.len()
+            );
+        }
+        let v = rec.get(sv).unwrap_or_default();
+        if !readable_version(v) {
+            bail!(
+                "{}: schema_version {v:?}, but this gfa reads version {SCHEMA_VERSION} (and 2, \
+                 3, upgraded on read)",
+                at(row)
+            );
+        }
+        if let Some((column, value)) = non_finite_cell(&headers, &rec) {
+            bail!("{}: {column} is {value}; gfa never writes a NaN or an infinity", at(row));
+        }
+        last = row;
+    }
+    if !bytes.ends_with(b"\n") {
+        bail!(
+            "{}: the row is cut: the file does not end with a line break, as every file gfa \
+             writes does (it was cut while being written, or edited)",
+            at(last)
+        );
+    }
+    Ok(())
 }
 
 /// Write rows atomically to `path` (all rows or none appear).
@@ -386,13 +467,18 @@ pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Resu
         bail!("{}: no `schema_version` column; not a gfa CSV", path.display());
     };
     let mut records = Vec::new();
-    for rec in r.records() {
-        records.push(rec.with_context(|| format!("reading {}", path.display()))?);
+    for (k, rec) in r.records().enumerate() {
+        let at = || format!("{}: row {}", path.display(), k + 2);
+        let rec = rec.with_context(at)?;
+        if let Some((column, value)) = non_finite_cell(&headers, &rec) {
+            bail!("{}: {column} is {value}; gfa never writes a NaN or an infinity", at());
+        }
+        records.push(rec);
     }
     let versions: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r.get(i).unwrap_or("")).collect();
     let current = SCHEMA_VERSION.to_string();
-    if let Some(v) = versions.iter().find(|v| **v != current && **v != "2" && **v != "3") {
+    if let Some(v) = versions.iter().find(|v| !readable_version(v)) {
         bail!(
             "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION} (and 2, 3); \
              regenerate the file with this version of gfa",
@@ -479,7 +565,7 @@ fn upgrade_v3(
 /// Concatenate per-run CSV files (all with the same header) into `out`, atomically.
 /// Files that do not exist are skipped; a header mismatch is an error.
 pub fn concat_csv(inputs: &[std::path::PathBuf], out: &Path) -> Result<usize> {
-    let mut header: Option<String> = None;
+    let mut header: Option<(String, std::path::PathBuf)> = None;
     let mut body = Vec::new();
     let mut rows = 0;
     for p in inputs {
@@ -490,14 +576,29 @@ pub fn concat_csv(inputs: &[std::path::PathBuf], out: &Path) -> Result<usize> {
         let mut lines = text.split_inclusive('\n');
         let Some(h) = lines.next() else { continue };
         match &header {
-            None => header = Some(h.to_string()),
-            Some(h0) if h0 != h => bail!(
-                "{}: CSV header differs from the other runs' ({} vs {}); \
-                 was it written by another gfa version?",
-                p.display(),
-                h.trim_end(),
-                h0.trim_end()
-            ),
+            None => header = Some((h.to_string(), p.clone())),
+            Some((h0, p0)) if h0 != h => {
+                // Name the file of another version (the other one may be healthy).
+                let other = |path: &Path| -> Option<String> {
+                    let mut r = csv::Reader::from_path(path).ok()?;
+                    let i = r.headers().ok()?.iter().position(|c| c == "schema_version")?;
+                    let v = r.records().next()?.ok()?.get(i)?.to_string();
+                    (v != SCHEMA_VERSION.to_string()).then_some(v)
+                };
+                let (odd, version, healthy) = match (other(p), other(p0)) {
+                    (None, Some(v)) => (p0.as_path(), v, p.as_path()),
+                    (Some(v), _) => (p.as_path(), v, p0.as_path()),
+                    (None, None) => (p.as_path(), "?".to_string(), p0.as_path()),
+                };
+                bail!(
+                    "{}: schema_version {version} and a header that differs from {}'s (version \
+                     {SCHEMA_VERSION}): it was written by another gfa version; rerun that run \
+                     with this gfa (remove its folder and `gfa run` again) or keep it in a \
+                     results folder of its own",
+                    odd.display(),
+                    healthy.display()
+                )
+            }
             _ => {}
         }
         for l in lines {
@@ -511,7 +612,7 @@ pub fn concat_csv(inputs: &[std::path::PathBuf], out: &Path) -> Result<usize> {
             rows += 1;
         }
     }
-    let Some(h) = header else {
+    let Some((h, _)) = header else {
         if out.exists() {
             fs::remove_file(out)?;
         }

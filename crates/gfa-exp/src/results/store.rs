@@ -337,10 +337,33 @@ pub const TRAIN_STEPS: &str = "train_steps.csv";
 pub fn collect_all(exp: &ExperimentDir) -> Result<()> {
     let _lock = exp.lock()?;
     remove_dead_temp_files(&exp.root);
+    // Every run's files are checked first: a damaged one is named and no experiment-level file
+    // is written.
+    for dir in exp.runs()? {
+        if let Some((_, e)) = damaged_file(&dir) {
+            return Err(e.context(format!(
+                "run {} is damaged, so no experiment-level file was written; `gfa run` on its \
+                 grid redoes the damaged stage (or remove the folder {})",
+                dir.id(),
+                dir.path.display()
+            )));
+        }
+    }
     for name in RUN_CSVS {
         exp.collect(name).with_context(|| format!("collecting {name}"))?;
     }
     Ok(())
+}
+
+/// The first CSV of a run folder that does not parse
+/// ([`crate::results::records::check_csv_file`]), with the stage that writes it.
+pub fn damaged_file(dir: &RunDir) -> Option<(Stage, anyhow::Error)> {
+    RUN_CSVS.iter().find_map(|name| {
+        let p = dir.file(name);
+        let e = p.exists().then(|| super::records::check_csv_file(&p).err()).flatten()?;
+        let stage = if name.starts_with("train") { Stage::Trained } else { Stage::Evaluated };
+        Some((stage, e))
+    })
 }
 
 #[cfg(test)]

@@ -246,10 +246,22 @@ fn visit(
         Upto::Checked(_) => dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s)),
     };
     if finished {
-        if matches!(upto, Upto::Checked(_)) {
-            summary.already_done.push(run.run_id.clone());
+        if !matches!(upto, Upto::Checked(_)) {
+            return Ok(());
         }
-        return Ok(());
+        // A done run is done when its files parse: a cut row (a crash or a full disk while it
+        // was written) makes the stage that wrote the file run again.
+        match crate::results::store::damaged_file(&dir) {
+            None => {
+                summary.already_done.push(run.run_id.clone());
+                return Ok(());
+            }
+            Some((stage, e)) => {
+                let what = if stage == Stage::Trained { "training" } else { "evaluation" };
+                bar.line(&format!("run {}: damaged: {e:#}; redoing its {what}", run.run_id));
+                dir.unmark_from(stage)?;
+            }
+        }
     }
     dir.set_status(&Status::Running)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| work_run(exp, run, &dir, stages, bar, upto)))

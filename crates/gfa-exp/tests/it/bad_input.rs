@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::write;
 
-fn gfa(dir: &Path, args: &[&str]) -> Output {
+pub(super) fn gfa(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap()
 }
 
 /// Every entry under `root`: folders as `None`, files with their bytes.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+pub(super) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -59,11 +59,11 @@ fn check_refusal(dir: &Path, args: &[&str], needles: &[&str]) -> Result<(), Stri
 }
 
 /// One refusal to check: the command line and what stderr must say.
-type Case<'a> = (Vec<&'a str>, Vec<&'a str>);
+pub(super) type Case<'a> = (Vec<&'a str>, Vec<&'a str>);
 
 /// Check every case, each in its own copy of the folder `fixture`, four processes at a time
 /// (most of a refusal's time is the process starting); all failures are reported together.
-fn refused_all(fixture: &Path, cases: &[Case<'_>]) {
+pub(super) fn refused_all(fixture: &Path, cases: &[Case<'_>]) {
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -82,6 +82,7 @@ fn refused_all(fixture: &Path, cases: &[Case<'_>]) {
         }
     });
     let failures = failures.into_inner().unwrap();
+    println!("battery: {} cases run, {} failed", cases.len(), failures.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
@@ -105,7 +106,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A correct grid: synthetic data, an MLP, GFA, one attack. Each TOML case edits one line.
-const GOOD: &str = r#"experiment = "good"
+pub(super) const GOOD: &str = r#"experiment = "good"
 
 [base]
 data = { source = "synthetic", n_train = 64, n_test = 64 }

@@ -1,4 +1,5 @@
 mod bad_input;
+mod bad_results;
 mod cli;
 mod cuda;
 mod export;
