@@ -183,6 +183,8 @@ pub fn save(
     meta: &CheckpointMeta,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    // The three files are one checkpoint: a stop on request waits for all of them.
+    let _group = gfa_data::atomic::write_group();
     save_weights(model, &dir.join(LAST))?;
     if let Some(opt) = optimizer {
         write_tensors(&dir.join(OPTIMIZER), &opt.state_tensors())?;

@@ -13,6 +13,22 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Files that belong together and are written one after the other (a checkpoint's weights,
+/// optimizer state and sidecar): a process that stops on request (`gfa run` on SIGTERM) waits
+/// for a group in progress ([`stop_groups`]), so that it never leaves half of one.
+static GROUPS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held while a group of files is written (see [`GROUPS`]); blocks once [`stop_groups`] ran.
+pub fn write_group() -> std::sync::RwLockReadGuard<'static, ()> {
+    GROUPS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wait for the groups being written to finish and start no other while the guard lives (a
+/// stopping process keeps it until it exits).
+pub fn stop_groups() -> std::sync::RwLockWriteGuard<'static, ()> {
+    GROUPS.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Write `bytes` to `path` atomically and durably (see the module documentation). The folder
 /// is created when missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

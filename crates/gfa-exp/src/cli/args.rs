@@ -196,6 +196,49 @@ pub struct PlanArgs {
     /// grids.
     #[arg(long)]
     pub require_cuda: bool,
+    #[command(flatten)]
+    pub slurm: SlurmFlags,
+}
+
+/// `--emit slurm`: each overrides its key of the experiment file's `[slurm]` section.
+#[derive(Debug, Args, Default)]
+pub struct SlurmFlags {
+    /// Slurm partition of the tasks.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_partition: Option<String>,
+    /// Slurm account the tasks are charged to.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_account: Option<String>,
+    /// Time limit per task, as sbatch --time takes it (default: 1.5 x the calibrated estimate
+    /// of the task's runs + 10 min).
+    #[arg(long, value_name = "TIME")]
+    pub slurm_time: Option<String>,
+    /// CPUs per task (default 1); gfa takes them as its libtorch threads.
+    #[arg(long, value_name = "N")]
+    pub slurm_cpus: Option<usize>,
+    /// Memory per task, as sbatch --mem takes it, e.g. 8G.
+    #[arg(long, value_name = "SIZE")]
+    pub slurm_mem: Option<String>,
+    /// GPUs per task (--gres=gpu:N; gfa runs on the GPUs Slurm gives the task).
+    #[arg(long, value_name = "N")]
+    pub slurm_gpus: Option<usize>,
+    /// One more #SBATCH line, e.g. --slurm-extra=--qos=long (repeatable).
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    pub slurm_extra: Vec<String>,
+}
+
+impl SlurmFlags {
+    pub fn section(&self) -> crate::config::slurm::SlurmSection {
+        crate::config::slurm::SlurmSection {
+            partition: self.slurm_partition.clone(),
+            account: self.slurm_account.clone(),
+            time: self.slurm_time.clone(),
+            cpus_per_task: self.slurm_cpus,
+            mem: self.slurm_mem.clone(),
+            gpus: self.slurm_gpus,
+            extra: self.slurm_extra.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -246,9 +289,15 @@ pub struct RunArgs {
     /// Devices of the --jobs workers, e.g. cuda:0,cuda:1 (worker k uses the k-th, round robin).
     #[arg(long, value_delimiter = ',', value_parser = parse_device, value_name = "LIST")]
     pub devices: Vec<DeviceChoice>,
-    /// libtorch threads per process (default: all cores; with --jobs N, cores / N each).
+    /// libtorch threads per process (default: all cores, or a Slurm task's
+    /// SLURM_CPUS_PER_TASK; with --jobs N, cores / N each).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// A run another process holds: wait up to SECONDS (after the other runs) for its lock,
+    /// then finish or resume it; still held then, exit with code 3. Without the flag such a
+    /// run is skipped and counted as locked (exit code 0). The Slurm script passes it.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait_locked: Option<u64>,
     /// No progress bar and no progress lines (each run's log.txt is still written).
     #[arg(long)]
     pub quiet: bool,
@@ -277,6 +326,10 @@ pub struct EscalateArgs {
 pub struct ReportArgs {
     /// A results folder, results/<experiment>.
     pub dir: PathBuf,
+    /// Refuse (an error, nothing written) when a planned run is not finished (never started,
+    /// running, interrupted or failed); without it they are listed and their table rows marked.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

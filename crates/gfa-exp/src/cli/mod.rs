@@ -14,6 +14,7 @@ pub mod list;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod slurm;
 
 pub use args::Cli;
 

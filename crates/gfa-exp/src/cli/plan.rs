@@ -2,14 +2,13 @@
 //! and (`--emit slurm`) a job-array script.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use gfa_data::atomic::write_atomic;
 
 use crate::cli::args::{Emit, PlanArgs};
 use crate::cli::calibrate;
-use crate::config::grid::{self, ExperimentSpec, RunSpec, load};
+use crate::config::grid::{self, RunSpec, load};
 use crate::results::plan::write_plan;
 
 /// The numbered table `gfa plan` prints (with each run's estimated hours when calibrated).
@@ -100,65 +99,33 @@ pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
     println!("wrote {}", exp.manifest().display());
     if args.emit == Some(Emit::Slurm) {
-        let script = slurm_script(
-            &spec,
-            &runs,
-            &args.grid.file,
-            &args.grid.set,
-            &args.grid.results,
-            args.tasks,
-        )?;
+        let slurm = spec.slurm.merged(&args.slurm.section());
+        slurm.check().map_err(|(key, m)| {
+            anyhow::anyhow!("--slurm-{}: {m}", key.replace("cpus_per_task", "cpus"))
+        })?;
+        let inputs = crate::cli::slurm::ScriptInputs {
+            file: &args.grid.file,
+            results: &args.grid.results,
+            set: &args.grid.set,
+            device: choice,
+            tasks: args.tasks,
+            slurm,
+            hours: runs.iter().map(|r| cal.hours(r)).collect(),
+            binary: std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("locating the gfa binary for the script: {e}"))?,
+        };
+        let script = crate::cli::slurm::script(&spec, &runs, &inputs)?;
         let p = exp.root.join("slurm.sh");
         write_atomic(&p, script.as_bytes())?;
-        println!("wrote {}", p.display());
+        // Slurm opens the task logs in a folder that must exist.
+        let logs = exp.root.join("slurm-logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", logs.display()))?;
+        println!(
+            "wrote {}; submit it with: sbatch {}",
+            p.display(),
+            std::path::absolute(&p)?.display()
+        );
     }
     Ok(0)
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-/// An sbatch job-array script running the plan's runs.
-pub fn slurm_script(
-    spec: &ExperimentSpec,
-    runs: &[RunSpec],
-    file: &Path,
-    set: &[String],
-    results: &Path,
-    tasks: Option<usize>,
-) -> Result<String> {
-    let mut common = format!(
-        "gfa run {} --results {} --quiet",
-        shell_quote(&file.display().to_string()),
-        shell_quote(&results.display().to_string())
-    );
-    for s in set {
-        let _ = write!(common, " --set {}", shell_quote(s));
-    }
-    let mut out = String::new();
-    let n = match tasks {
-        Some(0) => bail!("--tasks must be at least 1"),
-        Some(t) => t.min(runs.len().max(1)),
-        None => runs.len(),
-    };
-    let _ = writeln!(out, "#!/bin/bash");
-    let _ =
-        writeln!(out, "# gfa experiment `{}`: {} runs in {n} array tasks.", spec.name, runs.len());
-    let _ = writeln!(out, "#SBATCH --job-name=gfa-{}", spec.name);
-    let _ = writeln!(out, "#SBATCH --array=1-{n}");
-    let _ = writeln!(out, "#SBATCH --output={}/%x-%a.log", results.join(&spec.name).display());
-    let _ = writeln!(out, "set -euo pipefail");
-    if tasks.is_some() {
-        let _ = writeln!(out, "{common} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
-    } else {
-        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-        let _ = writeln!(out, "IDS=({})", ids.join(" "));
-        let _ = writeln!(out, "{common} --only \"${{IDS[$((SLURM_ARRAY_TASK_ID - 1))]}}\"");
-    }
-    Ok(out)
 }

@@ -8,8 +8,16 @@ use crate::cli::args::{PlotArgs, PlotFormat, ReportArgs};
 
 /// `gfa report DIR`: `summary.csv`, the tables and `report.md`, printed and written.
 pub fn report(args: &ReportArgs) -> Result<i32> {
-    let out = report::report(&args.dir)?;
+    let out = report::report_with(&args.dir, args.strict)?;
     println!("{}", out.markdown);
+    if !out.unfinished.is_empty() {
+        eprintln!(
+            "warning: {} planned runs of {} are not finished (listed above the tables; \
+             --strict makes this an error)",
+            out.unfinished.len(),
+            args.dir.display()
+        );
+    }
     eprintln!(
         "wrote {}",
         out.written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")

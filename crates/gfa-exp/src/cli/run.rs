@@ -10,9 +10,10 @@ use crate::config::grid::load;
 use crate::results::plan::write_plan;
 use crate::results::store::ExperimentDir;
 use crate::run::escalate;
-use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores};
+use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores, slurm_cpus_per_task};
 use crate::run::monitor::{Monitor, Show};
 use crate::run::runner::{self, RunOptions};
+use crate::run::signals;
 use crate::run::stages::TorchStages;
 
 impl RunArgs {
@@ -30,16 +31,25 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
         shard: args.shard,
         monitor: Monitor::default(),
         train_only: args.train_only,
+        wait_locked: args.wait_locked.map(std::time::Duration::from_secs),
     };
     runner::check_only(&runs, &opts.only)?;
     let selected = runner::select(&runs, &opts).len();
-    let jobs = Jobs::resolve(&args.job_flags(), spec.jobs, selected, device, cores())?;
+    let jobs = Jobs::resolve(
+        &args.job_flags(),
+        spec.jobs,
+        selected,
+        device,
+        cores(),
+        slurm_cpus_per_task(),
+    )?;
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
-    if !args.worker {
-        announce(device)?;
-    }
+    signals::install(signals::Announce { command: signals::command_line(), worker: args.worker })?;
     if let Some(t) = jobs.threads {
         tch::set_num_threads(t as i32);
+    }
+    if !args.worker {
+        announce(device)?;
     }
     let monitor = match (args.worker, args.quiet) {
         (_, true) => Monitor::with(Show::Quiet),
@@ -56,6 +66,7 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
             set: args.grid.set.clone(),
             results: args.grid.results.clone(),
             quiet: args.quiet,
+            wait_locked: args.wait_locked,
         };
         let pool = Pool { args: &worker, jobs: &jobs, exp: &exp, monitor: &monitor };
         pool.run_grid(&runs, &opts)?
@@ -74,7 +85,23 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
             eprintln!("failed {id}: {e}");
         }
     }
-    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+    Ok(match (summary.failed.is_empty(), summary.locked.is_empty()) {
+        (false, _) => 1,
+        // Waited for and still held: a scheduler should show that this task did not finish.
+        (true, false) if args.wait_locked.is_some() => {
+            if !args.worker {
+                eprintln!(
+                    "error: {} still held by another process after --wait-locked {} s: {}; \
+                     rerun once that process ends",
+                    if summary.locked.len() == 1 { "a run is" } else { "runs are" },
+                    args.wait_locked.unwrap_or(0),
+                    summary.locked.join(", ")
+                );
+            }
+            3
+        }
+        (true, _) => 0,
+    })
 }
 
 /// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
@@ -114,7 +141,18 @@ mod tests {
     }
 
     fn resolve(extra: &[&str], file: Option<usize>, runs: usize) -> Result<Jobs> {
-        Jobs::resolve(&args(extra).job_flags(), file, runs, DeviceChoice::Cpu, 8)
+        Jobs::resolve(&args(extra).job_flags(), file, runs, DeviceChoice::Cpu, 8, None)
+    }
+
+    #[test]
+    fn a_slurm_task_takes_its_cpus_as_threads() {
+        let slurm = |extra: &[&str], runs| {
+            let flags = args(extra).job_flags();
+            Jobs::resolve(&flags, None, runs, DeviceChoice::Cpu, 3, Some(3)).unwrap()
+        };
+        assert_eq!(slurm(&[], 1).threads, Some(3));
+        assert_eq!(slurm(&["--threads", "2"], 1).threads, Some(2));
+        assert_eq!(slurm(&["--jobs", "3"], 4).threads, Some(1));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct ExperimentFile {
     /// How `gfa run` works the grid (not part of any run: changes no run id).
     #[serde(default)]
     pub run: RunSection,
+    /// The resources of `gfa plan --emit slurm`'s array tasks (changes no run id).
+    pub slurm: Option<crate::config::slurm::SlurmSection>,
 }
 
 /// `[run]`: how `gfa run` works the grid.
@@ -125,6 +127,8 @@ pub struct ExperimentSpec {
     pub landscape: Option<LandscapeConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
+    /// `[slurm]`: the resources of the Slurm script's tasks.
+    pub slurm: crate::config::slurm::SlurmSection,
 }
 
 /// One run of the expansion ("high-level" form).
@@ -187,6 +191,7 @@ impl ExperimentSpec {
             overrides: ovs,
             landscape: None,
             jobs: None,
+            slurm: Default::default(),
         };
         spec.read_root(path, root)?;
         Ok(spec)
@@ -249,6 +254,12 @@ impl ExperimentSpec {
             return Err(self.error_at(&["run".into(), "jobs".into()], message.into(), None));
         }
         self.jobs = file.run.jobs;
+        if let Some(slurm) = file.slurm {
+            slurm.check().map_err(|(key, message)| {
+                self.error_at(&["slurm".into(), key.into()], message, None)
+            })?;
+            self.slurm = slurm;
+        }
         if let Some(seeds) = file.seeds {
             self.seeds = self.checked_seeds(seeds)?;
         }

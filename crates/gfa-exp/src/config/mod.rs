@@ -7,5 +7,6 @@ pub mod grid;
 pub mod keys;
 pub mod legacy;
 pub mod overrides;
+pub mod slurm;
 pub mod spec;
 pub mod surrogate;

@@ -5,4 +5,5 @@
 pub mod build_info;
 pub mod plan;
 pub mod records;
+pub mod running;
 pub mod store;

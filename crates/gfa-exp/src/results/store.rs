@@ -5,7 +5,8 @@
 //!   manifest.csv  train.csv  eval.csv  checks.csv  …   (regenerated from the runs' files)
 //!   <run_id>/
 //!     config.toml  overrides.toml                     (snapshot, written by `gfa plan`)
-//!     status                                          (pending | running | done | failed + error)
+//!     status                                          (pending | running | done | failed + error
+//!                                                      | interrupted + signal and time)
 //!     trained  evaluated  checked                     (stage markers)
 //!     train.csv                                       (rewritten after every epoch)
 //!     eval.csv  checks.csv  …                         (each written once, when its stage ends)
@@ -68,6 +69,8 @@ pub enum Status {
     Running,
     Done,
     Failed(String),
+    /// Stopped by SIGTERM or SIGINT (see `signals`): the signal and when.
+    Interrupted(String),
 }
 
 impl Status {
@@ -77,6 +80,7 @@ impl Status {
             Status::Running => "running",
             Status::Done => "done",
             Status::Failed(_) => "failed",
+            Status::Interrupted(_) => "interrupted",
         }
     }
 }
@@ -217,13 +221,24 @@ impl RunDir {
             "running" => Status::Running,
             "done" => Status::Done,
             "failed" => Status::Failed(rest.trim().to_string()),
+            "interrupted" => Status::Interrupted(rest.trim().to_string()),
             _ => Status::Pending,
         }
     }
 
+    /// Write the run's status, under the lock that a SIGTERM's handler takes (`run::signals`).
     pub fn set_status(&self, status: &Status) -> Result<()> {
+        let mut guard = crate::results::running::status_guard();
+        self.write_status(status)?;
+        guard.note(&self.path, *status == Status::Running);
+        Ok(())
+    }
+
+    /// [`RunDir::set_status`] without the lock (the signal handler, which holds it).
+    pub(crate) fn write_status(&self, status: &Status) -> Result<()> {
         let text = match status {
             Status::Failed(e) => format!("failed\n{e}\n"),
+            Status::Interrupted(e) => format!("interrupted\n{e}\n"),
             s => format!("{}\n", s.label()),
         };
         Ok(write_atomic(&self.path.join("status"), text.as_bytes())?)

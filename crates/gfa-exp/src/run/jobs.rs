@@ -50,6 +50,8 @@ pub struct WorkerArgs {
     pub set: Vec<String>,
     pub results: PathBuf,
     pub quiet: bool,
+    /// `--wait-locked`, passed on.
+    pub wait_locked: Option<u64>,
 }
 
 /// How many runs at once, where, with how many threads each.
@@ -62,21 +64,31 @@ pub struct Jobs {
     pub threads: Option<usize>,
 }
 
-/// The cores this process may use.
+/// `SLURM_CPUS_PER_TASK` of a Slurm task (set when the job asks for `--cpus-per-task`).
+pub fn slurm_cpus_per_task() -> Option<usize> {
+    std::env::var("SLURM_CPUS_PER_TASK").ok()?.trim().parse().ok().filter(|n| *n > 0)
+}
+
+/// The cores this process may use: a Slurm task's `SLURM_CPUS_PER_TASK` (what it was given,
+/// whether or not the cluster confines it to them), else the cores the OS lets it run on.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    slurm_cpus_per_task()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Jobs {
     /// Check `--jobs`, `--devices` and `--threads` against the selection (`runs` selected runs)
     /// and the machine. `file_jobs` is `[run] jobs` of the experiment file: a wish, capped at
     /// the selection (so `--only` works on a grid that asks for 4), where the flag is a demand.
+    /// `slurm_cpus` is a Slurm task's `SLURM_CPUS_PER_TASK`: one process uses that many
+    /// threads (libtorch's default would take every core of the node).
     pub fn resolve(
         args: &JobFlags,
         file_jobs: Option<usize>,
         runs: usize,
         device: DeviceChoice,
         cores: usize,
+        slurm_cpus: Option<usize>,
     ) -> Result<Jobs> {
         let devices = if args.devices.is_empty() {
             vec![device.resolve()?]
@@ -103,7 +115,7 @@ impl Jobs {
             Some(0) => bail!("--threads 0: give the number of libtorch threads, at least 1"),
             Some(t) => Some(t),
             None if jobs > 1 => Some((cores / jobs).max(1)),
-            None => None,
+            None => slurm_cpus,
         };
         Ok(Jobs { jobs, devices, threads })
     }
@@ -260,6 +272,9 @@ impl Pool<'_> {
         if a.quiet {
             cmd.arg("--quiet");
         }
+        if let Some(w) = a.wait_locked {
+            cmd.arg("--wait-locked").arg(w.to_string());
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         Ok(cmd)
     }
@@ -273,10 +288,14 @@ impl Pool<'_> {
         phase: Phase,
         done: mpsc::Sender<Finished>,
     ) -> Result<()> {
-        let mut child = self
-            .command(run, slot, phase)?
-            .spawn()
-            .with_context(|| format!("starting the worker process for run {}", run.run_id))?;
+        let dir = self.exp.run(&run.run_id);
+        let Some(mut child) =
+            crate::run::signals::spawn(&mut self.command(run, slot, phase)?, &dir.path)
+                .with_context(|| format!("starting the worker process for run {}", run.run_id))?
+        else {
+            // Stopping (SIGTERM or SIGINT): the signal's thread ends the process.
+            return Ok(());
+        };
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let monitor = self.monitor.clone();
         let run_id = run.run_id.clone();
@@ -301,6 +320,7 @@ impl Pool<'_> {
                 }
             }
             let status = child.wait();
+            crate::run::signals::worker_ended(child.id());
             let text = out.join().unwrap_or_default();
             let summary = text.lines().rev().find_map(|l| serde_json::from_str(l).ok());
             let _ = done.send(Finished { run_id, slot, status, summary, tail: tail.into() });
@@ -328,6 +348,12 @@ impl Pool<'_> {
             text.push_str(&format!("; its last lines:\n{}", f.tail.join("\n")));
         }
         let dir = self.exp.run(&f.run_id);
+        // A worker stopped by SIGTERM or SIGINT marked its run interrupted (or this process
+        // will, see `signals`): that is no failure of the run.
+        if crate::run::signals::stopping() || matches!(dir.status(), Status::Interrupted(_)) {
+            summary.failed.push((f.run_id, "interrupted".into()));
+            return Ok(());
+        }
         if let Some(_lock) = dir.try_lock()? {
             dir.set_status(&Status::Failed(text.clone()))?;
             dir.log(&format!("failed: {text}"));

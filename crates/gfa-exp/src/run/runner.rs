@@ -87,6 +87,10 @@ pub struct RunOptions {
     pub monitor: Monitor,
     /// Only train the selected runs (a `--jobs` worker's first phase on an all-correct grid).
     pub train_only: bool,
+    /// `--wait-locked`: how long to wait, after the other runs, for the runs another process
+    /// holds, then work them (finished by the holder, or resumed where a stopped holder left
+    /// them). `None`: skip them.
+    pub wait_locked: Option<std::time::Duration>,
 }
 
 /// What `run_grid` did.
@@ -210,8 +214,46 @@ pub fn run_grid(
         visit(exp, run, stages, bar, &mut summary, Upto::Checked(keep))?;
         bar.inc();
     }
+    if let Some(limit) = opts.wait_locked {
+        wait_for_locked(exp, runs, stages, opts, &common, &mut summary, limit)?;
+    }
     bar.finish();
     Ok(summary)
+}
+
+/// `--wait-locked`: wait up to `limit` (from now, for all of them) for each run another
+/// process held, and work it once its lock is free: a holder that finished leaves it done, one
+/// that was stopped leaves it to resume here. Runs still held at the limit stay `locked`.
+fn wait_for_locked(
+    exp: &ExperimentDir,
+    runs: &[RunSpec],
+    stages: &mut dyn Stages,
+    opts: &RunOptions,
+    common: &BTreeMap<String, Common>,
+    summary: &mut RunSummary,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let held = std::mem::take(&mut summary.locked);
+    for id in held {
+        let Some(run) = runs.iter().find(|r| r.run_id == id) else { continue };
+        let dir = exp.run(&id);
+        opts.monitor.line(&format!("run {id}: waiting for the process that holds it"));
+        loop {
+            // Probe, then let go at once: `visit` takes the lock itself.
+            if dir.try_lock()?.is_some() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let keep = match run.config.eval.subset {
+            Subset::AllCorrect => common.get(&points_key(run)),
+            Subset::All => None,
+        };
+        let upto = if opts.train_only { Upto::Trained } else { Upto::Checked(keep) };
+        visit(exp, run, stages, &opts.monitor, summary, upto)?;
+    }
+    Ok(())
 }
 
 /// Take one run up to a stage under its lock, recording the outcome in `summary`. Nothing of

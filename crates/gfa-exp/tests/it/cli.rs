@@ -56,31 +56,110 @@ fn plan_prints_table_and_writes_manifest_and_configs() {
     assert!(errs.contains("different configuration") && errs.contains(id), "{errs}");
 }
 
+/// The Slurm script of a grid with `[slurm]` settings (one overridden by its flag), `--set`,
+/// `--device` and relative paths: everything absolute, resources as asked, progress lines (no
+/// --quiet), logs by job and task id; run as written from another folder with gfa not on PATH.
 #[test]
-fn plan_with_override_and_slurm() {
+fn plan_emits_a_slurm_script_that_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "small.toml", SMALL);
+    let root = fs::canonicalize(dir.path()).unwrap();
+    let slurm = "\n[slurm]\npartition = \"long\"\naccount = \"lab\"\nmem = \"4G\"\n\
+                 cpus_per_task = 1\nextra = [\"--qos=high\"]\n";
+    write(&root, "small.toml", &format!("{SMALL}{slurm}"));
     let o = gfa(
-        dir.path(),
-        &["plan", "small.toml", "--set", "seeds=[5]", "--results", "out", "--emit", "slurm"],
+        &root,
+        &[
+            "--device",
+            "cpu",
+            "plan",
+            "small.toml",
+            "--set",
+            "seeds=[5]",
+            "--results",
+            "out",
+            "--emit",
+            "slurm",
+            "--slurm-partition",
+            "short",
+        ],
     );
     let (out, errs) = text(&o);
     assert!(o.status.success(), "{out}\n{errs}");
     assert!(out.contains("4 runs"), "{out}");
-    let script = fs::read_to_string(dir.path().join("out/small/slurm.sh")).unwrap();
-    assert!(script.contains("#SBATCH --array=1-4"), "{script}");
-    assert!(
-        script.contains("gfa run small.toml --results out --quiet --set 'seeds=[5]' --only"),
+    let exp = root.join("out/small");
+    let script = fs::read_to_string(exp.join("slurm.sh")).unwrap();
+    let sbatch: Vec<&str> = script.lines().filter(|l| l.starts_with("#SBATCH")).collect();
+    let exe = fs::canonicalize(env!("CARGO_BIN_EXE_gfa")).unwrap();
+    let time = sbatch.iter().find(|l| l.starts_with("#SBATCH --time=")).expect("a time limit");
+    assert_eq!(
+        sbatch.iter().filter(|l| !l.starts_with("#SBATCH --time=")).copied().collect::<Vec<_>>(),
+        [
+            "#SBATCH --job-name=gfa-small".to_string(),
+            "#SBATCH --array=1-4".into(),
+            format!("#SBATCH --output={}/slurm-logs/%x-%A_%a.log", exp.display()),
+            "#SBATCH --cpus-per-task=1".into(),
+            "#SBATCH --mem=4G".into(),
+            "#SBATCH --partition=short".into(),
+            "#SBATCH --account=lab".into(),
+            "#SBATCH --qos=high".into(),
+        ],
         "{script}"
     );
-    let o = gfa(dir.path(), &["plan", "small.toml", "--emit", "slurm", "--tasks", "3"]);
-    assert!(o.status.success());
-    let script = fs::read_to_string(dir.path().join("results/small/slurm.sh")).unwrap();
+    // The task waits for a run another submission holds as long as it may run.
+    let limit: Vec<u64> =
+        time["#SBATCH --time=".len()..].split(':').map(|x| x.parse().unwrap()).collect();
+    let secs = limit[0] * 3600 + limit[1] * 60 + limit[2];
+    assert!(secs >= 600, "{time}");
+    assert!(script.contains(&format!("GFA=\"${{GFA_BIN:-{}}}\"", exe.display())), "{script}");
+    let run = format!(
+        "exec \"$GFA\" --device cpu run {}/small.toml --results {}/out --set 'seeds=[5]' \
+         --wait-locked {secs} --only \"${{IDS[$((SLURM_ARRAY_TASK_ID - 1))]}}\"",
+        root.display(),
+        root.display()
+    );
+    assert!(script.contains(&run), "{script}");
+    assert!(!script.contains("--quiet"), "{script}");
+    assert!(exp.join("slurm-logs").is_dir());
+
+    // As Slurm runs task 2: from another folder, with a PATH that has no gfa.
+    let elsewhere = root.join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(exp.join("slurm.sh"))
+        .current_dir(&elsewhere)
+        .env("PATH", "/usr/bin:/bin")
+        .env("SLURM_ARRAY_TASK_ID", "2")
+        .env("SLURM_CPUS_PER_TASK", "1")
+        .output()
+        .unwrap();
+    let (out, errs) = text(&o);
+    assert!(o.status.success(), "{out}\n{errs}");
+    assert!(out.contains("1 runs done"), "{out}");
+    assert!(out.contains("1 threads)"), "SLURM_CPUS_PER_TASK sets the threads: {out}");
+    assert!(errs.contains("train epoch 1/1"), "progress lines in the task log: {errs}");
+    let manifest = fs::read_to_string(exp.join("manifest.csv")).unwrap();
+    let second = manifest.lines().nth(2).unwrap().split(',').nth(3).unwrap();
+    assert_eq!(fs::read_to_string(exp.join(second).join("status")).unwrap(), "done\n");
+
+    // GPUs per task: --gres and the task's GPUs as --devices; a shard per task.
+    let o =
+        gfa(&root, &["plan", "small.toml", "--emit", "slurm", "--tasks", "3", "--slurm-gpus", "2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let script = fs::read_to_string(root.join("results/small/slurm.sh")).unwrap();
     assert!(
         script.contains("#SBATCH --array=1-3")
-            && script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\""),
+            && script.contains("#SBATCH --gres=gpu:2")
+            && script.contains("--devices \"$DEVICES\"")
+            && script.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\"")
+            && !script.contains("--device cpu"),
         "{script}"
     );
+    // A bad [slurm] value is an error at its key.
+    write(&root, "bad.toml", &format!("{SMALL}\n[slurm]\ntime = \"soon\"\n"));
+    let o = gfa(&root, &["plan", "bad.toml", "--emit", "slurm"]);
+    let (_, errs) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{errs}");
+    assert!(errs.contains("slurm.time") && errs.contains("HH:MM:SS"), "{errs}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gfa_exp::results::records::{TrainRow, read_rows};
 
 /// 2 methods × 2 seeds of a linear model on synthetic data, three epochs, two attacks.
-const TINY: &str = r#"experiment = "tiny"
+pub(super) const TINY: &str = r#"experiment = "tiny"
 seeds = [0, 1]
 
 [base]
@@ -38,37 +38,37 @@ steps = 3
 
 const RUNS: usize = 4;
 
-fn gfa_cmd(dir: &Path, args: &[&str]) -> Command {
+pub(super) fn gfa_cmd(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gfa"));
     c.current_dir(dir).args(["--device", "cpu"]).args(args).env_remove("GFA_FAULT");
     c
 }
 
 /// `gfa run grid.toml --results <res> --threads 1` plus `extra`, in `dir`.
-fn run_args<'a>(res: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub(super) fn run_args<'a>(res: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["run", "grid.toml", "--results", res, "--threads", "1"];
     a.extend_from_slice(extra);
     a
 }
 
-fn text(o: &Output) -> String {
+pub(super) fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn ok(o: Output) -> Output {
+pub(super) fn ok(o: Output) -> Output {
     assert!(o.status.success(), "{}", text(&o));
     o
 }
 
 /// A temporary folder holding `grid.toml` with `grid`.
-fn setup(grid: &str) -> tempfile::TempDir {
+pub(super) fn setup(grid: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("grid.toml"), grid).unwrap();
     dir
 }
 
 /// Every experiment-level CSV of `exp` as text cells, without its timing column (`seconds`).
-fn tables(exp: &Path) -> BTreeMap<String, Vec<Vec<String>>> {
+pub(super) fn tables(exp: &Path) -> BTreeMap<String, Vec<Vec<String>>> {
     let mut out = BTreeMap::new();
     for name in [
         "train.csv",
@@ -93,17 +93,17 @@ fn tables(exp: &Path) -> BTreeMap<String, Vec<Vec<String>>> {
 }
 
 /// The CSVs of a sequential, uninterrupted run of `grid` (with `extra` flags).
-fn reference(grid: &str, extra: &[&str]) -> BTreeMap<String, Vec<Vec<String>>> {
+pub(super) fn reference(grid: &str, extra: &[&str]) -> BTreeMap<String, Vec<Vec<String>>> {
     let dir = setup(grid);
     ok(gfa_cmd(dir.path(), &run_args("res", extra)).output().unwrap());
     tables(&exp_dir(dir.path()))
 }
 
-fn exp_dir(dir: &Path) -> PathBuf {
+pub(super) fn exp_dir(dir: &Path) -> PathBuf {
     dir.join("res/tiny")
 }
 
-fn run_dirs(exp: &Path) -> Vec<PathBuf> {
+pub(super) fn run_dirs(exp: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(exp)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -128,7 +128,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `(done, already done, failed, locked)` from `gfa run`'s summary line.
-fn counts(o: &Output) -> [usize; 4] {
+pub(super) fn counts(o: &Output) -> [usize; 4] {
     let out = String::from_utf8_lossy(&o.stdout);
     let line = out.lines().find(|l| l.contains(" runs done, ")).unwrap_or_else(|| panic!("{out}"));
     let n: Vec<usize> =

@@ -13,6 +13,7 @@ mod report;
 mod resume_eval;
 mod run;
 mod setup;
+mod signals;
 mod store;
 
 use std::path::{Path, PathBuf};

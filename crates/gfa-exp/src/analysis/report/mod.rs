@@ -31,6 +31,7 @@ pub mod base;
 pub mod claims;
 pub mod groups;
 pub mod readme;
+pub mod incomplete;
 mod t1;
 mod t2;
 mod t3;
@@ -105,12 +106,41 @@ pub struct ReportOutput {
     pub markdown: String,
     pub written: Vec<PathBuf>,
     pub summary: Vec<SummaryRow>,
+    /// The planned runs that are not finished (the report says so above its tables).
+    pub unfinished: Vec<incomplete::Unfinished>,
 }
 
 /// Build the summary and tables of a results folder and write them.
 pub fn report(dir: &Path) -> Result<ReportOutput> {
+    report_with(dir, false)
+}
+
+/// [`report`]; with `strict`, a planned run that is not finished is an error and nothing is
+/// written (see [`incomplete`]).
+pub fn report_with(dir: &Path, strict: bool) -> Result<ReportOutput> {
     let res = Results::load(dir)?;
-    let out = build(&res);
+    let mut out = build(&res);
+    let gaps = incomplete::Gaps::load(dir, "", &res, &Ctx::of(&res))?;
+    if strict && !gaps.unfinished.is_empty() {
+        let runs: Vec<String> =
+            gaps.unfinished.iter().map(|u| format!("{} ({})", u.run_id, u.state)).collect();
+        anyhow::bail!(
+            "{}: --strict: {} planned run{} not finished: {}; finish the grid with `gfa run` on \
+             its experiment file (it resumes interrupted runs), or report without --strict",
+            dir.display(),
+            runs.len(),
+            if runs.len() == 1 { " is" } else { "s are" },
+            runs.join(", ")
+        );
+    }
+    for (_, t) in out.tables.iter_mut() {
+        *t = gaps.mark(t);
+    }
+    let marked = gaps.mark(&out.markdown);
+    out.markdown = match marked.split_once("\n\n") {
+        Some((title, rest)) => format!("{title}\n\n{}{rest}", gaps.note()),
+        None => marked,
+    };
     let mut written = Vec::new();
     let summary_path = dir.join("summary.csv");
     write_rows(&summary_path, &out.summary)?;
@@ -123,7 +153,12 @@ pub fn report(dir: &Path) -> Result<ReportOutput> {
     let p = dir.join("report.md");
     write_atomic(&p, out.markdown.as_bytes())?;
     written.push(p);
-    Ok(ReportOutput { markdown: out.markdown, written, summary: out.summary })
+    Ok(ReportOutput {
+        markdown: out.markdown,
+        written,
+        summary: out.summary,
+        unfinished: gaps.unfinished,
+    })
 }
 
 /// Tables and summary of loaded results (no I/O).
