@@ -37,7 +37,7 @@ fn spec(case: &Case) -> ModelSpec {
 /// order on different code paths (AVX2, AVX-512, default), which moves the last few bits; 1e-5 of
 /// the scale is far above that and far below any real difference (a wrong weight or a missing
 /// normalization moves logits by 1e-2 or more).
-fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
+pub(super) fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
     assert_eq!(a.size(), b.size(), "{what}: shape");
     let scale = b.abs().max().double_value(&[]).max(1e-12);
     let err = (a - b).abs().max().double_value(&[]);

@@ -11,21 +11,12 @@ use gfa_core::{Classifier, CoreError};
 use tch::{Device, Kind, Tensor};
 
 use super::fixture;
+use super::import::assert_close;
 
 const CIFAR: [i64; 3] = [3, 32, 32];
 
 fn io() -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(fixture("ts_io.safetensors")).unwrap().into_iter().collect()
-}
-
-/// float32 logits: both sides run the same float32 kernels, possibly different vector code
-/// (AVX2, AVX-512, default) on different CPUs, which moves the last bits; 1e-5 of the scale is
-/// far above that and far below a wrong weight or a missing normalization (≥ 1e-2).
-fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
-    assert_eq!(a.size(), b.size(), "{what}: shape");
-    let scale = b.abs().max().double_value(&[]).max(1e-12);
-    let err = (a - b).abs().max().double_value(&[]);
-    assert!(err <= 1e-5 * scale, "{what}: max abs diff {err:e} vs scale {scale:e}");
 }
 
 #[test]

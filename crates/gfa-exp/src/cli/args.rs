@@ -145,8 +145,9 @@ pub enum ExportCommand {
 
 #[derive(Debug, Args)]
 pub struct RobustbenchArgs {
-    /// A run folder: results/<experiment>/<run_id> (gfa run) or a gfa train --out folder with
-    /// its eval.csv (gfa eval --csv).
+    /// A run folder: results/<experiment>/<run_id> (gfa run), a gfa train --out folder with
+    /// its eval.csv (gfa eval --csv), or a folder with the eval.csv of gfa eval --weights |
+    /// --torchscript (with --dataset).
     pub run_dir: PathBuf,
     /// Output file (default: <run_dir>/robustbench.json).
     #[arg(short, long)]
@@ -157,6 +158,10 @@ pub struct RobustbenchArgs {
     /// The threat model to report when eval.csv has AutoAttack rows of both (linf or l2).
     #[arg(long)]
     pub norm: Option<String>,
+    /// The data set, for a folder holding only the eval.csv of `gfa eval --weights |
+    /// --torchscript … --csv` (a run folder's config names it): e.g. cifar10.
+    #[arg(long)]
+    pub dataset: Option<String>,
 }
 
 /// An experiment file, its overrides and the results root.

@@ -54,7 +54,9 @@ pub struct GfaFields {
     pub experiment: String,
     pub run_id: String,
     pub seed: u64,
-    pub model: gfa_core::ModelSpec,
+    /// The run's model; `None` for a model evaluated from a file (`gfa eval --weights |
+    /// --torchscript`), named by `architecture`.
+    pub model: Option<gfa_core::ModelSpec>,
     pub method: String,
     pub lambda: Option<f64>,
     /// The method's sections as compact JSON (`method_params` of the CSVs).
@@ -76,8 +78,9 @@ pub struct GfaFields {
     pub final_test_acc: Option<f64>,
 }
 
-/// The run's configuration: `config.toml` (gfa run) or `run.toml` (gfa train --out).
-fn run_config(dir: &Path) -> Result<RunConfig> {
+/// The run's configuration: `config.toml` (gfa run) or `run.toml` (gfa train --out); `None` for
+/// a folder holding only the `eval.csv` of `gfa eval --weights | --torchscript … --csv`.
+fn run_config(dir: &Path) -> Result<Option<RunConfig>> {
     for name in ["config.toml", RUN_TOML] {
         let path = dir.join(name);
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
@@ -86,7 +89,7 @@ fn run_config(dir: &Path) -> Result<RunConfig> {
         for k in crate::config::spec::RUN_FILE_KEYS {
             t.remove(*k);
         }
-        return RunConfig::from_table(&t).map_err(|e| {
+        return RunConfig::from_table(&t).map(Some).map_err(|e| {
             anyhow::anyhow!(
                 "{}: `{}`: {}",
                 path.display(),
@@ -95,11 +98,7 @@ fn run_config(dir: &Path) -> Result<RunConfig> {
             )
         });
     }
-    bail!(
-        "{} has neither config.toml (a gfa run folder) nor {RUN_TOML} (a gfa train --out \
-         folder); export a run folder",
-        dir.display()
-    )
+    Ok(None)
 }
 
 /// RobustBench's name of an architecture (theirs where it has one).
@@ -212,14 +211,25 @@ pub fn model_info(a: &RobustbenchArgs) -> Result<ModelInfo> {
     }
     let cfg = run_config(dir)?;
     crate::results::records::check_csv_file(&csv)?;
+    let dataset = match (&cfg, &a.dataset) {
+        (Some(c), _) => c.data.source.name().to_string(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => bail!(
+            "{} has neither config.toml (a gfa run folder) nor {RUN_TOML} (a gfa train --out \
+             folder), which name the data; for the eval.csv of `gfa eval --weights | \
+             --torchscript … --csv`, name the data set it was evaluated on with --dataset \
+             (e.g. cifar10)",
+            dir.display()
+        ),
+    };
     let rows: Vec<EvalRow> = read_rows(&csv)?;
     let row = autoattack_row(&rows, a, &csv)?;
     let modified = std::fs::metadata(&csv).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
     let train_csv = dir.join("train.csv");
     let train: Vec<TrainRow> = if train_csv.is_file() { read_rows(&train_csv)? } else { vec![] };
     let last = train.iter().max_by_key(|r| r.epoch);
-    let method = cfg.method().to_string();
-    let training_method = match cfg.lambda() {
+    let method = cfg.as_ref().map_or_else(|| row.method.clone(), |c| c.method().to_string());
+    let training_method = match cfg.as_ref().and_then(|c| c.lambda()) {
         Some(l) => format!("{method} (lambda {l})"),
         None => method.clone(),
     };
@@ -234,9 +244,15 @@ pub fn model_info(a: &RobustbenchArgs) -> Result<ModelInfo> {
         authors: String::new(),
         additional_data: false,
         number_forward_passes: 1,
-        dataset: cfg.data.source.name().to_string(),
+        dataset,
         venue: String::new(),
-        architecture: architecture(&cfg.model),
+        architecture: match &cfg {
+            Some(c) => architecture(&c.model),
+            None if row.model == gfa_core::models::Arch::TorchScript.name() => {
+                "TorchScript module".to_string()
+            }
+            None => row.model.clone(),
+        },
         eps: row.eps_text.clone(),
         clean_acc: percent(row.clean_acc),
         reported: percent(robust),
@@ -251,7 +267,7 @@ pub fn model_info(a: &RobustbenchArgs) -> Result<ModelInfo> {
             experiment: row.experiment.clone(),
             run_id: row.run_id.clone(),
             seed: row.seed,
-            model: cfg.model.clone(),
+            model: cfg.as_ref().map(|c| c.model.clone()),
             method,
             lambda: row.lambda,
             method_params: row.method_params.clone(),

@@ -731,3 +731,40 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
         assert!(o.status.success(), "{errs}");
     }
 }
+
+/// `gfa eval --torchscript` on a traced ResNet-18 prints the numbers of `gfa eval --weights` on
+/// the same weights imported; a state dict given to --torchscript and `gfa gfa-value` on a
+/// module are refused, naming the way that works.
+#[test]
+fn eval_torchscript_equals_eval_of_the_imported_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = gfa(dir.path(), args);
+        let (out, errs) = text(&o);
+        (o.status.success(), out, errs)
+    };
+    let pt = core_fixture("import_resnet18.pt");
+    let import = ["import", &pt, "--model", "resnet18", "--width", "0.0625", "--normalize"];
+    let (ok, _, errs) = run(&[&import[..], &["none", "-o", "r.safetensors"]].concat());
+    assert!(ok, "{errs}");
+    let eval = ["eval", "--device", "cpu", "--synthetic", "--n", "8", "--attacks", "fgsm,apgd-ce"];
+    let ts = core_fixture("ts_resnet18_traced.pt");
+    let (ok, from_ts, errs) = run(&[&eval[..], &["--torchscript", &ts]].concat());
+    assert!(ok, "{errs}");
+    assert!(errs.contains("TorchScript module") && errs.contains("10 classes"), "{errs}");
+    let weights = ["--weights", "r.safetensors", "--model", "resnet18", "--width", "0.0625"];
+    let (ok, from_weights, errs) = run(&[&eval[..], &weights[..]].concat());
+    assert!(ok, "{errs}");
+    // The table after its device line: attack, preset, eps, mode, n, clean and robust accuracy.
+    let table = |s: &str| s.lines().skip(1).map(String::from).collect::<Vec<_>>();
+    assert_eq!(table(&from_ts), table(&from_weights));
+    assert!(from_ts.contains("apgd-ce"), "{from_ts}");
+
+    let (ok, _, errs) = run(&[&eval[..], &["--torchscript", &pt]].concat());
+    assert!(
+        !ok && errs.contains("not a TorchScript module") && errs.contains("gfa import"),
+        "{errs}"
+    );
+    let (ok, _, errs) = run(&["gfa-value", "--synthetic", "--torchscript", &ts]);
+    assert!(!ok && errs.contains("opaque") && errs.contains("--weights"), "{errs}");
+}

@@ -226,3 +226,32 @@ fn every_run_file_gfa_writes_reads_back() {
     let (ok, out, err) = gfa(tmp.path(), &args);
     assert!(ok, "{out}\n{err}");
 }
+
+/// The eval.csv of `gfa eval --torchscript … --csv` alone in a folder: exported with the data
+/// set named by --dataset, the architecture named from the rows.
+#[test]
+fn robustbench_exports_a_torchscript_evaluation_without_a_run_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("outside");
+    fs::create_dir_all(&dir).unwrap();
+    let mut aa = row("autoattack", "linf", "8/255", "individual", 0.9, 0.4);
+    aa.experiment = String::new();
+    aa.run_id = "model.pt".into();
+    aa.model = "torchscript".into();
+    aa.method = "unknown".into();
+    write_rows(&dir.join("eval.csv"), &[aa]).unwrap();
+    let (ok, _, err) = gfa(tmp.path(), &["export", "robustbench", dir.to_str().unwrap()]);
+    assert!(!ok && err.contains("--dataset"), "{err}");
+    let args = ["export", "robustbench", dir.to_str().unwrap(), "--dataset", "cifar10"];
+    let (ok, _, err) = gfa(tmp.path(), &args);
+    assert!(ok, "{err}");
+    let text = fs::read_to_string(dir.join("robustbench.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["architecture"], "TorchScript module");
+    assert_eq!(
+        (v["dataset"].as_str(), v["autoattack_acc"].as_str()),
+        (Some("cifar10"), Some("40.00"))
+    );
+    assert_eq!(v["name"], "model.pt");
+    assert!(v["gfa"]["model"].is_null());
+}
