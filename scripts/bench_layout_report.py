@@ -85,7 +85,17 @@ def main():
         + (", ".join(f"`{a}`" for a in both) if both else "none")
         + "; for neither: "
         + (", ".join(f"`{a}`" for a in neither) if neither else "none")
-        + "."
+        + ".\n"
+    )
+    print(
+        "**Decision.** A model's `layout` serves its training and its attacks alike, so channels "
+        "last is adopted for a model only where it is faster by more than the spread in both: "
+        + (
+            ", ".join(f"`{a}`" for a in both) + " (set `layout = \"channels_last\"` in its `[model]`)."
+            if both
+            else "for none of them on this device, so the default stays `contiguous` and "
+            "`layout = \"channels_last\"` remains an option (docs/models.md)."
+        )
     )
 
 
