@@ -6,3 +6,4 @@ pub mod build_info;
 pub mod plan;
 pub mod records;
 pub mod store;
+pub mod timing;

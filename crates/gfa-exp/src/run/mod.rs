@@ -10,5 +10,6 @@ pub mod jobs;
 pub mod landscape;
 pub mod monitor;
 pub mod runner;
+pub mod schedule;
 pub mod stages;
 pub mod surrogate;

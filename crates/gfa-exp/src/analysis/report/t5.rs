@@ -106,6 +106,14 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let mut cells = vec!["**all runs**".to_string(), String::new(), String::new()];
     cells.extend(sums.iter().map(|v| format!("**{}**", clock(*v))));
     let _ = writeln!(s, "| {} |", cells.join(" | "));
+    if let Some(t) = &res.timing {
+        let _ = writeln!(
+            s,
+            "\nThe grid's last `gfa run` (`timing.json`): {}; the prediction is the \
+             calibrated costs of `gfa plan` scheduled on the workers.",
+            t.line()
+        );
+    }
     s
 }
 
@@ -174,6 +182,31 @@ mod tests {
         assert!(t.contains("| cnn | standard | 0 | 0:30 | 0:30 |"), "{t}");
         assert!(t.contains("| cnn | standard | 0 | shared | 0:00 |"), "{t}");
         assert!(t.contains("| **all runs** |  |  | **0:30** | **0:30** |"), "{t}");
+    }
+
+    #[test]
+    fn the_grid_wall_time_and_its_prediction_follow_the_table() {
+        let mut res = Results::default();
+        res.train.push(TrainRow {
+            run_id: "a".into(),
+            model: "cnn".into(),
+            method: "standard".into(),
+            seconds: 30.0,
+            ..Default::default()
+        });
+        res.timing = Some(crate::results::timing::GridTiming {
+            workers: 2,
+            order: "lpt".into(),
+            predicted_s: Some(1312.0),
+            measured_s: 1400.4,
+            runs_done: 4,
+        });
+        let ctx = Ctx { labels: super::super::labels(&res.keys()) };
+        let t = table(&res, &ctx);
+        assert!(
+            t.contains("wall time 23:20 with 2 workers (predicted 21:52, order lpt), 4 runs done"),
+            "{t}"
+        );
     }
 
     #[test]
