@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::base::{Ctx, Group, Results};
+use crate::results::timing::clock;
 
 /// One run's costs in seconds: training, and per attack name.
 #[derive(Debug, Default)]
@@ -52,16 +53,6 @@ fn costs(res: &Results, ctx: &Ctx) -> BTreeMap<String, Cost> {
         }
     }
     out
-}
-
-/// Seconds as `m:ss` (or `h:mm:ss`).
-fn clock(s: f64) -> String {
-    let t = s.round() as u64;
-    if t >= 3600 {
-        format!("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-    } else {
-        format!("{}:{:02}", t / 60, t % 60)
-    }
 }
 
 pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
@@ -201,10 +192,12 @@ mod tests {
             measured_s: 1400.4,
             runs_done: 4,
         });
-        let ctx = Ctx { labels: super::super::labels(&res.keys()) };
+        let ctx = Ctx { labels: super::super::base::labels(&res.keys()) };
         let t = table(&res, &ctx);
         assert!(
-            t.contains("wall time 23:20 with 2 workers (predicted 21:52, order lpt), 4 runs done"),
+            t.contains(
+                "wall time 23:20 with 2 workers (predicted 21:52, order lpt; 4 runs worked)"
+            ),
             "{t}"
         );
     }
@@ -214,5 +207,6 @@ mod tests {
         assert_eq!(clock(59.4), "0:59");
         assert_eq!(clock(61.0), "1:01");
         assert_eq!(clock(3725.0), "1:02:05");
+        assert_eq!(clock(f64::NAN), "?");
     }
 }
