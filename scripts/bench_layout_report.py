@@ -11,20 +11,11 @@ Usage: bench_layout_report.py RAW.jsonl
 """
 import json
 import os
-import platform
 import statistics
 import sys
 from collections import defaultdict
 
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from bench_report import cpu_model  # this folder is on the path of a script run from it
 
 
 TASKS = {"train_step": "training step (plain, Adam)", "apgd_ce": "APGD-CE batch"}
