@@ -2,7 +2,8 @@
 # `make bench`: gfa against the Python references, measured in one run on this machine.
 # Writes results/bench/train_step.{jsonl,md} (step times of plain, exact and finite-difference
 # GFA against PyTorch's exact step; the peak memory of each on preact_resnet18) and
-# fd_accuracy.md (the finite-difference gradient against the exact one), then (with a
+# fd_accuracy.md (the finite-difference gradient against the exact one), channels_last.*
+# (scripts/bench_layout.sh: the memory layout of the conv models), then (with a
 # CIFAR-10 copy in GFA_DATA_DIR) scripts/bench_attacks.sh and scripts/bench_methods.sh write
 # attacks.* and methods.*. The PyTorch side uses a cached venv
 # (~/.cache/gfa-pyenv, torch==2.11.0 — the same libtorch build gfa links); it is created on
@@ -62,6 +63,8 @@ cat "$OUT/train_step.md"
 # The finite-difference GFA gradient against the exact one, per step.
 "$(dirname "$BIN")/fd_accuracy" > "$OUT/fd_accuracy.md.tmp"
 mv "$OUT/fd_accuracy.md.tmp" "$OUT/fd_accuracy.md"
+# Channels last against the default layout for the conv models (results/bench/channels_last.*).
+bash scripts/bench_layout.sh
 if [ -n "${GFA_DATA_DIR:-}" ]; then
   cargo build --release -p gfa-exp
   bash scripts/bench_methods.sh

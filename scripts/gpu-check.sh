@@ -8,7 +8,9 @@
 #      the GPU;
 #   3. scripts/gpu_check_torch.py: the same timings with PyTorch on the same GPU, weights and
 #      points;
-#   4. results/bench/gpu.md and results/bench/gpu.jsonl (scripts/gpu_check_report.py).
+#   4. channels last against the default memory layout for the conv models
+#      (results/bench/channels_last_cuda.{jsonl,md}, its own step below);
+#   5. results/bench/gpu.md and results/bench/gpu.jsonl (scripts/gpu_check_report.py).
 # On a machine without a usable GPU it says which parts it skipped and exits 0, writing
 # nothing under results/ (GPU_CHECK_DRY_RUN=1 runs every step on the CPU instead, into a
 # temporary folder, to check the plumbing).
@@ -85,6 +87,34 @@ if "$PYTHON" -c "import sys, torch; sys.exit(0 if '$dev' == 'cpu' or torch.cuda.
 else
   skip "PyTorch timings" "$PYTHON has no torch that sees the GPU (set PYTHON=...)"
 fi
+
+# ---- channels last on the GPU (memory layout, issue: grids finish sooner) -------------------
+# The `bench_layout` example of gfa-attacks (`cargo build --release -p gfa-attacks --example
+# bench_layout` where Rust is; copy target/release/examples/bench_layout over with gfa, or
+# set LAYOUT_BIN) times a training step and an APGD-CE batch of cnn, resnet18,
+# preact_resnet18 and wrn_28_10 at full size in the default layout and channels last, wall
+# time after synchronizing (scripts/bench_layout.sh): results/bench/channels_last_cuda.{jsonl,md}
+# with each ratio, its rounds' spread and the decision. In a dry run it runs one small size on
+# the CPU into the temporary folder.
+LAYOUT_BIN="${LAYOUT_BIN:-$(dirname "$GFA")/examples/bench_layout}"
+if [ -x "$LAYOUT_BIN" ]; then
+  echo "== channels last on $dev"
+  if [ "$dev" = cuda ]; then
+    layout_sizes="cnn:1:128,resnet18:1:128,preact_resnet18:1:128,wrn_28_10:1:128"
+    layout_out="$OUT"
+    mkdir -p "$OUT"
+  else
+    layout_sizes="cnn:0.25:16"
+    layout_out="$tmp"
+  fi
+  BENCH_LAYOUT_BIN="$LAYOUT_BIN" BENCH_LAYOUT_DEVICE="$dev" BENCH_LAYOUT_SIZES="$layout_sizes" \
+    BENCH_LAYOUT_NAME="channels_last_$dev" BENCH_OUT="$layout_out" \
+    BENCH_LAYOUT_ROUNDS="${GPU_CHECK_LAYOUT_ROUNDS:-5}" bash scripts/bench_layout.sh \
+    || skip "channels last on $dev" "scripts/bench_layout.sh failed (exit $?)"
+else
+  skip "channels last on $dev" "no bench_layout binary at $LAYOUT_BIN (cargo build --release -p gfa-attacks --example bench_layout; LAYOUT_BIN=...)"
+fi
+# ---- end of channels last --------------------------------------------------------------------
 
 report="$("$PYTHON" scripts/gpu_check_report.py "$jsonl" 2>/dev/null || python3 scripts/gpu_check_report.py "$jsonl")"
 if [ "$DRY" = 1 ] && [ "$dev" = cpu ]; then

@@ -208,6 +208,7 @@ impl Classifier {
             false => None,
         };
         let net = spec.build(&root)?;
+        spec.layout.apply_to_weights(&vs);
         Ok(Self { vs, spec: spec.clone(), normalize, net })
     }
 
@@ -233,11 +234,13 @@ impl Classifier {
         self.spec.num_classes
     }
 
+    /// The network's input: `x` normalized, in the spec's [`crate::models::Layout`].
     fn normalized(&self, x: &Tensor) -> Tensor {
-        match &self.normalize {
+        let h = match &self.normalize {
             Some(n) => n.forward(x),
             None => x.shallow_clone(),
-        }
+        };
+        self.spec.layout.apply(&h)
     }
 
     /// Logits of `[0, 1]` pixels. `train` selects dropout/BatchNorm training behaviour.

@@ -4,7 +4,7 @@
 //! Tensor names follow PyTorch `state_dict` naming of the twins in `scripts/pytorch_models.py`
 //! (see `docs/models.md`), so weights move between gfa and PyTorch as safetensors.
 use serde::{Deserialize, Serialize};
-use tch::{Device, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::classifier::{Classifier, Network};
 use crate::{CoreError, Result};
@@ -124,13 +124,59 @@ impl std::str::FromStr for Arch {
     }
 }
 
+/// How a model's 4-D tensors (convolution weights, images, feature maps) lie in memory.
+///
+/// A speed choice, not part of the model: the values are the same either way (up to the
+/// summation order of the convolutions), so the layout is never written — not in configs'
+/// canonical form, run ids, config hashes or checkpoints — and two specs that differ only in
+/// layout are equal. Checkpoints always hold the default (contiguous) layout; a model of
+/// either layout loads them. Measured in `results/bench/channels_last.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// libtorch's default, `[N, C, H, W]` contiguous.
+    #[default]
+    Contiguous,
+    /// Channels last (`[N, H, W, C]` in memory, shapes unchanged): the weights of the
+    /// convolutions and the images entering the network.
+    ChannelsLast,
+}
+
+impl Layout {
+    /// `t` in this layout: a 4-D tensor channels last (the same values and shape, a
+    /// differentiable copy), anything else as it is.
+    pub fn apply(self, t: &Tensor) -> Tensor {
+        match self {
+            Layout::ChannelsLast if t.dim() == 4 => {
+                t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+            }
+            _ => t.shallow_clone(),
+        }
+    }
+
+    /// Put every 4-D variable of `vs` (the convolution weights) in this layout, in place: the
+    /// variables stay the same tensors (an optimizer made before keeps them), only their
+    /// strides change. Saving makes them contiguous again ([`crate::checkpoint::write_tensors`]).
+    pub fn apply_to_weights(self, vs: &nn::VarStore) {
+        if self == Layout::Contiguous {
+            return;
+        }
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let laid = self.apply(&v.detach());
+                v.set_data(&laid);
+            }
+        }
+    }
+}
+
 /// A model as written in a run config (`[model]` table).
 ///
 /// `mean = std = [0.5; 3]` (the default) maps `[0, 1]` pixels to the paper's `[-1, 1]` inputs.
 /// `mean` and `std` hold one value per input channel, or one value for every channel; a list of
 /// equal values (such as the default) fits any channel count, so the default also serves
 /// single-channel images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSpec {
     pub arch: Arch,
@@ -151,6 +197,40 @@ pub struct ModelSpec {
     /// `[3, 32, 32]`, so configs and run identities from before it existed are unchanged.
     #[serde(skip_serializing_if = "is_cifar_input")]
     pub input: [i64; 3],
+    /// The memory layout ([`Layout`]): read from a config, never written, not compared.
+    #[serde(skip_serializing)]
+    pub layout: Layout,
+}
+
+/// Every key but [`ModelSpec::layout`] (the exhaustive pattern makes a new key a compile error
+/// here until it is compared too).
+impl PartialEq for ModelSpec {
+    fn eq(&self, o: &Self) -> bool {
+        let ModelSpec {
+            arch,
+            width,
+            widths,
+            normalize,
+            mean,
+            std,
+            num_classes,
+            bias,
+            input,
+            layout: _,
+        } = self;
+        (arch, width, widths, normalize, mean, std, num_classes, bias, input)
+            == (
+                &o.arch,
+                &o.width,
+                &o.widths,
+                &o.normalize,
+                &o.mean,
+                &o.std,
+                &o.num_classes,
+                &o.bias,
+                &o.input,
+            )
+    }
 }
 
 /// CIFAR-10's image shape, the default input.
@@ -172,6 +252,7 @@ impl Default for ModelSpec {
             num_classes: 10,
             bias: true,
             input: CIFAR_INPUT,
+            layout: Layout::Contiguous,
         }
     }
 }
@@ -330,6 +411,19 @@ mod tests {
         }
         let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
         assert!(err.contains("resnet50") && err.contains("wrn_28_10"), "{err}");
+    }
+
+    #[test]
+    fn layout_is_read_but_never_written_nor_compared() {
+        let spec: ModelSpec =
+            serde_json::from_str(r#"{"arch": "cnn", "layout": "channels_last"}"#).unwrap();
+        assert_eq!(spec.layout, Layout::ChannelsLast);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("layout"), "{json}");
+        assert_eq!(spec, ModelSpec::of(Arch::Cnn), "a layout does not make another model");
+        assert_ne!(spec, ModelSpec { width: 0.5, ..spec.clone() }, "other keys still count");
+        let err = serde_json::from_str::<ModelSpec>(r#"{"layout": "nhwc"}"#).unwrap_err();
+        assert!(err.to_string().contains("channels_last"), "{err}");
     }
 
     #[test]

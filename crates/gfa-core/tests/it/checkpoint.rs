@@ -154,3 +154,94 @@ fn sidecar_floats_read_back_bit_for_bit() {
     assert_eq!(bits(&back), bits(&meta));
     assert_eq!(back, meta);
 }
+
+/// The memory layout is a speed choice, not part of the model: a checkpoint trained in one
+/// layout holds the default layout, loads into a model of the other one, and gives the same
+/// logits and weight gradients there; the sidecar does not mention the layout.
+#[test]
+fn a_checkpoint_trained_in_one_layout_loads_in_the_other() {
+    use gfa_core::models::Layout;
+    // A conv weight or feature map in channels-last memory has stride 1 along its channels.
+    let channels_last = |t: &Tensor| t.dim() == 4 && t.size()[1] > 1 && t.stride()[1] == 1;
+    let built = |layout: Layout, seed: u64| {
+        gfa_core::seed::seed_all(seed);
+        let spec = gfa_core::ModelSpec { layout, ..tiny_cnn(seed).spec.clone() };
+        gfa_core::seed::seed_all(seed);
+        Classifier::new(&spec, Device::Cpu).unwrap()
+    };
+    for (trained, other) in
+        [(Layout::Contiguous, Layout::ChannelsLast), (Layout::ChannelsLast, Layout::Contiguous)]
+    {
+        let data = splits(16, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = built(trained, 3);
+        let opts = TrainOptions {
+            seed: 3,
+            run_id: "abc".into(),
+            checkpoint_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        train(&mut model, &data, &quick(1), &gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
+        let convs: Vec<Tensor> =
+            weights(&model).into_iter().filter(|(_, t)| t.dim() == 4).map(|(_, t)| t).collect();
+        assert_eq!(convs.len(), 4, "the tiny cnn has four conv weights");
+        let in_layout = |m: &Classifier| {
+            let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let input = m.forward_taps(&x, false, gfa_core::TapPoint::PostActivation).taps[0]
+                .shallow_clone();
+            weights(m).iter().filter(|(_, t)| t.dim() == 4).all(|(_, t)| channels_last(t))
+                && channels_last(&input)
+        };
+        assert_eq!(
+            in_layout(&model),
+            trained == Layout::ChannelsLast,
+            "{trained:?} after training"
+        );
+
+        // The file holds the default layout, whatever the model's.
+        let path = dir.path().join(checkpoint::LAST);
+        for (name, t) in checkpoint::read_tensors(&path).unwrap() {
+            assert!(t.is_contiguous() && !channels_last(&t), "{name}: strides {:?}", t.stride());
+        }
+        let sidecar = std::fs::read_to_string(dir.path().join(checkpoint::SIDECAR)).unwrap();
+        assert!(!sidecar.contains("\"layout\""), "the sidecar names no layout: {sidecar}");
+
+        // Loaded into a model of the other layout: the same weights, in that layout.
+        let mut loaded = built(other, 9);
+        checkpoint::load_weights(&mut loaded, &path).unwrap();
+        assert_eq!(in_layout(&loaded), other == Layout::ChannelsLast, "{other:?} after loading");
+        assert_eq!(loaded.spec, model.spec, "specs that differ only in layout are equal");
+        for ((na, ta), (nb, tb)) in weights(&model).iter().zip(weights(&loaded)) {
+            assert_eq!(na, &nb);
+            assert!(ta.equal(&tb), "{na}: the loaded weight differs from the trained one");
+        }
+
+        // The same logits and weight gradients, compared in float64: both layouts compute the
+        // same sums in another order, so they differ by a few rounding errors of float64 per
+        // accumulation (≈ n·2⁻⁵³ relative for n ≤ 600 terms of a conv or fc output: < 1e-13),
+        // far below the 1e-10 allowed; a weight read in the wrong order differs at order 1.
+        model.vs.double();
+        loaded.vs.double();
+        gfa_core::seed::seed_all(5);
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Double, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        let close = |what: &str, a: &Tensor, b: &Tensor| {
+            let scale = a.abs().max().double_value(&[]).max(1e-300);
+            let err = (a - b).abs().max().double_value(&[]);
+            assert!(
+                err <= 1e-10 * scale,
+                "{trained:?} → {other:?}: {what} differ by {err:e} (scale {scale:e})"
+            );
+        };
+        let (la, lb) = (model.logits(&x, false), loaded.logits(&x, false));
+        close("logits", &la, &lb);
+        let grads = |m: &Classifier, logits: &Tensor| {
+            let vars: Vec<Tensor> =
+                weights(m).into_iter().map(|(_, t)| t).filter(Tensor::requires_grad).collect();
+            Tensor::run_backward(&[logits.cross_entropy_for_logits(&y)], &vars, false, false)
+        };
+        for (i, (a, b)) in grads(&model, &la).iter().zip(grads(&loaded, &lb)).enumerate() {
+            close(&format!("gradients of trainable weight {i}"), a, &b);
+        }
+    }
+}

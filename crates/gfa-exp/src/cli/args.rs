@@ -186,6 +186,16 @@ pub enum Emit {
     Slurm,
 }
 
+/// The order in which `gfa run` takes a grid's pending runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Order {
+    /// Longest first by the calibrated cost (training, then evaluation), ties by run id.
+    #[default]
+    Lpt,
+    /// The grid's order.
+    Arrival,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
@@ -201,6 +211,11 @@ pub struct PlanArgs {
     /// grids.
     #[arg(long)]
     pub require_cuda: bool,
+    /// Predict the grid's wall time with N workers (`gfa run --jobs N`: the runs longest first
+    /// over the calibrated costs, each worker timed with cores / N threads). Default: `[run]
+    /// jobs` of the experiment file, else 1.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     #[command(flatten)]
     pub slurm: SlurmFlags,
 }
@@ -306,6 +321,10 @@ pub struct RunArgs {
     /// No progress bar and no progress lines (each run's log.txt is still written).
     #[arg(long)]
     pub quiet: bool,
+    /// The order in which pending runs are taken: `lpt` (longest first by the calibrated cost
+    /// of `gfa plan`, ties by run id) or `arrival` (the grid's order).
+    #[arg(long, value_enum, default_value = "lpt")]
+    pub order: Order,
     /// Only train the selected runs (a --jobs worker's first phase on an all-correct grid).
     #[arg(long, hide = true)]
     pub train_only: bool,

@@ -15,7 +15,7 @@ use anyhow::Result;
 use gfa_core::{Classifier, ModelSpec};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::grid::{RunSpec, estimate_cost};
+use crate::config::grid::{RunSpec, estimate_cost, estimate_eval_cost, estimate_train_cost};
 
 /// Largest calibration batch on a CPU.
 pub const CPU_BATCH: i64 = 32;
@@ -88,8 +88,18 @@ pub fn calibrate(runs: &[RunSpec], device: Device) -> Result<Calibration> {
 impl Calibration {
     /// Estimated hours of `run` on the calibrated device.
     pub fn hours(&self, run: &RunSpec) -> f64 {
-        let s = self.per_model.get(&key(&run.config.model)).map(|m| m.0).unwrap_or(f64::NAN);
-        estimate_cost(run) * 1e6 * s / 3600.0
+        estimate_cost(run) * 1e6 * self.per_gradient(run) / 3600.0
+    }
+
+    /// Estimated seconds of `run`'s training and of its evaluation on the calibrated device
+    /// (NaN for a model that was not timed).
+    pub fn seconds(&self, run: &RunSpec) -> (f64, f64) {
+        let s = self.per_gradient(run) * 1e6;
+        (estimate_train_cost(run) * s, estimate_eval_cost(run) * s)
+    }
+
+    fn per_gradient(&self, run: &RunSpec) -> f64 {
+        self.per_model.get(&key(&run.config.model)).map(|m| m.0).unwrap_or(f64::NAN)
     }
 
     /// "cnn 1.2 ms, mlp 0.05 ms per image-gradient (batch 32)".

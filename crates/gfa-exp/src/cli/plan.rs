@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use gfa_data::atomic::write_atomic;
 
 use crate::cli::args::{Emit, PlanArgs};
 use crate::cli::calibrate;
 use crate::config::grid::{self, RunSpec, load};
 use crate::results::plan::write_plan;
+use crate::run::{runner, schedule};
 
 /// The numbered table `gfa plan` prints (with each run's estimated hours when calibrated).
 pub fn plan_table(runs: &[RunSpec], cal: Option<&calibrate::Calibration>) -> String {
@@ -67,6 +68,16 @@ fn fmt_cost(x: f64) -> String {
 pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
     let device = choice.resolve()?;
+    let workers = match (args.jobs, spec.jobs) {
+        (Some(0), _) => bail!("--jobs 0: give the number of workers, at least 1"),
+        (Some(j), _) => j,
+        (None, Some(j)) => j.clamp(1, runs.len().max(1)),
+        (None, None) => 1,
+    };
+    if workers > 1 {
+        // Each worker of `gfa run --jobs N` has cores / N threads: time the models so.
+        tch::set_num_threads((crate::run::jobs::cores() / workers).max(1) as i32);
+    }
     let cal = calibrate::calibrate(&runs, device)?;
     print!("{}", plan_table(&runs, Some(&cal)));
     let total: f64 = runs.iter().map(grid::estimate_cost).sum();
@@ -82,6 +93,16 @@ pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
         calibrate::fmt_hours(hours)
     );
     println!("  (calibrated on {dev}: {})", cal.summary());
+    let costs: schedule::Costs = runs.iter().map(|r| (r.run_id.clone(), cal.seconds(r))).collect();
+    let all: Vec<&RunSpec> = runs.iter().collect();
+    let two = runner::trains_first(&all, &runner::RunOptions::default());
+    println!(
+        "predicted wall time with {workers} worker{} (gfa run --jobs {workers}): {} with the \
+         longest runs first ({} in the grid's order)",
+        if workers == 1 { "" } else { "s" },
+        schedule::clock(schedule::predict(&all, &costs, workers, two, true)),
+        schedule::clock(schedule::predict(&all, &costs, workers, two, false)),
+    );
     if args.require_cuda && !device.is_cuda() {
         let why = match gfa_core::device::load_cuda_backend() {
             Err(e) => format!("libtorch's CUDA backend did not load ({e})"),

@@ -3,17 +3,21 @@
 
 use anyhow::{Result, bail};
 use gfa_core::DeviceChoice;
+use tch::Device;
 
 use crate::cli::announce;
-use crate::cli::args::{EscalateArgs, RunArgs};
-use crate::config::grid::load;
+use crate::cli::args::{EscalateArgs, Order, RunArgs};
+use crate::cli::calibrate::calibrate;
+use crate::config::grid::{RunSpec, load};
 use crate::results::plan::write_plan;
-use crate::results::store::ExperimentDir;
+use crate::results::store::{ExperimentDir, Stage, Status};
+use crate::results::timing::GridTiming;
 use crate::run::escalate;
 use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores, slurm_cpus_per_task};
 use crate::run::monitor::{Monitor, Show};
 use crate::run::runner::{self, RunOptions};
 use crate::run::signals;
+use crate::run::schedule;
 use crate::run::stages::TorchStages;
 
 impl RunArgs {
@@ -32,6 +36,7 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
         monitor: Monitor::default(),
         train_only: args.train_only,
         wait_locked: args.wait_locked.map(std::time::Duration::from_secs),
+        costs: None,
     };
     runner::check_only(&runs, &opts.only)?;
     let selected = runner::select(&runs, &opts).len();
@@ -51,6 +56,40 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     if !args.worker {
         announce(device)?;
     }
+    // Longest runs first: the pending runs' costs, calibrated on the workers' device with the
+    // workers' threads (a worker works one run: nothing to order).
+    let started = std::time::Instant::now();
+    let mut wall = None;
+    let selected = runner::select(&runs, &opts);
+    let costs = match (args.order, args.worker) {
+        (Order::Lpt, false) => match pending_costs(&exp, &selected, jobs.devices[0]) {
+            Ok(costs) => Some(costs),
+            Err(e) => {
+                eprintln!(
+                    "warning: timing the grid's models failed ({e:#}): taking the runs in the \
+                     grid's order"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let order = if costs.is_some() { Order::Lpt } else { Order::Arrival };
+    if let Some(costs) = &costs {
+        let two = runner::trains_first(&selected, &opts) && !opts.train_only;
+        let predicted = schedule::predict(&selected, costs, jobs.jobs, two, true);
+        if predicted > 0.0 {
+            println!(
+                "predicted wall time {} with {} worker{} (longest runs first, calibrated costs; \
+                 `gfa plan` says how)",
+                schedule::clock(predicted),
+                jobs.jobs,
+                if jobs.jobs == 1 { "" } else { "s" }
+            );
+            wall = Some(predicted);
+        }
+    }
+    let opts = RunOptions { costs, ..opts };
     let monitor = match (args.worker, args.quiet) {
         (_, true) => Monitor::with(Show::Quiet),
         (true, false) => Monitor::with(Show::Worker),
@@ -74,6 +113,15 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     if args.worker {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
+        let timing = GridTiming {
+            workers: jobs.jobs,
+            order: format!("{order:?}").to_lowercase(),
+            predicted_s: wall,
+            measured_s: started.elapsed().as_secs_f64(),
+            runs_done: summary.done.len(),
+        };
+        timing.write(&exp)?;
+        println!("{}", timing.line());
         println!(
             "{} runs done, {} already done, {} failed, {} locked by another process",
             summary.done.len(),
@@ -104,6 +152,26 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     })
 }
 
+/// The calibrated seconds still to spend on each of `selected` on `device` (0 for a part a
+/// previous call finished): `gfa plan`'s calibration, one short timed pass per model.
+fn pending_costs(
+    exp: &ExperimentDir,
+    selected: &[&RunSpec],
+    device: Device,
+) -> Result<schedule::Costs> {
+    let todo: Vec<RunSpec> = selected.iter().map(|r| (*r).clone()).collect();
+    let cal = calibrate(&todo, device)?;
+    let mut costs = schedule::Costs::new();
+    for r in selected {
+        let dir = exp.run(&r.run_id);
+        let (train, eval) = cal.seconds(r);
+        let finished = dir.status() == Status::Done && Stage::ALL.iter().all(|s| dir.has(*s));
+        let train = if dir.has(Stage::Trained) { 0.0 } else { train };
+        costs.insert(r.run_id.clone(), (train, if finished { 0.0 } else { eval }));
+    }
+    Ok(costs)
+}
+
 /// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
 pub fn escalate_command(args: &EscalateArgs, device: DeviceChoice) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
@@ -129,7 +197,6 @@ mod tests {
     use super::*;
     use crate::run::jobs::Jobs;
     use clap::Parser;
-    use tch::Device;
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut argv = vec!["gfa", "run", "x.toml"];

@@ -779,6 +779,11 @@ impl RunSpec {
 /// minimum-norm attack).
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
+    estimate_train_cost(run) + estimate_eval_cost(run)
+}
+
+/// The training part of [`estimate_cost`], in millions of image-gradients.
+pub fn estimate_train_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
     let c = &run.config;
     let full = match c.data.source {
@@ -789,8 +794,13 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     };
     let n_train = c.data.n_train.unwrap_or(full) as f64;
     let epochs = c.train.epochs as f64;
-    let mut total = n_train * epochs * c.method.grads_per_step();
-    let n_eval = c.eval.n as f64;
+    n_train * epochs * c.method.grads_per_step() / 1e6
+}
+
+/// The evaluation part of [`estimate_cost`] (the attacks), in millions of image-gradients.
+pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
+    let n_eval = run.config.eval.n as f64;
+    let mut total = 0.0;
     for a in &run.attacks {
         // A minimum-norm attack runs once and is thresholded at each of its budgets.
         let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };

@@ -7,3 +7,4 @@ pub mod plan;
 pub mod records;
 pub mod running;
 pub mod store;
+pub mod timing;

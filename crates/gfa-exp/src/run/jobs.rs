@@ -33,6 +33,7 @@ use crate::config::spec::Subset;
 use crate::results::store::{ExperimentDir, Stage, Status};
 use crate::run::monitor::Monitor;
 use crate::run::runner::{self, RunOptions, RunSummary};
+use crate::run::schedule::{self, Dispatch, Part};
 
 /// What the command line asks of the pool: `--jobs`, `--devices`, `--threads`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,7 +182,7 @@ impl Pool<'_> {
                     !done
                 })
                 .collect();
-            self.work(todo, Phase::Train, &mut trained)?;
+            self.work(todo, Phase::Train, (opts, Part::Train), &mut trained)?;
             summary.failed = trained.failed;
             summary.locked = trained.locked;
             if opts.train_only {
@@ -206,29 +207,40 @@ impl Pool<'_> {
                 todo.push(run);
             }
         }
-        self.work(todo, Phase::All, &mut summary)?;
+        let part = if two_phases { Part::Eval } else { Part::Whole };
+        self.work(todo, Phase::All, (opts, part), &mut summary)?;
         crate::results::store::collect_all(self.exp)?;
         self.monitor.finish();
         Ok(summary)
     }
 
     /// Work `todo` with up to `jobs` workers at once; their outcomes go into `summary`.
-    fn work(&self, todo: Vec<&RunSpec>, phase: Phase, summary: &mut RunSummary) -> Result<()> {
-        let mut queue: VecDeque<&RunSpec> = todo.into();
-        let mut free: Vec<usize> = (0..self.jobs.jobs).rev().collect();
+    /// The runs go out longest first ([`schedule::Dispatch`] over [`schedule::order`]).
+    /// `part` of their costs (`opts.costs`) orders them.
+    fn work(
+        &self,
+        todo: Vec<&RunSpec>,
+        phase: Phase,
+        (opts, part): (&RunOptions, Part),
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        let queue = schedule::order(todo, opts.costs.as_ref(), part);
+        let mut dispatch = Dispatch::new(queue, self.jobs.jobs);
         let mut in_flight: Vec<&RunSpec> = Vec::new();
         let (tx, rx) = mpsc::channel::<Finished>();
         loop {
-            while let Some(&slot) = free.last() {
-                // Runs sharing one training: the second waits and takes the first's model.
-                let Some(pos) = queue.iter().position(|r| {
-                    !in_flight.iter().any(|f| f.train_key() == r.train_key())
-                        || self.exp.run(&r.run_id).has(Stage::Trained)
-                }) else {
-                    break;
-                };
-                let run = queue.remove(pos).expect("position in queue");
-                free.pop();
+            // Runs sharing one training: the second waits and takes the first's model.
+            while let Some((run, slot)) = dispatch.next(|r| {
+                !in_flight.iter().any(|f| f.train_key() == r.train_key())
+                    || self.exp.run(&r.run_id).has(Stage::Trained)
+            }) {
+                self.monitor.line(&format!(
+                    "worker {slot} takes {} (seed {}{}{})",
+                    run.run_id,
+                    run.seed,
+                    if run.axes.is_empty() { "" } else { "; " },
+                    run.axes_text()
+                ));
                 self.spawn(run, slot, phase, tx.clone())?;
                 in_flight.push(run);
                 self.show_in_flight(&in_flight);
@@ -238,7 +250,7 @@ impl Pool<'_> {
             }
             let f = rx.recv().map_err(|_| anyhow!("a worker's watcher thread died"))?;
             in_flight.retain(|r| r.run_id != f.run_id);
-            free.push(f.slot);
+            dispatch.freed(f.slot);
             self.record(f, summary)?;
             self.monitor.inc();
             self.show_in_flight(&in_flight);

@@ -11,5 +11,6 @@ pub mod landscape;
 pub mod monitor;
 pub mod runner;
 pub mod signals;
+pub mod schedule;
 pub mod stages;
 pub mod surrogate;

@@ -36,6 +36,7 @@ use crate::results::store::{
     ExperimentDir, RunDir, Shard, Stage, Status, TRAIN_STEPS, checkpoint_dir,
 };
 use crate::run::monitor::Monitor;
+use crate::run::schedule::{self, Part};
 use gfa_data::atomic::{remove_dead_temp_files, write_atomic, write_atomic_with};
 
 /// What the evaluation stage produces.
@@ -91,6 +92,9 @@ pub struct RunOptions {
     /// holds, then work them (finished by the holder, or resumed where a stopped holder left
     /// them). `None`: skip them.
     pub wait_locked: Option<std::time::Duration>,
+    /// The runs' calibrated costs: pending runs are taken longest first
+    /// ([`crate::run::schedule`]); `None` takes them in the grid's order.
+    pub costs: Option<crate::run::schedule::Costs>,
 }
 
 /// What `run_grid` did.
@@ -184,8 +188,9 @@ pub fn run_grid(
     bar.set_total(selected.len() as u64 * (1 + u64::from(compare && !opts.train_only)));
     let mut summary = RunSummary::default();
     let mut common = BTreeMap::new();
+    let costs = opts.costs.as_ref();
     if compare {
-        for run in &selected {
+        for run in &schedule::order(selected.clone(), costs, Part::Train) {
             bar.status(format!("training {} {}", run.run_id, run.axes_text()));
             visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
             bar.inc();
@@ -198,7 +203,8 @@ pub fn run_grid(
             common = common_points(exp, runs, stages);
         }
     }
-    for run in selected {
+    let part = if compare { Part::Eval } else { Part::Whole };
+    for run in schedule::order(selected, costs, part) {
         // A run locked by another process or failed in training is not tried again.
         if summary.locked.contains(&run.run_id)
             || summary.failed.iter().any(|(id, _)| id == &run.run_id)

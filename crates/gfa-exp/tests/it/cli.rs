@@ -725,8 +725,16 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
         assert!(errs.contains("refusing") && errs.contains("gfa doctor"), "{errs}");
         assert!(errs.contains("DEVICE=cpu make reproduce"), "{errs}");
         assert!(!dir.path().join("results").exists(), "a refused plan writes nothing");
-        // Without the flag the same plan is fine.
-        assert!(gfa(dir.path(), &["--device", "cpu", "plan", "small.toml"]).status.success());
+        // Without the flag the same plan is fine, and with --jobs it predicts the wall time.
+        let o = gfa(dir.path(), &["--device", "cpu", "plan", "small.toml", "--jobs", "2"]);
+        let (out, errs) = text(&o);
+        assert!(o.status.success(), "{errs}");
+        assert!(
+            out.contains("predicted wall time with 2 workers (gfa run --jobs 2): ")
+                && out.contains("with the longest runs first (")
+                && out.contains("in the grid's order)"),
+            "{out}"
+        );
     } else {
         assert!(o.status.success(), "{errs}");
     }

@@ -336,3 +336,69 @@ fn progress_lines_without_a_terminal_and_a_log_per_run() {
         }
     }
 }
+
+/// Four runs of the tiny model whose costs are in the ratio {14, 11, 11, 5} (their epochs; the
+/// same model and evaluation), listed with the 5 first.
+const LPT: &str = r#"experiment = "tiny"
+seeds = [0]
+
+[base]
+data = { source = "synthetic", n_train = 96, n_test = 32 }
+model = { arch = "linear" }
+train = { epochs = 3, batch_size = 32, optimizer = { kind = "sgd", lr = 0.1 } }
+eval = { n = 16, batch_size = 8 }
+
+[[grid]]
+"train.epochs" = [5, 14]
+
+[[grid]]
+seeds = [0, 1]
+"train.epochs" = [11]
+
+[[attacks]]
+kind = "fgsm"
+eps = ["8/255"]
+"#;
+
+/// The hand-outs of a `--jobs` parent, in order: (worker, epochs).
+fn hand_outs(err: &str) -> Vec<(usize, u32)> {
+    err.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("worker ")?;
+            let (slot, rest) = rest.split_once(" takes ")?;
+            let epochs = rest.split("train.epochs=").nth(1)?;
+            let epochs: String = epochs.chars().take_while(char::is_ascii_digit).collect();
+            Some((slot.parse().ok()?, epochs.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A pool of 2 workers over runs of costs {14, 11, 11, 5} (the 5 listed first) takes them
+/// longest first: 14 on worker 0 and 11 on worker 1 at once, the 5 last (which worker frees
+/// first depends on the machine here; `schedule::tests` checks the hand-out on a simulated
+/// clock, through the same `Dispatch`). It prints the predicted wall time at the start and the
+/// measured one at the end, and its CSVs are those of the grid's own order.
+#[test]
+fn jobs_take_the_longest_runs_first_with_the_csvs_of_the_grid_order() {
+    let dir = setup(LPT);
+    let o = ok(gfa_cmd(dir.path(), &run_args("res", &["--jobs", "2", "--order", "arrival"]))
+        .output()
+        .unwrap());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let arrival = hand_outs(&err);
+    assert_eq!(arrival[..2], [(0, 5), (1, 14)], "the grid's order: {err}");
+    let want = tables(&exp_dir(dir.path()));
+
+    let dir = setup(LPT);
+    let o = ok(gfa_cmd(dir.path(), &run_args("res", &["--jobs", "2"])).output().unwrap());
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let lpt = hand_outs(&err);
+    let epochs: Vec<u32> = lpt.iter().map(|h| h.1).collect();
+    assert_eq!(epochs, [14, 11, 11, 5], "longest first: {err}");
+    assert_eq!(lpt[..2], [(0, 14), (1, 11)], "{err}");
+    assert!(out.contains("predicted wall time ") && out.contains(" with 2 workers"), "{out}");
+    assert!(out.contains("wall time ") && out.contains("(predicted "), "{out}");
+    let timing = fs::read_to_string(exp_dir(dir.path()).join("timing.json")).unwrap();
+    assert!(timing.contains("\"workers\": 2") && timing.contains("\"lpt\""), "{timing}");
+    assert_eq!(tables(&exp_dir(dir.path())), want, "the order changes no result");
+}

@@ -46,6 +46,8 @@ pub struct Results {
     pub points: BTreeMap<crate::analysis::points::RowKey, crate::analysis::points::Outcomes>,
     /// Run id → the grid keys it varies (`manifest.csv`'s `axes`; empty without one).
     pub axes: BTreeMap<String, String>,
+    /// The last `gfa run`'s wall time beside its prediction (`timing.json`), for T5.
+    pub timing: Option<crate::results::timing::GridTiming>,
 }
 
 impl Results {
@@ -64,6 +66,7 @@ impl Results {
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
             points: BTreeMap::new(),
             axes: crate::results::plan::manifest_axes(dir)?,
+            timing: crate::results::timing::GridTiming::read(dir)?,
         };
         let points = dir.join("points.csv");
         if points.is_file() {

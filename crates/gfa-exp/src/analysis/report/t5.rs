@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use super::base::{Ctx, Group, Results};
 use super::groups::Config;
+use crate::results::timing::clock;
 
 /// One run's costs in seconds: training, and per attack name.
 #[derive(Debug, Default)]
@@ -56,16 +57,6 @@ fn costs(res: &Results, ctx: &Ctx) -> BTreeMap<String, Cost> {
     out
 }
 
-/// Seconds as `m:ss` (or `h:mm:ss`).
-fn clock(s: f64) -> String {
-    let t = s.round() as u64;
-    if t >= 3600 {
-        format!("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-    } else {
-        format!("{}:{:02}", t / 60, t % 60)
-    }
-}
-
 pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let mut s = String::from("## T5: where the time went\n\n");
     let costs = costs(res, ctx);
@@ -108,6 +99,14 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let mut cells = vec!["**all runs**".to_string(), String::new(), String::new()];
     cells.extend(sums.iter().map(|v| format!("**{}**", clock(*v))));
     let _ = writeln!(s, "| {} |", cells.join(" | "));
+    if let Some(t) = &res.timing {
+        let _ = writeln!(
+            s,
+            "\nThe grid's last `gfa run` (`timing.json`): {}; the prediction is the \
+             calibrated costs of `gfa plan` scheduled on the workers.",
+            t.line()
+        );
+    }
     s
 }
 
@@ -182,9 +181,37 @@ mod tests {
     }
 
     #[test]
+    fn the_grid_wall_time_and_its_prediction_follow_the_table() {
+        let mut res = Results::default();
+        res.train.push(TrainRow {
+            run_id: "a".into(),
+            model: "cnn".into(),
+            method: "standard".into(),
+            seconds: 30.0,
+            ..Default::default()
+        });
+        res.timing = Some(crate::results::timing::GridTiming {
+            workers: 2,
+            order: "lpt".into(),
+            predicted_s: Some(1312.0),
+            measured_s: 1400.4,
+            runs_done: 4,
+        });
+        let ctx = Ctx::of(&res);
+        let t = table(&res, &ctx);
+        assert!(
+            t.contains(
+                "wall time 23:20 with 2 workers (predicted 21:52, order lpt; 4 runs worked)"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn clock_formats_minutes_and_hours() {
         assert_eq!(clock(59.4), "0:59");
         assert_eq!(clock(61.0), "1:01");
         assert_eq!(clock(3725.0), "1:02:05");
+        assert_eq!(clock(f64::NAN), "?");
     }
 }
