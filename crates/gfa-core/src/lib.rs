@@ -33,6 +33,9 @@ pub mod regularizer;
 pub mod seed;
 pub mod train;
 
+/// The counted device↔host transfers of the hot loops ([`gfa_data::transfer`]).
+pub use gfa_data::transfer;
+
 pub use classifier::{Classifier, TapForward, TapPoint};
 pub use device::DeviceChoice;
 pub use error::{CoreError, Result};

@@ -6,6 +6,7 @@ mod invariants;
 mod linear;
 mod ordering;
 mod training;
+mod transfers;
 
 /// The golden fixture's trained model and its 128 points.
 pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {

@@ -1,11 +1,13 @@
 mod checkpoint;
 mod custom_method;
+mod device;
 mod import;
 mod methods;
 mod models;
 mod regularizer;
 mod robust;
 mod train;
+mod transfers;
 
 use gfa_core::Classifier;
 use gfa_core::checkpoint::load_weights;
