@@ -67,6 +67,8 @@ fn memory(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `gfa` binary does (gfa_core::host_memory).
+    gfa_core::host_memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--memory") {
         return memory(&args[1..]);

@@ -20,6 +20,7 @@ pub mod classifier;
 pub mod device;
 pub mod error;
 pub mod gfa_value;
+pub mod host_memory;
 pub mod import;
 pub mod libtorch;
 pub mod losses;
