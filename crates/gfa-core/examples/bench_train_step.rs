@@ -86,10 +86,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{{\"impl\": \"gfa\", \"case\": \"{case}\", \"width\": {width}, \"batch\": {n}, \
              \"threads\": {}, \"median_s\": {wall}, \"cpu_median_s\": {cpu}, \
-             \"images_per_s\": {}, \"steps\": {steps}, \"load1\": {}}}",
+             \"images_per_s\": {}, \"steps\": {steps}, \"load1\": {}, \"code_path\": \"{}\"}}",
             tch::get_num_threads(),
             n as f64 / wall,
-            load1()
+            load1(),
+            gfa_core::libtorch::cpu_capability().unwrap_or_default()
         );
     }
     Ok(())

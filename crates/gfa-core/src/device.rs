@@ -216,6 +216,7 @@ impl Numerics {
     /// environment does not set it (cuBLAS reads it when its first handle is made, so this
     /// must come before any CUDA work).
     pub fn apply(precision: Precision, deterministic: bool, device: Device) -> Result<Numerics> {
+        let requested = precision;
         let precision = precision.resolve(device);
         if deterministic && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
             // SAFETY: set before the run starts its worker threads (callers apply the numerics
@@ -225,9 +226,20 @@ impl Numerics {
         let set = crate::libtorch::set_tf32(precision == Precision::Tf32)
             .and_then(|()| crate::libtorch::set_deterministic(deterministic, true));
         set.map_err(|e| CoreError::Device(format!("cannot set the run's numerics: {e}")))?;
-        Ok(Numerics { precision, deterministic })
+        let applied = Numerics { precision, deterministic };
+        *APPLIED.lock().unwrap_or_else(|p| p.into_inner()) = Some((requested, applied));
+        Ok(applied)
+    }
+
+    /// The numerics [`Numerics::apply`] last set in this process, and the precision it was
+    /// asked for (`auto` included); `None` before any.
+    pub fn applied() -> Option<(Precision, Numerics)> {
+        *APPLIED.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// What [`Numerics::apply`] last set: (requested precision, numerics in force).
+static APPLIED: std::sync::Mutex<Option<(Precision, Numerics)>> = std::sync::Mutex::new(None);
 
 /// The outcome of the one attempt to load the CUDA backend, once it was made.
 static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -329,6 +341,7 @@ mod tests {
         let json = serde_json::to_string(&n).unwrap();
         assert_eq!(json, r#"{"precision":"fp32","deterministic":false}"#);
         assert_eq!(crate::libtorch::numerics_switches().unwrap().0, false, "TF32 off for fp32");
+        assert_eq!(Numerics::applied(), Some((Precision::Auto, n)));
     }
 
     #[test]

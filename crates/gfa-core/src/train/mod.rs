@@ -609,6 +609,7 @@ impl<'a> Trainer<'a> {
             run_id: self.opts.run_id.clone(),
             clean_acc: record.test_acc,
             metrics: self.records.clone(),
+            numerics: crate::device::Numerics::applied().map(|(_, n)| n),
         };
         checkpoint::save(dir, self.model, Some(&self.optimizer), &meta)
     }
