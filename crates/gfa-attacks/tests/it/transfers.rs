@@ -7,7 +7,7 @@ use gfa_attacks::pgd::{Keep, Pgd, PgdConfig};
 use gfa_core::seed::rng_for;
 use gfa_core::transfer;
 
-use crate::common::{batch, predicted, tiny_cnn};
+use super::common::{batch, predicted, tiny_cnn};
 
 /// (reads, uploads) of one `perturb` of `attack` on 32 points the model classifies correctly.
 fn transfers(attack: &dyn Attack) -> (u64, u64) {
