@@ -25,15 +25,20 @@ STEPS="${BENCH_STEPS:-20}"
 # BENCH_THREADS=N pins both sides to N intra-op threads (0: libtorch's default). On a machine
 # that others share, 1 keeps a descheduled thread from stalling the other at every op.
 THREADS="${BENCH_THREADS:-0}"
+# BENCH_ONLY_STEPS=1 stops after the step and attack-batch tables (no memory, FD accuracy,
+# attack and method benches).
 # BENCH_PROFILE=dev reuses the test build (the compute is libtorch's either way).
 PROFILE="${BENCH_PROFILE:-release}"
 if [ "$PROFILE" = dev ]; then
   cargo build -p gfa-core --example bench_train_step --example fd_accuracy
+  cargo build -p gfa-attacks --example bench_pgd_step
   BIN=target/debug/examples/bench_train_step
 else
   cargo build --release -p gfa-core --example bench_train_step --example fd_accuracy
+  cargo build --release -p gfa-attacks --example bench_pgd_step
   BIN=target/release/examples/bench_train_step
 fi
+PGD_BIN="$(dirname "$BIN")/bench_pgd_step"
 raw="$OUT/train_step.jsonl"
 : > "$raw.tmp"
 # Each row records the commit it measured (with "+" when the tree had uncommitted changes).
@@ -41,7 +46,11 @@ rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +)"
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
   "$BIN" "$WIDTH" "$BATCH" "$STEPS" "$THREADS" | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
+  # One PGD-10 attack batch (torchattacks' preset); its PyTorch counterpart is the last line
+  # of bench_pytorch.py (torchattacks.PGD).
+  "$PGD_BIN" "$WIDTH" "$BATCH" "${BENCH_ATTACK_REPS:-10}" "$THREADS" | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
   "$VENV/bin/python" scripts/bench_pytorch.py --width "$WIDTH" --batch "$BATCH" --steps "$STEPS" --threads "$THREADS" \
+    --attack-reps "${BENCH_ATTACK_REPS:-10}" \
     | sed "s/^{/{\"round\": $r, \"git\": \"$rev\", /" >> "$raw.tmp"
 done
 # Peak memory (RSS) of the exact and the finite-difference GFA step on a ResNet, one process per
@@ -60,6 +69,7 @@ mv "$raw.tmp" "$raw"
 python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/train_step.md.tmp"
 mv "$OUT/train_step.md.tmp" "$OUT/train_step.md"
 cat "$OUT/train_step.md"
+[ "${BENCH_ONLY_STEPS:-0}" = 1 ] && exit 0
 # The finite-difference GFA gradient against the exact one, per step.
 "$(dirname "$BIN")/fd_accuracy" > "$OUT/fd_accuracy.md.tmp"
 mv "$OUT/fd_accuracy.md.tmp" "$OUT/fd_accuracy.md"

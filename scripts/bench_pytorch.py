@@ -73,7 +73,7 @@ def step(model, opt, x, y, mode, lam):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.detach()
 
 
 def main():
@@ -85,12 +85,14 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--lam", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attack-reps", type=int, default=10)
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     x = torch.rand(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
+    cap = torch.backends.cpu.get_cpu_capability()
     for mode in ["plain", "first", "deep"]:
         torch.manual_seed(args.seed)
         model = Cnn(args.width)
@@ -108,8 +110,40 @@ def main():
             "threads": torch.get_num_threads(), "median_s": statistics.median(times),
             "cpu_median_s": statistics.median(cpu),
             "images_per_s": args.batch / statistics.median(times), "steps": args.steps,
-            "torch": torch.__version__, "load1": os.getloadavg()[0],
+            "torch": torch.__version__, "load1": os.getloadavg()[0], "code_path": cap,
         }), flush=True)
+    pgd10(args, cap)
+
+
+def pgd10(args, cap):
+    """One PGD-10 attack batch with torchattacks' PGD (its defaults but 8/255, 2/255, 10
+    steps, random start) on the twin in eval mode, the model's own predictions as labels:
+    the counterpart of gfa's `bench_pgd_step` example. Skipped without torchattacks."""
+    try:
+        import torchattacks
+    except ImportError:
+        return
+    torch.manual_seed(args.seed)
+    x = torch.rand(args.batch, 3, 32, 32)
+    torch.manual_seed(args.seed)
+    model = Cnn(args.width).eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    atk = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
+    times, cpu = [], []
+    for i in range(2 + args.attack_reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        atk(x, y)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    print(json.dumps({
+        "impl": "pytorch", "case": "pgd10", "width": args.width, "batch": args.batch,
+        "threads": torch.get_num_threads(), "median_s": statistics.median(times),
+        "cpu_median_s": statistics.median(cpu), "steps": args.attack_reps,
+        "torch": torch.__version__, "load1": os.getloadavg()[0], "code_path": cap,
+        "torchattacks": torchattacks.__version__,
+    }), flush=True)
 
 
 if __name__ == "__main__":

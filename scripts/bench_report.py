@@ -29,6 +29,7 @@ CASES = {
     "deep": ("GFA deep, exact", "deep"),
     "first_fd": ("GFA first, finite difference", "first"),
     "deep_fd": ("GFA deep, finite difference", "deep"),
+    "pgd10": ("PGD-10 attack batch (vs torchattacks.PGD)", "pgd10"),
 }
 
 
@@ -63,6 +64,9 @@ def main(path, profile="release"):
     rev = meta.get("git") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                             text=True).stdout.strip()
     print(f"# Training-step time: gfa vs PyTorch eager (`make bench`)\n")
+    paths = sorted({f"{r['impl']} {r['code_path']}" for r in rows if r.get("code_path")})
+    if paths:
+        print(f"libtorch's CPU code path: {', '.join(paths)}.\n")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
           f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
     print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
@@ -84,8 +88,10 @@ def main(path, profile="release"):
               "step's own work, which other processes on the machine do not inflate as they do the wall time. "
               "(img/s: images per CPU-second.)\n")
         step_table(rows, "cpu_median_s", meta.get("batch", 0))
-    print("\nTargets (issue: foundation): gfa's GFA step ≤ 0.9× PyTorch's; gfa's plain step ≤ 1.0× PyTorch's. "
-          "Finite-difference GFA-deep step ≤ 2.2× gfa's plain step (the exact one costs 3.0–3.5×).")
+    print("\nTargets: gfa's plain step ≤ 1.0× PyTorch's, GFA exact steps ≤ 1.0×, finite-difference GFA "
+          "steps ≤ 0.85×, one PGD-10 attack batch ≤ 1.0× torchattacks'. Where freed memory goes: gfa keeps "
+          "freed tensor memory for reuse (`gfa_core::host_memory`), PyTorch runs with glibc's defaults; "
+          "`results/bench/plain_step_profile.md` measures both ways.")
     if mem:
         m0 = mem[0]
         print(f"\n## Peak memory of one training step\n")

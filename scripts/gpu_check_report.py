@@ -27,8 +27,14 @@ def main(path):
             f"(libtorch code path {doctor.get('cpu_capability', '?')}); libtorch "
             f"{doctor.get('libtorch_version', '?')} at `{doctor.get('libtorch_path', '?')}`; "
             f"NVIDIA driver CUDA {doctor.get('driver_cuda_version') or '-'}.",
-            "**Data:** gfa's synthetic CIFAR-shaped set (seed 0); `cnn` width 0.25. TF32 off on "
-            "both sides (full float32).", ""]
+            "**Data:** gfa's synthetic CIFAR-shaped set (seed 0); `cnn` width 0.25.", ""]
+    num = next((r for r in rows if r["kind"] == "numerics"), None)
+    if num:
+        t = num["timings"]
+        out += [f"**Numerics** (docs/numerics.md): comparisons at {num['comparisons']}; timings at "
+                f"precision {t['precision']}, deterministic {'on' if t['deterministic'] else 'off'} "
+                f"(PyTorch's at the same precision). The training-step timings use a batch already "
+                f"on the device, as gfa's trainer does (the training set lives there).", ""]
     comps = [r["row"] for r in rows if r["kind"] == "comparison"]
     if comps:
         out += ["## gfa on CUDA against gfa on the CPU (same weights and points)", "",

@@ -12,7 +12,7 @@ on the same device, weights and points.
   auto-attack's APGDAttack when --autoattack (or AUTOATTACK_DIR) names a checkout of
   fra31/auto-attack (not on PyPI), else torchattacks' APGD when torchattacks is installed,
   else skipped with the reason on stderr.
-TF32 is off, as in `gfa cuda-check` (full float32 on both sides). Prints one JSON line per
+TF32 as --precision says: the precision gfa's timings ran at (`gfa cuda-check` prints it). Prints one JSON line per
 timing: {"kind": "timing", "impl": "pytorch", "row": {what, device, median_s, per_s, detail}}.
 """
 import argparse
@@ -135,12 +135,16 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--autoattack", default=os.environ.get("AUTOATTACK_DIR"))
+    ap.add_argument("--precision", choices=["fp32", "tf32"], default="tf32",
+                    help="what gfa's timings ran at (gfa cuda-check prints it): tf32 allows "
+                         "TensorFloat-32 in cuDNN and cuBLAS, fp32 forbids it")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"PyTorch {torch.__version__} sees no CUDA device")
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tf32 = args.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     train_steps(args, device)
     apgd(args, device)
 

@@ -24,7 +24,7 @@ use tch::{Kind, Tensor};
 
 use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
-use crate::repeated::{indices, predict, run_restarts};
+use crate::repeated::{indices, predict, run_restarts, split};
 use crate::threat::{normal, per_sample, uniform};
 use crate::{AttackError, Norm, Result, grad, loss};
 
@@ -288,8 +288,8 @@ fn apgd_single(
         xa,
         g,
     };
-    if fooled.any().int64_value(&[]) != 0 {
-        s.keep(&indices(&fooled.logical_not()));
+    if let Some((_, rest)) = split(&fooled) {
+        s.keep(&rest);
     }
 
     let mut k = ((0.22 * n_iter as f64) as usize).max(1);
@@ -314,13 +314,13 @@ fn apgd_single(
         let (l, g, logits) = grad::input_grad(model, &s.xa, |z| s.obj.loss(z, &s.y));
         s.g = g;
         let hit = logits.argmax(1, false).ne_tensor(&s.y);
-        let any_hit = (hit.any().int64_value(&[]) != 0).then(|| {
-            let h = indices(&hit);
+        // The iteration's one device→host read: which points it fooled.
+        let rest = split(&hit).map(|(h, rest)| {
             let at = s.pos.index_select(0, &h);
             out = out.index_copy(0, &at, &s.xa.index_select(0, &h));
             fooled = fooled.index_fill(0, &at, 1);
             queries = queries.index_fill(0, &at, i as i64 + 2);
-            hit
+            rest
         });
         s.history.get(i as i64).copy_(&l);
         let improved = l.gt_tensor(&s.loss_best);
@@ -355,8 +355,8 @@ fn apgd_single(
             k = k.saturating_sub(k_dec).max(k_min);
         }
 
-        if let Some(hit) = any_hit {
-            s.keep(&indices(&hit.logical_not()));
+        if let Some(rest) = rest {
+            s.keep(&rest);
         }
     }
     (out, fooled, queries)

@@ -16,9 +16,26 @@ pub fn predict(model: &Classifier, x: &Tensor) -> Tensor {
     tch::no_grad(|| model.logits(x, false)).argmax(1, false)
 }
 
-/// Indices `[M]` (int64) where the bool mask `[N]` holds.
+/// Indices `[M]` (int64) where the bool mask `[N]` holds (one device→host read).
 pub fn indices(mask: &Tensor) -> Tensor {
-    mask.nonzero().view([-1])
+    gfa_core::transfer::positions(mask)
+}
+
+/// The positions where the bool mask `[N]` holds and those where it does not, each ascending,
+/// with one device→host read (the count); `None` when it holds nowhere.
+///
+/// # Shapes
+/// `mask`: `[N]` → (`[M]`, `[N − M]`) int64.
+pub fn split(mask: &Tensor) -> Option<(Tensor, Tensor)> {
+    let m = gfa_core::transfer::read_i64(&mask.sum(Kind::Int64));
+    if m == 0 {
+        return None;
+    }
+    // A stable sort of the mask puts the positions where it does not hold first, then those
+    // where it holds, each in ascending order.
+    let order = mask.to_kind(Kind::Uint8).argsort_stable(true, 0, false);
+    let n = order.size()[0];
+    Some((order.narrow(0, n - m, m), order.narrow(0, 0, n - m)))
 }
 
 /// Run `single` up to `restarts` times, each time only on the points still classified correctly,

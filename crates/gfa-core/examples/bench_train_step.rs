@@ -67,6 +67,8 @@ fn memory(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `gfa` binary does (gfa_core::host_memory).
+    gfa_core::host_memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--memory") {
         return memory(&args[1..]);
@@ -84,10 +86,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{{\"impl\": \"gfa\", \"case\": \"{case}\", \"width\": {width}, \"batch\": {n}, \
              \"threads\": {}, \"median_s\": {wall}, \"cpu_median_s\": {cpu}, \
-             \"images_per_s\": {}, \"steps\": {steps}, \"load1\": {}}}",
+             \"images_per_s\": {}, \"steps\": {steps}, \"load1\": {}, \"code_path\": \"{}\"}}",
             tch::get_num_threads(),
             n as f64 / wall,
-            load1()
+            load1(),
+            gfa_core::libtorch::cpu_capability().unwrap_or_default()
         );
     }
     Ok(())

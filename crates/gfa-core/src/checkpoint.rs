@@ -50,6 +50,10 @@ pub struct CheckpointMeta {
     pub clean_acc: Option<f64>,
     /// One record per finished epoch.
     pub metrics: Vec<EpochRecord>,
+    /// The precision and determinism the run trained with (docs/numerics.md), where the
+    /// process set them (`gfa`'s commands do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<crate::device::Numerics>,
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> CoreError {

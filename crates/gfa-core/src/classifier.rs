@@ -194,11 +194,20 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Build a freshly initialized model on `device` (parameters drawn from libtorch's generator,
-    /// so call `seed::seed_all` first for reproducible weights).
+    /// Build a freshly initialized model on `device`. The parameters are drawn on the CPU from
+    /// libtorch's CPU generator (call `seed::seed_all` first for reproducible weights) and then
+    /// moved, so a seed gives the same initial weights on every device.
     pub fn new(spec: &ModelSpec, device: Device) -> Result<Self> {
         spec.validate()?;
-        let vs = nn::VarStore::new(device);
+        let mut model = Self::new_on_cpu(spec)?;
+        if device != Device::Cpu {
+            model.vs.set_device(device);
+        }
+        Ok(model)
+    }
+
+    fn new_on_cpu(spec: &ModelSpec) -> Result<Self> {
+        let vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let normalize = match spec.normalize {
             true => {

@@ -2,12 +2,22 @@
 //!
 //! rustc links with `--as-needed`, which drops `libtorch_cuda.so` from the binary because no
 //! symbol of it is referenced. The CUDA backend then never registers and tch reports no GPU even
-//! on a GPU machine. [`load_cuda_backend`] `dlopen`s it at start-up, so the same binary uses CUDA
-//! where the library and a driver exist and the CPU elsewhere.
+//! on a GPU machine. [`load_cuda_backend`] `dlopen`s it, so the same binary uses CUDA where the
+//! library and a driver exist and the CPU elsewhere. libtorch caches the first answer of its CUDA
+//! hooks for the life of the process, so the load must come before the first CUDA query: every
+//! query in gfa goes through [`cuda_available`] and [`cuda_device_count`], which load the backend
+//! first. Binaries, library callers and test binaries therefore all see the same answer.
+//!
+//! The numerics of a run are set here too, once per process, before its first tensor:
+//! [`Precision`] (TF32 or strict float32 on GPUs) and [`set_deterministic`] (deterministic cuDNN
+//! and algorithms, `CUBLAS_WORKSPACE_CONFIG`). docs/numerics.md says which claims hold under
+//! which setting.
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::{CoreError, Result};
@@ -57,9 +67,9 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
-            Self::Auto => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+            Self::Auto => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
             Self::Cuda(i) => {
-                if !tch::Cuda::is_available() {
+                if !cuda_available() {
                     let why = match load_cuda_backend() {
                         Err(e) => format!("the CUDA backend of libtorch could not be loaded ({e})"),
                         Ok(()) => {
@@ -71,7 +81,7 @@ impl DeviceChoice {
                          use --device cpu or auto"
                     )));
                 }
-                let n = tch::Cuda::device_count() as usize;
+                let n = cuda_device_count();
                 if i >= n {
                     return Err(CoreError::Device(format!(
                         "--device cuda:{i} was requested but only {n} CUDA device(s) exist"
@@ -134,10 +144,143 @@ pub fn auto_fallback_warning(choice: DeviceChoice, resolved: Device) -> Option<S
     ))
 }
 
+/// The float32 arithmetic of a run's matrix products and convolutions on a GPU
+/// (`[run] precision`, `--precision`). docs/numerics.md is the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// `tf32` on a GPU, `fp32` on the CPU.
+    #[default]
+    Auto,
+    /// Strict IEEE float32 everywhere: TF32 off in cuBLAS and cuDNN.
+    Fp32,
+    /// TensorFloat-32 in cuBLAS matrix products and cuDNN convolutions (inputs rounded to 10
+    /// mantissa bits, float32 accumulation) on GPUs that have it; libtorch's default for
+    /// convolutions. The CPU has no TF32: there it is `fp32`.
+    Tf32,
+}
+
+impl FromStr for Precision {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "fp32" => Ok(Self::Fp32),
+            "tf32" => Ok(Self::Tf32),
+            other => Err(CoreError::invalid(
+                "precision",
+                format!("unknown precision '{other}': use auto, fp32 or tf32"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Fp32 => "fp32",
+            Self::Tf32 => "tf32",
+        })
+    }
+}
+
+impl Precision {
+    /// What runs on `device`: `auto` is `tf32` on a GPU and `fp32` on the CPU, and the CPU
+    /// has no TF32.
+    pub fn resolve(self, device: Device) -> Precision {
+        match (self, device.is_cuda()) {
+            (_, false) | (Self::Fp32, true) => Self::Fp32,
+            (Self::Auto | Self::Tf32, true) => Self::Tf32,
+        }
+    }
+}
+
+/// The numerics of a run: its precision and whether libtorch's deterministic mode is on.
+/// Recorded in every checkpoint and CSV row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Numerics {
+    /// As resolved for the run's device (`fp32` or `tf32`, never `auto`).
+    pub precision: Precision,
+    pub deterministic: bool,
+}
+
+impl Numerics {
+    /// Resolve `precision` for `device` and switch libtorch to it and to `deterministic`
+    /// (once per process, before the run's first tensor; the switches are process-wide).
+    ///
+    /// Deterministic mode: deterministic cuDNN convolutions, no cuDNN benchmarking,
+    /// deterministic algorithms (an operation without a deterministic CUDA implementation
+    /// prints libtorch's warning naming it), and `CUBLAS_WORKSPACE_CONFIG=:4096:8` when the
+    /// environment does not set it (cuBLAS reads it when its first handle is made, so this
+    /// must come before any CUDA work).
+    pub fn apply(precision: Precision, deterministic: bool, device: Device) -> Result<Numerics> {
+        let requested = precision;
+        let precision = precision.resolve(device);
+        if deterministic && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+            // SAFETY: set before the run starts its worker threads (callers apply the numerics
+            // at start-up); nothing else writes the environment.
+            unsafe { std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8") };
+        }
+        let set = crate::libtorch::set_tf32(precision == Precision::Tf32)
+            .and_then(|()| crate::libtorch::set_deterministic(deterministic, true));
+        set.map_err(|e| CoreError::Device(format!("cannot set the run's numerics: {e}")))?;
+        let applied = Numerics { precision, deterministic };
+        *APPLIED.lock().unwrap_or_else(|p| p.into_inner()) = Some((requested, applied));
+        Ok(applied)
+    }
+
+    /// The numerics [`Numerics::apply`] last set in this process, and the precision it was
+    /// asked for (`auto` included); `None` before any.
+    pub fn applied() -> Option<(Precision, Numerics)> {
+        *APPLIED.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What [`Numerics::apply`] last set: (requested precision, numerics in force).
+static APPLIED: std::sync::Mutex<Option<(Precision, Numerics)>> = std::sync::Mutex::new(None);
+
+/// The outcome of the one attempt to load the CUDA backend, once it was made.
+static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
+/// Set when a CUDA query of this crate ran before the backend load was attempted (it never
+/// does; `tests/it/device.rs` checks it in a fresh process).
+static QUERIED_BEFORE_LOAD: AtomicBool = AtomicBool::new(false);
+
+/// Whether libtorch can use a CUDA device, asked after [`load_cuda_backend`]. The only place
+/// gfa asks libtorch this.
+pub fn cuda_available() -> bool {
+    let _ = load_cuda_backend();
+    cuda_query(tch::Cuda::is_available)
+}
+
+/// The number of CUDA devices libtorch sees (0 without a usable backend), asked after
+/// [`load_cuda_backend`].
+pub fn cuda_device_count() -> usize {
+    let _ = load_cuda_backend();
+    cuda_query(|| tch::Cuda::device_count().max(0) as usize)
+}
+
+/// Run a CUDA query of libtorch, noting whether the backend load was attempted before it.
+fn cuda_query<T>(query: impl FnOnce() -> T) -> T {
+    if LOADED.get().is_none() {
+        QUERIED_BEFORE_LOAD.store(true, Ordering::SeqCst);
+    }
+    query()
+}
+
+/// Whether the backend load was attempted in this process (by [`load_cuda_backend`]), and
+/// whether any CUDA query of gfa ran before it: `(attempted, queried_before)`.
+pub fn load_order() -> (bool, bool) {
+    (LOADED.get().is_some(), QUERIED_BEFORE_LOAD.load(Ordering::SeqCst))
+}
+
 /// `dlopen` libtorch's CUDA library once, before any CUDA query (libtorch caches the first
 /// answer of its CUDA hooks). Returns why it failed; on a CPU machine failing is normal.
+/// [`cuda_available`], [`cuda_device_count`], [`DeviceChoice::resolve`] and
+/// [`crate::seed::seed_all`] call it first, so callers need not.
 pub fn load_cuda_backend() -> std::result::Result<(), String> {
-    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
             let name = c"libtorch_cuda.so";
@@ -185,8 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn precision_resolves_per_device_and_parses() {
+        assert_eq!(Precision::Auto.resolve(Device::Cpu), Precision::Fp32);
+        assert_eq!(Precision::Tf32.resolve(Device::Cpu), Precision::Fp32);
+        assert_eq!(Precision::Auto.resolve(Device::Cuda(0)), Precision::Tf32);
+        assert_eq!(Precision::Fp32.resolve(Device::Cuda(0)), Precision::Fp32);
+        assert_eq!("tf32".parse::<Precision>().unwrap(), Precision::Tf32);
+        assert_eq!(Precision::Fp32.to_string(), "fp32");
+        assert!("bf16".parse::<Precision>().unwrap_err().to_string().contains("fp32 or tf32"));
+        let n = Numerics::apply(Precision::Auto, false, Device::Cpu).unwrap();
+        assert_eq!(n, Numerics { precision: Precision::Fp32, deterministic: false });
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(json, r#"{"precision":"fp32","deterministic":false}"#);
+        assert!(!crate::libtorch::numerics_switches().unwrap().0, "TF32 off for fp32");
+        assert_eq!(Numerics::applied(), Some((Precision::Auto, n)));
+    }
+
+    #[test]
     fn cuda_request_without_gpu_is_an_error() {
-        if !tch::Cuda::is_available() {
+        if !cuda_available() {
             let err = DeviceChoice::Cuda(0).resolve().unwrap_err().to_string();
             assert!(err.contains("CUDA is not usable"), "{err}");
         }

@@ -20,6 +20,7 @@ pub mod classifier;
 pub mod device;
 pub mod error;
 pub mod gfa_value;
+pub mod host_memory;
 pub mod import;
 pub mod libtorch;
 pub mod losses;
@@ -33,6 +34,9 @@ pub mod regularizer;
 pub mod seed;
 pub mod torchscript;
 pub mod train;
+
+/// The counted device↔host transfers of the hot loops ([`gfa_data::transfer`]).
+pub use gfa_data::transfer;
 
 pub use classifier::{Classifier, TapForward, TapPoint};
 pub use device::DeviceChoice;

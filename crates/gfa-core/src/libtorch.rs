@@ -134,6 +134,59 @@ pub fn set_tf32(allow: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Call `void at::Context::<name>(args)` on libtorch's global context (`name` mangled).
+///
+/// # Safety
+/// `F` must be the member function's exact C ABI signature with `this` as its first argument.
+unsafe fn context_member<F: Copy>(mangled: &str) -> Result<(*mut c_void, F), String> {
+    let ctx = symbol("_ZN2at13globalContextEv");
+    let f = symbol(mangled);
+    if ctx.is_null() || f.is_null() {
+        return Err(format!("this libtorch does not export {mangled}"));
+    }
+    // SAFETY: `at::globalContext()` returns `at::Context&` (a pointer in the C++ ABI); the
+    // caller vouches for `F`, and `F` is a function pointer of the symbol's size.
+    unsafe {
+        let ctx_fn: unsafe extern "C" fn() -> *mut c_void = std::mem::transmute(ctx);
+        Ok((ctx_fn(), std::mem::transmute_copy::<*mut c_void, F>(&f)))
+    }
+}
+
+/// libtorch's determinism switches: deterministic cuDNN convolutions (and no cuDNN
+/// benchmarking, which picks algorithms by timing them), and `at::Context`'s deterministic
+/// algorithms (`warn_only`: an operation without a deterministic implementation prints a
+/// warning naming it instead of failing). They act on CUDA; on the CPU libtorch's kernels
+/// are deterministic for a given code path and thread count anyway.
+pub fn set_deterministic(on: bool, warn_only: bool) -> Result<(), String> {
+    type SetBool = unsafe extern "C" fn(*mut c_void, bool);
+    type SetBool2 = unsafe extern "C" fn(*mut c_void, bool, bool);
+    // SAFETY: `void at::Context::f(bool)` / `f(bool, bool)` members, `this` first.
+    unsafe {
+        let (this, cudnn) = context_member::<SetBool>("_ZN2at7Context21setDeterministicCuDNNEb")?;
+        let (_, bench) = context_member::<SetBool>("_ZN2at7Context17setBenchmarkCuDNNEb")?;
+        let (_, algos) =
+            context_member::<SetBool2>("_ZN2at7Context26setDeterministicAlgorithmsEbb")?;
+        cudnn(this, on);
+        bench(this, false);
+        algos(this, on, warn_only);
+    }
+    Ok(())
+}
+
+/// The switches as libtorch holds them: (TF32 allowed in cuBLAS, deterministic cuDNN,
+/// deterministic algorithms, cuDNN benchmarking).
+pub fn numerics_switches() -> Result<(bool, bool, bool, bool), String> {
+    type GetBool = unsafe extern "C" fn(*const c_void) -> bool;
+    // SAFETY: `bool at::Context::f() const` members, `this` first.
+    unsafe {
+        let (this, tf32) = context_member::<GetBool>("_ZNK2at7Context15allowTF32CuBLASEv")?;
+        let (_, cudnn) = context_member::<GetBool>("_ZNK2at7Context18deterministicCuDNNEv")?;
+        let (_, algos) = context_member::<GetBool>("_ZNK2at7Context23deterministicAlgorithmsEv")?;
+        let (_, bench) = context_member::<GetBool>("_ZNK2at7Context14benchmarkCuDNNEv")?;
+        Ok((tf32(this), cudnn(this), algos(this), bench(this)))
+    }
+}
+
 /// Why this machine looks like it has an NVIDIA driver (`/proc/driver/nvidia`, or `nvidia-smi`
 /// on `PATH`), or `None`.
 pub fn nvidia_driver() -> Option<String> {
@@ -248,7 +301,13 @@ mod tests {
     }
 
     #[test]
-    fn tf32_switches_are_found() {
+    fn tf32_and_determinism_switches_are_found_and_read_back() {
+        set_tf32(false).unwrap();
+        set_deterministic(true, true).unwrap();
+        assert_eq!(numerics_switches().unwrap(), (false, true, true, false));
+        set_tf32(true).unwrap();
+        set_deterministic(false, false).unwrap();
+        assert_eq!(numerics_switches().unwrap(), (true, false, false, false));
         set_tf32(false).unwrap();
     }
 }

@@ -718,16 +718,14 @@ impl Regularizer {
     /// t = δ · min_k ‖h_k‖/‖v_k‖ over the taps of S where both norms are non-zero (δ when
     /// there is none: then the offsets are zero or the taps are).
     fn fd_offset_scale(&self, tap_norms: &Tensor, v: &[Tensor]) -> f64 {
-        let hn = Vec::<f64>::try_from(tap_norms.to_kind(Kind::Double)).unwrap_or_default();
-        let vn: Vec<Tensor> = v.iter().map(|v| v.norm().to_kind(Kind::Double)).collect();
-        let vn = if vn.is_empty() {
-            Vec::new()
-        } else {
-            Vec::<f64>::try_from(Tensor::stack(&vn, 0)).unwrap_or_default()
-        };
+        // Both norms in one read: ‖h_k‖ then ‖v_k‖.
+        let mut norms = vec![tap_norms.to_kind(Kind::Double).flatten(0, -1)];
+        norms.extend(v.iter().map(|v| v.norm().to_kind(Kind::Double).view([1])));
+        let both = crate::transfer::read_f64s(&Tensor::cat(&norms, 0));
+        let (hn, vn) = both.split_at(tap_norms.numel().min(both.len()));
         let ratio = hn
             .iter()
-            .zip(&vn)
+            .zip(vn)
             .map(|(h, v)| h / v)
             .filter(|r| r.is_finite() && *r > 0.0)
             .fold(f64::INFINITY, f64::min);

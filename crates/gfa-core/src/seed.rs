@@ -13,7 +13,7 @@ pub use gfa_data::rng::{SeededRng, rng_for};
 /// test binaries run their tests one at a time, `.cargo/config.toml`).
 pub fn seed_all(seed: u64) {
     tch::manual_seed(seed as i64);
-    if tch::Cuda::is_available() {
+    if crate::device::cuda_available() {
         tch::Cuda::manual_seed_all(seed);
     }
 }

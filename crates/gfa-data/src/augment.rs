@@ -116,14 +116,13 @@ fn batch_size(x: &Tensor) -> Result<usize> {
 }
 
 /// Pads `x` by `padding` zeros on every side, then crops each sample at its `(dy, dx)` back to
-/// `H × W`, reading columns backwards for flipped samples.
+/// `H × W`, reading columns backwards for flipped samples. The draw goes to `x`'s device in one
+/// copy ([`AugmentDraw::packed`], then [`apply_packed`]).
 ///
 /// # Shapes
 /// `x`: `[N, C, H, W]` → `[N, C, H, W]`; `draw` holds `N` entries in each field.
 pub fn apply_draw(x: &Tensor, padding: i64, draw: &AugmentDraw) -> Result<Tensor> {
     let n = batch_size(x)?;
-    let size = x.size();
-    let (c, h, w) = (size[1], size[2], size[3]);
     if draw.dy.len() != n || draw.dx.len() != n || draw.flip.len() != n {
         return Err(DataError::BadShape {
             what: "augmentation draw",
@@ -131,19 +130,47 @@ pub fn apply_draw(x: &Tensor, padding: i64, draw: &AugmentDraw) -> Result<Tensor
             got: format!("{} / {} / {}", draw.dy.len(), draw.dx.len(), draw.flip.len()),
         });
     }
-    let device = x.device();
-    let opts = (Kind::Int64, device);
+    apply_packed(x, padding, &crate::transfer::upload(&draw.packed(), x.device()))
+}
+
+impl AugmentDraw {
+    /// The draw as one `i64` tensor on the host, rows `dy`, `dx`, `flip` (0 or 1): what
+    /// [`apply_packed`] reads, sent to the device in one copy.
+    ///
+    /// # Shapes
+    /// → `[3, N]`.
+    pub fn packed(&self) -> Tensor {
+        let flip = self.flip.iter().map(|&f| f as i64);
+        let all: Vec<i64> = self.dy.iter().chain(&self.dx).copied().chain(flip).collect();
+        Tensor::from_slice(&all).view([3, self.dy.len() as i64])
+    }
+}
+
+/// [`apply_draw`] with the draw already packed ([`AugmentDraw::packed`]) on `x`'s device: no
+/// transfer.
+///
+/// # Shapes
+/// `x`: `[N, C, H, W]`, `packed`: `[3, N]` `i64` → `[N, C, H, W]`.
+pub fn apply_packed(x: &Tensor, padding: i64, packed: &Tensor) -> Result<Tensor> {
+    let n = batch_size(x)? as i64;
+    if packed.size() != [3, n] || packed.kind() != Kind::Int64 {
+        return Err(DataError::BadShape {
+            what: "packed augmentation draw",
+            expected: format!("i64 [3, {n}]"),
+            got: format!("{:?} {:?}", packed.kind(), packed.size()),
+        });
+    }
+    let size = x.size();
+    let (c, h, w) = (size[1], size[2], size[3]);
+    let opts = (Kind::Int64, x.device());
     let padded = x.f_constant_pad_nd([padding, padding, padding, padding])?;
-    let n = n as i64;
     // rows[s, i] = dy[s] + i.
-    let dy = Tensor::from_slice(&draw.dy).to_device(device).view([n, 1]);
+    let dy = packed.get(0).view([n, 1]);
     let rows = dy + Tensor::arange(h, opts).view([1, h]);
     // cols[s, j] = dx[s] + j, or dx[s] + (w - 1 - j) for a flipped sample.
-    let dx = Tensor::from_slice(&draw.dx).to_device(device).view([n, 1]);
+    let dx = packed.get(1).view([n, 1]);
     let j = Tensor::arange(w, opts).view([1, w]);
-    let flip = Tensor::from_slice(&draw.flip.iter().map(|&f| f as i64).collect::<Vec<_>>())
-        .to_device(device)
-        .view([n, 1]);
+    let flip = packed.get(2).view([n, 1]);
     let cols = dx + &j + &flip * (j.g_mul_scalar(-2) + (w - 1));
     let wp = w + 2 * padding;
     let rows = rows.view([n, 1, h, 1]).expand([n, c, h, wp], false);

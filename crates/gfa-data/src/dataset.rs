@@ -92,11 +92,32 @@ impl Dataset {
     ///
     /// # Shapes
     /// `index`: `[B]` → `x`: `[B, C, H, W]` `f32`, `y`: `[B]` `i64`.
+    /// With the records on `device` ([`Self::to_device`]) and `index` there too, nothing is
+    /// transferred.
     pub fn batch(&self, index: &Tensor, device: Device) -> (Tensor, Tensor) {
+        let index = index.to_device(self.images.device());
         // Select and move as u8 (4× less traffic than f32), convert on the device.
-        let x = self.images.index_select(0, index).to_device(device).to_kind(Kind::Float) / 255.0;
-        let y = self.labels.index_select(0, index).to_device(device);
+        let x = self.images.index_select(0, &index).to_device(device).to_kind(Kind::Float) / 255.0;
+        let y = self.labels.index_select(0, &index).to_device(device);
         (x, y)
+    }
+
+    /// The records on `device`, as stored (`u8` images: CIFAR-10's 50,000 training images are
+    /// 154 MB), in two copies ([`crate::transfer::upload`]); the same records when they are
+    /// there already.
+    pub fn to_device(&self, device: Device) -> Dataset {
+        let move_ = |t: &Tensor| {
+            if t.device() == device {
+                t.shallow_clone()
+            } else {
+                crate::transfer::upload(t, device)
+            }
+        };
+        Dataset {
+            images: move_(&self.images),
+            labels: move_(&self.labels),
+            classes: self.classes.clone(),
+        }
     }
 }
 

@@ -58,6 +58,7 @@ pub mod fetch;
 pub mod idx;
 pub mod rng;
 pub mod synthetic;
+pub mod transfer;
 
 pub use augment::{AugmentConfig, AugmentDraw};
 pub use batcher::{Batcher, Epoch};

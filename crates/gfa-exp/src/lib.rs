@@ -30,6 +30,10 @@ use crate::cli::{announce, commands};
 
 /// Run a parsed command line; the value is the process exit code (1 when some runs failed).
 pub fn run(cli: Cli) -> Result<i32> {
+    // One precision and determinism policy for every command (docs/numerics.md), set before
+    // the first tensor; `auto` resolves for the device the command would use.
+    let device = cli.device.resolve().unwrap_or(tch::Device::Cpu);
+    gfa_core::device::Numerics::apply(cli.precision, cli.deterministic, device)?;
     match cli.command {
         Command::Plan(args) => cli::plan::plan(&args, cli.device),
         Command::Run(args) => cli::run::run_command(&args, cli.device),

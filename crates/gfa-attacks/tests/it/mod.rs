@@ -7,6 +7,7 @@ mod linear;
 mod ordering;
 mod torchscript;
 mod training;
+mod transfers;
 
 /// The golden fixture's trained model and its 128 points.
 pub fn golden_data() -> (gfa_core::Classifier, tch::Tensor, tch::Tensor) {

@@ -17,6 +17,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use gfa_data::augment::apply_packed;
 use gfa_data::{Dataset, Splits};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -31,7 +32,7 @@ use crate::models::ModelSpec;
 use crate::provenance::Provenance;
 use crate::regularizer::Regularizer;
 use crate::seed::{SeededRng, rng_for, seed_all};
-use crate::{CoreError, Result, metrics};
+use crate::{CoreError, Result, metrics, transfer};
 
 pub mod diagnostics;
 pub mod optim;
@@ -393,6 +394,8 @@ impl<'a> Trainer<'a> {
                 (pick(&kept), Some(pick(&held)))
             }
         };
+        // The training images live on the model's device for the run (u8; converted per batch).
+        let train = train.to_device(model.device());
         let fixed = cfg.diagnostics.enabled().then(|| {
             FixedBatches::new(&train, &splits.test, cfg.diagnostics.batch, model.device())
         });
@@ -445,32 +448,48 @@ impl<'a> Trainer<'a> {
         let n_train = self.train.len();
         let mut perm: Vec<i64> = (0..n_train as i64).collect();
         perm.shuffle(&mut shuffle_rng);
+        let device = self.model.device();
+        // The epoch's order and augmentation draws go to the device in one copy each; a step
+        // slices them there. The draws are made for the whole epoch in batch order, which is
+        // the order of one draw per batch, so the images are the same.
+        let perm = transfer::upload(&Tensor::from_slice(&perm), device);
+        cfg.augment.validate()?;
+        let drawn = (!cfg.augment.is_identity()).then(|| {
+            transfer::upload(&cfg.augment.draw(n_train, &mut augment_rng).packed(), device)
+        });
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs);
         let lambda = self.reg.as_ref().map(|r| r.cfg.lambda_at(epoch));
         let show = self.opts.progress && std::io::stderr().is_terminal();
         let bar = progress_bar(show, n_train.div_ceil(cfg.batch_size) as u64, epoch, cfg.epochs);
 
         let taps = self.reg.as_ref().map_or(0, |r| r.tap_names().len());
-        let mut sums = Sums::new(taps, self.model.device());
+        let mut sums = Sums::new(taps, device);
         let mut probes = Vec::new();
-        for (step, chunk) in perm.chunks(cfg.batch_size).enumerate() {
+        let steps = n_train.div_ceil(cfg.batch_size);
+        for step in 0..steps {
             if self.opts.max_steps.is_some_and(|m| step >= m) {
                 break;
             }
             if cfg.diagnostics.due(epoch, step, self.steps_done) {
+                sums.check_finite(epoch)?;
                 probes.extend(self.probe(epoch, lambda)?);
             }
-            let (x, y) = self.train.batch(&Tensor::from_slice(chunk), self.model.device());
-            let x = cfg.augment.apply(&x, &mut augment_rng)?;
-            let out =
-                self.step(&x, &y, lambda.unwrap_or(0.0), lr, &mut perturb_rng, (epoch, step))?;
+            let start = (step * cfg.batch_size) as i64;
+            let len = cfg.batch_size.min(n_train - step * cfg.batch_size) as i64;
+            let (x, y) = self.train.batch(&perm.narrow(0, start, len), device);
+            let x = match &drawn {
+                Some(d) => apply_packed(&x, cfg.augment.crop_padding, &d.narrow(1, start, len))?,
+                None => x,
+            };
+            let out = self.step(&x, &y, lambda.unwrap_or(0.0), lr, &mut perturb_rng)?;
             self.steps_done += 1;
-            sums.add(&out, &y);
-            if show {
+            sums.add(&out, &y, step);
+            if show && (step % PROGRESS_EVERY == 0 || step + 1 == steps) {
                 bar.set_position(step as u64 + 1);
                 bar.set_message(sums.progress(t0.elapsed().as_secs_f64()));
             }
         }
+        sums.check_finite(epoch)?;
         let test_acc = if self.splits.test.is_empty() {
             None
         } else {
@@ -494,9 +513,10 @@ impl<'a> Trainer<'a> {
         Ok(record)
     }
 
-    /// One optimizer step (`at`: 0-based epoch and step): the method builds the loss, it must
-    /// be finite, the gradients are zeroed, the method backpropagates, the optimizer updates
-    /// the weights.
+    /// One optimizer step: the method builds the loss, the gradients are zeroed, the method
+    /// backpropagates, the optimizer updates the weights. Nothing is read back to the host:
+    /// the loss's finiteness is kept on the device ([`Sums::add`]) and checked before the next
+    /// probe and at the end of the epoch.
     fn step(
         &mut self,
         x: &Tensor,
@@ -504,7 +524,6 @@ impl<'a> Trainer<'a> {
         lambda: f64,
         lr: f64,
         rng: &mut SeededRng,
-        at: (usize, usize),
     ) -> Result<StepLoss> {
         let mut step = Step {
             model: &*self.model,
@@ -517,10 +536,6 @@ impl<'a> Trainer<'a> {
             rng,
         };
         let out = self.method.loss(&mut step)?;
-        if !out.total.double_value(&[]).is_finite() {
-            let (epoch, step) = (at.0 + 1, at.1 + 1);
-            return Err(CoreError::NonFinite { what: "loss".into(), epoch, step });
-        }
         self.optimizer.zero_grad();
         self.method.backward(&out)?;
         self.optimizer.step(lr);
@@ -594,6 +609,7 @@ impl<'a> Trainer<'a> {
             run_id: self.opts.run_id.clone(),
             clean_acc: record.test_acc,
             metrics: self.records.clone(),
+            numerics: crate::device::Numerics::applied().map(|(_, n)| n),
         };
         checkpoint::save(dir, self.model, Some(&self.optimizer), &meta)
     }
@@ -664,9 +680,14 @@ fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> indicati
     bar
 }
 
+/// Steps between two updates of the progress bar (each reads the running sums).
+const PROGRESS_EVERY: usize = 10;
+
 /// Running sums over an epoch, kept on the device until read.
 struct Sums {
     count: usize,
+    /// The first 0-based step of the epoch whose loss was not finite (`i64::MAX`: none yet).
+    first_non_finite: Tensor,
     loss: Tensor,
     correct: Tensor,
     cos: Tensor,
@@ -679,6 +700,7 @@ impl Sums {
         let z = |s: &[i64]| Tensor::zeros(s, (Kind::Double, device));
         Self {
             count: 0,
+            first_non_finite: Tensor::full([], i64::MAX, (Kind::Int64, device)),
             loss: z(&[]),
             correct: z(&[]),
             cos: z(&[taps as i64]),
@@ -687,7 +709,11 @@ impl Sums {
         }
     }
 
-    fn add(&mut self, out: &StepLoss, y: &Tensor) {
+    /// Add step `step`'s (0-based) loss and accuracy, on the device.
+    fn add(&mut self, out: &StepLoss, y: &Tensor, step: usize) {
+        let bad = out.total.detach().isfinite().logical_not();
+        let at = Tensor::where_scalar(&bad, step as i64, i64::MAX);
+        self.first_non_finite = self.first_non_finite.minimum(&at);
         let b = y.size()[0] as f64;
         self.count += y.size()[0] as usize;
         self.loss += out.task.to_kind(Kind::Double) * b;
@@ -703,19 +729,30 @@ impl Sums {
         }
     }
 
+    /// An error naming the first step of the 0-based `epoch` whose loss was not finite, if
+    /// there was one (one read).
+    fn check_finite(&self, epoch: usize) -> Result<()> {
+        let first = transfer::read_i64(&self.first_non_finite);
+        if first == i64::MAX {
+            return Ok(());
+        }
+        let (epoch, step) = (epoch + 1, first as usize + 1);
+        Err(CoreError::NonFinite { what: "loss".into(), epoch, step })
+    }
+
     /// (mean loss, accuracy).
     fn snapshot(&self) -> (f64, f64) {
         let c = self.count.max(1) as f64;
-        (self.loss.double_value(&[]) / c, self.correct.double_value(&[]) / c)
+        (transfer::read_f64(&self.loss) / c, transfer::read_f64(&self.correct) / c)
     }
 
     fn per_tap(&self, t: &Tensor) -> Result<Vec<f64>> {
-        Ok(Vec::<f64>::try_from(t / self.count.max(1) as f64)?)
+        Ok(transfer::read_f64s(&(t / self.count.max(1) as f64)))
     }
 
     fn term_means(&self) -> BTreeMap<String, f64> {
         let c = self.count.max(1) as f64;
-        self.terms.iter().map(|(k, v)| (k.to_string(), v.double_value(&[]) / c)).collect()
+        self.terms.iter().map(|(k, v)| (k.to_string(), transfer::read_f64(v) / c)).collect()
     }
 
     /// The progress bar's message: running means and throughput.

@@ -95,6 +95,7 @@ fn sidecar_round_trips() {
         run_id: "run".into(),
         clean_acc: Some(0.5),
         metrics: vec![],
+        numerics: None,
     };
     checkpoint::write_meta(dir.path(), &meta).unwrap();
     assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), meta);
@@ -133,6 +134,7 @@ fn sidecar_floats_read_back_bit_for_bit() {
         run_id: "run".into(),
         clean_acc: Some(values[0]),
         metrics: values.iter().enumerate().map(|(i, &v)| record(i, v)).collect(),
+        numerics: None,
     };
     checkpoint::write_meta(dir.path(), &meta).unwrap();
     let back = checkpoint::read_meta(dir.path()).unwrap();

@@ -1,5 +1,6 @@
 mod checkpoint;
 mod custom_method;
+mod device;
 mod import;
 mod methods;
 mod models;
@@ -9,6 +10,7 @@ mod robust;
 mod torchscript;
 mod train;
 mod untrusted;
+mod transfers;
 
 use gfa_core::Classifier;
 use gfa_core::checkpoint::load_weights;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gfa_core::device::Precision;
 use gfa_core::{DeviceChoice, Method};
 
 use crate::results::store::Shard;
@@ -20,12 +21,24 @@ pub struct Cli {
     /// an error.
     #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
+    /// Float32 arithmetic on GPUs: auto (tf32 on a GPU, fp32 on the CPU), fp32 (strict) or
+    /// tf32 (docs/numerics.md).
+    #[arg(long, global = true, default_value = "auto", value_parser = parse_precision)]
+    pub precision: Precision,
+    /// Deterministic cuDNN and algorithms and cuBLAS's deterministic workspace: the
+    /// bit-for-bit claims of docs/numerics.md then hold on CUDA too.
+    #[arg(long, global = true)]
+    pub deterministic: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse::<DeviceChoice>().map_err(|e| e.to_string())
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse::<Precision>().map_err(|e| e.to_string())
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {

@@ -11,8 +11,10 @@
 //!   1e-4, the GFA value per tap to 1e-4, and FGSM and PGD-20 (Linf 8/255, reference preset)
 //!   robust accuracy within one point of `n` (500 by default).
 //!
-//! TF32 is switched off for the comparison (libtorch allows it in cuDNN convolutions by
-//! default, which rounds their inputs to 10 mantissa bits, far beyond 1e-4).
+//! The comparison runs at strict fp32 (TF32 rounds every convolution's inputs to 10 mantissa
+//! bits, far beyond 1e-4); the timings run at the precision of `--precision` (default `auto`:
+//! TF32 on a GPU), the one every command uses (docs/numerics.md). Exit code [`DISAGREES`] (3)
+//! when a comparison fails, so that a crash is not read as a disagreement.
 //!
 //! Timings, on the GPU, each after the device has finished: the training step (plain, GFA-first,
 //! GFA-deep, each GFA one exact and by finite difference; [`gfa_core::bench`]) and APGD-CE
@@ -298,8 +300,8 @@ pub fn require_pass(rows: &[Comparison]) -> Result<()> {
     Ok(())
 }
 
-/// `gfa cuda-check`: prints the comparisons and timings, appends them to `--jsonl`; exit code 1
-/// when a comparison fails, 0 when there is no GPU (it says what it skipped).
+/// `gfa cuda-check`: prints the comparisons and timings, appends them to `--jsonl`; exit code
+/// [`DISAGREES`] when a comparison fails, 0 when there is no GPU (it says what it skipped).
 pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     let opts = Options { n: args.n, steps: args.steps, ..Default::default() };
     let gpu = if args.dry_run {
@@ -337,6 +339,17 @@ pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i
         );
         lines.push(serde_json::json!({"kind": "comparison", "dry_run": args.dry_run, "row": r}));
     }
+    // The comparisons ran at strict fp32 (`compare`); the timings run at the precision every
+    // command uses (`--precision`, default auto: tf32 on a GPU; docs/numerics.md).
+    let (asked, det) = gfa_core::device::Numerics::applied()
+        .map_or((gfa_core::device::Precision::Auto, false), |(a, n)| (a, n.deterministic));
+    let timed = gfa_core::device::Numerics::apply(asked, det, gpu)?;
+    println!(
+        "numerics: comparisons at fp32; timings at precision {}, deterministic {}",
+        timed.precision, timed.deterministic
+    );
+    lines.push(serde_json::json!({"kind": "numerics", "dry_run": args.dry_run,
+        "comparisons": "fp32", "timings": timed}));
     let times = timings(gpu, &model, &opts)?;
     for t in &times {
         println!(
@@ -362,6 +375,13 @@ pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i
             writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
         }
     }
-    require_pass(&rows)?;
+    if let Err(e) = require_pass(&rows) {
+        eprintln!("error: {e:#}");
+        return Ok(DISAGREES);
+    }
     Ok(0)
 }
+
+/// The exit code of `gfa cuda-check` when CUDA disagrees with the CPU beyond a bound (every
+/// other failure, a crash included, exits otherwise: `scripts/gpu-check.sh` tells them apart).
+pub const DISAGREES: i32 = 3;

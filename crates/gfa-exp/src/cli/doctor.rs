@@ -170,7 +170,7 @@ pub fn collect(data: Option<&Path>) -> Report {
         driver_cuda_version,
         gpus,
         gpus_error,
-        torch_cuda_devices: tch::Cuda::device_count(),
+        torch_cuda_devices: gfa_core::device::cuda_device_count() as i64,
         auto_device: auto,
         cifar10,
         cache,

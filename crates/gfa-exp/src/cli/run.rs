@@ -50,11 +50,21 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     )?;
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
     signals::install(signals::Announce { command: signals::command_line(), worker: args.worker })?;
+    if !args.worker {
+        if args.devices.is_empty() {
+            announce(device)?;
+        } else {
+            // The work goes to the --devices, not to --device.
+            let each: Vec<String> = jobs
+                .devices
+                .iter()
+                .map(|d| gfa_core::device::describe(*d) + &crate::cli::numerics_text(*d))
+                .collect();
+            println!("devices: {}", each.join("; "));
+        }
+    }
     if let Some(t) = jobs.threads {
         tch::set_num_threads(t as i32);
-    }
-    if !args.worker {
-        announce(device)?;
     }
     // Longest runs first: the pending runs' costs, calibrated on the workers' device with the
     // workers' threads (a worker works one run: nothing to order).
@@ -245,13 +255,13 @@ mod tests {
     fn devices_set_the_default_jobs_and_a_missing_gpu_is_an_error() {
         let j = resolve(&["--devices", "cpu,cpu"], None, 4).unwrap();
         assert_eq!((j.jobs, j.devices.len()), (2, 2));
-        if !tch::Cuda::is_available() {
+        if !gfa_core::device::cuda_available() {
             let e = resolve(&["--devices", "cpu,cuda:0"], None, 4).unwrap_err();
             let e = format!("{e:#}");
             assert!(e.contains("--devices: cuda:0") && e.contains("cuda:0"), "{e}");
         }
-        let n = tch::Cuda::device_count();
-        let missing = format!("cuda:{}", n.max(0) + 7);
+        let n = gfa_core::device::cuda_device_count();
+        let missing = format!("cuda:{}", n + 7);
         let e = resolve(&["--devices", &missing], None, 4).unwrap_err();
         assert!(format!("{e:#}").contains(&missing), "{e:#}");
     }

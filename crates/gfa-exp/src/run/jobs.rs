@@ -268,7 +268,14 @@ impl Pool<'_> {
         let device = self.jobs.devices[slot % self.jobs.devices.len()];
         let a = self.args;
         let mut cmd = Command::new(exe);
-        cmd.arg("--device").arg(gfa_core::device::device_name(device)).arg("run");
+        cmd.arg("--device").arg(gfa_core::device::device_name(device));
+        if let Some((asked, n)) = gfa_core::device::Numerics::applied() {
+            cmd.arg("--precision").arg(asked.to_string());
+            if n.deterministic {
+                cmd.arg("--deterministic");
+            }
+        }
+        cmd.arg("run");
         cmd.arg(&a.file).arg("--results").arg(&a.results);
         for s in &a.set {
             cmd.arg("--set").arg(s);

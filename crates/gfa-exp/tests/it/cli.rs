@@ -675,7 +675,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
 /// what makes it look like such a machine).
 #[test]
 fn auto_device_on_a_driver_without_cuda_warns() {
-    if tch::Cuda::is_available() {
+    if gfa_core::device::cuda_available() {
         return; // the GPU is used: nothing to warn about (see tests/it/cuda.rs)
     }
     let dir = tempfile::tempdir().unwrap();
@@ -717,7 +717,7 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
     write(dir.path(), "small.toml", SMALL);
     let o = gfa(dir.path(), &["plan", "small.toml", "--require-cuda"]);
     let (out, errs) = text(&o);
-    let dev = if tch::Cuda::is_available() { "cuda:0" } else { "cpu" };
+    let dev = if gfa_core::device::cuda_available() { "cuda:0" } else { "cpu" };
     assert!(out.lines().next().unwrap().contains(&format!("est. h ({dev})")), "{out}");
     assert!(out.contains(&format!(" h on {dev}")) && out.contains("per image-gradient"), "{out}");
     if dev == "cpu" {
