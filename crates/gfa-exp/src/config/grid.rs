@@ -786,6 +786,13 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
     total / 1e6
 }
 
+/// Load and expand an experiment file.
+pub fn load(file: &Path, set: &[String]) -> anyhow::Result<(ExperimentSpec, Vec<RunSpec>)> {
+    let spec = ExperimentSpec::load(file, set)?;
+    let runs = spec.expand()?;
+    Ok((spec, runs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,11 +809,4 @@ mod tests {
         assert_eq!(id, blake3::hash(b"abc").to_hex()[..12].to_string());
         assert_eq!(id.len(), 12);
     }
-}
-
-/// Load and expand an experiment file.
-pub fn load(file: &Path, set: &[String]) -> anyhow::Result<(ExperimentSpec, Vec<RunSpec>)> {
-    let spec = ExperimentSpec::load(file, set)?;
-    let runs = spec.expand()?;
-    Ok((spec, runs))
 }
