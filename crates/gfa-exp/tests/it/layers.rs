@@ -263,10 +263,11 @@ fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     }
     let mut state = BTreeMap::new();
     for f in graph.keys() {
-        if state.get(f).copied().unwrap_or(0) == 0 {
-            if let Some(c) = visit(f, graph, &mut state, &mut Vec::new()) {
-                return Some(c);
-            }
+        if state.get(f).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        if let Some(c) = visit(f, graph, &mut state, &mut Vec::new()) {
+            return Some(c);
         }
     }
     None
