@@ -43,6 +43,7 @@ const N_EXACT: i64 = 32;
 ///   (none on these points; one such element would fail this test, by about `alpha`);
 /// - an L2 step differs by ≤ 1e-13 · alpha (alpha ≤ 0.6) per step, ≤ 1e-12 after 10 steps;
 /// - `x ± alpha`, the clamps and `x_u8 / 255` round the same way (correctly rounded IEEE).
+///
 /// So agreement to 1e-12 is expected (measured: 0) and 1e-9 leaves a factor 1000, while a wrong
 /// attack moves elements by a step's fraction (step × 0.9: 0.1 · alpha ≥ 6e-3) or more.
 const EXACT_TOL: f64 = 1e-9;

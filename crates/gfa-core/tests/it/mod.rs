@@ -9,8 +9,8 @@ mod regularizer;
 mod robust;
 mod torchscript;
 mod train;
-mod untrusted;
 mod transfers;
+mod untrusted;
 
 use gfa_core::Classifier;
 use gfa_core::checkpoint::load_weights;

@@ -16,8 +16,8 @@ use crate::run::escalate;
 use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores, slurm_cpus_per_task};
 use crate::run::monitor::{Monitor, Show};
 use crate::run::runner::{self, RunOptions};
-use crate::run::signals;
 use crate::run::schedule;
+use crate::run::signals;
 use crate::run::stages::TorchStages;
 
 impl RunArgs {

@@ -10,7 +10,7 @@ pub mod jobs;
 pub mod landscape;
 pub mod monitor;
 pub mod runner;
-pub mod signals;
 pub mod schedule;
+pub mod signals;
 pub mod stages;
 pub mod surrogate;
