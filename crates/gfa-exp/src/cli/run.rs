@@ -50,6 +50,9 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
     )?;
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
     signals::install(signals::Announce { command: signals::command_line(), worker: args.worker })?;
+    if let Some(t) = jobs.threads {
+        tch::set_num_threads(t as i32);
+    }
     if !args.worker {
         if args.devices.is_empty() {
             announce(device)?;
@@ -62,9 +65,6 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
                 .collect();
             println!("devices: {}", each.join("; "));
         }
-    }
-    if let Some(t) = jobs.threads {
-        tch::set_num_threads(t as i32);
     }
     // Longest runs first: the pending runs' costs, calibrated on the workers' device with the
     // workers' threads (a worker works one run: nothing to order).

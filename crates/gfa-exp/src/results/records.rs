@@ -391,9 +391,11 @@ pub fn non_finite_cell(
     headers: &csv::StringRecord,
     rec: &csv::StringRecord,
 ) -> Option<(String, String)> {
+    // By its text, not by parsing: a run id such as `8815e5339997` parses as a float too large
+    // to be finite. Rust writes a non-finite f64 as `NaN`, `inf` or `-inf`.
     headers.iter().zip(rec.iter()).find_map(|(h, v)| {
-        let x = v.trim().parse::<f64>().ok()?;
-        (!x.is_finite()).then(|| (h.to_string(), v.to_string()))
+        let t = v.trim().trim_start_matches(['+', '-']).to_ascii_lowercase();
+        matches!(t.as_str(), "nan" | "inf" | "infinity").then(|| (h.to_string(), v.to_string()))
     })
 }
 
@@ -669,6 +671,18 @@ impl RunSpec {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn run_ids_that_parse_as_huge_floats_are_not_non_finite() {
+        let headers = csv::StringRecord::from(vec!["run_id", "clean_acc"]);
+        // `8815e5339997` is 8815 × 10^5339997 to a float parser: infinite, but a run id.
+        let ok = csv::StringRecord::from(vec!["8815e5339997", "0.5"]);
+        assert_eq!(non_finite_cell(&headers, &ok), None);
+        for bad in ["NaN", "inf", "-inf", "+Infinity"] {
+            let rec = csv::StringRecord::from(vec!["8815e5339997", bad]);
+            assert_eq!(non_finite_cell(&headers, &rec), Some(("clean_acc".into(), bad.into())));
+        }
+    }
     use super::*;
 
     fn key() -> RunKey {

@@ -454,7 +454,7 @@ fn bad_checkpoints_weights_and_eval_flags_are_refused() {
             &["--attacks pgdd", "did you mean `pgd`"],
         ),
         (&["--checkpoint", "m", "--batch-size", "0"], &["--batch-size", "at least 1"]),
-        (&["--checkpoint", "m", "--data", "empty"], &["no CIFAR-10 data at empty"]),
+        (&["--checkpoint", "m", "--data", "empty", "--other-data"], &["no CIFAR-10 data at empty"]),
     ];
     let cases: Vec<Case> =
         cases.iter().map(|(extra, needles)| (eval(extra), needles.to_vec())).collect();

@@ -225,7 +225,11 @@ fn missing_pieces_say_so() {
     // A model command without a model says what to give.
     let o = gfa(dir.path(), &["landscape", "--synthetic"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("give --checkpoint DIR or --weights FILE"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("give --checkpoint DIR, --weights FILE or --torchscript FILE"),
+        "{}",
+        text(&o).1
+    );
     // `data fetch` refuses a non-empty destination before any download.
     write(dir.path(), "keep.txt", "x");
     let o = gfa(dir.path(), &["data", "fetch", "--dir", "."]);
@@ -397,6 +401,7 @@ fn train_then_gfa_value_and_eval_from_flags() {
     ]);
     let mut lines = out.lines();
     assert!(lines.next().unwrap().starts_with("device: cpu ("), "{out}");
+    assert!(lines.next().unwrap().starts_with("data: synthetic"), "{out}");
     assert!(lines.next().unwrap().starts_with("attack"), "{out}");
     run(&[
         "eval",
@@ -540,7 +545,7 @@ fn import_then_eval_weights_with_normalize() {
     // `none` is the identity normalization: the same numbers as mean 0, std 1.
     let identity = ok(&with(&eval, &[&plain[..], &["--normalize", "0,1"]].concat()));
     assert_eq!(none, identity);
-    assert!(none.lines().nth(2).unwrap().starts_with("fgsm"), "{none}");
+    assert!(none.lines().nth(3).unwrap().starts_with("fgsm"), "{none}");
 
     // A legacy (pre-1.6) file imports to the same weights as its zip-format twin.
     let import = |file: &str, out: &str| {
@@ -621,7 +626,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
     assert_eq!(fc1.size(), [128, 784]);
     let out =
         run(&["--device", "cpu", "eval", "--checkpoint", "m", "--attacks", "fgsm", "--n", "50"]);
-    assert!(out.lines().nth(2).unwrap().starts_with("fgsm"), "{out}");
+    assert!(out.lines().nth(3).unwrap().starts_with("fgsm"), "{out}");
     // A `model.input` that contradicts the data is an error, not silently replaced.
     let bad = "[data]\nsource = \"fashion_mnist\"\ndir = \"fm\"\n[model]\narch = \"mlp\"\n\
                input = [3, 28, 28]\n[train]\nepochs = 1\n";
@@ -657,6 +662,7 @@ fn mlp_trains_on_a_synthetic_fashion_mnist_copy() {
             "eval",
             "--checkpoint",
             "c",
+            "--other-data",
             "--dataset",
             "fashion-mnist",
             "--data",

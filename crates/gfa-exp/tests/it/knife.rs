@@ -233,9 +233,9 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
     }
     let svg = fs::read_to_string(figures.join("phase_diagram_cnn.svg")).unwrap();
     for text in [
-        "gfa first",
-        "gfa deep",
-        "gfa first sin²",
+        "gfa layers=first",
+        "gfa layers=deep",
+        "gfa layers=first sin²",
         "standard (reference)",
         "pgd_at (reference)",
         "collapse epoch",
