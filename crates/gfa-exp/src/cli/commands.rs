@@ -258,100 +258,131 @@ fn load_model(
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
     if let Some(dir) = &m.checkpoint {
-        // A run folder stands for its checkpoints/ folder.
-        let inner = dir.join("checkpoints");
-        let dir = &if !checkpoint::exists(dir) && checkpoint::exists(&inner) {
-            inner
-        } else {
-            dir.clone()
-        };
-        checkpoint::check_dir(dir)?;
-        // With --best the robust checkpoint; else the final weights of a finished run, or the
-        // last epoch's of one in progress.
-        let weights = if m.best {
-            checkpoint::BEST
-        } else if dir.join(checkpoint::FINAL).exists() {
-            checkpoint::FINAL
-        } else {
-            checkpoint::LAST
-        };
-        let model = checkpoint::load(dir, weights, device).with_context(|| {
-            if m.best {
-                format!(
-                    "loading the robust checkpoint {} (written only by runs trained with \
-                     validation: gfa train --validation N, [train] validation)",
-                    dir.join(checkpoint::BEST).display()
-                )
-            } else {
-                format!("loading the checkpoint in {}", dir.display())
-            }
-        })?;
-        // The run's settings (its data above all); a run.toml that does not read is an error
-        // unless the flags name the data, never a silent fall back to the default data.
-        let path = run_settings(dir);
-        let run = match std::fs::read_to_string(&path) {
-            Err(_) => None,
-            Ok(text) => match read_run_toml(&text) {
-                Ok(run) => Some(run),
-                Err(_) if data_given(flags) => None,
-                Err(e) => bail!(
-                    "{}: {e}; it names the data the checkpoint was trained on: fix it, or name \
-                     the data with --data / --dataset / --synthetic",
-                    path.display()
-                ),
-            },
-        };
-        let config = data_for(flags, run.as_ref());
-        let line = match &run {
-            Some(r) if other_data(&r.data, &config) => {
-                if !m.other_data {
-                    bail!(
-                        "{}: the checkpoint was trained on {}, and the flags name {}: pass \
-                         --other-data to evaluate it on other data, or drop --data / \
-                         --dataset / --synthetic to use its own",
-                        path.display(),
-                        data_text(&r.data),
-                        data_text(&config)
-                    );
-                }
-                format!(
-                    "data: {} (--other-data; the checkpoint was trained on {})",
-                    data_text(&config),
-                    data_text(&r.data)
-                )
-            }
-            Some(_) => {
-                format!("data: {} (the checkpoint's, {})", data_text(&config), path.display())
-            }
-            None => format!(
-                "data: {} (from the flags: {} names no training data)",
-                data_text(&config),
-                dir.display()
-            ),
-        };
-        let data = stages::load_data(&config)?;
-        stages::check_input(&model, &data.test)?;
-        return Ok((model, run, data, line));
+        return load_checkpoint(m, dir, flags, device);
     }
     if let Some(file) = &m.torchscript {
-        let config = data_for(flags, None);
-        let line = format!("data: {} (from the flags)", data_text(&config));
-        let data = stages::load_data(&config)?;
-        let input = ModelSpec::default().with_input_of(&data.test).input;
-        let norm = m.normalize.clone().unwrap_or(Normalization::None);
-        let (model, info) =
-            gfa_core::torchscript::load(file, &norm, input, tch::Kind::Float, device)?;
-        eprintln!(
-            "TorchScript module {}: {} parameters, {} classes, inputs {norm}",
-            file.display(),
-            info.parameters,
-            info.num_classes
-        );
-        return Ok((model, None, data, line));
+        return load_torchscript(m, file, flags, device);
     }
     let Some(w) = &m.weights else {
         bail!("give --checkpoint DIR, --weights FILE or --torchscript FILE")
     };
+    load_weights(m, w, flags, device)
+}
+
+/// [`load_model`] of `--checkpoint DIR` (a `gfa train --out` folder, a run folder or its
+/// `checkpoints/`).
+fn load_checkpoint(
+    m: &ModelArgs,
+    dir: &Path,
+    flags: &DataArgs,
+    device: Device,
+) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
+    // A run folder stands for its checkpoints/ folder.
+    let inner = dir.join("checkpoints");
+    let dir = &if !checkpoint::exists(dir) && checkpoint::exists(&inner) {
+        inner
+    } else {
+        dir.to_path_buf()
+    };
+    checkpoint::check_dir(dir)?;
+    // With --best the robust checkpoint; else the final weights of a finished run, or the
+    // last epoch's of one in progress.
+    let weights = if m.best {
+        checkpoint::BEST
+    } else if dir.join(checkpoint::FINAL).exists() {
+        checkpoint::FINAL
+    } else {
+        checkpoint::LAST
+    };
+    let model = checkpoint::load(dir, weights, device).with_context(|| {
+        if m.best {
+            format!(
+                "loading the robust checkpoint {} (written only by runs trained with \
+                 validation: gfa train --validation N, [train] validation)",
+                dir.join(checkpoint::BEST).display()
+            )
+        } else {
+            format!("loading the checkpoint in {}", dir.display())
+        }
+    })?;
+    // The run's settings (its data above all); a run.toml that does not read is an error
+    // unless the flags name the data, never a silent fall back to the default data.
+    let path = run_settings(dir);
+    let run = match std::fs::read_to_string(&path) {
+        Err(_) => None,
+        Ok(text) => match read_run_toml(&text) {
+            Ok(run) => Some(run),
+            Err(_) if data_given(flags) => None,
+            Err(e) => bail!(
+                "{}: {e}; it names the data the checkpoint was trained on: fix it, or name \
+                 the data with --data / --dataset / --synthetic",
+                path.display()
+            ),
+        },
+    };
+    let config = data_for(flags, run.as_ref());
+    let line = match &run {
+        Some(r) if other_data(&r.data, &config) => {
+            if !m.other_data {
+                bail!(
+                    "{}: the checkpoint was trained on {}, and the flags name {}: pass \
+                     --other-data to evaluate it on other data, or drop --data / \
+                     --dataset / --synthetic to use its own",
+                    path.display(),
+                    data_text(&r.data),
+                    data_text(&config)
+                );
+            }
+            format!(
+                "data: {} (--other-data; the checkpoint was trained on {})",
+                data_text(&config),
+                data_text(&r.data)
+            )
+        }
+        Some(_) => {
+            format!("data: {} (the checkpoint's, {})", data_text(&config), path.display())
+        }
+        None => format!(
+            "data: {} (from the flags: {} names no training data)",
+            data_text(&config),
+            dir.display()
+        ),
+    };
+    let data = stages::load_data(&config)?;
+    stages::check_input(&model, &data.test)?;
+    Ok((model, run, data, line))
+}
+
+/// [`load_model`] of `--torchscript FILE`: an opaque module, the data from the flags.
+fn load_torchscript(
+    m: &ModelArgs,
+    file: &Path,
+    flags: &DataArgs,
+    device: Device,
+) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
+    let config = data_for(flags, None);
+    let line = format!("data: {} (from the flags)", data_text(&config));
+    let data = stages::load_data(&config)?;
+    let input = ModelSpec::default().with_input_of(&data.test).input;
+    let norm = m.normalize.clone().unwrap_or(Normalization::None);
+    let (model, info) = gfa_core::torchscript::load(file, &norm, input, tch::Kind::Float, device)?;
+    eprintln!(
+        "TorchScript module {}: {} parameters, {} classes, inputs {norm}",
+        file.display(),
+        info.parameters,
+        info.num_classes
+    );
+    Ok((model, None, data, line))
+}
+
+/// [`load_model`] of `--weights FILE`: the architecture from `--model`, the data from the
+/// flags, the normalization from the file or `--normalize`.
+fn load_weights(
+    m: &ModelArgs,
+    w: &Path,
+    flags: &DataArgs,
+    device: Device,
+) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
     let config = data_for(flags, None);
     let line = format!("data: {} (from the flags)", data_text(&config));
     let data = stages::load_data(&config)?;

@@ -15,7 +15,7 @@ use crate::results::timing::GridTiming;
 use crate::run::escalate;
 use crate::run::jobs::{JobFlags, Jobs, Pool, WorkerArgs, cores, slurm_cpus_per_task};
 use crate::run::monitor::{Monitor, Show};
-use crate::run::runner::{self, RunOptions};
+use crate::run::runner::{self, RunOptions, RunSummary};
 use crate::run::schedule;
 use crate::run::signals;
 use crate::run::stages::TorchStages;
@@ -54,51 +54,11 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
         tch::set_num_threads(t as i32);
     }
     if !args.worker {
-        if args.devices.is_empty() {
-            announce(device)?;
-        } else {
-            // The work goes to the --devices, not to --device.
-            let each: Vec<String> = jobs
-                .devices
-                .iter()
-                .map(|d| gfa_core::device::describe(*d) + &crate::cli::numerics_text(*d))
-                .collect();
-            println!("devices: {}", each.join("; "));
-        }
+        announce_devices(args, &jobs, device)?;
     }
-    // Longest runs first: the pending runs' costs, calibrated on the workers' device with the
-    // workers' threads (a worker works one run: nothing to order).
     let started = std::time::Instant::now();
-    let mut wall = None;
-    let selected = runner::select(&runs, &opts);
-    let costs = match (args.order, args.worker) {
-        (Order::Lpt, false) => match pending_costs(&exp, &selected, jobs.devices[0]) {
-            Ok(costs) => Some(costs),
-            Err(e) => {
-                eprintln!(
-                    "warning: timing the grid's models failed ({e:#}): taking the runs in the \
-                     grid's order"
-                );
-                None
-            }
-        },
-        _ => None,
-    };
+    let (costs, wall) = order_runs(args, &exp, &runs, &opts, &jobs);
     let order = if costs.is_some() { Order::Lpt } else { Order::Arrival };
-    if let Some(costs) = &costs {
-        let two = runner::trains_first(&selected, &opts) && !opts.train_only;
-        let predicted = schedule::predict(&selected, costs, jobs.jobs, two, true);
-        if predicted > 0.0 {
-            println!(
-                "predicted wall time {} with {} worker{} (longest runs first, calibrated costs; \
-                 `gfa plan` says how)",
-                schedule::clock(predicted),
-                jobs.jobs,
-                if jobs.jobs == 1 { "" } else { "s" }
-            );
-            wall = Some(predicted);
-        }
-    }
     let opts = RunOptions { costs, ..opts };
     let monitor = match (args.worker, args.quiet) {
         (_, true) => Monitor::with(Show::Quiet),
@@ -143,7 +103,68 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
             eprintln!("failed {id}: {e}");
         }
     }
-    Ok(match (summary.failed.is_empty(), summary.locked.is_empty()) {
+    Ok(exit_code(args, &summary))
+}
+
+/// The announcement of where the work runs: `--device`, or each of `--devices`.
+fn announce_devices(args: &RunArgs, jobs: &Jobs, device: DeviceChoice) -> Result<()> {
+    if args.devices.is_empty() {
+        announce(device)?;
+    } else {
+        // The work goes to the --devices, not to --device.
+        let each: Vec<String> = jobs
+            .devices
+            .iter()
+            .map(|d| gfa_core::device::describe(*d) + &crate::cli::numerics_text(*d))
+            .collect();
+        println!("devices: {}", each.join("; "));
+    }
+    Ok(())
+}
+
+/// Longest runs first: the pending runs' costs, calibrated on the workers' device with the
+/// workers' threads (a worker works one run: nothing to order), and the predicted wall time,
+/// printed. `(None, None)`: the grid's order.
+fn order_runs(
+    args: &RunArgs,
+    exp: &ExperimentDir,
+    runs: &[RunSpec],
+    opts: &RunOptions,
+    jobs: &Jobs,
+) -> (Option<schedule::Costs>, Option<f64>) {
+    let selected = runner::select(runs, opts);
+    let costs = match (args.order, args.worker) {
+        (Order::Lpt, false) => match pending_costs(exp, &selected, jobs.devices[0]) {
+            Ok(costs) => costs,
+            Err(e) => {
+                eprintln!(
+                    "warning: timing the grid's models failed ({e:#}): taking the runs in the \
+                     grid's order"
+                );
+                return (None, None);
+            }
+        },
+        _ => return (None, None),
+    };
+    let two = runner::trains_first(&selected, opts) && !opts.train_only;
+    let predicted = schedule::predict(&selected, &costs, jobs.jobs, two, true);
+    if predicted <= 0.0 {
+        return (Some(costs), None);
+    }
+    println!(
+        "predicted wall time {} with {} worker{} (longest runs first, calibrated costs; `gfa \
+         plan` says how)",
+        schedule::clock(predicted),
+        jobs.jobs,
+        if jobs.jobs == 1 { "" } else { "s" }
+    );
+    (Some(costs), Some(predicted))
+}
+
+/// `gfa run`'s exit code: 1 when a run failed, 3 when runs waited for are still held by
+/// another process, else 0.
+fn exit_code(args: &RunArgs, summary: &RunSummary) -> i32 {
+    match (summary.failed.is_empty(), summary.locked.is_empty()) {
         (false, _) => 1,
         // Waited for and still held: a scheduler should show that this task did not finish.
         (true, false) if args.wait_locked.is_some() => {
@@ -159,7 +180,7 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
             3
         }
         (true, _) => 0,
-    })
+    }
 }
 
 /// The calibrated seconds still to spend on each of `selected` on `device` (0 for a part a

@@ -65,7 +65,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("making {} absolute", p.display()))
 }
 
-/// An sbatch job-array script running the plan's runs (see the module documentation).
+/// An sbatch job-array script running the plan's runs (see the module documentation). It is
+/// one function of just over 100 lines because it writes the script top to bottom, a line per
+/// `#SBATCH` setting and per shell step, in the order sbatch reads them.
 pub fn script(spec: &ExperimentSpec, runs: &[RunSpec], inp: &ScriptInputs) -> Result<String> {
     let n = match inp.tasks {
         Some(0) => bail!("--tasks must be at least 1"),
