@@ -353,6 +353,13 @@ fn load_checkpoint(
     Ok((model, run, data, line))
 }
 
+/// The data the flags name, for a model with no run behind it, and the line saying so.
+fn data_from_flags(flags: &DataArgs) -> Result<(Splits, String)> {
+    let config = data_for(flags, None);
+    let line = format!("data: {} (from the flags)", data_text(&config));
+    Ok((stages::load_data(&config)?, line))
+}
+
 /// [`load_model`] of `--torchscript FILE`: an opaque module, the data from the flags.
 fn load_torchscript(
     m: &ModelArgs,
@@ -360,9 +367,7 @@ fn load_torchscript(
     flags: &DataArgs,
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
-    let config = data_for(flags, None);
-    let line = format!("data: {} (from the flags)", data_text(&config));
-    let data = stages::load_data(&config)?;
+    let (data, line) = data_from_flags(flags)?;
     let input = ModelSpec::default().with_input_of(&data.test).input;
     let norm = m.normalize.clone().unwrap_or(Normalization::None);
     let (model, info) = gfa_core::torchscript::load(file, &norm, input, tch::Kind::Float, device)?;
@@ -383,9 +388,7 @@ fn load_weights(
     flags: &DataArgs,
     device: Device,
 ) -> Result<(Classifier, Option<RunConfig>, Splits, String)> {
-    let config = data_for(flags, None);
-    let line = format!("data: {} (from the flags)", data_text(&config));
-    let data = stages::load_data(&config)?;
+    let (data, line) = data_from_flags(flags)?;
     let spec = spec_from_flags(&m.model, m.width)?.with_input_of(&data.test);
     let named = checkpoint::read_tensors(w)?;
     let norm = match (&m.normalize, Normalization::of_tensors(&named)) {
