@@ -107,6 +107,13 @@ impl Escalate {
     }
 }
 
+/// An `[escalate]` table for tests: AutoAttack at L∞ 8/255 above the default reference.
+#[cfg(test)]
+pub(crate) fn example() -> Escalate {
+    let t = "eps = \"8/255\"\nattacks = [{ kind = \"autoattack\", eps = [\"8/255\"] }]";
+    Escalate::from_table(&toml::from_str(t).unwrap(), &[]).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,8 +123,7 @@ mod tests {
     }
 
     fn esc() -> Escalate {
-        let t = "eps = \"8/255\"\nattacks = [{ kind = \"autoattack\", eps = [\"8/255\"] }]";
-        Escalate::from_table(&table(t), &[]).unwrap()
+        example()
     }
 
     #[test]

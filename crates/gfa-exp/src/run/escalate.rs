@@ -184,15 +184,9 @@ pub fn escalate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use toml::Table;
-
-    fn table(text: &str) -> Table {
-        toml::from_str(text).unwrap()
-    }
 
     fn esc() -> Escalate {
-        let t = "eps = \"8/255\"\nattacks = [{ kind = \"autoattack\", eps = [\"8/255\"] }]";
-        Escalate::from_table(&table(t), &[]).unwrap()
+        crate::config::escalate::example()
     }
 
     fn row(mode: &str, eps: &str, acc: f64) -> EvalRow {
