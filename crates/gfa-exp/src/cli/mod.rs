@@ -15,6 +15,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod slurm;
+pub mod tf32;
 
 pub use args::Cli;
 
