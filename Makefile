@@ -71,9 +71,11 @@ fd-vs-exact: build
 	bash scripts/fd_vs_exact.sh
 
 # CUDA against the CPU and against PyTorch on this machine's GPU -> results/bench/gpu.{md,jsonl};
-# on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh.
-gpu-check: build
-	bash scripts/gpu-check.sh
+# on a machine without a GPU it says what it skipped. See scripts/gpu-check.sh. On a GPU machine
+# without Rust: `make gpu-check GFA_BIN=./gfa` (a gfa built elsewhere) skips the build.
+GFA_BIN ?=
+gpu-check: $(if $(GFA_BIN),,build)
+	GFA="$(or $(GFA_BIN),$(GFA))" bash scripts/gpu-check.sh
 
 # gfa on a real one-node Slurm cluster started on this machine (installs slurm-wlm and munge
 # with apt-get when absent; needs root): the emitted script submitted from another folder, a

@@ -65,6 +65,19 @@ pub struct ExperimentFile {
 pub struct RunSection {
     /// Runs worked at once (`gfa run --jobs`, which wins); capped at the runs selected.
     pub jobs: Option<usize>,
+    /// `auto`, `fp32` or `tf32` (`--precision`, which wins; docs/numerics.md).
+    pub precision: Option<gfa_core::device::Precision>,
+    /// libtorch's deterministic switches (`--deterministic` also turns them on).
+    pub deterministic: Option<bool>,
+}
+
+/// `[run] precision` and `deterministic`: the numerics of `gfa run` and `gfa escalate` where
+/// their flags do not say (not part of any run: they change no run id; every CSV row records
+/// the numerics it was computed with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunNumerics {
+    pub precision: Option<gfa_core::device::Precision>,
+    pub deterministic: Option<bool>,
 }
 
 /// `[grid]` (one product) or `[[grid]]` (a union of products).
@@ -127,6 +140,8 @@ pub struct ExperimentSpec {
     pub landscape: Option<LandscapeConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
+    /// `[run] precision` and `deterministic`.
+    pub numerics: RunNumerics,
     /// `[slurm]`: the resources of the Slurm script's tasks.
     pub slurm: crate::config::slurm::SlurmSection,
 }
@@ -191,6 +206,7 @@ impl ExperimentSpec {
             overrides: ovs,
             landscape: None,
             jobs: None,
+            numerics: RunNumerics::default(),
             slurm: Default::default(),
         };
         spec.read_root(path, root)?;
@@ -254,6 +270,8 @@ impl ExperimentSpec {
             return Err(self.error_at(&["run".into(), "jobs".into()], message.into(), None));
         }
         self.jobs = file.run.jobs;
+        self.numerics =
+            RunNumerics { precision: file.run.precision, deterministic: file.run.deterministic };
         if let Some(slurm) = file.slurm {
             slurm.check().map_err(|(key, message)| {
                 self.error_at(&["slurm".into(), key.into()], message, None)

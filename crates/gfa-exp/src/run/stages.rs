@@ -107,6 +107,9 @@ pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str)
                 val_clean_acc: val.map(|v| v.clean_acc),
                 val_robust_acc: val.map(|v| v.robust_acc),
                 best_epoch: r.best_epoch,
+                // Each epoch's own: a resumed run may have trained its epochs at others.
+                precision: r.numerics.precision,
+                deterministic: r.numerics.deterministic,
                 ..TrainRow::keyed(key)
             }
         })
@@ -117,8 +120,8 @@ pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str)
 pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow> {
     records
         .iter()
-        .flat_map(|r| &r.probes)
-        .map(|p| StepRow {
+        .flat_map(|r| r.probes.iter().map(move |p| (p, r.numerics)))
+        .map(|(p, n)| StepRow {
             epoch: p.epoch,
             step: p.step,
             train_acc: p.train_acc,
@@ -131,6 +134,8 @@ pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow
             dead_frac: dead_text(&p.taps),
             pred_entropy: p.pred_entropy,
             collapse: p.collapse,
+            precision: n.precision,
+            deterministic: n.deterministic,
             ..StepRow::keyed(key)
         })
         .collect()

@@ -397,3 +397,31 @@ fn results_readmes_quote_their_rows() {
         assert!(problems.is_empty(), "results/{name}/README.md: {problems:#?}");
     }
 }
+
+/// Every committed results folder was written before the numerics were recorded (CSV schema 2
+/// or 4, all on the CPU): its rows read as fp32 with the deterministic switches off, by the
+/// documented upgrade, and every file of it reads (points.csv of version 4 included).
+#[test]
+fn committed_results_read_as_fp32_not_deterministic() {
+    use gfa_exp::results::records::{EvalRow, PointRow, TrainRow, read_rows};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+    let old = gfa_core::device::Numerics::BEFORE_RECORDING;
+    for name in ["quick", "methods", "knife_edge", "fd_vs_exact"] {
+        let dir = root.join(name);
+        let eval: Vec<EvalRow> = read_rows(&dir.join("eval.csv")).unwrap();
+        let train: Vec<TrainRow> = read_rows(&dir.join("train.csv")).unwrap();
+        assert!(!eval.is_empty() && !train.is_empty(), "{name}");
+        assert!(eval.iter().all(|r| r.numerics() == old && r.device == "cpu"), "{name}");
+        assert!(train.iter().all(|r| r.numerics() == old && r.device == "cpu"), "{name}");
+        if dir.join("points.csv").is_file() {
+            let points: Vec<PointRow> = read_rows(&dir.join("points.csv")).unwrap();
+            assert!(points.iter().all(|r| r.numerics() == old), "{name}");
+            gfa_exp::analysis::points::read_points(&dir.join("points.csv"), &eval).unwrap();
+        }
+    }
+    // results/foundation's train log of schema 2 (its other CSV is of schema 1, which gfa does
+    // not read, before this change or after).
+    let file = root.join("foundation/cnn_w025_standard_adam_constant_10ep.csv");
+    let rows: Vec<TrainRow> = read_rows(&file).unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.numerics() == old), "{}", file.display());
+}
