@@ -494,6 +494,10 @@ impl crate::facts::Costed for ApgdConfig {
     fn cost_per_point(&self) -> f64 {
         (self.n_iter * self.n_restarts.max(1)) as f64
     }
+    /// A point leaves the run once fooled.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.n_iter as f64, self.cost_per_point())
+    }
 }
 
 impl crate::facts::Costed for ApgdTConfig {
@@ -501,5 +505,9 @@ impl crate::facts::Costed for ApgdTConfig {
     /// `n_iter` gradients per target class and restart.
     fn cost_per_point(&self) -> f64 {
         (self.n_iter * self.n_restarts.max(1) * self.n_target_classes.max(1)) as f64
+    }
+    /// A point leaves the run once fooled, and later targets and restarts run on the rest.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.n_iter as f64, self.cost_per_point())
     }
 }

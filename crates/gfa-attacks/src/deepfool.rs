@@ -232,6 +232,10 @@ impl crate::facts::Costed for DeepFoolConfig {
     fn cost_per_point(&self) -> f64 {
         self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
     }
+    /// Only the still-correct points take a step.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.cost_per_point(), self.cost_per_point())
+    }
 }
 
 #[cfg(test)]

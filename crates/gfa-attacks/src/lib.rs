@@ -43,7 +43,7 @@ pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
-pub use facts::{Access, Algorithm, Facts, Loss, Steps};
+pub use facts::{Access, Algorithm, Facts, Loss, PointCost, Steps};
 pub use inner::{InnerPgd, ValidationPgd};
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;

@@ -207,4 +207,8 @@ impl crate::facts::Costed for PgdConfig {
     fn cost_per_point(&self) -> f64 {
         (self.steps * self.restarts.max(1)) as f64
     }
+    /// Every step of a run: a fooled point pays its first run, only a robust one every restart.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost { fooled: self.steps as f64, robust: self.cost_per_point() }
+    }
 }

@@ -144,6 +144,14 @@ macro_rules! registry {
                     $( Self::$variant(c) => c.cost_per_point(), )*
                 }
             }
+
+            /// What an attacked point costs at one budget, by outcome (see
+            /// [`Costed::point_cost`]).
+            pub fn point_cost(&self) -> crate::facts::PointCost {
+                match self {
+                    $( Self::$variant(c) => c.point_cost(), )*
+                }
+            }
         }
 
         /// The registered attacks, their facts, threat models, presets and reference defaults.
@@ -211,6 +219,9 @@ impl Costed for EadEnConfig {
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
     }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
+    }
 }
 
 impl Costed for EadL1Config {
@@ -218,12 +229,18 @@ impl Costed for EadL1Config {
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
     }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
+    }
 }
 
 impl Costed for FabTConfig {
     const COST_KEY: Option<&'static str> = FabConfig::COST_KEY;
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
+    }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
     }
 }
 
@@ -475,6 +492,22 @@ mod tests {
                         "{} {p} {n}: {key} doubled, cost {cost} -> {more}",
                         info.kind
                     );
+                }
+            }
+        }
+    }
+
+    /// Every kind's cost by outcome: a point it does not fool pays the whole budget
+    /// (`cost_per_point`), one it fools a positive part of it at most.
+    #[test]
+    fn point_costs_are_at_most_the_budget() {
+        for info in list() {
+            for &p in Preset::ALL {
+                for &n in &info.norms {
+                    let spec = AttackSpec::preset(info.kind, p, n).unwrap();
+                    let c = spec.point_cost();
+                    assert_eq!(c.robust, spec.cost_per_point(), "{} {p} {n}", info.kind);
+                    assert!(c.fooled > 0.0 && c.fooled <= c.robust, "{} {p} {n}: {c:?}", info.kind);
                 }
             }
         }

@@ -350,6 +350,11 @@ impl crate::facts::Costed for SquareConfig {
     fn cost_per_point(&self) -> f64 {
         (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
     }
+    /// A point stops querying once fooled.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        let one_run = self.n_queries as f64 * crate::facts::FORWARD_COST;
+        crate::facts::PointCost::stopping(one_run, self.cost_per_point())
+    }
 }
 
 #[cfg(test)]

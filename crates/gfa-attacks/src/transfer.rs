@@ -63,6 +63,12 @@ impl crate::facts::Costed for TransferConfig {
     fn cost_per_point(&self) -> f64 {
         self.attack.cost_per_point() + crate::facts::FORWARD_COST
     }
+    /// The inner attack's, plus the forward pass.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        let inner = self.attack.point_cost();
+        let f = crate::facts::FORWARD_COST;
+        crate::facts::PointCost { fooled: inner.fooled + f, robust: inner.robust + f }
+    }
 }
 
 /// The surrogate name meaning "the grid's standard-training model".

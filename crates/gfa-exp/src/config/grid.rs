@@ -790,43 +790,6 @@ impl RunSpec {
     }
 }
 
-/// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
-/// image): training epochs × training points × the method's gradients per step
-/// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
-/// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
-/// minimum-norm attack).
-/// Only for comparing runs of a plan; architecture size is not included.
-pub fn estimate_cost(run: &RunSpec) -> f64 {
-    estimate_train_cost(run) + estimate_eval_cost(run)
-}
-
-/// The training part of [`estimate_cost`], in millions of image-gradients.
-pub fn estimate_train_cost(run: &RunSpec) -> f64 {
-    use gfa_core::TrainMethod;
-    let c = &run.config;
-    let full = match c.data.source {
-        crate::config::spec::DataSource::FashionMnist => 60_000,
-        crate::config::spec::DataSource::Cifar10 | crate::config::spec::DataSource::Synthetic => {
-            50_000
-        }
-    };
-    let n_train = c.data.n_train.unwrap_or(full) as f64;
-    let epochs = c.train.epochs as f64;
-    n_train * epochs * c.method.grads_per_step() / 1e6
-}
-
-/// The evaluation part of [`estimate_cost`] (the attacks), in millions of image-gradients.
-pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
-    let n_eval = run.config.eval.n as f64;
-    let mut total = 0.0;
-    for a in &run.attacks {
-        // A minimum-norm attack runs once and is thresholded at each of its budgets.
-        let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
-        total += n_eval * a.spec.cost_per_point() * runs as f64;
-    }
-    total / 1e6
-}
-
 /// The most runs a grid may expand to unless `--max-runs` raises it: each run is a folder, a
 /// manifest row and a model to train, and a grid past this size is most often a typo (an
 /// axis of 40 values where 4 were meant).

@@ -2,6 +2,7 @@
 //! legacy form, canonical TOML and run ids, the cost of a run, the `[escalate]` table and
 //! surrogate references. Imports only gfa-core, gfa-attacks and gfa-data: nothing else of gfa-exp.
 
+pub mod cost;
 pub mod escalate;
 pub mod grid;
 pub mod keys;

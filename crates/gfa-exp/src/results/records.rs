@@ -163,7 +163,7 @@ pub struct ManifestRow {
     pub lambda: Option<f64>,
     /// The varying axis values, `key=value` joined by `; ` (seed excluded).
     pub axes: String,
-    /// Rough cost estimate in millions of image-gradient evaluations (see `grid::estimate_cost`).
+    /// Rough cost estimate in millions of image-gradient evaluations (see `cost::estimate_cost`).
     pub est_cost_mgrad: f64,
     /// Git revision of the gfa build that wrote the row.
     pub git_rev: String,
@@ -696,7 +696,7 @@ impl RunSpec {
             method: k.method,
             lambda: k.lambda,
             axes: self.axes_text(),
-            est_cost_mgrad: crate::config::grid::estimate_cost(self),
+            est_cost_mgrad: crate::config::cost::estimate_cost(self),
             git_rev: build_info::GIT_REV.into(),
             git_dirty: Some(build_info::GIT_DIRTY == "true"),
             libtorch: build_info::LIBTORCH.into(),

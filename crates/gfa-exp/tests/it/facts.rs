@@ -6,7 +6,8 @@ use std::path::Path;
 use gfa_attacks::registry;
 use gfa_attacks::{AttackSpec, Facts};
 use gfa_exp::analysis::masking::masking_checks;
-use gfa_exp::config::grid::{ExperimentSpec, RunSpec, estimate_cost};
+use gfa_exp::config::cost::estimate_cost;
+use gfa_exp::config::grid::{ExperimentSpec, RunSpec};
 use gfa_exp::config::spec::AttackEntry;
 use gfa_exp::results::records::{CheckRow, EvalRow, RunKey, write_rows};
 
