@@ -1,7 +1,9 @@
 //! What a run costs, in image-gradients (forward + backward of one image; a forward alone counts
-//! [`FORWARD_COST`]): `gfa plan` multiplies it by the calibrated seconds per image-gradient of
-//! the run's model (`cli::calibrate`) to predict hours and wall time, and `gfa run` orders its
-//! runs by it.
+//! [`FORWARD_COST`]), the totals that compare runs (`est_cost_mgrad` in `manifest.csv`), and the
+//! counts `gfa plan` multiplies by its calibration (`cli::calibrate`) to predict hours and wall
+//! time, by which `gfa run` orders its runs: the training images a run's steps take
+//! ([`train_images`], times the timed step per image of its recipe) and the evaluation's
+//! image-gradients ([`eval_cost`], times the timed attack gradient of its model).
 //!
 //! - **Training**: epochs × training images × the method's gradients per step
 //!   ([`gfa_core::TrainMethod::grads_per_step`]), plus each epoch's forward pass over the test
@@ -9,9 +11,10 @@
 //! - **Evaluation**: the clean forward pass over the `eval.n` points; each attack on the points
 //!   it attacks — the points the model classifies correctly (with `subset = "all_correct"`, the
 //!   points every compared model does) — at each of its budgets (a minimum-norm attack once), at
-//!   its cost per point by outcome ([`PointCost`]: attacks that stop on fooled points spend little
-//!   on them); with `eval.individual = false`, the attacks after the first of a budget's pass
-//!   only on the points the earlier ones left; the loss landscape's forward passes.
+//!   its cost per point by outcome ([`gfa_attacks::PointCost`]: attacks that stop on fooled
+//!   points spend little on them); with `eval.individual = false`, the attacks after the first
+//!   of a budget's pass only on the points the earlier ones left; the loss landscape's forward
+//!   passes.
 //!
 //! How many points a model classifies correctly and how many resist the attacks is not known
 //! before training: the evaluation's cost assumes [`ASSUMED`] and `gfa plan` says so.
