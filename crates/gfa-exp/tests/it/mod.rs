@@ -4,6 +4,7 @@ mod cli;
 mod cuda;
 mod export;
 mod facts;
+mod frontier;
 mod grid;
 mod jobs;
 mod knife;

@@ -208,7 +208,7 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
     let t = rows.iter().find(|r| r.label == "standard" && r.metric == "final_test_acc").unwrap();
     assert!((t.mean - 0.75).abs() < 1e-12 && t.std == Some(0.0));
     let tables = ["tables/T1.md", "tables/T2.md", "tables/T3.md", "tables/T4.md", "tables/T5.md"];
-    for f in ["summary.csv", "report.md", "tables/T6.md"].iter().chain(&tables) {
+    for f in ["summary.csv", "report.md", "tables/T6.md", "tables/T7.md"].iter().chain(&tables) {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
 }

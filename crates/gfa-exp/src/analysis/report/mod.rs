@@ -1,7 +1,7 @@
 //! `gfa report DIR`: aggregate a results folder over seeds into `summary.csv` and the Markdown
-//! tables of docs/method.md §9 (`tables/T1.md` … `T6.md`, all of them in `report.md`).
+//! tables of docs/method.md §9 (`tables/T1.md` … `T7.md`, all of them in `report.md`).
 //!
-//! One module per table (`t1` … `t6`, each a `table(res, ctx)` listed in [`build`]; the paper's
+//! One module per table (`t1` … `t7`, each a `table(res, ctx)` listed in [`build`]; the paper's
 //! claims in [`claims`]); this module loads the CSVs, labels the runs, writes `summary.csv` and
 //! holds what the tables share: the typed keys and the accuracy cell (`acc_cell`).
 //!
@@ -39,6 +39,7 @@ mod t3;
 mod t4;
 mod t5;
 mod t6;
+mod t7;
 
 /// `summary.csv`: one row per (group of runs differing only by seed, measurement).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -185,6 +186,7 @@ pub fn build(res: &Results) -> Built {
         ("T4".to_string(), t4::table(res, &ctx)),
         ("T5".to_string(), t5::table(res, &ctx)),
         ("T6".to_string(), t6::table(res)),
+        ("T7".to_string(), t7::table(res, &ctx)),
     ];
     let experiment = res
         .eval
