@@ -331,11 +331,14 @@ mod tests {
 
     #[test]
     fn adam_first_step_moves_by_lr_against_the_gradient_sign() {
-        let w = Tensor::from_slice(&[0.0f32, 1.0]);
-        let g = Tensor::from_slice(&[3.0f32, -0.5]);
+        // In float64: the first step is `lr · g / (|g| + 1e-8)` exactly up to a few roundings
+        // (≤ 1e-17 here, on any CPU code path).
+        let w = Tensor::from_slice(&[0.0f64, 1.0]);
+        let g = Tensor::from_slice(&[3.0f64, -0.5]);
         let mut adam = Adam::new(&w, 0.01);
-        let v: Vec<f32> = adam.step(&w, &g).try_into().unwrap();
-        assert!((v[0] + 0.01).abs() < 1e-6 && (v[1] - 1.01).abs() < 1e-6, "{v:?}");
+        let v: Vec<f64> = adam.step(&w, &g).try_into().unwrap();
+        let want = [-0.01 * 3.0 / (3.0 + 1e-8), 1.0 + 0.01 * 0.5 / (0.5 + 1e-8)];
+        assert!((v[0] - want[0]).abs() < 1e-15 && (v[1] - want[1]).abs() < 1e-15, "{v:?}");
     }
 
     #[test]

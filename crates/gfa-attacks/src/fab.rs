@@ -348,8 +348,10 @@ impl crate::facts::Costed for FabConfig {
 mod tests {
     use super::*;
 
+    /// Closed forms in float64 (a few operations on values ≤ 3: rounding ≤ 1e-15 on every CPU
+    /// code path), to 1e-12.
     fn rows(v: &[f64], m: i64) -> Tensor {
-        Tensor::from_slice(v).view([m, -1]).to_kind(Kind::Float)
+        Tensor::from_slice(v).view([m, -1])
     }
 
     #[test]
@@ -357,12 +359,12 @@ mod tests {
         // t = (0.5, 0.5), w = (1, 2), b = 2: L2 step c/||w||^2 * w with c = 1.5 - 2 = -0.5.
         let t = rows(&[0.5, 0.5], 1);
         let w = rows(&[1.0, 2.0], 1);
-        let b = Tensor::from_slice(&[2.0f32]);
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
-        assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.2).abs() < 1e-6, "{d:?}");
+        let b = Tensor::from_slice(&[2.0f64]);
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
+        assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.2).abs() < 1e-12, "{d:?}");
         // Linf: every coordinate moves by c / ||w||_1 = 0.5 / 3 in the direction of sign(w).
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
-        assert!((d[0] - 1.0 / 6.0).abs() < 1e-6 && (d[1] - 1.0 / 6.0).abs() < 1e-6, "{d:?}");
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
+        assert!((d[0] - 1.0 / 6.0).abs() < 1e-12 && (d[1] - 1.0 / 6.0).abs() < 1e-12, "{d:?}");
     }
 
     #[test]
@@ -370,14 +372,14 @@ mod tests {
         // t = (0.9, 0.1), w = (1, 1), b = 1.6: the first coordinate can only rise by 0.1.
         let t = rows(&[0.9, 0.1], 1);
         let w = rows(&[1.0, 1.0], 1);
-        let b = Tensor::from_slice(&[1.6f32]);
+        let b = Tensor::from_slice(&[1.6f64]);
         for norm in [Norm::L2, Norm::Linf] {
-            let d: Vec<f32> = project_hyperplane(&t, &w, &b, norm).view([-1]).try_into().unwrap();
-            assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.5).abs() < 1e-6, "{norm} {d:?}");
+            let d: Vec<f64> = project_hyperplane(&t, &w, &b, norm).view([-1]).try_into().unwrap();
+            assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.5).abs() < 1e-12, "{norm} {d:?}");
         }
         // Out of reach (b = 3): the farthest corner.
-        let b = Tensor::from_slice(&[3.0f32]);
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
-        assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.9).abs() < 1e-6, "{d:?}");
+        let b = Tensor::from_slice(&[3.0f64]);
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
+        assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.9).abs() < 1e-12, "{d:?}");
     }
 }

@@ -178,7 +178,7 @@ impl Square {
             let mut vw = sp_init;
             for _ in 0..w / s0 {
                 if vh + s0 <= h && vw + s0 <= w {
-                    let e = eta(s0, rng).to_device(dev).view([1, 1, s0, s0]);
+                    let e = eta(s0, rng, x.kind()).to_device(dev).view([1, 1, s0, s0]);
                     let add = e * random_sign(&[n, c, 1, 1], rng, x);
                     let mut win = delta_init.narrow(2, vh, s0).narrow(3, vw, s0);
                     win += add;
@@ -213,9 +213,12 @@ impl Square {
             let norm_win1 =
                 win1.square().sum_dim_intlist(&[-2i64, -1][..], true, win1.kind()).sqrt();
             let norm_image = per_sample(&per_sample_norm(&delta, Norm::L2), &delta);
+            // Per channel, as auto-attack's `norms_windows` (`[m, c, 1, 1]`): each channel's new
+            // window gets that channel's share of the two windows' energy.
+            let in_windows = &delta * mask1.maximum(&mask2);
             let norm_windows =
-                per_sample(&per_sample_norm(&(&delta * mask1.maximum(&mask2)), Norm::L2), &delta);
-            let e = eta(s, rng).to_device(dev).view([1, 1, s, s]);
+                in_windows.square().sum_dim_intlist(&[-2i64, -1][..], true, delta.kind()).sqrt();
+            let e = eta(s, rng, x.kind()).to_device(dev).view([1, 1, s, s]);
             let mut new = e * random_sign(&[m, c, 1, 1], rng, x);
             new += &win1 / (norm_win1 + 1e-12);
             let new_norm = new.square().sum_dim_intlist(&[-2i64, -1][..], true, new.kind()).sqrt();
@@ -295,7 +298,7 @@ fn unit_l2(v: &Tensor) -> Tensor {
 }
 
 /// Nested rectangles with weights `1/(r+1)^2`, unit L2 norm (auto-attack `eta_rectangles`).
-fn eta_rectangles(x: i64, y: i64) -> Vec<f32> {
+fn eta_rectangles(x: i64, y: i64) -> Vec<f64> {
     let mut d = vec![0f64; (x * y) as usize];
     let (xc, yc) = (x / 2 + 1, y / 2 + 1);
     let (mut c0, mut c1) = (xc - 1, yc - 1);
@@ -310,18 +313,20 @@ fn eta_rectangles(x: i64, y: i64) -> Vec<f32> {
         c1 -= 1;
     }
     let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-    d.iter().map(|v| (v / n) as f32).collect()
+    d.iter().map(|v| v / n).collect()
 }
 
-/// The `s`×`s` L2 pattern: rectangles of opposite signs in the two halves, randomly transposed.
-fn eta(s: i64, rng: &mut SeededRng) -> Tensor {
+/// The `s`×`s` L2 pattern: rectangles of opposite signs in the two halves, randomly transposed,
+/// computed in float64 and given in `kind` (the attacked points' dtype).
+fn eta(s: i64, rng: &mut SeededRng, kind: Kind) -> Tensor {
     let top = eta_rectangles(s / 2, s);
-    let bottom: Vec<f32> = eta_rectangles(s - s / 2, s).into_iter().map(|v| -v).collect();
+    let bottom: Vec<f64> = eta_rectangles(s - s / 2, s).into_iter().map(|v| -v).collect();
     let mut all = top;
     all.extend(bottom);
     let t = Tensor::from_slice(&all).view([s, s]);
-    let t = &t / t.square().sum(Kind::Float).sqrt();
-    if rng.r#gen::<f32>() > 0.5 { t.transpose(0, 1).contiguous() } else { t }
+    let t = &t / t.square().sum(Kind::Double).sqrt();
+    let t = if rng.r#gen::<f32>() > 0.5 { t.transpose(0, 1).contiguous() } else { t };
+    t.to_kind(kind)
 }
 
 impl Attack for Square {
@@ -380,9 +385,10 @@ mod tests {
     #[test]
     fn eta_has_unit_norm_and_opposite_halves() {
         let mut rng = rand::SeedableRng::seed_from_u64(1);
-        let e = eta(5, &mut rng);
-        assert!((e.square().sum(Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
-        let total = e.sum(Kind::Float).double_value(&[]);
+        // In float64: a sum of 25 squares of a normalized pattern, 1 up to ~1e-15.
+        let e = eta(5, &mut rng, Kind::Double);
+        assert!((e.square().sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-12);
+        let total = e.sum(Kind::Double).double_value(&[]);
         assert!(total.abs() < 0.5, "halves should roughly cancel: {total}");
     }
 }
