@@ -21,7 +21,7 @@ use crate::config::keys::{
     value_text,
 };
 use crate::config::overrides::Override;
-use crate::config::spec::{AttackEntry, LandscapeConfig, RunConfig};
+use crate::config::spec::{AttackEntry, IndicatorsConfig, LandscapeConfig, RunConfig};
 use crate::config::surrogate::Candidate;
 
 /// The top level of an experiment file, typed: an unknown key is an error naming the closest
@@ -52,6 +52,8 @@ pub struct ExperimentFile {
     pub escalate: Option<Table>,
     /// Each run's loss landscape (F2), off when absent.
     pub landscape: Option<Table>,
+    /// Each run's Indicators of Attack Failure (`indicators.csv`), off when absent.
+    pub indicators: Option<Table>,
     /// How `gfa run` works the grid (not part of any run: changes no run id).
     #[serde(default)]
     pub run: RunSection,
@@ -125,6 +127,8 @@ pub struct ExperimentSpec {
     pub overrides: Vec<Override>,
     /// `[landscape]`, when the file has one.
     pub landscape: Option<LandscapeConfig>,
+    /// `[indicators]`, when the file has one.
+    pub indicators: Option<IndicatorsConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
     /// `[slurm]`: the resources of the Slurm script's tasks.
@@ -149,6 +153,8 @@ pub struct RunSpec {
     pub surrogates: Vec<(String, crate::config::surrogate::SurrogateRef)>,
     /// The loss landscape to compute after the evaluation (`[landscape]`).
     pub landscape: Option<LandscapeConfig>,
+    /// The Indicators of Attack Failure to compute after the evaluation (`[indicators]`).
+    pub indicators: Option<IndicatorsConfig>,
 }
 
 impl ExperimentSpec {
@@ -190,6 +196,7 @@ impl ExperimentSpec {
             escalate: None,
             overrides: ovs,
             landscape: None,
+            indicators: None,
             jobs: None,
             slurm: Default::default(),
         };
@@ -299,6 +306,13 @@ impl ExperimentSpec {
                 crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
             l.validate().map_err(|e| self.field_error(&origin, e))?;
             self.landscape = Some(l);
+        }
+        if let Some(t) = &file.indicators {
+            let origin = ["indicators".to_string()];
+            let c: IndicatorsConfig =
+                crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            c.validate(&self.attacks).map_err(|e| self.field_error(&origin, e))?;
+            self.indicators = Some(c);
         }
         Ok(())
     }
@@ -639,9 +653,13 @@ impl ExperimentSpec {
             let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
                 let mut text = canonical_spec(&config, seed, &attacks);
-                // A run with a landscape is another run (its evaluation stage computes it).
+                // A run with a landscape or indicators is another run (its evaluation stage
+                // computes them).
                 if let Some(l) = &self.landscape {
                     text.push_str(&canonical(&Value::Table(to_table(l))));
+                }
+                if let Some(i) = &self.indicators {
+                    text.push_str(&canonical(&Value::Table(to_table(i))));
                 }
                 let run_id = run_id_of(&text);
                 runs.push(RunSpec {
@@ -655,6 +673,7 @@ impl ExperimentSpec {
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
                     surrogates: vec![],
                     landscape: self.landscape.clone(),
+                    indicators: self.indicators.clone(),
                 });
             }
         }
@@ -748,6 +767,9 @@ impl RunSpec {
         if let Some(l) = &self.landscape {
             t.insert("landscape".into(), Value::Table(to_table(l)));
         }
+        if let Some(i) = &self.indicators {
+            t.insert("indicators".into(), Value::Table(to_table(i)));
+        }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",
             self.run_id,
@@ -776,7 +798,7 @@ impl RunSpec {
 /// image): training epochs × training points × the method's gradients per step
 /// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
 /// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
-/// minimum-norm attack).
+/// minimum-norm attack), plus the Indicators of Attack Failure's runs when it has them.
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     estimate_train_cost(run) + estimate_eval_cost(run)
@@ -805,6 +827,9 @@ pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
         // A minimum-norm attack runs once and is thresholded at each of its budgets.
         let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
         total += n_eval * a.spec.cost_per_point() * runs as f64;
+    }
+    if let Some(i) = &run.indicators {
+        total += i.n.min(run.config.eval.n) as f64 * i.cost_per_point(&run.attacks);
     }
     total / 1e6
 }
