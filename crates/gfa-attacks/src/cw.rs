@@ -24,6 +24,7 @@ use tch::{Kind, Tensor};
 use crate::attack::describe;
 use crate::preset::Preset;
 use crate::threat::per_sample;
+use crate::trace::Trace;
 use crate::{Attack, AttackError, Norm, Result};
 
 /// Which loss the early-abort test looks at.
@@ -226,6 +227,32 @@ impl Attack for Cw {
         _eps: f64,
         _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        _eps: f64,
+        _rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, Some(trace))
+    }
+}
+
+impl Cw {
+    /// `perturb` with an optional trace: per Adam iteration of every binary-search step, the
+    /// negated objective `-(‖δ‖² + c·margin)` and whether the iterate is adversarial, of the
+    /// points not stopped early.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];
         let dev = x.device();
@@ -261,6 +288,9 @@ impl Attack for Cw {
                     Tensor::run_backward(&[loss.sum(loss.kind())], &[&wv], false, false).remove(0);
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
+                if let Some(t) = trace.as_deref_mut() {
+                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                }
                 queries += active.to_kind(Kind::Int64);
                 // The success test uses the logits of this iterate, before the Adam step.
                 let improved = is_adversarial(&z, y, cfg.kappa)

@@ -1,6 +1,6 @@
 //! What each registered attack is, as types: the algorithm it belongs to, whether it searches
 //! inside a budget or for the smallest perturbation, what it knows of the model, whether it
-//! iterates, the loss it maximizes and what one run costs.
+//! iterates, the loss it maximizes, what one run costs and whether it records a trace.
 //!
 //! The registry states the algorithm, family, access, steps and loss on each attack's line
 //! (`registry!`) and takes the cost from the config's [`Costed`] impl, so an attack registered
@@ -107,6 +107,10 @@ pub struct Facts {
     /// The config key that counts its iterations or queries (`None`: FGSM's one step, or an
     /// attack whose cost is its components': AutoAttack, transfer).
     pub cost_key: Option<&'static str>,
+    /// Whether it records a trace of its steps ([`crate::Attack::perturb_traced`],
+    /// [`crate::trace`]): the iterative attacks and the transfer attack (one step: its examples
+    /// on the surrogate).
+    pub traced: bool,
 }
 
 impl Facts {

@@ -22,6 +22,7 @@ use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, run_restarts};
 use crate::threat::{per_sample, per_sample_norm, uniform};
+use crate::trace::Trace;
 use crate::{AttackError, Norm, Result, loss};
 
 /// Square settings. `Default` is the reference Linf preset.
@@ -113,10 +114,11 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         tch::no_grad(|| match self.config.norm {
-            Norm::L2 => self.single_l2(model, x, y, eps, rng),
-            _ => self.single_linf(model, x, y, eps, rng),
+            Norm::L2 => self.single_l2(model, x, y, eps, rng, trace),
+            _ => self.single_linf(model, x, y, eps, rng, trace),
         })
     }
 
@@ -127,12 +129,14 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
         let dev = x.device();
         let init = (x + random_sign(&[n, c, 1, w], rng, x) * eps).clamp(0.0, 1.0);
         let mut best = Best::start(model, init, y);
+        best.record(trace.as_deref_mut(), None, None);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
             let idx = indices(&best.margin.gt(0.0));
@@ -150,6 +154,7 @@ impl Square {
                 (&xbc + window * signs).maximum(&(&xc - eps)).minimum(&(&xc + eps)).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
             best.accept(&idx, &x_new, &xbc, &margin);
+            best.record(trace.as_deref_mut(), Some(&idx), Some(&margin));
             queries =
                 queries.index_add(0, &idx, &Tensor::ones([idx.numel() as i64], (Kind::Int64, dev)));
         }
@@ -163,6 +168,7 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
@@ -189,6 +195,7 @@ impl Square {
         }
         let init = (x + unit_l2(&delta_init) * eps).clamp(0.0, 1.0);
         let mut best = Best::start(model, init, y);
+        best.record(trace.as_deref_mut(), None, None);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
             let idx = indices(&best.margin.gt(0.0));
@@ -231,6 +238,7 @@ impl Square {
             let x_new = (&xc + unit_l2(&delta) * eps).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
             best.accept(&idx, &x_new, &xbc, &margin);
+            best.record(trace.as_deref_mut(), Some(&idx), Some(&margin));
             queries = queries.index_add(0, &idx, &Tensor::ones([m], (Kind::Int64, dev)));
         }
         Ok((best.x, queries))
@@ -262,6 +270,16 @@ impl Best {
         self.margin = self.margin.index_copy(0, idx, &margin.where_self(&improved, &mc));
         let keep = x_new.where_self(&per_sample(&improved, x_new), x_cur);
         self.x = self.x.index_copy(0, idx, &keep);
+    }
+
+    /// Trace one query of the points `idx` (all at the start): the negated best loss (Square
+    /// lowers it) and whether the query's candidate (`margin`; the start's own) fooled the model.
+    fn record(&self, trace: Option<&mut Trace>, idx: Option<&Tensor>, margin: Option<&Tensor>) {
+        let Some(t) = trace else { return };
+        match (idx, margin) {
+            (Some(idx), Some(m)) => t.record_at(idx, &-self.loss.index_select(0, idx), &m.le(0.0)),
+            _ => t.record(&-&self.loss, &self.margin.le(0.0)),
+        }
     }
 }
 
@@ -343,8 +361,34 @@ impl Attack for Square {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
-        run_restarts(model, x, y, self.config.n_restarts, rng, |xs, ys, r| {
-            self.single(model, xs, ys, eps, r)
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Square {
+    /// `perturb` with an optional trace.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
+        run_restarts(model, x, y, self.config.n_restarts, rng, trace, |xs, ys, r, t| {
+            self.single(model, xs, ys, eps, r, t)
         })
     }
 }

@@ -3,6 +3,7 @@
 //! [`crate::results`] only.
 
 pub mod frontier;
+pub mod indicators;
 pub mod masking;
 pub mod phase;
 pub mod plot;

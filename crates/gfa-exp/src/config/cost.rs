@@ -14,7 +14,7 @@
 //!   its cost per point by outcome ([`gfa_attacks::PointCost`]: attacks that stop on fooled
 //!   points spend little on them); with `eval.individual = false`, the attacks after the first
 //!   of a budget's pass only on the points the earlier ones left; the loss landscape's forward
-//!   passes.
+//!   passes; the Indicators of Attack Failure's runs on their points.
 //!
 //! How many points a model classifies correctly and how many resist the attacks is not known
 //! before training: the evaluation's cost assumes [`ASSUMED`] and `gfa plan` says so.
@@ -88,12 +88,22 @@ pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
 }
 
 /// Image-gradients of `run`'s evaluation stage under `assumed`: the clean pass, the attack
-/// suite on the points it attacks, the loss landscape.
+/// suite on the points it attacks, the loss landscape, the indicators.
 pub fn eval_cost(run: &RunSpec, assumed: &Assumptions) -> f64 {
     let n = run.config.eval.n as f64;
     let attacked = n * assumed.clean;
     let suite = suite_cost(&run.attacks, attacked, assumed.robust, run.config.eval.individual);
-    n * FORWARD_COST + suite + landscape_cost(run)
+    n * FORWARD_COST + suite + landscape_cost(run) + indicators_cost(run, attacked)
+}
+
+/// Image-gradients of the Indicators of Attack Failure: their runs on the first `n` of the
+/// `attacked` points (those the model classifies correctly), at the full cost per point
+/// ([`crate::config::spec::IndicatorsConfig::cost_per_point`]: traced attacks, the unconstrained
+/// run, the random points of unstable predictions).
+fn indicators_cost(run: &RunSpec, attacked: f64) -> f64 {
+    run.indicators.as_ref().map_or(0.0, |i| {
+        (i.n as f64).min(attacked) * i.cost_per_point(&run.attacks)
+    })
 }
 
 /// Image-gradients of the attack suite `attacks` on `points` points, of which a share `robust`

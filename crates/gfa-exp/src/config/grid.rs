@@ -21,7 +21,7 @@ use crate::config::keys::{
     value_text,
 };
 use crate::config::overrides::Override;
-use crate::config::spec::{AttackEntry, LandscapeConfig, RunConfig};
+use crate::config::spec::{AttackEntry, IndicatorsConfig, LandscapeConfig, RunConfig};
 use crate::config::surrogate::Candidate;
 
 /// The top level of an experiment file, typed: an unknown key is an error naming the closest
@@ -52,6 +52,8 @@ pub struct ExperimentFile {
     pub escalate: Option<Table>,
     /// Each run's loss landscape (F2), off when absent.
     pub landscape: Option<Table>,
+    /// Each run's Indicators of Attack Failure (`indicators.csv`), off when absent.
+    pub indicators: Option<Table>,
     /// How `gfa run` works the grid (not part of any run: changes no run id).
     #[serde(default)]
     pub run: RunSection,
@@ -138,6 +140,8 @@ pub struct ExperimentSpec {
     pub overrides: Vec<Override>,
     /// `[landscape]`, when the file has one.
     pub landscape: Option<LandscapeConfig>,
+    /// `[indicators]`, when the file has one.
+    pub indicators: Option<IndicatorsConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
     /// `[run] precision` and `deterministic`.
@@ -164,6 +168,8 @@ pub struct RunSpec {
     pub surrogates: Vec<(String, crate::config::surrogate::SurrogateRef)>,
     /// The loss landscape to compute after the evaluation (`[landscape]`).
     pub landscape: Option<LandscapeConfig>,
+    /// The Indicators of Attack Failure to compute after the evaluation (`[indicators]`).
+    pub indicators: Option<IndicatorsConfig>,
 }
 
 impl ExperimentSpec {
@@ -205,6 +211,7 @@ impl ExperimentSpec {
             escalate: None,
             overrides: ovs,
             landscape: None,
+            indicators: None,
             jobs: None,
             numerics: RunNumerics::default(),
             slurm: Default::default(),
@@ -317,6 +324,13 @@ impl ExperimentSpec {
                 crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
             l.validate().map_err(|e| self.field_error(&origin, e))?;
             self.landscape = Some(l);
+        }
+        if let Some(t) = &file.indicators {
+            let origin = ["indicators".to_string()];
+            let c: IndicatorsConfig =
+                crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            c.validate(&self.attacks).map_err(|e| self.field_error(&origin, e))?;
+            self.indicators = Some(c);
         }
         Ok(())
     }
@@ -657,9 +671,13 @@ impl ExperimentSpec {
             let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
                 let mut text = canonical_spec(&config, seed, &attacks);
-                // A run with a landscape is another run (its evaluation stage computes it).
+                // A run with a landscape or indicators is another run (its evaluation stage
+                // computes them).
                 if let Some(l) = &self.landscape {
                     text.push_str(&canonical(&Value::Table(to_table(l))));
+                }
+                if let Some(i) = &self.indicators {
+                    text.push_str(&canonical(&Value::Table(to_table(i))));
                 }
                 let run_id = run_id_of(&text);
                 runs.push(RunSpec {
@@ -673,6 +691,7 @@ impl ExperimentSpec {
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
                     surrogates: vec![],
                     landscape: self.landscape.clone(),
+                    indicators: self.indicators.clone(),
                 });
             }
         }
@@ -765,6 +784,9 @@ impl RunSpec {
         );
         if let Some(l) = &self.landscape {
             t.insert("landscape".into(), Value::Table(to_table(l)));
+        }
+        if let Some(i) = &self.indicators {
+            t.insert("indicators".into(), Value::Table(to_table(i)));
         }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",

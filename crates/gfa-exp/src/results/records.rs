@@ -378,6 +378,36 @@ keyed_row! {
     }
 }
 
+keyed_row! {
+    /// `indicators.csv`: per attack, budget and Indicator of Attack Failure (docs/method.md §10),
+    /// how many of the points it was measured on it flags.
+    pub struct IndicatorRow {
+        /// The suite entry's name (empty for `unavailable_gradients`, a fact of the model).
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub norm: String,
+        /// The budget as the grid writes it (a minimum-norm attack: the largest it lists, the
+        /// radius it was run with; `unconstrained_attack_failure`: `unbounded`).
+        pub eps_text: String,
+        pub eps: Option<f64>,
+        /// `silent_success`, `incomplete_optimization`, `unstable_predictions`,
+        /// `transfer_failure`, `unconstrained_attack_failure` or `unavailable_gradients`.
+        pub indicator: String,
+        /// Points it was measured on.
+        pub n: usize,
+        /// Points it flags.
+        pub flagged: usize,
+        /// `flagged / n` (empty when `n` is 0).
+        pub fraction: Option<f64>,
+        /// The share of points above which it counts towards the `attack_failure_suspected`
+        /// verdict.
+        pub threshold: f64,
+        /// `flag` (fraction above the threshold), `pass`, or `skip` (no points).
+        pub result: String,
+    }
+}
+
 /// CSV bytes of `rows` with a header line (also when `rows` is empty).
 pub fn to_csv_bytes<T: Serialize + Default>(rows: &[T]) -> Result<Vec<u8>> {
     if rows.is_empty() {

@@ -1,4 +1,4 @@
-//! Doing the work: the stages (train, evaluate, landscape), the runner that works a grid's
+//! Doing the work: the stages (train, evaluate, landscape, indicators), the runner that works a grid's
 //! pending runs, the batch log, the monitor, fault points, surrogate loading, the escalation
 //! driver and the worker pool. Imports [`crate::config`], [`crate::results`] and
 //! [`crate::analysis`].
@@ -6,6 +6,7 @@
 pub mod batches;
 pub mod escalate;
 pub mod fault;
+pub mod indicators;
 pub mod jobs;
 pub mod landscape;
 pub mod monitor;

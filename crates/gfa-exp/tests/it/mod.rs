@@ -6,6 +6,7 @@ mod export;
 mod facts;
 mod frontier;
 mod grid;
+mod indicators;
 mod jobs;
 mod knife;
 mod layers;

@@ -5,7 +5,7 @@ use std::process::Command;
 use gfa_exp::analysis::report::{SummaryRow, report};
 use gfa_exp::analysis::stats::{Paired, wilson};
 use gfa_exp::results::records::{
-    CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
+    CheckRow, EvalRow, IndicatorRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
 };
 
 fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
@@ -211,6 +211,49 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
     for f in ["summary.csv", "report.md", "tables/T6.md", "tables/T7.md"].iter().chain(&tables) {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+}
+
+/// T4 shows, beside the masking checks, each indicator's largest share of flagged points per
+/// model and method (over seeds, attacks and budgets, with where) and the rows that flag,
+/// counted in runs; a results folder without indicators.csv has no such block.
+#[test]
+fn t4_shows_the_indicators_beside_the_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made(dir.path());
+    let t4 = |dir: &Path| {
+        let md = report(dir).unwrap().markdown;
+        md[md.find("## T4").unwrap()..].to_string()
+    };
+    assert!(!t4(dir.path()).contains("Indicators of Attack Failure"));
+    let row = |seed: u64, indicator: &str, eps: &str, flagged: usize| {
+        let (fraction, result) = gfa_exp::analysis::indicators::outcome(flagged, 50);
+        IndicatorRow {
+            attack: "pgd".into(),
+            kind: "pgd".into(),
+            preset: "reference".into(),
+            norm: "linf".into(),
+            eps_text: eps.into(),
+            indicator: indicator.into(),
+            n: 50,
+            flagged,
+            fraction,
+            threshold: 0.05,
+            result: result.into(),
+            ..IndicatorRow::keyed(&key("gfa", Some(0.1), seed))
+        }
+    };
+    let rows = [
+        row(0, "incomplete_optimization", "2/255", 1),
+        row(0, "incomplete_optimization", "8/255", 6),
+        row(1, "incomplete_optimization", "8/255", 10),
+        row(1, "silent_success", "8/255", 0),
+    ];
+    write_rows(&dir.path().join("indicators.csv"), &rows).unwrap();
+    let md = t4(dir.path());
+    assert!(md.contains("### Indicators of Attack Failure (docs/method.md §10)"), "{md}");
+    let want = "| cnn | gfa λ=0.1 | 0.0% pgd linf 8/255 (n=50) | 20.0% pgd linf 8/255 (n=50) | — \
+                | — | — | — | incomplete_optimization (2) |";
+    assert!(md.contains(want), "{want}\n{md}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::groups::Groups;
 use crate::analysis::stats::{Stat, wilson};
-use crate::results::records::{CheckRow, EvalRow, GfaValueRow, RunKey, TrainRow, read_rows};
+use crate::results::records::{
+    CheckRow, EvalRow, GfaValueRow, IndicatorRow, RunKey, TrainRow, read_rows,
+};
 use crate::results::store::ExperimentDir;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
@@ -41,6 +43,8 @@ pub struct Results {
     pub eval: Vec<EvalRow>,
     pub train: Vec<TrainRow>,
     pub checks: Vec<CheckRow>,
+    /// The Indicators of Attack Failure (`indicators.csv`; empty without `[indicators]`).
+    pub indicators: Vec<IndicatorRow>,
     pub gfa_value: Vec<GfaValueRow>,
     /// Per `eval.csv` row, its per-point outcomes (`points.csv`; empty for older folders).
     pub points: BTreeMap<crate::analysis::points::RowKey, crate::analysis::points::Outcomes>,
@@ -63,6 +67,7 @@ impl Results {
             eval: read_opt(&dir.join("eval.csv"))?,
             train: read_opt(&dir.join("train.csv"))?,
             checks: read_opt(&dir.join("checks.csv"))?,
+            indicators: read_opt(&dir.join("indicators.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
             points: BTreeMap::new(),
             axes: crate::results::plan::manifest_axes(dir)?,
