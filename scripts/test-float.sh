@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 FILTERS=(libtorch pytorch matches_torchattacks matches_auto_attack bit_for_bit resumed
-         finite_difference run_killed)
+         finite_difference run_killed binarize::)
 
 # The flags each path needs, as libtorch's own dispatch checks them.
 declare -A NEEDS=(

@@ -30,6 +30,10 @@ pub enum Verdict {
     Collapsed,
     /// At least one of checks 1–8 flagged.
     MaskingSuspected,
+    /// The binarization test failed on more than its share of points
+    /// ([`crate::analysis::binarization`]): the attack misses adversarial examples known to
+    /// exist on this model.
+    AttackFailureSuspected,
     /// Every check that could run passed.
     NoMaskingDetected,
     /// None of checks 1–8 could run.
@@ -41,6 +45,7 @@ impl Verdict {
         match self {
             Verdict::Collapsed => "collapsed",
             Verdict::MaskingSuspected => "masking_suspected",
+            Verdict::AttackFailureSuspected => "attack_failure_suspected",
             Verdict::NoMaskingDetected => "no_masking_detected",
             Verdict::InsufficientEvidence => "insufficient_evidence",
         }

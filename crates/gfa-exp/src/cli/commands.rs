@@ -252,7 +252,7 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
 /// data to run it on (the run's; other data only with `--other-data`) and a line saying which
 /// data that is. A `--weights` model takes the data's image shape and the normalization of its
 /// file or of `--normalize`.
-fn load_model(
+pub(crate) fn load_model(
     m: &ModelArgs,
     flags: &DataArgs,
     device: Device,
@@ -622,7 +622,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
 }
 
 /// The key of rows about a loaded model.
-fn model_key(model: &Classifier, run: Option<&RunConfig>, m: &ModelArgs, seed: u64) -> RunKey {
+pub(crate) fn model_key(
+    model: &Classifier,
+    run: Option<&RunConfig>,
+    m: &ModelArgs,
+    seed: u64,
+) -> RunKey {
     let path = m
         .checkpoint
         .clone()

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::config::binarize::Binarize;
 use crate::config::keys::{
     ConfigError, FieldError, SourceMap, canonical, closest, dotted, split_dotted, to_table,
     value_text,
@@ -52,6 +53,8 @@ pub struct ExperimentFile {
     pub escalate: Option<Table>,
     /// Each run's loss landscape (F2), off when absent.
     pub landscape: Option<Table>,
+    /// The binarization test of one attack on each run's model, off when absent.
+    pub binarize: Option<Table>,
     /// How `gfa run` works the grid (not part of any run: changes no run id).
     #[serde(default)]
     pub run: RunSection,
@@ -125,6 +128,8 @@ pub struct ExperimentSpec {
     pub overrides: Vec<Override>,
     /// `[landscape]`, when the file has one.
     pub landscape: Option<LandscapeConfig>,
+    /// `[binarize]`, when the file has one.
+    pub binarize: Option<Binarize>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
     /// `[slurm]`: the resources of the Slurm script's tasks.
@@ -149,6 +154,9 @@ pub struct RunSpec {
     pub surrogates: Vec<(String, crate::config::surrogate::SurrogateRef)>,
     /// The loss landscape to compute after the evaluation (`[landscape]`).
     pub landscape: Option<LandscapeConfig>,
+    /// The binarization test to run after the evaluation (`[binarize]`, when it applies to this
+    /// run's subset).
+    pub binarize: Option<Binarize>,
 }
 
 impl ExperimentSpec {
@@ -190,6 +198,7 @@ impl ExperimentSpec {
             escalate: None,
             overrides: ovs,
             landscape: None,
+            binarize: None,
             jobs: None,
             slurm: Default::default(),
         };
@@ -299,6 +308,11 @@ impl ExperimentSpec {
                 crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
             l.validate().map_err(|e| self.field_error(&origin, e))?;
             self.landscape = Some(l);
+        }
+        if let Some(t) = &file.binarize {
+            let b = Binarize::from_table(t)
+                .map_err(|e| self.field_error(&["binarize".to_string()], e))?;
+            self.binarize = Some(b);
         }
         Ok(())
     }
@@ -548,6 +562,22 @@ impl ExperimentSpec {
                 None,
             ));
         }
+        if let Some(subset) = self.binarize.as_ref().and_then(|b| b.subset)
+            && !runs.is_empty()
+            && runs.iter().all(|r| r.binarize.is_none())
+        {
+            return Err(self.error_at(
+                &["binarize".into(), "subset".into()],
+                format!(
+                    "no run of the expansion is evaluated on subset \"{}\", so the binarization \
+                     test would test nothing: set eval.subset = \"{}\" for some runs, or remove \
+                     `subset`",
+                    subset.name(),
+                    subset.name()
+                ),
+                None,
+            ));
+        }
         let candidates: Vec<Candidate<'_>> = runs
             .iter()
             .map(|r| Candidate {
@@ -637,11 +667,20 @@ impl ExperimentSpec {
                 own.push(a.clone());
             }
             let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
+            let binarize = self.binarize.clone().filter(|b| b.applies_to(config.eval.subset));
+            if let Some(b) = &binarize {
+                b.check_run(config.model.arch, config.image_shape())
+                    .map_err(|e| self.field_error(&["binarize".into()], e))?;
+            }
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
                 let mut text = canonical_spec(&config, seed, &attacks);
                 // A run with a landscape is another run (its evaluation stage computes it).
                 if let Some(l) = &self.landscape {
                     text.push_str(&canonical(&Value::Table(to_table(l))));
+                }
+                // So is a run with a binarization test.
+                if let Some(b) = &binarize {
+                    text.push_str(&canonical(&Value::Table(b.to_table())));
                 }
                 let run_id = run_id_of(&text);
                 runs.push(RunSpec {
@@ -655,6 +694,7 @@ impl ExperimentSpec {
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
                     surrogates: vec![],
                     landscape: self.landscape.clone(),
+                    binarize: binarize.clone(),
                 });
             }
         }
@@ -747,6 +787,9 @@ impl RunSpec {
         );
         if let Some(l) = &self.landscape {
             t.insert("landscape".into(), Value::Table(to_table(l)));
+        }
+        if let Some(b) = &self.binarize {
+            t.insert("binarize".into(), Value::Table(b.to_table()));
         }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",

@@ -11,6 +11,7 @@
 //! | `[grid]` | dotted run key → list of values; the expansion is the cartesian product |
 //! | `[[zip]]` | keys whose lists vary together (one axis per table) |
 //! | `[[attacks]]` | the evaluation suite: `kind`, `preset`, `eps = ["8/255", …]`, config keys |
+//! | `[binarize]` | the binarization test of one attack on each run's model ([`crate::config::binarize`]) |
 //!
 //! Each run's sections are checked by deserializing them into [`RunConfig`], whose fields are
 //! `#[serde(default, deny_unknown_fields)]` types: a typo is an error, a missing key its default.
@@ -262,10 +263,10 @@ pub struct RunConfig {
 pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "train", "eval"];
 
 /// The keys a run file gfa writes holds beside the run's sections ([`RUN_SECTIONS`]):
-/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite and `[landscape]`; `run.toml`
-/// (`gfa train --out`) its seed. Every reader of a run file takes them out, so that a key gfa
-/// writes is one every reader knows.
-pub const RUN_FILE_KEYS: &[&str] = &["run_id", "seed", "attacks", "landscape"];
+/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite, `[landscape]` and
+/// `[binarize]`; `run.toml` (`gfa train --out`) its seed. Every reader of a run file takes them
+/// out, so that a key gfa writes is one every reader knows.
+pub const RUN_FILE_KEYS: &[&str] = &["run_id", "seed", "attacks", "landscape", "binarize"];
 
 impl RunConfig {
     /// Type-check a run's sections and fill in defaults. A run of the old form (a

@@ -50,6 +50,8 @@ pub struct EvalOutput {
     pub grad_health: Option<GradHealth>,
     /// The loss landscape (`landscape.csv`), when the grid has a `[landscape]` section.
     pub landscape: Option<Vec<crate::results::records::LandscapeRow>>,
+    /// The binarization test (`binarization.csv`), when the run has a `[binarize]` table.
+    pub binarization: Option<Vec<crate::results::records::BinarizationRow>>,
 }
 
 /// The work of one run, stage by stage.
@@ -402,6 +404,9 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
+/// A run's binarization test (`[binarize]`), beside its evaluation.
+pub const BINARIZATION: &str = "binarization.csv";
+
 /// The file in a run folder naming what its training depends on ([`RunSpec::train_key`]).
 const TRAIN_KEY: &str = "train_key";
 
@@ -464,6 +469,9 @@ pub fn write_evaluation(dir: &RunDir, out: &EvalOutput) -> Result<()> {
     write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
     if let Some(rows) = &out.landscape {
         write_rows(&dir.file("landscape.csv"), rows)?;
+    }
+    if let Some(rows) = &out.binarization {
+        write_rows(&dir.file(BINARIZATION), rows)?;
     }
     let gh = out.grad_health.map(|g| GradHealthFile {
         zero_frac: g.zero_frac,
@@ -539,6 +547,8 @@ fn work_run(
             n: g.n,
         });
         let rows = stages.checks(run, &eval, gh).context("masking checks")?;
+        let binarization = crate::analysis::report::base::read_opt(&dir.file(BINARIZATION))?;
+        let rows = crate::analysis::binarization::with_binarization(rows, &binarization);
         write_rows(&dir.file("checks.csv"), &rows)?;
         dir.mark(Stage::Checked)?;
         done(bar, dir, "checks", t0);

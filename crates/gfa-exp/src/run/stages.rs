@@ -637,6 +637,24 @@ impl Stages for TorchStages {
                 ))
             }
         };
-        Ok(EvalOutput { gfa_value, grad_health, landscape, ..out })
+        let binarization = match &run.binarize {
+            None => None,
+            Some(b) => {
+                let mut progress = |done: usize, total: usize| {
+                    self.monitor.progress(dir, &format!("binarization test {done}/{total}"));
+                };
+                let points = (&x, &y);
+                let (rows, _) = crate::run::binarize::binarization_rows(
+                    model,
+                    points,
+                    b,
+                    &key,
+                    run.seed,
+                    &mut progress,
+                )?;
+                Some(rows)
+            }
+        };
+        Ok(EvalOutput { gfa_value, grad_health, landscape, binarization, ..out })
     }
 }

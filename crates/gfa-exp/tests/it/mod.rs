@@ -1,5 +1,6 @@
 mod bad_input;
 mod bad_results;
+mod binarize;
 mod cli;
 mod cuda;
 mod export;

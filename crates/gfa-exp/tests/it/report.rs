@@ -8,7 +8,7 @@ use gfa_exp::results::records::{
     CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
 };
 
-fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
+pub fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     RunKey {
         experiment: "hand".into(),
         run_id: format!("{method}-{seed}"),

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::groups::Groups;
 use crate::analysis::stats::{Stat, wilson};
-use crate::results::records::{CheckRow, EvalRow, GfaValueRow, RunKey, TrainRow, read_rows};
+use crate::results::records::{
+    BinarizationRow, CheckRow, EvalRow, GfaValueRow, RunKey, TrainRow, read_rows,
+};
 use crate::results::store::ExperimentDir;
 
 /// The paper's headline gains of GFA over PGD adversarial training, in accuracy points.
@@ -42,6 +44,8 @@ pub struct Results {
     pub train: Vec<TrainRow>,
     pub checks: Vec<CheckRow>,
     pub gfa_value: Vec<GfaValueRow>,
+    /// The binarization tests (`binarization.csv`; empty without a `[binarize]` table).
+    pub binarization: Vec<BinarizationRow>,
     /// Per `eval.csv` row, its per-point outcomes (`points.csv`; empty for older folders).
     pub points: BTreeMap<crate::analysis::points::RowKey, crate::analysis::points::Outcomes>,
     /// Run id → the grid keys it varies (`manifest.csv`'s `axes`; empty without one).
@@ -64,6 +68,7 @@ impl Results {
             train: read_opt(&dir.join("train.csv"))?,
             checks: read_opt(&dir.join("checks.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
+            binarization: read_opt(&dir.join("binarization.csv"))?,
             points: BTreeMap::new(),
             axes: crate::results::plan::manifest_axes(dir)?,
             timing: crate::results::timing::GridTiming::read(dir)?,
@@ -86,6 +91,7 @@ impl Results {
         keys.extend(self.train.iter().map(TrainRow::key));
         keys.extend(self.gfa_value.iter().map(GfaValueRow::key));
         keys.extend(self.checks.iter().map(CheckRow::key));
+        keys.extend(self.binarization.iter().map(BinarizationRow::key));
         keys
     }
 
