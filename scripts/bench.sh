@@ -25,6 +25,9 @@ STEPS="${BENCH_STEPS:-20}"
 # BENCH_THREADS=N pins both sides to N intra-op threads (0: libtorch's default). On a machine
 # that others share, 1 keeps a descheduled thread from stalling the other at every op.
 THREADS="${BENCH_THREADS:-0}"
+# BENCH_NAME=NAME writes the step tables to results/bench/NAME.{jsonl,md} instead of train_step.*
+# (e.g. BENCH_THREADS=0 BENCH_NAME=train_step_default_threads keeps the one-thread tables).
+NAME="${BENCH_NAME:-train_step}"
 # BENCH_ONLY_STEPS=1 stops after the step and attack-batch tables (no memory, FD accuracy,
 # attack and method benches).
 # BENCH_PROFILE=dev reuses the test build (the compute is libtorch's either way).
@@ -39,7 +42,7 @@ else
   BIN=target/release/examples/bench_train_step
 fi
 PGD_BIN="$(dirname "$BIN")/bench_pgd_step"
-raw="$OUT/train_step.jsonl"
+raw="$OUT/$NAME.jsonl"
 : > "$raw.tmp"
 # Each row records the commit it measured (with "+" when the tree had uncommitted changes).
 rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +)"
@@ -66,9 +69,9 @@ if [ "${BENCH_MEMORY:-1}" != 0 ]; then
   done
 fi
 mv "$raw.tmp" "$raw"
-python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/train_step.md.tmp"
-mv "$OUT/train_step.md.tmp" "$OUT/train_step.md"
-cat "$OUT/train_step.md"
+python3 scripts/bench_report.py "$raw" "$PROFILE" > "$OUT/$NAME.md.tmp"
+mv "$OUT/$NAME.md.tmp" "$OUT/$NAME.md"
+cat "$OUT/$NAME.md"
 [ "${BENCH_ONLY_STEPS:-0}" = 1 ] && exit 0
 # The finite-difference GFA gradient against the exact one, per step.
 "$(dirname "$BIN")/fd_accuracy" > "$OUT/fd_accuracy.md.tmp"

@@ -71,7 +71,7 @@ def main(path, profile="release"):
           f"libtorch/torch 2.11.0 on both sides; gfa built with the {profile} profile; git {rev or 'unknown'}.")
     print(f"Model `cnn` width {meta.get('width')}, batch {meta.get('batch')}, Adam, random [0,1] inputs, "
           f"{meta.get('threads')} intra-op thread(s) on both sides; median step over {meta.get('steps')} steps, "
-          f"median over {rounds} alternating rounds. Raw: `results/bench/train_step.jsonl`. The finite-difference "
+          f"median over {rounds} alternating rounds. Raw: `results/bench/{os.path.basename(path)}`. The finite-difference "
           f"rows (`gradient = \"finite_difference\"` in the GFA options, step 1e-3) are compared with PyTorch's exact "
           f"double-backprop step of the same taps: PyTorch has no finite-difference GFA.\n")
     loads = [r["load1"] for r in rows if isinstance(r.get("load1"), (int, float))]

@@ -4,8 +4,10 @@
     python scripts/gpu_check_report.py gpu.jsonl > gpu.md
 
 Input rows: {"kind": "doctor", ...} (gfa doctor --json), {"kind": "comparison", "row": ...}
-(gfa cuda-check), {"kind": "timing", "impl": "gfa" | "pytorch", "row": ...}, {"kind": "run",
-...} (the script's own facts: command, commit, date).
+and {"kind": "numerics", ...} (gfa cuda-check), {"kind": "timing", "impl": "gfa" | "pytorch",
+"row": ...}, {"kind": "run", ...} (the script's own facts: command, commit, date, the
+precision and determinism asked for), {"kind": "cuda_check", "exit": ..., "verdict": ...} (what
+gfa cuda-check's exit status means: a disagreement, a crash, an error or a timeout).
 """
 import json
 import sys
@@ -31,16 +33,28 @@ def main(path):
     num = next((r for r in rows if r["kind"] == "numerics"), None)
     if num:
         t = num["timings"]
-        out += [f"**Numerics** (docs/numerics.md): comparisons at {num['comparisons']}; timings at "
-                f"precision {t['precision']}, deterministic {'on' if t['deterministic'] else 'off'} "
-                f"(PyTorch's at the same precision). The training-step timings use a batch already "
-                f"on the device, as gfa's trainer does (the training set lives there).", ""]
+        tf32 = (" and the forward logits also at tf32, within twice the change of TF32 emulated "
+                "on the CPU plus the fp32 allowance" if num.get("tf32_comparison") else "")
+        out += [f"**Numerics** (docs/numerics.md): comparisons at {num['comparisons']}{tf32}; "
+                f"timings at precision {t['precision']}, deterministic "
+                f"{'on' if t['deterministic'] else 'off'} (PyTorch's at the same precision). The "
+                f"training-step timings use a batch already on the device, as gfa's trainer does "
+                f"(the training set lives there).", ""]
+    else:
+        det = "on" if run.get("deterministic") else "off"
+        out += [f"**Numerics** asked for: --precision {run.get('precision', '?')}, deterministic "
+                f"{det} (gfa cuda-check stopped before it reported them).", ""]
+    verdict = next((r for r in rows if r["kind"] == "cuda_check"), None)
+    if verdict:
+        out += [f"**gfa cuda-check:** exit {verdict['exit']}: {verdict['verdict']}.", ""]
     comps = [r["row"] for r in rows if r["kind"] == "comparison"]
     if comps:
         out += ["## gfa on CUDA against gfa on the CPU (same weights and points)", "",
-                "| check | value | bound | result | detail |", "| --- | --- | --- | --- | --- |"]
+                "| check | precision | value | bound | result | detail |",
+                "| --- | --- | --- | --- | --- | --- |"]
         for c in comps:
-            out.append(f"| {c['check']} | {c['value']:.3g} | {c['bound']:g} | "
+            out.append(f"| {c['check']} | {c.get('precision', 'fp32')} | {c['value']:.3g} | "
+                       f"{c['bound']:g} | "
                        f"{'pass' if c['pass'] else '**FAIL**'} | {c['detail']} |")
         out.append("")
     timings = [r for r in rows if r["kind"] == "timing"]

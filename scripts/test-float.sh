@@ -12,8 +12,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
+# Name filters (substrings of a test's path): the golden and bit-for-bit tests by name, the
+# modules whose tests compare floats by path, and the unit tests that compare a closed form.
 FILTERS=(libtorch pytorch matches_torchattacks matches_auto_attack bit_for_bit resumed
-         finite_difference run_killed binarize::)
+         finite_difference run_killed tap_offsets adversarial_methods_need tf32 config::cost
+         cpu_time_when_read frontier
+         it::minnorm:: it::linear:: it::eval::minimum_norm it::torchscript:: it::regularizer::
+         it::robust::probe it::checkpoint::
+         loss::tests losses::tests cw::tests ead::tests fab::tests threat::tests noise::tests
+         square::tests inner::tests regularizer::tests traces:: indicators:: binarize::)
 
 # The flags each path needs, as libtorch's own dispatch checks them.
 declare -A NEEDS=(

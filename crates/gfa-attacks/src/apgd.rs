@@ -26,6 +26,7 @@ use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, predict, run_restarts, split};
 use crate::threat::{normal, per_sample, uniform};
+use crate::trace::Trace;
 use crate::{AttackError, Norm, Result, grad, loss};
 
 /// Division guard of auto-attack's `normalize`.
@@ -245,7 +246,8 @@ impl Active {
 /// — step size, checkpoints, momentum — is its own and the model is in eval mode, so the points
 /// still attacked follow the same iterates either way: success per point is auto-attack's, and the
 /// cost falls with the points already fooled. Queries count the start and each iteration a point
-/// took part in.
+/// took part in; a `trace` records the objective and the adversarial flag at the start and at
+/// each iteration, of the points taking part in it.
 ///
 /// # Shapes
 /// `x`: `[N, ...]`, `y`: `[N]` → (`[N, ...]`, `[N]` bool, `[N]` int64).
@@ -258,6 +260,7 @@ fn apgd_single(
     p: Params,
     obj: Objective,
     rng: &mut SeededRng,
+    mut trace: Option<&mut Trace>,
 ) -> (Tensor, Tensor, Tensor) {
     let (n, dev) = (x.size()[0], x.device());
     let x = x.detach();
@@ -270,6 +273,9 @@ fn apgd_single(
     let n_iter = p.n_iter;
     let mut out = xa.copy();
     let mut fooled = logits.argmax(1, false).ne_tensor(y);
+    if let Some(t) = trace.as_deref_mut() {
+        t.record(&loss0, &fooled);
+    }
     let mut queries = Tensor::full([n], n_iter as i64 + 1, (Kind::Int64, dev));
     let _ = queries.masked_fill_(&fooled, 1);
     let mut s = Active {
@@ -314,6 +320,9 @@ fn apgd_single(
         let (l, g, logits) = grad::input_grad(model, &s.xa, |z| s.obj.loss(z, &s.y));
         s.g = g;
         let hit = logits.argmax(1, false).ne_tensor(&s.y);
+        if let Some(t) = trace.as_deref_mut() {
+            t.record_at(&s.pos, &l, &hit);
+        }
         // The iteration's one device→host read: which points it fooled.
         let rest = split(&hit).map(|(h, rest)| {
             let at = s.pos.index_select(0, &h);
@@ -405,13 +414,39 @@ impl Attack for Apgd {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Apgd {
+    /// `perturb` with an optional trace.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         if self.loss == ApgdLoss::Dlr && model.num_classes() < 3 {
             return Err(AttackError::Config("apgd-dlr needs at least 3 classes".into()));
         }
         let p = self.params(eps);
         let loss_kind = self.loss;
-        run_restarts(model, x, y, self.config.n_restarts, rng, |xs, ys, r| {
-            let (adv, _, q) = apgd_single(model, xs, ys, p, Objective::new(loss_kind), r);
+        run_restarts(model, x, y, self.config.n_restarts, rng, trace, |xs, ys, r, t| {
+            let (adv, _, q) = apgd_single(model, xs, ys, p, Objective::new(loss_kind), r, t);
             Ok((adv, q))
         })
     }
@@ -447,6 +482,33 @@ impl Attack for ApgdT {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl ApgdT {
+    /// `perturb` with an optional trace: one run per target class and restart, on the points
+    /// still robust, each recording at its rows.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let n_cls = model.num_classes();
         if n_cls < 4 {
@@ -477,7 +539,9 @@ impl Attack for ApgdT {
                 let (_, order) = tch::no_grad(|| model.logits(&xs, false)).sort(1, true);
                 let target = order.select(1, tc - 1);
                 let obj = Objective::DlrTargeted(target);
-                let (adv, fooled, q) = apgd_single(model, &xs, &ys, p, obj, rng);
+                let (adv, fooled, q) = Trace::scoped(trace.as_deref_mut(), &idx, |t| {
+                    apgd_single(model, &xs, &ys, p, obj, rng, t)
+                });
                 let merged = adv.where_self(&per_sample(&fooled, &adv), &xs);
                 x_adv = x_adv.index_copy(0, &idx, &merged);
                 queries = queries.index_add(0, &idx, &q);
@@ -494,6 +558,10 @@ impl crate::facts::Costed for ApgdConfig {
     fn cost_per_point(&self) -> f64 {
         (self.n_iter * self.n_restarts.max(1)) as f64
     }
+    /// A point leaves the run once fooled.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.n_iter as f64, self.cost_per_point())
+    }
 }
 
 impl crate::facts::Costed for ApgdTConfig {
@@ -501,5 +569,9 @@ impl crate::facts::Costed for ApgdTConfig {
     /// `n_iter` gradients per target class and restart.
     fn cost_per_point(&self) -> f64 {
         (self.n_iter * self.n_restarts.max(1) * self.n_target_classes.max(1)) as f64
+    }
+    /// A point leaves the run once fooled, and later targets and restarts run on the rest.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.n_iter as f64, self.cost_per_point())
     }
 }

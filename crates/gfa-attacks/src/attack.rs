@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::threat::{Norm, per_sample_norm};
+use crate::trace::{Trace, Traced};
 use crate::{AttackError, Result};
 
 /// Fixed-budget attacks search inside `eps`; minimum-norm attacks return the smallest
@@ -113,6 +114,33 @@ pub trait Attack: Debug + Send + Sync {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// [`Attack::perturb`], recording every step of every point in `trace` ([`crate::trace`]):
+    /// the same tensors as `perturb` with the same generator, bit for bit. The attacks whose
+    /// registry facts say they trace ([`crate::Facts::traced`]) override it; the others answer
+    /// [`AttackError::NoTrace`].
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        let _ = (model, x, y, eps, rng, trace);
+        Err(no_trace(self.name()))
+    }
+}
+
+/// The error of an attack kind that records no trace, naming the kinds that do.
+pub fn no_trace(kind: &str) -> AttackError {
+    let traced: Vec<&str> = crate::registry::AttackSpec::KINDS
+        .iter()
+        .copied()
+        .filter(|k| crate::registry::facts(k).is_some_and(|f| f.traced))
+        .collect();
+    AttackError::NoTrace { attack: kind.to_string(), traced: traced.join(", ") }
 }
 
 /// Run `attack` and validate its output. The only way results leave an attack.
@@ -126,11 +154,32 @@ pub fn run(
 ) -> Result<AttackOutput> {
     check_inputs(x, y)?;
     let (x_adv, queries) = attack.perturb(model, x, y, eps, rng)?;
-    let budget = match attack.family() {
+    validate(model, x, y, &x_adv, budget_of(attack, eps), queries)
+}
+
+/// [`run`] with the attack's trace ([`Attack::perturb_traced`]): the validated output and, per
+/// point, every step the attack took.
+pub fn run_traced(
+    attack: &dyn Attack,
+    model: &Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    eps: f64,
+    rng: &mut SeededRng,
+) -> Result<(AttackOutput, Traced)> {
+    check_inputs(x, y)?;
+    let mut trace = Trace::new(x.size()[0]);
+    let (x_adv, queries) = attack.perturb_traced(model, x, y, eps, rng, &mut trace)?;
+    let out = validate(model, x, y, &x_adv, budget_of(attack, eps), queries)?;
+    Ok((out, trace.finish()))
+}
+
+/// The budget a fixed-budget attack's output is checked against (`None`: minimum norm).
+fn budget_of(attack: &dyn Attack, eps: f64) -> Option<(Norm, f64)> {
+    match attack.family() {
         Family::FixedBudget => Some((attack.norm(), eps)),
         Family::MinimumNorm => None,
-    };
-    validate(model, x, y, &x_adv, budget, queries)
+    }
 }
 
 fn check_inputs(x: &Tensor, y: &Tensor) -> Result<()> {

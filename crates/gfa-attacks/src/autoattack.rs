@@ -63,6 +63,17 @@ impl Configured for AutoAttackConfig {
     }
 }
 
+impl AutoAttackConfig {
+    /// The components it runs, for its cost model (none where the standard version cannot be
+    /// built).
+    fn components(&self) -> Vec<AttackSpec> {
+        match self.version {
+            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
+            AaVersion::Custom => self.attacks.clone(),
+        }
+    }
+}
+
 /// The registry entries of the standard version for a preset and norm.
 pub fn standard_components(preset: Preset, norm: Norm) -> Result<Vec<AttackSpec>> {
     let fab_t = serde_json::json!({ "kind": "fab-t", "norm": norm, "preset": preset });
@@ -195,11 +206,16 @@ impl crate::facts::Costed for AutoAttackConfig {
     const COST_KEY: Option<&'static str> = None;
     /// The sum of its components' costs (each runs on the points the earlier ones left).
     fn cost_per_point(&self) -> f64 {
-        let specs = match self.version {
-            AaVersion::Standard => standard_components(self.preset, self.norm).unwrap_or_default(),
-            AaVersion::Custom => self.attacks.clone(),
-        };
+        let specs = self.components();
         specs.iter().map(AttackSpec::cost_per_point).sum()
+    }
+    /// A point the first component fools costs what that component spends on it; one no
+    /// component fools costs every component's whole budget.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        let specs = self.components();
+        let first = specs.first().map(|s| s.point_cost().fooled).unwrap_or(0.0);
+        let robust = specs.iter().map(|s| s.point_cost().robust).sum();
+        crate::facts::PointCost { fooled: first, robust }
     }
 }
 

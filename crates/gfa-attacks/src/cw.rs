@@ -24,6 +24,7 @@ use tch::{Kind, Tensor};
 use crate::attack::describe;
 use crate::preset::Preset;
 use crate::threat::per_sample;
+use crate::trace::Trace;
 use crate::{Attack, AttackError, Norm, Result};
 
 /// Which loss the early-abort test looks at.
@@ -226,6 +227,32 @@ impl Attack for Cw {
         _eps: f64,
         _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        _eps: f64,
+        _rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, Some(trace))
+    }
+}
+
+impl Cw {
+    /// `perturb` with an optional trace: per Adam iteration of every binary-search step, the
+    /// negated objective `-(‖δ‖² + c·margin)` and whether the iterate is adversarial, of the
+    /// points not stopped early.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];
         let dev = x.device();
@@ -261,6 +288,9 @@ impl Attack for Cw {
                     Tensor::run_backward(&[loss.sum(loss.kind())], &[&wv], false, false).remove(0);
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
+                if let Some(t) = trace.as_deref_mut() {
+                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                }
                 queries += active.to_kind(Kind::Int64);
                 // The success test uses the logits of this iterate, before the Adam step.
                 let improved = is_adversarial(&z, y, cfg.kappa)
@@ -331,11 +361,14 @@ mod tests {
 
     #[test]
     fn adam_first_step_moves_by_lr_against_the_gradient_sign() {
-        let w = Tensor::from_slice(&[0.0f32, 1.0]);
-        let g = Tensor::from_slice(&[3.0f32, -0.5]);
+        // In float64: the first step is `lr · g / (|g| + 1e-8)` exactly up to a few roundings
+        // (≤ 1e-17 here, on any CPU code path).
+        let w = Tensor::from_slice(&[0.0f64, 1.0]);
+        let g = Tensor::from_slice(&[3.0f64, -0.5]);
         let mut adam = Adam::new(&w, 0.01);
-        let v: Vec<f32> = adam.step(&w, &g).try_into().unwrap();
-        assert!((v[0] + 0.01).abs() < 1e-6 && (v[1] - 1.01).abs() < 1e-6, "{v:?}");
+        let v: Vec<f64> = adam.step(&w, &g).try_into().unwrap();
+        let want = [-0.01 * 3.0 / (3.0 + 1e-8), 1.0 + 0.01 * 0.5 / (0.5 + 1e-8)];
+        assert!((v[0] - want[0]).abs() < 1e-15 && (v[1] - want[1]).abs() < 1e-15, "{v:?}");
     }
 
     #[test]

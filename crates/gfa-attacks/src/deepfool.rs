@@ -26,7 +26,8 @@ use tch::{Kind, Tensor};
 use crate::attack::describe;
 use crate::preset::Preset;
 use crate::threat::{per_sample, per_sample_norm};
-use crate::{Attack, AttackError, Norm, Result};
+use crate::trace::Trace;
+use crate::{Attack, AttackError, Norm, Result, loss};
 
 /// Where the overshoot is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +167,38 @@ impl Attack for DeepFool {
         _eps: f64,
         _rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        _eps: f64,
+        _rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, Some(trace))
+    }
+}
+
+/// Trace the iterates of every point (DeepFool has no loss of its own: the negated logit
+/// margin `max_{j≠y} z_j − z_y`, which it drives up to the boundary).
+fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor) {
+    if let Some(t) = trace {
+        t.record(&-loss::cw_margin(logits, y), &logits.argmax(1, false).ne_tensor(y));
+    }
+}
+
+impl DeepFool {
+    /// `perturb` with an optional trace: every iterate of every point, the last included.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];
         let x0 = x.detach();
@@ -179,10 +212,13 @@ impl Attack for DeepFool {
         let mut r_tot = x0.zeros_like();
         let mut queries = Tensor::zeros([n], (Kind::Int64, x.device()));
         let scale = 1.0 + cfg.overshoot;
+        let mut all_fooled = false;
         for _ in 0..cfg.steps {
             let logits = tch::no_grad(|| model.logits(&x_adv, false));
+            record(trace.as_deref_mut(), &logits, y);
             let active = logits.argmax(1, false).eq_tensor(y);
             if active.sum(Kind::Int64).int64_value(&[]) == 0 {
+                all_fooled = true;
                 break;
             }
             let idx = active.nonzero().squeeze_dim(1);
@@ -222,6 +258,9 @@ impl Attack for DeepFool {
             }
             queries = queries.index_add(0, &idx, &Tensor::ones_like(&idx));
         }
+        if trace.is_some() && !all_fooled {
+            record(trace, &tch::no_grad(|| model.logits(&x_adv, false)), y);
+        }
         Ok((x_adv.detach(), queries))
     }
 }
@@ -231,6 +270,10 @@ impl crate::facts::Costed for DeepFoolConfig {
     /// Per step, the gradients of the candidate classes' logits.
     fn cost_per_point(&self) -> f64 {
         self.steps as f64 * (self.candidates as f64).min(crate::facts::COST_CLASSES)
+    }
+    /// Only the still-correct points take a step.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost::stopping(self.cost_per_point(), self.cost_per_point())
     }
 }
 

@@ -12,6 +12,12 @@ pub enum AttackError {
     BadEps { text: String, reason: String },
     #[error("invalid attack configuration: {0}")]
     Config(String),
+    /// A trace was asked of an attack that records none ([`crate::Facts::traced`]).
+    #[error(
+        "attack {attack} records no trace; the attacks that do: {traced} \
+         (docs/method.md §10)"
+    )]
+    NoTrace { attack: String, traced: String },
     #[error("attack output failed validation: {0}")]
     Invalid(String),
     /// The model's logits on clean points hold a NaN or an infinity: no accuracy measured on

@@ -36,7 +36,8 @@ use crate::attack::describe;
 use crate::deepfool::logit_jacobian;
 use crate::preset::Preset;
 use crate::threat::{normal, per_sample, per_sample_norm, uniform};
-use crate::{Attack, AttackError, Norm, Result};
+use crate::trace::Trace;
+use crate::{Attack, AttackError, Norm, Result, loss};
 
 /// FAB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,9 +164,12 @@ pub fn project_hyperplane(t: &Tensor, w: &Tensor, b: &Tensor, norm: Norm) -> Ten
 }
 
 /// One FAB run on `x0` (all correctly classified) with labels `y`; returns the best adversarial
-/// example and its norm (`inf` where none was found).
+/// example and its norm (`inf` where none was found). A `trace` records the start and each
+/// iteration's new point ([`record`]).
 /// (One function, long on purpose: it follows auto-attack's `attack_single_run` step by step,
 /// so the two read side by side.)
+// The run's inputs plus the trace.
+#[allow(clippy::too_many_arguments)]
 fn single_run(
     cfg: &FabConfig,
     model: &Classifier,
@@ -174,6 +178,7 @@ fn single_run(
     target: Option<&Tensor>,
     start_radius: Option<f64>,
     rng: &mut SeededRng,
+    mut trace: Option<&mut Trace>,
 ) -> (Tensor, Tensor) {
     let n = x0.size()[0];
     let shape = x0.size();
@@ -193,9 +198,12 @@ fn single_run(
     };
     let mut adv = x0.shallow_clone();
     let mut best = Tensor::full([n], f64::INFINITY, (x0.kind(), dev));
-    for _ in 0..cfg.n_iter {
+    for i in 0..cfg.n_iter {
         let xv = x1.detach().set_requires_grad(true);
         let z = model.logits(&xv, false);
+        if i == 0 {
+            record(trace.as_deref_mut(), &z.detach(), y);
+        }
         // df: [n, K] logit differences to y; dg: [n, K, D] their gradients.
         let (df, dg) = match target {
             Some(t) => {
@@ -243,8 +251,9 @@ fn single_run(
             + (&x0f + d2 * cfg.eta) * &alpha)
             .clamp(0.0, 1.0)
             .view(shape.as_slice());
-        let pred = tch::no_grad(|| model.logits(&x1n, false)).argmax(1, false);
-        let is_adv = pred.ne_tensor(y);
+        let z1 = tch::no_grad(|| model.logits(&x1n, false));
+        record(trace.as_deref_mut(), &z1, y);
+        let is_adv = z1.argmax(1, false).ne_tensor(y);
         let t = per_sample_norm(&(&x1n - x0), cfg.norm);
         let better = is_adv.logical_and(&t.lt_tensor(&best));
         best = t.where_self(&better, &best);
@@ -253,6 +262,15 @@ fn single_run(
         x1 = back.where_self(&per_sample(&is_adv, &x1n), &x1n);
     }
     (adv, best)
+}
+
+/// Trace one point of every row (FAB has no loss of its own: the negated logit margin
+/// `max_{j≠y} z_j − z_y`, which it drives up to the boundary, and whether the point is
+/// adversarial).
+fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor) {
+    if let Some(t) = trace {
+        t.record(&-loss::cw_margin(logits, y), &logits.argmax(1, false).ne_tensor(y));
+    }
 }
 
 impl Attack for Fab {
@@ -269,6 +287,33 @@ impl Attack for Fab {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Fab {
+    /// `perturb` with an optional trace: each run (per target and restart) records at the rows
+    /// it attacks.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let cfg = &self.config;
         let n = x.size()[0];
@@ -307,7 +352,9 @@ impl Attack for Fab {
                 let ys = y.index_select(0, &idx);
                 let ts = target_rank.map(|r| ranked.select(1, r).index_select(0, &idx));
                 let start = (restart > 0).then_some(radius);
-                let (adv, norm) = single_run(cfg, model, &xs, &ys, ts.as_ref(), start, rng);
+                let (adv, norm) = Trace::scoped(trace.as_deref_mut(), &idx, |t| {
+                    single_run(cfg, model, &xs, &ys, ts.as_ref(), start, rng, t)
+                });
                 queries = queries.index_add(
                     0,
                     &idx,
@@ -348,8 +395,10 @@ impl crate::facts::Costed for FabConfig {
 mod tests {
     use super::*;
 
+    /// Closed forms in float64 (a few operations on values ≤ 3: rounding ≤ 1e-15 on every CPU
+    /// code path), to 1e-12.
     fn rows(v: &[f64], m: i64) -> Tensor {
-        Tensor::from_slice(v).view([m, -1]).to_kind(Kind::Float)
+        Tensor::from_slice(v).view([m, -1])
     }
 
     #[test]
@@ -357,12 +406,12 @@ mod tests {
         // t = (0.5, 0.5), w = (1, 2), b = 2: L2 step c/||w||^2 * w with c = 1.5 - 2 = -0.5.
         let t = rows(&[0.5, 0.5], 1);
         let w = rows(&[1.0, 2.0], 1);
-        let b = Tensor::from_slice(&[2.0f32]);
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
-        assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.2).abs() < 1e-6, "{d:?}");
+        let b = Tensor::from_slice(&[2.0f64]);
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
+        assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.2).abs() < 1e-12, "{d:?}");
         // Linf: every coordinate moves by c / ||w||_1 = 0.5 / 3 in the direction of sign(w).
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
-        assert!((d[0] - 1.0 / 6.0).abs() < 1e-6 && (d[1] - 1.0 / 6.0).abs() < 1e-6, "{d:?}");
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::Linf).view([-1]).try_into().unwrap();
+        assert!((d[0] - 1.0 / 6.0).abs() < 1e-12 && (d[1] - 1.0 / 6.0).abs() < 1e-12, "{d:?}");
     }
 
     #[test]
@@ -370,14 +419,14 @@ mod tests {
         // t = (0.9, 0.1), w = (1, 1), b = 1.6: the first coordinate can only rise by 0.1.
         let t = rows(&[0.9, 0.1], 1);
         let w = rows(&[1.0, 1.0], 1);
-        let b = Tensor::from_slice(&[1.6f32]);
+        let b = Tensor::from_slice(&[1.6f64]);
         for norm in [Norm::L2, Norm::Linf] {
-            let d: Vec<f32> = project_hyperplane(&t, &w, &b, norm).view([-1]).try_into().unwrap();
-            assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.5).abs() < 1e-6, "{norm} {d:?}");
+            let d: Vec<f64> = project_hyperplane(&t, &w, &b, norm).view([-1]).try_into().unwrap();
+            assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.5).abs() < 1e-12, "{norm} {d:?}");
         }
         // Out of reach (b = 3): the farthest corner.
-        let b = Tensor::from_slice(&[3.0f32]);
-        let d: Vec<f32> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
-        assert!((d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.9).abs() < 1e-6, "{d:?}");
+        let b = Tensor::from_slice(&[3.0f64]);
+        let d: Vec<f64> = project_hyperplane(&t, &w, &b, Norm::L2).view([-1]).try_into().unwrap();
+        assert!((d[0] - 0.1).abs() < 1e-12 && (d[1] - 0.9).abs() < 1e-12, "{d:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! What each registered attack is, as types: the algorithm it belongs to, whether it searches
 //! inside a budget or for the smallest perturbation, what it knows of the model, whether it
-//! iterates, the loss it maximizes and what one run costs.
+//! iterates, the loss it maximizes, what one run costs and whether it records a trace.
 //!
 //! The registry states the algorithm, family, access, steps and loss on each attack's line
 //! (`registry!`) and takes the cost from the config's [`Costed`] impl, so an attack registered
@@ -107,6 +107,10 @@ pub struct Facts {
     /// The config key that counts its iterations or queries (`None`: FGSM's one step, or an
     /// attack whose cost is its components': AutoAttack, transfer).
     pub cost_key: Option<&'static str>,
+    /// Whether it records a trace of its steps ([`crate::Attack::perturb_traced`],
+    /// [`crate::trace`]): the iterative attacks and the transfer attack (one step: its examples
+    /// on the surrogate).
+    pub traced: bool,
 }
 
 impl Facts {
@@ -127,12 +131,51 @@ pub const COST_CLASSES: f64 = 10.0;
 /// A forward pass costs about a third of a forward + backward (the cost unit).
 pub const FORWARD_COST: f64 = 1.0 / 3.0;
 
+/// The share of one run's budget that an attack stopping on fooled points is assumed to spend on
+/// a point it fools: an eighth. Such points fall early: in `make quick`'s `eval.csv`, a fooled
+/// point took 0.06–0.17 of the budget of APGD (20 iterations), Square (500 queries) and DeepFool
+/// (50 steps) (GUIDE.md, "Predicted wall time").
+pub const FOOLED_SHARE: f64 = 0.125;
+
+/// What one attacked point costs, in image-gradient evaluations, by the attack's outcome on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointCost {
+    /// A point the attack fools (an attack that stops on fooled points spends part of its budget).
+    pub fooled: f64,
+    /// A point it does not fool: every step, restart and target class.
+    pub robust: f64,
+}
+
+impl PointCost {
+    /// An attack that spends its whole budget on every point.
+    pub fn fixed(cost: f64) -> Self {
+        Self { fooled: cost, robust: cost }
+    }
+
+    /// An attack that stops on a point once it is fooled: `robust` on a point it does not fool,
+    /// [`FOOLED_SHARE`] of `one_run` (its first run: one restart, one target class) on one it
+    /// does.
+    pub fn stopping(one_run: f64, robust: f64) -> Self {
+        Self { fooled: FOOLED_SHARE * one_run, robust }
+    }
+
+    /// The mean cost per point when the attack does not fool a share `robust` of them.
+    pub fn expected(&self, robust: f64) -> f64 {
+        (1.0 - robust) * self.fooled + robust * self.robust
+    }
+}
+
 /// The cost model of an attack config.
 pub trait Costed {
     /// The config key counting iterations or queries (see [`Facts::cost_key`]).
     const COST_KEY: Option<&'static str>;
     /// Image-gradient evaluations (forward + backward of one image; a forward alone counts
     /// [`FORWARD_COST`]) per attacked point in one run at one budget, at most: attacks that stop
-    /// early on fooled points cost less. For comparing runs of a plan.
+    /// early on fooled points cost less ([`Costed::point_cost`]).
     fn cost_per_point(&self) -> f64;
+    /// The cost of a point by outcome: by default [`Costed::cost_per_point`] whatever the
+    /// outcome; attacks that stop on fooled points say how much less a fooled one costs.
+    fn point_cost(&self) -> PointCost {
+        PointCost::fixed(self.cost_per_point())
+    }
 }

@@ -14,8 +14,12 @@
 //! - Fixed-budget attacks (FGSM, PGD, APGD, Square, AutoAttack) answer "is there an adversarial
 //!   example within `eps`?"; minimum-norm attacks (DeepFool, CW, EAD, FAB) return the smallest
 //!   perturbation they found, and accuracy at any `eps` is derived by thresholding its norm.
-//! - What each attack is (algorithm, family, white- or black-box, iterative, loss, cost) is a
-//!   typed fact of the registry ([`facts`]); callers ask it instead of matching names.
+//! - What each attack is (algorithm, family, white- or black-box, iterative, loss, cost, whether
+//!   it records a trace) is a typed fact of the registry ([`facts`]); callers ask it instead of
+//!   matching names.
+//! - Iterative attacks can record, per point, each step's value and adversarial flag
+//!   ([`trace`], off by default), from which [`indicators`] computes the Indicators of Attack
+//!   Failure.
 
 pub mod apgd;
 pub mod attack;
@@ -31,6 +35,7 @@ pub mod fab;
 pub mod facts;
 pub mod fgsm;
 pub mod grad;
+pub mod indicators;
 pub mod inner;
 pub mod loss;
 pub mod noise;
@@ -40,11 +45,12 @@ pub mod registry;
 pub mod repeated;
 pub mod square;
 pub mod threat;
+pub mod trace;
 pub mod transfer;
 
 pub use attack::{Attack, AttackOutput, Family, Goal, TargetPolicy};
 pub use error::{AttackError, Result};
-pub use facts::{Access, Algorithm, Facts, Loss, Steps};
+pub use facts::{Access, Algorithm, Facts, Loss, PointCost, Steps};
 pub use inner::{InnerPgd, ValidationPgd};
 pub use preset::{Configured, Preset};
 pub use registry::AttackSpec;

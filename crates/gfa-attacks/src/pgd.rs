@@ -15,6 +15,7 @@ use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{predict, run_restarts};
 use crate::threat::{ThreatModel, per_sample, per_sample_norm};
+use crate::trace::Trace;
 use crate::{AttackError, Norm, Result, grad, loss};
 
 /// Which iterate an iterative attack returns for a point.
@@ -110,12 +111,13 @@ impl Pgd {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
         let start = if c.random_start { tm.random_init(x, rng) } else { x.detach().copy() };
         let ascent = Ascent { loss: &|z| loss::ce(z, y), train: false };
-        self.iterate(model, x, y, eps, start, &ascent)
+        self.iterate_traced(model, x, y, eps, start, &ascent, trace)
     }
 
     /// `steps` ascent steps on `ascent`'s per-sample loss from `start`, projected onto the ball
@@ -129,6 +131,23 @@ impl Pgd {
         start: Tensor,
         ascent: &Ascent<'_>,
     ) -> Result<(Tensor, Tensor)> {
+        self.iterate_traced(model, x, y, eps, start, ascent, None)
+    }
+
+    /// [`Pgd::iterate`], recording in `trace` the loss and the adversarial flag of every iterate
+    /// (each one whose gradient is taken, and the last).
+    // The iteration's inputs plus the trace.
+    #[allow(clippy::too_many_arguments)]
+    fn iterate_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        start: Tensor,
+        ascent: &Ascent<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let Ascent { loss, train } = *ascent;
         let c = &self.config;
         let tm = ThreatModel::new(c.norm, eps);
@@ -137,7 +156,10 @@ impl Pgd {
         let mut best = xa.copy();
         let mut fooled = Tensor::zeros([x.size()[0]], (Kind::Bool, x.device()));
         for _ in 0..c.steps {
-            let (_, g, logits) = grad::input_grad_in(model, &xa, loss, train);
+            let (l, g, logits) = grad::input_grad_in(model, &xa, loss, train);
+            if let Some(t) = trace.as_deref_mut() {
+                t.record(&l, &logits.argmax(1, false).ne_tensor(y));
+            }
             if c.keep == Keep::Any {
                 let mis = logits.argmax(1, false).ne_tensor(y);
                 best = xa.where_self(&per_sample(&mis, &xa), &best);
@@ -153,6 +175,10 @@ impl Pgd {
                 tm.step(&xa, &g, alpha)
             };
             xa = tm.project(&stepped, x);
+        }
+        if let Some(t) = trace {
+            let z = tch::no_grad(|| model.logits(&xa, train));
+            t.record(&loss(&z).detach(), &z.argmax(1, false).ne_tensor(y));
         }
         let out = match c.keep {
             Keep::Last => xa,
@@ -191,12 +217,38 @@ impl Attack for Pgd {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Pgd {
+    /// `perturb` with an optional trace.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         // torchattacks semantics: one run on every point, the last iterate as is.
         if self.config.keep == Keep::Last && self.config.restarts == 1 {
-            return self.single(model, x, y, eps, rng);
+            return self.single(model, x, y, eps, rng, trace);
         }
-        run_restarts(model, x, y, self.config.restarts, rng, |xs, ys, r| {
-            self.single(model, xs, ys, eps, r)
+        run_restarts(model, x, y, self.config.restarts, rng, trace, |xs, ys, r, t| {
+            self.single(model, xs, ys, eps, r, t)
         })
     }
 }
@@ -206,5 +258,9 @@ impl crate::facts::Costed for PgdConfig {
     /// `steps` gradients per restart.
     fn cost_per_point(&self) -> f64 {
         (self.steps * self.restarts.max(1)) as f64
+    }
+    /// Every step of a run: a fooled point pays its first run, only a robust one every restart.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        crate::facts::PointCost { fooled: self.steps as f64, robust: self.cost_per_point() }
     }
 }

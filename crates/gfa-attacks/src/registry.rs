@@ -77,7 +77,8 @@ type BuildFn<C> = fn(&C, &dyn Surrogates) -> Result<Box<dyn Attack>>;
 
 macro_rules! registry {
     ($( $kind:literal => $variant:ident($cfg:ty),
-        facts($alg:ident, $family:ident, $access:ident, $steps:ident, $loss:expr),
+        facts($alg:ident, $family:ident, $access:ident, $steps:ident, $loss:expr,
+            trace: $traced:literal),
         $build:expr; )*) => {
         /// An attack as written in a config: its `kind` plus its settings.
         #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,6 +97,7 @@ macro_rules! registry {
                     steps: Steps::$steps,
                     loss: $loss,
                     cost_key: <$cfg as Costed>::COST_KEY,
+                    traced: $traced,
                 }), )*
                 _ => None,
             }
@@ -144,6 +146,14 @@ macro_rules! registry {
                     $( Self::$variant(c) => c.cost_per_point(), )*
                 }
             }
+
+            /// What an attacked point costs at one budget, by outcome (see
+            /// [`Costed::point_cost`]).
+            pub fn point_cost(&self) -> crate::facts::PointCost {
+                match self {
+                    $( Self::$variant(c) => c.point_cost(), )*
+                }
+            }
         }
 
         /// The registered attacks, their facts, threat models, presets and reference defaults.
@@ -154,40 +164,45 @@ macro_rules! registry {
 }
 
 registry! {
-    "fgsm" => Fgsm(FgsmConfig), facts(Fgsm, FixedBudget, WhiteBox, Single, Some(Ce)),
+    "fgsm" => Fgsm(FgsmConfig),
+        facts(Fgsm, FixedBudget, WhiteBox, Single, Some(Ce), trace: false),
         |c, _| Ok(Box::new(Fgsm::new(c.clone())?));
-    "pgd" => Pgd(PgdConfig), facts(Pgd, FixedBudget, WhiteBox, Iterative, Some(Ce)),
+    "pgd" => Pgd(PgdConfig), facts(Pgd, FixedBudget, WhiteBox, Iterative, Some(Ce), trace: true),
         |c, _| Ok(Box::new(Pgd::new(c.clone())?));
-    "apgd-ce" => ApgdCe(ApgdConfig), facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Ce)),
+    "apgd-ce" => ApgdCe(ApgdConfig),
+        facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Ce), trace: true),
         |c, _| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Ce)?));
     "apgd-dlr" => ApgdDlr(ApgdConfig),
-        facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin)),
+        facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(Apgd::new(c.clone(), ApgdLoss::Dlr)?));
-    "apgd-t" => ApgdT(ApgdTConfig), facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin)),
+    "apgd-t" => ApgdT(ApgdTConfig),
+        facts(Apgd, FixedBudget, WhiteBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(ApgdT::new(c.clone())?));
     "square" => Square(SquareConfig),
-        facts(Square, FixedBudget, BlackBox, Iterative, Some(Margin)),
+        facts(Square, FixedBudget, BlackBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(Square::new(c.clone())?));
     "autoattack" => AutoAttack(AutoAttackConfig),
-        facts(AutoAttack, FixedBudget, WhiteBox, Iterative, None),
+        facts(AutoAttack, FixedBudget, WhiteBox, Iterative, None, trace: false),
         |c, _| Ok(Box::new(AutoAttack::new(c.clone())?));
     "deepfool" => DeepFool(DeepFoolConfig),
-        facts(DeepFool, MinimumNorm, WhiteBox, Iterative, None),
+        facts(DeepFool, MinimumNorm, WhiteBox, Iterative, None, trace: true),
         |c, _| Ok(Box::new(DeepFool::new(c.clone())?));
-    "cw" => Cw(CwConfig), facts(Cw, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+    "cw" => Cw(CwConfig), facts(Cw, MinimumNorm, WhiteBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(Cw::new(c.clone())?));
-    "ead-en" => EadEn(EadEnConfig), facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+    "ead-en" => EadEn(EadEnConfig),
+        facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(Ead::new(c.0.clone())?));
-    "ead-l1" => EadL1(EadL1Config), facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin)),
+    "ead-l1" => EadL1(EadL1Config),
+        facts(Ead, MinimumNorm, WhiteBox, Iterative, Some(Margin), trace: true),
         |c, _| Ok(Box::new(Ead::new(c.0.clone())?));
-    "fab" => Fab(FabConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None),
+    "fab" => Fab(FabConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None, trace: true),
         |c, _| Ok(Box::new(Fab::new(c.clone())?));
-    "fab-t" => FabT(FabTConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None),
+    "fab-t" => FabT(FabTConfig), facts(Fab, MinimumNorm, WhiteBox, Iterative, None, trace: true),
         |c, _| Ok(Box::new(Fab::new(c.0.clone())?));
-    "noise" => Noise(NoiseConfig), facts(Noise, FixedBudget, Random, Single, None),
+    "noise" => Noise(NoiseConfig), facts(Noise, FixedBudget, Random, Single, None, trace: false),
         |c, _| Ok(Box::new(Noise::new(c.clone())?));
     "transfer" => Transfer(TransferConfig),
-        facts(Transfer, FixedBudget, Surrogate, Iterative, None),
+        facts(Transfer, FixedBudget, Surrogate, Iterative, None, trace: true),
         |c, s| Ok(Box::new(transfer::build(c, s)?));
 }
 
@@ -211,6 +226,9 @@ impl Costed for EadEnConfig {
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
     }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
+    }
 }
 
 impl Costed for EadL1Config {
@@ -218,12 +236,18 @@ impl Costed for EadL1Config {
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
     }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
+    }
 }
 
 impl Costed for FabTConfig {
     const COST_KEY: Option<&'static str> = FabConfig::COST_KEY;
     fn cost_per_point(&self) -> f64 {
         self.0.cost_per_point()
+    }
+    fn point_cost(&self) -> crate::facts::PointCost {
+        self.0.point_cost()
     }
 }
 
@@ -498,6 +522,22 @@ mod tests {
                         "{} {p} {n}: {key} doubled, cost {cost} -> {more}",
                         info.kind
                     );
+                }
+            }
+        }
+    }
+
+    /// Every kind's cost by outcome: a point it does not fool pays the whole budget
+    /// (`cost_per_point`), one it fools a positive part of it at most.
+    #[test]
+    fn point_costs_are_at_most_the_budget() {
+        for info in list() {
+            for &p in Preset::ALL {
+                for &n in &info.norms {
+                    let spec = AttackSpec::preset(info.kind, p, n).unwrap();
+                    let c = spec.point_cost();
+                    assert_eq!(c.robust, spec.cost_per_point(), "{} {p} {n}", info.kind);
+                    assert!(c.fooled > 0.0 && c.fooled <= c.robust, "{} {p} {n}: {c:?}", info.kind);
                 }
             }
         }

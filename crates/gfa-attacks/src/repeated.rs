@@ -6,6 +6,7 @@ use gfa_core::seed::SeededRng;
 use tch::{Kind, Tensor};
 
 use crate::attack::{Attack, Family};
+use crate::trace::Trace;
 use crate::{Norm, Result};
 
 /// Predicted classes in eval mode without a graph.
@@ -41,6 +42,7 @@ pub fn split(mask: &Tensor) -> Option<(Tensor, Tensor)> {
 /// Run `single` up to `restarts` times, each time only on the points still classified correctly,
 /// and keep for every point the first restart that fools it. Points misclassified at `x` are
 /// never attacked and come back unchanged. Returns the adversarial batch and the summed queries.
+/// With a `trace`, each run records its steps at the rows it attacks ([`Trace::within`]).
 ///
 /// # Shapes
 /// `x`: `[N, ...]`, `y`: `[N]` → (`[N, ...]`, `[N]` int64).
@@ -50,7 +52,13 @@ pub fn run_restarts(
     y: &Tensor,
     restarts: usize,
     rng: &mut SeededRng,
-    mut single: impl FnMut(&Tensor, &Tensor, &mut SeededRng) -> Result<(Tensor, Tensor)>,
+    mut trace: Option<&mut Trace>,
+    mut single: impl FnMut(
+        &Tensor,
+        &Tensor,
+        &mut SeededRng,
+        Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Tensor, Tensor)> {
     let n = x.size()[0];
     let mut x_adv = x.detach().copy();
@@ -62,7 +70,7 @@ pub fn run_restarts(
             break;
         }
         let (xs, ys) = (x.index_select(0, &idx), y.index_select(0, &idx));
-        let (adv, q) = single(&xs, &ys, rng)?;
+        let (adv, q) = Trace::scoped(trace.as_deref_mut(), &idx, |t| single(&xs, &ys, rng, t))?;
         let fooled = predict(model, &adv).ne_tensor(&ys);
         let keep = crate::threat::per_sample(&fooled, &adv);
         let merged = adv.where_self(&keep, &xs);
@@ -107,7 +115,7 @@ impl Attack for Repeated {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
-        run_restarts(model, x, y, self.restarts, rng, |xs, ys, r| {
+        run_restarts(model, x, y, self.restarts, rng, None, |xs, ys, r, _| {
             self.inner.perturb(model, xs, ys, eps, r)
         })
     }

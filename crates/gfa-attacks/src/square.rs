@@ -22,6 +22,7 @@ use crate::attack::{Attack, describe};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, run_restarts};
 use crate::threat::{per_sample, per_sample_norm, uniform};
+use crate::trace::Trace;
 use crate::{AttackError, Norm, Result, loss};
 
 /// Square settings. `Default` is the reference Linf preset.
@@ -113,10 +114,11 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         tch::no_grad(|| match self.config.norm {
-            Norm::L2 => self.single_l2(model, x, y, eps, rng),
-            _ => self.single_linf(model, x, y, eps, rng),
+            Norm::L2 => self.single_l2(model, x, y, eps, rng, trace),
+            _ => self.single_linf(model, x, y, eps, rng, trace),
         })
     }
 
@@ -127,12 +129,14 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
         let dev = x.device();
         let init = (x + random_sign(&[n, c, 1, w], rng, x) * eps).clamp(0.0, 1.0);
         let mut best = Best::start(model, init, y);
+        best.record(trace.as_deref_mut(), None, None);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
             let idx = indices(&best.margin.gt(0.0));
@@ -150,6 +154,7 @@ impl Square {
                 (&xbc + window * signs).maximum(&(&xc - eps)).minimum(&(&xc + eps)).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
             best.accept(&idx, &x_new, &xbc, &margin);
+            best.record(trace.as_deref_mut(), Some(&idx), Some(&margin));
             queries =
                 queries.index_add(0, &idx, &Tensor::ones([idx.numel() as i64], (Kind::Int64, dev)));
         }
@@ -163,6 +168,7 @@ impl Square {
         y: &Tensor,
         eps: f64,
         rng: &mut SeededRng,
+        mut trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let size = x.size();
         let (n, c, h, w) = dims(&size)?;
@@ -178,7 +184,7 @@ impl Square {
             let mut vw = sp_init;
             for _ in 0..w / s0 {
                 if vh + s0 <= h && vw + s0 <= w {
-                    let e = eta(s0, rng).to_device(dev).view([1, 1, s0, s0]);
+                    let e = eta(s0, rng, x.kind()).to_device(dev).view([1, 1, s0, s0]);
                     let add = e * random_sign(&[n, c, 1, 1], rng, x);
                     let mut win = delta_init.narrow(2, vh, s0).narrow(3, vw, s0);
                     win += add;
@@ -189,6 +195,7 @@ impl Square {
         }
         let init = (x + unit_l2(&delta_init) * eps).clamp(0.0, 1.0);
         let mut best = Best::start(model, init, y);
+        best.record(trace.as_deref_mut(), None, None);
         let mut queries = Tensor::ones([n], (Kind::Int64, dev));
         for i in 0..self.config.n_queries {
             let idx = indices(&best.margin.gt(0.0));
@@ -213,9 +220,12 @@ impl Square {
             let norm_win1 =
                 win1.square().sum_dim_intlist(&[-2i64, -1][..], true, win1.kind()).sqrt();
             let norm_image = per_sample(&per_sample_norm(&delta, Norm::L2), &delta);
+            // Per channel, as auto-attack's `norms_windows` (`[m, c, 1, 1]`): each channel's new
+            // window gets that channel's share of the two windows' energy.
+            let in_windows = &delta * mask1.maximum(&mask2);
             let norm_windows =
-                per_sample(&per_sample_norm(&(&delta * mask1.maximum(&mask2)), Norm::L2), &delta);
-            let e = eta(s, rng).to_device(dev).view([1, 1, s, s]);
+                in_windows.square().sum_dim_intlist(&[-2i64, -1][..], true, delta.kind()).sqrt();
+            let e = eta(s, rng, x.kind()).to_device(dev).view([1, 1, s, s]);
             let mut new = e * random_sign(&[m, c, 1, 1], rng, x);
             new += &win1 / (norm_win1 + 1e-12);
             let new_norm = new.square().sum_dim_intlist(&[-2i64, -1][..], true, new.kind()).sqrt();
@@ -228,6 +238,7 @@ impl Square {
             let x_new = (&xc + unit_l2(&delta) * eps).clamp(0.0, 1.0);
             let margin = loss::cw_margin(&model.logits(&x_new, false), &yc);
             best.accept(&idx, &x_new, &xbc, &margin);
+            best.record(trace.as_deref_mut(), Some(&idx), Some(&margin));
             queries = queries.index_add(0, &idx, &Tensor::ones([m], (Kind::Int64, dev)));
         }
         Ok((best.x, queries))
@@ -259,6 +270,16 @@ impl Best {
         self.margin = self.margin.index_copy(0, idx, &margin.where_self(&improved, &mc));
         let keep = x_new.where_self(&per_sample(&improved, x_new), x_cur);
         self.x = self.x.index_copy(0, idx, &keep);
+    }
+
+    /// Trace one query of the points `idx` (all at the start): the negated best loss (Square
+    /// lowers it) and whether the query's candidate (`margin`; the start's own) fooled the model.
+    fn record(&self, trace: Option<&mut Trace>, idx: Option<&Tensor>, margin: Option<&Tensor>) {
+        let Some(t) = trace else { return };
+        match (idx, margin) {
+            (Some(idx), Some(m)) => t.record_at(idx, &-self.loss.index_select(0, idx), &m.le(0.0)),
+            _ => t.record(&-&self.loss, &self.margin.le(0.0)),
+        }
     }
 }
 
@@ -295,7 +316,7 @@ fn unit_l2(v: &Tensor) -> Tensor {
 }
 
 /// Nested rectangles with weights `1/(r+1)^2`, unit L2 norm (auto-attack `eta_rectangles`).
-fn eta_rectangles(x: i64, y: i64) -> Vec<f32> {
+fn eta_rectangles(x: i64, y: i64) -> Vec<f64> {
     let mut d = vec![0f64; (x * y) as usize];
     let (xc, yc) = (x / 2 + 1, y / 2 + 1);
     let (mut c0, mut c1) = (xc - 1, yc - 1);
@@ -310,18 +331,20 @@ fn eta_rectangles(x: i64, y: i64) -> Vec<f32> {
         c1 -= 1;
     }
     let n = d.iter().map(|v| v * v).sum::<f64>().sqrt();
-    d.iter().map(|v| (v / n) as f32).collect()
+    d.iter().map(|v| v / n).collect()
 }
 
-/// The `s`×`s` L2 pattern: rectangles of opposite signs in the two halves, randomly transposed.
-fn eta(s: i64, rng: &mut SeededRng) -> Tensor {
+/// The `s`×`s` L2 pattern: rectangles of opposite signs in the two halves, randomly transposed,
+/// computed in float64 and given in `kind` (the attacked points' dtype).
+fn eta(s: i64, rng: &mut SeededRng, kind: Kind) -> Tensor {
     let top = eta_rectangles(s / 2, s);
-    let bottom: Vec<f32> = eta_rectangles(s - s / 2, s).into_iter().map(|v| -v).collect();
+    let bottom: Vec<f64> = eta_rectangles(s - s / 2, s).into_iter().map(|v| -v).collect();
     let mut all = top;
     all.extend(bottom);
     let t = Tensor::from_slice(&all).view([s, s]);
-    let t = &t / t.square().sum(Kind::Float).sqrt();
-    if rng.r#gen::<f32>() > 0.5 { t.transpose(0, 1).contiguous() } else { t }
+    let t = &t / t.square().sum(Kind::Double).sqrt();
+    let t = if rng.r#gen::<f32>() > 0.5 { t.transpose(0, 1).contiguous() } else { t };
+    t.to_kind(kind)
 }
 
 impl Attack for Square {
@@ -338,8 +361,34 @@ impl Attack for Square {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
-        run_restarts(model, x, y, self.config.n_restarts, rng, |xs, ys, r| {
-            self.single(model, xs, ys, eps, r)
+        self.run(model, x, y, eps, rng, None)
+    }
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Square {
+    /// `perturb` with an optional trace.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
+        run_restarts(model, x, y, self.config.n_restarts, rng, trace, |xs, ys, r, t| {
+            self.single(model, xs, ys, eps, r, t)
         })
     }
 }
@@ -349,6 +398,11 @@ impl crate::facts::Costed for SquareConfig {
     /// One forward pass per query.
     fn cost_per_point(&self) -> f64 {
         (self.n_queries * self.n_restarts.max(1)) as f64 * crate::facts::FORWARD_COST
+    }
+    /// A point stops querying once fooled.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        let one_run = self.n_queries as f64 * crate::facts::FORWARD_COST;
+        crate::facts::PointCost::stopping(one_run, self.cost_per_point())
     }
 }
 
@@ -375,9 +429,10 @@ mod tests {
     #[test]
     fn eta_has_unit_norm_and_opposite_halves() {
         let mut rng = rand::SeedableRng::seed_from_u64(1);
-        let e = eta(5, &mut rng);
-        assert!((e.square().sum(Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
-        let total = e.sum(Kind::Float).double_value(&[]);
+        // In float64: a sum of 25 squares of a normalized pattern, 1 up to ~1e-15.
+        let e = eta(5, &mut rng, Kind::Double);
+        assert!((e.square().sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-12);
+        let total = e.sum(Kind::Double).double_value(&[]);
         assert!(total.abs() < 0.5, "halves should roughly cancel: {total}");
     }
 }

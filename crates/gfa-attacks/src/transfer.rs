@@ -17,7 +17,8 @@ use crate::facts::Access;
 use crate::pgd::PgdConfig;
 use crate::preset::{Configured, Preset};
 use crate::registry::AttackSpec;
-use crate::{Attack, AttackError, Family, Norm, Result};
+use crate::trace::Trace;
+use crate::{Attack, AttackError, Family, Norm, Result, loss};
 
 /// A transfer attack's settings: the surrogate and the white-box attack run on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,12 @@ impl crate::facts::Costed for TransferConfig {
     /// The inner attack's cost on the surrogate, plus one forward pass on the target.
     fn cost_per_point(&self) -> f64 {
         self.attack.cost_per_point() + crate::facts::FORWARD_COST
+    }
+    /// The inner attack's, plus the forward pass.
+    fn point_cost(&self) -> crate::facts::PointCost {
+        let inner = self.attack.point_cost();
+        let f = crate::facts::FORWARD_COST;
+        crate::facts::PointCost { fooled: inner.fooled + f, robust: inner.robust + f }
     }
 }
 
@@ -176,6 +183,35 @@ impl Attack for Transfer {
         eps: f64,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, None)
+    }
+
+    /// The trace is one step: the surrogate's cross-entropy at the crafted examples and whether
+    /// they fool the surrogate (a point fooling it but not the target is a transfer failure).
+    fn perturb_traced(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Tensor)> {
+        self.run(model, x, y, eps, rng, Some(trace))
+    }
+}
+
+impl Transfer {
+    /// `perturb` with an optional trace.
+    fn run(
+        &self,
+        model: &Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+        trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let surrogate = self
             .surrogate
             .lock()
@@ -196,6 +232,11 @@ impl Attack for Transfer {
                 model.device()
             )));
         }
-        craft_on_surrogate(&surrogate, self.inner.as_ref(), x, y, eps, rng)
+        let (adv, queries) = craft_on_surrogate(&surrogate, self.inner.as_ref(), x, y, eps, rng)?;
+        if let Some(t) = trace {
+            let z = tch::no_grad(|| surrogate.logits(&adv, false));
+            t.record(&loss::ce(&z, y), &z.argmax(1, false).ne_tensor(y));
+        }
+        Ok((adv, queries))
     }
 }

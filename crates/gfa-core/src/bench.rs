@@ -4,7 +4,8 @@
 //! finite-difference one (`first_fd`, `deep_fd`), on a seeded model and one fixed batch, Adam;
 //! each step is the trainer's own (the method's loss: one double-backprop call over the taps,
 //! or the finite difference's two ordinary passes; the method's backward; one optimizer
-//! update), timed after the device has finished it.
+//! update), timed after the device has finished it. [`StepBench::with_recipe`] takes any
+//! method, task loss, optimizer and inner maximization: `gfa plan` times a grid's steps with it.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -14,7 +15,7 @@ use crate::method::{Step, TrainMethod};
 use crate::models::{Arch, ModelSpec};
 use crate::regularizer::{Layers, PenaltyGradient, Regularizer, RegularizerConfig};
 use crate::seed::{SeededRng, rng_for, seed_all};
-use crate::train::{Optimizer, OptimizerConfig};
+use crate::train::{Optimizer, OptimizerConfig, TrainPerturbation};
 use crate::{Classifier, Method, TaskLoss};
 
 /// The cases timed, in order.
@@ -55,33 +56,73 @@ pub fn case_method(case: &str) -> crate::Result<Method> {
     })
 }
 
-/// One case's model, method, optimizer and batch, all seeded alike for every case.
-pub struct StepBench {
+/// What a [`StepBench`] trains with besides its model and batch.
+pub struct StepRecipe<'a> {
+    pub method: Method,
+    pub task: TaskLoss,
+    pub optimizer: OptimizerConfig,
+    /// The inner maximization of adversarial methods (`gfa_attacks::InnerPgd` in gfa); a method
+    /// that needs one fails its step without it.
+    pub perturbation: Option<&'a dyn TrainPerturbation>,
+}
+
+impl StepRecipe<'_> {
+    /// A step of `case` ([`CASES`]): cross-entropy, Adam 1e-3, no inner maximization.
+    pub fn case(case: &str) -> crate::Result<Self> {
+        Ok(StepRecipe {
+            method: case_method(case)?,
+            task: TaskLoss::Ce,
+            optimizer: OptimizerConfig::adam(1e-3),
+            perturbation: None,
+        })
+    }
+}
+
+/// A model, its training recipe and a batch, all seeded alike for every case (`gfa plan`'s
+/// calibration times a grid's recipes with it).
+pub struct StepBench<'a> {
     model: Classifier,
-    method: Method,
+    recipe: StepRecipe<'a>,
     reg: Option<Regularizer>,
+    /// λ of the method's regularizer (0 without one).
+    lambda: f64,
     opt: Optimizer,
     rng: SeededRng,
     x: Tensor,
     y: Tensor,
 }
 
-impl StepBench {
+impl StepBench<'static> {
     /// A seeded `spec` model and a seeded random batch of `batch` images, on `device`.
     pub fn new(case: &str, spec: &ModelSpec, batch: i64, device: Device) -> crate::Result<Self> {
+        StepBench::with_recipe(StepRecipe::case(case)?, spec, batch, device)
+    }
+}
+
+impl<'a> StepBench<'a> {
+    /// A seeded `spec` model trained by `recipe` on a seeded random batch of `batch` images of
+    /// the model's input shape, on `device`.
+    pub fn with_recipe(
+        recipe: StepRecipe<'a>,
+        spec: &ModelSpec,
+        batch: i64,
+        device: Device,
+    ) -> crate::Result<Self> {
         seed_all(0);
-        let x = Tensor::rand([batch, 3, 32, 32], (Kind::Float, Device::Cpu)).to_device(device);
-        let y = Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)).to_device(device);
+        let [c, h, w] = spec.input;
+        let x = Tensor::rand([batch, c, h, w], (Kind::Float, Device::Cpu)).to_device(device);
+        let y = Tensor::randint(spec.num_classes, [batch], (Kind::Int64, Device::Cpu))
+            .to_device(device);
         seed_all(0);
         let model = Classifier::new(spec, device)?;
-        let method = case_method(case)?;
-        let reg = match method.regularizer() {
-            Some((kind, c)) => Some(Regularizer::new(kind, c, TaskLoss::Ce, &model.tap_names())?),
-            None => None,
+        let (reg, lambda) = match recipe.method.regularizer() {
+            Some((kind, c)) => {
+                (Some(Regularizer::new(kind, c, recipe.task, &model.tap_names())?), c.lambda)
+            }
+            None => (None, 0.0),
         };
-        let opt_cfg = OptimizerConfig::adam(1e-3);
-        let opt = Optimizer::new(&opt_cfg, &model)?;
-        Ok(Self { model, method, reg, opt, rng: rng_for(0, "bench"), x, y })
+        let opt = Optimizer::new(&recipe.optimizer, &model)?;
+        Ok(Self { model, recipe, reg, lambda, opt, rng: rng_for(0, "bench"), x, y })
     }
 
     /// One training step as the trainer takes it.
@@ -90,16 +131,16 @@ impl StepBench {
             model: &self.model,
             x: &self.x,
             y: &self.y,
-            task: TaskLoss::Ce,
+            task: self.recipe.task,
             reg: self.reg.as_ref(),
-            lambda: LAMBDA,
-            perturbation: None,
+            lambda: self.lambda,
+            perturbation: self.recipe.perturbation,
             rng: &mut self.rng,
         };
-        let out = self.method.loss(&mut step)?;
+        let out = self.recipe.method.loss(&mut step)?;
         self.opt.zero_grad();
-        self.method.backward(&out)?;
-        self.opt.step(1e-3);
+        self.recipe.method.backward(&out)?;
+        self.opt.step(self.recipe.optimizer.lr());
         Ok(())
     }
 }

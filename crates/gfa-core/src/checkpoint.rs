@@ -29,9 +29,10 @@ pub const FINAL: &str = "final.safetensors";
 pub const BEST: &str = "best.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const SIDECAR: &str = "checkpoint.json";
-/// Version of the sidecar layout (2: `build` replaced `git_revision`, epoch records carry named
-/// loss terms).
-pub const FORMAT: u32 = 2;
+/// Version of the sidecar layout (3: `numerics` required, in the sidecar and in every epoch
+/// record; 2: `build` replaced `git_revision`, epoch records carry named loss terms). Format 2
+/// reads as 3 ([`read_meta`]).
+pub const FORMAT: u32 = 3;
 
 /// The contents of `checkpoint.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,10 +51,9 @@ pub struct CheckpointMeta {
     pub clean_acc: Option<f64>,
     /// One record per finished epoch.
     pub metrics: Vec<EpochRecord>,
-    /// The precision and determinism the run trained with (docs/numerics.md), where the
-    /// process set them (`gfa`'s commands do).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub numerics: Option<crate::device::Numerics>,
+    /// The precision and determinism of the process that wrote the checkpoint, on the run's
+    /// device (docs/numerics.md); each epoch record has its own (a resumed run may mix them).
+    pub numerics: crate::device::Numerics,
 }
 
 fn ck_err(path: &Path, reason: impl Into<String>) -> CoreError {
@@ -203,16 +203,45 @@ pub fn write_meta(dir: &Path, meta: &CheckpointMeta) -> Result<()> {
     write_atomic(&path, (text + "\n").as_bytes()).map_err(|e| io_err(&path, e))
 }
 
-/// Read `checkpoint.json`.
+/// Read `checkpoint.json` (format 3, or format 2 upgraded: [`upgrade_format_2`]).
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join(SIDECAR);
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&text).map_err(|e| ck_err(&path, format!("unreadable: {e}")))?;
-    if meta.format != FORMAT {
-        return Err(ck_err(&path, format!("format {} is not the supported {FORMAT}", meta.format)));
+    let unreadable = |e: serde_json::Error| ck_err(&path, format!("unreadable: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(unreadable)?;
+    match value.get("format").and_then(serde_json::Value::as_u64) {
+        Some(f) if f == u64::from(FORMAT) => {}
+        Some(2) => upgrade_format_2(&mut value),
+        other => {
+            let f = other.map_or_else(|| "missing".to_string(), |f| f.to_string());
+            return Err(ck_err(
+                &path,
+                format!("format {f} is not one this gfa reads ({FORMAT}, and 2)"),
+            ));
+        }
     }
-    Ok(meta)
+    serde_json::from_value(value).map_err(unreadable)
+}
+
+/// A format-2 sidecar as format 3. Its `numerics`, where the sidecar has them (written since
+/// gfa recorded them, for the whole run), go into every epoch record too; a sidecar without
+/// them was written before gfa recorded them and reads as
+/// [`Numerics::BEFORE_RECORDING`](crate::device::Numerics::BEFORE_RECORDING): strict fp32,
+/// deterministic switches off (docs/numerics.md).
+fn upgrade_format_2(value: &mut serde_json::Value) {
+    let Some(meta) = value.as_object_mut() else { return };
+    let numerics = match meta.get("numerics") {
+        Some(n) if !n.is_null() => n.clone(),
+        _ => serde_json::to_value(crate::device::Numerics::BEFORE_RECORDING)
+            .expect("numerics serialize"),
+    };
+    if let Some(records) = meta.get_mut("metrics").and_then(serde_json::Value::as_array_mut) {
+        for r in records.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            r.insert("numerics".into(), numerics.clone());
+        }
+    }
+    meta.insert("numerics".into(), numerics);
+    meta.insert("format".into(), FORMAT.into());
 }
 
 /// Whether `dir` holds a complete checkpoint (the sidecar is written last).

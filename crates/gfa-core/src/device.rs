@@ -236,6 +236,35 @@ impl Numerics {
     pub fn applied() -> Option<(Precision, Numerics)> {
         *APPLIED.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The numerics this process computes with, as every CSV row and checkpoint records them:
+    /// those [`Numerics::apply`] set (gfa's commands apply them before their first tensor).
+    /// In a program that never applied any, libtorch's defaults as this policy names them:
+    /// `tf32` where a CUDA device is usable (libtorch allows TF32 in cuDNN convolutions by
+    /// default, so the arithmetic is not strict float32), else `fp32`, and libtorch's
+    /// deterministic-algorithms switch.
+    pub fn current() -> Numerics {
+        if let Some((_, n)) = Numerics::applied() {
+            return n;
+        }
+        let precision = if cuda_available() { Precision::Tf32 } else { Precision::Fp32 };
+        let deterministic = crate::libtorch::numerics_switches().is_ok_and(|s| s.2);
+        Numerics { precision, deterministic }
+    }
+
+    /// [`Numerics::current`] for work on `device`: the CPU has no TF32, so work there is
+    /// `fp32` whatever the process applied for its GPU.
+    pub fn in_force(device: Device) -> Numerics {
+        let n = Numerics::current();
+        Numerics { precision: if device.is_cuda() { n.precision } else { Precision::Fp32 }, ..n }
+    }
+
+    /// The numerics of results written before gfa recorded them (CSV schema 4 and older,
+    /// checkpoint format 2 without `numerics`): gfa had not run on a GPU then (docs/numerics.md,
+    /// "Results written before the numerics were recorded"), so they were computed in strict
+    /// float32 on the CPU, and `--deterministic` did not exist (its switches were off).
+    pub const BEFORE_RECORDING: Numerics =
+        Numerics { precision: Precision::Fp32, deterministic: false };
 }
 
 /// What [`Numerics::apply`] last set: (requested precision, numerics in force).

@@ -77,8 +77,10 @@ fn mse_to_one_hot(z: &Tensor, y: &Tensor) -> Tensor {
 mod tests {
     use super::*;
 
+    /// Closed forms in float64 (a handful of operations on values ≤ 8: rounding ≤ 1e-14 on every
+    /// CPU code path), to 1e-12.
     fn batch() -> (Tensor, Tensor) {
-        let logits = Tensor::from_slice(&[1.0f32, -0.5, 2.0, 0.3, 0.0, -1.0]).view([2, 3]);
+        let logits = Tensor::from_slice(&[1.0f64, -0.5, 2.0, 0.3, 0.0, -1.0]).view([2, 3]);
         let y = Tensor::from_slice(&[2i64, 0]);
         (logits, y)
     }
@@ -93,12 +95,12 @@ mod tests {
         };
         let want = [row([1.0, -0.5, 2.0], 2), row([0.3, 0.0, -1.0], 0)];
         for (i, w) in want.iter().enumerate() {
-            assert!((l.double_value(&[i as i64]) - w).abs() < 1e-6);
+            assert!((l.double_value(&[i as i64]) - w).abs() < 1e-12);
         }
         let mean = TaskLoss::Ce.mean(&logits, &y).double_value(&[]);
-        assert!((mean - (want[0] + want[1]) / 2.0).abs() < 1e-6);
+        assert!((mean - (want[0] + want[1]) / 2.0).abs() < 1e-12);
         let sum = TaskLoss::Ce.sum(&logits, &y).double_value(&[]);
-        assert!((sum - (want[0] + want[1])).abs() < 1e-6);
+        assert!((sum - (want[0] + want[1])).abs() < 1e-12);
     }
 
     #[test]
@@ -107,14 +109,14 @@ mod tests {
         let l = TaskLoss::MseLogits.per_sample(&logits, &y);
         let want0 = (1.0f64.powi(2) + 0.5f64.powi(2) + 1.0f64.powi(2)) / 3.0;
         let want1 = (0.7f64.powi(2) + 0.0 + 1.0) / 3.0;
-        assert!((l.double_value(&[0]) - want0).abs() < 1e-6);
-        assert!((l.double_value(&[1]) - want1).abs() < 1e-6);
+        assert!((l.double_value(&[0]) - want0).abs() < 1e-12);
+        assert!((l.double_value(&[1]) - want1).abs() < 1e-12);
 
         let l = TaskLoss::MseSoftmax.per_sample(&logits, &y);
         let v = [1.0f64, -0.5, 2.0];
         let z: f64 = v.iter().map(|a| a.exp()).sum();
         let p: Vec<f64> = v.iter().map(|a| a.exp() / z).collect();
         let want = (p[0].powi(2) + p[1].powi(2) + (p[2] - 1.0).powi(2)) / 3.0;
-        assert!((l.double_value(&[0]) - want).abs() < 1e-6);
+        assert!((l.double_value(&[0]) - want).abs() < 1e-12);
     }
 }

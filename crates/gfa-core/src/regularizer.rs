@@ -866,16 +866,17 @@ mod tests {
 
     #[test]
     fn cosine_and_penalties_closed_form() {
-        // Rows: parallel, orthogonal, anti-parallel.
-        let h = Tensor::from_slice(&[1.0f32, 2.0, 1.0, 0.0, 3.0, 4.0]).view([3, 2]);
-        let g = Tensor::from_slice(&[2.0f32, 4.0, 0.0, 5.0, -6.0, -8.0]).view([3, 2]);
+        // Rows: parallel, orthogonal, anti-parallel. In float64: the 1e-8 stabilizer moves a
+        // cosine by ≤ 1e-8 / (|g||h|) ≤ 1e-9 here, rounding by ~1e-16 on every CPU code path.
+        let h = Tensor::from_slice(&[1.0f64, 2.0, 1.0, 0.0, 3.0, 4.0]).view([3, 2]);
+        let g = Tensor::from_slice(&[2.0f64, 4.0, 0.0, 5.0, -6.0, -8.0]).view([3, 2]);
         let c = cosine(&g, &h, 1e-8);
         let want = [1.0, 0.0, -1.0];
         for (i, w) in want.iter().enumerate() {
-            assert!((c.double_value(&[i as i64]) - w).abs() < 1e-6);
+            assert!((c.double_value(&[i as i64]) - w).abs() < 1e-8);
         }
         let v = |p: Penalty| Vec::<f64>::try_from(p.apply(&c)).unwrap();
-        let close = |a: Vec<f64>, b: [f64; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        let close = |a: Vec<f64>, b: [f64; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-8);
         assert!(close(v(Penalty::OneMinusCos), [0.0, 1.0, 2.0]));
         assert!(close(v(Penalty::OneMinusAbsCos), [0.0, 1.0, 0.0]));
         assert!(close(v(Penalty::Sin2), [0.0, 1.0, 0.0]));

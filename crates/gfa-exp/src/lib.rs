@@ -32,12 +32,14 @@ use crate::cli::{announce, commands};
 pub fn run(cli: Cli) -> Result<i32> {
     // One precision and determinism policy for every command (docs/numerics.md), set before
     // the first tensor; `auto` resolves for the device the command would use.
+    // `gfa run` and `escalate` apply them again with the grid's `[run]` keys, before theirs.
     let device = cli.device.resolve().unwrap_or(tch::Device::Cpu);
-    gfa_core::device::Numerics::apply(cli.precision, cli.deterministic, device)?;
+    let flags = cli::NumericsFlags { precision: cli.precision, deterministic: cli.deterministic };
+    flags.apply(Default::default(), device)?;
     match cli.command {
         Command::Plan(args) => cli::plan::plan(&args, cli.device),
-        Command::Run(args) => cli::run::run_command(&args, cli.device),
-        Command::Escalate(args) => cli::run::escalate_command(&args, cli.device),
+        Command::Run(args) => cli::run::run_command(&args, cli.device, flags),
+        Command::Escalate(args) => cli::run::escalate_command(&args, cli.device, flags),
         Command::Report(args) => cli::report::report(&args),
         Command::Plot(args) => cli::report::plot(&args),
         Command::List(args) => {

@@ -7,6 +7,7 @@ mod invariants;
 mod linear;
 mod ordering;
 mod torchscript;
+mod traces;
 mod training;
 mod transfers;
 

@@ -189,6 +189,9 @@ pub struct EpochRecord {
     /// The epoch whose weights `best.safetensors` holds after this epoch (with validation).
     #[serde(default)]
     pub best_epoch: Option<usize>,
+    /// The precision and determinism this epoch trained with (docs/numerics.md): a run resumed
+    /// by another process keeps each epoch's own.
+    pub numerics: crate::device::Numerics,
 }
 
 impl EpochRecord {
@@ -587,6 +590,7 @@ impl<'a> Trainer<'a> {
             collapse_step,
             best_epoch: validation::best_epoch(&self.records, epoch + 1, validation.as_ref()),
             validation,
+            numerics: crate::device::Numerics::in_force(self.model.device()),
         })
     }
 
@@ -609,7 +613,7 @@ impl<'a> Trainer<'a> {
             run_id: self.opts.run_id.clone(),
             clean_acc: record.test_acc,
             metrics: self.records.clone(),
-            numerics: crate::device::Numerics::applied().map(|(_, n)| n),
+            numerics: crate::device::Numerics::in_force(self.model.device()),
         };
         checkpoint::save(dir, self.model, Some(&self.optimizer), &meta)
     }
@@ -811,6 +815,7 @@ mod tests {
             collapse_step: Some(0),
             validation: Some(ValidationRecord { clean_acc: 0.5, robust_acc: 0.25 }),
             best_epoch: Some(2),
+            numerics: crate::device::Numerics::BEFORE_RECORDING,
         };
         let line = summary_line(&r, 10, 0.1);
         assert!(line.contains("COLLAPSE") && line.contains("gfa 0.7500"), "{line}");

@@ -1,6 +1,7 @@
 //! Checkpoints: save → load gives identical logits; files are complete and named; bad files
 //! are reported with their path.
 use gfa_core::checkpoint::{self, CheckpointMeta};
+use gfa_core::device::{Numerics, Precision};
 use gfa_core::train::{TrainOptions, train};
 use gfa_core::{Classifier, Provenance};
 use tch::{Device, Kind, Tensor};
@@ -95,10 +96,97 @@ fn sidecar_round_trips() {
         run_id: "run".into(),
         clean_acc: Some(0.5),
         metrics: vec![],
-        numerics: None,
+        numerics: Numerics { precision: Precision::Tf32, deterministic: true },
     };
     checkpoint::write_meta(dir.path(), &meta).unwrap();
     assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), meta);
+    let text = std::fs::read_to_string(dir.path().join(checkpoint::SIDECAR)).unwrap();
+    assert!(
+        text.contains(r#""numerics": {"#) && text.contains(r#""precision": "tf32""#),
+        "the sidecar names the numerics: {text}"
+    );
+}
+
+/// A training run records the numerics it ran with in the sidecar and in each epoch record:
+/// on the CPU strict fp32 (the CPU has no TF32), with the process's deterministic switch.
+#[test]
+fn training_records_its_numerics_in_the_sidecar_and_every_epoch() {
+    let data = splits(16, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = tiny_cnn(3);
+    let opts =
+        TrainOptions { seed: 3, checkpoint_dir: Some(dir.path().into()), ..Default::default() };
+    train(&mut model, &data, &quick(2), &gfa(0.2), &opts, &mut |_| Ok(())).unwrap();
+    let meta = checkpoint::read_meta(dir.path()).unwrap();
+    let want = Numerics::in_force(Device::Cpu);
+    assert_eq!(want.precision, Precision::Fp32);
+    assert_eq!(meta.numerics, want);
+    assert_eq!(meta.metrics.iter().map(|r| r.numerics).collect::<Vec<_>>(), vec![want; 2]);
+}
+
+/// A format-2 sidecar (before numerics were required) reads as format 3: with its `numerics`
+/// where it has them, in every epoch record too; without them, as strict fp32 with the
+/// deterministic switches off (`Numerics::BEFORE_RECORDING`, docs/numerics.md). Every other
+/// value reads back unchanged, floats bit for bit.
+#[test]
+fn format_2_sidecars_read_as_format_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT,
+        model: tiny_cnn(1).spec.clone(),
+        epoch: 2,
+        config_hash: "0123456789abcdef".into(),
+        build: Provenance::unknown(),
+        run_id: "run".into(),
+        clean_acc: Some(0.09049479166666667),
+        metrics: (1..=2)
+            .map(|epoch| gfa_core::EpochRecord {
+                epoch,
+                train_loss: 1.390711545944214 / epoch as f64,
+                numerics: Numerics { precision: Precision::Tf32, deterministic: true },
+                ..Default::default()
+            })
+            .collect(),
+        numerics: Numerics { precision: Precision::Tf32, deterministic: true },
+    };
+    checkpoint::write_meta(dir.path(), &meta).unwrap();
+    let path = dir.path().join(checkpoint::SIDECAR);
+    let v3: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // Format 2 as gfa wrote it: no numerics in the epoch records, optional in the sidecar.
+    let mut v2 = v3.clone();
+    v2["format"] = 2.into();
+    for r in v2["metrics"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("numerics");
+    }
+    std::fs::write(&path, v2.to_string()).unwrap();
+    assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), meta, "format 2 with numerics");
+
+    v2.as_object_mut().unwrap().remove("numerics");
+    std::fs::write(&path, v2.to_string()).unwrap();
+    let old = Numerics::BEFORE_RECORDING;
+    assert_eq!(old, Numerics { precision: Precision::Fp32, deterministic: false });
+    let want = CheckpointMeta {
+        numerics: old,
+        metrics: meta
+            .metrics
+            .iter()
+            .map(|r| gfa_core::EpochRecord { numerics: old, ..r.clone() })
+            .collect(),
+        ..meta.clone()
+    };
+    assert_eq!(checkpoint::read_meta(dir.path()).unwrap(), want, "format 2 without numerics");
+
+    // Format 3 without numerics is damaged, and an unknown format is named.
+    let mut bad = v3.clone();
+    bad.as_object_mut().unwrap().remove("numerics");
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let e = checkpoint::read_meta(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("numerics") && e.contains(checkpoint::SIDECAR), "{e}");
+    bad = v3;
+    bad["format"] = 9.into();
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let e = checkpoint::read_meta(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("format 9") && e.contains("(3, and 2)"), "{e}");
 }
 
 /// Floats in `checkpoint.json` read back bit for bit: a resumed run continues from exactly the
@@ -124,6 +212,7 @@ fn sidecar_floats_read_back_bit_for_bit() {
         collapse_step: None,
         validation: Some(gfa_core::train::ValidationRecord { clean_acc: v, robust_acc: v / 7.0 }),
         best_epoch: Some(1),
+        numerics: Numerics::BEFORE_RECORDING,
     };
     let meta = CheckpointMeta {
         format: checkpoint::FORMAT,
@@ -134,7 +223,7 @@ fn sidecar_floats_read_back_bit_for_bit() {
         run_id: "run".into(),
         clean_acc: Some(values[0]),
         metrics: values.iter().enumerate().map(|(i, &v)| record(i, v)).collect(),
-        numerics: None,
+        numerics: Numerics::BEFORE_RECORDING,
     };
     checkpoint::write_meta(dir.path(), &meta).unwrap();
     let back = checkpoint::read_meta(dir.path()).unwrap();

@@ -33,15 +33,25 @@ fn spec(case: &Case) -> ModelSpec {
     t.try_into().unwrap()
 }
 
-/// Relative to the largest logit: both sides run the same float32 convolutions, in a different
-/// order on different code paths (AVX2, AVX-512, default), which moves the last few bits; 1e-5 of
-/// the scale is far above that and far below any real difference (a wrong weight or a missing
-/// normalization moves logits by 1e-2 or more).
+/// Bound of `max |a − b|` relative to the largest logit, both sides in float64 (the fixture's
+/// logits come from the PyTorch model converted with `.double()`; gfa's model is converted with
+/// `vs.double()`, both exact). A logit is a chain of at most ~70 reductions (WRN-34's
+/// convolutions and BatchNorms, the head) of at most 9 · 32 = 288 terms each, which round by at
+/// most 288 · 1.1e-16 of their terms' magnitudes in any summation order, i.e. on any CPU code
+/// path: 70 · 288 · 1.1e-16 ≈ 2.2e-12 of the activations' scale (kept O(1) by the BatchNorms).
+/// 1e-9 leaves a factor 400 for the layers' gains, and is far below any real difference: a
+/// wrong weight or a missing normalization moves logits by 1e-2 or more, a normalization with
+/// the float32 mean/std rounded differently by ~1e-7.
+pub(super) const REL_TOL: f64 = 1e-9;
+
+/// `max |a − b| ≤ REL_TOL · max |b|`, shapes equal, both float64.
 pub(super) fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
     assert_eq!(a.size(), b.size(), "{what}: shape");
+    assert_eq!((a.kind(), b.kind()), (Kind::Double, Kind::Double), "{what}: dtype");
     let scale = b.abs().max().double_value(&[]).max(1e-12);
     let err = (a - b).abs().max().double_value(&[]);
-    assert!(err <= 1e-5 * scale, "{what}: max abs diff {err:e} vs scale {scale:e}");
+    println!("{what}: max |a - b| = {:e} of the scale {scale:e}", err / scale);
+    assert!(err <= REL_TOL * scale, "{what}: max abs diff {err:e} vs scale {scale:e}");
 }
 
 #[test]
@@ -68,7 +78,9 @@ fn pytorch_checkpoints_import_and_give_the_pytorch_logits() {
         // default spec's normalization, which the file's buffers then replace.
         let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
         load_weights(&mut model, &out).unwrap();
-        let logits = tch::no_grad(|| model.logits(&io["x"], false));
+        model.vs.double();
+        let x = io["x"].to_kind(Kind::Double);
+        let logits = tch::no_grad(|| model.logits(&x, false));
         assert_close(&logits, &io[&format!("{name}.logits")], name);
     }
 }

@@ -11,8 +11,10 @@
 //! model.train(); train_logits = model(x)                     # BN models: + one BN's buffers
 //! ```
 //!
-//! Here each state dict must name exactly the tensors of the gfa model, load with
-//! `VarStore::load`, and reproduce logits and taps to 1e-5 relative.
+//! The state dicts and `x` are float32 (gfa's dtype); the logits, taps and buffers were computed
+//! by the model converted with `.double()` on `x` in double. Here each state dict must name
+//! exactly the tensors of the gfa model (dtypes too), load with `VarStore::load`, and, converted
+//! with `vs.double()` (exact), reproduce the float64 logits, taps and buffers to [`REL_TOL`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -22,7 +24,16 @@ use gfa_core::{Classifier, TapPoint};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-const REL_TOL: f64 = 1e-5;
+/// Bound of `max |gfa − PyTorch|` relative to `max |PyTorch|`, both in float64. Each output is a
+/// chain of at most ~70 reductions (WRN-34's 34 convolutions and their BatchNorms, the heads),
+/// each a sum of at most k = 3072 terms (the MLP's first layer; convolutions sum ≤ 9 · 32,
+/// train-mode BatchNorm 2 · 32 · 32 = 2048), which rounds by at most k · 1.1e-16 of its terms'
+/// magnitudes in any order, so on any code path: 70 · 3072 · 1.1e-16 ≈ 2.4e-11 of the
+/// activations' scale, which the normalized layers keep O(1). 1e-9 leaves a factor 40 for the
+/// layers' gains, and is far below what a wrong layer changes (a BatchNorm epsilon 1e-5 vs 1e-6
+/// alone moves the logits by ~1e-6 of their scale; a wrong weight, a missing activation or a
+/// swapped tap by O(1)).
+const REL_TOL: f64 = 1e-9;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
@@ -55,15 +66,18 @@ fn meta() -> Meta {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The fixture batch (float32 in the file), in float64.
 fn input() -> Tensor {
-    read_tensors("models_input.safetensors").remove("x").unwrap()
+    read_tensors("models_input.safetensors").remove("x").unwrap().to_kind(Kind::Double)
 }
 
-/// `max |a − b| ≤ tol · max |b|`, with shapes equal.
+/// `max |a − b| ≤ REL_TOL · max |b|`, with shapes equal, both float64.
 fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
     assert_eq!(a.size(), b.size(), "{what}: shape");
+    assert_eq!((a.kind(), b.kind()), (Kind::Double, Kind::Double), "{what}: dtype");
     let scale = b.abs().max().double_value(&[]).max(1e-12);
     let err = (a - b).abs().max().double_value(&[]);
+    println!("{what}: max |gfa - pytorch| = {:e} of the scale", err / scale);
     assert!(err <= REL_TOL * scale, "{what}: max abs diff {err:e} vs scale {scale:e}");
 }
 
@@ -113,6 +127,7 @@ fn golden_state_dicts_load_and_reproduce_pytorch_logits_and_taps() {
         assert_eq!(model.num_parameters(), case.parameters, "{name}: parameter count");
 
         model.vs.load(fixture(&file)).unwrap();
+        model.vs.double();
         model.freeze();
         let io = read_tensors(&format!("models_{name}_io.safetensors"));
         assert_close(&model.logits(&x, false), &io["logits"], &format!("{name}: logits"));
@@ -146,6 +161,7 @@ fn batch_norm_train_forward_matches_pytorch_including_running_stats() {
         let Some(bn) = &case.bn_checked_in_train else { continue };
         let mut model = Classifier::new(&case.spec, Device::Cpu).unwrap();
         model.vs.load(fixture(&format!("models_{name}_state.safetensors"))).unwrap();
+        model.vs.double();
         let io = read_tensors(&format!("models_{name}_io.safetensors"));
         let logits = tch::no_grad(|| model.logits(&x, true));
         assert_close(&logits, &io["train.logits"], &format!("{name}: train-mode logits"));
@@ -395,11 +411,14 @@ fn linear_model_is_the_closed_form_affine_map() {
         std: vec![0.2, 0.3, 0.25],
         ..ModelSpec::of(Arch::Linear)
     };
-    let model = Classifier::new(&spec, Device::Cpu).unwrap();
+    // In float64 (the model converted exactly, the normalization's float32 mean and std too):
+    // the closed form and the model sum 3072 terms in other orders, ≤ 3.4e-13 of the scale.
+    let mut model = Classifier::new(&spec, Device::Cpu).unwrap();
+    model.vs.double();
     let vars = model.vs.variables();
-    let x = Tensor::rand([3, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let mean = Tensor::from_slice(&[0.4f32, 0.5, 0.6]).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&[0.2f32, 0.3, 0.25]).view([1, 3, 1, 1]);
+    let x = Tensor::rand([3, 3, 32, 32], (Kind::Double, Device::Cpu));
+    let mean = Tensor::from_slice(&[0.4f32, 0.5, 0.6]).to_kind(Kind::Double).view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&[0.2f32, 0.3, 0.25]).to_kind(Kind::Double).view([1, 3, 1, 1]);
     let h = ((&x - mean) / std).flatten(1, -1);
     let expected = h.matmul(&vars["fc.weight"].tr()) + &vars["fc.bias"];
     assert_close(&model.logits(&x, false), &expected, "linear logits");

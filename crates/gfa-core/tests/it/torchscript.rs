@@ -11,7 +11,27 @@ use gfa_core::{Classifier, CoreError};
 use tch::{Device, Kind, Tensor};
 
 use super::fixture;
-use super::import::assert_close;
+
+/// Bound of `max |a − b|` relative to `max |b|` for the float32 comparisons below (the traced
+/// modules are float32, and gfa evaluates a module in its own dtype): each logit of the traced
+/// ResNet-18 / cnn (width 0.0625) is a chain of at most 21 reductions (convolutions, the head) of
+/// at most 512 terms (the cnn's first linear layer; convolutions sum ≤ 9 · 32), plus a few
+/// elementwise roundings per layer (BatchNorm, ReLU, the residual sums). A sum of k float32 terms
+/// rounds by at most k · 6e-8 of their magnitudes in any order, i.e. on any CPU code path and in
+/// either graph: 21 · (512 + 4) · 6e-8 ≈ 6.5e-4 of the activations' scale (kept O(1) by the
+/// BatchNorms). A wrong weight or a missing normalization moves logits by 1e-2 of their scale or
+/// more.
+const F32_REL_TOL: f64 = 1e-3;
+
+/// `max |a − b| ≤ F32_REL_TOL · max |b|`, shapes equal, both float32.
+fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
+    assert_eq!(a.size(), b.size(), "{what}: shape");
+    assert_eq!((a.kind(), b.kind()), (Kind::Float, Kind::Float), "{what}: dtype");
+    let scale = b.abs().max().double_value(&[]).max(1e-12);
+    let err = (a - b).abs().max().double_value(&[]);
+    println!("{what}: max |a - b| = {:e} of the scale {scale:e}", err / scale);
+    assert!(err <= F32_REL_TOL * scale, "{what}: max abs diff {err:e} vs scale {scale:e}");
+}
 
 const CIFAR: [i64; 3] = [3, 32, 32];
 

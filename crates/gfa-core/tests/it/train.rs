@@ -307,8 +307,10 @@ fn adversarial_methods_need_a_perturbation_and_log_their_terms() {
         let out = train(&mut model, &data, &quick(1), &method, &opts, &mut |_| Ok(())).unwrap();
         let r = &out.records[0];
         assert!(r.train_loss.is_finite(), "{}", method.name());
-        // The terms are non-negative (a KL, 1 − cos, R) up to float32 rounding of a batch mean.
-        assert!(r.terms.values().all(|v| v.is_finite() && *v >= -1e-6), "{:?}", r.terms);
+        // The terms are non-negative (a KL, 1 − cos, R) up to float32 rounding: a cosine's three
+        // sums of ≤ 4096 products (this `cnn`'s widest tap) round by ≤ 3 · 4096 · 6e-8 ≈ 7.4e-4
+        // of |g||h| on any code path, a 4-class KL by far less; a term of the wrong sign is O(0.1).
+        assert!(r.terms.values().all(|v| v.is_finite() && *v >= -1e-3), "{:?}", r.terms);
         let moved = before.iter().zip(weights(&model)).any(|(a, (_, b))| !a.equal(&b));
         assert!(moved, "{}", method.name());
     }

@@ -11,7 +11,7 @@
 use gfa_attacks::{Access, Algorithm, AttackSpec, Facts, Loss};
 
 use crate::analysis::stats::percent_sign;
-use crate::results::records::{CheckRow, EvalRow, RunKey};
+use crate::results::records::{CheckRow, EvalRow, IndicatorRow, RunKey};
 
 /// Input-gradient statistics of a model on the evaluated points (check 8).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,8 +31,10 @@ pub enum Verdict {
     /// At least one of checks 1–8 flagged.
     MaskingSuspected,
     /// The binarization test failed on more than its share of points
-    /// ([`crate::analysis::binarization`]): the attack misses adversarial examples known to
-    /// exist on this model.
+    /// ([`crate::analysis::binarization`]: the attack misses adversarial examples known to exist
+    /// on this model), or no masking check flagged but an Indicator of Attack Failure flags more
+    /// than [`crate::analysis::indicators::ATTACK_FAILURE_SHARE`] of its points (docs/method.md
+    /// §10).
     AttackFailureSuspected,
     /// Every check that could run passed.
     NoMaskingDetected,
@@ -171,12 +173,14 @@ fn with_loss(loss: Loss) -> impl Fn(&EvalRow) -> bool {
     move |r: &EvalRow| iterative(r) && facts(r).is_some_and(|f| f.loss == Some(loss))
 }
 
-/// All nine masking checks for one run, plus a verdict row. `rows` are that run's eval rows.
+/// All nine masking checks for one run, plus a verdict row. `rows` are that run's eval rows;
+/// `indicators` its `indicators.csv` rows (none without `[indicators]`), which the verdict reads.
 pub fn masking_checks(
     key: &RunKey,
     rows: &[EvalRow],
     grad: Option<GradHealth>,
     num_classes: usize,
+    indicators: &[IndicatorRow],
 ) -> Vec<CheckRow> {
     let pts = eps_points(rows);
     let mut b = Builder { key: key.clone(), rows: Vec::new() };
@@ -190,7 +194,7 @@ pub fn masking_checks(
     b.push(7, "noise_not_better", noise_not_better(rows, &pts));
     b.push(8, "gradient_health", gradient_health(grad));
     b.push(9, "collapse", collapse(rows, num_classes));
-    verdict(key, b.rows)
+    verdict(key, b.rows, &crate::analysis::indicators::flagged(indicators))
 }
 
 /// 1. PGD <= FGSM + 1 pt.
@@ -330,8 +334,9 @@ fn collapse(rows: &[EvalRow], num_classes: usize) -> Outcome {
     })
 }
 
-/// The nine check rows and the verdict row after them.
-fn verdict(key: &RunKey, rows: Vec<CheckRow>) -> Vec<CheckRow> {
+/// The nine check rows and the verdict row after them; `failures` are the flagged indicator
+/// rows ([`crate::analysis::indicators::flagged`]).
+fn verdict(key: &RunKey, rows: Vec<CheckRow>, failures: &[String]) -> Vec<CheckRow> {
     let flagged = |r: &CheckRow| r.result == "flag";
     let masking: Vec<&str> =
         rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
@@ -339,6 +344,8 @@ fn verdict(key: &RunKey, rows: Vec<CheckRow>) -> Vec<CheckRow> {
         Verdict::Collapsed
     } else if !masking.is_empty() {
         Verdict::MaskingSuspected
+    } else if !failures.is_empty() {
+        Verdict::AttackFailureSuspected
     } else if rows[..8].iter().all(|r| r.result == "skip") {
         Verdict::InsufficientEvidence
     } else {
@@ -353,6 +360,9 @@ fn verdict(key: &RunKey, rows: Vec<CheckRow>) -> Vec<CheckRow> {
     } else {
         format!("flagged: {}", masking.join(", "))
     };
+    if !failures.is_empty() {
+        v.detail.push_str(&format!("; attack-failure indicators: {}", failures.join(", ")));
+    }
     let mut out = rows;
     out.push(v);
     out
@@ -399,7 +409,7 @@ mod tests {
             row("pgd", 128.0 / 255.0, 0.0, r#"{"steps":20}"#),
         ];
         let g = GradHealth { zero_frac: 0.0, nonfinite_frac: 0.0, n: 100 };
-        let c = masking_checks(&RunKey::default(), &rows, Some(g), 10);
+        let c = masking_checks(&RunKey::default(), &rows, Some(g), 10, &[]);
         assert_eq!(c.len(), 10);
         for r in &c[..9] {
             assert_eq!(r.result, "pass", "{r:?}");
@@ -425,7 +435,7 @@ mod tests {
             row("pgd", 128.0 / 255.0, 0.35, r#"{"steps":20}"#), // never reaches 0
         ];
         let g = GradHealth { zero_frac: 0.3, nonfinite_frac: 0.0, n: 100 };
-        let c = masking_checks(&RunKey::default(), &rows, Some(g), 10);
+        let c = masking_checks(&RunKey::default(), &rows, Some(g), 10, &[]);
         for name in [
             "iterative_beats_single_step",
             "large_eps_breaks_model",
@@ -453,17 +463,52 @@ mod tests {
         assert_eq!(c.last().unwrap().result, "masking_suspected");
     }
 
+    /// An indicator flagging more than its share of points makes a run that no masking check
+    /// flagged `attack_failure_suspected`; one at its share does not, and a masking check wins.
+    #[test]
+    fn flagged_indicators_suspect_attack_failure() {
+        let rows = vec![row("pgd", E8, 0.40, r#"{"steps":20}"#), row("fgsm", E8, 0.5, "{}")];
+        let ind = |flagged: usize| {
+            let (fraction, result) = crate::analysis::indicators::outcome(flagged, 100);
+            IndicatorRow {
+                attack: "pgd".into(),
+                norm: "linf".into(),
+                eps_text: "8/255".into(),
+                indicator: "incomplete_optimization".into(),
+                n: 100,
+                flagged,
+                fraction,
+                result: result.into(),
+                ..Default::default()
+            }
+        };
+        let verdict = |rows: &[EvalRow], i: &[IndicatorRow]| {
+            masking_checks(&RunKey::default(), rows, None, 10, i).pop().unwrap()
+        };
+        let v = verdict(&rows, &[ind(6)]);
+        assert_eq!(v.result, "attack_failure_suspected");
+        assert!(
+            v.detail.contains("incomplete_optimization (pgd linf 8/255: 6.0% of 100)"),
+            "{v:?}"
+        );
+        assert_eq!(verdict(&rows, &[ind(5)]).result, "no_masking_detected");
+        let masked = [rows[0].clone(), row("fgsm", E8, 0.2, "{}")];
+        let v = verdict(&masked, &[ind(6)]);
+        assert_eq!(v.result, "masking_suspected");
+        assert!(v.detail.contains("attack-failure indicators"), "{v:?}");
+    }
+
     #[test]
     fn collapse_wins_and_missing_attacks_skip() {
         let mut r = row("deepfool", E8, 0.1, "{}");
         r.clean_acc = 0.11;
-        let c = masking_checks(&RunKey::default(), &[r], None, 10);
+        let c = masking_checks(&RunKey::default(), &[r], None, 10, &[]);
         for x in &c[..8] {
             assert_eq!(x.result, "skip", "{x:?}");
         }
         assert_eq!(result(&c, "collapse").result, "flag");
         assert_eq!(c.last().unwrap().result, "collapsed");
-        let c = masking_checks(&RunKey::default(), &[], None, 10);
+        let c = masking_checks(&RunKey::default(), &[], None, 10, &[]);
         assert_eq!(c.last().unwrap().result, "insufficient_evidence");
     }
 }

@@ -3,6 +3,8 @@
 //! [`crate::results`] only.
 
 pub mod binarization;
+pub mod frontier;
+pub mod indicators;
 pub mod masking;
 pub mod phase;
 pub mod plot;

@@ -81,6 +81,16 @@ pub fn collapse_of(rows: &[&crate::results::records::TrainRow]) -> Option<Collap
     Some(Collapse { epoch: flagged.epoch as f64, fixed_batch: false })
 }
 
+/// Per run id, the input tap's mean cosine on the test points (`gfa_value.csv`'s `test` split,
+/// tap `input`).
+pub fn input_cosines(res: &Results) -> BTreeMap<&str, f64> {
+    res.gfa_value
+        .iter()
+        .filter(|g| g.split == "test" && g.tap == "input")
+        .map(|g| (g.run_id.as_str(), g.value))
+        .collect()
+}
+
 /// Every run of `res` with what the figures show of it (`groups`: [`Results::groups`]).
 pub fn run_points(res: &Results, groups: &Groups) -> Vec<RunPoint> {
     let worst = worst_cases(&res.eval);
@@ -113,9 +123,9 @@ pub fn run_points(res: &Results, groups: &Groups) -> Vec<RunPoint> {
             }
         }
     }
-    for g in res.gfa_value.iter().filter(|g| g.split == "test" && g.tap == "input") {
-        if let Some(p) = out.get_mut(&g.run_id) {
-            p.input_cos = Some(g.value);
+    for (run, cos) in input_cosines(res) {
+        if let Some(p) = out.get_mut(run) {
+            p.input_cos = Some(cos);
         }
     }
     let mut by_run: BTreeMap<&str, Vec<&crate::results::records::TrainRow>> = BTreeMap::new();
@@ -184,6 +194,7 @@ macro_rules! markers {
         .map_err(err)?
     }};
 }
+pub(crate) use markers;
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<()> {
     let mut chart = ChartBuilder::on(area);
@@ -239,7 +250,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
 }
 
 /// A legend marker of shape `shape` (as [`markers!`]) at pixel `at`.
-fn legend_marker<DB: DrawingBackend>(
+pub(crate) fn legend_marker<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     shape: usize,
     at: (i32, i32),
@@ -356,7 +367,7 @@ fn sweep(
 }
 
 /// A y-axis range that holds every value of `ys`, padded; within [0, 100] for accuracies.
-fn fitted(ys: impl Iterator<Item = f64>, percent: bool) -> (f64, f64) {
+pub(crate) fn fitted(ys: impl Iterator<Item = f64>, percent: bool) -> (f64, f64) {
     let (lo, hi) = padded(span(ys).unwrap_or((0.0, 1.0)));
     if percent { (lo.max(0.0), hi.min(100.0)) } else { (lo, hi) }
 }

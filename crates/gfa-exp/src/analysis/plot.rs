@@ -10,6 +10,10 @@
 //!   L∞ 2/255 and 8/255, input-tap cosine, collapse epoch; a marker per run, a line through
 //!   the runs of one seed of each sweep series) and the clean-vs-robust trade-off with the
 //!   methods without λ as reference points;
+//! - [`crate::analysis::frontier::figures`]: clean accuracy against AutoAttack (or the worst
+//!   case over the suite) at L∞ 8/255, a marker per run, the seeds of a configuration joined,
+//!   GFA configurations coloured by series, the controls in black and the frontier they trace
+//!   (table T7's);
 //! - [`norm_distributions`]: cumulative distributions of the per-point minimum perturbation
 //!   norms of minimum-norm attacks, from `norms.csv`, standard training's median marked.
 //!
@@ -607,6 +611,7 @@ pub fn plot_dir(dir: &Path, format: Format) -> Result<Vec<PathBuf>> {
         files.extend(norm_distributions(&read_rows(&norms)?, &groups, &out, format)?);
     }
     files.extend(crate::analysis::phase::figures(&res, &groups, &out, format)?);
+    files.extend(crate::analysis::frontier::figures(&res, &groups, &out, format)?);
     Ok(files)
 }
 

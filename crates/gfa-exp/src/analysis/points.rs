@@ -157,8 +157,14 @@ pub fn read_points(path: &Path, eval: &[EvalRow]) -> Result<BTreeMap<RowKey, Out
     Ok(out)
 }
 
-/// An error unless every row of the file at `path` has this build's `schema_version` (the
-/// general reader upgrades older rows; per-point files have no older layout to upgrade from).
+/// The oldest `schema_version` of a per-point file this gfa reads: version 4's rows have every
+/// column of today's but the numerics, which the general reader fills in as it does for every
+/// file of version 4 (docs/csv-schema.md, "Older versions"); older per-point layouts are not
+/// upgraded.
+const OLDEST_POINTS: u32 = 4;
+
+/// An error unless every row of the file at `path` has a `schema_version` from
+/// [`OLDEST_POINTS`] to this build's.
 fn check_schema(path: &Path) -> Result<()> {
     let mut r = csv::Reader::from_path(path)?;
     let Some(i) = r.headers()?.iter().position(|h| h == "schema_version") else {
@@ -167,10 +173,11 @@ fn check_schema(path: &Path) -> Result<()> {
     for (k, rec) in r.records().enumerate() {
         let rec = rec?;
         let v = rec.get(i).unwrap_or("");
-        if v != SCHEMA_VERSION.to_string() {
+        if !v.parse().is_ok_and(|v: u32| (OLDEST_POINTS..=SCHEMA_VERSION).contains(&v)) {
             bail!(
-                "{}: row {}: schema_version {v} but this gfa reads per-point files of version \
-                 {SCHEMA_VERSION}; rerun the evaluation (`gfa run`) to rewrite it",
+                "{}: row {}: schema_version {v} but this gfa reads per-point files of versions \
+                 {OLDEST_POINTS} to {SCHEMA_VERSION}; rerun the evaluation (`gfa run`) to \
+                 rewrite it",
                 path.display(),
                 k + 2
             );

@@ -22,11 +22,13 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
     /// Float32 arithmetic on GPUs: auto (tf32 on a GPU, fp32 on the CPU), fp32 (strict) or
-    /// tf32 (docs/numerics.md).
-    #[arg(long, global = true, default_value = "auto", value_parser = parse_precision)]
-    pub precision: Precision,
+    /// tf32 (docs/numerics.md). Default: the grid's `[run] precision` (`gfa run`, `escalate`),
+    /// else auto.
+    #[arg(long, global = true, value_parser = parse_precision)]
+    pub precision: Option<Precision>,
     /// Deterministic cuDNN and algorithms and cuBLAS's deterministic workspace: the
-    /// bit-for-bit claims of docs/numerics.md then hold on CUDA too.
+    /// bit-for-bit claims of docs/numerics.md then hold on CUDA too. Also on with the grid's
+    /// `[run] deterministic = true`.
     #[arg(long, global = true)]
     pub deterministic: bool,
     #[command(subcommand)]

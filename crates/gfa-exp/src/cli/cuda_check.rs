@@ -11,10 +11,15 @@
 //!   1e-4, the GFA value per tap to 1e-4, and FGSM and PGD-20 (Linf 8/255, reference preset)
 //!   robust accuracy within one point of `n` (500 by default).
 //!
-//! The comparison runs at strict fp32 (TF32 rounds every convolution's inputs to 10 mantissa
-//! bits, far beyond 1e-4); the timings run at the precision of `--precision` (default `auto`:
-//! TF32 on a GPU), the one every command uses (docs/numerics.md). Exit code [`DISAGREES`] (3)
-//! when a comparison fails, so that a crash is not read as a disagreement.
+//! These comparisons run at strict fp32 (TF32 rounds every convolution's inputs to 10 mantissa
+//! bits, far beyond 1e-4). When `--precision` makes runs on a GPU use TF32 (`auto`, the
+//! default, or `tf32`), one more compares the GPU's logits at TF32 with the CPU's at fp32,
+//! within a bound per logit from TF32's 10-bit mantissa, emulated on the CPU
+//! ([`crate::cli::tf32`]), plus the fp32 allowance; a dry run emulates the GPU side too. The
+//! timings run at the precision of `--precision`, the one every command uses
+//! (docs/numerics.md); the report names the precision of every comparison and of the timings.
+//! Exit code [`DISAGREES`] (3) when a comparison fails, so that a crash is not read as a
+//! disagreement.
 //!
 //! Timings, on the GPU, each after the device has finished: the training step (plain, GFA-first,
 //! GFA-deep, each GFA one exact and by finite difference; [`gfa_core::bench`]) and APGD-CE
@@ -28,6 +33,7 @@ use gfa_attacks::AttackSpec;
 use gfa_attacks::apgd::ApgdConfig;
 use gfa_attacks::fgsm::FgsmConfig;
 use gfa_attacks::pgd::PgdConfig;
+use gfa_core::device::{Numerics, Precision};
 use gfa_core::method::gfa::Gfa;
 use gfa_core::models::{Arch, ModelSpec};
 use gfa_core::regularizer::{Layers, RegularizerConfig};
@@ -60,10 +66,16 @@ impl Default for Options {
     }
 }
 
+/// The fp32 comparisons' bound on logits and GFA values: float32 round-off of forwards that sum
+/// in other orders on the two devices (logits of order 1, sums of ≤ 2,048 products).
+pub const FP32_ALLOWANCE: f64 = 1e-4;
+
 /// One comparison: the largest difference found and the bound it must stay within.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub check: String,
+    /// The GPU side's precision (`fp32`, or `tf32` for the TF32 comparison); the CPU's is fp32.
+    pub precision: Precision,
     pub value: f64,
     pub bound: f64,
     pub pass: bool,
@@ -71,8 +83,10 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// A comparison at strict fp32.
     fn new(check: &str, value: f64, bound: f64, detail: String) -> Self {
-        Self { check: check.into(), value, bound, pass: value <= bound, detail }
+        let precision = Precision::Fp32;
+        Self { check: check.into(), precision, value, bound, pass: value <= bound, detail }
     }
 }
 
@@ -170,7 +184,7 @@ pub fn compare(cpu: Device, gpu: Device, o: &Options) -> Result<(Vec<Comparison>
     out.push(Comparison::new(
         "forward logits, max |diff|",
         max_abs(&la, &lb),
-        1e-4,
+        FP32_ALLOWANCE,
         format!("{n} points, |logit| up to {:.2}", la.abs().max().double_value(&[])),
     ));
     let head = data.test.head(n);
@@ -185,7 +199,7 @@ pub fn compare(cpu: Device, gpu: Device, o: &Options) -> Result<(Vec<Comparison>
     out.push(Comparison::new(
         "GFA value per tap, max |diff|",
         worst.0,
-        1e-4,
+        FP32_ALLOWANCE,
         format!(
             "largest at {}; {}",
             if worst.1.is_empty() { "-" } else { &worst.1 },
@@ -209,6 +223,44 @@ pub fn compare(cpu: Device, gpu: Device, o: &Options) -> Result<(Vec<Comparison>
 
 fn name(d: Device) -> String {
     gfa_core::device::device_name(d)
+}
+
+/// The GPU's logits at TF32 (the process's switches must allow it) against the CPU's at fp32,
+/// on `model`'s weights (trained on the CPU) and the test points: each logit within its TF32
+/// bound ([`crate::cli::tf32::logit_bound`]: twice the larger change of TF32 emulated on the
+/// CPU, by truncation or to nearest) plus [`FP32_ALLOWANCE`]. The value is the largest excess of
+/// |diff| over the TF32 bound. On the CPU (a dry run) the GPU side is TF32 emulated too.
+pub fn compare_tf32(model: &Classifier, gpu: Device, o: &Options) -> Result<Comparison> {
+    use crate::cli::tf32::{Rounding, emulated_logits, logit_bound};
+    let (x, _) = points(o);
+    let fp32 = tch::no_grad(|| model.logits(&x, false)).to_kind(Kind::Double);
+    let (tf32, how) = if gpu.is_cuda() {
+        let on = Classifier::new(&model.spec, gpu)?;
+        copy_weights(model, &on);
+        let l = tch::no_grad(|| on.logits(&x.to_device(gpu), false));
+        (l.to_device(Device::Cpu), name(gpu))
+    } else {
+        let l = emulated_logits(model, &x, Rounding::Nearest)?;
+        (l, "TF32 emulated on the cpu (dry run)".to_string())
+    };
+    let bound = logit_bound(model, &x, 0.0)?;
+    let diff = (tf32.to_kind(Kind::Double) - &fp32).abs();
+    let excess = (&diff - &bound).max().double_value(&[]).max(0.0);
+    Ok(Comparison {
+        precision: Precision::Tf32,
+        ..Comparison::new(
+            "forward logits at tf32, max(|diff| - tf32 bound)",
+            excess,
+            FP32_ALLOWANCE,
+            format!(
+                "{} points; {how} against cpu fp32: max |diff| {:.3e}; tf32 bound per logit up \
+                 to {:.3e} (2 x TF32 emulated on the cpu, truncated or to nearest)",
+                x.size()[0],
+                diff.max().double_value(&[]),
+                bound.max().double_value(&[])
+            ),
+        )
+    })
 }
 
 /// Training-step and APGD-CE timings on `device`; APGD-CE attacks `model`'s test points.
@@ -320,40 +372,27 @@ pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i
             }
         }
     };
-    let (rows, model) = compare(tch::Device::Cpu, gpu, &opts)?;
-    let mut lines = Vec::new();
-    println!(
-        "{:<40} {:>12} {:>8}  result",
-        "comparison (cpu vs ".to_string() + &gfa_core::device::device_name(gpu) + ")",
-        "value",
-        "bound"
-    );
-    for r in &rows {
-        println!(
-            "{:<40} {:>12.3e} {:>8.0e}  {}  {}",
-            r.check,
-            r.value,
-            r.bound,
-            if r.pass { "pass" } else { "FAIL" },
-            r.detail
-        );
-        lines.push(serde_json::json!({"kind": "comparison", "dry_run": args.dry_run, "row": r}));
+    let (mut rows, model) = compare(tch::Device::Cpu, gpu, &opts)?;
+    // The timings run at the precision every command uses (`--precision`, default auto: tf32
+    // on a GPU; docs/numerics.md); when that is TF32 on a GPU, its logits are compared too.
+    let (asked, det) =
+        Numerics::applied().map_or((Precision::Auto, false), |(a, n)| (a, n.deterministic));
+    let timed = Numerics::apply(asked, det, gpu)?;
+    let on_gpu = asked.resolve(Device::Cuda(0));
+    if on_gpu == Precision::Tf32 {
+        rows.push(compare_tf32(&model, gpu, &opts)?);
     }
-    // The comparisons ran at strict fp32 (`compare`); the timings run at the precision every
-    // command uses (`--precision`, default auto: tf32 on a GPU; docs/numerics.md).
-    let (asked, det) = gfa_core::device::Numerics::applied()
-        .map_or((gfa_core::device::Precision::Auto, false), |(a, n)| (a, n.deterministic));
-    let timed = gfa_core::device::Numerics::apply(asked, det, gpu)?;
-    println!(
-        "numerics: comparisons at fp32; timings at precision {}, deterministic {}",
-        timed.precision, timed.deterministic
-    );
+    let mut lines = Vec::new();
+    let said = numerics_line(on_gpu, timed);
+    println!("{said}");
     lines.push(serde_json::json!({"kind": "numerics", "dry_run": args.dry_run,
-        "comparisons": "fp32", "timings": timed}));
+        "comparisons": "fp32", "tf32_comparison": on_gpu == Precision::Tf32,
+        "timings": timed, "text": said}));
+    print_comparisons(&rows, gpu, args.dry_run, &mut lines);
     let times = timings(gpu, &model, &opts)?;
     for t in &times {
         println!(
-            "{:<40} {:>10.4} s  {:>10.1}/s  on {}  {}",
+            "{:<48} {:>10.4} s  {:>10.1}/s  on {}  {}",
             t.what, t.median_s, t.per_s, t.device, t.detail
         );
         lines.push(
@@ -365,21 +404,65 @@ pub fn command(args: &CudaCheckArgs, choice: gfa_core::DeviceChoice) -> Result<i
         println!("wrote the weights and points to {}", dir.display());
     }
     if let Some(path) = &args.jsonl {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for l in &lines {
-            writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
-        }
+        append_lines(path, &lines)?;
     }
     if let Err(e) = require_pass(&rows) {
         eprintln!("error: {e:#}");
         return Ok(DISAGREES);
     }
     Ok(0)
+}
+
+/// What the report says of its numerics: the comparisons' precision (and the TF32 one's, when
+/// runs on a GPU use TF32: `on_gpu`) and the timings'.
+fn numerics_line(on_gpu: Precision, timed: Numerics) -> String {
+    let tf32 = if on_gpu == Precision::Tf32 {
+        "; forward logits also at tf32 (what runs use on a GPU), within 2 x TF32 emulated on the \
+         cpu"
+    } else {
+        "; no tf32 comparison (runs on a GPU use fp32 at this --precision)"
+    };
+    format!(
+        "numerics: comparisons at fp32 (TF32 off){tf32}; timings at precision {}, deterministic {}",
+        timed.precision, timed.deterministic
+    )
+}
+
+/// Print the comparison table and add its JSON lines to `lines`.
+fn print_comparisons(
+    rows: &[Comparison],
+    gpu: Device,
+    dry: bool,
+    out: &mut Vec<serde_json::Value>,
+) {
+    let head = format!("comparison (cpu fp32 vs {} at the precision shown)", name(gpu));
+    println!("{head:<48} {:>6} {:>10} {:>8}  result", "prec", "value", "bound");
+    for r in rows {
+        println!(
+            "{:<48} {:>6} {:>10.3e} {:>8.0e}  {}  {}",
+            r.check,
+            r.precision.to_string(),
+            r.value,
+            r.bound,
+            if r.pass { "pass" } else { "FAIL" },
+            r.detail
+        );
+        out.push(serde_json::json!({"kind": "comparison", "dry_run": dry, "row": r}));
+    }
+}
+
+/// Append `lines` to the JSON-lines file at `path`.
+fn append_lines(path: &Path, lines: &[serde_json::Value]) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The exit code of `gfa cuda-check` when CUDA disagrees with the CPU beyond a bound (every

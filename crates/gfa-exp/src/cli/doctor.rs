@@ -63,16 +63,32 @@ fn cpu_model() -> Option<String> {
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
-/// The fix for a failed `dlopen("libtorch_cuda.so")`.
+/// The fix for a failed `dlopen("libtorch_cuda.so")`, from the loader's error. Its forms
+/// (glibc's `dlerror`): `<lib>: cannot open shared object file: …` names the library not found
+/// (`libtorch_cuda.so` itself: a CPU-only libtorch; another: a CUDA library it needs);
+/// `<lib>: undefined symbol: <sym>` and `<lib>: version `<v>' not found (required by <lib>)`
+/// mean that libraries of different builds were loaded together (a torch/CUDA mismatch, not a
+/// missing backend); `invalid ELF header`, `file too short` a damaged file.
 fn cuda_fix(error: &str, driver: bool) -> String {
-    if error.contains("libtorch_cuda.so") {
+    let library = error.split(": ").next().unwrap_or(error).trim();
+    let file = library.rsplit('/').next().unwrap_or(library);
+    if error.contains("undefined symbol") || error.contains("not found (required by") {
+        let what = error.split(": ").skip(1).collect::<Vec<_>>().join(": ");
+        format!(
+            "{file} does not match the libraries loaded with it ({what}): libtorch and its CUDA \
+             libraries come from different builds (another torch version or CUDA build, or a \
+             CUDA library of another version found first on LD_LIBRARY_PATH). Use one torch \
+             2.11.0 whole: `GFA_CUDA=1 make setup` reinstalls the pinned CUDA libraries into the \
+             libtorch cache, or point LD_LIBRARY_PATH at a single pip-installed torch 2.11.0's \
+             torch/lib and nothing else; `ldd {library}` shows what each library resolves to"
+        )
+    } else if error.contains("cannot open shared object file") && file == "libtorch_cuda.so" {
         "this libtorch has no CUDA backend (a CPU-only build): point LD_LIBRARY_PATH at the \
          torch/lib of a CUDA build of torch 2.11.0"
             .into()
     } else if error.contains("cannot open shared object file") {
-        let missing = error.split(':').next().unwrap_or(error).trim();
         format!(
-            "{missing} is missing: the CUDA libraries libtorch needs are not installed next to \
+            "{library} is missing: the CUDA libraries libtorch needs are not installed next to \
              it. `GFA_CUDA=1 make setup` installs them into the libtorch cache{}; or run with \
              LD_LIBRARY_PATH=<site-packages>/torch/lib of a pip-installed torch 2.11.0 whose \
              nvidia-* packages are installed",
@@ -81,6 +97,10 @@ fn cuda_fix(error: &str, driver: bool) -> String {
             } else {
                 " (this machine has no NVIDIA driver, so gfa would still run on the CPU)"
             }
+        )
+    } else if error.contains("invalid ELF header") || error.contains("file too short") {
+        format!(
+            "{library} is damaged (not a complete library): `GFA_CUDA=1 make setup` reinstalls it"
         )
     } else {
         "reinstall the CUDA libraries: `GFA_CUDA=1 make setup`".into()
@@ -287,6 +307,29 @@ mod tests {
         );
         let fix = cuda_fix("libtorch_cuda.so: cannot open shared object file", false);
         assert!(fix.contains("CPU-only"), "{fix}");
+    }
+
+    /// An undefined symbol or a missing symbol version in libtorch_cuda.so (or a library it
+    /// loads) is a mismatch of builds, never a CPU-only libtorch; a damaged file says so.
+    #[test]
+    fn mismatched_builds_are_not_called_cpu_only() {
+        let undefined = "/opt/torch/lib/libtorch_cuda.so: undefined symbol: \
+                         _ZN3c104cuda29c10_cuda_check_implementationEiPKcS2_ib";
+        let versioned = "/usr/lib/x86_64-linux-gnu/libcudart.so.13: version `libcudart.so.13' \
+                         not found (required by /opt/torch/lib/libtorch_cuda.so)";
+        for (e, names) in [(undefined, "libtorch_cuda.so"), (versioned, "libcudart.so.13")] {
+            let fix = cuda_fix(e, true);
+            assert!(!fix.contains("CPU-only"), "{fix}");
+            assert!(fix.contains("different builds") && fix.starts_with(names), "{fix}");
+            assert!(fix.contains("GFA_CUDA=1 make setup") && fix.contains("ldd"), "{fix}");
+        }
+        let fix = cuda_fix(undefined, true);
+        assert!(fix.contains("c10_cuda_check_implementation"), "names the symbol: {fix}");
+        let damaged = "/c/torch/lib/libtorch_cuda.so: invalid ELF header";
+        assert!(cuda_fix(damaged, true).contains("damaged"), "{}", cuda_fix(damaged, true));
+        // A dependency that is missing is named, with or without a driver.
+        let fix = cuda_fix("libcudnn.so.9: cannot open shared object file: No such file", false);
+        assert!(fix.starts_with("libcudnn.so.9 is missing") && fix.contains("no NVIDIA"), "{fix}");
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub fn list(what: ListWhat) {
             for a in gfa_attacks::registry::list() {
                 let norms: Vec<String> = a.norms.iter().map(|n| n.to_string()).collect();
                 let f = a.facts;
+                let trace = if f.traced { ", traced" } else { "" };
                 println!(
-                    "{:<11} {} ({:?}, {:?}, {:?}) norms: {}  defaults: {}",
+                    "{:<11} {} ({:?}, {:?}, {:?}{trace}) norms: {}  defaults: {}",
                     a.kind,
                     f.algorithm.name(),
                     f.family,

@@ -16,10 +16,42 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod slurm;
+pub mod tf32;
 
 pub use args::Cli;
 
 use anyhow::Result;
+
+/// `--precision` and `--deterministic` as given on the command line (`None`, `false`: not
+/// given).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NumericsFlags {
+    pub precision: Option<gfa_core::device::Precision>,
+    pub deterministic: bool,
+}
+
+impl NumericsFlags {
+    /// The precision and determinism asked for: the flags where given, else the grid's `[run]
+    /// precision` / `deterministic` (`grid`), else `auto` and off (docs/numerics.md).
+    pub fn resolve(
+        self,
+        grid: crate::config::grid::RunNumerics,
+    ) -> (gfa_core::device::Precision, bool) {
+        let precision = self.precision.or(grid.precision).unwrap_or_default();
+        (precision, self.deterministic || grid.deterministic == Some(true))
+    }
+
+    /// Set the process's numerics, [`NumericsFlags::resolve`]d, for work on `device` (before
+    /// its first tensor).
+    pub fn apply(
+        self,
+        grid: crate::config::grid::RunNumerics,
+        device: tch::Device,
+    ) -> Result<gfa_core::device::Numerics> {
+        let (precision, deterministic) = self.resolve(grid);
+        Ok(gfa_core::device::Numerics::apply(precision, deterministic, device)?)
+    }
+}
 
 /// `, precision tf32, deterministic` as the process's numerics resolve for `device` (empty
 /// before any were set).
@@ -44,4 +76,23 @@ pub fn announce(choice: gfa_core::DeviceChoice) -> Result<tch::Device> {
         eprintln!("{w}");
     }
     Ok(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grid::RunNumerics;
+    use gfa_core::device::Precision::{Auto, Fp32, Tf32};
+
+    /// The flags win over the grid's `[run]` keys, which win over the defaults; either side's
+    /// `deterministic` turns the switches on.
+    #[test]
+    fn flags_win_over_the_grid_which_wins_over_the_defaults() {
+        let grid = |precision, deterministic| RunNumerics { precision, deterministic };
+        let flags = |precision, deterministic| NumericsFlags { precision, deterministic };
+        assert_eq!(flags(None, false).resolve(RunNumerics::default()), (Auto, false));
+        assert_eq!(flags(None, false).resolve(grid(Some(Fp32), Some(true))), (Fp32, true));
+        assert_eq!(flags(Some(Tf32), false).resolve(grid(Some(Fp32), None)), (Tf32, false));
+        assert_eq!(flags(None, true).resolve(grid(None, Some(false))), (Auto, true));
+    }
 }

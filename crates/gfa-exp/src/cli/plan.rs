@@ -8,7 +8,8 @@ use gfa_data::atomic::write_atomic;
 
 use crate::cli::args::{Emit, PlanArgs};
 use crate::cli::calibrate;
-use crate::config::grid::{self, RunSpec, load};
+use crate::config::cost;
+use crate::config::grid::{RunSpec, load};
 use crate::results::plan::write_plan;
 use crate::run::{runner, schedule};
 
@@ -36,7 +37,7 @@ pub fn plan_table(runs: &[RunSpec], cal: Option<&calibrate::Calibration>) -> Str
                 r.axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default(),
             );
         }
-        row.push(fmt_cost(grid::estimate_cost(r)));
+        row.push(fmt_cost(cost::estimate_cost(r)));
         if let Some(c) = cal {
             row.push(calibrate::fmt_hours(c.hours(r)));
         }
@@ -80,7 +81,7 @@ pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
     }
     let cal = calibrate::calibrate(&runs, device)?;
     print!("{}", plan_table(&runs, Some(&cal)));
-    let total: f64 = runs.iter().map(grid::estimate_cost).sum();
+    let total: f64 = runs.iter().map(cost::estimate_cost).sum();
     let hours: f64 = runs.iter().map(|r| cal.hours(r)).sum();
     let dev = gfa_core::device::device_name(device);
     println!(
@@ -103,6 +104,9 @@ pub fn plan(args: &PlanArgs, choice: gfa_core::DeviceChoice) -> Result<i32> {
         schedule::clock(schedule::predict(&all, &costs, workers, two, true)),
         schedule::clock(schedule::predict(&all, &costs, workers, two, false)),
     );
+    if runs.iter().any(|r| !r.attacks.is_empty()) {
+        println!("  (the evaluation's cost assumes {})", cost::ASSUMED.describe());
+    }
     if args.require_cuda && !device.is_cuda() {
         let why = match gfa_core::device::load_cuda_backend() {
             Err(e) => format!("libtorch's CUDA backend did not load ({e})"),

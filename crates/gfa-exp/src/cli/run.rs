@@ -5,9 +5,9 @@ use anyhow::{Result, bail};
 use gfa_core::DeviceChoice;
 use tch::Device;
 
-use crate::cli::announce;
 use crate::cli::args::{EscalateArgs, Order, RunArgs};
 use crate::cli::calibrate::calibrate;
+use crate::cli::{NumericsFlags, announce};
 use crate::config::grid::{RunSpec, load};
 use crate::results::plan::write_plan;
 use crate::results::store::{ExperimentDir, Stage, Status};
@@ -28,7 +28,7 @@ impl RunArgs {
 }
 
 /// `gfa run`: the exit code is 1 when a run failed.
-pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
+pub fn run_command(args: &RunArgs, device: DeviceChoice, flags: NumericsFlags) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
     let opts = RunOptions {
         only: args.only.clone(),
@@ -48,6 +48,9 @@ pub fn run_command(args: &RunArgs, device: DeviceChoice) -> Result<i32> {
         cores(),
         slurm_cpus_per_task(),
     )?;
+    // The numerics of the flags or the grid's `[run]`, for the device this process works on
+    // (`--jobs` workers get them as flags).
+    flags.apply(spec.numerics, jobs.devices[0])?;
     let exp = write_plan(&spec, &runs, &args.grid.results)?;
     signals::install(signals::Announce { command: signals::command_line(), worker: args.worker })?;
     if let Some(t) = jobs.threads {
@@ -204,8 +207,13 @@ fn pending_costs(
 }
 
 /// `gfa escalate FILE`: the file's `[escalate]` rule on its evaluated runs.
-pub fn escalate_command(args: &EscalateArgs, device: DeviceChoice) -> Result<i32> {
+pub fn escalate_command(
+    args: &EscalateArgs,
+    device: DeviceChoice,
+    flags: NumericsFlags,
+) -> Result<i32> {
     let (spec, runs) = load(&args.grid.file, &args.grid.set, args.grid.max_runs)?;
+    flags.apply(spec.numerics, device.resolve()?)?;
     let Some(esc) = &spec.escalate else {
         bail!(
             "{} has no [escalate] table, so no run is escalated: add one (experiments/README.md \

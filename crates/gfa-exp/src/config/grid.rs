@@ -22,7 +22,7 @@ use crate::config::keys::{
     value_text,
 };
 use crate::config::overrides::Override;
-use crate::config::spec::{AttackEntry, LandscapeConfig, RunConfig};
+use crate::config::spec::{AttackEntry, IndicatorsConfig, LandscapeConfig, RunConfig};
 use crate::config::surrogate::Candidate;
 
 /// The top level of an experiment file, typed: an unknown key is an error naming the closest
@@ -55,6 +55,8 @@ pub struct ExperimentFile {
     pub landscape: Option<Table>,
     /// The binarization test of one attack on each run's model, off when absent.
     pub binarize: Option<Table>,
+    /// Each run's Indicators of Attack Failure (`indicators.csv`), off when absent.
+    pub indicators: Option<Table>,
     /// How `gfa run` works the grid (not part of any run: changes no run id).
     #[serde(default)]
     pub run: RunSection,
@@ -68,6 +70,19 @@ pub struct ExperimentFile {
 pub struct RunSection {
     /// Runs worked at once (`gfa run --jobs`, which wins); capped at the runs selected.
     pub jobs: Option<usize>,
+    /// `auto`, `fp32` or `tf32` (`--precision`, which wins; docs/numerics.md).
+    pub precision: Option<gfa_core::device::Precision>,
+    /// libtorch's deterministic switches (`--deterministic` also turns them on).
+    pub deterministic: Option<bool>,
+}
+
+/// `[run] precision` and `deterministic`: the numerics of `gfa run` and `gfa escalate` where
+/// their flags do not say (not part of any run: they change no run id; every CSV row records
+/// the numerics it was computed with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunNumerics {
+    pub precision: Option<gfa_core::device::Precision>,
+    pub deterministic: Option<bool>,
 }
 
 /// `[grid]` (one product) or `[[grid]]` (a union of products).
@@ -130,8 +145,12 @@ pub struct ExperimentSpec {
     pub landscape: Option<LandscapeConfig>,
     /// `[binarize]`, when the file has one.
     pub binarize: Option<Binarize>,
+    /// `[indicators]`, when the file has one.
+    pub indicators: Option<IndicatorsConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
     pub jobs: Option<usize>,
+    /// `[run] precision` and `deterministic`.
+    pub numerics: RunNumerics,
     /// `[slurm]`: the resources of the Slurm script's tasks.
     pub slurm: crate::config::slurm::SlurmSection,
 }
@@ -157,6 +176,8 @@ pub struct RunSpec {
     /// The binarization test to run after the evaluation (`[binarize]`, when it applies to this
     /// run's subset).
     pub binarize: Option<Binarize>,
+    /// The Indicators of Attack Failure to compute after the evaluation (`[indicators]`).
+    pub indicators: Option<IndicatorsConfig>,
 }
 
 impl ExperimentSpec {
@@ -199,7 +220,9 @@ impl ExperimentSpec {
             overrides: ovs,
             landscape: None,
             binarize: None,
+            indicators: None,
             jobs: None,
+            numerics: RunNumerics::default(),
             slurm: Default::default(),
         };
         spec.read_root(path, root)?;
@@ -263,6 +286,8 @@ impl ExperimentSpec {
             return Err(self.error_at(&["run".into(), "jobs".into()], message.into(), None));
         }
         self.jobs = file.run.jobs;
+        self.numerics =
+            RunNumerics { precision: file.run.precision, deterministic: file.run.deterministic };
         if let Some(slurm) = file.slurm {
             slurm.check().map_err(|(key, message)| {
                 self.error_at(&["slurm".into(), key.into()], message, None)
@@ -313,6 +338,13 @@ impl ExperimentSpec {
             let b = Binarize::from_table(t)
                 .map_err(|e| self.field_error(&["binarize".to_string()], e))?;
             self.binarize = Some(b);
+        }
+        if let Some(t) = &file.indicators {
+            let origin = ["indicators".to_string()];
+            let c: IndicatorsConfig =
+                crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
+            c.validate(&self.attacks).map_err(|e| self.field_error(&origin, e))?;
+            self.indicators = Some(c);
         }
         Ok(())
     }
@@ -674,13 +706,17 @@ impl ExperimentSpec {
             }
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
                 let mut text = canonical_spec(&config, seed, &attacks);
-                // A run with a landscape is another run (its evaluation stage computes it).
+                // A run with a landscape or indicators is another run (its evaluation stage
+                // computes them).
                 if let Some(l) = &self.landscape {
                     text.push_str(&canonical(&Value::Table(to_table(l))));
                 }
                 // So is a run with a binarization test.
                 if let Some(b) = &binarize {
                     text.push_str(&canonical(&Value::Table(b.to_table())));
+                }
+                if let Some(i) = &self.indicators {
+                    text.push_str(&canonical(&Value::Table(to_table(i))));
                 }
                 let run_id = run_id_of(&text);
                 runs.push(RunSpec {
@@ -695,6 +731,7 @@ impl ExperimentSpec {
                     surrogates: vec![],
                     landscape: self.landscape.clone(),
                     binarize: binarize.clone(),
+                    indicators: self.indicators.clone(),
                 });
             }
         }
@@ -791,6 +828,9 @@ impl RunSpec {
         if let Some(b) = &self.binarize {
             t.insert("binarize".into(), Value::Table(b.to_table()));
         }
+        if let Some(i) = &self.indicators {
+            t.insert("indicators".into(), Value::Table(to_table(i)));
+        }
         format!(
             "# gfa run {} of experiment `{}` (written by `gfa plan`; do not edit)\n{}",
             self.run_id,
@@ -813,43 +853,6 @@ impl RunSpec {
     pub fn axes_text(&self) -> String {
         self.axes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
-}
-
-/// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
-/// image): training epochs × training points × the method's gradients per step
-/// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
-/// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
-/// minimum-norm attack).
-/// Only for comparing runs of a plan; architecture size is not included.
-pub fn estimate_cost(run: &RunSpec) -> f64 {
-    estimate_train_cost(run) + estimate_eval_cost(run)
-}
-
-/// The training part of [`estimate_cost`], in millions of image-gradients.
-pub fn estimate_train_cost(run: &RunSpec) -> f64 {
-    use gfa_core::TrainMethod;
-    let c = &run.config;
-    let full = match c.data.source {
-        crate::config::spec::DataSource::FashionMnist => 60_000,
-        crate::config::spec::DataSource::Cifar10 | crate::config::spec::DataSource::Synthetic => {
-            50_000
-        }
-    };
-    let n_train = c.data.n_train.unwrap_or(full) as f64;
-    let epochs = c.train.epochs as f64;
-    n_train * epochs * c.method.grads_per_step() / 1e6
-}
-
-/// The evaluation part of [`estimate_cost`] (the attacks), in millions of image-gradients.
-pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
-    let n_eval = run.config.eval.n as f64;
-    let mut total = 0.0;
-    for a in &run.attacks {
-        // A minimum-norm attack runs once and is thresholded at each of its budgets.
-        let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
-        total += n_eval * a.spec.cost_per_point() * runs as f64;
-    }
-    total / 1e6
 }
 
 /// The most runs a grid may expand to unless `--max-runs` raises it: each run is a folder, a

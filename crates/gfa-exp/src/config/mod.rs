@@ -3,6 +3,7 @@
 //! tables and surrogate references. Imports only gfa-core, gfa-attacks and gfa-data: nothing else of gfa-exp.
 
 pub mod binarize;
+pub mod cost;
 pub mod escalate;
 pub mod grid;
 pub mod keys;

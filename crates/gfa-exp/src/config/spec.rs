@@ -12,6 +12,7 @@
 //! | `[[zip]]` | keys whose lists vary together (one axis per table) |
 //! | `[[attacks]]` | the evaluation suite: `kind`, `preset`, `eps = ["8/255", …]`, config keys |
 //! | `[binarize]` | the binarization test of one attack on each run's model ([`crate::config::binarize`]) |
+//! | `[indicators]` | the Indicators of Attack Failure ([`IndicatorsConfig`]), off when absent |
 //!
 //! Each run's sections are checked by deserializing them into [`RunConfig`], whose fields are
 //! `#[serde(default, deny_unknown_fields)]` types: a typo is an error, a missing key its default.
@@ -263,10 +264,11 @@ pub struct RunConfig {
 pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "train", "eval"];
 
 /// The keys a run file gfa writes holds beside the run's sections ([`RUN_SECTIONS`]):
-/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite, `[landscape]` and
-/// `[binarize]`; `run.toml` (`gfa train --out`) its seed. Every reader of a run file takes them
-/// out, so that a key gfa writes is one every reader knows.
-pub const RUN_FILE_KEYS: &[&str] = &["run_id", "seed", "attacks", "landscape", "binarize"];
+/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite, `[landscape]`,
+/// `[binarize]` and `[indicators]`; `run.toml` (`gfa train --out`) its seed. Every reader of a
+/// run file takes them out, so that a key gfa writes is one every reader knows.
+pub const RUN_FILE_KEYS: &[&str] =
+    &["run_id", "seed", "attacks", "landscape", "binarize", "indicators"];
 
 impl RunConfig {
     /// Type-check a run's sections and fill in defaults. A run of the old form (a
@@ -393,6 +395,116 @@ impl LandscapeConfig {
             return Err(at("radius", format!("{} is outside (0, 1], the pixel range", r.text)));
         }
         Ok(r)
+    }
+}
+
+/// The `[indicators]` section of an experiment file: the Indicators of Attack Failure of each
+/// run (docs/method.md §10, `indicators.csv`), computed after its evaluation. Off when absent;
+/// `gfa escalate` computes them (with these settings, or the defaults) for the runs it escalates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndicatorsConfig {
+    /// The suite's attacks (by `name`) whose traces are read; empty: every attack of the suite
+    /// whose kind records a trace (`gfa list attacks`, the `traced` fact).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<String>,
+    /// How many points: the first `n` evaluated points the model classifies correctly.
+    pub n: usize,
+    /// Random points per point for unstable predictions (the reference's 100).
+    pub samples: usize,
+}
+
+impl Default for IndicatorsConfig {
+    /// Every traced attack of the suite, on 100 points, with 100 random points each.
+    fn default() -> Self {
+        Self { attacks: vec![], n: 100, samples: gfa_attacks::indicators::UNSTABLE_SAMPLES }
+    }
+}
+
+impl IndicatorsConfig {
+    /// Checks the values against the grid's suite; an error names its key inside
+    /// `[indicators]`. Every named attack must be in the suite, and its kind must record a trace.
+    pub fn validate(&self, suite: &[AttackEntry]) -> Result<(), FieldError> {
+        for (key, v) in [("n", self.n), ("samples", self.samples)] {
+            if v == 0 {
+                return Err(FieldError::at(key, "must be at least 1, got 0".into()));
+            }
+        }
+        let traced: Vec<&str> = AttackSpec::KINDS
+            .iter()
+            .copied()
+            .filter(|k| gfa_attacks::registry::facts(k).is_some_and(|f| f.traced))
+            .collect();
+        for (i, name) in self.attacks.iter().enumerate() {
+            let at = |message: String, suggestion: Option<String>| FieldError {
+                path: vec!["attacks".into(), i.to_string()],
+                message,
+                suggestion,
+            };
+            let entries: Vec<&AttackEntry> = suite.iter().filter(|a| &a.name == name).collect();
+            if entries.is_empty() {
+                let names = suite.iter().map(|a| a.name.as_str());
+                return Err(at(
+                    format!(
+                        "no [[attacks]] entry is named \"{name}\"; name one of the suite's \
+                         attacks (an entry's `name`, by default its `kind`)"
+                    ),
+                    closest(name, names),
+                ));
+            }
+            if let Some(a) = entries.iter().find(|a| !a.spec.facts().traced) {
+                return Err(at(
+                    format!(
+                        "attack \"{name}\" is of kind \"{}\", which records no trace, so no \
+                         indicator can be read from it; name attacks of the kinds that do ({}), \
+                         or leave `attacks` out to take every such attack of the suite",
+                        a.kind,
+                        traced.join(", ")
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The attack of unconstrained attack failure: the suite's white-box fixed-budget attack
+    /// with the most work per point (the registry's cost model; the first on a tie).
+    pub fn unconstrained_attack(attacks: &[AttackEntry]) -> Option<&AttackEntry> {
+        attacks
+            .iter()
+            .filter(|a| {
+                let f = a.spec.facts();
+                f.white_box() && !f.minimum_norm()
+            })
+            .fold(None, |best: Option<&AttackEntry>, a| match best {
+                Some(b) if b.spec.cost_per_point() >= a.spec.cost_per_point() => Some(b),
+                _ => Some(a),
+            })
+    }
+
+    /// Image-gradient evaluations per indicator point for `attacks` (the run's suite): each
+    /// traced attack's cost at each of its budgets (once for a minimum-norm attack), the
+    /// unconstrained run, and the forward passes of unstable predictions.
+    pub fn cost_per_point(&self, attacks: &[AttackEntry]) -> f64 {
+        let mut total =
+            Self::unconstrained_attack(attacks).map_or(0.0, |a| a.spec.cost_per_point());
+        for a in attacks.iter().filter(|a| self.traces(a)) {
+            let runs = if a.spec.facts().minimum_norm() { 1 } else { a.eps.len().max(1) };
+            let probe = self.samples as f64 * gfa_attacks::facts::FORWARD_COST;
+            total += (a.spec.cost_per_point() + probe) * runs as f64;
+        }
+        total
+    }
+
+    /// Whether the indicators read `entry`'s trace: it is named, or none are named and its kind
+    /// records one.
+    pub fn traces(&self, entry: &AttackEntry) -> bool {
+        if self.attacks.is_empty() {
+            entry.spec.facts().traced
+        } else {
+            self.attacks.contains(&entry.name)
+        }
     }
 }
 

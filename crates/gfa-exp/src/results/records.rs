@@ -2,7 +2,8 @@
 //!
 //! Every row repeats the identifying columns of its run ([`RunKey`]: experiment, run id, seed,
 //! model, method, λ and the method's options) so that any CSV can be filtered and grouped on
-//! its own, and ends with the build that wrote it (`git_rev`, `git_dirty`, `libtorch`; fixed
+//! its own, and ends with the numerics it was computed with (`precision`, `deterministic`,
+//! docs/numerics.md) and the build that wrote it (`git_rev`, `git_dirty`, `libtorch`; fixed
 //! into the binary, see [`crate::results::build_info`]). Missing values are empty cells
 //! (`Option::None`), never sentinels such as −1.
 //! Accuracies are fractions in `[0, 1]`; perturbation norms are in `[0, 1]`-pixel units.
@@ -18,14 +19,20 @@ use serde::{Deserialize, Serialize};
 
 use gfa_data::atomic::write_atomic;
 
+use gfa_core::device::{Numerics, Precision};
+
 use crate::config::grid::RunSpec;
 use crate::results::build_info;
 
-/// Version of every CSV layout written by this crate (4: train.csv's collapse diagnostics and
+/// Version of every CSV layout written by this crate (5: every per-run row and summary.csv's
+/// carry the numerics, `precision` and `deterministic`; 4: train.csv's collapse diagnostics and
 /// validation columns, `train_steps.csv`; 3: `method_params` holds the method value, train.csv's
 /// named `terms` replace `train_reg`, `kl` and `align`, every row ends with `git_rev`,
 /// `git_dirty`, `libtorch`).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
+
+/// The older versions this gfa reads, their rows upgraded on read ([`read_rows`]).
+pub const OLDER_VERSIONS: [u32; 3] = [2, 3, 4];
 
 /// The identifying columns every row repeats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,8 +75,9 @@ impl RunKey {
 }
 
 /// Defines a row struct whose first columns are `schema_version` and the [`RunKey`] columns and
-/// whose last are the build's (`git_rev`, `git_dirty`, `libtorch`). (The `csv` crate cannot
-/// serialize `#[serde(flatten)]`, so the columns are spelled out.)
+/// whose last are the numerics' (`precision`, `deterministic`) and the build's (`git_rev`,
+/// `git_dirty`, `libtorch`). (The `csv` crate cannot serialize `#[serde(flatten)]`, so the
+/// columns are spelled out.)
 macro_rules! keyed_row {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
         $(#[$m])*
@@ -84,6 +92,10 @@ macro_rules! keyed_row {
             pub lambda: Option<f64>,
             pub method_params: String,
             $($(#[$fm])* pub $f: $t,)*
+            /// The precision the row was computed at (`fp32` or `tf32`, docs/numerics.md).
+            pub precision: Precision,
+            /// Whether libtorch's deterministic switches (`--deterministic`) were on.
+            pub deterministic: bool,
             /// Git revision of the gfa build that wrote the row.
             pub git_rev: String,
             /// That build's sources differed from `git_rev` (empty: unknown, rows of schema 2).
@@ -93,9 +105,11 @@ macro_rules! keyed_row {
         }
 
         impl $name {
-            /// A row with the identifying columns of `key`, this build's columns and every other
-            /// column empty/zero.
+            /// A row with the identifying columns of `key`, the numerics this process computes
+            /// with ([`Numerics::current`]), this build's columns and every other column
+            /// empty/zero.
             pub fn keyed(key: &RunKey) -> Self {
+                let numerics = Numerics::current();
                 Self {
                     schema_version: SCHEMA_VERSION,
                     experiment: key.experiment.clone(),
@@ -105,11 +119,18 @@ macro_rules! keyed_row {
                     method: key.method.clone(),
                     lambda: key.lambda,
                     method_params: key.method_params.clone(),
+                    precision: numerics.precision,
+                    deterministic: numerics.deterministic,
                     git_rev: build_info::GIT_REV.into(),
                     git_dirty: Some(build_info::GIT_DIRTY == "true"),
                     libtorch: build_info::LIBTORCH.into(),
                     ..Default::default()
                 }
+            }
+
+            /// The numerics columns of this row.
+            pub fn numerics(&self) -> Numerics {
+                Numerics { precision: self.precision, deterministic: self.deterministic }
             }
 
             /// The identifying columns of this row.
@@ -142,7 +163,7 @@ pub struct ManifestRow {
     pub lambda: Option<f64>,
     /// The varying axis values, `key=value` joined by `; ` (seed excluded).
     pub axes: String,
-    /// Rough cost estimate in millions of image-gradient evaluations (see `grid::estimate_cost`).
+    /// Rough cost estimate in millions of image-gradient evaluations (see `cost::estimate_cost`).
     pub est_cost_mgrad: f64,
     /// Git revision of the gfa build that wrote the row.
     pub git_rev: String,
@@ -397,6 +418,36 @@ keyed_row! {
     }
 }
 
+keyed_row! {
+    /// `indicators.csv`: per attack, budget and Indicator of Attack Failure (docs/method.md §10),
+    /// how many of the points it was measured on it flags.
+    pub struct IndicatorRow {
+        /// The suite entry's name (empty for `unavailable_gradients`, a fact of the model).
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub norm: String,
+        /// The budget as the grid writes it (a minimum-norm attack: the largest it lists, the
+        /// radius it was run with; `unconstrained_attack_failure`: `unbounded`).
+        pub eps_text: String,
+        pub eps: Option<f64>,
+        /// `silent_success`, `incomplete_optimization`, `unstable_predictions`,
+        /// `transfer_failure`, `unconstrained_attack_failure` or `unavailable_gradients`.
+        pub indicator: String,
+        /// Points it was measured on.
+        pub n: usize,
+        /// Points it flags.
+        pub flagged: usize,
+        /// `flagged / n` (empty when `n` is 0).
+        pub fraction: Option<f64>,
+        /// The share of points above which it counts towards the `attack_failure_suspected`
+        /// verdict.
+        pub threshold: f64,
+        /// `flag` (fraction above the threshold), `pass`, or `skip` (no points).
+        pub result: String,
+    }
+}
+
 /// CSV bytes of `rows` with a header line (also when `rows` is empty).
 pub fn to_csv_bytes<T: Serialize + Default>(rows: &[T]) -> Result<Vec<u8>> {
     if rows.is_empty() {
@@ -439,9 +490,16 @@ pub fn non_finite_cell(
     })
 }
 
-/// The `schema_version` values this gfa reads: its own, and 2 and 3 (upgraded on read).
+/// The `schema_version` values this gfa reads: its own, and [`OLDER_VERSIONS`] (upgraded on
+/// read).
 pub fn readable_version(v: &str) -> bool {
-    v == SCHEMA_VERSION.to_string() || v == "2" || v == "3"
+    v == SCHEMA_VERSION.to_string() || OLDER_VERSIONS.iter().any(|o| v == o.to_string())
+}
+
+/// `5 (and 2, 3, 4, upgraded on read)`: the versions this gfa reads, for error messages.
+fn readable_versions() -> String {
+    let older: Vec<String> = OLDER_VERSIONS.iter().map(u32::to_string).collect();
+    format!("{SCHEMA_VERSION} (and {}, upgraded on read)", older.join(", "))
 }
 
 /// Checks a CSV file gfa wrote without knowing its row type: a `schema_version` column, every
@@ -475,9 +533,9 @@ pub fn check_csv_file(path: &Path) -> Result<()> {
         let v = rec.get(sv).unwrap_or_default();
         if !readable_version(v) {
             bail!(
-                "{}: schema_version {v:?}, but this gfa reads version {SCHEMA_VERSION} (and 2, \
-                 3, upgraded on read)",
-                at(row)
+                "{}: schema_version {v:?}, but this gfa reads version {}",
+                at(row),
+                readable_versions()
             );
         }
         if let Some((column, value)) = non_finite_cell(&headers, &rec) {
@@ -522,9 +580,10 @@ pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Resu
     let current = SCHEMA_VERSION.to_string();
     if let Some(v) = versions.iter().find(|v| !readable_version(v)) {
         bail!(
-            "{}: schema_version {v:?} but this gfa reads version {SCHEMA_VERSION} (and 2, 3); \
-             regenerate the file with this version of gfa",
-            path.display()
+            "{}: schema_version {v:?} but this gfa reads version {}; regenerate the file with \
+             this version of gfa",
+            path.display(),
+            readable_versions()
         );
     }
     let mut out = Vec::with_capacity(records.len());
@@ -534,7 +593,7 @@ pub fn read_rows<T: DeserializeOwned + Serialize + Default>(path: &Path) -> Resu
         let row = if rec.get(i) != Some(current.as_str()) {
             let fields = match rec.get(i) {
                 Some("2") => upgrade_v2(&headers, rec),
-                _ => upgrade_v3(&headers, rec),
+                _ => upgrade_v4(&headers, rec),
             };
             let values: Vec<&str> =
                 upgraded.iter().map(|h| fields.get(h).map_or("", String::as_str)).collect();
@@ -556,7 +615,7 @@ fn upgrade_v2(
     headers: &csv::StringRecord,
     rec: &csv::StringRecord,
 ) -> std::collections::BTreeMap<String, String> {
-    let mut f = upgrade_v3(headers, rec);
+    let mut f = upgrade_v4(headers, rec);
     if let Some(params) =
         f.get("method_params").and_then(|p| serde_json::from_str::<toml::Value>(p).ok())
         && let Some(run) = params.as_table()
@@ -592,15 +651,21 @@ fn upgrade_v2(
     f
 }
 
-/// A row of schema version 3 as the columns of version 4: the columns version 3 did not have
-/// (train.csv's diagnostics and validation) stay empty.
-fn upgrade_v3(
+/// A row of schema version 3 or 4 as the columns of the current version. The numerics columns
+/// version 4 did not have read as [`Numerics::BEFORE_RECORDING`] (`fp32`, `false`: gfa had
+/// not run on a GPU then, and `--deterministic` did not exist; docs/csv-schema.md, "Older
+/// versions"); the other columns version 3 did not have (train.csv's diagnostics and
+/// validation) stay empty.
+fn upgrade_v4(
     headers: &csv::StringRecord,
     rec: &csv::StringRecord,
 ) -> std::collections::BTreeMap<String, String> {
     let mut f: std::collections::BTreeMap<String, String> =
         headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
     f.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+    let old = Numerics::BEFORE_RECORDING;
+    f.insert("precision".into(), old.precision.to_string());
+    f.insert("deterministic".into(), old.deterministic.to_string());
     f
 }
 
@@ -701,7 +766,7 @@ impl RunSpec {
             method: k.method,
             lambda: k.lambda,
             axes: self.axes_text(),
-            est_cost_mgrad: crate::config::grid::estimate_cost(self),
+            est_cost_mgrad: crate::config::cost::estimate_cost(self),
             git_rev: build_info::GIT_REV.into(),
             git_dirty: Some(build_info::GIT_DIRTY == "true"),
             libtorch: build_info::LIBTORCH.into(),
@@ -815,7 +880,8 @@ mod tests {
         assert!(format!("{e:#}").contains("schema_version"));
     }
 
-    /// Results written with schema 2 (e.g. the committed `results/quick`) read as version 3.
+    /// Results written with schema 2 (e.g. the committed `results/methods`) read as the current
+    /// version, computed at fp32 with the deterministic switches off.
     #[test]
     fn schema_2_rows_are_upgraded_on_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -840,6 +906,7 @@ mod tests {
             ("70f138e1a2b3", None, "")
         );
         assert_eq!((r.lambda, r.train_loss, r.tap_cos.as_str()), (Some(0.3), 2.3, "input=0.6"));
+        assert_eq!(r.numerics(), Numerics::BEFORE_RECORDING);
     }
 
     /// A train.csv of schema 3 (no diagnostics or validation columns) reads as version 4 with
@@ -866,6 +933,7 @@ mod tests {
         let text = fs::read_to_string(&p).unwrap();
         let new = ["steps", "grad_norm", "dead_frac", "pred_entropy", "collapse_step"];
         let new = [&new[..], &["val_clean_acc", "val_robust_acc", "best_epoch"]].concat();
+        let new = [&new[..], &["precision", "deterministic"]].concat();
         let table: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
         let keep: Vec<usize> =
             (0..table[0].len()).filter(|&i| !new.contains(&table[0][i])).collect();
@@ -889,9 +957,91 @@ mod tests {
             dead_frac: String::new(),
             val_robust_acc: None,
             best_epoch: None,
+            precision: Precision::Fp32,
+            deterministic: false,
             ..row
         };
         assert_eq!(back, vec![want]);
+    }
+
+    /// The numerics columns come after a row's own and before the build's, and read back as
+    /// written; a row made with `keyed` holds the numerics this process computes with.
+    #[test]
+    fn numerics_columns_round_trip_before_the_build_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("eval.csv");
+        let keyed = EvalRow::keyed(&key());
+        assert_eq!(keyed.numerics(), Numerics::current());
+        let rows: Vec<EvalRow> = [(Precision::Tf32, true), (Precision::Fp32, false)]
+            .into_iter()
+            .map(|(precision, deterministic)| EvalRow {
+                attack: "pgd".into(),
+                robust_acc: Some(0.09049479166666667),
+                precision,
+                deterministic,
+                ..keyed.clone()
+            })
+            .collect();
+        write_rows(&p, &rows).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.ends_with(",device,precision,deterministic,git_rev,git_dirty,libtorch"),
+            "{header}"
+        );
+        assert!(text.lines().nth(1).unwrap().contains(",tf32,true,"), "{text}");
+        assert_eq!(read_rows::<EvalRow>(&p).unwrap(), rows);
+    }
+
+    /// A version-4 file (no numerics columns) reads as fp32 with the deterministic switches
+    /// off, every other value unchanged; a version-5 file without them is refused, naming the
+    /// column, not given a default.
+    #[test]
+    fn schema_4_rows_read_as_fp32_and_a_schema_5_file_needs_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("eval.csv");
+        let row = EvalRow {
+            attack: "pgd".into(),
+            eps: Some(8.0 / 255.0),
+            robust_acc: Some(0.09049479166666667),
+            precision: Precision::Tf32,
+            deterministic: true,
+            ..EvalRow::keyed(&key())
+        };
+        write_rows(&p, std::slice::from_ref(&row)).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        let table: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        let keep: Vec<usize> = (0..table[0].len())
+            .filter(|&i| !["precision", "deterministic"].contains(&table[0][i]))
+            .collect();
+        assert_eq!(keep.len() + 2, table[0].len());
+        let without = |version: &str| -> String {
+            table
+                .iter()
+                .enumerate()
+                .map(|(k, cells)| {
+                    let mut c: Vec<&str> = keep.iter().map(|&i| cells[i]).collect();
+                    if k > 0 {
+                        c[0] = version;
+                    }
+                    c.join(",") + "\n"
+                })
+                .collect()
+        };
+        fs::write(&p, without("4")).unwrap();
+        check_csv_file(&p).unwrap();
+        let back: Vec<EvalRow> = read_rows(&p).unwrap();
+        let old = Numerics::BEFORE_RECORDING;
+        let want = EvalRow { precision: old.precision, deterministic: old.deterministic, ..row };
+        assert_eq!(back, vec![want]);
+        assert_eq!((old.precision, old.deterministic), (Precision::Fp32, false));
+
+        fs::write(&p, without("5")).unwrap();
+        let e = format!("{:#}", read_rows::<EvalRow>(&p).unwrap_err());
+        assert!(e.contains("eval.csv") && e.contains("precision"), "{e}");
+        fs::write(&p, without("6")).unwrap();
+        let e = format!("{:#}", check_csv_file(&p).unwrap_err());
+        assert!(e.contains("schema_version \"6\"") && e.contains("5 (and 2, 3, 4"), "{e}");
     }
 
     #[test]

@@ -342,6 +342,8 @@ pub fn context(
         "format": FORMAT,
         "version": VERSION,
         "schema_version": SCHEMA_VERSION,
+        // Batches computed at other numerics are not reused: an eval.csv row names one.
+        "numerics": gfa_core::device::Numerics::in_force(model.device()),
         "run_id": key.run_id,
         "seed": seed,
         "eval": eval,

@@ -18,17 +18,18 @@
 //! evaluates its trained model again with the grid's suite plus these attacks, on the same points
 //! with the same seed (the suite's rows come out as before; the cumulative rows now include the
 //! added attacks), replaces the run's `eval.csv`, `norms.csv`, `points.csv` and `gfa_value.csv`,
-//! and reruns its masking checks. The run keeps its id and `config.toml`; its `escalated` file
-//! records what was added and why. With `binarize = { … }` (a `[binarize]` table) the qualifying
-//! runs also get that binarization test, in place of the grid's. A run that already has rows of
-//! every added attack (and of the added test) is left alone, so the command can be rerun; runs
-//! not evaluated yet are reported and skipped.
+//! computes its Indicators of Attack Failure (`indicators.csv`, with the grid's `[indicators]`
+//! settings or their defaults), and reruns its masking checks. The run keeps its id and
+//! `config.toml`; its `escalated` file records what was added and why. With `binarize = { … }`
+//! (a `[binarize]` table) the qualifying runs also get that binarization test, in place of the
+//! grid's. A run that already has rows of every added attack (and of the added test) is left
+//! alone, so the command can be rerun; runs not evaluated yet are reported and skipped.
 use std::fmt::Write as _;
 
 use crate::analysis::stats::Stat;
 use crate::config::escalate::Escalate;
 use crate::config::grid::RunSpec;
-use crate::config::spec::Subset;
+use crate::config::spec::{IndicatorsConfig, Subset};
 use crate::results::records::{BinarizationRow, CheckRow, EvalRow, read_rows};
 use crate::results::store::{ExperimentDir, Stage};
 use crate::run::runner::{self, RunOptions, Stages};
@@ -173,6 +174,9 @@ pub fn escalate(
         if let Some(b) = &esc.binarize {
             wider.binarize = Some(b.clone());
         }
+        // An escalated run is one that looks robust: its Indicators of Attack Failure say
+        // whether the attacks or the model make it so (the grid's settings, or the defaults).
+        wider.indicators.get_or_insert_with(IndicatorsConfig::default);
         let out = stages
             .evaluate(&wider, &dir, None)
             .with_context(|| format!("escalating run {}", run.run_id))?;

@@ -30,7 +30,8 @@ use crate::analysis::masking::{GradHealth, masking_checks};
 use crate::config::grid::RunSpec;
 use crate::config::spec::Subset;
 use crate::results::records::{
-    CheckRow, EvalRow, GfaValueRow, NormRow, PointRow, TrainRow, read_rows, write_rows,
+    CheckRow, EvalRow, GfaValueRow, IndicatorRow, NormRow, PointRow, TrainRow, read_rows,
+    write_rows,
 };
 use crate::results::store::{
     ExperimentDir, RunDir, Shard, Stage, Status, TRAIN_STEPS, checkpoint_dir,
@@ -52,6 +53,8 @@ pub struct EvalOutput {
     pub landscape: Option<Vec<crate::results::records::LandscapeRow>>,
     /// The binarization test (`binarization.csv`), when the run has a `[binarize]` table.
     pub binarization: Option<Vec<crate::results::records::BinarizationRow>>,
+    /// The Indicators of Attack Failure (`indicators.csv`), when the run asks for them.
+    pub indicators: Option<Vec<IndicatorRow>>,
 }
 
 /// The work of one run, stage by stage.
@@ -69,14 +72,17 @@ pub trait Stages {
         dir: &RunDir,
         keep: Option<&[bool]>,
     ) -> Result<EvalOutput>;
-    /// The masking checks (docs/method.md §7) from the eval rows (a pure function by default).
+    /// The masking checks (docs/method.md §7) from the eval rows and the indicator rows (a pure
+    /// function by default).
     fn checks(
         &mut self,
         run: &RunSpec,
         eval: &[EvalRow],
         grad: Option<GradHealth>,
+        indicators: &[IndicatorRow],
     ) -> Result<Vec<CheckRow>> {
-        Ok(masking_checks(&run.key(), eval, grad, run.config.model.num_classes as usize))
+        let classes = run.config.model.num_classes as usize;
+        Ok(masking_checks(&run.key(), eval, grad, classes, indicators))
     }
 }
 
@@ -473,6 +479,13 @@ pub fn write_evaluation(dir: &RunDir, out: &EvalOutput) -> Result<()> {
     if let Some(rows) = &out.binarization {
         write_rows(&dir.file(BINARIZATION), rows)?;
     }
+    match &out.indicators {
+        Some(rows) => write_rows(&dir.file(INDICATORS), rows)?,
+        // An evaluation without indicators leaves none of an earlier one's behind.
+        None if dir.file(INDICATORS).exists() => std::fs::remove_file(dir.file(INDICATORS))
+            .with_context(|| format!("removing {}", dir.file(INDICATORS).display()))?,
+        None => {}
+    }
     let gh = out.grad_health.map(|g| GradHealthFile {
         zero_frac: g.zero_frac,
         nonfinite_frac: g.nonfinite_frac,
@@ -482,6 +495,9 @@ pub fn write_evaluation(dir: &RunDir, out: &EvalOutput) -> Result<()> {
     dir.mark(Stage::Evaluated)?;
     crate::run::batches::remove(&dir.file(crate::run::batches::FILE))
 }
+
+/// The file of a run's Indicators of Attack Failure.
+pub const INDICATORS: &str = "indicators.csv";
 
 /// `<stage> done (12.3 s)` into the log and the monitor.
 fn done(bar: &Monitor, dir: &RunDir, stage: &str, t0: Instant) {
@@ -546,7 +562,11 @@ fn work_run(
             nonfinite_frac: g.nonfinite_frac,
             n: g.n,
         });
-        let rows = stages.checks(run, &eval, gh).context("masking checks")?;
+        let indicators: Vec<IndicatorRow> = match dir.file(INDICATORS) {
+            p if p.is_file() => read_rows(&p)?,
+            _ => vec![],
+        };
+        let rows = stages.checks(run, &eval, gh, &indicators).context("masking checks")?;
         let binarization = crate::analysis::report::base::read_opt(&dir.file(BINARIZATION))?;
         let rows = crate::analysis::binarization::with_binarization(rows, &binarization);
         write_rows(&dir.file("checks.csv"), &rows)?;

@@ -107,6 +107,9 @@ pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str)
                 val_clean_acc: val.map(|v| v.clean_acc),
                 val_robust_acc: val.map(|v| v.robust_acc),
                 best_epoch: r.best_epoch,
+                // Each epoch's own: a resumed run may have trained its epochs at others.
+                precision: r.numerics.precision,
+                deterministic: r.numerics.deterministic,
                 ..TrainRow::keyed(key)
             }
         })
@@ -117,8 +120,8 @@ pub fn train_rows(key: &RunKey, records: &[gfa_core::EpochRecord], device: &str)
 pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow> {
     records
         .iter()
-        .flat_map(|r| &r.probes)
-        .map(|p| StepRow {
+        .flat_map(|r| r.probes.iter().map(move |p| (p, r.numerics)))
+        .map(|(p, n)| StepRow {
             epoch: p.epoch,
             step: p.step,
             train_acc: p.train_acc,
@@ -131,6 +134,8 @@ pub fn step_rows(key: &RunKey, records: &[gfa_core::EpochRecord]) -> Vec<StepRow
             dead_frac: dead_text(&p.taps),
             pred_entropy: p.pred_entropy,
             collapse: p.collapse,
+            precision: n.precision,
+            deterministic: n.deterministic,
             ..StepRow::keyed(key)
         })
         .collect()
@@ -477,6 +482,24 @@ fn norm_rows(records: &[EvalRecord], attacks: &[AttackEntry], key: &RunKey) -> V
     rows
 }
 
+/// The points the Indicators of Attack Failure are measured on: the first `n` evaluated points
+/// (those of `keep` under `all_correct`) that `model` classifies correctly, on the CPU.
+pub fn indicator_points(
+    model: &Classifier,
+    (x, y): (&Tensor, &Tensor),
+    keep: Option<&[bool]>,
+    n: usize,
+    eval: &EvalConfig,
+) -> (Tensor, Tensor) {
+    let mut mask = correct_mask(model, x, y, eval.batch_size);
+    if let (Subset::AllCorrect, Some(k)) = (eval.subset, keep) {
+        mask = mask.logical_and(&Tensor::from_slice(k));
+    }
+    let idx = gfa_attacks::repeated::indices(&mask);
+    let idx = idx.narrow(0, 0, idx.size()[0].min(n as i64));
+    (x.index_select(0, &idx), y.index_select(0, &idx))
+}
+
 /// Masking check 8: the fraction of points whose cross-entropy input gradient (at the clean
 /// point, eval mode) is exactly zero or has a non-finite entry.
 pub fn grad_health(model: &Classifier, x: &Tensor, y: &Tensor, batch: i64) -> GradHealth {
@@ -616,6 +639,23 @@ impl Stages for TorchStages {
         )?;
         let gfa_value = gfa_value_rows(&model, &splits.test.head(n), "test", &key)?;
         let grad_health = Some(grad_health(&model, &x, &y, run.config.eval.batch_size as i64));
+        let indicators = match &run.indicators {
+            None => None,
+            Some(config) => {
+                let (ix, iy) = indicator_points(&model, (&x, &y), keep, config.n, &run.config.eval);
+                let probe = crate::run::indicators::Probe {
+                    model: &model,
+                    x: &ix,
+                    y: &iy,
+                    suite,
+                    config,
+                    grad: grad_health,
+                    key: &key,
+                };
+                self.monitor.progress(dir, "indicators of attack failure");
+                Some(crate::run::indicators::indicator_rows(&probe)?)
+            }
+        };
         let landscape = match &run.landscape {
             None => None,
             Some(l) => {
@@ -655,6 +695,6 @@ impl Stages for TorchStages {
                 Some(rows)
             }
         };
-        Ok(EvalOutput { gfa_value, grad_health, landscape, binarization, ..out })
+        Ok(EvalOutput { gfa_value, grad_health, landscape, indicators, binarization, ..out })
     }
 }

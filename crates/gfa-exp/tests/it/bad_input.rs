@@ -259,6 +259,31 @@ const TOML_CASES: &[(&str, &str, &str, &[&str])] = &[
         "[[attacks]]",
         "[binarize]\nattack = { kind = \"pgd\" }\neps = \"0\"\n\n[[attacks]]",
         &[":18:", "`binarize.eps`", "eps > 0"],
+    // `[indicators]` reads the traces of the attacks it names: one whose kind records none, one
+    // the suite does not have, a zero count and a mistyped key are refused at their key.
+    (
+        "indicators_untraced",
+        r#"eps = ["8/255"]"#,
+        "eps = [\"8/255\"]\n\n[indicators]\nattacks = [\"fgsm\"]",
+        &[":21:", "`indicators.attacks.0`", "records no trace", "pgd, apgd-ce"],
+    ),
+    (
+        "indicators_unknown",
+        r#"eps = ["8/255"]"#,
+        "eps = [\"8/255\"]\n\n[indicators]\nattacks = [\"fgsmm\"]",
+        &[":21:", "`indicators.attacks.0`", "no [[attacks]] entry", "did you mean `fgsm`"],
+    ),
+    (
+        "indicators_n0",
+        r#"eps = ["8/255"]"#,
+        "eps = [\"8/255\"]\n\n[indicators]\nn = 0",
+        &[":21:", "`indicators.n`", "at least 1"],
+    ),
+    (
+        "indicators_typo",
+        r#"eps = ["8/255"]"#,
+        "eps = [\"8/255\"]\n\n[indicators]\nsample = 10",
+        &[":21:", "`indicators.sample`", "did you mean `samples`"],
     ),
 ];
 
@@ -276,7 +301,9 @@ fn bad_grids_are_refused_at_their_key() {
         let mut needles = needles.to_vec();
         needles.push(file);
         cases.push((vec!["plan", file], needles.clone()));
-        if ["epochs0", "eval_batch0", "linf_eps_huge", "empty"].contains(name) {
+        if ["epochs0", "eval_batch0", "linf_eps_huge", "empty", "indicators_untraced"]
+            .contains(name)
+        {
             cases.push((vec!["run", file, "--quiet"], needles));
         }
     }

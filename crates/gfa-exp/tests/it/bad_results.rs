@@ -93,7 +93,7 @@ fn damaged_run_files_are_named_and_nothing_is_rewritten() {
         (vec!["report", &enan], vec![&nan, "row 2", "clean_acc is NaN", "gfa run"]),
         (vec!["export", "robustbench", &rnan], vec![&nan, "row 2", "clean_acc is NaN"]),
         (vec!["report", &einf], vec![&inf, "row 2", "robust_acc is inf"]),
-        (vec!["report", &ev9], vec![&v9, "row 2", "schema_version \"9\"", "reads version 4"]),
+        (vec!["report", &ev9], vec![&v9, "row 2", "schema_version \"9\"", "reads version 5"]),
     ];
     refused_all(d, &cases);
 }

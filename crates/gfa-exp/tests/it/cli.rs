@@ -725,7 +725,8 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
     let (out, errs) = text(&o);
     let dev = if gfa_core::device::cuda_available() { "cuda:0" } else { "cpu" };
     assert!(out.lines().next().unwrap().contains(&format!("est. h ({dev})")), "{out}");
-    assert!(out.contains(&format!(" h on {dev}")) && out.contains("per image-gradient"), "{out}");
+    assert!(out.contains(&format!(" h on {dev}")) && out.contains("attack gradient"), "{out}");
+    assert!(out.contains("training step") && out.contains("per image"), "{out}");
     if dev == "cpu" {
         assert_eq!(o.status.code(), Some(3), "{out}\n{errs}");
         assert!(errs.contains("refusing") && errs.contains("gfa doctor"), "{errs}");
@@ -741,6 +742,8 @@ fn plan_estimates_hours_and_refuses_a_cpu_for_a_gpu_grid() {
                 && out.contains("in the grid's order)"),
             "{out}"
         );
+        // It says what it assumes of the models it has not trained.
+        assert!(out.contains("the evaluation's cost assumes models classify 50 %"), "{out}");
     } else {
         assert!(o.status.success(), "{errs}");
     }

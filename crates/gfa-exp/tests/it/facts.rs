@@ -6,7 +6,8 @@ use std::path::Path;
 use gfa_attacks::registry;
 use gfa_attacks::{AttackSpec, Facts};
 use gfa_exp::analysis::masking::masking_checks;
-use gfa_exp::config::grid::{ExperimentSpec, RunSpec, estimate_cost};
+use gfa_exp::config::cost::estimate_cost;
+use gfa_exp::config::grid::{ExperimentSpec, RunSpec};
 use gfa_exp::config::spec::AttackEntry;
 use gfa_exp::results::records::{CheckRow, EvalRow, RunKey, write_rows};
 
@@ -81,7 +82,8 @@ fn masking(kind: &str) {
     let base: Vec<EvalRow> = healthy.iter().map(|(k, c)| eval_row(k, 0.9, c, &key)).collect();
     let mut with = base.clone();
     with.push(eval_row(kind, 0.0, "{}", &key));
-    let (a, b) = (masking_checks(&key, &base, None, 10), masking_checks(&key, &with, None, 10));
+    let (a, b) =
+        (masking_checks(&key, &base, None, 10, &[]), masking_checks(&key, &with, None, 10, &[]));
     assert_ne!(outcomes(&a[..9]), outcomes(&b[..9]), "{kind}: no masking check uses it");
 }
 

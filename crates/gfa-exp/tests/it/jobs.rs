@@ -284,12 +284,14 @@ fn jobs_train_transfer_surrogates_before_evaluating() {
 #[test]
 fn bad_jobs_threads_and_devices_are_refused_before_any_work() {
     let missing = format!("cuda:{}", 7);
-    let cases: [(&str, Vec<&str>, &str); 5] = [
+    let cases: [(&str, Vec<&str>, &str); 7] = [
         (TINY, vec!["--jobs", "0"], "--jobs 0"),
         (TINY, vec!["--jobs", "5"], "only 4 runs; use --jobs 4 or fewer"),
         (TINY, vec!["--threads", "0"], "--threads 0"),
         (TINY, vec!["--devices", &missing], "cuda:7"),
         (&format!("{TINY}\n[run]\njobs = 0\n"), vec![], "`run.jobs`"),
+        (&format!("{TINY}\n[run]\nprecision = \"bf16\"\n"), vec![], "`run.precision`"),
+        (&format!("{TINY}\n[run]\nprecison = \"fp32\"\n"), vec![], "precision"),
     ];
     for (grid, flags, message) in cases {
         let dir = setup(grid);
@@ -302,6 +304,48 @@ fn bad_jobs_threads_and_devices_are_refused_before_any_work() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(message), "{flags:?}: {err}");
         assert!(!dir.path().join("res").exists(), "{flags:?} wrote into the results folder");
+    }
+}
+
+/// `[run] deterministic = true` reaches the workers of `--jobs 2` and every row they write,
+/// with the precision the CPU computes at (fp32, whatever `[run] precision` asks of a GPU), and
+/// every checkpoint (the sidecar and each epoch record); the first line names them.
+#[test]
+fn the_grids_numerics_reach_every_row_and_checkpoint() {
+    let grid = format!("{TINY}\n[run]\nprecision = \"tf32\"\ndeterministic = true\n");
+    let dir = setup(&grid);
+    let o = ok(gfa_cmd(dir.path(), &run_args("res", &["--jobs", "2"])).output().unwrap());
+    let first = String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string();
+    assert!(first.contains("precision fp32, deterministic"), "{}", text(&o));
+    let exp = exp_dir(dir.path());
+    let mut files = 0;
+    for entry in fs::read_dir(&exp).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".csv") || name == "manifest.csv" || name == "summary.csv" {
+            continue;
+        }
+        let mut r = csv::Reader::from_path(&p).unwrap();
+        let h = r.headers().unwrap().clone();
+        let col = |c: &str| h.iter().position(|x| x == c).unwrap_or_else(|| panic!("{name}: {c}"));
+        let (prec, det) = (col("precision"), col("deterministic"));
+        let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+        for row in &rows {
+            assert_eq!((&row[prec], &row[det]), ("fp32", "true"), "{name}");
+        }
+        files += usize::from(!rows.is_empty());
+    }
+    // train, train_steps, eval, checks and points have rows (norms.csv none: no minimum-norm
+    // attack in the suite).
+    assert!(files >= 5, "{files} files with rows");
+    for d in run_dirs(&exp) {
+        let meta = gfa_core::checkpoint::read_meta(&d.join("checkpoints")).unwrap();
+        let want = gfa_core::device::Numerics {
+            precision: gfa_core::device::Precision::Fp32,
+            deterministic: true,
+        };
+        assert_eq!(meta.numerics, want);
+        assert!(meta.metrics.iter().all(|r| r.numerics == want), "{}", d.display());
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 use gfa_exp::analysis::report::{SummaryRow, report};
 use gfa_exp::analysis::stats::{Paired, wilson};
 use gfa_exp::results::records::{
-    CheckRow, EvalRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
+    CheckRow, EvalRow, IndicatorRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
 };
 
 pub fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
@@ -208,9 +208,52 @@ fn report_aggregates_over_seeds_and_compares_with_the_paper() {
     let t = rows.iter().find(|r| r.label == "standard" && r.metric == "final_test_acc").unwrap();
     assert!((t.mean - 0.75).abs() < 1e-12 && t.std == Some(0.0));
     let tables = ["tables/T1.md", "tables/T2.md", "tables/T3.md", "tables/T4.md", "tables/T5.md"];
-    for f in ["summary.csv", "report.md", "tables/T6.md"].iter().chain(&tables) {
+    for f in ["summary.csv", "report.md", "tables/T6.md", "tables/T7.md"].iter().chain(&tables) {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+}
+
+/// T4 shows, beside the masking checks, each indicator's largest share of flagged points per
+/// model and method (over seeds, attacks and budgets, with where) and the rows that flag,
+/// counted in runs; a results folder without indicators.csv has no such block.
+#[test]
+fn t4_shows_the_indicators_beside_the_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_made(dir.path());
+    let t4 = |dir: &Path| {
+        let md = report(dir).unwrap().markdown;
+        md[md.find("## T4").unwrap()..].to_string()
+    };
+    assert!(!t4(dir.path()).contains("Indicators of Attack Failure"));
+    let row = |seed: u64, indicator: &str, eps: &str, flagged: usize| {
+        let (fraction, result) = gfa_exp::analysis::indicators::outcome(flagged, 50);
+        IndicatorRow {
+            attack: "pgd".into(),
+            kind: "pgd".into(),
+            preset: "reference".into(),
+            norm: "linf".into(),
+            eps_text: eps.into(),
+            indicator: indicator.into(),
+            n: 50,
+            flagged,
+            fraction,
+            threshold: 0.05,
+            result: result.into(),
+            ..IndicatorRow::keyed(&key("gfa", Some(0.1), seed))
+        }
+    };
+    let rows = [
+        row(0, "incomplete_optimization", "2/255", 1),
+        row(0, "incomplete_optimization", "8/255", 6),
+        row(1, "incomplete_optimization", "8/255", 10),
+        row(1, "silent_success", "8/255", 0),
+    ];
+    write_rows(&dir.path().join("indicators.csv"), &rows).unwrap();
+    let md = t4(dir.path());
+    assert!(md.contains("### Indicators of Attack Failure (docs/method.md §10)"), "{md}");
+    let want = "| cnn | gfa λ=0.1 | 0.0% pgd linf 8/255 (n=50) | 20.0% pgd linf 8/255 (n=50) | — \
+                | — | — | — | incomplete_optimization (2) |";
+    assert!(md.contains(want), "{want}\n{md}");
 }
 
 #[test]
@@ -396,4 +439,32 @@ fn results_readmes_quote_their_rows() {
         let problems = gfa_exp::analysis::report::readme::check(&readme, &res);
         assert!(problems.is_empty(), "results/{name}/README.md: {problems:#?}");
     }
+}
+
+/// Every committed results folder was written before the numerics were recorded (CSV schema 2
+/// or 4, all on the CPU): its rows read as fp32 with the deterministic switches off, by the
+/// documented upgrade, and every file of it reads (points.csv of version 4 included).
+#[test]
+fn committed_results_read_as_fp32_not_deterministic() {
+    use gfa_exp::results::records::{EvalRow, PointRow, TrainRow, read_rows};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+    let old = gfa_core::device::Numerics::BEFORE_RECORDING;
+    for name in ["quick", "methods", "knife_edge", "fd_vs_exact"] {
+        let dir = root.join(name);
+        let eval: Vec<EvalRow> = read_rows(&dir.join("eval.csv")).unwrap();
+        let train: Vec<TrainRow> = read_rows(&dir.join("train.csv")).unwrap();
+        assert!(!eval.is_empty() && !train.is_empty(), "{name}");
+        assert!(eval.iter().all(|r| r.numerics() == old && r.device == "cpu"), "{name}");
+        assert!(train.iter().all(|r| r.numerics() == old && r.device == "cpu"), "{name}");
+        if dir.join("points.csv").is_file() {
+            let points: Vec<PointRow> = read_rows(&dir.join("points.csv")).unwrap();
+            assert!(points.iter().all(|r| r.numerics() == old), "{name}");
+            gfa_exp::analysis::points::read_points(&dir.join("points.csv"), &eval).unwrap();
+        }
+    }
+    // results/foundation's train log of schema 2 (its other CSV is of schema 1, which gfa does
+    // not read, before this change or after).
+    let file = root.join("foundation/cnn_w025_standard_adam_constant_10ep.csv");
+    let rows: Vec<TrainRow> = read_rows(&file).unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.numerics() == old), "{}", file.display());
 }

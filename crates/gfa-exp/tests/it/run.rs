@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gfa_exp::results::records::{EvalRow, GfaValueRow, PointRow, StepRow, TrainRow, read_rows};
+use gfa_exp::results::records::{
+    CheckRow, EvalRow, GfaValueRow, IndicatorRow, PointRow, StepRow, TrainRow, read_rows,
+};
 
 fn gfa(dir: &Path, args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
@@ -93,11 +95,25 @@ fn smoke_grid_runs_reports_plots_and_resumes_after_a_kill() {
     let gv: Vec<GfaValueRow> = read_rows(&exp.join("gfa_value.csv")).unwrap();
     assert!(gv.len() >= 4 * 2 && gv.iter().all(|r| r.n == 64 && r.value.abs() <= 1.0));
     assert!(gv.iter().any(|r| r.tap == "input"));
-    assert!(exp.join("checks.csv").is_file());
+    // Indicators of Attack Failure per run: PGD at 2 budgets × 3 indicators, the unconstrained
+    // PGD and the gradients; the verdict reads them.
+    let ind: Vec<IndicatorRow> = read_rows(&exp.join("indicators.csv")).unwrap();
+    assert_eq!(ind.len(), 4 * (2 * 3 + 2), "{ind:#?}");
+    for r in ind.iter().filter(|r| r.indicator != "unavailable_gradients") {
+        assert!(r.attack == "pgd" && r.n <= 16 && r.flagged <= r.n, "{r:?}");
+    }
+    let checks: Vec<CheckRow> = read_rows(&exp.join("checks.csv")).unwrap();
+    for id in train.iter().map(|r| &r.run_id) {
+        let v = checks.iter().find(|c| &c.run_id == id && c.check == "verdict").unwrap();
+        let flagged = ind.iter().any(|r| &r.run_id == id && r.result == "flag");
+        assert_eq!(v.detail.contains("attack-failure indicators"), flagged, "{v:?}");
+    }
 
     let o = gfa(dir.path(), &["report", "res/smoke"]);
     assert!(!o.stdout.is_empty());
     assert!(exp.join("summary.csv").is_file() && exp.join("report.md").is_file());
+    let report = fs::read_to_string(exp.join("report.md")).unwrap();
+    assert!(report.contains("### Indicators of Attack Failure"), "{report}");
     gfa(dir.path(), &["plot", "res/smoke", "--format", "svg"]);
     assert!(fs::read_dir(exp.join("figures")).unwrap().count() > 0);
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::groups::Groups;
 use crate::analysis::stats::{Stat, wilson};
 use crate::results::records::{
-    BinarizationRow, CheckRow, EvalRow, GfaValueRow, RunKey, TrainRow, read_rows,
+    BinarizationRow, CheckRow, EvalRow, GfaValueRow, IndicatorRow, RunKey, TrainRow, read_rows,
 };
 use crate::results::store::ExperimentDir;
 
@@ -43,6 +43,8 @@ pub struct Results {
     pub eval: Vec<EvalRow>,
     pub train: Vec<TrainRow>,
     pub checks: Vec<CheckRow>,
+    /// The Indicators of Attack Failure (`indicators.csv`; empty without `[indicators]`).
+    pub indicators: Vec<IndicatorRow>,
     pub gfa_value: Vec<GfaValueRow>,
     /// The binarization tests (`binarization.csv`; empty without a `[binarize]` table).
     pub binarization: Vec<BinarizationRow>,
@@ -67,6 +69,7 @@ impl Results {
             eval: read_opt(&dir.join("eval.csv"))?,
             train: read_opt(&dir.join("train.csv"))?,
             checks: read_opt(&dir.join("checks.csv"))?,
+            indicators: read_opt(&dir.join("indicators.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
             binarization: read_opt(&dir.join("binarization.csv"))?,
             points: BTreeMap::new(),

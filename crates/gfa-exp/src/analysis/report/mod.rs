@@ -1,7 +1,7 @@
 //! `gfa report DIR`: aggregate a results folder over seeds into `summary.csv` and the Markdown
-//! tables of docs/method.md §9 (`tables/T1.md` … `T6.md`, all of them in `report.md`).
+//! tables of docs/method.md §9 (`tables/T1.md` … `T7.md`, all of them in `report.md`).
 //!
-//! One module per table (`t1` … `t6`, each a `table(res, ctx)` listed in [`build`]; the paper's
+//! One module per table (`t1` … `t7`, each a `table(res, ctx)` listed in [`build`]; the paper's
 //! claims in [`claims`]); this module loads the CSVs, labels the runs, writes `summary.csv` and
 //! holds what the tables share: the typed keys and the accuracy cell (`acc_cell`).
 //!
@@ -20,9 +20,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use gfa_core::device::Numerics;
 use serde::{Deserialize, Serialize};
 
-use self::base::{Ctx, Results, worst_cases};
+use self::base::{Ctx, Results, worst_rows};
 use crate::analysis::stats::Stat;
 use crate::results::records::{RunKey, SCHEMA_VERSION, TrainRow, write_rows};
 use gfa_data::atomic::write_atomic;
@@ -38,6 +39,7 @@ mod t3;
 mod t4;
 mod t5;
 mod t6;
+mod t7;
 
 /// `summary.csv`: one row per (group of runs differing only by seed, measurement).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,11 @@ pub struct SummaryRow {
     /// values in the shortest form that reads back to the same `f64` ([`SummaryRow::seeds`]).
     #[serde(default)]
     pub per_seed: String,
+    /// The precision of the rows aggregated (`fp32`, `tf32`): one value when they all agree,
+    /// else every value, joined by `;` in name order.
+    pub precision: String,
+    /// Their `deterministic` values, the same way (`false`, `true`, `false;true`).
+    pub deterministic: String,
 }
 
 impl SummaryRow {
@@ -179,6 +186,7 @@ pub fn build(res: &Results) -> Built {
         ("T4".to_string(), t4::table(res, &ctx)),
         ("T5".to_string(), t5::table(res, &ctx)),
         ("T6".to_string(), t6::table(res)),
+        ("T7".to_string(), t7::table(res, &ctx)),
     ];
     let experiment = res
         .eval
@@ -206,10 +214,10 @@ pub fn build(res: &Results) -> Built {
 }
 
 /// `summary.csv`'s groups while they fill: per key (everything but the run and the value), the
-/// first row's fields and the values of every run.
+/// first row's fields, the values of every run and the numerics of the rows they come from.
 #[derive(Default)]
 struct Summary {
-    groups: BTreeMap<Vec<String>, (SummaryRow, Vec<SeedValue>)>,
+    groups: BTreeMap<Vec<String>, (SummaryRow, Vec<SeedValue>, Vec<Numerics>)>,
 }
 
 impl Summary {
@@ -228,9 +236,9 @@ impl Summary {
         }
     }
 
-    /// The value `v` of the run with `seed` of the measurement `proto` describes (none:
-    /// nothing).
-    fn add(&mut self, proto: SummaryRow, seed: u64, v: Option<f64>) {
+    /// The value `v`, computed at `numerics`, of the run with `seed` of the measurement `proto`
+    /// describes (none: nothing).
+    fn add(&mut self, proto: SummaryRow, (seed, numerics): (u64, Numerics), v: Option<f64>) {
         let Some(v) = v else { return };
         let k = vec![
             proto.model.clone(),
@@ -246,7 +254,9 @@ impl Summary {
             proto.tap.clone(),
             proto.metric.clone(),
         ];
-        self.groups.entry(k).or_insert_with(|| (proto, vec![])).1.push((seed, v));
+        let group = self.groups.entry(k).or_insert_with(|| (proto, vec![], vec![]));
+        group.1.push((seed, v));
+        group.2.push(numerics);
     }
 
     fn eval(&mut self, res: &Results, ctx: &Ctx) {
@@ -272,14 +282,15 @@ impl Summary {
                     n: Some(r.n),
                     ..Self::base(&r.key(), label.clone(), "eval")
                 };
-                self.add(s, r.seed, v);
+                self.add(s, (r.seed, r.numerics()), v);
             }
         }
     }
 
     fn worst_cases(&mut self, res: &Results, ctx: &Ctx) {
-        for (k, acc) in &worst_cases(&res.eval) {
-            let Some(r) = res.eval.iter().find(|r| r.run_id == k.run_id) else { continue };
+        // The cumulative row behind each worst case (its numerics are the worst case's).
+        for (k, r) in &worst_rows(&res.eval) {
+            let Some(acc) = r.robust_acc else { continue };
             let s = SummaryRow {
                 attack: "suite".into(),
                 preset: k.protocol.clone(),
@@ -288,7 +299,7 @@ impl Summary {
                 metric: "robust_acc".into(),
                 ..Self::base(&r.key(), ctx.label(&r.run_id), "worst_case")
             };
-            self.add(s, r.seed, Some(*acc));
+            self.add(s, (r.seed, r.numerics()), Some(acc));
         }
     }
 
@@ -312,7 +323,7 @@ impl Summary {
                     metric: metric.into(),
                     ..Self::base(&r.key(), label.clone(), "train")
                 };
-                self.add(s, r.seed, v);
+                self.add(s, (r.seed, r.numerics()), v);
             }
         }
     }
@@ -326,7 +337,7 @@ impl Summary {
                 n: Some(r.n),
                 ..Self::base(&r.key(), ctx.label(&r.run_id), "gfa_value")
             };
-            self.add(s, r.seed, Some(r.value));
+            self.add(s, (r.seed, r.numerics()), Some(r.value));
         }
     }
 
@@ -334,10 +345,12 @@ impl Summary {
     fn rows(self) -> Vec<SummaryRow> {
         self.groups
             .into_values()
-            .map(|(mut s, values)| {
+            .map(|(mut s, values, numerics)| {
                 let xs: Vec<f64> = values.iter().map(|&(_, v)| v).collect();
                 let st = Stat::of(&xs).expect("non-empty group");
                 s.per_seed = per_seed_text(&values);
+                s.precision = distinct(numerics.iter().map(|n| n.precision.to_string()));
+                s.deterministic = distinct(numerics.iter().map(|n| n.deterministic.to_string()));
                 s.mean = st.mean;
                 s.std = st.std;
                 s.n_seeds = st.n;
@@ -345,6 +358,11 @@ impl Summary {
             })
             .collect()
     }
+}
+
+/// The distinct values of `values`, joined by `;` in order.
+fn distinct(values: impl Iterator<Item = String>) -> String {
+    values.collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(";")
 }
 
 /// `summary.csv`: every measurement of every run, aggregated over seeds.
@@ -355,4 +373,36 @@ fn summarize(res: &Results, ctx: &Ctx) -> Vec<SummaryRow> {
     s.train(res, ctx);
     s.gfa_value(res, ctx);
     s.rows()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gfa_core::device::Precision;
+
+    /// A summary row names the numerics of the rows it aggregates: one value when they agree,
+    /// each value when the seeds ran at different ones.
+    #[test]
+    fn summary_rows_name_the_numerics_of_their_runs() {
+        let fp32 = Numerics { precision: Precision::Fp32, deterministic: false };
+        let tf32 = Numerics { precision: Precision::Tf32, deterministic: true };
+        let mut s = Summary::default();
+        let k = RunKey { model: "cnn".into(), ..RunKey::default() };
+        for (metric, second) in [("same", fp32), ("mixed", tf32)] {
+            let proto = SummaryRow { metric: metric.into(), ..Summary::base(&k, "l".into(), "x") };
+            s.add(proto.clone(), (0, fp32), Some(0.5));
+            s.add(proto, (1, second), Some(0.25));
+        }
+        let rows = s.rows();
+        let of = |m: &str| rows.iter().find(|r| r.metric == m).unwrap();
+        assert_eq!(
+            (of("same").precision.as_str(), of("same").deterministic.as_str()),
+            ("fp32", "false")
+        );
+        assert_eq!(
+            (of("mixed").precision.as_str(), of("mixed").deterministic.as_str()),
+            ("fp32;tf32", "false;true")
+        );
+        assert_eq!(of("mixed").per_seed, "0:0.5;1:0.25");
+    }
 }

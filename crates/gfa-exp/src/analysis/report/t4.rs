@@ -1,9 +1,12 @@
-//! T4: AutoAttack and transfer attacks, the gradient-masking checks, and the clean–robust
-//! trade-off over λ. Each section is left out when the results have no rows for it.
+//! T4: AutoAttack and transfer attacks, the gradient-masking checks and the Indicators of
+//! Attack Failure beside them, and the clean–robust trade-off over λ. Each section is left out
+//! when the results have no rows for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use gfa_attacks::{Access, Algorithm};
+
+use crate::analysis::stats::percent_sign;
 
 use super::base::{
     Acc, CellKey, Ctx, Group, Results, WorstKey, acc_cell, clean_by_group, eval_cells, md_table,
@@ -14,8 +17,12 @@ pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
     let mut s = String::from(
         "## T4: AutoAttack, transfer, gradient-masking checks, clean–robust trade-off\n\n",
     );
-    let sections =
-        [autoattack_and_transfer(res, ctx), masking_checks(res, ctx), trade_off(res, ctx)];
+    let sections = [
+        autoattack_and_transfer(res, ctx),
+        masking_checks(res, ctx),
+        indicators(res, ctx),
+        trade_off(res, ctx),
+    ];
     if sections.iter().all(Option::is_none) {
         s.push_str("No AutoAttack, transfer, checks or λ-sweep rows in this results folder.\n");
     }
@@ -146,6 +153,63 @@ fn masking_checks(res: &Results, ctx: &Ctx) -> Option<String> {
         })
         .collect();
     Some(format!("### Gradient-masking checks (docs/method.md §7)\n\n{}", md_table(&header, &rows)))
+}
+
+/// The indicators in the order of their columns (docs/method.md §10).
+const INDICATORS: [&str; 6] = [
+    "silent_success",
+    "incomplete_optimization",
+    "unstable_predictions",
+    "transfer_failure",
+    "unconstrained_attack_failure",
+    "unavailable_gradients",
+];
+
+/// Per group, each indicator's largest share of flagged points over its runs, attacks and
+/// budgets (with where), and the indicator rows that flag, counted in runs.
+fn indicators(res: &Results, ctx: &Ctx) -> Option<String> {
+    use crate::analysis::indicators::place;
+    if res.indicators.is_empty() {
+        return None;
+    }
+    let mut by: BTreeMap<Group, Vec<&crate::results::records::IndicatorRow>> = BTreeMap::new();
+    for r in &res.indicators {
+        by.entry(ctx.group(&r.run_id)).or_default().push(r);
+    }
+    let mut header = vec!["model".to_string(), "method".into()];
+    header.extend(INDICATORS.iter().map(|i| i.to_string()));
+    header.push("flagged (runs)".into());
+    let rows: Vec<Vec<String>> = by
+        .iter()
+        .map(|(g, rows)| {
+            let mut row = g.cells();
+            for name in INDICATORS {
+                let worst = rows
+                    .iter()
+                    .filter(|r| r.indicator == name)
+                    .filter_map(|r| Some((r.fraction?, r)))
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                row.push(worst.map_or("—".into(), |(f, r)| {
+                    format!("{} {} (n={})", percent_sign(f, 1), place(r), r.n)
+                }));
+            }
+            let mut flags: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+            for r in rows.iter().filter(|r| r.result == "flag") {
+                flags.entry(r.indicator.as_str()).or_default().insert(r.run_id.as_str());
+            }
+            let cell: Vec<String> =
+                flags.iter().map(|(k, v)| format!("{k} ({})", v.len())).collect();
+            row.push(if cell.is_empty() { "none".into() } else { cell.join(", ") });
+            row
+        })
+        .collect();
+    Some(format!(
+        "### Indicators of Attack Failure (docs/method.md §10)\n\nThe largest share of points \
+         each indicator flags, over the group's runs, attacks and budgets; a share above {} \
+         flags the run (`attack_failure_suspected` unless a masking check flagged).\n\n{}",
+        percent_sign(crate::analysis::indicators::ATTACK_FAILURE_SHARE, 0),
+        md_table(&header, &rows)
+    ))
 }
 
 /// A row of the trade-off: one configuration up to λ, at one λ, protocol and budget.
