@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods knife-edge reproduce bench fd-vs-exact gpu-check slurm-check fixtures lint clean
+.PHONY: setup build test test-float quick methods knife-edge attack-failure reproduce bench fd-vs-exact gpu-check slurm-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -50,6 +50,14 @@ knife-edge: build
 	$(GFA) escalate experiments/knife_edge.toml --results results
 	$(GFA) report results/knife_edge
 	$(GFA) plot results/knife_edge
+
+# Could the attacks have failed on the knife edge's best GFA models? Five models of its recipe
+# (three GFA-first, standard, PGD-AT) under AutoAttack's attacks, with the Indicators of Attack
+# Failure and the binarization test: experiments/attack_failure.toml -> results/attack_failure/.
+attack-failure: build
+	$(GFA) run experiments/attack_failure.toml --results results
+	$(GFA) report results/attack_failure
+	$(GFA) plot results/attack_failure
 
 # GPU-scale study of the paper: experiments/paper.toml -> results/paper/. `gfa plan` first
 # prints the grid's estimated hours on the device it would use, and refuses a CPU (weeks of

@@ -145,7 +145,7 @@ mod tests {
     /// it; a collapsed model stays collapsed.
     #[test]
     fn a_failed_test_changes_the_verdict() {
-        let clean = masking_checks(&RunKey::default(), &[], None, 10);
+        let clean = masking_checks(&RunKey::default(), &[], None, 10, &[]);
         let mut rows = points(&["pass"; 9]);
         rows.extend(points(&["fail"]));
         rows.push(summary_row(&rows).unwrap());

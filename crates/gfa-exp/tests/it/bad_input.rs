@@ -259,6 +259,7 @@ const TOML_CASES: &[(&str, &str, &str, &[&str])] = &[
         "[[attacks]]",
         "[binarize]\nattack = { kind = \"pgd\" }\neps = \"0\"\n\n[[attacks]]",
         &[":18:", "`binarize.eps`", "eps > 0"],
+    ),
     // `[indicators]` reads the traces of the attacks it names: one whose kind records none, one
     // the suite does not have, a zero count and a mistyped key are refused at their key.
     (
