@@ -147,6 +147,8 @@ pub struct RunSpec {
     pub overrides: Vec<String>,
     /// The surrogate each transfer attack names, resolved ([`crate::run::surrogate`]).
     pub surrogates: Vec<(String, crate::config::surrogate::SurrogateRef)>,
+    /// Where `[train] init` takes the first weights from, resolved ([`crate::config::init`]).
+    pub init: Option<crate::config::init::InitSource>,
     /// The loss landscape to compute after the evaluation (`[landscape]`).
     pub landscape: Option<LandscapeConfig>,
 }
@@ -548,6 +550,13 @@ impl ExperimentSpec {
                 None,
             ));
         }
+        crate::config::init::resolve(&mut runs).map_err(|(k, e)| {
+            let mut path = self.origin_of(&["train".into(), "init".into()]);
+            path.extend(e.path.iter().skip(2).cloned());
+            let mut err = self.error_at(&path, e.message, e.suggestion);
+            err.path = format!("{} (run {})", dotted(&path), runs[k].run_id);
+            err
+        })?;
         let candidates: Vec<Candidate<'_>> = runs
             .iter()
             .map(|r| Candidate {
@@ -636,29 +645,35 @@ impl ExperimentSpec {
                     .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
                 own.push(a.clone());
             }
-            let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
-                let mut text = canonical_spec(&config, seed, &attacks);
-                // A run with a landscape is another run (its evaluation stage computes it).
-                if let Some(l) = &self.landscape {
-                    text.push_str(&canonical(&Value::Table(to_table(l))));
-                }
-                let run_id = run_id_of(&text);
-                runs.push(RunSpec {
+                let mut run = RunSpec {
                     experiment: self.name.clone(),
                     index: runs.len() + 1,
-                    run_id,
+                    run_id: String::new(),
                     seed,
                     config: config.clone(),
                     attacks: own.clone(),
                     axes: axes.clone(),
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
                     surrogates: vec![],
+                    init: None,
                     landscape: self.landscape.clone(),
-                });
+                };
+                run.run_id = run.identity();
+                runs.push(run);
             }
         }
         Ok(())
+    }
+
+    /// Where the run key `key` is written: the first `[grid]`/`[[zip]]` axis varying it (or a
+    /// key around it), else `[base]`.
+    fn origin_of(&self, key: &[String]) -> Vec<String> {
+        let blocks = self.blocks.iter().flat_map(|b| &b.axes);
+        match blocks.chain(self.zips.iter().flatten()).find(|a| overlaps(&a.key, key)) {
+            Some(a) => a.origin.clone(),
+            None => [vec!["base".to_string()], key.to_vec()].concat(),
+        }
     }
 
     /// Map a run-level typing error to the file path its value came from.
@@ -727,6 +742,17 @@ pub fn run_id_of(canonical: &str) -> String {
 }
 
 impl RunSpec {
+    /// The run's id: [`run_id_of`] its canonical spec (config, seed, attacks) and its
+    /// `[landscape]` (a run with a landscape is another run: its evaluation stage computes it).
+    pub fn identity(&self) -> String {
+        let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
+        let mut text = canonical_spec(&self.config, self.seed, &attacks);
+        if let Some(l) = &self.landscape {
+            text.push_str(&canonical(&Value::Table(to_table(l))));
+        }
+        run_id_of(&text)
+    }
+
     /// Hash of what determines the trained weights (data, model, regularizer, train, seed):
     /// runs that differ only in `[eval]` or `[[attacks]]` share one training.
     pub fn train_key(&self) -> String {
@@ -773,10 +799,11 @@ impl RunSpec {
 }
 
 /// Rough cost of a run in millions of image-gradient evaluations (forward + backward of one
-/// image): training epochs × training points × the method's gradients per step
-/// ([`gfa_core::TrainMethod::grads_per_step`]), plus for each attack the evaluated points × its
-/// gradients (or queries) per point (the registry's cost model) × its eps values (one run for a
-/// minimum-norm attack).
+/// image): training epochs (cut by `train.stop_after_steps`) × training points × the method's
+/// gradients per step ([`gfa_core::TrainMethod::grads_per_step`]) and the validation
+/// measurements of `[train] validation` (PGD steps + 1 per held-out image), plus for each attack
+/// the evaluated points × its gradients (or queries) per point (the registry's cost model) × its
+/// eps values (one run for a minimum-norm attack).
 /// Only for comparing runs of a plan; architecture size is not included.
 pub fn estimate_cost(run: &RunSpec) -> f64 {
     estimate_train_cost(run) + estimate_eval_cost(run)
@@ -792,9 +819,20 @@ pub fn estimate_train_cost(run: &RunSpec) -> f64 {
             50_000
         }
     };
-    let n_train = c.data.n_train.unwrap_or(full) as f64;
-    let epochs = c.train.epochs as f64;
-    n_train * epochs * c.method.grads_per_step() / 1e6
+    let held_out = c.train.validation.as_ref().map_or(0, |v| v.n);
+    let n_train = c.data.n_train.unwrap_or(full).saturating_sub(held_out) as f64;
+    let mut epochs = c.train.epochs as f64;
+    // Early stopping by step count cuts the images trained on.
+    if let Some(s) = c.train.stop_after_steps {
+        epochs = epochs.min((s * c.train.batch_size) as f64 / n_train.max(1.0));
+    }
+    // The robust checkpoint's measurement: a clean pass and PGD on the held-out images, every
+    // `every` epochs and after the last.
+    let validation = c.train.validation.as_ref().map_or(0.0, |v| {
+        let times = (epochs / v.every.max(1) as f64).ceil();
+        times * (v.n * (v.steps + 1)) as f64
+    });
+    (n_train * epochs * c.method.grads_per_step() + validation) / 1e6
 }
 
 /// The evaluation part of [`estimate_cost`] (the attacks), in millions of image-gradients.

@@ -5,6 +5,7 @@ mod cuda;
 mod export;
 mod facts;
 mod grid;
+mod init;
 mod jobs;
 mod knife;
 mod layers;
