@@ -554,7 +554,7 @@ impl ExperimentSpec {
             let mut path = self.origin_of(&["train".into(), "init".into()]);
             path.extend(e.path.iter().skip(2).cloned());
             let mut err = self.error_at(&path, e.message, e.suggestion);
-            err.path = format!("{} (run {})", dotted(&path), runs[k].run_id);
+            err.path = format!("{} (run {}, seed {})", dotted(&path), runs[k].index, runs[k].seed);
             err
         })?;
         let candidates: Vec<Candidate<'_>> = runs
@@ -739,6 +739,36 @@ pub fn canonical_spec(config: &RunConfig, seed: u64, attacks: &[Value]) -> Strin
 /// First 12 hex digits of the BLAKE3 hash.
 pub fn run_id_of(canonical: &str) -> String {
     blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
+}
+
+impl crate::config::init::InitRun for RunSpec {
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    fn label(&self) -> String {
+        self.axes_text()
+    }
+
+    fn train_key(&self) -> String {
+        RunSpec::train_key(self)
+    }
+
+    fn set_init(&mut self, fingerprint: String, source: crate::config::init::InitSource) {
+        if let Some(init) = self.config.train.init.as_mut() {
+            init.fingerprint = Some(fingerprint);
+        }
+        self.init = Some(source);
+        self.run_id = self.identity();
+    }
 }
 
 impl RunSpec {

@@ -9,7 +9,7 @@
 //! set, a choice of keys that matches several runs, and a cycle of runs starting from each other
 //! are errors at the run's `train.init`.
 //!
-//! The source's identity — a source run's training key ([`RunSpec::train_key`], itself
+//! The source's identity — a source run's training key (`RunSpec::train_key`, itself
 //! including its own source), or the BLAKE3 hash of a weights file — is written into the run's
 //! `train.init.fingerprint`, so it is part of the run's config, id, training key and checkpoint
 //! hash. Runs are resolved sources first, so a chain of fine-tunings has stable ids.
@@ -20,7 +20,6 @@ use gfa_core::train::InitWeights;
 use gfa_core::{ModelSpec, checkpoint};
 use toml::Value;
 
-use crate::config::grid::RunSpec;
 use crate::config::keys::{FieldError, split_dotted, to_table};
 use crate::config::spec::{RUN_SECTIONS, RunConfig};
 
@@ -51,6 +50,20 @@ impl InitSource {
     }
 }
 
+/// What resolving needs of a run of the expansion (`config::grid::RunSpec`), and what it sets.
+pub trait InitRun {
+    fn run_id(&self) -> &str;
+    fn seed(&self) -> u64;
+    fn config(&self) -> &RunConfig;
+    /// The run's grid keys in words, for errors.
+    fn label(&self) -> String;
+    /// What its training depends on (its source's fingerprint included).
+    fn train_key(&self) -> String;
+    /// Record the resolved source: `fingerprint` into `train.init`, the source, and the run id
+    /// that follows.
+    fn set_init(&mut self, fingerprint: String, source: InitSource);
+}
+
 /// An error at `train.init.<key>` of a run.
 fn at(key: &str, message: String) -> FieldError {
     FieldError {
@@ -71,24 +84,24 @@ enum Link {
 
 /// Resolve `[train] init` for every run of the expansion `runs`: each run's `init` and its
 /// `train.init.fingerprint` are set and its id recomputed. An error gives the run's index.
-pub fn resolve(runs: &mut [RunSpec]) -> Result<(), (usize, FieldError)> {
+pub fn resolve<R: InitRun>(runs: &mut [R]) -> Result<(), (usize, FieldError)> {
     let mut links: Vec<Option<Link>> = vec![None; runs.len()];
     for k in 0..runs.len() {
-        let Some(init) = runs[k].config.train.init.clone() else { continue };
+        let Some(init) = runs[k].config().train.init.clone() else { continue };
         let link = match (&init.run, &init.checkpoint, &init.file) {
             (Some(serde_json::Value::Object(keys)), _, _) => {
-                let seed = init.seed.unwrap_or(runs[k].seed);
+                let seed = init.seed.unwrap_or(runs[k].seed());
                 Link::Index(by_keys(runs, k, keys, seed).map_err(|e| (k, e))?)
             }
             (Some(serde_json::Value::String(prefix)), _, _) => Link::Prefix(prefix.clone()),
             (_, Some(dir), _) => {
-                let (path, fp) = checkpoint_source(Path::new(dir), init.weights, &runs[k].config)
+                let (path, fp) = checkpoint_source(Path::new(dir), init.weights, runs[k].config())
                     .map_err(|e| (k, e))?;
                 set(&mut runs[k], fp, InitSource::File(path)).map_err(|e| (k, e))?;
                 continue;
             }
             (_, _, Some(file)) => {
-                let fp = file_source(Path::new(file), &runs[k].config).map_err(|e| (k, e))?;
+                let fp = file_source(Path::new(file), runs[k].config()).map_err(|e| (k, e))?;
                 set(&mut runs[k], fp, InitSource::File(file.into())).map_err(|e| (k, e))?;
                 continue;
             }
@@ -106,9 +119,10 @@ pub fn resolve(runs: &mut [RunSpec]) -> Result<(), (usize, FieldError)> {
                 Link::Prefix(p) => by_prefix(runs, &links, k, p).map_err(|e| (k, e))?,
             };
             let Some(j) = j.filter(|j| links[*j].is_none()) else { continue };
-            let weights = runs[k].config.train.init.as_ref().map(|i| i.weights).unwrap_or_default();
+            let weights =
+                runs[k].config().train.init.as_ref().map(|i| i.weights).unwrap_or_default();
             compatible(&runs[j], &runs[k], weights).map_err(|e| (k, e))?;
-            let source = InitSource::Run { id: runs[j].run_id.clone(), weights };
+            let source = InitSource::Run { id: runs[j].run_id().to_string(), weights };
             let fp = runs[j].train_key();
             set(&mut runs[k], fp, source).map_err(|e| (k, e))?;
             links[k] = None;
@@ -125,12 +139,12 @@ pub fn resolve(runs: &mut [RunSpec]) -> Result<(), (usize, FieldError)> {
 }
 
 /// Why run `k`'s source could not be resolved: a cycle, or a prefix that names no run.
-fn unresolved(runs: &[RunSpec], links: &[Option<Link>], k: usize) -> FieldError {
+fn unresolved(runs: &[impl InitRun], links: &[Option<Link>], k: usize) -> FieldError {
     let mut chain = vec![k];
     while let Some(Some(Link::Index(j))) = links.get(*chain.last().expect("non-empty")) {
         if chain.contains(j) {
             chain.push(*j);
-            let ids: Vec<&str> = chain.iter().map(|i| runs[*i].run_id.as_str()).collect();
+            let ids: Vec<&str> = chain.iter().map(|i| runs[*i].run_id()).collect();
             return at(
                 "run",
                 format!(
@@ -157,9 +171,8 @@ fn unresolved(runs: &[RunSpec], links: &[Option<Link>], k: usize) -> FieldError 
 
 /// Record the resolved source of `run`: its fingerprint (checked against one already written)
 /// and the id that follows from it.
-fn set(run: &mut RunSpec, fingerprint: String, source: InitSource) -> Result<(), FieldError> {
-    let init = run.config.train.init.as_mut().expect("a run with init");
-    if let Some(old) = &init.fingerprint
+fn set(run: &mut impl InitRun, fingerprint: String, source: InitSource) -> Result<(), FieldError> {
+    if let Some(old) = run.config().train.init.as_ref().and_then(|i| i.fingerprint.as_ref())
         && *old != fingerprint
     {
         return Err(at(
@@ -172,16 +185,14 @@ fn set(run: &mut RunSpec, fingerprint: String, source: InitSource) -> Result<(),
             ),
         ));
     }
-    init.fingerprint = Some(fingerprint);
-    run.init = Some(source);
-    run.run_id = run.identity();
+    run.set_init(fingerprint, source);
     Ok(())
 }
 
 /// The run of `runs` (other than `k`) with seed `seed` whose config has the values `keys`
 /// (dotted run keys); runs that differ only in `[eval]` share one training and count once.
 fn by_keys(
-    runs: &[RunSpec],
+    runs: &[impl InitRun],
     k: usize,
     keys: &serde_json::Map<String, serde_json::Value>,
     seed: u64,
@@ -198,9 +209,9 @@ fn by_keys(
         let v = Value::try_from(v).map_err(|e| at("run", format!("`{key}`: {e}")))?;
         want.push((path, v));
     }
-    let tables: Vec<toml::Table> = runs.iter().map(|r| to_table(&r.config)).collect();
+    let tables: Vec<toml::Table> = runs.iter().map(|r| to_table(r.config())).collect();
     let matched: Vec<usize> = (0..runs.len())
-        .filter(|&j| runs[j].seed == seed)
+        .filter(|&j| runs[j].seed() == seed)
         .filter(|&j| want.iter().all(|(p, v)| lookup(&tables[j], p).is_some_and(|h| same(h, v))))
         .collect();
     if matched.contains(&k) {
@@ -210,13 +221,13 @@ fn by_keys(
                 "the keys {} match run {} itself: a run cannot start from its own weights; add \
                  a key that only the source has",
                 keys_text(keys),
-                runs[k].run_id
+                runs[k].run_id()
             ),
         ));
     }
     let mut distinct: Vec<usize> = Vec::new();
     for &j in &matched {
-        if !distinct.iter().any(|&d| same_training(&runs[d].config, &runs[j].config)) {
+        if !distinct.iter().any(|&d| same_training(runs[d].config(), runs[j].config())) {
             distinct.push(j);
         }
     }
@@ -234,7 +245,7 @@ fn by_keys(
             let list: Vec<String> = several
                 .iter()
                 .take(5)
-                .map(|&j| format!("{} ({})", runs[j].run_id, runs[j].axes_text()))
+                .map(|&j| format!("{} ({})", runs[j].run_id(), runs[j].label()))
                 .collect();
             Err(at(
                 "run",
@@ -290,13 +301,13 @@ fn same_training(a: &RunConfig, b: &RunConfig) -> bool {
 /// The run (other than `k`) whose id starts with `prefix`, once that id is final (its own
 /// source resolved: `links` of it empty); `None` while it is not.
 fn by_prefix(
-    runs: &[RunSpec],
+    runs: &[impl InitRun],
     links: &[Option<Link>],
     k: usize,
     prefix: &str,
 ) -> Result<Option<usize>, FieldError> {
     let matched: Vec<usize> = (0..runs.len())
-        .filter(|&j| j != k && links[j].is_none() && runs[j].run_id.starts_with(prefix))
+        .filter(|&j| j != k && links[j].is_none() && runs[j].run_id().starts_with(prefix))
         .collect();
     let mut distinct: Vec<usize> = Vec::new();
     for &j in &matched {
@@ -308,7 +319,7 @@ fn by_prefix(
         [] => Ok(None),
         [j] => Ok(Some(*j)),
         several => {
-            let ids: Vec<&str> = several.iter().map(|&j| runs[j].run_id.as_str()).collect();
+            let ids: Vec<&str> = several.iter().map(|&j| runs[j].run_id()).collect();
             Err(at(
                 "run",
                 format!(
@@ -338,15 +349,19 @@ fn model_text(m: &ModelSpec) -> String {
 
 /// An error unless run `k` may start from source run `j`'s `weights`: the same data set and
 /// architecture, and a source that writes those weights.
-fn compatible(source: &RunSpec, run: &RunSpec, weights: InitWeights) -> Result<(), FieldError> {
-    let (s, r) = (&source.config, &run.config);
+fn compatible(
+    source: &impl InitRun,
+    run: &impl InitRun,
+    weights: InitWeights,
+) -> Result<(), FieldError> {
+    let (s, r) = (source.config(), run.config());
     if (s.data.source, &s.data.dir) != (r.data.source, &r.data.dir) {
         return Err(at(
             "run",
             format!(
                 "the source run {} trains on another data set ({}{}) than this run ({}{}): start \
                  from a model of this run's data",
-                source.run_id,
+                source.run_id(),
                 s.data.source.name(),
                 s.data.dir.as_deref().map(|d| format!(" in {d}")).unwrap_or_default(),
                 r.data.source.name(),
@@ -361,7 +376,7 @@ fn compatible(source: &RunSpec, run: &RunSpec, weights: InitWeights) -> Result<(
             format!(
                 "the source run {} is another architecture ({}) than this run ({}): its weights \
                  do not fit; start from a run of the same model",
-                source.run_id,
+                source.run_id(),
                 model_text(&sm),
                 model_text(&rm)
             ),
@@ -374,7 +389,7 @@ fn compatible(source: &RunSpec, run: &RunSpec, weights: InitWeights) -> Result<(
                 "\"best\" is the source's robust checkpoint, and the source run {} holds no \
                  images out ([train] validation), so it writes none: add validation to the \
                  source or start from weights = \"final\"",
-                source.run_id
+                source.run_id()
             ),
         ));
     }
@@ -404,7 +419,7 @@ pub fn checkpoint_source(
     cfg: &RunConfig,
 ) -> Result<(PathBuf, String), FieldError> {
     let bad = |m: String| at("checkpoint", format!("{}: {m}", dir.display()));
-    checkpoint::check_dir(dir).map_err(|e| bad(format!("{e}")))?;
+    checkpoint::check_dir(dir).map_err(|e| at("checkpoint", e.to_string()))?;
     let file = dir.join(weights.file());
     if !file.is_file() {
         return Err(bad(match weights {
@@ -420,7 +435,7 @@ pub fn checkpoint_source(
             ),
         }));
     }
-    let spec = checkpoint::read_model_spec(dir).map_err(|e| bad(format!("{e}")))?;
+    let spec = checkpoint::read_model_spec(dir).map_err(|e| at("checkpoint", e.to_string()))?;
     let want = model_of(cfg);
     if spec != want {
         return Err(bad(format!(

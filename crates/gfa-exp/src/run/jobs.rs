@@ -260,8 +260,12 @@ impl Pool<'_> {
                     let source = run.init.as_ref().and_then(|i| i.run_id()).unwrap_or_default();
                     let text = format!(
                         "not started: its [train] init source, run {source}, was not trained \
-                         (its training failed); rerun once it is"
+                         (its training, or its own source's, failed); rerun once it is"
                     );
+                    let dir = self.exp.run(&run.run_id);
+                    if let Some(_lock) = dir.try_lock()? {
+                        dir.set_status(&Status::Failed(text.clone()))?;
+                    }
                     self.monitor.line(&format!("run {}: {text}", run.run_id));
                     self.monitor.inc();
                     summary.failed.push((run.run_id.clone(), text));

@@ -277,3 +277,24 @@ fn only_a_fine_tuned_run_trains_its_source_first() {
     assert_eq!(counts(&o), [1, 1, 0, 0], "{}", text(&o));
     assert_eq!(tables(&exp), want);
 }
+
+/// `--jobs 2` with a source whose worker dies: the run that starts from it is not started and
+/// fails saying why; a rerun trains both and gives one process's CSVs.
+#[test]
+fn jobs_do_not_start_a_run_whose_source_failed() {
+    let want = reference(FINE, &[]);
+    let runs = expand(FINE).unwrap();
+    let d = setup(FINE);
+    let o = gfa_cmd(d.path(), &run_args("res", &["--jobs", "2", "--quiet"]))
+        .env("GFA_FAULT", "epoch:1")
+        .output()
+        .unwrap();
+    assert_eq!(counts(&o), [0, 0, 2, 0], "{}", text(&o));
+    let exp = exp_dir(d.path());
+    let status = fs::read_to_string(exp.join(&runs[1].run_id).join("status")).unwrap();
+    assert!(status.starts_with("failed\nnot started: its [train] init source"), "{status}");
+    assert!(status.contains(&runs[0].run_id), "{status}");
+    let o = ok(gfa_cmd(d.path(), &run_args("res", &["--jobs", "2", "--quiet"])).output().unwrap());
+    assert_eq!(counts(&o), [2, 0, 0, 0], "{}", text(&o));
+    assert_eq!(tables(&exp), want);
+}
