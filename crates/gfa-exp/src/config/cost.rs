@@ -64,18 +64,35 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
 pub fn estimate_train_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
     let steps = train_images(run) * run.config.method.grads_per_step();
-    (steps + test_forwards(run) * FORWARD_COST) / 1e6
+    (steps + validation_grads(run) + test_forwards(run) * FORWARD_COST) / 1e6
 }
 
 /// The training images a run's steps take: epochs × the training split (synthetic data is drawn
-/// at the size asked for; a real split is cut to it).
+/// at the size asked for; a real split is cut to it) less the images `[train] validation` holds
+/// out, cut by `train.stop_after_steps`.
 pub fn train_images(run: &RunSpec) -> f64 {
     let d = &run.config.data;
+    let t = &run.config.train;
     let n = match (d.source, d.n_train) {
         (DataSource::Synthetic, Some(n)) => n,
         (source, n) => n.unwrap_or(usize::MAX).min(source.train_len()),
     };
-    (n * run.config.train.epochs) as f64
+    let n = n.saturating_sub(t.validation.as_ref().map_or(0, |v| v.n));
+    let images = (n * t.epochs) as f64;
+    match t.stop_after_steps {
+        Some(s) => images.min((s * t.batch_size) as f64),
+        None => images,
+    }
+}
+
+/// Image-gradients of the robust checkpoint's measurement (`[train] validation`): PGD's steps and
+/// a clean pass on the held-out images, every `every` epochs and after the last.
+fn validation_grads(run: &RunSpec) -> f64 {
+    let t = &run.config.train;
+    t.validation.as_ref().map_or(0.0, |v| {
+        let times = (t.epochs as f64 / v.every.max(1) as f64).ceil();
+        times * (v.n * (v.steps + 1)) as f64
+    })
 }
 
 /// The forward passes of each epoch's test accuracy: epochs × the test points.

@@ -118,17 +118,21 @@ pub struct RunSummary {
     pub locked: Vec<String>,
 }
 
-/// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
 /// Whether every selected run is trained before any is evaluated: the all-correct intersection
 /// needs every compared model, a transfer attack its surrogate run (one outside the selection
-/// must be trained by another shard or call first). `gfa run --jobs` follows the same rule.
+/// must be trained by another shard or call first), a run that starts from another run's
+/// weights (`[train] init`) that source (trained first, by this call if need be). `gfa run
+/// --jobs` follows the same rule.
 pub fn trains_first(selected: &[&RunSpec], opts: &RunOptions) -> bool {
     opts.train_only
-        || selected
-            .iter()
-            .any(|r| r.config.eval.subset == Subset::AllCorrect || !r.surrogates.is_empty())
+        || selected.iter().any(|r| {
+            r.config.eval.subset == Subset::AllCorrect
+                || !r.surrogates.is_empty()
+                || r.init.as_ref().is_some_and(|i| i.run_id().is_some())
+        })
 }
 
+/// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
 pub fn select<'a>(runs: &'a [RunSpec], opts: &RunOptions) -> Vec<&'a RunSpec> {
     runs.iter()
         .enumerate()
@@ -198,10 +202,16 @@ pub fn run_grid(
     let mut common = BTreeMap::new();
     let costs = opts.costs.as_ref();
     if compare {
-        for run in &schedule::order(selected.clone(), costs, Part::Train) {
+        let order = schedule::order(selected.clone(), costs, Part::Train);
+        let trained = |id: &str| exp.run(id).has(Stage::Trained);
+        for run in schedule::sources_first(order, runs, &trained) {
             bar.status(format!("training {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
-            bar.inc();
+            if selected.iter().any(|r| r.run_id == run.run_id) {
+                visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
+                bar.inc();
+            } else {
+                train_source(exp, run, stages, opts, &mut summary)?;
+            }
         }
         if opts.train_only {
             bar.finish();
@@ -233,6 +243,32 @@ pub fn run_grid(
     }
     bar.finish();
     Ok(summary)
+}
+
+/// Train `run`, a `[train] init` source outside the selection (`--only`, `--shard`, a `--jobs`
+/// worker), before the runs that start from it. Held by another process, it is waited for with
+/// `--wait-locked` (its holder trains it), else left: the runs that start from it then fail
+/// saying so. It is not one of this call's runs, so it is not counted as one.
+fn train_source(
+    exp: &ExperimentDir,
+    run: &RunSpec,
+    stages: &mut dyn Stages,
+    opts: &RunOptions,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let mut own = RunSummary::default();
+    visit(exp, run, stages, &opts.monitor, &mut own, Upto::Trained)?;
+    if let (Some(limit), false) = (opts.wait_locked, own.locked.is_empty()) {
+        let deadline = Instant::now() + limit;
+        let dir = exp.run(&run.run_id);
+        opts.monitor.line(&format!("run {}: waiting for the process that holds it", run.run_id));
+        while dir.try_lock()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        visit(exp, run, stages, &opts.monitor, &mut RunSummary::default(), Upto::Trained)?;
+    }
+    summary.failed.extend(own.failed);
+    Ok(())
 }
 
 /// `--wait-locked`: wait up to `limit` (from now, for all of them) for each run another

@@ -8,6 +8,7 @@ mod facts;
 mod frontier;
 mod grid;
 mod indicators;
+mod init;
 mod jobs;
 mod knife;
 mod layers;
