@@ -136,9 +136,9 @@ fn binarize_cost(run: &RunSpec) -> f64 {
 /// ([`crate::config::spec::IndicatorsConfig::cost_per_point`]: traced attacks, the unconstrained
 /// run, the random points of unstable predictions).
 fn indicators_cost(run: &RunSpec, attacked: f64) -> f64 {
-    run.indicators.as_ref().map_or(0.0, |i| {
-        (i.n as f64).min(attacked) * i.cost_per_point(&run.attacks)
-    })
+    run.indicators
+        .as_ref()
+        .map_or(0.0, |i| (i.n as f64).min(attacked) * i.cost_per_point(&run.attacks))
 }
 
 /// Image-gradients of the attack suite `attacks` on `points` points, of which a share `robust`
