@@ -44,6 +44,10 @@ pub const INNER_RADIUS: f64 = 0.95;
 /// The reference's inner samples per point.
 pub const REFERENCE_INNER: usize = 999;
 
+/// The attack `gfa binarize` tests when none is named: APGD-CE, the first attack of AutoAttack
+/// and one that runs on a two-class model.
+pub const DEFAULT_ATTACK: &str = "apgd-ce";
+
 /// How close the head's threshold is moved to the highest-scoring training sample: its score
 /// keeps `1 - CLOSENESS` of its value (the reference's `decision_boundary_closeness = 0.9999`).
 pub const CLOSENESS: f64 = 0.9999;

@@ -629,7 +629,7 @@ pub struct BinarizeArgs {
     pub model: ModelArgs,
     /// The attack tested: a kind (gfa list attacks) or an inline TOML table of its keys, e.g.
     /// '{ kind = "pgd", steps = 1, step_size = 1e-4 }'.
-    #[arg(long, default_value = "apgd-ce")]
+    #[arg(long, default_value = gfa_attacks::binarize::DEFAULT_ATTACK)]
     pub attack: String,
     /// The attack's preset (reference or torchattacks), unless --attack's table names one.
     #[arg(long, default_value = "reference")]
