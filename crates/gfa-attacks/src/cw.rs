@@ -289,7 +289,8 @@ impl Cw {
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
                 if let Some(t) = trace.as_deref_mut() {
-                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                    let adv = is_adversarial(&z, y, cfg.kappa);
+                    t.record_iterate_where(&active, &-&loss, &adv, &(&xa - &x0));
                 }
                 queries += active.to_kind(Kind::Int64);
                 // The success test uses the logits of this iterate, before the Adam step.

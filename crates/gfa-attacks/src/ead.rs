@@ -252,7 +252,8 @@ impl Ead {
                 let l1 = per_sample_sum(&d.abs());
                 let loss = &c * cw_margin(&z, y, cfg.kappa, form) + &l2 + &l1 * cfg.beta;
                 if let Some(t) = trace.as_deref_mut() {
-                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                    let adv = is_adversarial(&z, y, cfg.kappa);
+                    t.record_iterate_where(&active, &-&loss, &adv, &(&x_k - &x0));
                 }
                 if cfg.abort_early && is_check_point(k, cfg.steps) {
                     match cfg.abort_scope {

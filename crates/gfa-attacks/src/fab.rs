@@ -202,7 +202,7 @@ fn single_run(
         let xv = x1.detach().set_requires_grad(true);
         let z = model.logits(&xv, false);
         if i == 0 {
-            record(trace.as_deref_mut(), &z.detach(), y);
+            record(trace.as_deref_mut(), &z.detach(), y, &(&x1 - x0));
         }
         // df: [n, K] logit differences to y; dg: [n, K, D] their gradients.
         let (df, dg) = match target {
@@ -252,7 +252,7 @@ fn single_run(
             .clamp(0.0, 1.0)
             .view(shape.as_slice());
         let z1 = tch::no_grad(|| model.logits(&x1n, false));
-        record(trace.as_deref_mut(), &z1, y);
+        record(trace.as_deref_mut(), &z1, y, &(&x1n - x0));
         let is_adv = z1.argmax(1, false).ne_tensor(y);
         let t = per_sample_norm(&(&x1n - x0), cfg.norm);
         let better = is_adv.logical_and(&t.lt_tensor(&best));
@@ -265,11 +265,12 @@ fn single_run(
 }
 
 /// Trace one point of every row (FAB has no loss of its own: the negated logit margin
-/// `max_{j≠y} z_j − z_y`, which it drives up to the boundary, and whether the point is
-/// adversarial).
-fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor) {
+/// `max_{j≠y} z_j − z_y`, which it drives up to the boundary, and whether the point, at
+/// perturbation `delta` from the clean one, is adversarial within the trace's budget).
+fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor, delta: &Tensor) {
     if let Some(t) = trace {
-        t.record(&-loss::cw_margin(logits, y), &logits.argmax(1, false).ne_tensor(y));
+        let adv = logits.argmax(1, false).ne_tensor(y);
+        t.record_iterate(&-loss::cw_margin(logits, y), &adv, delta);
     }
 }
 
