@@ -136,7 +136,9 @@ fn minimum_norm_attacks_count_success_within_their_target_radius() {
         spec(json!({"kind": "fab", "n_iter": 10})),
         spec(json!({"kind": "fab-t", "n_iter": 10, "n_target_classes": 2})),
         spec(json!({"kind": "cw", "steps": 30, "binary_search_steps": 2})),
-        spec(json!({"kind": "ead-en", "steps": 30, "binary_search_steps": 2})),
+        spec(
+            json!({"kind": "ead-en", "steps": 30, "binary_search_steps": 2, "initial_const": 1.0}),
+        ),
     ] {
         let a = s.build().unwrap();
         let far = match s.norm() {
