@@ -66,6 +66,60 @@ macro_rules! describe {
 }
 pub(crate) use describe;
 
+/// An [`Attack`] impl's `perturb` and `perturb_traced` through the attack's own `run(model, x, y,
+/// eps, rng, trace)`, with `trace: Option<&mut Trace>`: one function serves both, so that a
+/// trace never changes an output ([`crate::trace`]). `perturb_via_run!(no_eps)` for a `run(model,
+/// x, y, trace)` that uses neither the budget nor a generator (DeepFool, CW, EAD).
+macro_rules! perturb_via_run {
+    () => {
+        fn perturb(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            eps: f64,
+            rng: &mut gfa_core::seed::SeededRng,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, eps, rng, None)
+        }
+        fn perturb_traced(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            eps: f64,
+            rng: &mut gfa_core::seed::SeededRng,
+            trace: &mut $crate::trace::Trace,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, eps, rng, Some(trace))
+        }
+    };
+    (no_eps) => {
+        fn perturb(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            _eps: f64,
+            _rng: &mut gfa_core::seed::SeededRng,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, None)
+        }
+        fn perturb_traced(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            _eps: f64,
+            _rng: &mut gfa_core::seed::SeededRng,
+            trace: &mut $crate::trace::Trace,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, Some(trace))
+        }
+    };
+}
+pub(crate) use perturb_via_run;
+
 /// The result of one attack on one batch.
 ///
 /// # Shapes

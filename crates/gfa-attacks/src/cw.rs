@@ -17,11 +17,10 @@
 //! (`max(onehot * z) - max((1 - onehot) * z)`, wrong when logits are negative; docs/attacks.md §3.8)
 //! and its abort rule (batch cost strictly above the previous check).
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::preset::Preset;
 use crate::threat::per_sample;
 use crate::trace::Trace;
@@ -219,27 +218,7 @@ impl Attack for Cw {
         norm: |_| Norm::L2,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 impl Cw {

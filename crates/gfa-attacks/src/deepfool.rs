@@ -19,11 +19,10 @@
 //! all classes as candidates, overshoot applied to every step from the current point:
 //! `x <- clip01(x + (1 + os) |g_l| w_l / ||w_l||^2)`).
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::preset::Preset;
 use crate::threat::{per_sample, per_sample_norm};
 use crate::trace::Trace;
@@ -159,27 +158,7 @@ impl Attack for DeepFool {
         norm: |a| a.config.norm,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 /// Trace the iterates of every point (DeepFool has no loss of its own: the negated logit

@@ -21,11 +21,10 @@
 //! `x - lr * grad` instead of `x` (`torchattacks_alias_origin`). The returned point is clipped to
 //! `[0, 1]`.
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::cw::{AbortScope, MarginForm, cw_margin, is_adversarial, is_check_point, update_const};
 use crate::preset::Preset;
 use crate::threat::per_sample;
@@ -160,27 +159,7 @@ impl Attack for Ead {
         norm: |_| Norm::L1,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 impl Ead {
