@@ -125,7 +125,8 @@ fn silent_success_and_incomplete_optimization_read_the_trace() {
 /// fool the model further out; at a radius beyond every distance it succeeds wherever it
 /// fooled the model, again without a silent success (it returns its best point). Without the
 /// radius, FAB (which keeps only points within it) showed silent successes, and DeepFool, CW
-/// and EAD successes, at radii nothing reaches.
+/// and EAD successes, at radii nothing reaches. Where the attack reached the boundary outside
+/// the radius its optimization is complete: no incomplete optimization there.
 #[test]
 fn minimum_norm_attacks_count_success_within_their_target_radius() {
     let model = linear(5, 10);
@@ -151,6 +152,9 @@ fn minimum_norm_attacks_count_success_within_their_target_radius() {
         let what = s.kind();
         assert!(near.success.iter().all(|s| !s), "{what}: success within 1e-6: {near:?}");
         assert!(near.silent_success.iter().all(|s| !s), "{what}: silent within 1e-6: {near:?}");
+        // It fooled every point, outside the radius: its optimization is complete.
+        let incomplete = &near.incomplete_optimization;
+        assert!(incomplete.iter().all(|s| !s), "{what}: incomplete within 1e-6: {near:?}");
         assert!(wide.success.iter().any(|s| *s), "{what}: fools nothing: {wide:?}");
         assert!(wide.silent_success.iter().all(|s| !s), "{what}: silent: {wide:?}");
     }
