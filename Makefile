@@ -8,7 +8,7 @@ ifneq ($(DATA_GUESS),)
 export GFA_DATA_DIR ?= $(DATA_GUESS)
 endif
 
-.PHONY: setup build test test-float quick methods knife-edge reproduce bench fd-vs-exact gpu-check slurm-check fixtures lint clean
+.PHONY: setup build test test-float quick methods knife-edge attack-failure frontier reproduce bench fd-vs-exact gpu-check slurm-check fixtures lint clean
 
 setup:
 	@bash scripts/setup-libtorch.sh
@@ -50,6 +50,25 @@ knife-edge: build
 	$(GFA) escalate experiments/knife_edge.toml --results results
 	$(GFA) report results/knife_edge
 	$(GFA) plot results/knife_edge
+
+# Could the attacks have failed on the knife edge's best GFA models? Five models of its recipe
+# (three GFA-first, standard, PGD-AT) under AutoAttack's attacks, with the Indicators of Attack
+# Failure and the binarization test: experiments/attack_failure.toml -> results/attack_failure/.
+attack-failure: build
+	$(GFA) run experiments/attack_failure.toml --results results
+	$(GFA) report results/attack_failure
+	$(GFA) plot results/attack_failure
+
+# The knife edge's frontier: GFA-first's winners against controls at matched clean accuracy,
+# longer training, GFA fine-tuned from a converged standard model; three seeds each:
+# experiments/frontier.toml -> results/frontier/ (105 runs, then AutoAttack for the runs whose worst
+# case beats standard training's by 2 points). Many CPU hours (results/frontier/README.md):
+# resumable, stop and start it again as often as needed.
+frontier: build
+	$(GFA) run experiments/frontier.toml --results results
+	$(GFA) escalate experiments/frontier.toml --results results
+	$(GFA) report results/frontier
+	$(GFA) plot results/frontier
 
 # GPU-scale study of the paper: experiments/paper.toml -> results/paper/. `gfa plan` first
 # prints the grid's estimated hours on the device it would use, and refuses a CPU (weeks of

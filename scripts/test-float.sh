@@ -20,7 +20,7 @@ FILTERS=(libtorch pytorch matches_torchattacks matches_auto_attack bit_for_bit r
          it::minnorm:: it::linear:: it::eval::minimum_norm it::torchscript:: it::regularizer::
          it::robust::probe it::checkpoint::
          loss::tests losses::tests cw::tests ead::tests fab::tests threat::tests noise::tests
-         square::tests inner::tests regularizer::tests traces:: indicators::)
+         square::tests inner::tests regularizer::tests traces:: indicators:: binarize::)
 
 # The flags each path needs, as libtorch's own dispatch checks them.
 declare -A NEEDS=(

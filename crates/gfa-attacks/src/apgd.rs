@@ -22,7 +22,7 @@ use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, describe};
+use crate::attack::{Attack, describe, perturb_via_run};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, predict, run_restarts, split};
 use crate::threat::{normal, per_sample, uniform};
@@ -406,27 +406,7 @@ impl Attack for Apgd {
         family: FixedBudget,
         norm: |a| a.config.norm,
     );
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    perturb_via_run!();
 }
 
 impl Apgd {
@@ -474,27 +454,7 @@ impl Attack for ApgdT {
         family: FixedBudget,
         norm: |a| a.config.norm,
     );
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    perturb_via_run!();
 }
 
 impl ApgdT {

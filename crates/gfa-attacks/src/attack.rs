@@ -66,6 +66,60 @@ macro_rules! describe {
 }
 pub(crate) use describe;
 
+/// An [`Attack`] impl's `perturb` and `perturb_traced` through the attack's own `run(model, x, y,
+/// eps, rng, trace)`, with `trace: Option<&mut Trace>`: one function serves both, so that a
+/// trace never changes an output ([`crate::trace`]). `perturb_via_run!(no_eps)` for a `run(model,
+/// x, y, trace)` that uses neither the budget nor a generator (DeepFool, CW, EAD).
+macro_rules! perturb_via_run {
+    () => {
+        fn perturb(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            eps: f64,
+            rng: &mut gfa_core::seed::SeededRng,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, eps, rng, None)
+        }
+        fn perturb_traced(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            eps: f64,
+            rng: &mut gfa_core::seed::SeededRng,
+            trace: &mut $crate::trace::Trace,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, eps, rng, Some(trace))
+        }
+    };
+    (no_eps) => {
+        fn perturb(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            _eps: f64,
+            _rng: &mut gfa_core::seed::SeededRng,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, None)
+        }
+        fn perturb_traced(
+            &self,
+            model: &gfa_core::Classifier,
+            x: &tch::Tensor,
+            y: &tch::Tensor,
+            _eps: f64,
+            _rng: &mut gfa_core::seed::SeededRng,
+            trace: &mut $crate::trace::Trace,
+        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
+            self.run(model, x, y, Some(trace))
+        }
+    };
+}
+pub(crate) use perturb_via_run;
+
 /// The result of one attack on one batch.
 ///
 /// # Shapes
@@ -158,7 +212,9 @@ pub fn run(
 }
 
 /// [`run`] with the attack's trace ([`Attack::perturb_traced`]): the validated output and, per
-/// point, every step the attack took.
+/// point, every step the attack took. A minimum-norm attack given a finite `eps` is traced at
+/// that target radius: its success, and each recorded iterate's "adversarial" flag, count only
+/// perturbations within it ([`Trace::set_budget`]), as the evaluation thresholds its norms.
 pub fn run_traced(
     attack: &dyn Attack,
     model: &Classifier,
@@ -169,8 +225,21 @@ pub fn run_traced(
 ) -> Result<(AttackOutput, Traced)> {
     check_inputs(x, y)?;
     let mut trace = Trace::new(x.size()[0]);
+    let radius =
+        (attack.family() == Family::MinimumNorm && eps.is_finite()).then(|| (attack.norm(), eps));
+    if let Some((norm, eps)) = radius {
+        trace.set_budget(norm, eps);
+    }
     let (x_adv, queries) = attack.perturb_traced(model, x, y, eps, rng, &mut trace)?;
-    let out = validate(model, x, y, &x_adv, budget_of(attack, eps), queries)?;
+    let mut out = validate(model, x, y, &x_adv, budget_of(attack, eps), queries)?;
+    if let Some((norm, eps)) = radius {
+        let n = match norm {
+            Norm::Linf => &out.linf,
+            Norm::L2 => &out.l2,
+            Norm::L1 => &out.l1,
+        };
+        out.success = out.success.logical_and(&n.le(eps + BUDGET_TOL));
+    }
     Ok((out, trace.finish()))
 }
 

@@ -17,11 +17,10 @@
 //! (`max(onehot * z) - max((1 - onehot) * z)`, wrong when logits are negative; docs/attacks.md §3.8)
 //! and its abort rule (batch cost strictly above the previous check).
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::preset::Preset;
 use crate::threat::per_sample;
 use crate::trace::Trace;
@@ -219,27 +218,7 @@ impl Attack for Cw {
         norm: |_| Norm::L2,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 impl Cw {
@@ -289,7 +268,8 @@ impl Cw {
                 w = adam.step(&wv.detach(), &g);
                 let (z, l2, loss, xa) = (z.detach(), l2.detach(), loss.detach(), xa.detach());
                 if let Some(t) = trace.as_deref_mut() {
-                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                    let adv = is_adversarial(&z, y, cfg.kappa);
+                    t.record_iterate_where(&active, &-&loss, &adv, &(&xa - &x0));
                 }
                 queries += active.to_kind(Kind::Int64);
                 // The success test uses the logits of this iterate, before the Adam step.

@@ -19,11 +19,10 @@
 //! all classes as candidates, overshoot applied to every step from the current point:
 //! `x <- clip01(x + (1 + os) |g_l| w_l / ||w_l||^2)`).
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::preset::Preset;
 use crate::threat::{per_sample, per_sample_norm};
 use crate::trace::Trace;
@@ -159,34 +158,16 @@ impl Attack for DeepFool {
         norm: |a| a.config.norm,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 /// Trace the iterates of every point (DeepFool has no loss of its own: the negated logit
-/// margin `max_{j≠y} z_j − z_y`, which it drives up to the boundary).
-fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor) {
+/// margin `max_{j≠y} z_j − z_y`, which it drives up to the boundary); `delta` is each iterate's
+/// perturbation from the clean point (adversarial counts only within the trace's budget).
+fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor, delta: &Tensor) {
     if let Some(t) = trace {
-        t.record(&-loss::cw_margin(logits, y), &logits.argmax(1, false).ne_tensor(y));
+        let adv = logits.argmax(1, false).ne_tensor(y);
+        t.record_iterate(&-loss::cw_margin(logits, y), &adv, delta);
     }
 }
 
@@ -215,7 +196,7 @@ impl DeepFool {
         let mut all_fooled = false;
         for _ in 0..cfg.steps {
             let logits = tch::no_grad(|| model.logits(&x_adv, false));
-            record(trace.as_deref_mut(), &logits, y);
+            record(trace.as_deref_mut(), &logits, y, &(&x_adv - &x0));
             let active = logits.argmax(1, false).eq_tensor(y);
             if active.sum(Kind::Int64).int64_value(&[]) == 0 {
                 all_fooled = true;
@@ -259,7 +240,8 @@ impl DeepFool {
             queries = queries.index_add(0, &idx, &Tensor::ones_like(&idx));
         }
         if trace.is_some() && !all_fooled {
-            record(trace, &tch::no_grad(|| model.logits(&x_adv, false)), y);
+            let delta = &x_adv - &x0;
+            record(trace, &tch::no_grad(|| model.logits(&x_adv, false)), y, &delta);
         }
         Ok((x_adv.detach(), queries))
     }

@@ -21,11 +21,10 @@
 //! `x - lr * grad` instead of `x` (`torchattacks_alias_origin`). The returned point is clipped to
 //! `[0, 1]`.
 use gfa_core::Classifier;
-use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::cw::{AbortScope, MarginForm, cw_margin, is_adversarial, is_check_point, update_const};
 use crate::preset::Preset;
 use crate::threat::per_sample;
@@ -160,27 +159,7 @@ impl Attack for Ead {
         norm: |_| Norm::L1,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, Some(trace))
-    }
+    perturb_via_run!(no_eps);
 }
 
 impl Ead {
@@ -252,7 +231,8 @@ impl Ead {
                 let l1 = per_sample_sum(&d.abs());
                 let loss = &c * cw_margin(&z, y, cfg.kappa, form) + &l2 + &l1 * cfg.beta;
                 if let Some(t) = trace.as_deref_mut() {
-                    t.record_where(&active, &-&loss, &is_adversarial(&z, y, cfg.kappa));
+                    let adv = is_adversarial(&z, y, cfg.kappa);
+                    t.record_iterate_where(&active, &-&loss, &adv, &(&x_k - &x0));
                 }
                 if cfg.abort_early && is_check_point(k, cfg.steps) {
                     match cfg.abort_scope {

@@ -32,7 +32,7 @@ use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::describe;
+use crate::attack::{describe, perturb_via_run};
 use crate::deepfool::logit_jacobian;
 use crate::preset::Preset;
 use crate::threat::{normal, per_sample, per_sample_norm, uniform};
@@ -202,7 +202,7 @@ fn single_run(
         let xv = x1.detach().set_requires_grad(true);
         let z = model.logits(&xv, false);
         if i == 0 {
-            record(trace.as_deref_mut(), &z.detach(), y);
+            record(trace.as_deref_mut(), &z.detach(), y, &(&x1 - x0));
         }
         // df: [n, K] logit differences to y; dg: [n, K, D] their gradients.
         let (df, dg) = match target {
@@ -252,7 +252,7 @@ fn single_run(
             .clamp(0.0, 1.0)
             .view(shape.as_slice());
         let z1 = tch::no_grad(|| model.logits(&x1n, false));
-        record(trace.as_deref_mut(), &z1, y);
+        record(trace.as_deref_mut(), &z1, y, &(&x1n - x0));
         let is_adv = z1.argmax(1, false).ne_tensor(y);
         let t = per_sample_norm(&(&x1n - x0), cfg.norm);
         let better = is_adv.logical_and(&t.lt_tensor(&best));
@@ -265,11 +265,12 @@ fn single_run(
 }
 
 /// Trace one point of every row (FAB has no loss of its own: the negated logit margin
-/// `max_{j≠y} z_j − z_y`, which it drives up to the boundary, and whether the point is
-/// adversarial).
-fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor) {
+/// `max_{j≠y} z_j − z_y`, which it drives up to the boundary, and whether the point, at
+/// perturbation `delta` from the clean one, is adversarial within the trace's budget).
+fn record(trace: Option<&mut Trace>, logits: &Tensor, y: &Tensor, delta: &Tensor) {
     if let Some(t) = trace {
-        t.record(&-loss::cw_margin(logits, y), &logits.argmax(1, false).ne_tensor(y));
+        let adv = logits.argmax(1, false).ne_tensor(y);
+        t.record_iterate(&-loss::cw_margin(logits, y), &adv, delta);
     }
 }
 
@@ -280,27 +281,7 @@ impl Attack for Fab {
         norm: |a| a.config.norm,
     );
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    perturb_via_run!();
 }
 
 impl Fab {

@@ -69,12 +69,21 @@ pub struct Findings {
 
 /// The findings of a trace and the run's validated success per point.
 pub fn findings(traced: &Traced, success: &[bool]) -> Findings {
+    findings_at_radius(traced, success, None)
+}
+
+/// [`findings`] of a minimum-norm attack traced at a target radius: `reached` says, per point,
+/// whether the attack ended at an adversarial point at any norm. Where it did, outside the
+/// radius, the attack completed its optimization (it found the point farther from the boundary
+/// than the radius), so incomplete optimization counts only the points it never fooled.
+pub fn findings_at_radius(traced: &Traced, success: &[bool], reached: Option<&[bool]>) -> Findings {
     let any = traced.any_adversarial();
     let silent = success.iter().zip(&any).map(|(s, a)| *a && !*s).collect();
+    let done = |i: usize| reached.is_some_and(|r| r[i]);
     let incomplete = success
         .iter()
         .enumerate()
-        .map(|(i, s)| !*s && incomplete_optimization(&traced.values(i)))
+        .map(|(i, s)| !*s && !done(i) && incomplete_optimization(&traced.values(i)))
         .collect();
     Findings {
         success: success.to_vec(),
@@ -94,7 +103,14 @@ pub fn traced_run(
 ) -> Result<Findings> {
     let (out, traced) = attack::run_traced(attack, model, x, y, eps, rng)?;
     let success = Vec::<bool>::try_from(&out.success.to_device(Device::Cpu))?;
-    Ok(findings(&traced, &success))
+    if attack.family() != attack::Family::MinimumNorm || !eps.is_finite() {
+        return Ok(findings(&traced, &success));
+    }
+    // Where the attack ended: adversarial at any norm (its success is counted within `eps`).
+    let z = tch::no_grad(|| model.logits(&out.x_adv, false));
+    let reached = z.argmax(1, false).ne_tensor(y).to_device(Device::Cpu);
+    let reached = Vec::<bool>::try_from(&reached)?;
+    Ok(findings_at_radius(&traced, &success, Some(&reached)))
 }
 
 /// A budget no point of the `[0, 1]` box exceeds, for images shaped like `x`: L∞ 1, L2 the

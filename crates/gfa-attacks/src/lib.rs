@@ -24,6 +24,7 @@
 pub mod apgd;
 pub mod attack;
 pub mod autoattack;
+pub mod binarize;
 pub mod checks;
 pub mod cw;
 pub mod deepfool;

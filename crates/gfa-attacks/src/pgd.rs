@@ -11,7 +11,7 @@ use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, describe};
+use crate::attack::{Attack, describe, perturb_via_run};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{predict, run_restarts};
 use crate::threat::{ThreatModel, per_sample, per_sample_norm};
@@ -209,27 +209,7 @@ impl Attack for Pgd {
         family: FixedBudget,
         norm: |a| a.config.norm,
     );
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    perturb_via_run!();
 }
 
 impl Pgd {

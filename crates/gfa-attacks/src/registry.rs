@@ -374,6 +374,29 @@ impl AttackSpec {
         facts(self.kind()).expect("a spec's kind is registered")
     }
 
+    /// The fewest classes a model needs for this attack to run: APGD-DLR's ratio reads the
+    /// third-largest logit (3), APGD-T's targeted DLR the fourth (4, auto-attack's
+    /// `APGDAttack_targeted`); AutoAttack needs what its components need, a transfer attack what
+    /// its inner attack needs; every other attack runs on two classes. The binarization test
+    /// ([`crate::binarize`]) asks it before it builds a two-class model.
+    pub fn min_classes(&self) -> i64 {
+        match self {
+            Self::ApgdDlr(_) => 3,
+            Self::ApgdT(_) => 4,
+            Self::AutoAttack(c) => {
+                let components = match c.version {
+                    crate::autoattack::AaVersion::Standard => {
+                        crate::autoattack::standard_components(c.preset, c.norm).unwrap_or_default()
+                    }
+                    crate::autoattack::AaVersion::Custom => c.attacks.clone(),
+                };
+                components.iter().map(Self::min_classes).max().unwrap_or(2)
+            }
+            Self::Transfer(c) => c.attack.min_classes(),
+            _ => 2,
+        }
+    }
+
     /// The surrogate a transfer attack names (`None` for every other attack).
     pub fn surrogate(&self) -> Option<&str> {
         match self {

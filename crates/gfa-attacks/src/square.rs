@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::attack::{Attack, describe};
+use crate::attack::{Attack, describe, perturb_via_run};
 use crate::preset::{Configured, Preset};
 use crate::repeated::{indices, run_restarts};
 use crate::threat::{per_sample, per_sample_norm, uniform};
@@ -353,27 +353,7 @@ impl Attack for Square {
         family: FixedBudget,
         norm: |a| a.config.norm,
     );
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    perturb_via_run!();
 }
 
 impl Square {

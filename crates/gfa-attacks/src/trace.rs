@@ -15,6 +15,10 @@
 //! after the other).
 use tch::{Device, Kind, Tensor};
 
+use crate::Norm;
+use crate::attack::BUDGET_TOL;
+use crate::threat::per_sample_norm;
+
 /// One recorded step: the batch rows it covers, and per row the value and the adversarial flag.
 struct Step {
     /// Positions in the traced batch `[M]` int64.
@@ -29,12 +33,55 @@ pub struct Trace {
     /// The positions, in the traced batch, of the rows of the current scope (`None`: all).
     rows: Option<Tensor>,
     steps: Vec<Step>,
+    /// A minimum-norm attack's target radius ([`Trace::set_budget`]): an iterate counts as
+    /// adversarial only within it.
+    budget: Option<(Norm, f64)>,
 }
 
 impl Trace {
     /// An empty trace of a batch of `n` points.
     pub fn new(n: i64) -> Self {
-        Self { n, rows: None, steps: Vec::new() }
+        Self { n, rows: None, steps: Vec::new(), budget: None }
+    }
+
+    /// Count an iterate recorded with its perturbation ([`Trace::record_iterate`],
+    /// [`Trace::record_iterate_where`]) as adversarial only when that perturbation's `norm` is
+    /// at most `eps` (with the validator's tolerance): a minimum-norm attack traced at a target
+    /// radius visits adversarial points outside it by design, and those are no success at that
+    /// radius. [`crate::attack::run_traced`] sets it for a minimum-norm attack.
+    pub fn set_budget(&mut self, norm: Norm, eps: f64) {
+        self.budget = Some((norm, eps));
+    }
+
+    /// `adv` where the iterate's perturbation `delta` (`[M, ...]`, iterate − clean point) lies
+    /// within the budget, when one is set.
+    fn within_budget(&self, adv: &Tensor, delta: &Tensor) -> Tensor {
+        match self.budget {
+            None => adv.shallow_clone(),
+            Some((norm, eps)) => {
+                adv.logical_and(&per_sample_norm(delta, norm).le(eps + BUDGET_TOL))
+            }
+        }
+    }
+
+    /// [`Trace::record`] for an iterate whose perturbation from the clean point is `delta`
+    /// (the minimum-norm attacks): with a budget set, `adv` counts only within it.
+    pub fn record_iterate(&mut self, value: &Tensor, adv: &Tensor, delta: &Tensor) {
+        let adv = self.within_budget(adv, delta);
+        self.record(value, &adv);
+    }
+
+    /// [`Trace::record_where`] for an iterate whose perturbation is `delta`, as
+    /// [`Trace::record_iterate`].
+    pub fn record_iterate_where(
+        &mut self,
+        mask: &Tensor,
+        value: &Tensor,
+        adv: &Tensor,
+        delta: &Tensor,
+    ) {
+        let adv = self.within_budget(adv, delta);
+        self.record_where(mask, value, &adv);
     }
 
     /// Positions in the traced batch of the scope's rows `at` (`None`: every row of the scope).

@@ -13,6 +13,7 @@ use gfa_core::seed::SeededRng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::attack::perturb_via_run;
 use crate::facts::Access;
 use crate::pgd::PgdConfig;
 use crate::preset::{Configured, Preset};
@@ -175,30 +176,9 @@ impl Attack for Transfer {
         serde_json::to_string(&config).unwrap_or_default()
     }
 
-    fn perturb(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, None)
-    }
-
-    /// The trace is one step: the surrogate's cross-entropy at the crafted examples and whether
-    /// they fool the surrogate (a point fooling it but not the target is a transfer failure).
-    fn perturb_traced(
-        &self,
-        model: &Classifier,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-        trace: &mut Trace,
-    ) -> Result<(Tensor, Tensor)> {
-        self.run(model, x, y, eps, rng, Some(trace))
-    }
+    // The trace is one step: the surrogate's cross-entropy at the crafted examples and whether
+    // they fool the surrogate (a point fooling it but not the target is a transfer failure).
+    perturb_via_run!();
 }
 
 impl Transfer {

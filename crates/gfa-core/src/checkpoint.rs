@@ -161,22 +161,43 @@ pub fn load_weights_except(
 ) -> Result<()> {
     let named = read_tensors(path)?;
     for (name, mut var) in named_weights(model).into_iter().filter(|(n, _)| !skip(n)) {
-        let src = named.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| {
-            ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
-        })?;
-        if src.size() != var.size() {
-            return Err(ck_err(
-                path,
-                format!(
-                    "tensor \"{name}\" has shape {:?}, the model expects {:?}",
-                    src.size(),
-                    var.size()
-                ),
-            ));
-        }
+        let src = tensor_for(&named, &name, &var, path)?;
         tch::no_grad(|| var.f_copy_(src)).map_err(|e| ck_err(path, e.to_string()))?;
     }
     Ok(())
+}
+
+/// An error unless the safetensors file `path` holds every variable of `model` with its shape
+/// (what [`load_weights`] needs), checked without changing the model.
+pub fn check_weights_fit(model: &Classifier, path: &Path) -> Result<()> {
+    let named = read_tensors(path)?;
+    for (name, var) in named_weights(model) {
+        tensor_for(&named, &name, &var, path)?;
+    }
+    Ok(())
+}
+
+/// The tensor of `named` (read from `path`) for the model variable `name`, of `var`'s shape.
+fn tensor_for<'a>(
+    named: &'a [(String, Tensor)],
+    name: &str,
+    var: &Tensor,
+    path: &Path,
+) -> Result<&'a Tensor> {
+    let src = named.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+        ck_err(path, format!("no tensor \"{name}\" (the model spec does not match the file)"))
+    })?;
+    if src.size() != var.size() {
+        return Err(ck_err(
+            path,
+            format!(
+                "tensor \"{name}\" has shape {:?}, the model expects {:?}",
+                src.size(),
+                var.size()
+            ),
+        ));
+    }
+    Ok(src)
 }
 
 /// Save `last.safetensors`, the optimizer state (when given) and then the sidecar.

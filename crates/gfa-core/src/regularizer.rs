@@ -199,6 +199,11 @@ pub struct RegularizerConfig {
     /// λ ramps linearly over the first k epochs: epoch e (0-based) uses λ·min(1, (e+1)/k).
     #[serde(default)]
     pub lambda_warmup_epochs: usize,
+    /// λ ramps linearly over the first k optimizer steps: step s (0-based, counted from the start
+    /// of training) uses λ·min(1, (s+1)/k) (times the epoch ramp when both are set), e.g. λ
+    /// ramped over the first epoch of a fine-tuning run. Left out of the serialized value at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lambda_warmup_steps: usize,
     /// ε in the cosine's denominator (PyTorch `cosine_similarity`'s default).
     #[serde(default = "eps_1e8")]
     pub eps: f64,
@@ -217,6 +222,10 @@ fn uniform() -> Weights {
     Weights::Uniform
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn eps_1e8() -> f64 {
     1e-8
 }
@@ -232,6 +241,7 @@ impl RegularizerConfig {
             weights: Weights::Uniform,
             tap: TapPoint::PostActivation,
             lambda_warmup_epochs: 0,
+            lambda_warmup_steps: 0,
             eps: eps_1e8(),
             gradient: PenaltyGradient::Exact,
             fd_step: None,
@@ -240,7 +250,8 @@ impl RegularizerConfig {
 
     /// The keys left out of the serialized value at their defaults (beside those written
     /// always): with them, the full list of the options.
-    pub const OPTIONAL_KEYS: [&'static str; 3] = ["layers", "gradient", "fd_step"];
+    pub const OPTIONAL_KEYS: [&'static str; 4] =
+        ["layers", "lambda_warmup_steps", "gradient", "fd_step"];
 
     /// Image-gradient evaluations per image of a step on the penalty: forward, the
     /// double-backprop call for the tap gradients and the backward through both (3), or the
@@ -266,11 +277,15 @@ impl RegularizerConfig {
         }
     }
 
-    /// λ used in epoch `epoch` (0-based), after the warm-up ramp.
-    pub fn lambda_at(&self, epoch: usize) -> f64 {
-        match self.lambda_warmup_epochs {
-            0 => self.lambda,
-            k => self.lambda * ((epoch + 1) as f64 / k as f64).min(1.0),
+    /// λ used in epoch `epoch` (0-based) at the optimizer step `step` (0-based, counted from the
+    /// start of training), after the warm-up ramps.
+    pub fn lambda_at(&self, epoch: usize, step: usize) -> f64 {
+        let ramp =
+            |i: usize, k: usize| if k == 0 { 1.0 } else { ((i + 1) as f64 / k as f64).min(1.0) };
+        match (self.lambda_warmup_epochs, self.lambda_warmup_steps) {
+            (0, 0) => self.lambda,
+            (e, 0) => self.lambda * ramp(epoch, e),
+            (e, k) => self.lambda * ramp(epoch, e) * ramp(step, k),
         }
     }
 
@@ -860,8 +875,17 @@ mod tests {
     fn warmup_ramps_linearly() {
         let cfg =
             RegularizerConfig { lambda_warmup_epochs: 4, ..RegularizerConfig::with_lambda(2.0) };
-        let l: Vec<f64> = (0..6).map(|e| cfg.lambda_at(e)).collect();
+        let l: Vec<f64> = (0..6).map(|e| cfg.lambda_at(e, 1000 * e)).collect();
         assert_eq!(l, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
+        // Over steps: step s of training uses λ (s + 1)/k up to step k − 1.
+        let cfg =
+            RegularizerConfig { lambda_warmup_steps: 4, ..RegularizerConfig::with_lambda(2.0) };
+        let l: Vec<f64> = (0..6).map(|s| cfg.lambda_at(s / 3, s)).collect();
+        assert_eq!(l, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
+        // Both: the product of the two ramps.
+        let cfg = RegularizerConfig { lambda_warmup_epochs: 2, ..cfg };
+        assert_eq!(cfg.lambda_at(0, 1), 2.0 * 0.5 * 0.5);
+        assert_eq!(cfg.lambda_at(1, 9), 2.0);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::CudaCheck(args) => cli::cuda_check::command(&args, cli.device),
         Command::GfaValue(args) => commands::gfa_value(&args, cli.device.resolve()?).map(|_| 0),
         Command::Landscape(args) => commands::landscape(&args, cli.device.resolve()?).map(|_| 0),
+        Command::Binarize(args) => cli::binarize::binarize(&args, cli.device.resolve()?),
         Command::Data { command: DataCommand::Fetch { dataset, dir } } => {
             cli::data::fetch(dataset, dir).map(|_| 0)
         }

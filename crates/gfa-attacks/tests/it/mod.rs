@@ -1,4 +1,5 @@
 //! Integration tests of gfa-attacks (CPU, tiny models, seconds).
+mod binarize;
 mod common;
 mod eval;
 pub mod golden;

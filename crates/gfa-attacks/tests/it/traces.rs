@@ -119,6 +119,47 @@ fn silent_success_and_incomplete_optimization_read_the_trace() {
     assert_eq!(got.incomplete_optimization, vec![false, false, true, false, false]);
 }
 
+/// A minimum-norm attack traced at a target radius counts success and its iterates'
+/// "adversarial" flags within that radius only: below every point's distance to the boundary
+/// (1e-6, on a linear model) it succeeds nowhere and has no silent success, though its iterates
+/// fool the model further out; at a radius beyond every distance it succeeds wherever it
+/// fooled the model, again without a silent success (it returns its best point). Without the
+/// radius, FAB (which keeps only points within it) showed silent successes, and DeepFool, CW
+/// and EAD successes, at radii nothing reaches. Where the attack reached the boundary outside
+/// the radius its optimization is complete: no incomplete optimization there.
+#[test]
+fn minimum_norm_attacks_count_success_within_their_target_radius() {
+    let model = linear(5, 10);
+    let (x, _) = batch(12, 5, 0.2, 0.8);
+    let y = predicted(&model, &x);
+    for s in [
+        spec(json!({"kind": "deepfool", "steps": 10})),
+        spec(json!({"kind": "fab", "n_iter": 10})),
+        spec(json!({"kind": "fab-t", "n_iter": 10, "n_target_classes": 2})),
+        spec(json!({"kind": "cw", "steps": 30, "binary_search_steps": 2})),
+        spec(
+            json!({"kind": "ead-en", "steps": 30, "binary_search_steps": 2, "initial_const": 1.0}),
+        ),
+    ] {
+        let a = s.build().unwrap();
+        let far = match s.norm() {
+            Norm::Linf => 1.0,
+            Norm::L2 => 60.0,
+            Norm::L1 => 3072.0,
+        };
+        let run = |eps| traced_run(a.as_ref(), &model, &x, &y, eps, &mut rng_for(1, "r")).unwrap();
+        let (near, wide) = (run(1e-6), run(far));
+        let what = s.kind();
+        assert!(near.success.iter().all(|s| !s), "{what}: success within 1e-6: {near:?}");
+        assert!(near.silent_success.iter().all(|s| !s), "{what}: silent within 1e-6: {near:?}");
+        // It fooled every point, outside the radius: its optimization is complete.
+        let incomplete = &near.incomplete_optimization;
+        assert!(incomplete.iter().all(|s| !s), "{what}: incomplete within 1e-6: {near:?}");
+        assert!(wide.success.iter().any(|s| *s), "{what}: fools nothing: {wide:?}");
+        assert!(wide.silent_success.iter().all(|s| !s), "{what}: silent: {wide:?}");
+    }
+}
+
 /// The share of `flags` among the points where `success` is false, and that count.
 fn share_of_failed(flags: &[bool], success: &[bool]) -> (f64, usize) {
     let failed: Vec<bool> =

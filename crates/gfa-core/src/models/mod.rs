@@ -101,6 +101,12 @@ impl Arch {
         }
     }
 
+    /// Whether the network records taps after `input`: features of hidden layers, which the
+    /// binarization test reads (not the `linear` model, nor an opaque TorchScript module).
+    pub fn has_feature_taps(self) -> bool {
+        !matches!(self, Arch::Linear | Arch::TorchScript)
+    }
+
     /// Whether the network has BatchNorm layers (train mode then mixes the samples of a batch).
     pub fn has_batch_norm(self) -> bool {
         matches!(self, Arch::PreActResNet18 | Arch::Wrn28x10 | Arch::Wrn34x10 | Arch::ResNet18)
@@ -411,6 +417,16 @@ mod tests {
         }
         let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
         assert!(err.contains("resnet50") && err.contains("wrn_28_10"), "{err}");
+    }
+
+    /// `has_feature_taps` says what building the model shows: taps after `input`.
+    #[test]
+    fn feature_taps_are_the_taps_after_input() {
+        for info in catalog() {
+            let arch: Arch = info.name.parse().unwrap();
+            assert_eq!(arch.has_feature_taps(), info.taps.len() > 1, "{arch}");
+        }
+        assert!(!Arch::TorchScript.has_feature_taps());
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::seed::{SeededRng, rng_for, seed_all};
 use crate::{CoreError, Result, metrics, transfer};
 
 pub mod diagnostics;
+pub mod init;
 pub mod optim;
 pub mod perturb;
 pub mod schedule;
@@ -42,6 +43,7 @@ pub mod validation;
 
 pub use diagnostics::{DiagnosticsConfig, Probe, TapProbe};
 pub use gfa_data::AugmentConfig;
+pub use init::{InitConfig, InitWeights};
 pub use optim::{Optimizer, OptimizerConfig};
 pub use perturb::{InnerLoss, InnerMax, Start, TrainPerturbation};
 pub use schedule::Schedule;
@@ -72,6 +74,14 @@ pub struct TrainConfig {
     /// not change the trained weights).
     #[serde(skip_serializing_if = "DiagnosticsConfig::is_default")]
     pub diagnostics: DiagnosticsConfig,
+    /// Start from another model's weights ([`init`]); none by default (a fresh initialization).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitConfig>,
+    /// Stop after this many optimizer steps in all (early stopping by step count): the epoch in
+    /// which the count is reached ends there and is the last. `epochs` still sets the length of
+    /// the learning-rate schedule and of the λ warm-up. None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_after_steps: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +98,8 @@ impl Default for TrainConfig {
             eval_batch_size: 500,
             validation: None,
             diagnostics: DiagnosticsConfig::default(),
+            init: None,
+            stop_after_steps: None,
         }
     }
 }
@@ -109,6 +121,15 @@ impl TrainConfig {
         }
         if let Some(v) = &self.validation {
             v.validate()?;
+        }
+        if let Some(init) = &self.init {
+            init.validate()?;
+        }
+        if self.stop_after_steps == Some(0) {
+            return Err(CoreError::invalid(
+                "train.stop_after_steps",
+                "must be at least 1 (the optimizer steps to make before stopping), got 0",
+            ));
         }
         self.optimizer.validate()?;
         self.schedule.validate()
@@ -220,6 +241,10 @@ pub struct TrainOptions<'a> {
     pub validation: Option<&'a dyn ValidationAttack>,
     /// Cut every epoch after this many optimizer steps (tests, profiling).
     pub max_steps: Option<usize>,
+    /// The weights file `[train] init` names, resolved by the caller: copied into the model
+    /// before the first step (not when the run resumes from its own checkpoint). Needed exactly
+    /// when the config has `init`.
+    pub init: Option<PathBuf>,
     /// The build recorded in the checkpoints.
     pub provenance: Provenance,
 }
@@ -264,7 +289,13 @@ pub fn train<M: TrainMethod + Serialize>(
     let hash = run_hash(&model.spec, cfg, method, opts.seed);
     let mut trainer = Trainer::new(model, splits, cfg, method, opts, hash)?;
     trainer.resume()?;
+    if trainer.records.is_empty() {
+        trainer.load_init()?;
+    }
     for epoch in trainer.records.len()..cfg.epochs {
+        if trainer.stopped() {
+            break;
+        }
         let record = trainer.epoch(epoch)?;
         trainer.checkpoint(&record)?;
         on_epoch(&record)?;
@@ -317,11 +348,45 @@ fn checks(
     if splits.train.is_empty() {
         return Err(CoreError::Config("the training split is empty".into()));
     }
+    let mut n_train = splits.train.len();
     if let Some(v) = &cfg.validation {
         // The held-out set must fit in the training split.
         validation::holdout(splits.train.len(), v.n, opts.seed)?;
+        n_train -= v.n;
     }
-    Ok(reg)
+    check_stop(cfg, n_train)?;
+    match (&cfg.init, &opts.init) {
+        (Some(_), None) => Err(CoreError::Config(
+            "train.init names the weights to start from: give TrainOptions::init (the weights \
+             file the caller resolved)"
+                .into(),
+        )),
+        (None, Some(p)) => Err(CoreError::Config(format!(
+            "TrainOptions::init gives {} but the config has no train.init",
+            p.display()
+        ))),
+        (Some(_), Some(p)) => checkpoint::check_weights_fit(model, p).map(|()| reg),
+        (None, None) => Ok(reg),
+    }
+}
+
+/// An error unless `train.stop_after_steps` stops before the end of training: the epochs'
+/// steps on `n_train` images.
+fn check_stop(cfg: &TrainConfig, n_train: usize) -> Result<()> {
+    let Some(stop) = cfg.stop_after_steps else { return Ok(()) };
+    let total = cfg.epochs * n_train.div_ceil(cfg.batch_size.max(1));
+    if stop >= total {
+        return Err(CoreError::invalid(
+            "train.stop_after_steps",
+            format!(
+                "{stop} steps is not before the end of training ({} epochs of {} steps = \
+                 {total}): lower it, or remove it to train every epoch",
+                cfg.epochs,
+                n_train.div_ceil(cfg.batch_size.max(1))
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An error, saying how to go on, unless the checkpoint in `dir` was written by the run of
@@ -438,6 +503,24 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Copy the source's weights of `[train] init` into the model (a run that did not resume).
+    fn load_init(&mut self) -> Result<()> {
+        match &self.opts.init {
+            Some(path) => checkpoint::load_weights(self.model, path),
+            None => Ok(()),
+        }
+    }
+
+    /// λ of the method's regularizer at the optimizer step `step` of the 0-based `epoch`.
+    fn lambda_at(&self, epoch: usize, step: usize) -> Option<f64> {
+        self.reg.as_ref().map(|r| r.cfg.lambda_at(epoch, step))
+    }
+
+    /// Whether `train.stop_after_steps` optimizer steps are made.
+    fn stopped(&self) -> bool {
+        self.cfg.stop_after_steps.is_some_and(|s| self.steps_done >= s)
+    }
+
     /// One epoch (0-based `epoch`): reseed, one pass over the shuffled training set (with the
     /// diagnostics' probes), test accuracy, the epoch-end probe and validation; the epoch's
     /// record is kept and returned.
@@ -461,7 +544,6 @@ impl<'a> Trainer<'a> {
             transfer::upload(&cfg.augment.draw(n_train, &mut augment_rng).packed(), device)
         });
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), epoch, cfg.epochs);
-        let lambda = self.reg.as_ref().map(|r| r.cfg.lambda_at(epoch));
         let show = self.opts.progress && std::io::stderr().is_terminal();
         let bar = progress_bar(show, n_train.div_ceil(cfg.batch_size) as u64, epoch, cfg.epochs);
 
@@ -470,9 +552,10 @@ impl<'a> Trainer<'a> {
         let mut probes = Vec::new();
         let steps = n_train.div_ceil(cfg.batch_size);
         for step in 0..steps {
-            if self.opts.max_steps.is_some_and(|m| step >= m) {
+            if self.opts.max_steps.is_some_and(|m| step >= m) || self.stopped() {
                 break;
             }
+            let lambda = self.lambda_at(epoch, self.steps_done);
             if cfg.diagnostics.due(epoch, step, self.steps_done) {
                 sums.check_finite(epoch)?;
                 probes.extend(self.probe(epoch, lambda)?);
@@ -493,6 +576,8 @@ impl<'a> Trainer<'a> {
             }
         }
         sums.check_finite(epoch)?;
+        // The λ of the epoch's last step (its record's `lambda`, the end probe's).
+        let lambda = self.lambda_at(epoch, self.steps_done.saturating_sub(1));
         let test_acc = if self.splits.test.is_empty() {
             None
         } else {
@@ -500,7 +585,7 @@ impl<'a> Trainer<'a> {
         };
         probes.extend(self.probe(epoch, lambda)?);
         let validation = match (&cfg.validation, &self.val, self.opts.validation) {
-            (Some(v), Some(data), Some(attack)) if v.due(epoch, cfg.epochs) => {
+            (Some(v), Some(data), Some(attack)) if v.due(epoch, cfg.epochs) || self.stopped() => {
                 let batch = cfg.eval_batch_size;
                 Some(validation::measure(self.model, data, v, attack, batch, seed)?)
             }

@@ -2,6 +2,7 @@ mod checkpoint;
 mod custom_method;
 mod device;
 mod import;
+mod init;
 mod methods;
 mod models;
 mod pt;

@@ -2,8 +2,10 @@
 //! verdict and the report read them: which rows flag, and how a row's result follows from its
 //! counts.
 
+use gfa_attacks::Access;
+
 use crate::analysis::stats::percent_sign;
-use crate::results::records::IndicatorRow;
+use crate::results::records::{EvalRow, IndicatorRow};
 
 /// An indicator row flags when it flags more than this share of the points it was measured on;
 /// a run with a flagged row gets the `attack_failure_suspected` verdict (unless a masking check
@@ -37,6 +39,29 @@ pub fn flagged(rows: &[IndicatorRow]) -> Vec<String> {
             format!("{} ({}: {share} of {})", r.indicator, place(r), r.n)
         })
         .collect()
+}
+
+/// Whether a flagged row speaks for the verdict, given the run's `eval` rows: every row but a
+/// transfer attack's `transfer_failure` where the suite also ran a white-box attack at the same
+/// norm and budget. There the worst case does not rest on the transfer attack, and its examples
+/// failing to transfer (as they should to a robust model) says nothing about the white-box
+/// attacks; the row still flags and the verdict's detail still lists it.
+pub fn decisive(r: &IndicatorRow, eval: &[EvalRow]) -> bool {
+    let access = |kind: &str| gfa_attacks::registry::facts(kind).map(|f| f.access);
+    if r.indicator != "transfer_failure" {
+        return true;
+    }
+    !eval.iter().any(|e| {
+        access(&e.kind) == Some(Access::WhiteBox) && e.norm == r.norm && e.eps_text == r.eps_text
+    })
+}
+
+/// The flagged rows that speak for the verdict ([`decisive`]) and those that do not, each as
+/// [`flagged`] writes them.
+pub fn verdict_rows(rows: &[IndicatorRow], eval: &[EvalRow]) -> (Vec<String>, Vec<String>) {
+    let (yes, no): (Vec<IndicatorRow>, Vec<IndicatorRow>) =
+        rows.iter().cloned().partition(|r| decisive(r, eval));
+    (flagged(&yes), flagged(&no))
 }
 
 #[cfg(test)]

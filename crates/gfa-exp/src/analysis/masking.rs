@@ -30,8 +30,11 @@ pub enum Verdict {
     Collapsed,
     /// At least one of checks 1–8 flagged.
     MaskingSuspected,
-    /// No masking check flagged, but an Indicator of Attack Failure flags more than
-    /// [`crate::analysis::indicators::ATTACK_FAILURE_SHARE`] of its points (docs/method.md §10).
+    /// The binarization test failed on more than its share of points
+    /// ([`crate::analysis::binarization`]: the attack misses adversarial examples known to exist
+    /// on this model), or no masking check flagged but an Indicator of Attack Failure flags more
+    /// than [`crate::analysis::indicators::ATTACK_FAILURE_SHARE`] of its points (docs/method.md
+    /// §10).
     AttackFailureSuspected,
     /// Every check that could run passed.
     NoMaskingDetected,
@@ -191,7 +194,8 @@ pub fn masking_checks(
     b.push(7, "noise_not_better", noise_not_better(rows, &pts));
     b.push(8, "gradient_health", gradient_health(grad));
     b.push(9, "collapse", collapse(rows, num_classes));
-    verdict(key, b.rows, &crate::analysis::indicators::flagged(indicators))
+    let (failures, beside) = crate::analysis::indicators::verdict_rows(indicators, rows);
+    verdict(key, b.rows, &failures, &beside)
 }
 
 /// 1. PGD <= FGSM + 1 pt.
@@ -332,8 +336,14 @@ fn collapse(rows: &[EvalRow], num_classes: usize) -> Outcome {
 }
 
 /// The nine check rows and the verdict row after them; `failures` are the flagged indicator
-/// rows ([`crate::analysis::indicators::flagged`]).
-fn verdict(key: &RunKey, rows: Vec<CheckRow>, failures: &[String]) -> Vec<CheckRow> {
+/// rows that speak for the verdict, `beside` those that do not
+/// ([`crate::analysis::indicators::verdict_rows`]); the detail lists both.
+fn verdict(
+    key: &RunKey,
+    rows: Vec<CheckRow>,
+    failures: &[String],
+    beside: &[String],
+) -> Vec<CheckRow> {
     let flagged = |r: &CheckRow| r.result == "flag";
     let masking: Vec<&str> =
         rows[..8].iter().filter(|r| flagged(r)).map(|r| r.check.as_str()).collect();
@@ -359,6 +369,12 @@ fn verdict(key: &RunKey, rows: Vec<CheckRow>, failures: &[String]) -> Vec<CheckR
     };
     if !failures.is_empty() {
         v.detail.push_str(&format!("; attack-failure indicators: {}", failures.join(", ")));
+    }
+    if !beside.is_empty() {
+        v.detail.push_str(&format!(
+            "; not counted (white-box attacks ran at the budget): {}",
+            beside.join(", ")
+        ));
     }
     let mut out = rows;
     out.push(v);
@@ -493,6 +509,36 @@ mod tests {
         let v = verdict(&masked, &[ind(6)]);
         assert_eq!(v.result, "masking_suspected");
         assert!(v.detail.contains("attack-failure indicators"), "{v:?}");
+    }
+
+    /// A transfer attack whose examples do not fool the model (transfer failure) speaks for the
+    /// verdict only where no white-box attack ran at its budget: beside PGD at 8/255 it is
+    /// listed as not counted; with PGD only at 2/255 it makes the run `attack_failure_suspected`.
+    #[test]
+    fn transfer_failure_counts_only_without_a_white_box_attack_at_its_budget() {
+        let tf = IndicatorRow {
+            attack: "transfer".into(),
+            kind: "transfer".into(),
+            norm: "linf".into(),
+            eps_text: "8/255".into(),
+            indicator: "transfer_failure".into(),
+            n: 100,
+            flagged: 90,
+            fraction: Some(0.9),
+            result: "flag".into(),
+            ..Default::default()
+        };
+        let verdict = |rows: &[EvalRow]| {
+            masking_checks(&RunKey::default(), rows, None, 10, std::slice::from_ref(&tf))
+                .pop()
+                .unwrap()
+        };
+        let with_pgd = [row("pgd", E8, 0.4, r#"{"steps":20}"#), row("transfer", E8, 0.7, "{}")];
+        let v = verdict(&with_pgd);
+        assert_eq!(v.result, "no_masking_detected", "{v:?}");
+        assert!(v.detail.contains("not counted (white-box attacks ran at the budget): "), "{v:?}");
+        let elsewhere = [row("pgd", 2.0 / 255.0, 0.6, "{}"), row("transfer", E8, 0.7, "{}")];
+        assert_eq!(verdict(&elsewhere).result, "attack_failure_suspected");
     }
 
     #[test]

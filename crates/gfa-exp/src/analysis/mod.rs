@@ -2,6 +2,7 @@
 //! outcomes, the report's tables and the figures. Imports [`crate::config`] and
 //! [`crate::results`] only.
 
+pub mod binarization;
 pub mod frontier;
 pub mod indicators;
 pub mod masking;

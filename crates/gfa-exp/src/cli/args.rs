@@ -71,6 +71,10 @@ pub enum Command {
     GfaValue(GfaValueArgs),
     /// Loss landscape L(x + α·u_radial + β·u_tangential) of a trained model on a grid.
     Landscape(LandscapeArgs),
+    /// The binarization test of an attack on a trained model (docs/method.md §7): per test point,
+    /// a two-class head on the model's features with an adversarial example known within eps;
+    /// does the attack find it?
+    Binarize(BinarizeArgs),
     /// What gfa runs on here: libtorch, CPU code path, threads, CUDA backend and GPUs, CIFAR-10,
     /// the libtorch cache; and how to fix what is missing.
     Doctor(DoctorArgs),
@@ -615,6 +619,55 @@ pub struct LandscapeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Output CSV (default: landscape.csv in the checkpoint folder).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BinarizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The attack tested: a kind (gfa list attacks) or an inline TOML table of its keys, e.g.
+    /// '{ kind = "pgd", steps = 1, step_size = 1e-4 }'.
+    #[arg(long, default_value = gfa_attacks::binarize::DEFAULT_ATTACK)]
+    pub attack: String,
+    /// The attack's preset (reference or torchattacks), unless --attack's table names one.
+    #[arg(long, default_value = "reference")]
+    pub preset: String,
+    /// Threat model, linf or l2 (default: the attack's own), unless --attack's table names one.
+    #[arg(long)]
+    pub norm: Option<String>,
+    /// The budget eps, e.g. 8/255.
+    #[arg(long, default_value = "8/255")]
+    pub eps: String,
+    /// Test points: the first n of the test split.
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Inner samples per point (inside 0.95·eps), the clean point included (default: 999, at
+    /// most the model's feature dimension − --boundary).
+    #[arg(long)]
+    pub inner: Option<usize>,
+    /// Samples per point on the eps-sphere.
+    #[arg(long, default_value_t = 1)]
+    pub boundary: usize,
+    /// Fresh samples per class for the head's validation accuracy.
+    #[arg(long, default_value_t = 200)]
+    pub validation: usize,
+    /// Adam steps of the head.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Samples per forward pass.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Seed of the samples and of the attack.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output CSV (default: binarization.csv in the --checkpoint folder).
     #[arg(long)]
     pub csv: Option<PathBuf>,
 }

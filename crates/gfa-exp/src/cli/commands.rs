@@ -26,8 +26,7 @@ use crate::results::records::{EvalRow, RunKey, read_rows, write_rows};
 use crate::run::landscape::{Landscape, landscape_rows};
 use crate::run::stages;
 
-/// The file `gfa train` writes next to its checkpoint.
-pub const RUN_TOML: &str = "run.toml";
+pub use crate::config::spec::RUN_TOML;
 
 fn table(pairs: Vec<(&str, Value)>) -> Value {
     Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
@@ -199,7 +198,11 @@ fn key_for(cfg: &RunConfig, out: &Path, seed: u64) -> RunKey {
 pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
     // Everything that can refuse the command is checked before the first write, so a refused
     // `gfa train` leaves --out as it was (its run.toml still describes its checkpoint).
-    let (cfg, seed) = train_config(a)?;
+    let (mut cfg, seed) = train_config(a)?;
+    let init = crate::config::init::resolve_outside(&mut cfg).map_err(|e| {
+        let origin = a.config.as_deref().map_or("flags".into(), |p| p.display().to_string());
+        anyhow!("{origin}: `{}`: {}", crate::config::keys::dotted(&e.path), e.message)
+    })?;
     if a.out.exists() && !a.out.is_dir() {
         bail!("--out {}: is a file, not a folder; pick another --out", a.out.display());
     }
@@ -210,14 +213,21 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
         );
     }
     let splits = stages::load_data(&cfg.data)?;
-    stages::check_train(&cfg, &splits, seed, &a.out, a.resume)?;
+    let target = stages::TrainTarget {
+        run_id: "",
+        seed,
+        ckpt: &a.out,
+        resume: a.resume,
+        init: init.as_deref(),
+    };
+    stages::check_train(&cfg, &splits, target)?;
     let mut snapshot = to_table(&cfg);
     snapshot.insert("seed".into(), Value::Integer(seed as i64));
     write_atomic(&a.out.join(RUN_TOML), toml::to_string(&snapshot)?.as_bytes())?;
     let run_id = key_for(&cfg, &a.out, seed).run_id;
     let dev = gfa_core::device::device_name(device);
     let key = key_for(&cfg, &a.out, seed);
-    let target = stages::TrainTarget { run_id: &run_id, seed, ckpt: &a.out, resume: a.resume };
+    let target = stages::TrainTarget { run_id: &run_id, ..target };
     let mut write = stages::train_csv_writer(&key, &a.out, &a.out, &dev);
     let (_, records) = stages::train_model(&cfg, &splits, target, device, &mut write)?;
     let rows = stages::write_train_csvs(&a.out, &key, &records, &dev)?;
@@ -252,7 +262,7 @@ pub fn train(a: &TrainArgs, device: Device) -> Result<()> {
 /// data to run it on (the run's; other data only with `--other-data`) and a line saying which
 /// data that is. A `--weights` model takes the data's image shape and the normalization of its
 /// file or of `--normalize`.
-fn load_model(
+pub(crate) fn load_model(
     m: &ModelArgs,
     flags: &DataArgs,
     device: Device,
@@ -622,7 +632,12 @@ pub fn eval(a: &EvalArgs, device: Device) -> Result<()> {
 }
 
 /// The key of rows about a loaded model.
-fn model_key(model: &Classifier, run: Option<&RunConfig>, m: &ModelArgs, seed: u64) -> RunKey {
+pub(crate) fn model_key(
+    model: &Classifier,
+    run: Option<&RunConfig>,
+    m: &ModelArgs,
+    seed: u64,
+) -> RunKey {
     let path = m
         .checkpoint
         .clone()

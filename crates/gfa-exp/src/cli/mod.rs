@@ -3,6 +3,7 @@
 //! `cli/`). May import every other layer.
 
 pub mod args;
+pub mod binarize;
 pub mod calibrate;
 pub mod commands;
 pub mod cuda_check;

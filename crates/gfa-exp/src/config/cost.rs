@@ -14,7 +14,8 @@
 //!   its cost per point by outcome ([`gfa_attacks::PointCost`]: attacks that stop on fooled
 //!   points spend little on them); with `eval.individual = false`, the attacks after the first
 //!   of a budget's pass only on the points the earlier ones left; the loss landscape's forward
-//!   passes; the Indicators of Attack Failure's runs on their points.
+//!   passes; the Indicators of Attack Failure's runs on their points; the binarization test's
+//!   samples and attack.
 //!
 //! How many points a model classifies correctly and how many resist the attacks is not known
 //! before training: the evaluation's cost assumes [`ASSUMED`] and `gfa plan` says so.
@@ -63,18 +64,35 @@ pub fn estimate_cost(run: &RunSpec) -> f64 {
 pub fn estimate_train_cost(run: &RunSpec) -> f64 {
     use gfa_core::TrainMethod;
     let steps = train_images(run) * run.config.method.grads_per_step();
-    (steps + test_forwards(run) * FORWARD_COST) / 1e6
+    (steps + validation_grads(run) + test_forwards(run) * FORWARD_COST) / 1e6
 }
 
 /// The training images a run's steps take: epochs × the training split (synthetic data is drawn
-/// at the size asked for; a real split is cut to it).
+/// at the size asked for; a real split is cut to it) less the images `[train] validation` holds
+/// out, cut by `train.stop_after_steps`.
 pub fn train_images(run: &RunSpec) -> f64 {
     let d = &run.config.data;
+    let t = &run.config.train;
     let n = match (d.source, d.n_train) {
         (DataSource::Synthetic, Some(n)) => n,
         (source, n) => n.unwrap_or(usize::MAX).min(source.train_len()),
     };
-    (n * run.config.train.epochs) as f64
+    let n = n.saturating_sub(t.validation.as_ref().map_or(0, |v| v.n));
+    let images = (n * t.epochs) as f64;
+    match t.stop_after_steps {
+        Some(s) => images.min((s * t.batch_size) as f64),
+        None => images,
+    }
+}
+
+/// Image-gradients of the robust checkpoint's measurement (`[train] validation`): PGD's steps and
+/// a clean pass on the held-out images, every `every` epochs and after the last.
+fn validation_grads(run: &RunSpec) -> f64 {
+    let t = &run.config.train;
+    t.validation.as_ref().map_or(0.0, |v| {
+        let times = (t.epochs as f64 / v.every.max(1) as f64).ceil();
+        times * (v.n * (v.steps + 1)) as f64
+    })
 }
 
 /// The forward passes of each epoch's test accuracy: epochs × the test points.
@@ -88,12 +106,29 @@ pub fn estimate_eval_cost(run: &RunSpec) -> f64 {
 }
 
 /// Image-gradients of `run`'s evaluation stage under `assumed`: the clean pass, the attack
-/// suite on the points it attacks, the loss landscape, the indicators.
+/// suite on the points it attacks, the loss landscape, the indicators, the binarization test.
 pub fn eval_cost(run: &RunSpec, assumed: &Assumptions) -> f64 {
     let n = run.config.eval.n as f64;
     let attacked = n * assumed.clean;
     let suite = suite_cost(&run.attacks, attacked, assumed.robust, run.config.eval.individual);
-    n * FORWARD_COST + suite + landscape_cost(run) + indicators_cost(run, attacked)
+    n * FORWARD_COST
+        + suite
+        + landscape_cost(run)
+        + indicators_cost(run, attacked)
+        + binarize_cost(run)
+}
+
+/// Image-gradients of the binarization test: per tested point, a forward pass of each training
+/// and validation sample through the features (an unset `inner` counted at the reference's 999,
+/// an upper estimate for a model with fewer features) and the attack under test on the
+/// binarized model, at its cost per point. The head's training on features is not counted.
+fn binarize_cost(run: &RunSpec) -> f64 {
+    run.binarize.as_ref().map_or(0.0, |b| {
+        let o = &b.options;
+        let inner = o.inner.unwrap_or(gfa_attacks::binarize::REFERENCE_INNER);
+        let samples = (inner + o.boundary + 2 * o.validation) as f64;
+        b.n as f64 * (samples * FORWARD_COST + b.attack.spec.cost_per_point())
+    })
 }
 
 /// Image-gradients of the Indicators of Attack Failure: their runs on the first `n` of the

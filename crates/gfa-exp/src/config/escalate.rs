@@ -9,6 +9,7 @@
 //! eps = "8/255"
 //! skip_collapsed = false       # true: leave out the runs the masking checks call collapsed
 //! attacks = [{ kind = "autoattack", eps = ["8/255"] }]   # entries as in [[attacks]]
+//! binarize = { attack = { kind = "apgd-ce" }, eps = "8/255", n = 100 }   # optional: as [binarize]
 //! ```
 
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use toml::Table;
 
 use gfa_attacks::{Eps, Norm};
 
+use crate::config::binarize::Binarize;
 use crate::config::keys::{FieldError, closest, typed};
 use crate::config::spec::{AttackEntry, STANDARD};
 
@@ -32,6 +34,8 @@ pub struct Escalate {
     pub skip_collapsed: bool,
     /// The attacks added for the qualifying runs.
     pub attacks: Vec<AttackEntry>,
+    /// A binarization test for the qualifying runs (replacing the grid's `[binarize]` there).
+    pub binarize: Option<Binarize>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +51,7 @@ struct EscalateTable {
     #[serde(default)]
     skip_collapsed: bool,
     attacks: Vec<Table>,
+    binarize: Option<Table>,
 }
 
 fn standard() -> String {
@@ -96,7 +101,15 @@ impl Escalate {
             }
             attacks.push(entry);
         }
+        let binarize = match &f.binarize {
+            None => None,
+            Some(t) => Some(Binarize::from_table(t).map_err(|mut e| {
+                e.path.insert(0, "binarize".into());
+                e
+            })?),
+        };
         Ok(Escalate {
+            binarize,
             reference: f.reference,
             margin: f.margin,
             norm: f.norm,
@@ -150,5 +163,14 @@ mod tests {
         assert_eq!(e.path, vec!["attacks", "0", "kind"], "{e:?}");
         let e = bad("eps = \"8/255\"\nattacks = []");
         assert_eq!(e.path, vec!["attacks"]);
+        let e = bad(&format!(
+            "eps = \"8/255\"\n{aa}\nbinarize = {{ attack = {{ kind = \"apgd-t\" }}, eps = \"8/255\" }}"
+        ));
+        assert_eq!(e.path, vec!["binarize", "attack", "kind"], "{e:?}");
+        let t = format!(
+            "eps = \"8/255\"\n{aa}\nbinarize = {{ attack = {{ kind = \"apgd-ce\" }}, eps = \"8/255\", n = 5 }}"
+        );
+        let b = Escalate::from_table(&table(&t), &[]).unwrap().binarize.unwrap();
+        assert_eq!((b.attack.kind.as_str(), b.n), ("apgd-ce", 5));
     }
 }

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::config::binarize::Binarize;
 use crate::config::keys::{
     ConfigError, FieldError, SourceMap, canonical, closest, dotted, split_dotted, to_table,
     value_text,
@@ -52,6 +53,8 @@ pub struct ExperimentFile {
     pub escalate: Option<Table>,
     /// Each run's loss landscape (F2), off when absent.
     pub landscape: Option<Table>,
+    /// The binarization test of one attack on each run's model, off when absent.
+    pub binarize: Option<Table>,
     /// Each run's Indicators of Attack Failure (`indicators.csv`), off when absent.
     pub indicators: Option<Table>,
     /// How `gfa run` works the grid (not part of any run: changes no run id).
@@ -140,6 +143,8 @@ pub struct ExperimentSpec {
     pub overrides: Vec<Override>,
     /// `[landscape]`, when the file has one.
     pub landscape: Option<LandscapeConfig>,
+    /// `[binarize]`, when the file has one.
+    pub binarize: Option<Binarize>,
     /// `[indicators]`, when the file has one.
     pub indicators: Option<IndicatorsConfig>,
     /// `[run] jobs`: how many runs `gfa run` works at once.
@@ -166,8 +171,13 @@ pub struct RunSpec {
     pub overrides: Vec<String>,
     /// The surrogate each transfer attack names, resolved ([`crate::run::surrogate`]).
     pub surrogates: Vec<(String, crate::config::surrogate::SurrogateRef)>,
+    /// Where `[train] init` takes the first weights from, resolved ([`crate::config::init`]).
+    pub init: Option<crate::config::init::InitSource>,
     /// The loss landscape to compute after the evaluation (`[landscape]`).
     pub landscape: Option<LandscapeConfig>,
+    /// The binarization test to run after the evaluation (`[binarize]`, when it applies to this
+    /// run's subset).
+    pub binarize: Option<Binarize>,
     /// The Indicators of Attack Failure to compute after the evaluation (`[indicators]`).
     pub indicators: Option<IndicatorsConfig>,
 }
@@ -211,6 +221,7 @@ impl ExperimentSpec {
             escalate: None,
             overrides: ovs,
             landscape: None,
+            binarize: None,
             indicators: None,
             jobs: None,
             numerics: RunNumerics::default(),
@@ -324,6 +335,11 @@ impl ExperimentSpec {
                 crate::config::keys::typed(t).map_err(|e| self.field_error(&origin, e))?;
             l.validate().map_err(|e| self.field_error(&origin, e))?;
             self.landscape = Some(l);
+        }
+        if let Some(t) = &file.binarize {
+            let b = Binarize::from_table(t)
+                .map_err(|e| self.field_error(&["binarize".to_string()], e))?;
+            self.binarize = Some(b);
         }
         if let Some(t) = &file.indicators {
             let origin = ["indicators".to_string()];
@@ -580,6 +596,29 @@ impl ExperimentSpec {
                 None,
             ));
         }
+        if let Some(subset) = self.binarize.as_ref().and_then(|b| b.subset)
+            && !runs.is_empty()
+            && runs.iter().all(|r| r.binarize.is_none())
+        {
+            return Err(self.error_at(
+                &["binarize".into(), "subset".into()],
+                format!(
+                    "no run of the expansion is evaluated on subset \"{}\", so the binarization \
+                     test would test nothing: set eval.subset = \"{}\" for some runs, or remove \
+                     `subset`",
+                    subset.name(),
+                    subset.name()
+                ),
+                None,
+            ));
+        }
+        crate::config::init::resolve(&mut runs).map_err(|(k, e)| {
+            let mut path = self.origin_of(&["train".into(), "init".into()]);
+            path.extend(e.path.iter().skip(2).cloned());
+            let mut err = self.error_at(&path, e.message, e.suggestion);
+            err.path = format!("{} (run {}, seed {})", dotted(&path), runs[k].index, runs[k].seed);
+            err
+        })?;
         let candidates: Vec<Candidate<'_>> = runs
             .iter()
             .map(|r| Candidate {
@@ -668,34 +707,42 @@ impl ExperimentSpec {
                     .map_err(|e| self.field_error(&["attacks".into(), i.to_string()], e))?;
                 own.push(a.clone());
             }
-            let attacks: Vec<Value> = own.iter().map(|a| Value::Table(a.to_table())).collect();
+            let binarize = self.binarize.clone().filter(|b| b.applies_to(config.eval.subset));
+            if let Some(b) = &binarize {
+                b.check_run(config.model.arch, config.image_shape())
+                    .map_err(|e| self.field_error(&["binarize".into()], e))?;
+            }
             for &seed in block.seeds.as_ref().unwrap_or(&self.seeds) {
-                let mut text = canonical_spec(&config, seed, &attacks);
-                // A run with a landscape or indicators is another run (its evaluation stage
-                // computes them).
-                if let Some(l) = &self.landscape {
-                    text.push_str(&canonical(&Value::Table(to_table(l))));
-                }
-                if let Some(i) = &self.indicators {
-                    text.push_str(&canonical(&Value::Table(to_table(i))));
-                }
-                let run_id = run_id_of(&text);
-                runs.push(RunSpec {
+                let mut run = RunSpec {
                     experiment: self.name.clone(),
                     index: runs.len() + 1,
-                    run_id,
+                    run_id: String::new(),
                     seed,
                     config: config.clone(),
                     attacks: own.clone(),
                     axes: axes.clone(),
                     overrides: self.overrides.iter().map(|o| o.text.clone()).collect(),
                     surrogates: vec![],
+                    init: None,
                     landscape: self.landscape.clone(),
+                    binarize: binarize.clone(),
                     indicators: self.indicators.clone(),
-                });
+                };
+                run.run_id = run.identity();
+                runs.push(run);
             }
         }
         Ok(())
+    }
+
+    /// Where the run key `key` is written: the first `[grid]`/`[[zip]]` axis varying it (or a
+    /// key around it), else `[base]`.
+    fn origin_of(&self, key: &[String]) -> Vec<String> {
+        let blocks = self.blocks.iter().flat_map(|b| &b.axes);
+        match blocks.chain(self.zips.iter().flatten()).find(|a| overlaps(&a.key, key)) {
+            Some(a) => a.origin.clone(),
+            None => [vec!["base".to_string()], key.to_vec()].concat(),
+        }
     }
 
     /// Map a run-level typing error to the file path its value came from.
@@ -763,7 +810,56 @@ pub fn run_id_of(canonical: &str) -> String {
     blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
 }
 
+impl crate::config::init::InitRun for RunSpec {
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    fn label(&self) -> String {
+        self.axes_text()
+    }
+
+    fn train_key(&self) -> String {
+        RunSpec::train_key(self)
+    }
+
+    fn set_init(&mut self, fingerprint: String, source: crate::config::init::InitSource) {
+        if let Some(init) = self.config.train.init.as_mut() {
+            init.fingerprint = Some(fingerprint);
+        }
+        self.init = Some(source);
+        self.run_id = self.identity();
+    }
+}
+
 impl RunSpec {
+    /// The run's id: [`run_id_of`] its canonical spec (config, seed, attacks) and its
+    /// `[landscape]` (a run with a landscape is another run: its evaluation stage computes it).
+    pub fn identity(&self) -> String {
+        let attacks: Vec<Value> = self.attacks.iter().map(|a| Value::Table(a.to_table())).collect();
+        let mut text = canonical_spec(&self.config, self.seed, &attacks);
+        // A run with a landscape, a binarization test or indicators is another run (its
+        // evaluation stage computes them).
+        if let Some(l) = &self.landscape {
+            text.push_str(&canonical(&Value::Table(to_table(l))));
+        }
+        if let Some(b) = &self.binarize {
+            text.push_str(&canonical(&Value::Table(b.to_table())));
+        }
+        if let Some(i) = &self.indicators {
+            text.push_str(&canonical(&Value::Table(to_table(i))));
+        }
+        run_id_of(&text)
+    }
+
     /// Hash of what determines the trained weights (data, model, regularizer, train, seed):
     /// runs that differ only in `[eval]` or `[[attacks]]` share one training.
     pub fn train_key(&self) -> String {
@@ -784,6 +880,9 @@ impl RunSpec {
         );
         if let Some(l) = &self.landscape {
             t.insert("landscape".into(), Value::Table(to_table(l)));
+        }
+        if let Some(b) = &self.binarize {
+            t.insert("binarize".into(), Value::Table(b.to_table()));
         }
         if let Some(i) = &self.indicators {
             t.insert("indicators".into(), Value::Table(to_table(i)));

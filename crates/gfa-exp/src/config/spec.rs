@@ -11,6 +11,7 @@
 //! | `[grid]` | dotted run key → list of values; the expansion is the cartesian product |
 //! | `[[zip]]` | keys whose lists vary together (one axis per table) |
 //! | `[[attacks]]` | the evaluation suite: `kind`, `preset`, `eps = ["8/255", …]`, config keys |
+//! | `[binarize]` | the binarization test of one attack on each run's model ([`crate::config::binarize`]) |
 //! | `[indicators]` | the Indicators of Attack Failure ([`IndicatorsConfig`]), off when absent |
 //!
 //! Each run's sections are checked by deserializing them into [`RunConfig`], whose fields are
@@ -262,11 +263,15 @@ pub struct RunConfig {
 /// Names of the sections of a run (the keys allowed in `[base]`), in [`RunConfig`]'s order.
 pub const RUN_SECTIONS: &[&str] = &["data", "model", "method", "train", "eval"];
 
+/// The file `gfa train` writes next to its checkpoint (its run's sections and seed).
+pub const RUN_TOML: &str = "run.toml";
+
 /// The keys a run file gfa writes holds beside the run's sections ([`RUN_SECTIONS`]):
-/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite, `[landscape]` and
-/// `[indicators]`; `run.toml` (`gfa train --out`) its seed. Every reader of a run file takes them
-/// out, so that a key gfa writes is one every reader knows.
-pub const RUN_FILE_KEYS: &[&str] = &["run_id", "seed", "attacks", "landscape", "indicators"];
+/// `config.toml` (`gfa plan`) adds the run's id, seed, attack suite, `[landscape]`,
+/// `[binarize]` and `[indicators]`; `run.toml` (`gfa train --out`) its seed. Every reader of a
+/// run file takes them out, so that a key gfa writes is one every reader knows.
+pub const RUN_FILE_KEYS: &[&str] =
+    &["run_id", "seed", "attacks", "landscape", "binarize", "indicators"];
 
 impl RunConfig {
     /// Type-check a run's sections and fill in defaults. A run of the old form (a
@@ -312,6 +317,7 @@ impl RunConfig {
             }
         }
         cfg.train.validate().map_err(|e| at("train", e))?;
+        cfg.check_stop()?;
         if cfg.eval.checkpoint == CheckpointChoice::Best && cfg.train.validation.is_none() {
             return Err(FieldError {
                 path: vec!["eval".into(), "checkpoint".into()],
@@ -326,6 +332,31 @@ impl RunConfig {
         cfg.data.validate()?;
         cfg.eval.validate()?;
         Ok(cfg)
+    }
+
+    /// An error unless `train.stop_after_steps` stops before the end of training (the epochs'
+    /// steps over the training images left after the validation hold-out).
+    fn check_stop(&self) -> Result<(), FieldError> {
+        let Some(stop) = self.train.stop_after_steps else { return Ok(()) };
+        let full = self.data.source.train_len();
+        let images = match (self.data.source, self.data.n_train) {
+            (DataSource::Synthetic, Some(n)) => n,
+            (_, n) => n.map_or(full, |n| n.min(full)),
+        }
+        .saturating_sub(self.train.validation.as_ref().map_or(0, |v| v.n));
+        let per_epoch = images.div_ceil(self.train.batch_size.max(1));
+        let total = self.train.epochs * per_epoch;
+        if stop >= total {
+            return Err(FieldError::at(
+                "train.stop_after_steps",
+                format!(
+                    "{stop} steps is not before the end of training ({} epochs of {per_epoch} \
+                     steps = {total}): lower it, or remove it to train every epoch",
+                    self.train.epochs
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The shape (C, H, W) of the run's images.

@@ -370,6 +370,46 @@ keyed_row! {
 }
 
 keyed_row! {
+    /// `binarization.csv`: the binarization test of one attack (docs/method.md §7), one row per
+    /// tested point and one `summary` row per attack and budget with the pass rate.
+    pub struct BinarizationRow {
+        /// The attack tested: its name, kind, preset and full settings (as eval.csv's).
+        pub attack: String,
+        pub kind: String,
+        pub preset: String,
+        pub attack_config: String,
+        pub norm: String,
+        pub eps_text: String,
+        pub eps: f64,
+        /// The test point's position in the test split (empty on the summary row).
+        pub index: Option<usize>,
+        /// Its true class (not used by the test).
+        pub label: Option<i64>,
+        /// `pass`, `fail`, `invalid` (no adversarial example known: not counted) or `summary`.
+        pub result: String,
+        /// The head's accuracy on its training samples, before its threshold moves.
+        pub train_acc: Option<f64>,
+        /// The head's accuracy on fresh inner / boundary samples.
+        pub val_inner_acc: Option<f64>,
+        pub val_boundary_acc: Option<f64>,
+        /// The norm of the perturbation the attack returned, in its threat model.
+        pub adv_norm: Option<f64>,
+        /// Summary row: points passed, valid points, the pass rate and its Wilson 95 % interval.
+        pub passed: Option<usize>,
+        pub valid: Option<usize>,
+        pub pass_rate: Option<f64>,
+        pub pass_low: Option<f64>,
+        pub pass_high: Option<f64>,
+        /// Why a point is invalid; the summary's counts.
+        pub detail: String,
+        /// The test's settings (inner, boundary, validation, steps, lr) as compact JSON.
+        pub settings: String,
+        pub seconds: f64,
+        pub device: String,
+    }
+}
+
+keyed_row! {
     /// `landscape.csv`: loss on the grid `x + α·u_radial + β·u_tangential` (figure F2).
     pub struct LandscapeRow {
         pub alpha: f64,

@@ -166,7 +166,7 @@ impl ExperimentDir {
 }
 
 /// Per-run CSV files that `collect_all` concatenates to the experiment level.
-pub const RUN_CSVS: [&str; 9] = [
+pub const RUN_CSVS: [&str; 10] = [
     "train.csv",
     "train_steps.csv",
     "eval.csv",
@@ -175,6 +175,7 @@ pub const RUN_CSVS: [&str; 9] = [
     "norms.csv",
     "points.csv",
     "landscape.csv",
+    "binarization.csv",
     "indicators.csv",
 ];
 

@@ -20,16 +20,17 @@
 //! added attacks), replaces the run's `eval.csv`, `norms.csv`, `points.csv` and `gfa_value.csv`,
 //! computes its Indicators of Attack Failure (`indicators.csv`, with the grid's `[indicators]`
 //! settings or their defaults), and reruns its masking checks. The run keeps its id and
-//! `config.toml`; its `escalated` file records what was added and why. A run that already has
-//! rows of every added attack is left alone, so the command can be rerun; runs not evaluated yet
-//! are reported and skipped.
+//! `config.toml`; its `escalated` file records what was added and why. With `binarize = { … }`
+//! (a `[binarize]` table) the qualifying runs also get that binarization test, in place of the
+//! grid's. A run that already has rows of every added attack (and of the added test) is left
+//! alone, so the command can be rerun; runs not evaluated yet are reported and skipped.
 use std::fmt::Write as _;
 
 use crate::analysis::stats::Stat;
 use crate::config::escalate::Escalate;
 use crate::config::grid::RunSpec;
 use crate::config::spec::{IndicatorsConfig, Subset};
-use crate::results::records::{CheckRow, EvalRow, read_rows};
+use crate::results::records::{BinarizationRow, CheckRow, EvalRow, read_rows};
 use crate::results::store::{ExperimentDir, Stage};
 use crate::run::runner::{self, RunOptions, Stages};
 use anyhow::{Context, Result, bail};
@@ -48,6 +49,18 @@ impl Escalate {
             .filter(|r| r.eps.is_some_and(|e| (e - self.eps.value).abs() <= 1e-12))
             .filter_map(|r| r.robust_acc)
             .reduce(f64::min)
+    }
+
+    /// Whether `rows` (a run's `binarization.csv`) hold the added binarization test, if any.
+    pub fn binarized(&self, rows: &[BinarizationRow]) -> bool {
+        self.binarize.as_ref().is_none_or(|b| {
+            rows.iter().any(|r| {
+                r.result == "summary"
+                    && r.attack == b.attack.name
+                    && r.preset == b.attack.preset
+                    && r.eps_text == b.eps.text
+            })
+        })
     }
 
     /// Whether `rows` already hold every added attack at each of its budgets.
@@ -126,11 +139,21 @@ pub fn escalate(
         esc.eps.text,
         100.0 * (reference + esc.margin)
     );
+    if let Some(b) = &esc.binarize {
+        // Every chosen run's model must carry the test, before any run is escalated.
+        for (run, _, _) in seen.iter().filter(|(r, _, _)| chosen.contains(&r.run_id)) {
+            b.check_run(run.config.model.arch, run.config.image_shape()).map_err(|e| {
+                anyhow::anyhow!("[escalate] binarize: run {}: {}", run.run_id, e.message)
+            })?;
+        }
+    }
     let mut escalated = Vec::new();
     for (run, eval, e) in seen.iter().filter(|(r, _, _)| chosen.contains(&r.run_id)) {
         let dir = exp.run(&run.run_id);
         let worst = 100.0 * e.worst.unwrap_or(f64::NAN);
-        if esc.done(eval) {
+        let tested: Vec<BinarizationRow> =
+            crate::analysis::report::base::read_opt(&dir.file(runner::BINARIZATION))?;
+        if esc.done(eval) && esc.binarized(&tested) {
             println!("run {} ({worst:.1}%): already escalated", run.run_id);
             continue;
         }
@@ -148,6 +171,9 @@ pub fn escalate(
         println!("run {} ({worst:.1}%): evaluating with the added attacks", run.run_id);
         let mut wider = (*run).clone();
         wider.attacks.extend(esc.attacks.iter().cloned());
+        if let Some(b) = &esc.binarize {
+            wider.binarize = Some(b.clone());
+        }
         // An escalated run is one that looks robust: its Indicators of Attack Failure say
         // whether the attacks or the model make it so (the grid's settings, or the defaults).
         wider.indicators.get_or_insert_with(IndicatorsConfig::default);
@@ -169,6 +195,10 @@ pub fn escalate(
                 "{}",
                 crate::config::keys::canonical(&toml::Value::Table(a.to_table()))
             );
+        }
+        if let Some(b) = &esc.binarize {
+            let table = crate::config::keys::canonical(&toml::Value::Table(b.to_table()));
+            let _ = writeln!(note, "binarize {table}");
         }
         gfa_data::atomic::write_atomic(&dir.file(ESCALATED), note.as_bytes())?;
         dir.unmark_from(Stage::Checked)?;

@@ -224,15 +224,24 @@ impl Pool<'_> {
         (opts, part): (&RunOptions, Part),
         summary: &mut RunSummary,
     ) -> Result<()> {
+        // The runs this pool has still to finish.
+        let mut unfinished: Vec<String> = todo.iter().map(|r| r.run_id.clone()).collect();
         let queue = schedule::order(todo, opts.costs.as_ref(), part);
         let mut dispatch = Dispatch::new(queue, self.jobs.jobs);
         let mut in_flight: Vec<&RunSpec> = Vec::new();
         let (tx, rx) = mpsc::channel::<Finished>();
         loop {
-            // Runs sharing one training: the second waits and takes the first's model.
+            // Runs sharing one training: the second waits and takes the first's model. A run
+            // that starts from another run's weights waits for that source's training when the
+            // pool works it (else its worker trains it first).
+            let failed: Vec<String> = summary.failed.iter().map(|(id, _)| id.clone()).collect();
             while let Some((run, slot)) = dispatch.next(|r| {
-                !in_flight.iter().any(|f| f.train_key() == r.train_key())
-                    || self.exp.run(&r.run_id).has(Stage::Trained)
+                let shares = in_flight.iter().any(|f| f.train_key() == r.train_key());
+                let trained = self.exp.run(&r.run_id).has(Stage::Trained);
+                (!shares || trained)
+                    && source_ready(r, &unfinished, &failed, |id| {
+                        self.exp.run(id).has(Stage::Trained)
+                    })
             }) {
                 self.monitor.line(&format!(
                     "worker {slot} takes {} (seed {}{}{})",
@@ -246,10 +255,26 @@ impl Pool<'_> {
                 self.show_in_flight(&in_flight);
             }
             if in_flight.is_empty() {
+                // What is left waits for a source that failed here.
+                for run in dispatch.drain() {
+                    let source = run.init.as_ref().and_then(|i| i.run_id()).unwrap_or_default();
+                    let text = format!(
+                        "not started: its [train] init source, run {source}, was not trained \
+                         (its training, or its own source's, failed); rerun once it is"
+                    );
+                    let dir = self.exp.run(&run.run_id);
+                    if let Some(_lock) = dir.try_lock()? {
+                        dir.set_status(&Status::Failed(text.clone()))?;
+                    }
+                    self.monitor.line(&format!("run {}: {text}", run.run_id));
+                    self.monitor.inc();
+                    summary.failed.push((run.run_id.clone(), text));
+                }
                 return Ok(());
             }
             let f = rx.recv().map_err(|_| anyhow!("a worker's watcher thread died"))?;
             in_flight.retain(|r| r.run_id != f.run_id);
+            unfinished.retain(|id| *id != f.run_id);
             dispatch.freed(f.slot);
             self.record(f, summary)?;
             self.monitor.inc();
@@ -381,6 +406,19 @@ impl Pool<'_> {
         summary.failed.push((f.run_id, text));
         Ok(())
     }
+}
+
+/// Whether `run` may start as far as its `[train] init` source is concerned: it has none, the
+/// source is trained, or this pool does not work it (the run's worker then trains it first) —
+/// not while the pool has still to finish it, and not once it failed here.
+fn source_ready(
+    run: &RunSpec,
+    unfinished: &[String],
+    failed: &[String],
+    trained: impl Fn(&str) -> bool,
+) -> bool {
+    let Some(id) = run.init.as_ref().and_then(|i| i.run_id()) else { return true };
+    trained(id) || !(unfinished.iter().any(|u| u == id) || failed.iter().any(|f| f == id))
 }
 
 /// How a process ended, in words.

@@ -51,6 +51,8 @@ pub struct EvalOutput {
     pub grad_health: Option<GradHealth>,
     /// The loss landscape (`landscape.csv`), when the grid has a `[landscape]` section.
     pub landscape: Option<Vec<crate::results::records::LandscapeRow>>,
+    /// The binarization test (`binarization.csv`), when the run has a `[binarize]` table.
+    pub binarization: Option<Vec<crate::results::records::BinarizationRow>>,
     /// The Indicators of Attack Failure (`indicators.csv`), when the run asks for them.
     pub indicators: Option<Vec<IndicatorRow>>,
 }
@@ -116,17 +118,21 @@ pub struct RunSummary {
     pub locked: Vec<String>,
 }
 
-/// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
 /// Whether every selected run is trained before any is evaluated: the all-correct intersection
 /// needs every compared model, a transfer attack its surrogate run (one outside the selection
-/// must be trained by another shard or call first). `gfa run --jobs` follows the same rule.
+/// must be trained by another shard or call first), a run that starts from another run's
+/// weights (`[train] init`) that source (trained first, by this call if need be). `gfa run
+/// --jobs` follows the same rule.
 pub fn trains_first(selected: &[&RunSpec], opts: &RunOptions) -> bool {
     opts.train_only
-        || selected
-            .iter()
-            .any(|r| r.config.eval.subset == Subset::AllCorrect || !r.surrogates.is_empty())
+        || selected.iter().any(|r| {
+            r.config.eval.subset == Subset::AllCorrect
+                || !r.surrogates.is_empty()
+                || r.init.as_ref().is_some_and(|i| i.run_id().is_some())
+        })
 }
 
+/// The runs of `runs` selected by `--only` / `--shard` (shards split the full expansion).
 pub fn select<'a>(runs: &'a [RunSpec], opts: &RunOptions) -> Vec<&'a RunSpec> {
     runs.iter()
         .enumerate()
@@ -196,10 +202,16 @@ pub fn run_grid(
     let mut common = BTreeMap::new();
     let costs = opts.costs.as_ref();
     if compare {
-        for run in &schedule::order(selected.clone(), costs, Part::Train) {
+        let order = schedule::order(selected.clone(), costs, Part::Train);
+        let trained = |id: &str| exp.run(id).has(Stage::Trained);
+        for run in schedule::sources_first(order, runs, &trained) {
             bar.status(format!("training {} {}", run.run_id, run.axes_text()));
-            visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
-            bar.inc();
+            if selected.iter().any(|r| r.run_id == run.run_id) {
+                visit(exp, run, stages, bar, &mut summary, Upto::Trained)?;
+                bar.inc();
+            } else {
+                train_source(exp, run, stages, opts, &mut summary)?;
+            }
         }
         if opts.train_only {
             bar.finish();
@@ -231,6 +243,32 @@ pub fn run_grid(
     }
     bar.finish();
     Ok(summary)
+}
+
+/// Train `run`, a `[train] init` source outside the selection (`--only`, `--shard`, a `--jobs`
+/// worker), before the runs that start from it. Held by another process, it is waited for with
+/// `--wait-locked` (its holder trains it), else left: the runs that start from it then fail
+/// saying so. It is not one of this call's runs, so it is not counted as one.
+fn train_source(
+    exp: &ExperimentDir,
+    run: &RunSpec,
+    stages: &mut dyn Stages,
+    opts: &RunOptions,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let mut own = RunSummary::default();
+    visit(exp, run, stages, &opts.monitor, &mut own, Upto::Trained)?;
+    if let (Some(limit), false) = (opts.wait_locked, own.locked.is_empty()) {
+        let deadline = Instant::now() + limit;
+        let dir = exp.run(&run.run_id);
+        opts.monitor.line(&format!("run {}: waiting for the process that holds it", run.run_id));
+        while dir.try_lock()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        visit(exp, run, stages, &opts.monitor, &mut RunSummary::default(), Upto::Trained)?;
+    }
+    summary.failed.extend(own.failed);
+    Ok(())
 }
 
 /// `--wait-locked`: wait up to `limit` (from now, for all of them) for each run another
@@ -408,6 +446,9 @@ fn intersect(exp: &ExperimentDir, members: &[&RunSpec], stages: &mut dyn Stages)
     Ok(Points { key: format!("{}: {n} of {}", ids.join(","), keep.len()), keep })
 }
 
+/// A run's binarization test (`[binarize]`), beside its evaluation.
+pub const BINARIZATION: &str = "binarization.csv";
+
 /// The file in a run folder naming what its training depends on ([`RunSpec::train_key`]).
 const TRAIN_KEY: &str = "train_key";
 
@@ -470,6 +511,9 @@ pub fn write_evaluation(dir: &RunDir, out: &EvalOutput) -> Result<()> {
     write_rows(&dir.file("gfa_value.csv"), &out.gfa_value)?;
     if let Some(rows) = &out.landscape {
         write_rows(&dir.file("landscape.csv"), rows)?;
+    }
+    if let Some(rows) = &out.binarization {
+        write_rows(&dir.file(BINARIZATION), rows)?;
     }
     match &out.indicators {
         Some(rows) => write_rows(&dir.file(INDICATORS), rows)?,
@@ -559,6 +603,8 @@ fn work_run(
             _ => vec![],
         };
         let rows = stages.checks(run, &eval, gh, &indicators).context("masking checks")?;
+        let binarization = crate::analysis::report::base::read_opt(&dir.file(BINARIZATION))?;
+        let rows = crate::analysis::binarization::with_binarization(rows, &binarization);
         write_rows(&dir.file("checks.csv"), &rows)?;
         dir.mark(Stage::Checked)?;
         done(bar, dir, "checks", t0);

@@ -87,6 +87,33 @@ pub fn predict(
     }
 }
 
+/// `order` with, before each run, the source runs of its `[train] init` that are not trained yet
+/// (`trained` says which are), a source's own source before it; each run once. A source outside
+/// `order` is added: a selection (`--only`, a `--jobs` worker) trains its runs' sources first.
+pub fn sources_first<'a>(
+    order: Vec<&'a RunSpec>,
+    runs: &'a [RunSpec],
+    trained: &dyn Fn(&str) -> bool,
+) -> Vec<&'a RunSpec> {
+    let mut out: Vec<&RunSpec> = Vec::new();
+    for run in order {
+        // The chain of untrained sources, nearest first (plan time refuses cycles).
+        let mut chain = vec![run];
+        while let Some(id) = chain.last().and_then(|r| r.init.as_ref()).and_then(|i| i.run_id()) {
+            match runs.iter().find(|r| r.run_id == id) {
+                Some(s) if !trained(id) && chain.len() <= runs.len() => chain.push(s),
+                _ => break,
+            }
+        }
+        for r in chain.into_iter().rev() {
+            if !out.iter().any(|o| o.run_id == r.run_id) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
 /// Sort `items` longest first: descending `cost`, ties by ascending `id`; a cost that is not a
 /// number (a model the calibration did not time) counts as 0 and goes last.
 pub fn lpt<T>(mut items: Vec<T>, cost: impl Fn(&T) -> f64, id: impl Fn(&T) -> &str) -> Vec<T> {
@@ -128,6 +155,11 @@ impl<T> Dispatch<T> {
     /// Runs not handed out yet.
     pub fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Take the runs not handed out (none may start any more).
+    pub fn drain(&mut self) -> Vec<T> {
+        self.queue.drain(..).collect()
     }
 }
 

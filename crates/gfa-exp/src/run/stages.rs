@@ -182,12 +182,14 @@ fn new_model(cfg: &RunConfig, splits: &Splits, seed: u64, device: Device) -> Res
     Ok(Classifier::new(&spec, device)?)
 }
 
-fn train_options(seed: u64, run_id: &str, ckpt: &Path, resume: bool) -> TrainOptions<'static> {
+fn train_options(target: TrainTarget<'_>) -> TrainOptions<'static> {
+    let TrainTarget { run_id, seed, ckpt, resume, init } = target;
     TrainOptions {
         seed,
         run_id: run_id.to_string(),
         checkpoint_dir: Some(ckpt.to_path_buf()),
         resume,
+        init: init.map(Path::to_path_buf),
         progress: false,
         perturbation: Some(&gfa_attacks::InnerPgd),
         validation: Some(&gfa_attacks::ValidationPgd),
@@ -197,27 +199,24 @@ fn train_options(seed: u64, run_id: &str, ckpt: &Path, resume: bool) -> TrainOpt
 }
 
 /// Everything [`train_model`] would refuse, checked on the CPU without writing anything (a
-/// `--resume` against a checkpoint of another run included).
-pub fn check_train(
-    cfg: &RunConfig,
-    splits: &Splits,
-    seed: u64,
-    ckpt: &Path,
-    resume: bool,
-) -> Result<()> {
-    let model = new_model(cfg, splits, seed, Device::Cpu)?;
-    let opts = train_options(seed, "", ckpt, resume);
+/// `--resume` against a checkpoint of another run, and `[train] init` weights that do not fit
+/// the model, included).
+pub fn check_train(cfg: &RunConfig, splits: &Splits, target: TrainTarget<'_>) -> Result<()> {
+    let model = new_model(cfg, splits, target.seed, Device::Cpu)?;
+    let opts = train_options(target);
     Ok(gfa_core::train::preflight(&model, splits, &cfg.train, &cfg.method, &opts)?)
 }
 
-/// Which model a training is: its run id and seed, where its checkpoints go and whether it
-/// continues from the checkpoint found there.
+/// Which model a training is: its run id and seed, where its checkpoints go, whether it
+/// continues from the checkpoint found there, and the weights file it starts from
+/// (`[train] init`, resolved).
 #[derive(Debug, Clone, Copy)]
 pub struct TrainTarget<'a> {
     pub run_id: &'a str,
     pub seed: u64,
     pub ckpt: &'a Path,
     pub resume: bool,
+    pub init: Option<&'a Path>,
 }
 
 /// An `on_epoch` for [`train_model`] that rewrites `train_steps.csv` and then `train.csv` in
@@ -264,9 +263,8 @@ pub fn train_model(
     device: Device,
     on_epoch: &mut gfa_core::train::OnEpoch<'_>,
 ) -> Result<(Classifier, Vec<gfa_core::EpochRecord>)> {
-    let TrainTarget { run_id, seed, ckpt, resume } = target;
-    let mut model = new_model(cfg, splits, seed, device)?;
-    let opts = train_options(seed, run_id, ckpt, resume);
+    let mut model = new_model(cfg, splits, target.seed, device)?;
+    let opts = train_options(target);
     let out = gfa_core::train(&mut model, splits, &cfg.train, &cfg.method, &opts, on_epoch)?;
     Ok((model, out.records))
 }
@@ -540,6 +538,27 @@ pub fn gfa_value_rows(
         .collect())
 }
 
+/// The weights file a run's `[train] init` starts from: a file, or the weights of a source run
+/// of the grid (a sibling of `dir`), which must be trained (`gfa run` trains sources first).
+pub fn init_weights(run: &RunSpec, dir: &RunDir) -> Result<Option<std::path::PathBuf>> {
+    use crate::config::init::InitSource;
+    match &run.init {
+        None => Ok(None),
+        Some(InitSource::File(p)) => Ok(Some(p.clone())),
+        Some(InitSource::Run { id, weights }) => {
+            let source = RunDir { path: dir.path.parent().unwrap_or(Path::new(".")).join(id) };
+            if !source.has(crate::results::store::Stage::Trained) {
+                bail!(
+                    "train.init: the source run {id} is not trained (its training failed, or \
+                     another process holds it, or it was left out by --only/--shard); `gfa run` \
+                     trains a run's source first: rerun once it is trained"
+                );
+            }
+            Ok(Some(checkpoint_dir(&source).join(weights.file())))
+        }
+    }
+}
+
 /// The stages `gfa run` works: real training and evaluation on `device`, progress to
 /// `monitor` and each run's log.
 pub struct TorchStages {
@@ -578,7 +597,19 @@ impl Stages for TorchStages {
         let mut write = train_csv_writer(&key, &ckpt, &dir.path, &device);
         let epochs = run.config.train.epochs;
         let chance = gfa_core::metrics::chance(run.config.model.num_classes);
-        let target = TrainTarget { run_id: &run.run_id, seed: run.seed, ckpt: &ckpt, resume: true };
+        let init = init_weights(run, dir)?;
+        if let Some(source) = &run.init
+            && !checkpoint::exists(&ckpt)
+        {
+            self.monitor.event(dir, &format!("train: starting from {}", source.describe()));
+        }
+        let target = TrainTarget {
+            run_id: &run.run_id,
+            seed: run.seed,
+            ckpt: &ckpt,
+            resume: true,
+            init: init.as_deref(),
+        };
         let (_, records) = train_model(&run.config, &splits, target, self.device, &mut |r| {
             write(r)?;
             let line = gfa_core::train::summary_line(r, epochs, chance);
@@ -677,6 +708,24 @@ impl Stages for TorchStages {
                 ))
             }
         };
-        Ok(EvalOutput { gfa_value, grad_health, landscape, indicators, ..out })
+        let binarization = match &run.binarize {
+            None => None,
+            Some(b) => {
+                let mut progress = |done: usize, total: usize| {
+                    self.monitor.progress(dir, &format!("binarization test {done}/{total}"));
+                };
+                let points = (&x, &y);
+                let (rows, _) = crate::run::binarize::binarization_rows(
+                    model,
+                    points,
+                    b,
+                    &key,
+                    run.seed,
+                    &mut progress,
+                )?;
+                Some(rows)
+            }
+        };
+        Ok(EvalOutput { gfa_value, grad_health, landscape, indicators, binarization, ..out })
     }
 }

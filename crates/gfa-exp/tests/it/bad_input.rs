@@ -248,6 +248,18 @@ const TOML_CASES: &[(&str, &str, &str, &[&str])] = &[
         &[":2:", "`seeds`"],
     ),
     ("bad_syntax", "epochs = 1", "epochs = ", &[":11:", "invalid TOML"]),
+    (
+        "binarize_dlr",
+        "[[attacks]]",
+        "[binarize]\nattack = { kind = \"apgd-dlr\" }\neps = \"8/255\"\n\n[[attacks]]",
+        &[":17:", "`binarize.attack.kind`", "at least 3 classes", "apgd-ce"],
+    ),
+    (
+        "binarize_eps0",
+        "[[attacks]]",
+        "[binarize]\nattack = { kind = \"pgd\" }\neps = \"0\"\n\n[[attacks]]",
+        &[":18:", "`binarize.eps`", "eps > 0"],
+    ),
     // `[indicators]` reads the traces of the attacks it names: one whose kind records none, one
     // the suite does not have, a zero count and a mistyped key are refused at their key.
     (
@@ -486,5 +498,41 @@ fn bad_checkpoints_weights_and_eval_flags_are_refused() {
     ];
     let cases: Vec<Case> =
         cases.iter().map(|(extra, needles)| (eval(extra), needles.to_vec())).collect();
+    refused_all(d, &cases);
+}
+
+/// `gfa binarize` checks its flags, the model and the budget before it tests a point or writes
+/// its CSV: a model without hidden layers, ε = 0, attacks that cannot run on two classes or
+/// need a surrogate, L1, a mistyped attack key, zero counts.
+#[test]
+fn bad_binarization_requests_are_refused_before_any_work() {
+    let root = tempfile::tempdir().unwrap();
+    let d = &root.path().join("fixture");
+    fs::create_dir(d).unwrap();
+    for (model, out) in [("mlp", "m"), ("linear", "lin")] {
+        let args = ["train", "--model", model, "--synthetic", "--epochs", "1", "--out", out];
+        let trained = gfa(d, &args);
+        assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    }
+    fn binarize<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["binarize"][..], extra].concat()
+    }
+    let pgd_typo = "{ kind = \"pgd\", stesp = 1 }";
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--checkpoint", "lin"], &["the model", "`linear` has no tap after `input`"]),
+        (&["--checkpoint", "m", "--eps", "0"], &["--eps", "eps > 0"]),
+        (&["--checkpoint", "m", "--eps", "1e9"], &["--eps", "from 0 up to 1"]),
+        (&["--checkpoint", "m", "--attack", "apgd-dlr"], &["--attack", "at least 3 classes"]),
+        (&["--checkpoint", "m", "--attack", "apgd-t"], &["--attack", "at least 4 classes"]),
+        (&["--checkpoint", "m", "--attack", "autoattack"], &["--attack", "at least 4 classes"]),
+        (&["--checkpoint", "m", "--attack", "transfer"], &["--attack", "surrogate"]),
+        (&["--checkpoint", "m", "--attack", "noise", "--norm", "l1"], &["--norm", "L∞ and L2"]),
+        (&["--checkpoint", "m", "--attack", pgd_typo], &["--attack", "stesp"]),
+        (&["--checkpoint", "m", "--n", "0"], &["--n", "at least 1"]),
+        (&["--checkpoint", "m", "--steps", "0"], &["--steps", "at least 1"]),
+        (&["--weights", "m/final.safetensors", "--model", "mlp", "--synthetic"], &["--csv FILE"]),
+    ];
+    let cases: Vec<Case> =
+        cases.iter().map(|(extra, needles)| (binarize(extra), needles.to_vec())).collect();
     refused_all(d, &cases);
 }

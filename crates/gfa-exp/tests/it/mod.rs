@@ -1,5 +1,6 @@
 mod bad_input;
 mod bad_results;
+mod binarize;
 mod cli;
 mod cuda;
 mod export;
@@ -7,6 +8,7 @@ mod facts;
 mod frontier;
 mod grid;
 mod indicators;
+mod init;
 mod jobs;
 mod knife;
 mod layers;

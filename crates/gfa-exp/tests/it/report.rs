@@ -8,7 +8,7 @@ use gfa_exp::results::records::{
     CheckRow, EvalRow, IndicatorRow, NormRow, PointRow, RunKey, TrainRow, write_rows,
 };
 
-fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
+pub fn key(method: &str, lambda: Option<f64>, seed: u64) -> RunKey {
     RunKey {
         experiment: "hand".into(),
         run_id: format!("{method}-{seed}"),
@@ -427,7 +427,7 @@ fn results_readmes_quote_their_rows() {
     use gfa_exp::analysis::report::base::Results;
     use gfa_exp::results::records::read_rows;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
-    for name in ["knife_edge", "quick", "methods"] {
+    for name in ["knife_edge", "quick", "methods", "attack_failure"] {
         let dir = root.join(name);
         let res = Results {
             eval: read_rows(&dir.join("eval.csv")).unwrap(),
@@ -441,15 +441,16 @@ fn results_readmes_quote_their_rows() {
     }
 }
 
-/// Every committed results folder was written before the numerics were recorded (CSV schema 2
-/// or 4, all on the CPU): its rows read as fp32 with the deterministic switches off, by the
-/// documented upgrade, and every file of it reads (points.csv of version 4 included).
+/// Every committed results folder was computed on the CPU in fp32 without the deterministic
+/// switches: rows written before the numerics were recorded (CSV schema 2 or 4) read so by the
+/// documented upgrade, later ones (schema 5: results/quick, results/attack_failure) say so, and
+/// every file of it reads (points.csv of version 4 included).
 #[test]
 fn committed_results_read_as_fp32_not_deterministic() {
     use gfa_exp::results::records::{EvalRow, PointRow, TrainRow, read_rows};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
     let old = gfa_core::device::Numerics::BEFORE_RECORDING;
-    for name in ["quick", "methods", "knife_edge", "fd_vs_exact"] {
+    for name in ["quick", "methods", "knife_edge", "fd_vs_exact", "attack_failure"] {
         let dir = root.join(name);
         let eval: Vec<EvalRow> = read_rows(&dir.join("eval.csv")).unwrap();
         let train: Vec<TrainRow> = read_rows(&dir.join("train.csv")).unwrap();

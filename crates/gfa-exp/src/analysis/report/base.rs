@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::groups::Groups;
 use crate::analysis::stats::{Stat, wilson};
 use crate::results::records::{
-    CheckRow, EvalRow, GfaValueRow, IndicatorRow, RunKey, TrainRow, read_rows,
+    BinarizationRow, CheckRow, EvalRow, GfaValueRow, IndicatorRow, RunKey, TrainRow, read_rows,
 };
 use crate::results::store::ExperimentDir;
 
@@ -46,6 +46,8 @@ pub struct Results {
     /// The Indicators of Attack Failure (`indicators.csv`; empty without `[indicators]`).
     pub indicators: Vec<IndicatorRow>,
     pub gfa_value: Vec<GfaValueRow>,
+    /// The binarization tests (`binarization.csv`; empty without a `[binarize]` table).
+    pub binarization: Vec<BinarizationRow>,
     /// Per `eval.csv` row, its per-point outcomes (`points.csv`; empty for older folders).
     pub points: BTreeMap<crate::analysis::points::RowKey, crate::analysis::points::Outcomes>,
     /// Run id → the grid keys it varies (`manifest.csv`'s `axes`; empty without one).
@@ -69,6 +71,7 @@ impl Results {
             checks: read_opt(&dir.join("checks.csv"))?,
             indicators: read_opt(&dir.join("indicators.csv"))?,
             gfa_value: read_opt(&dir.join("gfa_value.csv"))?,
+            binarization: read_opt(&dir.join("binarization.csv"))?,
             points: BTreeMap::new(),
             axes: crate::results::plan::manifest_axes(dir)?,
             timing: crate::results::timing::GridTiming::read(dir)?,
@@ -91,6 +94,7 @@ impl Results {
         keys.extend(self.train.iter().map(TrainRow::key));
         keys.extend(self.gfa_value.iter().map(GfaValueRow::key));
         keys.extend(self.checks.iter().map(CheckRow::key));
+        keys.extend(self.binarization.iter().map(BinarizationRow::key));
         keys
     }
 

@@ -229,11 +229,15 @@ fn median(r: &EvalRow) -> Option<f64> {
 
 /// T3 for protocol `p`: per model, method and minimum-norm attack of the suite, the median
 /// minimum norm (one per run: its one run is thresholded at every eps) and its ratio to standard
-/// training of the same model; `None` when the suite has no minimum-norm attack.
+/// training of the same model; `None` when the suite has no minimum-norm attack with an
+/// individual row.
 pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
     let mut seen = BTreeSet::new();
     let mut by: BTreeMap<RatioKey, (Vec<f64>, Vec<Acc>, bool)> = BTreeMap::new();
+    // A cumulative row (`eval.individual = false`) counts the attack within the pass's budget
+    // after the earlier attacks, and carries no medians: it is no minimum-norm measurement.
     let rows = res.eval.iter().filter(|r| protocol(&r.preset, &r.subset) == p);
+    let rows = rows.filter(|r| r.mode != "cumulative");
     for r in rows.filter(|r| facts(r).is_some_and(|f| f.minimum_norm())) {
         // A run whose attack fooled no point has no median; its row says so.
         let v = median(r);
@@ -307,7 +311,8 @@ pub(super) fn ratios(res: &Results, ctx: &Ctx, p: &str) -> Option<String> {
 /// Why T3 has no rows in a results folder.
 pub(super) fn no_ratio_reason() -> String {
     format!(
-        "T3 cannot be computed: the suite has no minimum-norm attack ({}).\n",
+        "T3 cannot be computed: the suite has no minimum-norm attack ({}) with a row of its \
+         own (a cumulative row, `eval.individual = false`, carries no per-point norms).\n",
         kinds_of(|f| f.minimum_norm())
     )
 }
@@ -315,6 +320,34 @@ pub(super) fn no_ratio_reason() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimum-norm attack's cumulative row (no medians: `eval.individual = false`) gives no
+    /// T3 row, rather than one saying it fooled no point.
+    #[test]
+    fn cumulative_rows_of_minimum_norm_attacks_are_not_in_t3() {
+        let row = |mode: &str, median: Option<f64>| EvalRow {
+            run_id: "r".into(),
+            model: "cnn".into(),
+            method: STANDARD.into(),
+            attack: "fab-t".into(),
+            kind: "fab-t".into(),
+            preset: "reference".into(),
+            subset: "all".into(),
+            norm: "linf".into(),
+            mode: mode.into(),
+            median_linf: median,
+            n: 10,
+            ..EvalRow::default()
+        };
+        let p = protocol("reference", "all");
+        let ctx_of = |rows: Vec<EvalRow>| {
+            let res = Results { eval: rows, ..Results::default() };
+            ratios(&res, &Ctx::of(&res), &p)
+        };
+        assert_eq!(ctx_of(vec![row("cumulative", None)]), None);
+        let t = ctx_of(vec![row("individual", Some(0.03))]).unwrap();
+        assert!(t.contains("fab-t (linf)") && t.contains("0.0300"), "{t}");
+    }
 
     #[test]
     fn compared_methods_are_registered() {

@@ -117,6 +117,7 @@ fn option_text(key: &str, value: &serde_json::Value) -> String {
         ("tap", "pre_activation") => "pre-act taps".into(),
         ("tap", "post_activation") => "post-act taps".into(),
         ("lambda_warmup_epochs", n) => format!("warm-up {n} ep"),
+        ("lambda_warmup_steps", n) => format!("warm-up {n} steps"),
         (k, v) => format!("{k}={v}"),
     }
 }

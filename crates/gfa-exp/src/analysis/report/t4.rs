@@ -9,8 +9,8 @@ use gfa_attacks::{Access, Algorithm};
 use crate::analysis::stats::percent_sign;
 
 use super::base::{
-    CellKey, Ctx, Group, Results, WorstKey, acc_cell, clean_by_group, eval_cells, md_table, pct,
-    protocol, worst_cases,
+    Acc, CellKey, Ctx, Group, Results, WorstKey, acc_cell, clean_by_group, eval_cells, md_table,
+    pct, protocol, worst_cases,
 };
 
 pub(super) fn table(res: &Results, ctx: &Ctx) -> String {
@@ -77,6 +77,8 @@ struct Checks {
     /// Per check, the number of runs it flagged.
     flags: BTreeMap<String, usize>,
     runs: BTreeSet<String>,
+    /// Per tested attack and budget, each run's binarization pass rate and valid points.
+    binarization: BTreeMap<String, Vec<Acc>>,
 }
 
 impl Checks {
@@ -91,6 +93,15 @@ impl Checks {
             .map(|(k, c)| format!("{k} ({c}/{})", self.runs.len()))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// `attack norm eps: rate [interval]` per tested attack (mean ± std over runs), or `—`.
+    fn binarization_cell(&self) -> String {
+        if self.binarization.is_empty() {
+            return "—".to_string();
+        }
+        let cells = self.binarization.iter().map(|(k, v)| format!("{k}: {}", acc_cell(v)));
+        cells.collect::<Vec<_>>().join("; ")
     }
 
     /// `check (runs), …`, or `none`.
@@ -117,12 +128,27 @@ fn masking_checks(res: &Results, ctx: &Ctx) -> Option<String> {
             *e.flags.entry(r.check.clone()).or_default() += 1;
         }
     }
-    let header = ["model", "method", "verdict (runs)", "flagged checks (runs)"].map(String::from);
+    for r in res.binarization.iter().filter(|r| r.result == "summary") {
+        let (Some(rate), Some(valid)) = (r.pass_rate, r.valid) else { continue };
+        let e = by.entry(ctx.group(&r.run_id)).or_default();
+        let test = format!("{} {} {}", r.attack, r.norm, r.eps_text);
+        e.binarization.entry(test).or_default().push((rate, valid));
+    }
+    let mut header: Vec<String> =
+        ["model", "method", "verdict (runs)", "flagged checks (runs)"].map(String::from).to_vec();
+    // The binarization column only where some run was tested.
+    let bin = by.values().any(|c| !c.binarization.is_empty());
+    if bin {
+        header.push("binarization pass rate (§7)".into());
+    }
     let rows: Vec<Vec<String>> = by
         .iter()
         .map(|(g, c)| {
             let mut row = g.cells();
             row.extend([c.verdict_cell(), c.flag_cell()]);
+            if bin {
+                row.push(c.binarization_cell());
+            }
             row
         })
         .collect();
