@@ -207,10 +207,20 @@ fn t4_shows_each_group_s_pass_rate_beside_its_checks() {
             ..BinarizationRow::keyed(&super::report::key(method, lambda, seed))
         }
     };
+    // A run whose heads separated no point's samples has no pass rate: it says so.
+    let untested = BinarizationRow {
+        valid: Some(0),
+        passed: Some(0),
+        pass_rate: None,
+        pass_low: None,
+        pass_high: None,
+        ..summary("pgd_at", None, 0, 0)
+    };
     let rows = [
         summary("standard", None, 0, 20),
         summary("standard", None, 1, 18),
         summary("gfa", Some(0.1), 0, 19),
+        untested,
     ];
     gfa_exp::results::records::write_rows(&dir.path().join("binarization.csv"), &rows).unwrap();
     let md = gfa_exp::analysis::report::report(dir.path()).unwrap().markdown;
@@ -221,5 +231,6 @@ fn t4_shows_each_group_s_pass_rate_beside_its_checks() {
     let gfa =
         format!("black_box_not_better (1) | pgd linf 8/255: {} |", wilson(19, 20).unwrap().pct(1));
     assert!(md.contains(&gfa), "{gfa}\n{md}");
-    assert!(md.contains("| cnn | pgd_at | no_masking_detected (2/2) | none | — |"), "{md}");
+    let none = "| cnn | pgd_at | no_masking_detected (2/2) | none | pgd linf 8/255: no valid point (1 run) |";
+    assert!(md.contains(none), "{md}");
 }

@@ -79,6 +79,8 @@ struct Checks {
     runs: BTreeSet<String>,
     /// Per tested attack and budget, each run's binarization pass rate and valid points.
     binarization: BTreeMap<String, Vec<Acc>>,
+    /// Per tested attack and budget, the runs tested without a valid point (no pass rate).
+    no_valid: BTreeMap<String, usize>,
 }
 
 impl Checks {
@@ -95,13 +97,15 @@ impl Checks {
             .join(", ")
     }
 
-    /// `attack norm eps: rate [interval]` per tested attack (mean ± std over runs), or `—`.
+    /// `attack norm eps: rate [interval]` per tested attack (mean ± std over runs), then the
+    /// tests with runs that had no valid point (`no valid point (k runs)`), or `—` (not tested).
     fn binarization_cell(&self) -> String {
-        if self.binarization.is_empty() {
-            return "—".to_string();
-        }
-        let cells = self.binarization.iter().map(|(k, v)| format!("{k}: {}", acc_cell(v)));
-        cells.collect::<Vec<_>>().join("; ")
+        let rates = self.binarization.iter().map(|(k, v)| format!("{k}: {}", acc_cell(v)));
+        let plural = |n: usize| if n == 1 { "run" } else { "runs" };
+        let none =
+            self.no_valid.iter().map(|(k, n)| format!("{k}: no valid point ({n} {})", plural(*n)));
+        let cells: Vec<String> = rates.chain(none).collect();
+        if cells.is_empty() { "—".to_string() } else { cells.join("; ") }
     }
 
     /// `check (runs), …`, or `none`.
@@ -129,15 +133,19 @@ fn masking_checks(res: &Results, ctx: &Ctx) -> Option<String> {
         }
     }
     for r in res.binarization.iter().filter(|r| r.result == "summary") {
-        let (Some(rate), Some(valid)) = (r.pass_rate, r.valid) else { continue };
         let e = by.entry(ctx.group(&r.run_id)).or_default();
         let test = format!("{} {} {}", r.attack, r.norm, r.eps_text);
-        e.binarization.entry(test).or_default().push((rate, valid));
+        match (r.pass_rate, r.valid) {
+            (Some(rate), Some(valid)) => {
+                e.binarization.entry(test).or_default().push((rate, valid))
+            }
+            _ => *e.no_valid.entry(test).or_default() += 1,
+        }
     }
     let mut header: Vec<String> =
         ["model", "method", "verdict (runs)", "flagged checks (runs)"].map(String::from).to_vec();
     // The binarization column only where some run was tested.
-    let bin = by.values().any(|c| !c.binarization.is_empty());
+    let bin = by.values().any(|c| !c.binarization.is_empty() || !c.no_valid.is_empty());
     if bin {
         header.push("binarization pass rate (§7)".into());
     }
