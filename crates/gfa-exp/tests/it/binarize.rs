@@ -3,24 +3,12 @@
 //! round-trips, checks.csv gets its row and T4 its column; `gfa binarize` tests one checkpoint;
 //! a grid it cannot test is refused at its key.
 use std::path::Path;
-use std::process::{Command, Output};
 
 use gfa_exp::analysis::stats::wilson;
 use gfa_exp::config::grid::ExperimentSpec;
 use gfa_exp::results::records::{BinarizationRow, CheckRow, read_rows, to_csv_bytes};
 
-use super::write;
-
-fn gfa(dir: &Path, args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "gfa {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+use super::{gfa_ok as gfa, write};
 
 /// One training (standard, synthetic data) evaluated under both protocols; the binarization
 /// test of PGD-10 on the 4 first points of the standard protocol's run, with the default inner

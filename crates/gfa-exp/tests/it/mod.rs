@@ -22,6 +22,23 @@ mod store;
 
 use std::path::{Path, PathBuf};
 
+/// Run the `gfa` binary in `dir` with `args`; fails the test, printing both streams, unless it
+/// succeeds.
+pub fn gfa_ok(dir: &Path, args: &[&str]) -> std::process::Output {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gfa"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "gfa {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// Write `text` to `dir/name` and return the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

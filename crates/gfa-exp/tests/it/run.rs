@@ -3,22 +3,13 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use gfa_exp::results::records::{
     CheckRow, EvalRow, GfaValueRow, IndicatorRow, PointRow, StepRow, TrainRow, read_rows,
 };
 
-fn gfa(dir: &Path, args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_gfa")).current_dir(dir).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "gfa {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+use super::gfa_ok as gfa;
 
 /// `gfa run FILE --results RESULTS --quiet` on the CPU.
 fn run_args(file: &Path, results: &str) -> Vec<String> {
