@@ -370,9 +370,10 @@ fn series_color(i: usize) -> RGBColor {
     color(if k >= 6 { k + 1 } else { k })
 }
 
-/// The marker shape of the `k`-th control method: squares and triangles (GFA runs are circles).
+/// The marker shape of the `k`-th control method: squares, triangles and crosses (GFA runs are
+/// circles).
 fn control_shape(k: usize) -> usize {
-    k % 2 + 1
+    k % 3 + 1
 }
 
 /// The figure's series: the GFA series (colours) and the control methods (black shapes).

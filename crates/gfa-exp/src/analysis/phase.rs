@@ -178,7 +178,8 @@ fn series_style(i: usize) -> ShapeStyle {
     color(i).stroke_width(2)
 }
 
-/// Draw `pts` as markers of shape `shape` (0 circle, 1 square, 2 triangle) of radius `r`.
+/// Draw `pts` as markers of shape `shape` (0 circle, 1 square, 2 triangle, 3 cross) of radius
+/// `r`.
 macro_rules! markers {
     ($chart:expr, $shape:expr, $pts:expr, $style:expr, $r:expr) => {{
         let (pts, style, r) = ($pts, $style, $r);
@@ -189,7 +190,10 @@ macro_rules! markers {
                     pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-r, -r), (r, r)], style)),
                 )
                 .map(drop),
-            _ => $chart.draw_series(pts.map(|p| TriangleMarker::new(p, r + 1, style))).map(drop),
+            2 => $chart.draw_series(pts.map(|p| TriangleMarker::new(p, r + 1, style))).map(drop),
+            _ => $chart
+                .draw_series(pts.map(|p| Cross::new(p, r + 1, style.stroke_width(2))))
+                .map(drop),
         }
         .map_err(err)?
     }};
@@ -259,7 +263,8 @@ pub(crate) fn legend_marker<DB: DrawingBackend>(
     match shape {
         0 => area.draw(&Circle::new(at, 4, style)),
         1 => area.draw(&Rectangle::new([(at.0 - 5, at.1 - 5), (at.0 + 5, at.1 + 5)], style)),
-        _ => area.draw(&TriangleMarker::new(at, 6, style)),
+        2 => area.draw(&TriangleMarker::new(at, 6, style)),
+        _ => area.draw(&Cross::new(at, 5, style.stroke_width(2))),
     }
     .map_err(err)
 }

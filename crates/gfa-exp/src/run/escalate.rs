@@ -104,9 +104,10 @@ pub fn select(esc: &Escalate, runs: &[Evaluated]) -> Result<(f64, Vec<String>)> 
     Ok((stat.mean, runs.iter().filter(qualifies).map(|r| r.run_id.clone()).collect()))
 }
 
-/// `gfa escalate`: evaluate the qualifying runs of `runs` (those `opts` selects) again with the
-/// suite plus the added attacks, then rerun their masking checks. Returns the ids escalated by
-/// this call.
+/// `gfa escalate`: evaluate the qualifying runs of `runs` (those `opts` selects; the reference
+/// is the mean over every evaluated run of its method, selected or not) again with the suite
+/// plus the added attacks, then rerun their masking checks (and those of runs an interrupted
+/// call escalated before their checks ran). Returns the ids escalated by this call.
 pub fn escalate(
     exp: &ExperimentDir,
     runs: &[RunSpec],
@@ -114,11 +115,16 @@ pub fn escalate(
     stages: &mut dyn Stages,
     opts: &RunOptions,
 ) -> Result<Vec<String>> {
+    // The reference is the grid's, whichever runs `--only`/`--shard` pick to escalate: every
+    // evaluated run is read, the picked ones alone are escalated.
+    let picked: Vec<&str> = runner::select(runs, opts).iter().map(|r| r.run_id.as_str()).collect();
     let mut seen = Vec::new();
-    for run in runner::select(runs, opts) {
+    for run in runs {
         let dir = exp.run(&run.run_id);
         if !dir.has(Stage::Evaluated) {
-            eprintln!("run {}: not evaluated yet (gfa run first); skipped", run.run_id);
+            if picked.contains(&run.run_id.as_str()) {
+                eprintln!("run {}: not evaluated yet (gfa run first); skipped", run.run_id);
+            }
             continue;
         }
         let eval: Vec<EvalRow> = read_rows(&dir.file("eval.csv"))?;
@@ -130,7 +136,8 @@ pub fn escalate(
         seen.push((run, eval, e));
     }
     let all: Vec<Evaluated> = seen.iter().map(|(_, _, e)| e.clone()).collect();
-    let (reference, chosen) = select(esc, &all)?;
+    let (reference, mut chosen) = select(esc, &all)?;
+    chosen.retain(|id| picked.contains(&id.as_str()));
     println!(
         "reference `{}`: worst case {:.1}% at {} {}; a run qualifies above {:.1}%",
         esc.reference,
@@ -148,6 +155,8 @@ pub fn escalate(
         }
     }
     let mut escalated = Vec::new();
+    // Runs escalated by an interrupted call, whose masking checks have not run on the new rows.
+    let mut unchecked = Vec::new();
     for (run, eval, e) in seen.iter().filter(|(r, _, _)| chosen.contains(&r.run_id)) {
         let dir = exp.run(&run.run_id);
         let worst = 100.0 * e.worst.unwrap_or(f64::NAN);
@@ -155,6 +164,9 @@ pub fn escalate(
             crate::analysis::report::base::read_opt(&dir.file(runner::BINARIZATION))?;
         if esc.done(eval) && esc.binarized(&tested) {
             println!("run {} ({worst:.1}%): already escalated", run.run_id);
+            if !dir.has(Stage::Checked) {
+                unchecked.push(run.run_id.clone());
+            }
             continue;
         }
         if run.config.eval.subset != Subset::All {
@@ -204,9 +216,10 @@ pub fn escalate(
         dir.unmark_from(Stage::Checked)?;
         escalated.push(run.run_id.clone());
     }
-    if !escalated.is_empty() {
+    if !escalated.is_empty() || !unchecked.is_empty() {
         // `gfa run`'s check stage reads the new eval.csv.
-        let again = RunOptions { only: escalated.clone(), shard: None, ..opts.clone() };
+        let only = escalated.iter().chain(&unchecked).cloned().collect();
+        let again = RunOptions { only, shard: None, ..opts.clone() };
         let summary = runner::run_grid(exp, runs, stages, &again)?;
         for (id, e) in &summary.failed {
             eprintln!("run {id}: masking checks failed: {e}");

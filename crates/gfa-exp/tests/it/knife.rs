@@ -248,6 +248,44 @@ fn escalation_adds_autoattack_to_the_runs_that_beat_standard_and_the_figures_fol
     assert!(svg.contains("clean vs worst case, L∞ 2/255") && svg.contains("standard (reference)"));
 }
 
+/// `gfa escalate --only ID` escalates that run alone, against the reference of the whole grid
+/// (no standard run is among the picked ones); a run an interrupted call escalated before its
+/// masking checks ran gets them from the next call.
+#[test]
+fn escalating_picked_runs_compares_with_the_whole_grid_and_rechecks_interrupted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = parse(EDGE).unwrap();
+    let runs = spec.expand().unwrap();
+    let exp = gfa_exp::results::plan::write_plan(&spec, &runs, tmp.path()).unwrap();
+    let mut fake = Fake::default();
+    run_grid(&exp, &runs, &mut fake, &RunOptions::default()).unwrap();
+    let esc = spec.escalate.as_ref().expect("[escalate] is read");
+    let pgd_at = runs.iter().find(|r| r.key().method == "pgd_at").unwrap().run_id.clone();
+    let only = |id: &str| RunOptions { only: vec![id.to_string()], ..RunOptions::default() };
+    let done = gfa_exp::run::escalate::escalate(&exp, &runs, esc, &mut fake, &only(&pgd_at))
+        .expect("the reference comes from the standard run, which --only does not pick");
+    assert_eq!(done, vec![pgd_at.clone()]);
+    let escalated: Vec<&RunSpec> =
+        runs.iter().filter(|r| exp.run(&r.run_id).file("escalated").is_file()).collect();
+    assert_eq!(escalated.len(), 1, "only the picked run is escalated");
+    // A standard run picked alone is the reference, never escalated.
+    let standard = runs.iter().find(|r| r.key().method == "standard").unwrap();
+    let none =
+        gfa_exp::run::escalate::escalate(&exp, &runs, esc, &mut fake, &only(&standard.run_id))
+            .unwrap();
+    assert!(none.is_empty());
+
+    // An interruption between the new rows and the checks: the next call checks the run again.
+    let dir = exp.run(&pgd_at);
+    dir.unmark_from(Stage::Checked).unwrap();
+    assert!(!dir.has(Stage::Checked));
+    let again =
+        gfa_exp::run::escalate::escalate(&exp, &runs, esc, &mut fake, &RunOptions::default())
+            .unwrap();
+    assert!(!again.contains(&pgd_at), "its rows are there: not evaluated again");
+    assert!(dir.has(Stage::Checked) && dir.status() == Status::Done);
+}
+
 #[test]
 fn the_knife_edge_experiment_expands_to_its_design() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/knife_edge.toml");

@@ -427,7 +427,7 @@ fn results_readmes_quote_their_rows() {
     use gfa_exp::analysis::report::base::Results;
     use gfa_exp::results::records::read_rows;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
-    for name in ["knife_edge", "quick", "methods", "attack_failure"] {
+    for name in ["knife_edge", "quick", "methods", "attack_failure", "frontier", "frontier_long"] {
         let dir = root.join(name);
         let res = Results {
             eval: read_rows(&dir.join("eval.csv")).unwrap(),
@@ -443,14 +443,23 @@ fn results_readmes_quote_their_rows() {
 
 /// Every committed results folder was computed on the CPU in fp32 without the deterministic
 /// switches: rows written before the numerics were recorded (CSV schema 2 or 4) read so by the
-/// documented upgrade, later ones (schema 5: results/quick, results/attack_failure) say so, and
+/// documented upgrade, later ones (schema 5: results/quick, results/attack_failure,
+/// results/frontier, results/frontier_long) say so, and
 /// every file of it reads (points.csv of version 4 included).
 #[test]
 fn committed_results_read_as_fp32_not_deterministic() {
     use gfa_exp::results::records::{EvalRow, PointRow, TrainRow, read_rows};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
     let old = gfa_core::device::Numerics::BEFORE_RECORDING;
-    for name in ["quick", "methods", "knife_edge", "fd_vs_exact", "attack_failure"] {
+    for name in [
+        "quick",
+        "methods",
+        "knife_edge",
+        "fd_vs_exact",
+        "attack_failure",
+        "frontier",
+        "frontier_long",
+    ] {
         let dir = root.join(name);
         let eval: Vec<EvalRow> = read_rows(&dir.join("eval.csv")).unwrap();
         let train: Vec<TrainRow> = read_rows(&dir.join("train.csv")).unwrap();

@@ -99,6 +99,27 @@ pub fn without_lambda(params: &str) -> String {
     }
 }
 
+/// A pixel radius or step as a multiple of 1/255 with at most three decimals (`3/255`,
+/// `0.75/255`), as grid files write them; other values: none.
+fn per_255(x: f64) -> Option<String> {
+    let k = x * 255.0;
+    let milli = (k * 1000.0).round();
+    if !(x > 0.0 && x <= 1.0) || (k * 1000.0 - milli).abs() > 1e-6 * milli.max(1.0) {
+        return None;
+    }
+    let text = format!("{:.3}", milli / 1000.0);
+    Some(format!("{}/255", text.trim_end_matches('0').trim_end_matches('.')))
+}
+
+/// A method option's value as a label prints it: radii and steps of pixel attacks in units of
+/// 1/255 (see [`per_255`]), the rest as written.
+fn value_text(key: &str, text: &str) -> String {
+    match key {
+        "eps" | "step" => text.parse::<f64>().ok().and_then(per_255).unwrap_or(text.to_string()),
+        _ => text.to_string(),
+    }
+}
+
 /// How a method option reads in a label.
 fn option_text(key: &str, value: &serde_json::Value) -> String {
     let text = match value {
@@ -118,7 +139,7 @@ fn option_text(key: &str, value: &serde_json::Value) -> String {
         ("tap", "post_activation") => "post-act taps".into(),
         ("lambda_warmup_epochs", n) => format!("warm-up {n} ep"),
         ("lambda_warmup_steps", n) => format!("warm-up {n} steps"),
-        (k, v) => format!("{k}={v}"),
+        (k, v) => format!("{k}={}", value_text(k, v)),
     }
 }
 
@@ -260,7 +281,7 @@ pub fn labels(configs: &BTreeSet<Config>) -> BTreeMap<Config, String> {
                     .iter()
                     .map(|k| {
                         let leaf = k.rsplit('.').next().unwrap_or(k);
-                        format!("{leaf}={}", f.get(*k).map_or("-", String::as_str))
+                        format!("{leaf}={}", f.get(*k).map_or("-".into(), |v| value_text(leaf, v)))
                     })
                     .collect();
                 format!("{base} {}", suffix.join(" "))
@@ -414,6 +435,28 @@ mod tests {
         let g = Groups::of([k("a"), k("b")], &axes);
         assert_eq!(g.label("a"), "pgd_at subset=all");
         assert_eq!(g.label("b"), "pgd_at subset=all_correct");
+    }
+
+    /// PGD-AT at two radii reads in units of 1/255, as the grid file writes them; a value that
+    /// is no such multiple keeps its digits.
+    #[test]
+    fn pixel_radii_read_in_units_of_one_255th() {
+        let at = |eps: f64, step: f64| {
+            format!(
+                r#"{{"eps":{eps},"kind":"pgd_at","random_start":true,"step":{step},"steps":3}}"#
+            )
+        };
+        let k = |run: &str, p: &str| RunKey { method: "pgd_at".into(), ..key(run, 0, None, p) };
+        let (a, b) = (at(2.0 / 255.0, 0.75 / 255.0), at(8.0 / 255.0, 3.0 / 255.0));
+        let c = at(0.0123456, 0.00123456);
+        let g = Groups::of([k("a", &a), k("b", &b), k("c", &c)], &BTreeMap::new());
+        assert_eq!(g.label("a"), "pgd_at eps=2/255 step=0.75/255");
+        assert_eq!(g.label("b"), "pgd_at step=3/255");
+        assert_eq!(g.label("c"), "pgd_at eps=0.0123456 step=0.00123456");
+        assert_eq!(per_255(0.375 / 255.0).as_deref(), Some("0.375/255"));
+        assert_eq!(per_255(1.0).as_deref(), Some("255/255"));
+        assert_eq!(per_255(0.3 / 255.0 + 1e-7), None);
+        assert_eq!(per_255(0.0), None);
     }
 
     /// Configurations whose distinguishing parts coincide fall back to every differing key.
