@@ -62,7 +62,7 @@ attack-failure: build
 # The knife edge's frontier: GFA-first's winners against controls at matched clean accuracy
 # (early stopping, weight decay, GNR, PGD-AT), three seeds each: experiments/frontier.toml ->
 # results/frontier/ (45 runs, then AutoAttack for the runs whose worst case beats standard
-# training's by 2 points; about 2 h on 2 cores, results/frontier/README.md).
+# training's by 2 points; `gfa run` took 28 min on 2 cores, results/frontier/README.md).
 frontier: build
 	$(GFA) run experiments/frontier.toml --results results
 	$(GFA) escalate experiments/frontier.toml --results results
