@@ -72,49 +72,33 @@ pub(crate) use describe;
 /// x, y, trace)` that uses neither the budget nor a generator (DeepFool, CW, EAD).
 macro_rules! perturb_via_run {
     () => {
-        fn perturb(
-            &self,
-            model: &gfa_core::Classifier,
-            x: &tch::Tensor,
-            y: &tch::Tensor,
-            eps: f64,
-            rng: &mut gfa_core::seed::SeededRng,
-        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
-            self.run(model, x, y, eps, rng, None)
-        }
-        fn perturb_traced(
-            &self,
-            model: &gfa_core::Classifier,
-            x: &tch::Tensor,
-            y: &tch::Tensor,
-            eps: f64,
-            rng: &mut gfa_core::seed::SeededRng,
-            trace: &mut $crate::trace::Trace,
-        ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
-            self.run(model, x, y, eps, rng, Some(trace))
-        }
+        $crate::attack::perturb_via_run!(@impl eps, rng, [eps, rng]);
     };
     (no_eps) => {
+        $crate::attack::perturb_via_run!(@impl _eps, _rng, []);
+    };
+    // `$eps`/`$rng` name the two parameters, `[$($arg),*]` the ones `run` takes of them.
+    (@impl $eps:ident, $rng:ident, [$($arg:ident),*]) => {
         fn perturb(
             &self,
             model: &gfa_core::Classifier,
             x: &tch::Tensor,
             y: &tch::Tensor,
-            _eps: f64,
-            _rng: &mut gfa_core::seed::SeededRng,
+            $eps: f64,
+            $rng: &mut gfa_core::seed::SeededRng,
         ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
-            self.run(model, x, y, None)
+            self.run(model, x, y, $($arg,)* None)
         }
         fn perturb_traced(
             &self,
             model: &gfa_core::Classifier,
             x: &tch::Tensor,
             y: &tch::Tensor,
-            _eps: f64,
-            _rng: &mut gfa_core::seed::SeededRng,
+            $eps: f64,
+            $rng: &mut gfa_core::seed::SeededRng,
             trace: &mut $crate::trace::Trace,
         ) -> $crate::Result<(tch::Tensor, tch::Tensor)> {
-            self.run(model, x, y, Some(trace))
+            self.run(model, x, y, $($arg,)* Some(trace))
         }
     };
 }
