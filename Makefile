@@ -71,8 +71,8 @@ frontier: build
 
 # Its longer questions: 15 epochs on 50,000 images and GFA fine-tuned from the converged standard
 # model (`[train] init`), three seeds each: experiments/frontier_long.toml ->
-# results/frontier_long/ (30 runs). Many CPU hours (results/frontier_long/README.md): resumable,
-# stop and start it again as often as needed.
+# results/frontier_long/ (33 runs; `gfa run` took 1:50 with two workers on 2 cores, then the
+# escalation, results/frontier_long/README.md): resumable, stop and start it again as often as needed.
 frontier-long: build
 	$(GFA) run experiments/frontier_long.toml --results results
 	$(GFA) escalate experiments/frontier_long.toml --results results
